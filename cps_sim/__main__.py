@@ -1,0 +1,3 @@
+from cps_sim.cli import main
+
+main()

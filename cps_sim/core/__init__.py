@@ -1,0 +1,1 @@
+"""Core: clock, environment factory, RNG streams, energy ledger, units, errors."""

@@ -1,0 +1,72 @@
+"""Simulation clock: seconds since scenario start <-> timezone-aware datetimes."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from cps_sim.core.units import SECONDS_PER_DAY
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Maps simulation time (float seconds since ``start``) to wall-calendar time.
+
+    ``start`` is timezone-aware; ``timezone`` is the zone used for calendars
+    (tariff hours, holidays, daily profiles) and defaults to Asia/Tokyo.
+    """
+
+    start: _dt.datetime
+    timezone: str = "Asia/Tokyo"
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None:
+            raise ValueError("Clock.start must be timezone-aware")
+        object.__setattr__(self, "start", self.start.astimezone(ZoneInfo(self.timezone)))
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def to_datetime(self, t_s: float) -> _dt.datetime:
+        """Local, timezone-aware datetime of simulation time ``t_s``."""
+        return self.start + _dt.timedelta(seconds=float(t_s))
+
+    def to_sim(self, when: _dt.datetime) -> float:
+        """Simulation seconds of an aware datetime (naive ones are read as local)."""
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=self.tz)
+        return (when - self.start).total_seconds()
+
+    def index(self, t_s: np.ndarray) -> pd.DatetimeIndex:
+        """Local DatetimeIndex of an array of simulation times (vectorised)."""
+        base = pd.Timestamp(self.start)
+        return base + pd.to_timedelta(np.asarray(t_s, dtype=float), unit="s")
+
+    def utc_index(self, t_s: np.ndarray) -> pd.DatetimeIndex:
+        return self.index(t_s).tz_convert("UTC")
+
+    def local_midnight_s(self, t_s: float) -> float:
+        """Simulation time of local midnight on or before ``t_s`` (DST-safe)."""
+        local = self.to_datetime(t_s)
+        midnight = _dt.datetime.combine(local.date(), _dt.time(0), tzinfo=self.tz)
+        return self.to_sim(midnight)
+
+    def hour_of_day(self, t_s: np.ndarray) -> np.ndarray:
+        """Local fractional hour of day [0, 24) for each time (vectorised, DST-aware)."""
+        idx = self.index(t_s)
+        return (idx.hour + idx.minute / 60.0 + idx.second / 3600.0).to_numpy(dtype=float)
+
+    def day_of_year(self, t_s: np.ndarray) -> np.ndarray:
+        return self.index(t_s).dayofyear.to_numpy()
+
+    def weekday(self, t_s: np.ndarray) -> np.ndarray:
+        """Monday=0 … Sunday=6, local."""
+        return self.index(t_s).dayofweek.to_numpy()
+
+    def days(self, duration_s: float) -> int:
+        return int(np.ceil(duration_s / SECONDS_PER_DAY))

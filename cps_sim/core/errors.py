@@ -1,0 +1,59 @@
+"""One exception hierarchy.  The CLI prints ``str(exc)`` and exits non-zero."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CpsSimError(Exception):
+    """Base class of every error cps_sim raises on purpose."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in an input file: where it is and what is wrong."""
+
+    path: str  # path inside the document, e.g. "sites[0].battery.capacity_kwh"
+    message: str
+    line: int | None = None  # 1-based
+    column: int | None = None  # 1-based
+
+    def format(self, file: str | None) -> str:
+        where = file or "<scenario>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        if self.path:
+            return f"{where}: {self.path}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+class ScenarioError(CpsSimError):
+    """A scenario (or sweep) file cannot be used.  Lists every problem found."""
+
+    exit_code = 2
+
+    def __init__(self, file: str | None, issues: list[Issue]):
+        self.file = file
+        self.issues = list(issues)
+        super().__init__("\n".join(i.format(file) for i in self.issues))
+
+    @classmethod
+    def single(cls, file: str | None, path: str, message: str,
+               line: int | None = None, column: int | None = None) -> ScenarioError:
+        return cls(file, [Issue(path, message, line, column)])
+
+
+class SimulationError(CpsSimError):
+    """The simulation reached a state it must not (an invariant broke)."""
+
+
+class ResultsError(CpsSimError):
+    """Results could not be written or read."""
+
+
+class BridgeError(CpsSimError):
+    """Hardware-in-the-loop transport failure."""

@@ -1,0 +1,293 @@
+"""Scenario schema: frozen pydantic models, ``extra="forbid"``, units in field names.
+
+Every field has a documented default; ``cps-sim schema`` prints the JSON Schema
+so that editors can autocomplete scenario files.  Populations are declared by
+count and distributions (see :mod:`cps_sim.scenario.distributions`), never one
+block per device.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cps_sim.scenario.distributions import Quantity, check_range
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False,
+                              validate_default=True)
+
+
+def _ranged(field: str, **bounds: float):
+    """A field validator that checks a Quantity against physical bounds."""
+
+    def check(cls, v):  # noqa: ARG001 - pydantic passes the class
+        check_range(v, **bounds)
+        return v
+
+    return field_validator(field)(classmethod(check))
+
+
+# ----------------------------------------------------------------------------- devices
+
+class LoadSpec(_Model):
+    """Household (or building) electric load: a daily-shape profile scaled to annual energy."""
+
+    annual_kwh: Quantity = Field(4300.0, description="Annual consumption per site [kWh]. "
+                                 "Default 4,300 kWh: a typical Japanese household (assumption).")
+    profile: Literal["japan_residential", "constant"] = Field(
+        "japan_residential", description="Daily shape; 'constant' draws the same power all year.")
+    shift_max_s: float = Field(3600.0, ge=0, le=6 * 3600,
+                               description="Each site's profile is shifted by a uniform random "
+                               "offset in [-shift_max_s, +shift_max_s] (per-home variation).")
+    noise_cv: float = Field(0.15, ge=0, le=1,
+                            description="Coefficient of variation of the per-tick multiplicative "
+                            "noise of each site's load.")
+
+    _annual = _ranged("annual_kwh", gt=0)
+
+
+class PvSpec(_Model):
+    """Rooftop or ground PV.  Foundation model: power = capacity × GHI/1000 × performance ratio."""
+
+    share: float = Field(1.0, ge=0, le=1, description="Fraction of sites that have PV.")
+    capacity_kw: Quantity = Field(4.5, description="DC capacity per system [kW].")
+    performance_ratio: float = Field(0.8, gt=0, le=1,
+                                     description="Losses from irradiance to AC output [0..1].")
+    inverter_kw: float | None = Field(None, gt=0, description="AC limit per system [kW]; "
+                                      "default: no clipping.")
+
+    _cap = _ranged("capacity_kw", gt=0)
+
+
+class BatterySpec(_Model):
+    """Stationary battery at a site, controlled for PV self-consumption by default."""
+
+    share: float = Field(1.0, ge=0, le=1, description="Fraction of sites that have a battery.")
+    capacity_kwh: Quantity = Field(10.0, description="Usable energy capacity [kWh].")
+    power_kw: Quantity = Field(5.0, description="Charge and discharge power limit [kW].")
+    charge_efficiency: float = Field(0.95, gt=0, le=1)
+    discharge_efficiency: float = Field(0.95, gt=0, le=1)
+    soc_min: float = Field(0.1, ge=0, le=1)
+    soc_max: float = Field(1.0, ge=0, le=1)
+    initial_soc: float = Field(0.5, ge=0, le=1)
+    control: Literal["self_consumption", "idle"] = Field(
+        "self_consumption", description="Charge from site surplus and discharge to cover the "
+        "site's deficit, or stay idle (for controllers added later).")
+
+    _cap = _ranged("capacity_kwh", gt=0)
+    _pow = _ranged("power_kw", gt=0)
+
+    @model_validator(mode="after")
+    def _soc_window(self) -> BatterySpec:
+        if not self.soc_min < self.soc_max:
+            raise ValueError(f"soc_min must be < soc_max, got soc_min={self.soc_min}, "
+                             f"soc_max={self.soc_max}")
+        if not self.soc_min <= self.initial_soc <= self.soc_max:
+            raise ValueError(f"initial_soc must lie in [soc_min, soc_max] = "
+                             f"[{self.soc_min}, {self.soc_max}], got {self.initial_soc}")
+        return self
+
+
+class TripDaySpec(_Model):
+    """Trip statistics of one day type (weekday or weekend), local time."""
+
+    probability: float = Field(0.8, ge=0, le=1, description="Chance that a vehicle drives "
+                               "on such a day.")
+    departure_h: Quantity = Field(default_factory=lambda: {"distribution": "normal", "mean": 7.5,
+                                                            "std": 1.0, "min": 4, "max": 11},
+                                  description="Local departure hour [h].")
+    duration_h: Quantity = Field(default_factory=lambda: {"distribution": "normal", "mean": 9.5,
+                                                           "std": 2.0, "min": 0.5, "max": 16},
+                                 description="Time away from the home charger [h].")
+    distance_km: Quantity = Field(default_factory=lambda: {"distribution": "lognormal",
+                                                            "mean": 30.0, "cv": 0.7, "max": 300},
+                                  description="Round-trip distance [km].")
+
+    _dep = _ranged("departure_h", ge=0, lt=24)
+    _dur = _ranged("duration_h", gt=0, le=72)
+    _dist = _ranged("distance_km", ge=0)
+
+
+class TripsSpec(_Model):
+    weekday: TripDaySpec = Field(default_factory=TripDaySpec)
+    weekend: TripDaySpec = Field(default_factory=lambda: TripDaySpec(
+        probability=0.55,
+        departure_h={"distribution": "normal", "mean": 10.0, "std": 2.0, "min": 6, "max": 16},
+        duration_h={"distribution": "normal", "mean": 5.0, "std": 2.0, "min": 0.5, "max": 12},
+        distance_km={"distribution": "lognormal", "mean": 40.0, "cv": 0.8, "max": 400}))
+
+
+class EvSpec(_Model):
+    """Battery-electric vehicles parked at a site's charger between trips."""
+
+    share: float = Field(0.5, ge=0, le=1, description="Fraction of sites with an EV "
+                         "(used when per_site is not given).")
+    per_site: int | None = Field(None, ge=1, le=10_000,
+                                 description="EVs at every site (depots); overrides share.")
+    capacity_kwh: Quantity = Field(default_factory=lambda: {"distribution": "choice",
+                                                            "values": [40.0, 60.0, 80.0],
+                                                            "weights": [0.5, 0.3, 0.2]},
+                                   description="Usable battery capacity [kWh].")
+    charger_kw: Quantity = Field(6.0, description="Charging power limit at the site [kW] "
+                                 "(Japanese 200 V home charger: 3–6 kW).")
+    charge_efficiency: float = Field(0.9, gt=0, le=1, description="Grid-to-battery efficiency.")
+    consumption_kwh_per_100km: Quantity = Field(15.0, description="Driving consumption.")
+    initial_soc: Quantity = Field(0.7)
+    soc_max: float = Field(1.0, gt=0, le=1, description="Charging stops at this SoC.")
+    departure_soc_target: float = Field(0.8, ge=0, le=1,
+                                        description="SoC a driver wants at departure; the "
+                                        "shortfall is reported as unmet energy.")
+    initially_plugged: bool = Field(True, description="Vehicles start the run at home.")
+    trips: TripsSpec = Field(default_factory=TripsSpec)
+
+    _cap = _ranged("capacity_kwh", gt=0)
+    _chg = _ranged("charger_kw", gt=0)
+    _cons = _ranged("consumption_kwh_per_100km", gt=0)
+    _soc0 = _ranged("initial_soc", ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _targets(self) -> EvSpec:
+        if self.departure_soc_target > self.soc_max:
+            raise ValueError(f"departure_soc_target ({self.departure_soc_target}) must be <= "
+                             f"soc_max ({self.soc_max})")
+        return self
+
+
+class GridConnectionSpec(_Model):
+    import_limit_kw: float | None = Field(None, gt=0, description="Import limit per site [kW]; "
+                                          "load beyond it is unserved.")
+    export_limit_kw: float | None = Field(None, ge=0, description="Export limit per site [kW]; "
+                                          "PV beyond it is curtailed (0 = zero export).")
+
+
+class SiteGroupSpec(_Model):
+    """A population of similar sites (e.g. 10,000 homes), each with its own grid connection."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    kind: Literal["home", "building", "factory", "community"] = "home"
+    count: int = Field(ge=1, le=10_000_000)
+    load: LoadSpec = Field(default_factory=LoadSpec)
+    pv: PvSpec | None = None
+    battery: BatterySpec | None = None
+    ev: EvSpec | None = None
+    grid: GridConnectionSpec = Field(default_factory=GridConnectionSpec)
+
+
+# ----------------------------------------------------------------------------- world
+
+class LocationSpec(_Model):
+    latitude: float = Field(35.68, ge=-90, le=90, description="Default: Tokyo.")
+    longitude: float = Field(139.77, ge=-180, le=180)
+    altitude_m: float = Field(40.0, ge=-500, le=9000)
+
+
+class WeatherSpec(_Model):
+    """Irradiance source.  ``synthetic``: pvlib clear-sky (Ineichen, bundled Linke turbidity)
+    times a seeded daily clear-sky index with day-to-day persistence; ``constant``: a fixed
+    GHI (for tests and checks)."""
+
+    source: Literal["synthetic", "constant"] = "synthetic"
+    clear_sky_index_mean: float = Field(0.7, gt=0, le=1.2,
+                                        description="Mean daily clear-sky index (synthetic).")
+    clear_sky_index_std: float = Field(0.25, ge=0, le=1)
+    persistence: float = Field(0.6, ge=0, lt=1,
+                               description="Lag-1 autocorrelation of the daily index.")
+    constant_ghi_w_m2: float = Field(0.0, ge=0, le=1500, description="GHI for 'constant'.")
+
+
+class TariffSpec(_Model):
+    """Flat import/export prices (time-of-use and dynamic tariffs: the market layer)."""
+
+    import_jpy_per_kwh: float = Field(31.0, ge=0, description="Assumption: Japanese household "
+                                      "energy rate incl. surcharges, ~31 JPY/kWh.")
+    export_jpy_per_kwh: float = Field(8.5, ge=0, description="Assumption: post-FIT buy-back.")
+
+
+class EmissionsSpec(_Model):
+    grid_co2_g_per_kwh: float = Field(441.0, ge=0, description="Assumption: Japanese grid "
+                                      "average emission factor (~0.44 kg/kWh, FY2022 order).")
+    carbon_price_jpy_per_t: float = Field(0.0, ge=0, description="Carbon price on imported "
+                                          "energy's CO2 [JPY/t].")
+
+
+class RecordSpec(_Model):
+    """Per-device traces (aggregates are always written)."""
+
+    sites: list[int] = Field(default_factory=list, max_length=10_000,
+                             description="Global site indices whose net power is recorded "
+                             "per tick in sites.parquet.")
+
+
+class Scenario(_Model):
+    """One runnable world."""
+
+    version: Literal[1] = 1
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+    description: str = ""
+    seed: int = Field(0, ge=0, lt=2**63)
+    start: _dt.datetime = Field(description="ISO 8601 with UTC offset, e.g. "
+                                "2026-04-01T00:00:00+09:00.")
+    duration_days: float = Field(gt=0, le=366 * 30)
+    tick_s: float = Field(900.0, ge=1, le=3600, description="Settlement tick [s]; must divide "
+                          "one day.")
+    timezone: str = "Asia/Tokyo"
+    mode: Literal["fast", "realtime"] = "fast"
+    speed: float = Field(1.0, gt=0, description="Simulated seconds per wall second (realtime).")
+    location: LocationSpec = Field(default_factory=LocationSpec)
+    weather: WeatherSpec = Field(default_factory=WeatherSpec)
+    tariff: TariffSpec = Field(default_factory=TariffSpec)
+    emissions: EmissionsSpec = Field(default_factory=EmissionsSpec)
+    sites: list[SiteGroupSpec] = Field(min_length=1, max_length=1000)
+    record: RecordSpec = Field(default_factory=RecordSpec)
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, v: _dt.datetime) -> _dt.datetime:
+        if v.tzinfo is None:
+            raise ValueError("must carry a UTC offset, e.g. 2026-04-01T00:00:00+09:00")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (expected an IANA name such as "
+                             "'Asia/Tokyo')") from None
+        return v
+
+    @field_validator("tick_s")
+    @classmethod
+    def _tick_divides_day(cls, v: float) -> float:
+        if v != int(v) or 86400 % int(v) != 0:
+            raise ValueError(f"must be a whole number of seconds that divides 86400, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> Scenario:
+        names = [g.name for g in self.sites]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"site group names must be unique, repeated: {', '.join(dup)}")
+        total = sum(g.count for g in self.sites)
+        bad = [i for i in self.record.sites if not 0 <= i < total]
+        if bad:
+            raise ValueError(f"record.sites: indices {bad[:5]} outside 0..{total - 1}")
+        if (self.duration_days * 86400) % self.tick_s != 0:
+            raise ValueError(f"duration_days ({self.duration_days}) must be a whole number of "
+                             f"ticks of {self.tick_s:g} s")
+        return self
+
+    @property
+    def duration_s(self) -> float:
+        return self.duration_days * 86400.0
+
+    @property
+    def n_ticks(self) -> int:
+        return int(round(self.duration_s / self.tick_s))
