@@ -96,7 +96,8 @@ class LogNormal(_Dist):
         return math.log(self.mean) - 0.5 * sigma2, math.sqrt(sigma2)
 
     def support(self) -> tuple[float, float]:
-        return (0.0 if self.cv > 0 else self.mean), (self.max if self.max is not None else
+        # strictly positive: the smallest positive float stands for the open bound 0
+        return (math.ulp(0.0) if self.cv > 0 else self.mean), (self.max if self.max is not None else
                                                       (math.inf if self.cv > 0 else self.mean))
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:

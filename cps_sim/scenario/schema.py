@@ -142,7 +142,6 @@ class EvSpec(_Model):
     departure_soc_target: float = Field(0.8, ge=0, le=1,
                                         description="SoC a driver wants at departure; the "
                                         "shortfall is reported as unmet energy.")
-    initially_plugged: bool = Field(True, description="Vehicles start the run at home.")
     trips: TripsSpec = Field(default_factory=TripsSpec)
 
     _cap = _ranged("capacity_kwh", gt=0)
@@ -236,6 +235,8 @@ class Scenario(_Model):
     tick_s: float = Field(900.0, ge=1, le=3600, description="Settlement tick [s]; must divide "
                           "one day.")
     timezone: str = "Asia/Tokyo"
+    holidays: str | None = Field("JP", description="Country whose public holidays count as "
+                                 "days off (weekend profiles and trips); null for none.")
     mode: Literal["fast", "realtime"] = "fast"
     speed: float = Field(1.0, gt=0, description="Simulated seconds per wall second (realtime).")
     location: LocationSpec = Field(default_factory=LocationSpec)
@@ -260,6 +261,17 @@ class Scenario(_Model):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {v!r} (expected an IANA name such as "
                              "'Asia/Tokyo')") from None
+        return v
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import holidays as _hol
+
+        if v not in _hol.list_supported_countries():
+            raise ValueError(f"unknown holiday country code {v!r} (ISO 3166 alpha-2, e.g. 'JP')")
         return v
 
     @field_validator("tick_s")

@@ -1,0 +1,98 @@
+"""Command line: ``cps-sim run | validate | schema`` (and more as layers land).
+
+Errors that cps_sim raises on purpose print one clear message and exit
+non-zero (2 for bad input); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cps_sim.core.errors import CpsSimError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="cps_sim: event-driven cyber-physical energy-management simulator.")
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False):
+    _state["debug"] = debug
+
+
+def _fail(exc: CpsSimError) -> None:
+    if _state["debug"]:
+        raise exc
+    typer.echo(f"error: {exc}" if "\n" not in str(exc) else f"error:\n{exc}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="Override a scenario value: path=value (sites[0].pv.share=0.8). Repeatable.")]
+
+
+@app.command()
+def run(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+        seed: Annotated[int | None, typer.Option(help="Root seed (overrides the file).")] = None,
+        out: Annotated[Path | None, typer.Option(help="Results directory (default: "
+                                                 "results/<name>-seed<seed>-<hash>).")] = None,
+        set_: SetOpt = None,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False):
+    """Run a scenario and write timeseries, events, KPIs and a manifest."""
+    from cps_sim.experiment.run import run_file
+
+    try:
+        result = run_file(scenario, overrides=set_ or [], seed=seed, out_dir=out, quiet=quiet)
+    except CpsSimError as exc:
+        _fail(exc)
+    k = result.kpis
+    typer.echo(f"results: {result.out_dir}")
+    typer.echo(f"  grid import {k['grid_import_kwh']:.1f} kWh, export {k['grid_export_kwh']:.1f}"
+               f" kWh, PV {k['pv_generation_kwh']:.1f} kWh, peak import "
+               f"{k['peak_import_kw']:.1f} kW")
+    typer.echo(f"  self-consumption {k['self_consumption']:.1%}, self-sufficiency "
+               f"{k['self_sufficiency']:.1%}, cost {k['cost_jpy']:,.0f} JPY, CO2 "
+               f"{k['co2_kg']:,.0f} kg, EV unmet at departure "
+               f"{k['ev_unmet_at_departure_kwh']:.1f} kWh")
+    typer.echo(f"  wall time {result.wall_time_s:.2f} s")
+
+
+@app.command()
+def validate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+             set_: SetOpt = None):
+    """Check a scenario file; print every problem with file, line and path."""
+    from cps_sim.scenario.loader import load_scenario
+
+    try:
+        sc = load_scenario(scenario, set_ or [])
+    except CpsSimError as exc:
+        _fail(exc)
+    sites = sum(g.count for g in sc.sites)
+    typer.echo(f"{scenario}: OK ({sc.name}: {len(sc.sites)} site group(s), {sites} sites, "
+               f"{sc.duration_days:g} days at {sc.tick_s:g} s ticks)")
+
+
+@app.command()
+def schema():
+    """Print the JSON Schema of scenario files (for editor autocompletion)."""
+    from cps_sim.scenario.schema import Scenario
+
+    typer.echo(json.dumps(Scenario.model_json_schema(), indent=2))
+
+
+def main() -> None:
+    try:
+        app()
+    except CpsSimError as exc:  # raised outside a command body
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

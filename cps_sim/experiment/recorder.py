@@ -1,0 +1,174 @@
+"""Recorder: per-tick aggregates into preallocated arrays, events, KPIs accumulated in the run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from cps_sim.core.units import SECONDS_PER_HOUR
+from cps_sim.world.group import ARRIVAL, FLOWS
+from cps_sim.world.world import TickResult, World
+
+# timeseries.parquet columns (tick averages [W] unless named otherwise)
+POWER_COLUMNS = (
+    ("pv_generation_w", "pv_generation_wh"),
+    ("pv_potential_w", "pv_potential_wh"),
+    ("curtailment_w", "curtailment_wh"),
+    ("load_w", "load_wh"),
+    ("ev_charging_w", "ev_charging_wh"),
+    ("battery_charge_w", "battery_charge_wh"),
+    ("battery_discharge_w", "battery_discharge_wh"),
+    ("grid_import_w", "grid_import_wh"),
+    ("grid_export_w", "grid_export_wh"),
+    ("unserved_w", "unserved_wh"),
+    ("ev_driving_w", "ev_driving_wh"),
+)
+
+SIGN_NOTE = ("Rows are settlement ticks [time, time + tick_s). Columns ending in _w are tick-"
+             "average powers in W, each named for the direction it carries and so >= 0; "
+             "grid_import_w is power drawn from the grid, grid_export_w power fed into it. "
+             "Inside the simulator power into a device is positive.")
+
+
+class Recorder:
+    def __init__(self, world: World):
+        self.world = world
+        n = world.n_ticks
+        self.flows = np.zeros((n, len(FLOWS)))
+        self.groups = {g.name: np.zeros((n, len(FLOWS))) for g in world.groups}
+        self.peak_site_import_wh = np.zeros(n)
+        self.battery_soc = np.full(n, np.nan)
+        self.ev_soc = np.full(n, np.nan)
+        self.ev_plugged = np.zeros(n, dtype=np.int64)
+        self.residual_wh = np.zeros(n)
+        rs = world.record_sites
+        self.site_net_wh = np.zeros((n, rs.size)) if rs.size else None
+        self.ticks_done = 0
+
+    def on_tick(self, r: TickResult) -> None:
+        k = r.k
+        self.flows[k] = [r.flows_wh[f] for f in FLOWS]
+        for name, f in r.by_group.items():
+            self.groups[name][k] = f
+        self.peak_site_import_wh[k] = r.peak_site_import_wh
+        self.battery_soc[k] = r.battery_soc_mean
+        self.ev_soc[k] = r.ev_soc_mean
+        self.ev_plugged[k] = r.ev_plugged
+        self.residual_wh[k] = r.residual_wh
+        if self.site_net_wh is not None:
+            self.site_net_wh[k] = r.site_net_wh
+        self.ticks_done = k + 1
+
+    # ------------------------------------------------------------------ tables
+    def _times(self) -> pa.Array:
+        w = self.world
+        t = np.arange(self.ticks_done) * w.tick_s
+        idx = w.clock.utc_index(t)
+        return pa.array(idx.as_unit("us"), type=pa.timestamp("us", tz="UTC"))
+
+    def timeseries(self) -> pa.Table:
+        n = self.ticks_done
+        w = self.world
+        to_w = SECONDS_PER_HOUR / w.tick_s
+        ix = {f: i for i, f in enumerate(FLOWS)}
+        cols: dict[str, pa.Array] = {"time": self._times()}
+        for col, flow in POWER_COLUMNS:
+            cols[col] = pa.array(self.flows[:n, ix[flow]] * to_w)
+        cols["losses_w"] = pa.array((self.flows[:n, ix["battery_loss_wh"]]
+                                     + self.flows[:n, ix["ev_loss_wh"]]) * to_w)
+        cols["peak_site_import_w"] = pa.array(self.peak_site_import_wh[:n] * to_w)
+        cols["battery_soc_mean"] = pa.array(self.battery_soc[:n])
+        cols["ev_soc_mean"] = pa.array(self.ev_soc[:n])
+        cols["ev_plugged"] = pa.array(self.ev_plugged[:n])
+        cols["irradiance_w_m2"] = pa.array(w.irradiance_w_m2[:n])
+        cols["balance_residual_wh"] = pa.array(self.residual_wh[:n])
+        return pa.table(cols)
+
+    def timeseries_by_group(self) -> pa.Table:
+        n = self.ticks_done
+        to_w = SECONDS_PER_HOUR / self.world.tick_s
+        ix = {f: i for i, f in enumerate(FLOWS)}
+        times = self._times()
+        parts = []
+        for name, arr in self.groups.items():
+            cols = {"time": times, "group": pa.array([name] * n, type=pa.string())}
+            for col, flow in POWER_COLUMNS:
+                cols[col] = pa.array(arr[:n, ix[flow]] * to_w)
+            parts.append(pa.table(cols))
+        return pa.concat_tables(parts) if parts else pa.table({})
+
+    def sites(self) -> pa.Table | None:
+        if self.site_net_wh is None:
+            return None
+        n = self.ticks_done
+        to_w = SECONDS_PER_HOUR / self.world.tick_s
+        cols = {"time": self._times()}
+        for j, s in enumerate(self.world.record_sites.tolist()):
+            cols[f"site_{s}_net_import_w"] = pa.array(self.site_net_wh[:n, j] * to_w)
+        return pa.table(cols)
+
+    def events(self) -> pa.Table:
+        parts = [g.log.columns() for g in self.world.groups]
+        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+        order = np.lexsort((cols["kind"], cols["ev_id"], cols["time_s"]))
+        cols = {k: v[order] for k, v in cols.items()}
+        idx = self.world.clock.utc_index(cols["time_s"])
+        kind = np.where(cols["kind"] == ARRIVAL, "arrival", "departure")
+        return pa.table({
+            "time": pa.array(idx.as_unit("us"), type=pa.timestamp("us", tz="UTC")),
+            "time_s": pa.array(cols["time_s"]),
+            "kind": pa.array(kind.tolist(), type=pa.string()),
+            "ev_id": pa.array(cols["ev_id"]),
+            "site": pa.array(cols["site"]),
+            "soc": pa.array(cols["soc"]),
+            "trip_energy_wh": pa.array(cols["energy_wh"]),
+            "unmet_wh": pa.array(cols["unmet_wh"]),
+        })
+
+    # ------------------------------------------------------------------ KPIs
+    def kpis(self, events: pa.Table) -> dict[str, float]:
+        w = self.world
+        sc = w.scenario
+        n = self.ticks_done
+        tot = {f: float(self.flows[:n, i].sum()) for i, f in enumerate(FLOWS)}
+        kwh = {k.removesuffix("_wh") + "_kwh": v / 1000.0 for k, v in tot.items()}
+        pv = tot["pv_generation_wh"]
+        consumption = tot["load_wh"] + tot["ev_charging_wh"] + tot["battery_loss_wh"]
+        imp = tot["grid_import_wh"]
+        exp = tot["grid_export_wh"]
+        to_kw = SECONDS_PER_HOUR / w.tick_s / 1000.0
+        import_kw = self.flows[:n, FLOWS.index("grid_import_wh")] * to_kw
+        co2_kg = imp / 1000.0 * sc.emissions.grid_co2_g_per_kwh / 1000.0
+        energy_cost = (imp * sc.tariff.import_jpy_per_kwh - exp * sc.tariff.export_jpy_per_kwh) \
+            / 1000.0
+        carbon_cost = co2_kg / 1000.0 * sc.emissions.carbon_price_jpy_per_t
+        ev = events.to_pandas() if events.num_rows else pd.DataFrame(
+            columns=["kind", "soc", "unmet_wh"])
+        dep = ev[ev["kind"] == "departure"]
+        stored_final = w.stored_wh()
+        out: dict[str, float] = {
+            **kwh,
+            "self_consumption": (pv - exp) / pv if pv > 0 else float("nan"),
+            "self_sufficiency": (consumption - imp) / consumption if consumption > 0
+            else float("nan"),
+            "peak_import_kw": float(import_kw.max()) if n else 0.0,
+            "peak_site_import_kw": float(self.peak_site_import_wh[:n].max() * to_kw) if n
+            else 0.0,
+            "cost_jpy": energy_cost + carbon_cost,
+            "energy_cost_jpy": energy_cost,
+            "carbon_cost_jpy": carbon_cost,
+            "co2_kg": co2_kg,
+            "ev_departures": float(len(dep)),
+            "ev_unmet_at_departure_kwh": float(dep["unmet_wh"].sum()) / 1000.0,
+            "ev_departures_below_target": float((dep["unmet_wh"] > 1e-6).sum()),
+            "ev_soc_at_departure_mean": float(dep["soc"].mean()) if len(dep) else float("nan"),
+            "stored_initial_kwh": w.ledger.stored_initial_wh / 1000.0,
+            "stored_final_kwh": stored_final / 1000.0,
+            "balance_residual_wh": w.ledger.run_residual_wh(stored_final),
+            "balance_max_tick_residual_wh": w.ledger.max_abs_tick_residual_wh,
+            "sites": float(sum(g.n for g in w.groups)),
+            "evs": float(sum(g.evs.n for g in w.groups if g.evs is not None)),
+            "ticks": float(n),
+        }
+        return out

@@ -1,0 +1,106 @@
+"""Build a World from a validated Scenario: sample populations, bind exogenous inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cps_sim.core.clock import Clock
+from cps_sim.core.rng import RngStreams
+from cps_sim.models.battery import BatterySpec
+from cps_sim.scenario.distributions import sample
+from cps_sim.scenario.schema import Scenario, SiteGroupSpec
+from cps_sim.world.exogenous import LoadBlocks, tick_irradiance_w_m2
+from cps_sim.world.group import EvPopulation, SiteGroup
+from cps_sim.world.world import GroupBinding, World
+
+
+def _has(rng: RngStreams, stream: str, n: int, share: float) -> np.ndarray:
+    return rng.generator(stream).random(n) < share
+
+
+def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: RngStreams
+                ) -> SiteGroup:
+    n = spec.count
+    base = f"sites/{spec.name}"
+    # PV (dense per site; 0 W where none)
+    if spec.pv is not None:
+        has_pv = _has(rng, f"{base}/pv/has", n, spec.pv.share)
+        cap = sample(spec.pv.capacity_kw, rng.generator(f"{base}/pv/capacity_kw"), n) * 1000.0
+        pv_cap = np.where(has_pv, cap, 0.0)
+        pr = np.full(n, spec.pv.performance_ratio)
+        ac = np.full(n, spec.pv.inverter_kw * 1000.0 if spec.pv.inverter_kw else np.inf)
+    else:
+        pv_cap, pr, ac = np.zeros(n), np.ones(n), np.full(n, np.inf)
+    # Battery (dense; capacity 0 where none)
+    b = spec.battery
+    if b is not None:
+        has_b = _has(rng, f"{base}/battery/has", n, b.share)
+        cap_wh = np.where(has_b, sample(b.capacity_kwh, rng.generator(
+            f"{base}/battery/capacity_kwh"), n) * 1000.0, 0.0)
+        p_w = np.where(has_b, sample(b.power_kw, rng.generator(f"{base}/battery/power_kw"), n)
+                       * 1000.0, 0.0)
+        spec_b = BatterySpec(capacity_wh=cap_wh, power_w=p_w,
+                             charge_efficiency=np.full(n, b.charge_efficiency),
+                             discharge_efficiency=np.full(n, b.discharge_efficiency),
+                             energy_min_wh=cap_wh * b.soc_min, energy_max_wh=cap_wh * b.soc_max)
+        e0 = cap_wh * b.initial_soc
+        control = b.control
+    else:
+        z = np.zeros(n)
+        spec_b = BatterySpec(z, z, np.ones(n), np.ones(n), z, z)
+        e0 = np.zeros(n)
+        control = "idle"
+    # EVs (sorted by site)
+    evs = None
+    e = spec.ev
+    if e is not None:
+        if e.per_site is not None:
+            ev_site = np.repeat(np.arange(n, dtype=np.int64), e.per_site)
+        else:
+            ev_site = np.flatnonzero(_has(rng, f"{base}/ev/has", n, e.share)).astype(np.int64)
+        m = ev_site.size
+        cap = sample(e.capacity_kwh, rng.generator(f"{base}/ev/capacity_kwh"), m) * 1000.0
+        evs = EvPopulation(
+            site=ev_site, capacity_wh=cap,
+            energy_wh=cap * sample(e.initial_soc, rng.generator(f"{base}/ev/initial_soc"), m),
+            charger_w=sample(e.charger_kw, rng.generator(f"{base}/ev/charger_kw"), m) * 1000.0,
+            efficiency=np.full(m, e.charge_efficiency),
+            energy_max_wh=cap * e.soc_max, target_wh=cap * e.departure_soc_target,
+            consumption_wh_per_km=sample(e.consumption_kwh_per_100km,
+                                         rng.generator(f"{base}/ev/consumption"), m) * 10.0,
+            plugged=np.ones(m, dtype=bool),  # every vehicle starts the run at home
+            away_until_s=np.full(m, -np.inf),
+            ids=np.arange(ev_id_offset, ev_id_offset + m, dtype=np.int64))
+    g = spec.grid
+    return SiteGroup(
+        spec.name, n, site_offset, pv_capacity_w=pv_cap, pv_performance_ratio=pr,
+        pv_ac_limit_w=ac, battery=spec_b, battery_energy_wh=e0, battery_control=control,
+        import_limit_w=np.full(n, g.import_limit_kw * 1000.0 if g.import_limit_kw else np.inf),
+        export_limit_w=np.full(n, g.export_limit_kw * 1000.0
+                               if g.export_limit_kw is not None else np.inf),
+        evs=evs)
+
+
+def build_world(scenario: Scenario) -> World:
+    clock = Clock(scenario.start, scenario.timezone)
+    rng = RngStreams(scenario.seed)
+    ticks_per_day = int(round(86400.0 / scenario.tick_s))
+    bindings = []
+    site_offset = 0
+    ev_offset = 0
+    for spec in scenario.sites:
+        group = build_group(spec, site_offset, ev_offset, rng)
+        n = spec.count
+        base = f"sites/{spec.name}"
+        annual_wh = sample(spec.load.annual_kwh, rng.generator(f"{base}/load/annual_kwh"), n) \
+            * 1000.0
+        shift_min = np.round(rng.generator(f"{base}/load/shift").uniform(
+            -spec.load.shift_max_s, spec.load.shift_max_s, n) / 60.0)
+        loads = LoadBlocks(clock, scenario.tick_s, ticks_per_day, annual_wh, spec.load.profile,
+                           shift_min, spec.load.noise_cv, scenario.holidays, rng, f"{base}/load")
+        bindings.append(GroupBinding(spec, group, loads))
+        site_offset += n
+        ev_offset += group.evs.n if group.evs is not None else 0
+    irr = tick_irradiance_w_m2(clock, scenario.n_ticks, scenario.tick_s, scenario.location,
+                               scenario.weather, rng)
+    return World(scenario, clock, rng, bindings, irr)

@@ -1,0 +1,155 @@
+"""The World: site groups, exogenous inputs, clock and ledger, bound into SimPy processes.
+
+SimPy decides *when*; the populations decide *what*:
+
+* ``settlement`` process — every tick: integrate every site to the tick end
+  (applying scheduled EV events at their exact times), close the tick in the
+  ledger and hand the aggregates to the recorder;
+* ``trip_planner`` process — at each local midnight: sample the day's trips of
+  every EV population and schedule their departures and arrivals;
+* controllers (later layers) wake at their own times and call
+  :meth:`World.advance_to` before they observe, so they always see state
+  integrated exactly to *now*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from cps_sim.core.calendar import is_day_off
+from cps_sim.core.clock import Clock
+from cps_sim.core.ledger import EnergyLedger
+from cps_sim.core.rng import RngStreams
+from cps_sim.scenario.schema import Scenario, SiteGroupSpec
+from cps_sim.world.exogenous import LoadBlocks
+from cps_sim.world.group import FLOWS, SiteGroup
+from cps_sim.world.trips import plan_day
+
+
+@dataclass
+class GroupBinding:
+    spec: SiteGroupSpec
+    group: SiteGroup
+    loads: LoadBlocks
+
+
+@dataclass
+class TickResult:
+    k: int
+    t_end_s: float
+    flows_wh: dict[str, float]
+    by_group: dict[str, np.ndarray]
+    peak_site_import_wh: float
+    battery_soc_mean: float
+    ev_soc_mean: float
+    ev_plugged: int
+    residual_wh: float
+    site_net_wh: np.ndarray | None
+
+
+class World:
+    def __init__(self, scenario: Scenario, clock: Clock, rng: RngStreams,
+                 bindings: list[GroupBinding], irradiance_w_m2: np.ndarray):
+        self.scenario = scenario
+        self.clock = clock
+        self.rng = rng
+        self.bindings = bindings
+        self.groups = [b.group for b in bindings]
+        self.tick_s = scenario.tick_s
+        self.n_ticks = scenario.n_ticks
+        self.irradiance_w_m2 = irradiance_w_m2
+        self.k = -1  # current tick
+        self.now_s = 0.0
+        self.ledger = EnergyLedger(self.stored_wh())
+        self.record_sites = np.asarray(scenario.record.sites, dtype=np.int64)
+        self._bat_has = [g.has_battery for g in self.groups]
+        self._bat_cap_total = sum(float(g.battery.capacity_wh.sum()) for g in self.groups)
+        self._ev_cap_total = sum(float(g.evs.capacity_wh.sum()) for g in self.groups
+                                 if g.evs is not None)
+
+    # ------------------------------------------------------------------ state
+    def stored_wh(self) -> float:
+        return sum(sum(g.stored_wh()) for g in self.groups)
+
+    def begin_tick(self, k: int) -> None:
+        self.k = k
+        g_w_m2 = float(self.irradiance_w_m2[k])
+        for b in self.bindings:
+            b.group.set_inputs(b.loads.tick(k), g_w_m2)
+
+    def advance_to(self, t_s: float) -> None:
+        """Integrate all sites to ``t_s`` (within the current tick), events included."""
+        if t_s < self.now_s - 1e-9:
+            raise ValueError(f"cannot advance backwards from {self.now_s} to {t_s}")
+        tick_end = (self.k + 1) * self.tick_s
+        if t_s > tick_end + 1e-9:
+            raise ValueError(f"advance_to({t_s}) beyond the current tick end {tick_end}")
+        for g in self.groups:
+            g.advance_to(t_s)
+        self.now_s = t_s
+
+    def end_tick(self, stored_before_wh: float) -> TickResult:
+        flows = np.zeros(len(FLOWS))
+        by_group: dict[str, np.ndarray] = {}
+        peak_site = 0.0
+        nets = []
+        for g in self.groups:
+            f, peak, net = g.take_tick()
+            flows += f
+            by_group[g.name] = f
+            peak_site = max(peak_site, peak)
+            nets.append(net)
+        flows_d = dict(zip(FLOWS, flows.tolist(), strict=True))
+        stored_after = self.stored_wh()
+        residual = self.ledger.add_tick(flows_d, stored_before_wh, stored_after)
+        bat_e = sum(float(g.battery_energy_wh.sum()) for g in self.groups)
+        ev_e = sum(float(g.evs.energy_wh.sum()) for g in self.groups if g.evs is not None)
+        plugged = sum(int(g.evs.plugged.sum()) for g in self.groups if g.evs is not None)
+        site_net = (np.concatenate(nets)[self.record_sites] if self.record_sites.size
+                    else None)
+        return TickResult(
+            k=self.k, t_end_s=(self.k + 1) * self.tick_s, flows_wh=flows_d, by_group=by_group,
+            peak_site_import_wh=peak_site,
+            battery_soc_mean=bat_e / self._bat_cap_total if self._bat_cap_total else float("nan"),
+            ev_soc_mean=ev_e / self._ev_cap_total if self._ev_cap_total else float("nan"),
+            ev_plugged=plugged, residual_wh=residual, site_net_wh=site_net)
+
+    # ------------------------------------------------------------------ processes
+    def start(self, env: simpy.Environment, on_tick: Callable[[TickResult], None]) -> None:
+        """Register the world's SimPy processes on ``env``."""
+        for b in self.bindings:
+            if b.group.evs is not None and b.group.evs.n:
+                env.process(self._trip_planner(env, b))
+        env.process(self._settlement(env, on_tick))
+
+    def _settlement(self, env: simpy.Environment, on_tick: Callable[[TickResult], None]):
+        for k in range(self.n_ticks):
+            self.begin_tick(k)
+            stored_before = self.stored_wh()
+            t_end = (k + 1) * self.tick_s
+            yield env.timeout(t_end - env.now)
+            self.advance_to(t_end)
+            on_tick(self.end_tick(stored_before))
+
+    def _trip_planner(self, env: simpy.Environment, b: GroupBinding):
+        spec = b.spec.ev
+        stream = f"sites/{b.spec.name}/ev/trips"
+        end = self.scenario.duration_s
+        midnight = self.clock.local_midnight_s(0.0)
+        start_date = self.clock.to_datetime(0.0).date()
+        while midnight < end:
+            local_day = self.clock.to_datetime(max(midnight, 0.0))
+            day_index = (local_day.date() - start_date).days
+            off = bool(is_day_off(self.clock.index(np.array([max(midnight, 0.0)])),
+                                  self.scenario.holidays)[0])
+            plan_day(b.group, spec.trips.weekend if off else spec.trips.weekday, day_index,
+                     midnight, 0.0, self.rng, stream)
+            nxt = self.clock.local_midnight_s(midnight + 36 * 3600.0)  # DST-safe next midnight
+            if nxt >= end:
+                return
+            yield env.timeout(nxt - env.now)
+            midnight = nxt
