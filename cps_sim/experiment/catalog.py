@@ -1,0 +1,139 @@
+"""The sweep catalog: one Parquet table of parameters × KPIs, derived from the run dirs.
+
+``OUT/catalog.parquet`` has one row per planned run (``run_id`` is unique):
+
+========== ===============================================================
+run_id     deterministic id (hash of scenario, parameters, seed, version)
+point      index of the design point; ``replicate`` its seed index
+seed       the run's root seed
+status     ``ok``, ``failed``, ``timeout``, ``invalid`` or ``missing``
+<params>   one column per swept parameter (its ``name``)
+<kpis>     one float column per KPI of ``kpis.json`` (``kpi_<name>`` if
+           the KPI name collides with a parameter or reserved column)
+wall_time_s, attempts, error_type, error
+========== ===============================================================
+
+It is rebuilt from ``plan.json``, ``runs/run_id=*/run.json`` and
+``failed/*.json`` — never appended to — so a resumed sweep's catalog has
+each run exactly once.  Query it with pandas::
+
+    df = pd.read_parquet("results/pv_battery/catalog.parquet")
+    df[df.status == "ok"].groupby("pv_share").self_sufficiency.mean()
+
+or DuckDB, together with the runs' time series (hive partitioning turns the
+``run_id=<id>`` folder names into a column)::
+
+    duckdb.sql("SELECT pv_share, avg(cost_jpy) FROM 'OUT/catalog.parquet' "
+               "WHERE status = 'ok' GROUP BY ALL ORDER BY 1")
+    duckdb.sql("SELECT c.pv_share, max(t.grid_import_w) FROM 'OUT/catalog.parquet' c "
+               "JOIN read_parquet('OUT/runs/*/timeseries.parquet', hive_partitioning=true) t "
+               "USING (run_id) GROUP BY ALL")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cps_sim.core.errors import ResultsError
+from cps_sim.experiment.sweep_spec import RESERVED_COLUMNS
+from cps_sim.experiment.worker import failed_path, read_record
+
+CATALOG = "catalog.parquet"
+PLAN = "plan.json"
+
+
+def read_plan(out: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out / PLAN).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(f"{out}: not a sweep results directory (no {PLAN})") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{out / PLAN}: unreadable ({exc})") from None
+
+
+def build_catalog(out: str | Path) -> pd.DataFrame:
+    """Derive the catalog table from the per-run directories (see module doc)."""
+    out = Path(out)
+    plan = read_plan(out)
+    param_cols: list[str] = plan["param_columns"]
+    rows = []
+    kpi_names: list[str] = []
+    for run in plan["runs"]:
+        run_id = run["run_id"]
+        row: dict[str, Any] = {"run_id": run_id, "point": run["point"],
+                               "replicate": run["replicate"], "seed": run["seed"]}
+        row.update({c: run["params"].get(c) for c in param_cols})
+        rec = read_record(out, run_id)
+        if rec is None:
+            try:
+                rec = json.loads(failed_path(out, run_id).read_text(encoding="utf-8"))
+            except (FileNotFoundError, json.JSONDecodeError):
+                rec = None
+        if rec is None:
+            row.update(status="missing", wall_time_s=None, attempts=0, error_type=None,
+                       error=None)
+        else:
+            row.update(status=rec["status"], wall_time_s=rec.get("wall_time_s"),
+                       attempts=rec.get("attempts", 1), error_type=rec.get("error_type"),
+                       error=rec.get("error"))
+            for k, v in (rec.get("kpis") or {}).items():
+                col = k if k not in param_cols and k not in RESERVED_COLUMNS else f"kpi_{k}"
+                row[col] = float(v)
+                if col not in kpi_names:
+                    kpi_names.append(col)
+        rows.append(row)
+    base = ["run_id", "point", "replicate", "seed", "status", *param_cols]
+    tail = ["wall_time_s", "attempts", "error_type", "error"]
+    df = pd.DataFrame(rows, columns=[*base, *sorted(kpi_names), *tail])
+    df["attempts"] = df["attempts"].astype("int64")
+    df["wall_time_s"] = df["wall_time_s"].astype("float64")
+    for k in kpi_names:
+        df[k] = df[k].astype("float64")
+    for c in ("error_type", "error"):
+        df[c] = df[c].astype("string")
+    df.attrs["kpi_columns"] = sorted(kpi_names)
+    return df
+
+
+def write_catalog(out: str | Path, df: pd.DataFrame | None = None) -> Path:
+    """Write ``catalog.parquet`` atomically (temp file, fsync, rename)."""
+    out = Path(out)
+    df = build_catalog(out) if df is None else df
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[b"cps_sim.kpi_columns"] = json.dumps(df.attrs.get("kpi_columns", [])).encode()
+    meta[b"cps_sim.param_columns"] = json.dumps(read_plan(out)["param_columns"]).encode()
+    table = table.replace_schema_metadata(meta)
+    path = out / CATALOG
+    tmp = out / f".{CATALOG}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        pq.write_table(table, tmp)
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_catalog(out: str | Path) -> pd.DataFrame:
+    """Read ``catalog.parquet`` (rebuilding it from the run dirs if absent)."""
+    out = Path(out)
+    path = out / CATALOG
+    if not path.exists():
+        write_catalog(out)
+    table = pq.read_table(path)
+    df = table.to_pandas()
+    meta = table.schema.metadata or {}
+    df.attrs["kpi_columns"] = json.loads(meta.get(b"cps_sim.kpi_columns", b"[]"))
+    df.attrs["param_columns"] = json.loads(meta.get(b"cps_sim.param_columns", b"[]"))
+    return df

@@ -1,0 +1,181 @@
+"""Where sweep runs execute: a local process pool (default) or Dask distributed.
+
+Both backends call :func:`cps_sim.experiment.worker.execute_run` on the same
+task dictionaries and report one record per task through ``on_record``; a
+run's result depends only on its task, so the backends give identical
+catalogs.
+
+Local backend (``ProcessPoolExecutor``):
+
+* ``forkserver`` workers with the engine preloaded: fast to start, and they
+  inherit no file descriptors from the sweep (so not its lock, B5);
+* at most ``workers`` tasks in flight, so a broken pool (a worker killed by
+  a signal or the OOM killer, B1) affects only the runs that were running:
+  they are retried up to ``retries`` times on a fresh pool, then recorded as
+  ``worker_died``; the rest continue;
+* ``max_tasks_per_child`` recycles workers to bound memory growth (B8);
+* each worker exits by itself when the sweep process disappears (SIGKILL),
+  so a killed sweep leaves no orphans holding CPU.
+
+Dask backend: a ``LocalCluster`` (processes, one thread each) when no
+address is given, else ``Client(address)``; the results directory must then
+be on a file system every worker sees.  Dask re-runs tasks whose worker
+died (``distributed.scheduler.allowed-failures``) and finally raises
+``KilledWorker``, recorded as ``worker_died``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from cps_sim.experiment.worker import execute_run, record_failure
+
+OnRecord = Callable[[dict[str, Any]], None]
+
+MAX_TASKS_PER_CHILD = 100
+_PRELOAD = ["cps_sim.experiment.worker", "cps_sim.scenario.schema", "cps_sim.experiment.run"]
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------------------- local
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit this worker when the sweep process is gone (it was SIGKILLed)."""
+    while True:
+        time.sleep(0.5)
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            os._exit(3)
+        except PermissionError:
+            pass
+
+
+def _worker_init(parent_pid: int) -> None:
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="cps-sim-parent-watch").start()
+
+
+def _new_pool(workers: int, max_tasks_per_child: int | None) -> ProcessPoolExecutor:
+    ctx = mp.get_context("forkserver")
+    preload = []
+    for mod in _PRELOAD:
+        with contextlib.suppress(ImportError):
+            __import__(mod)
+            preload.append(mod)
+    ctx.set_forkserver_preload(preload)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(os.getpid(),), max_tasks_per_child=max_tasks_per_child)
+
+
+def run_local(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_record: OnRecord,
+              *, retries: int = 1, max_tasks_per_child: int | None = MAX_TASKS_PER_CHILD) -> None:
+    """Run ``tasks`` on a process pool of ``workers`` processes."""
+    queue: deque[dict[str, Any]] = deque(tasks)
+    attempts: dict[str, int] = {}
+    pool = _new_pool(workers, max_tasks_per_child)
+    inflight: dict[Future, dict[str, Any]] = {}
+    try:
+        while queue or inflight:
+            while queue and len(inflight) < workers:
+                task = queue.popleft()
+                n = attempts[task["run_id"]] = attempts.get(task["run_id"], 0) + 1
+                inflight[pool.submit(execute_run, task, str(out), None, n)] = task
+            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            broken = False
+            for fut in done:
+                task = inflight.pop(fut)
+                try:
+                    on_record(fut.result())
+                except BrokenProcessPool:
+                    broken = True
+                    _retry_or_fail(task, attempts, retries, queue, out, on_record)
+                except Exception as exc:  # e.g. the task could not be pickled
+                    on_record(record_failure(out, task, "error", f"{type(exc).__name__}: {exc}",
+                                             traceback.format_exc(), attempts[task["run_id"]]))
+            if broken:
+                # Every run still in flight died with the pool: retry them on a new one.
+                for fut, task in list(inflight.items()):
+                    try:
+                        on_record(fut.result())
+                    except Exception:
+                        _retry_or_fail(task, attempts, retries, queue, out, on_record)
+                inflight.clear()
+                pool.shutdown(wait=True, cancel_futures=True)
+                pool = _new_pool(workers, max_tasks_per_child)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _retry_or_fail(task: dict[str, Any], attempts: dict[str, int], retries: int,
+                   queue: deque, out: Path, on_record: OnRecord) -> None:
+    n = attempts[task["run_id"]]
+    if n <= retries:
+        queue.appendleft(task)
+    else:
+        on_record(record_failure(
+            out, task, "worker_died", f"the worker process died while running this run "
+            f"(killed by a signal or out of memory), {n} attempt(s)", "", n))
+
+
+# ----------------------------------------------------------------------------- dask
+
+def run_dask(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_record: OnRecord,
+             *, address: str | None = None, retries: int = 1) -> None:
+    """Run ``tasks`` on Dask: a LocalCluster, or the scheduler at ``address``."""
+    try:
+        import dask
+        from distributed import Client, KilledWorker, LocalCluster, as_completed
+    except ImportError as exc:  # pragma: no cover - dask is an extra
+        from cps_sim.core.errors import CpsSimError
+
+        raise CpsSimError("--backend dask needs dask[distributed]: "
+                          "pip install 'cps-sim[dist]'") from exc
+
+    with contextlib.ExitStack() as stack:
+        if address:
+            client = stack.enter_context(Client(address, set_as_default=False))
+        else:
+            stack.enter_context(dask.config.set(
+                {"distributed.scheduler.allowed-failures": retries,
+                 "distributed.worker.daemon": False}))
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True,
+                dashboard_address=None, silence_logs=40))
+            client = stack.enter_context(Client(cluster, set_as_default=False))
+        by_key = {}
+        futures = []
+        for task in tasks:
+            fut = client.submit(execute_run, task, str(out), None, 1,
+                                key=f"cps-sim-run-{task['run_id']}", pure=False)
+            by_key[fut.key] = task
+            futures.append(fut)
+        for fut in as_completed(futures):
+            task = by_key[fut.key]
+            try:
+                on_record(fut.result())
+            except KilledWorker:
+                on_record(record_failure(out, task, "worker_died",
+                                         "the Dask worker running this run died "
+                                         f"{retries + 1} time(s)", "", retries + 1))
+            except Exception as exc:
+                on_record(record_failure(out, task, "error", f"{type(exc).__name__}: {exc}",
+                                         traceback.format_exc()))
+            fut.release()
