@@ -26,6 +26,7 @@ from cps_sim.core.errors import Issue, ScenarioError
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_ALIASES = 100
+MAX_EXPANDED_NODES = 1_000_000
 
 
 # ----------------------------------------------------------------------------- YAML
@@ -82,11 +83,38 @@ def _mark_issue(file: str | None, exc: yaml.YAMLError) -> ScenarioError:
     if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in str(problem):
         problem = (f"{problem}; scenario files may hold only plain data (no YAML object "
                    "tags such as !!python/object)")
-    if "\t" in str(getattr(exc, "problem", "")) or "tab" in str(problem).lower():
+    if "'\\t'" in str(problem) or "\t" in str(problem) or "tab" in str(problem).lower():
         problem = f"{problem} (YAML does not allow tabs for indentation; use spaces)"
     line = mark.line + 1 if mark is not None else None
     col = mark.column + 1 if mark is not None else None
     return ScenarioError.single(file, "", f"invalid YAML: {problem}", line, col)
+
+
+def _expanded_size(root: yaml.Node | None) -> int:
+    """Number of values the document has once every alias is expanded (memoised per node)."""
+    if root is None:
+        return 0
+    memo: dict[int, int] = {}
+    # iterative post-order walk: aliases are shared node objects in the composed graph
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if key in memo:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            memo[key] = 1
+            continue
+        children = ([c for kv in node.value for c in kv] if isinstance(node, yaml.MappingNode)
+                    else list(node.value))
+        if done:
+            memo[key] = 1 + sum(memo.get(id(c), 1) for c in children)
+            if memo[key] > MAX_EXPANDED_NODES:
+                return memo[key]
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in memo)
+    return memo[id(root)]
 
 
 def parse_yaml(text: str, file: str | None = None) -> tuple[Any, yaml.Node | None]:
@@ -106,6 +134,11 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[Any, yaml.Node | Non
                         file, "", f"more than {MAX_ALIASES} YAML aliases (*name); refusing to "
                         "expand what may be an alias bomb", m.line + 1, m.column + 1)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        size = _expanded_size(node)
+        if size > MAX_EXPANDED_NODES:
+            raise ScenarioError.single(
+                file, "", f"aliases would expand this document to {size:,} values (limit "
+                f"{MAX_EXPANDED_NODES:,}); refusing what looks like an alias bomb")
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as exc:
         raise _mark_issue(file, exc) from None
@@ -203,6 +236,8 @@ def _message(err: Mapping[str, Any], model: type[BaseModel], loc: Sequence[Any])
         op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
               "less_than_equal": "<="}[kind]
         bound = next(iter(ctx.values())) if ctx else "?"
+        if isinstance(bound, float):
+            bound = f"{bound:g}"
         return f"must be {op} {bound}, got {got!r}"
     if kind == "finite_number" or (isinstance(got, float) and not math.isfinite(got)):
         return f"must be a finite number, got {got!r}"

@@ -214,7 +214,50 @@ class SiteGroup:
         self._segment(None, dt)
         self.t_s.fill(t)
 
-    def _segment(self, s: I | None, dt_s: F) -> None:
+    def _ev_indices(self, s: I) -> tuple[I, I]:
+        """EV indices at sites ``s`` and each one's position in ``s`` (EVs are sorted by site)."""
+        counts = self.ev_start[s + 1] - self.ev_start[s]
+        total = int(counts.sum())
+        offs = np.cumsum(counts) - counts
+        ei = np.arange(total) - np.repeat(offs, counts) + np.repeat(self.ev_start[s], counts)
+        return ei, np.repeat(np.arange(s.size), counts)
+
+    def _segment(self, s: I | None, dt_s: F, depth: int = 0) -> None:
+        """Advance sites ``s`` (None = all) by per-site ``dt_s``, splitting where an EV fills up.
+
+        An EV that becomes full part-way changes its site's net power, which the
+        battery follows; splitting the segment at that instant keeps the
+        integration exact (an internal event, like a scheduled one).
+        """
+        evs = self.evs
+        if evs is not None and evs.n and depth < 64:
+            if s is None:
+                ei, local = slice(None), evs.site
+            else:
+                ei, local = self._ev_indices(s)
+            room_ac = (evs.energy_max_wh[ei] - evs.energy_wh[ei]) / evs.efficiency[ei]
+            dts = dt_s[local] if np.ndim(dt_s) else np.full(local.size, float(dt_s))
+            charging = evs.plugged[ei] & (room_ac > 1e-6)
+            t_full = np.where(charging, room_ac * 3600.0 / np.maximum(evs.charger_w[ei], 1e-9),
+                              np.inf)
+            split = t_full < dts * (1.0 - 1e-12) - 1e-9
+            if split.any():
+                loc = local[split]
+                sites_local = np.unique(loc)
+                t_split = np.full(sites_local.size, np.inf)
+                np.minimum.at(t_split, np.searchsorted(sites_local, loc), t_full[split])
+                full_dt = np.broadcast_to(np.asarray(dt_s, dtype=float),
+                                          (self.n if s is None else s.size,)).copy()
+                ss = sites_local if s is None else s[sites_local]
+                rest = full_dt[sites_local] - t_split
+                self._segment_raw(ss, t_split)
+                self._segment(ss, rest, depth + 1)
+                full_dt[sites_local] = 0.0
+                self._segment_raw(s, full_dt)
+                return
+        self._segment_raw(s, np.asarray(dt_s, dtype=float))
+
+    def _segment_raw(self, s: I | None, dt_s: F) -> None:
         """Advance sites ``s`` (None = all) over per-site durations ``dt_s`` with constant inputs."""
         allsites = s is None
         sl = slice(None) if allsites else s
@@ -231,15 +274,9 @@ class SiteGroup:
                 local = evs.site
                 nloc = self.n
             else:
-                counts = self.ev_start[s + 1] - self.ev_start[s]
-                total = int(counts.sum())
-                if total:
-                    offs = np.cumsum(counts) - counts
-                    ei = (np.arange(total) - np.repeat(offs, counts)
-                          + np.repeat(self.ev_start[s], counts))
-                    local = np.repeat(np.arange(s.size), counts)
-                    nloc = s.size
-                else:
+                ei, local = self._ev_indices(s)
+                nloc = s.size
+                if ei.size == 0:
                     ei = None
             if ei is not None:
                 room_ac = np.maximum(evs.energy_max_wh[ei] - evs.energy_wh[ei], 0.0) / \
