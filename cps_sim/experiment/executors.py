@@ -167,7 +167,7 @@ def run_dask(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_record
                                 key=f"cps-sim-run-{task['run_id']}", pure=False)
             by_key[fut.key] = task
             futures.append(fut)
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):
             task = by_key[fut.key]
             try:
                 on_record(fut.result())
