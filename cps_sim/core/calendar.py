@@ -18,7 +18,7 @@ def _holiday_dates(country: str, first_year: int, last_year: int) -> frozenset[_
 
 def is_day_off(local_times: pd.DatetimeIndex, country: str | None) -> np.ndarray:
     """True on Saturdays, Sundays and (when ``country`` is given) public holidays."""
-    off = local_times.dayofweek.to_numpy() >= 5
+    off = local_times.day_of_week.to_numpy() >= 5
     if country and len(local_times):
         dates = _holiday_dates(country, int(local_times.year.min()), int(local_times.year.max()))
         if dates:

@@ -34,13 +34,15 @@ class Clock:
 
     def to_datetime(self, t_s: float) -> _dt.datetime:
         """Local, timezone-aware datetime of simulation time ``t_s``."""
-        return self.start + _dt.timedelta(seconds=float(t_s))
+        # Arithmetic in UTC: aware-datetime arithmetic in one zone ignores DST changes.
+        utc = self.start.astimezone(_dt.UTC) + _dt.timedelta(seconds=float(t_s))
+        return utc.astimezone(self.tz)
 
     def to_sim(self, when: _dt.datetime) -> float:
         """Simulation seconds of an aware datetime (naive ones are read as local)."""
         if when.tzinfo is None:
             when = when.replace(tzinfo=self.tz)
-        return (when - self.start).total_seconds()
+        return (when.astimezone(_dt.UTC) - self.start.astimezone(_dt.UTC)).total_seconds()
 
     def index(self, t_s: np.ndarray) -> pd.DatetimeIndex:
         """Local DatetimeIndex of an array of simulation times (vectorised)."""
@@ -62,11 +64,11 @@ class Clock:
         return (idx.hour + idx.minute / 60.0 + idx.second / 3600.0).to_numpy(dtype=float)
 
     def day_of_year(self, t_s: np.ndarray) -> np.ndarray:
-        return self.index(t_s).dayofyear.to_numpy()
+        return self.index(t_s).day_of_year.to_numpy()
 
     def weekday(self, t_s: np.ndarray) -> np.ndarray:
         """Monday=0 … Sunday=6, local."""
-        return self.index(t_s).dayofweek.to_numpy()
+        return self.index(t_s).day_of_week.to_numpy()
 
     def days(self, duration_s: float) -> int:
         return int(np.ceil(duration_s / SECONDS_PER_DAY))

@@ -7,7 +7,7 @@ import json
 import platform
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +21,7 @@ from cps_sim.experiment.results import atomic_directory, write_json, write_parqu
 from cps_sim.scenario.loader import load_scenario
 from cps_sim.scenario.schema import Scenario
 from cps_sim.world.build import build_world
+from cps_sim.world.world import TickResult, World
 
 PACKAGES = ("numpy", "pandas", "simpy", "pyarrow", "pydantic", "pvlib", "pyyaml", "paho-mqtt")
 # Energy conservation tolerance per tick: relative to the energy that moved.
@@ -64,21 +65,28 @@ def default_out_dir(scenario: Scenario) -> Path:
     return Path("results") / f"{scenario.name}-seed{scenario.seed}-{scenario_hash(scenario)[:8]}"
 
 
-def simulate(scenario: Scenario, *, quiet: bool = True) -> Recorder:
-    """Run the scenario in memory and return its recorder (no files written)."""
+def simulate(scenario: Scenario, *, quiet: bool = True,
+             on_tick: Callable[[World, TickResult], None] | None = None) -> Recorder:
+    """Run the scenario in memory and return its recorder (no files written).
+
+    ``on_tick(world, result)`` is called after every settlement tick (for
+    checks and live displays).
+    """
     world = build_world(scenario)
     env = make_env(scenario.mode, scenario.speed)
     recorder = Recorder(world)
     with TickProgress(world.n_ticks, scenario.name, progress_enabled(quiet)) as bar:
-        def on_tick(r):
+        def _on_tick(r):
             scale = max(abs(v) for v in r.flows_wh.values()) + world.stored_wh() * 1e-3 + 1.0
             if abs(r.residual_wh) > RESIDUAL_REL_TOL * scale * 1e3:
                 raise SimulationError(
                     f"energy balance broken in tick {r.k}: residual {r.residual_wh:.6g} Wh")
             recorder.on_tick(r)
+            if on_tick is not None:
+                on_tick(world, r)
             bar.update(r.k + 1)
 
-        world.start(env, on_tick)
+        world.start(env, _on_tick)
         env.run(until=scenario.duration_s + scenario.tick_s * 0.5)
     return recorder
 

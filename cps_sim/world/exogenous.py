@@ -115,7 +115,9 @@ class LoadBlocks:
             vals *= month_f[:, None]
             vals *= self.scale_w[None, :]
         if self.noise_cv > 0:
-            z = self.rng.generator(f"{self.stream}/noise/block{b}").standard_normal((self.tpb, n))
+            # drawn site-major, so appending sites leaves the others' noise unchanged
+            z = self.rng.generator(f"{self.stream}/noise/block{b}").standard_normal(
+                (n, self.tpb)).T
             z *= self.noise_cv
             z += 1.0
             np.maximum(z, 0.0, out=z)

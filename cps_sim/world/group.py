@@ -222,40 +222,71 @@ class SiteGroup:
         ei = np.arange(total) - np.repeat(offs, counts) + np.repeat(self.ev_start[s], counts)
         return ei, np.repeat(np.arange(s.size), counts)
 
-    def _segment(self, s: I | None, dt_s: F, depth: int = 0) -> None:
-        """Advance sites ``s`` (None = all) by per-site ``dt_s``, splitting where an EV fills up.
+    def _internal_events(self, s: I | None, dt_s: F) -> F:
+        """Per-site time [s] until the first internal event within the segment (inf if none).
 
-        An EV that becomes full part-way changes its site's net power, which the
-        battery follows; splitting the segment at that instant keeps the
-        integration exact (an internal event, like a scheduled one).
+        Internal events change a site's power part-way through a segment: an EV
+        that becomes full, and — where an import or export limit makes timing
+        matter — a battery that becomes full or empty.  Without a limit the grid
+        takes any power, and energy totals are exact whatever the timing.
         """
+        nloc = self.n if s is None else s.size
+        t_next = np.full(nloc, np.inf)
+        dts = np.broadcast_to(dt_s, (nloc,))
         evs = self.evs
-        if evs is not None and evs.n and depth < 64:
+        ev_power = None
+        if evs is not None and evs.n:
             if s is None:
                 ei, local = slice(None), evs.site
             else:
                 ei, local = self._ev_indices(s)
             room_ac = (evs.energy_max_wh[ei] - evs.energy_wh[ei]) / evs.efficiency[ei]
-            dts = dt_s[local] if np.ndim(dt_s) else np.full(local.size, float(dt_s))
             charging = evs.plugged[ei] & (room_ac > 1e-6)
-            t_full = np.where(charging, room_ac * 3600.0 / np.maximum(evs.charger_w[ei], 1e-9),
-                              np.inf)
-            split = t_full < dts * (1.0 - 1e-12) - 1e-9
-            if split.any():
-                loc = local[split]
-                sites_local = np.unique(loc)
-                t_split = np.full(sites_local.size, np.inf)
-                np.minimum.at(t_split, np.searchsorted(sites_local, loc), t_full[split])
-                full_dt = np.broadcast_to(np.asarray(dt_s, dtype=float),
-                                          (self.n if s is None else s.size,)).copy()
-                ss = sites_local if s is None else s[sites_local]
-                rest = full_dt[sites_local] - t_split
-                self._segment_raw(ss, t_split)
-                self._segment(ss, rest, depth + 1)
-                full_dt[sites_local] = 0.0
+            p = np.where(charging, evs.charger_w[ei], 0.0)
+            t_full = np.where(charging, room_ac * 3600.0 / np.maximum(p, 1e-9), np.inf)
+            cand = t_full < dts[local]
+            if cand.any():
+                np.minimum.at(t_next, local[cand], t_full[cand])
+            if self.battery_active and (self.any_import_limit or self.any_export_limit):
+                ev_power = np.bincount(local, weights=p, minlength=nloc)
+        if self.battery_active and (self.any_import_limit or self.any_export_limit):
+            sl = slice(None) if s is None else s
+            net_w = self.load_w[sl] - self.pv_w[sl]
+            if ev_power is not None:
+                net_w = net_w + ev_power
+            b = self.battery
+            e = self.battery_energy_wh[sl]
+            rate = np.minimum(np.abs(net_w), b.power_w[sl])
+            room = np.where(net_w < 0, (b.energy_max_wh[sl] - e) / b.charge_efficiency[sl],
+                            (e - b.energy_min_wh[sl]) * b.discharge_efficiency[sl])
+            active = (rate > 0) & (room > 1e-6)
+            t_bat = np.where(active, room * 3600.0 / np.where(active, rate, 1.0), np.inf)
+            np.minimum(t_next, t_bat, out=t_next)
+        return t_next
+
+    def _segment(self, s: I | None, dt_s: F, depth: int = 0) -> None:
+        """Advance sites ``s`` (None = all) by per-site ``dt_s``, split at internal events.
+
+        Splitting at the instant an EV fills up (or a battery reaches a limit
+        that matters) keeps the integration exact; the split sites go on from
+        there, the others advance in one vectorised step.
+        """
+        dt_s = np.asarray(dt_s, dtype=float)
+        if depth < 64 and (self.evs is not None and self.evs.n or self.battery_active):
+            t_split = self._internal_events(s, dt_s)
+            dts = np.broadcast_to(dt_s, t_split.shape)
+            need = t_split < dts * (1.0 - 1e-12) - 1e-9
+            if need.any():
+                loc = np.flatnonzero(need)
+                full_dt = dts.copy()
+                ss = loc if s is None else s[loc]
+                first = t_split[loc]
+                self._segment_raw(ss, first)
+                self._segment(ss, full_dt[loc] - first, depth + 1)
+                full_dt[loc] = 0.0
                 self._segment_raw(s, full_dt)
                 return
-        self._segment_raw(s, np.asarray(dt_s, dtype=float))
+        self._segment_raw(s, dt_s)
 
     def _segment_raw(self, s: I | None, dt_s: F) -> None:
         """Advance sites ``s`` (None = all) over per-site durations ``dt_s`` with constant inputs."""
