@@ -1,0 +1,341 @@
+"""``cps-sim report RESULTS-DIR``: PNG plots and one self-contained HTML page.
+
+For a **run** directory (``timeseries.parquet`` + ``kpis.json``):
+
+* ``energy_flows.png`` — supply (PV used on site, battery discharge, grid
+  import) stacked against demand (load, EV and battery charging, export)
+  over the chosen week;
+* ``soc_price.png`` — mean battery and EV state of charge, and the import
+  price (a ``*price*`` column of the time series, else the flat tariff of
+  the manifest) over the chosen week;
+* ``daily_profiles.png`` — mean power by local hour of day;
+* a KPI table (in the HTML page).
+
+The chosen week is the 7 days starting ``week_start`` (a local date), by
+default the week with the highest grid import peak.
+
+For a **sweep** directory (``catalog.parquet`` or ``plan.json``):
+
+* ``sensitivity.png`` — each KPI against each swept parameter (every run as
+  a dot, the mean over replicates as a line);
+* ``tradeoff.png`` — cost against CO2, one dot per run, coloured by the
+  first parameter;
+* best / worst runs by an objective KPI and a table of failed runs (HTML).
+
+Everything lands in ``RESULTS-DIR/report/``; ``report.html`` embeds the PNGs
+as base64, so it can be mailed or opened offline (no CDN, no scripts).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from cps_sim.core.errors import ResultsError  # noqa: E402
+
+SWEEP_KPIS = ("self_sufficiency", "self_consumption", "cost_jpy", "co2_kg", "peak_import_kw",
+              "grid_import_kwh", "unserved_kwh", "ev_unmet_at_departure_kwh")
+DPI = 110
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    html: Path
+    pngs: list[Path] = field(default_factory=list)
+    kind: str = "run"
+
+
+def make_report(results_dir: str | Path, *, week_start: str | None = None,
+                objective: str = "cost_jpy", out_dir: str | Path | None = None) -> Report:
+    """Render the report of a run or a sweep directory (detected from its files)."""
+    src = Path(results_dir)
+    if not src.is_dir():
+        raise ResultsError(f"{src}: no such results directory")
+    out = Path(out_dir) if out_dir is not None else src / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    if (src / "catalog.parquet").exists() or (src / "plan.json").exists():
+        return _sweep_report(src, out, objective)
+    if (src / "timeseries.parquet").exists():
+        return _run_report(src, out, week_start)
+    raise ResultsError(f"{src}: neither a run (timeseries.parquet) nor a sweep "
+                       "(catalog.parquet) results directory")
+
+
+# ----------------------------------------------------------------------------- run
+
+def _load_run(src: Path) -> tuple[pd.DataFrame, dict[str, float], dict[str, Any]]:
+    ts = pd.read_parquet(src / "timeseries.parquet")
+    kpis = json.loads((src / "kpis.json").read_text()) if (src / "kpis.json").exists() else {}
+    manifest = {}
+    if (src / "manifest.json").exists():
+        manifest = json.loads((src / "manifest.json").read_text())
+    tz = (manifest.get("scenario") or {}).get("timezone", "UTC")
+    ts = ts.set_index(pd.DatetimeIndex(ts["time"]).tz_convert(tz)).drop(columns="time")
+    return ts, kpis, manifest
+
+
+def _col(ts: pd.DataFrame, name: str) -> pd.Series:
+    return ts[name] if name in ts else pd.Series(0.0, index=ts.index)
+
+
+def choose_week(ts: pd.DataFrame, week_start: str | None) -> pd.DataFrame:
+    """Seven days of ``ts`` from ``week_start`` (local date), or the peak-import week."""
+    if ts.empty:
+        return ts
+    if week_start is not None:
+        start = pd.Timestamp(week_start)
+        start = start.tz_localize(ts.index.tz) if start.tzinfo is None else start
+    else:
+        daily_peak = _col(ts, "grid_import_w").resample("1D").max()
+        weekly = daily_peak.rolling(7, min_periods=1).max()
+        end_day = weekly.idxmax() if weekly.notna().any() else daily_peak.index[0]
+        start = max(end_day - pd.Timedelta(days=6), ts.index[0].normalize())
+    week = ts[(ts.index >= start) & (ts.index < start + pd.Timedelta(days=7))]
+    if week.empty:
+        raise ResultsError(f"week starting {week_start} is outside the run "
+                           f"({ts.index[0]:%Y-%m-%d} .. {ts.index[-1]:%Y-%m-%d})")
+    return week
+
+
+def _energy_flows(week: pd.DataFrame, path: Path) -> None:
+    kw = week / 1000.0
+    pv_used = (_col(kw, "pv_generation_w") - _col(kw, "grid_export_w")).clip(lower=0)
+    supply = {"PV used on site": pv_used, "battery discharge": _col(kw, "battery_discharge_w"),
+              "grid import": _col(kw, "grid_import_w"), "unserved": _col(kw, "unserved_w")}
+    demand = {"household load": _col(kw, "load_w"), "EV charging": _col(kw, "ev_charging_w"),
+              "battery charge": _col(kw, "battery_charge_w"),
+              "grid export": _col(kw, "grid_export_w")}
+    fig, ax = plt.subplots(figsize=(11, 4.8))
+    x = kw.index
+    ax.stackplot(x, *supply.values(), labels=list(supply), step="post", alpha=0.85,
+                 colors=["#f2b701", "#3969ac", "#7f3c8d", "#e73f74"])
+    ax.stackplot(x, *[-v for v in demand.values()], labels=list(demand), step="post",
+                 alpha=0.85, colors=["#80ba5a", "#11a579", "#008695", "#a5aa99"])
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_ylabel("power [kW]  (supply > 0 > demand)")
+    ax.set_title("Energy flows (all sites)")
+    ax.legend(ncol=4, fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.12))
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def _price(week: pd.DataFrame, manifest: dict[str, Any]) -> tuple[pd.Series | None, str]:
+    cols = [c for c in week.columns if "price" in c]
+    if cols:
+        return week[cols[0]], cols[0]
+    tariff = (manifest.get("scenario") or {}).get("tariff") or {}
+    if "import_jpy_per_kwh" in tariff:
+        return (pd.Series(float(tariff["import_jpy_per_kwh"]), index=week.index),
+                "import tariff [JPY/kWh] (flat)")
+    return None, ""
+
+
+def _soc_price(week: pd.DataFrame, manifest: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    for col, label, color in (("battery_soc_mean", "battery SoC (mean)", "#3969ac"),
+                              ("ev_soc_mean", "EV SoC (mean)", "#11a579")):
+        if col in week:
+            ax.step(week.index, week[col], where="post", label=label, color=color)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("state of charge [0..1]")
+    price, label = _price(week, manifest)
+    if price is not None:
+        ax2 = ax.twinx()
+        ax2.step(week.index, price, where="post", color="#e73f74", lw=1.2, label=label)
+        ax2.set_ylabel(label, color="#e73f74")
+        ax2.set_ylim(0, max(float(price.max()) * 1.2, 1.0))
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("State of charge and import price")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def _daily_profiles(ts: pd.DataFrame, path: Path) -> None:
+    hour = ts.index.hour + ts.index.minute / 60.0
+    cols = [("load_w", "household load"), ("pv_generation_w", "PV generation"),
+            ("ev_charging_w", "EV charging"), ("grid_import_w", "grid import"),
+            ("grid_export_w", "grid export")]
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for col, label in cols:
+        if col in ts:
+            prof = (ts[col] / 1000.0).groupby(hour).mean()
+            ax.plot(prof.index, prof.values, label=label, drawstyle="steps-post")
+    ax.set_xlim(0, 24)
+    ax.set_xticks(range(0, 25, 3))
+    ax.set_xlabel(f"local hour of day ({ts.index.tz})")
+    ax.set_ylabel("mean power [kW]")
+    ax.set_title(f"Daily profiles (mean over {ts.index.normalize().nunique()} day(s))")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def _run_report(src: Path, out: Path, week_start: str | None) -> Report:
+    ts, kpis, manifest = _load_run(src)
+    week = choose_week(ts, week_start)
+    rep = Report(out, out / "report.html", kind="run")
+    for name, draw in (("energy_flows.png", lambda p: _energy_flows(week, p)),
+                       ("soc_price.png", lambda p: _soc_price(week, manifest, p)),
+                       ("daily_profiles.png", lambda p: _daily_profiles(ts, p))):
+        draw(out / name)
+        rep.pngs.append(out / name)
+    title = f"Run {manifest.get('scenario', {}).get('name', src.name)}"
+    facts = {"results": str(src), "seed": manifest.get("seed"),
+             "scenario hash": str(manifest.get("scenario_hash", ""))[:16],
+             "week shown": f"{week.index[0]:%Y-%m-%d} .. {week.index[-1]:%Y-%m-%d}",
+             "wall time [s]": _fmt(manifest.get("wall_time_s"))}
+    kpi_rows = [[k, _fmt(v)] for k, v in sorted(kpis.items())]
+    body = [_table(["", ""], [[k, html.escape(str(v))] for k, v in facts.items()]),
+            *(_img(p) for p in rep.pngs), "<h2>KPIs</h2>", _table(["KPI", "value"], kpi_rows)]
+    _write_html(rep.html, title, body)
+    return rep
+
+
+# ----------------------------------------------------------------------------- sweep
+
+def _sweep_report(src: Path, out: Path, objective: str) -> Report:
+    from cps_sim.experiment.catalog import read_catalog
+
+    cat = read_catalog(src)
+    params = [p for p in cat.attrs.get("param_columns", []) if p in cat]
+    kpi_cols = cat.attrs.get("kpi_columns", [])
+    ok = cat[cat.status == "ok"]
+    kpis = [k for k in SWEEP_KPIS if k in kpi_cols] or kpi_cols[:6]
+    kpis = [k for k in kpis if not ok.empty and (ok[k].fillna(0) != 0).any()] or kpis
+    rep = Report(out, out / "report.html", kind="sweep")
+    if not ok.empty and params and kpis:
+        _sensitivity(ok, params, kpis, out / "sensitivity.png")
+        rep.pngs.append(out / "sensitivity.png")
+    if not ok.empty and "cost_jpy" in ok and "co2_kg" in ok:
+        _tradeoff(ok, params, out / "tradeoff.png")
+        rep.pngs.append(out / "tradeoff.png")
+    counts = cat.status.value_counts().to_dict()
+    facts = {"results": str(src), "runs": len(cat),
+             **{f"status {k}": v for k, v in sorted(counts.items())},
+             "parameters": ", ".join(params) or "(none)"}
+    body = [_table(["", ""], [[k, html.escape(str(v))] for k, v in facts.items()])]
+    body += [_img(p) for p in rep.pngs]
+    if objective in ok and not ok.empty:
+        shown = ["run_id", *params, "seed", objective, *[k for k in kpis if k != objective]]
+        ranked = ok.sort_values([objective, "run_id"])
+        for title, part in ((f"Best runs (lowest {objective})", ranked.head(5)),
+                            (f"Worst runs (highest {objective})", ranked.tail(5)[::-1])):
+            body += [f"<h2>{html.escape(title)}</h2>",
+                     _table(shown, [[_fmt(r[c]) for c in shown] for _, r in part.iterrows()])]
+    bad = cat[cat.status != "ok"]
+    if not bad.empty:
+        cols = ["run_id", *params, "seed", "status", "error"]
+        body += ["<h2>Runs that did not finish</h2>",
+                 _table(cols, [[_fmt(r[c]) for c in cols] for _, r in bad.head(50).iterrows()])]
+    _write_html(rep.html, f"Sweep {src.name}", body)
+    return rep
+
+
+def _sensitivity(ok: pd.DataFrame, params: list[str], kpis: list[str], path: Path) -> None:
+    fig, axes = plt.subplots(len(kpis), len(params), squeeze=False,
+                             figsize=(3.6 * len(params) + 0.6, 2.4 * len(kpis) + 0.4))
+    for j, p in enumerate(params):
+        numeric = pd.api.types.is_numeric_dtype(ok[p])
+        levels = sorted(ok[p].dropna().unique(), key=lambda v: (str(type(v)), v))
+        xpos = ok[p] if numeric else ok[p].map({v: i for i, v in enumerate(levels)})
+        for i, k in enumerate(kpis):
+            ax = axes[i][j]
+            ax.scatter(xpos, ok[k], s=10, alpha=0.5, color="#3969ac")
+            if ok[p].nunique() <= 25:  # a grid (or categories): mean per value
+                mean = ok.groupby(xpos)[k].mean().sort_index()
+                ax.plot(mean.index, mean.values, color="#e73f74", lw=1.5)
+            if not numeric:
+                ax.set_xticks(range(len(levels)), [str(v) for v in levels], fontsize=7)
+            if i == len(kpis) - 1:
+                ax.set_xlabel(p)
+            if j == 0:
+                ax.set_ylabel(k, fontsize=8)
+            ax.tick_params(labelsize=7)
+    fig.suptitle("Sensitivity: KPI against each parameter (dots: runs, line: mean)")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (2.4 * len(kpis) + 0.4)))
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def _tradeoff(ok: pd.DataFrame, params: list[str], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    color = params[0] if params and pd.api.types.is_numeric_dtype(ok[params[0]]) else None
+    sc = ax.scatter(ok["co2_kg"], ok["cost_jpy"], c=ok[color] if color else "#3969ac",
+                    cmap="viridis" if color else None, s=18)
+    if color:
+        fig.colorbar(sc, ax=ax, label=color)
+    pts = ok[["co2_kg", "cost_jpy"]].to_numpy()
+    front = _pareto(pts)
+    if len(front):
+        f = pts[front][np.argsort(pts[front][:, 0])]
+        ax.plot(f[:, 0], f[:, 1], color="#e73f74", lw=1.2, label="Pareto front")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("CO2 [kg]")
+    ax.set_ylabel("cost [JPY]")
+    ax.set_title("Trade-off: cost against CO2 (one dot per run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def _pareto(pts: np.ndarray) -> np.ndarray:
+    """Indices of points not dominated in both coordinates (lower is better)."""
+    keep = []
+    for i, p in enumerate(pts):
+        dominated = np.any(np.all(pts <= p, axis=1) & np.any(pts < p, axis=1))
+        if not dominated:
+            keep.append(i)
+    return np.array(keep, dtype=int)
+
+
+# ----------------------------------------------------------------------------- html
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return ""
+    if isinstance(v, (float, np.floating)):
+        return f"{v:,.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+    return str(v)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(path.name)}</figcaption></figure>")
+
+
+def _write_html(path: Path, title: str, body: list[str]) -> None:
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:1em auto;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+             "figure{margin:1em 0}figcaption{font-size:12px;color:#666}")
+    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+           f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+           + "\n".join(body) + "</body></html>\n")
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(doc, encoding="utf-8")
+    tmp.replace(path)
