@@ -86,6 +86,54 @@ def schema():
     typer.echo(json.dumps(Scenario.model_json_schema(), indent=2))
 
 
+@app.command()
+def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
+          workers: Annotated[int | None, typer.Option(help="Parallel runs (default: all "
+                                                      "cores).")] = None,
+          backend: Annotated[str, typer.Option(help="local (process pool) or dask.")] = "local",
+          address: Annotated[str | None, typer.Option(help="Dask scheduler, e.g. "
+                                                      "tcp://host:8786 (default: a "
+                                                      "LocalCluster).")] = None,
+          out: Annotated[Path | None, typer.Option(help="Results directory (default: "
+                                                   "results/<sweep name>).")] = None,
+          resume: Annotated[bool, typer.Option("--resume", help="Continue a sweep in OUT: "
+                                               "skip finished runs, redo the rest.")] = False,
+          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False):
+    """Run a batch of scenario variants (grid / random / LHS) and write a catalog."""
+    from cps_sim.experiment.sweep import run_sweep, summary
+
+    if backend not in ("local", "dask"):
+        _fail(CpsSimError(f"--backend must be local or dask, got {backend!r}"))
+    try:
+        result = run_sweep(sweep_file, out, workers=workers, backend=backend,  # type: ignore[arg-type]
+                           address=address, resume=resume, quiet=True if quiet else None)
+    except CpsSimError as exc:
+        _fail(exc)
+    typer.echo(summary(result))
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def report(results_dir: Annotated[Path, typer.Argument(help="A run or sweep results "
+                                                       "directory.")],
+           week: Annotated[str | None, typer.Option(help="Run reports: first local day of the "
+                                                    "week shown (default: the week with the "
+                                                    "highest import peak).")] = None,
+           objective: Annotated[str, typer.Option(help="Sweep reports: KPI that ranks best "
+                                                  "and worst runs (lower is better).")]
+           = "cost_jpy",
+           out: Annotated[Path | None, typer.Option(help="Where to write (default: "
+                                                    "RESULTS_DIR/report).")] = None):
+    """Plot a run (flows, SoC, daily profiles, KPIs) or a sweep (sensitivity, trade-off)."""
+    from cps_sim.experiment.report import make_report
+
+    try:
+        rep = make_report(results_dir, week_start=week, objective=objective, out_dir=out)
+    except CpsSimError as exc:
+        _fail(exc)
+    typer.echo(f"{rep.kind} report: {rep.html} ({len(rep.pngs)} plots)")
+
+
 def main() -> None:
     try:
         app()
