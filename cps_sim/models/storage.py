@@ -422,24 +422,13 @@ def step(
     e_sd = np.maximum(e_p, 0.0) * np.exp(-k_per_h * t_h) + np.minimum(e_p, 0.0)
     loss_sd = e_p - e_sd
 
-    # ageing
-    new_cap = cap
-    q_cal, q_cyc, efc = state.q_loss_cal, state.q_loss_cyc, state.efc
+    d_efc = _safe_div(np.abs(stored_pow), 2.0 * spec.capacity_wh)
+    aged = replace(state, energy_wh=e_sd, age_s=state.age_s + dt_s, efc=state.efc + d_efc)
     loss_fade = np.zeros(n)
-    e_end = e_sd
     if ageing:
         soc_mean = 0.5 * (_safe_div(e0, cap) + _safe_div(e_sd, cap))
-        scale = spec.ageing_scale
-        k1 = calendar_rate(spec, soc_mean, temperature_c) * scale
-        d_efc = _safe_div(np.abs(stored_pow), 2.0 * spec.capacity_wh)
-        k3 = cycle_rate(spec, spec.dod_assumed, temperature_c) * scale
-        q_cal = _advance_power_law(q_cal, k1, spec.q2, np.full(n, dt_s / SECONDS_PER_DAY))
-        q_cyc = _advance_power_law(q_cyc, k3, spec.q4, d_efc)
-        efc = efc + d_efc
-        new_cap = spec.capacity_wh * np.clip(1.0 - q_cal - q_cyc, 0.0, 1.0)
-        # energy above the shrunken window is lost (logged, keeps the ledger closed)
-        e_end = np.minimum(e_sd, np.maximum(spec.soc_max * new_cap, 0.0))
-        loss_fade = e_sd - e_end
+        aged, loss_fade = age(aged, spec, dt_s, d_efc, soc_mean, temperature_c)
+    e_end = aged.energy_wh
 
     avg_power = energy_in / t_h
     flows = BatteryFlows(
@@ -451,9 +440,41 @@ def step(
         loss_self_discharge_wh=loss_sd,
         loss_fade_wh=loss_fade,
     )
-    new_state = replace(state, energy_wh=e_end, capacity_wh=new_cap, q_loss_cal=q_cal,
-                        q_loss_cyc=q_cyc, age_s=state.age_s + dt_s, efc=efc)
-    return new_state, flows
+    return aged, flows
+
+
+def age(
+    state: BatteryState,
+    spec: BatterySpec,
+    elapsed_s: npt.ArrayLike,
+    d_efc: npt.ArrayLike,
+    soc_mean: npt.ArrayLike,
+    temperature_c: npt.ArrayLike = 25.0,
+) -> tuple[BatteryState, FloatArray]:
+    """Apply calendar and cycle ageing for ``elapsed_s`` and ``d_efc`` equivalent full cycles.
+
+    :func:`step` calls this every step; to save time on long runs call
+    ``step(..., ageing=False)`` (which still counts ``state.efc``) and apply this once a
+    day with the cycles counted since the last call and the mean SoC of the period.
+    Because the power laws advance by the equivalent-time rule, coarse and fine cadences
+    agree exactly for constant stress.
+
+    Returns the new state and the stored energy lost because the SoC window shrank [Wh]
+    (``loss_fade_wh`` in the ledger).
+    """
+    scale = spec.ageing_scale
+    k1 = calendar_rate(spec, soc_mean, temperature_c) * scale
+    k3 = cycle_rate(spec, spec.dod_assumed, temperature_c) * scale
+    n = spec.n
+    days = np.broadcast_to(np.asarray(elapsed_s, dtype=float) / SECONDS_PER_DAY, (n,))
+    q_cal = _advance_power_law(state.q_loss_cal, k1, spec.q2, days)
+    q_cyc = _advance_power_law(state.q_loss_cyc, k3, spec.q4,
+                               np.broadcast_to(np.asarray(d_efc, dtype=float), (n,)))
+    new_cap = spec.capacity_wh * np.clip(1.0 - q_cal - q_cyc, 0.0, 1.0)
+    # energy above the shrunken window is lost (logged, keeps the ledger closed)
+    e_end = np.minimum(state.energy_wh, np.maximum(spec.soc_max * new_cap, 0.0))
+    return (replace(state, energy_wh=e_end, capacity_wh=new_cap, q_loss_cal=q_cal,
+                    q_loss_cyc=q_cyc), state.energy_wh - e_end)
 
 
 def rainflow_cycle_fade(

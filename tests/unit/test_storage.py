@@ -188,3 +188,18 @@ def test_property_more_capacity_more_headroom(soc0, extra):
     # same SoC, more capacity: never less charge or discharge headroom
     assert hi_b[0] >= hi_s[0] - 1e-9
     assert lo_b[0] <= lo_s[0] + 1e-9
+
+
+def test_coarse_daily_ageing_matches_per_step_ageing():
+    spec = bat.battery_spec(1, "home", self_discharge_per_month=0.0, soc_min=0.0)
+    fine = bat.initial_state(spec, 0.0)
+    coarse = bat.initial_state(spec, 0.0)
+    for _ in range(96):  # one day of 15-min rest steps at constant (empty) SoC
+        fine, _ = bat.step(fine, spec, 0.0, 900.0)
+        coarse, _ = bat.step(coarse, spec, 0.0, 900.0, ageing=False)
+    coarse, lost = bat.age(coarse, spec, 86400.0, coarse.efc, 0.0)
+    assert coarse.q_loss_cal[0] == pytest.approx(fine.q_loss_cal[0], rel=1e-12)
+    assert lost[0] == 0.0
+    # efc is counted even without ageing: 5 kW for 1 h stores 4.75 kWh = 0.2375 EFC
+    s, _ = bat.step(bat.initial_state(spec, 0.0), spec, 5000.0, 3600.0, ageing=False)
+    assert s.efc[0] == pytest.approx(4750.0 / 20_000.0)
