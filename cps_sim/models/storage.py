@@ -39,8 +39,8 @@ with ``C`` the present (aged) capacity.
   ``q_new ** (1/p) = q ** (1/p) + k ** (1/p) * dx`` (order-independent, vectorised).
   The throughput term uses an assumed cycle depth ``dod_assumed``; :func:`rainflow_cycle_fade`
   replaces it with ASTM E1049 rainflow-counted depths from a SoC history.
-  Capacity ``C = C_0 * (1 - q_cal - q_cyc) * ageing_scale``-weighted; BLAST-Lite's
-  LAM (sigmoid knee) term is not modelled.
+  Capacity ``C = C_0 (1 - q_cal - q_cyc)``, both rates multiplied by ``ageing_scale``;
+  BLAST-Lite's LAM (sigmoid knee) term and resistance growth are not modelled.
 
 Ageing parameters default to the BLAST-Lite Kokam values (q1_0=2.66e7, q1_1=-17.8,
 q1_2=-5.21, q2=0.357, q3_0=3.80e3, q3_1=-18.4, q3_2=1.04, q4=0.778).  Other chemistries
