@@ -173,8 +173,8 @@ def test_failing_points_are_recorded_and_the_rest_complete(tmp_path):
         scenario: tiny.yaml
         parameters:
           - {name: battery_kwh, path: "sites[0].battery.capacity_kwh", values: [5, -5, 10]}
-          - {name: days, path: duration_days, values: [1, 3000]}
-        timeout_s: 1.5
+          - {name: days, path: duration_days, values: [1, 10000]}
+        timeout_s: 5
         """)
     r = run_sweep(f, tmp_path / "out", workers=2, quiet=True)
     assert r.exit_code == 1
@@ -186,11 +186,11 @@ def test_failing_points_are_recorded_and_the_rest_complete(tmp_path):
     invalid = cat.loc[(-5, 1)]
     assert invalid.status == "invalid" and "capacity_kwh" in invalid.error
     for cap in (5, 10):
-        row = cat.loc[(cap, 3000)]
+        row = cat.loc[(cap, 10000)]
         assert row.status == "timeout" and row.error_type == "timeout"
-        assert "timeout_s=1.5" in row.error
+        assert "timeout_s=5" in row.error
     # failures are recorded in failed/<run_id>.json with the traceback
-    rec = json.loads((r.out_dir / "failed" / f"{cat.loc[(5, 3000)].run_id}.json").read_text())
+    rec = json.loads((r.out_dir / "failed" / f"{cat.loc[(5, 10000)].run_id}.json").read_text())
     assert "RunTimeout" in rec["traceback"]
 
 
@@ -299,3 +299,62 @@ def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path):
     cat = read_catalog(out).set_index("days")
     assert (cat.status == "ok").all() and len(cat) == 4
     assert cat.loc[60].attempts == 2
+
+
+def _check_png(path: Path) -> None:
+    from PIL import Image
+
+    assert path.stat().st_size > 5_000, path
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width > 300 and im.height > 200
+        # not a blank canvas: a plot has many distinct colours
+        assert len(im.convert("RGB").getcolors(maxcolors=1_000_000) or []) > 20
+
+
+def test_report_renders_sweep_and_run_plots(tmp_path):
+    from cps_sim.experiment.report import make_report
+
+    f = _write(tmp_path, GRID)
+    r = run_sweep(f, tmp_path / "out", workers=2, quiet=True)
+    rep = make_report(r.out_dir)
+    assert rep.kind == "sweep"
+    assert sorted(p.name for p in rep.pngs) == ["sensitivity.png", "tradeoff.png"]
+    for p in rep.pngs:
+        _check_png(p)
+    page = rep.html.read_text()
+    assert page.count("data:image/png;base64,") == 2
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "Best runs (lowest cost_jpy)" in page and "Worst runs" in page
+
+    run_id = read_catalog(r.out_dir).run_id.iloc[0]
+    rep = make_report(r.out_dir / "runs" / f"run_id={run_id}", out_dir=tmp_path / "runrep")
+    assert rep.kind == "run"
+    assert sorted(p.name for p in rep.pngs) == ["daily_profiles.png", "energy_flows.png",
+                                                "soc_price.png"]
+    for p in rep.pngs:
+        _check_png(p)
+    page = rep.html.read_text()
+    assert page.count("data:image/png;base64,") == 3 and "self_sufficiency" in page
+
+
+def test_cli_sweep_report_and_located_errors(tmp_path):
+    f = _write(tmp_path, GRID)
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "cps_sim"]
+    res = subprocess.run([*cli, "sweep", str(f), "--out", str(out), "--workers", "2"],
+                         env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "8 runs, 8 ok" in res.stdout
+    res = subprocess.run([*cli, "report", str(out)], env=_env(), capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0 and (out / "report" / "report.html").exists(), res.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: b\nscenario: tiny.yaml\nparameters:\n"
+                   "  - {path: \"sites[0].pv.share\", low: 1, high: 0, num: 2}\n")
+    res = subprocess.run([*cli, "sweep", str(bad), "--out", str(tmp_path / "o2")], env=_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    assert f"{bad}:4:5: parameters[0]: low must be <= high" in res.stderr
+    assert "Traceback" not in res.stderr
