@@ -1,0 +1,66 @@
+"""What a controller sees of one site group at one instant.
+
+``World.observe(group_name)`` returns an :class:`Observation`; controllers
+(``cps_sim.control.base``) and strategies (``cps_sim.control.strategies``)
+read only this.  Units are in the names; sign convention of
+``cps_sim.core.units`` (power into a device positive).
+
+Two index spaces:
+
+* ``site_*``, ``battery_*`` and the prices are arrays over the group's sites
+  (length ``n_sites``; a site without a battery has capacity 0);
+* ``ev_*`` are arrays over the group's EVs (length ``n_evs``);
+  ``ev_site[k]`` is the index of the site EV ``k`` belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Measurements, limits and prices of one group at ``now_s``."""
+
+    now_s: float  # simulation time [s since scenario start]
+    tick_s: float  # settlement tick [s]
+    # --- per site -------------------------------------------------------
+    site_load_w: FloatArray  # household/building load (>= 0)
+    site_pv_w: FloatArray  # PV generation as a non-negative number
+    site_import_limit_w: FloatArray  # breaker / contract limit (inf if none)
+    battery_energy_wh: FloatArray
+    battery_capacity_wh: FloatArray  # 0 where the site has no battery
+    battery_power_w: FloatArray  # + charge, - discharge
+    # --- per EV ---------------------------------------------------------
+    ev_site: IntArray  # site index of each EV
+    ev_soc: FloatArray  # 0..1
+    ev_energy_wh: FloatArray
+    ev_capacity_wh: FloatArray
+    ev_plugged: BoolArray
+    ev_charger_w: FloatArray  # max charging power (> 0)
+    ev_v2x_w: FloatArray  # max discharge power as a positive number, 0 if not capable
+    ev_soc_min: FloatArray  # floor the controller must keep, 0..1
+    ev_target_wh: FloatArray  # energy wanted at departure
+    ev_departure_s: FloatArray  # next planned departure, inf if unknown
+    # --- per site, current tick ----------------------------------------
+    import_price_jpy_per_kwh: FloatArray
+    export_price_jpy_per_kwh: FloatArray
+
+    @property
+    def n_sites(self) -> int:
+        return int(np.shape(self.site_load_w)[0])
+
+    @property
+    def n_evs(self) -> int:
+        return int(np.shape(self.ev_soc)[0])
+
+    def site_net_w(self) -> FloatArray:
+        """Site net demand without EV and battery: load - PV (negative = surplus)."""
+        return np.asarray(self.site_load_w, float) - np.asarray(self.site_pv_w, float)
