@@ -130,7 +130,7 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
             "wall_time_s": wall,
             "simulation_wall_time_s": sim_wall,
             "ticks": recorder.ticks_done,
-            "files": sorted(p.name for p in tmp.iterdir()) + ["manifest.json"],
+            "files": [*sorted(p.name for p in tmp.iterdir()), "manifest.json"],
             "sign_convention": SIGN_NOTE,
         })
     return RunResult(out_dir=out_dir, kpis=kpis, wall_time_s=time.perf_counter() - t0)

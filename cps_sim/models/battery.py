@@ -37,7 +37,8 @@ def charge_wh(spec: BatterySpec, energy_wh: Array, offered_wh: Array, dt_s: Arra
     ``energy_max_wh`` divided by the charge efficiency.
     """
     h = np.asarray(dt_s) / 3600.0
-    room_ac = np.maximum(spec.energy_max_wh[sel] - energy_wh[sel], 0.0) / spec.charge_efficiency[sel]
+    room_ac = (np.maximum(spec.energy_max_wh[sel] - energy_wh[sel], 0.0)
+               / spec.charge_efficiency[sel])
     return np.minimum(np.minimum(offered_wh, spec.power_w[sel] * h), room_ac)
 
 
@@ -67,6 +68,6 @@ def feasible_power_w(spec: BatterySpec, energy_wh: Array, dt_s: float) -> tuple[
     h = dt_s / 3600.0
     hi = np.minimum(spec.power_w,
                     np.maximum(spec.energy_max_wh - energy_wh, 0.0) / spec.charge_efficiency / h)
-    lo = -np.minimum(spec.power_w,
-                     np.maximum(energy_wh - spec.energy_min_wh, 0.0) * spec.discharge_efficiency / h)
+    avail = np.maximum(energy_wh - spec.energy_min_wh, 0.0) * spec.discharge_efficiency
+    lo = -np.minimum(spec.power_w, avail / h)
     return lo, hi

@@ -25,7 +25,7 @@ class _Model(BaseModel):
 def _ranged(field: str, **bounds: float):
     """A field validator that checks a Quantity against physical bounds."""
 
-    def check(cls, v):  # noqa: ARG001 - pydantic passes the class
+    def check(cls, v):
         check_range(v, **bounds)
         return v
 
@@ -302,4 +302,4 @@ class Scenario(_Model):
 
     @property
     def n_ticks(self) -> int:
-        return int(round(self.duration_s / self.tick_s))
+        return round(self.duration_s / self.tick_s)

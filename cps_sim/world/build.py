@@ -84,7 +84,7 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
 def build_world(scenario: Scenario) -> World:
     clock = Clock(scenario.start, scenario.timezone)
     rng = RngStreams(scenario.seed)
-    ticks_per_day = int(round(86400.0 / scenario.tick_s))
+    ticks_per_day = round(86400.0 / scenario.tick_s)
     bindings = []
     site_offset = 0
     ev_offset = 0
@@ -97,7 +97,8 @@ def build_world(scenario: Scenario) -> World:
         shift_min = np.round(rng.generator(f"{base}/load/shift").uniform(
             -spec.load.shift_max_s, spec.load.shift_max_s, n) / 60.0)
         loads = LoadBlocks(clock, scenario.tick_s, ticks_per_day, annual_wh, spec.load.profile,
-                           shift_min, spec.load.noise_cv, scenario.holidays, rng, f"{base}/load")
+                           shift_min, spec.load.noise_cv, scenario.holidays, rng, f"{base}/load",
+                           scenario.n_ticks)
         bindings.append(GroupBinding(spec, group, loads))
         site_offset += n
         ev_offset += group.evs.n if group.evs is not None else 0

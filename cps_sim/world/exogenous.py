@@ -30,7 +30,7 @@ def tick_irradiance_w_m2(clock: Clock, n_ticks: int, tick_s: float, location: Lo
     import pvlib
 
     step = min(tick_s, SUBSTEP_S)
-    n_sub = int(round(tick_s / step))
+    n_sub = round(tick_s / step)
     t = (np.arange(n_ticks * n_sub) + 0.5) * step
     times = clock.index(t)
     loc = pvlib.location.Location(location.latitude, location.longitude, tz=clock.timezone,
@@ -64,11 +64,17 @@ def _local_day_index(clock: Clock, t_s: np.ndarray) -> np.ndarray:
 
 
 class LoadBlocks:
-    """Per-site load power [W] per tick, built one day-block at a time (bounded memory)."""
+    """Per-site load power [W] per tick.
+
+    The calendar (local minute, day type, month) of every tick is computed once;
+    each tick's row is one gather from the day-type shape plus two products.
+    Noise factors are drawn per day-block (site-major, float32), so memory stays
+    bounded and appending sites leaves the others' noise unchanged.
+    """
 
     def __init__(self, clock: Clock, tick_s: float, ticks_per_block: int, annual_wh: np.ndarray,
                  profile: str, shift_min: np.ndarray, noise_cv: float, holidays: str | None,
-                 rng: RngStreams, stream: str):
+                 rng: RngStreams, stream: str, n_ticks: int):
         self.clock = clock
         self.tick_s = tick_s
         self.tpb = ticks_per_block
@@ -80,9 +86,16 @@ class LoadBlocks:
         self.stream = stream
         mean_shape = self._mean_shape() if profile != "constant" else 1.0
         self.scale_w = annual_wh / 8760.0 / mean_shape
-        self.tables = np.stack([load_model.WEEKDAY_MINUTES, load_model.WEEKEND_MINUTES])
+        self.tables = (load_model.WEEKDAY_MINUTES, load_model.WEEKEND_MINUTES)
+        if profile != "constant":
+            idx = clock.index((np.arange(n_ticks) + 0.5) * tick_s)
+            self.minute = (idx.hour * 60 + idx.minute).to_numpy().astype(np.int64)
+            self.day_off = is_day_off(idx, holidays)
+            self.month_f = load_model.MONTHLY_FACTOR[idx.month.to_numpy() - 1]
         self.block = -1
-        self.values: np.ndarray | None = None
+        self.noise: np.ndarray | None = None
+        self._row = np.empty_like(self.scale_w)
+        self._m = np.empty_like(self.shift_min)
 
     def _mean_shape(self) -> float:
         """Mean of the shape over the year that starts at the scenario start (hourly)."""
@@ -93,33 +106,24 @@ class LoadBlocks:
         return float(load_model.shape(minute, off, idx.month.to_numpy()).mean())
 
     def tick(self, k: int) -> np.ndarray:
-        b = k // self.tpb
-        if b != self.block:
-            self.values = self._build(b)
-            self.block = b
-        return self.values[k - b * self.tpb]
-
-    def _build(self, b: int) -> np.ndarray:
-        k0 = b * self.tpb
-        t_mid = (np.arange(k0, k0 + self.tpb) + 0.5) * self.tick_s
-        n = self.scale_w.size
+        """Load power [W] of every site during tick ``k`` (a fresh array)."""
         if self.profile == "constant":
-            vals = np.broadcast_to(self.scale_w, (self.tpb, n)).copy()
+            row = self.scale_w.copy()
         else:
-            idx = self.clock.index(t_mid)
-            minute = (idx.hour * 60 + idx.minute).to_numpy()
-            off = is_day_off(idx, self.holidays).astype(np.int64)
-            month_f = load_model.MONTHLY_FACTOR[idx.month.to_numpy() - 1]
-            m = np.mod(minute[:, None] + self.shift_min[None, :], load_model.MINUTES_PER_DAY)
-            vals = self.tables[off[:, None], m]
-            vals *= month_f[:, None]
-            vals *= self.scale_w[None, :]
+            m = np.add(self.shift_min, self.minute[k], out=self._m)
+            np.remainder(m, load_model.MINUTES_PER_DAY, out=m)
+            row = self.tables[int(self.day_off[k])][m]
+            row *= self.scale_w
+            row *= self.month_f[k]
         if self.noise_cv > 0:
-            # drawn site-major, so appending sites leaves the others' noise unchanged
-            z = self.rng.generator(f"{self.stream}/noise/block{b}").standard_normal(
-                (n, self.tpb)).T
-            z *= self.noise_cv
-            z += 1.0
-            np.maximum(z, 0.0, out=z)
-            vals *= z
-        return vals
+            b = k // self.tpb
+            if b != self.block:
+                z = self.rng.generator(f"{self.stream}/noise/block{b}").standard_normal(
+                    (self.scale_w.size, self.tpb), dtype=np.float32)
+                z *= np.float32(self.noise_cv)
+                z += np.float32(1.0)
+                np.maximum(z, np.float32(0.0), out=z)
+                self.noise = np.ascontiguousarray(z.T)  # tick-major rows for cheap access
+                self.block = b
+            row *= self.noise[k - b * self.tpb]
+        return row

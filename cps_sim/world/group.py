@@ -36,6 +36,7 @@ FLOWS = (
     "load_wh", "pv_generation_wh", "pv_potential_wh", "curtailment_wh", "ev_charging_wh",
     "battery_charge_wh", "battery_discharge_wh", "grid_import_wh", "grid_export_wh",
     "unserved_wh", "battery_loss_wh", "ev_loss_wh", "ev_driving_wh", "ev_trip_shortfall_wh",
+    "ev_discharge_wh",
 )
 IX = {name: i for i, name in enumerate(FLOWS)}
 
@@ -56,6 +57,21 @@ class EvPopulation:
     plugged: NDArray[np.bool_]
     away_until_s: F  # time of the pending arrival; -inf when at home
     ids: I  # global EV ids (for event records)
+    setpoint_w: F = None  # requested AC power, + charge / − discharge; +inf = as much as allowed
+    v2x_w: F = None  # discharge (V2H/V2G) power limit; 0 = not bidirectional
+    energy_min_wh: F = None  # discharge floor
+    departure_s: F = None  # next planned departure; inf when none is planned
+
+    def __post_init__(self) -> None:
+        n = self.site.size
+        if self.setpoint_w is None:
+            self.setpoint_w = np.full(n, np.inf)
+        if self.v2x_w is None:
+            self.v2x_w = np.zeros(n)
+        if self.energy_min_wh is None:
+            self.energy_min_wh = np.zeros(n)
+        if self.departure_s is None:
+            self.departure_s = np.full(n, np.inf)
 
     @property
     def n(self) -> int:
@@ -112,12 +128,17 @@ class SiteGroup:
         self.battery = battery
         self.battery_energy_wh = battery_energy_wh
         self.battery_active = battery_control == "self_consumption"
+        # NaN = built-in self-consumption rule; finite = a controller's power setpoint
+        self.battery_setpoint_w = np.full(n_sites, np.nan)
+        self.battery_setpoints = False
         self.has_battery = battery.capacity_wh > 0
         self.import_limit_w = import_limit_w
         self.export_limit_w = export_limit_w
         self.any_import_limit = bool(np.isfinite(import_limit_w).any())
         self.any_export_limit = bool(np.isfinite(export_limit_w).any())
         self.evs = evs
+        self.any_v2x = bool(evs is not None and evs.n and (evs.v2x_w > 0).any())
+        self.track_site_net = False
         if evs is not None and evs.n:
             counts = np.bincount(evs.site, minlength=n_sites)
             self.ev_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -240,15 +261,22 @@ class SiteGroup:
                 ei, local = slice(None), evs.site
             else:
                 ei, local = self._ev_indices(s)
-            room_ac = (evs.energy_max_wh[ei] - evs.energy_wh[ei]) / evs.efficiency[ei]
-            charging = evs.plugged[ei] & (room_ac > 1e-6)
-            p = np.where(charging, evs.charger_w[ei], 0.0)
-            t_full = np.where(charging, room_ac * 3600.0 / np.maximum(p, 1e-9), np.inf)
+            eff = evs.efficiency[ei]
+            e = evs.energy_wh[ei]
+            p = np.minimum(evs.setpoint_w[ei], evs.charger_w[ei])
+            if self.any_v2x:
+                p = np.maximum(p, -evs.v2x_w[ei])
+            p = np.where(evs.plugged[ei], p, 0.0)
+            # energy (AC side) until the EV reaches its window's edge at power p
+            room = np.where(p > 0, (evs.energy_max_wh[ei] - e) / eff,
+                            (e - evs.energy_min_wh[ei]) * eff)
+            moving = (p != 0) & (room > 1e-6)
+            t_full = np.where(moving, room * 3600.0 / np.where(moving, np.abs(p), 1.0), np.inf)
             cand = t_full < dts[local]
             if cand.any():
                 np.minimum.at(t_next, local[cand], t_full[cand])
             if self.battery_active and (self.any_import_limit or self.any_export_limit):
-                ev_power = np.bincount(local, weights=p, minlength=nloc)
+                ev_power = np.bincount(local, weights=p * moving, minlength=nloc)
         if self.battery_active and (self.any_import_limit or self.any_export_limit):
             sl = slice(None) if s is None else s
             net_w = self.load_w[sl] - self.pv_w[sl]
@@ -256,8 +284,15 @@ class SiteGroup:
                 net_w = net_w + ev_power
             b = self.battery
             e = self.battery_energy_wh[sl]
+            charging = net_w < 0
             rate = np.minimum(np.abs(net_w), b.power_w[sl])
-            room = np.where(net_w < 0, (b.energy_max_wh[sl] - e) / b.charge_efficiency[sl],
+            if self.battery_setpoints:
+                sp = self.battery_setpoint_w[sl]
+                fixed = ~np.isnan(sp)
+                charging = np.where(fixed, sp > 0, charging)
+                rate = np.where(fixed, np.minimum(np.abs(np.nan_to_num(sp)), b.power_w[sl]),
+                                rate)
+            room = np.where(charging, (b.energy_max_wh[sl] - e) / b.charge_efficiency[sl],
                             (e - b.energy_min_wh[sl]) * b.discharge_efficiency[sl])
             active = (rate > 0) & (room > 1e-6)
             t_bat = np.where(active, room * 3600.0 / np.where(active, rate, 1.0), np.inf)
@@ -272,7 +307,7 @@ class SiteGroup:
         there, the others advance in one vectorised step.
         """
         dt_s = np.asarray(dt_s, dtype=float)
-        if depth < 64 and (self.evs is not None and self.evs.n or self.battery_active):
+        if depth < 64 and ((self.evs is not None and self.evs.n) or self.battery_active):
             t_split = self._internal_events(s, dt_s)
             dts = np.broadcast_to(dt_s, t_split.shape)
             need = t_split < dts * (1.0 - 1e-12) - 1e-9
@@ -289,98 +324,126 @@ class SiteGroup:
         self._segment_raw(s, dt_s)
 
     def _segment_raw(self, s: I | None, dt_s: F) -> None:
-        """Advance sites ``s`` (None = all) over per-site durations ``dt_s`` with constant inputs."""
+        """Advance sites ``s`` (None = all) over per-site durations ``dt_s`` with constant inputs.
+
+        Site balance of the segment, in Wh: ``net = load + EV − PV``; the battery
+        follows its setpoint, or by default charges from −net and discharges
+        into +net; import/export are what is left; an import limit throttles EV
+        charging first and then leaves load unserved; an export limit curtails PV.
+        """
         allsites = s is None
         sl = slice(None) if allsites else s
-        h = dt_s / 3600.0
-        load_wh = self.load_w[sl] * h
-        pv_pot_wh = self.pv_w[sl] * h
-        net_wh = load_wh - pv_pot_wh
+        h = dt_s * (1.0 / 3600.0)
+        load_w = self.load_w[sl]
+        pv_w = self.pv_w[sl]
+        net_wh = (load_w - pv_w) * h
+        acc = self.acc
+        load_sum = float(np.dot(load_w, h)) if h.ndim else float(load_w.sum() * h)
+        pv_pot_sum = float(np.dot(pv_w, h)) if h.ndim else float(pv_w.sum() * h)
 
         evs = self.evs
-        ev_ac = None
+        ev_ch = ev_dis = None
         if evs is not None and evs.n:
             if allsites:
-                ei = slice(None)
-                local = evs.site
-                nloc = self.n
+                ei, local, nloc = slice(None), evs.site, self.n
             else:
                 ei, local = self._ev_indices(s)
                 nloc = s.size
                 if ei.size == 0:
                     ei = None
             if ei is not None:
-                room_ac = np.maximum(evs.energy_max_wh[ei] - evs.energy_wh[ei], 0.0) / \
-                    evs.efficiency[ei]
-                ev_ac = np.where(evs.plugged[ei],
-                                 np.minimum(evs.charger_w[ei] * h[local], room_ac), 0.0)
-                ev_site_wh = np.bincount(local, weights=ev_ac, minlength=nloc)
-                net_wh = net_wh + ev_site_wh
+                eff = evs.efficiency[ei]
+                e = evs.energy_wh[ei]
+                hl = h[local] if h.ndim else h
+                p = np.minimum(evs.setpoint_w[ei], evs.charger_w[ei])
+                if self.any_v2x:
+                    p = np.maximum(p, -evs.v2x_w[ei])
+                p = np.where(evs.plugged[ei], p, 0.0)
+                room_ac = np.maximum(evs.energy_max_wh[ei] - e, 0.0) / eff
+                ev_ch = np.minimum(np.maximum(p, 0.0) * hl, room_ac)
+                ev_site_wh = np.bincount(local, weights=ev_ch, minlength=nloc)
+                net_wh += ev_site_wh
+                if self.any_v2x:
+                    avail_ac = np.maximum(e - evs.energy_min_wh[ei], 0.0) * eff
+                    ev_dis = np.minimum(np.maximum(-p, 0.0) * hl, avail_ac)
+                    net_wh -= np.bincount(local, weights=ev_dis, minlength=nloc)
 
+        ch = dis = None
         if self.battery_active:
-            ch = bat.charge_wh(self.battery, self.battery_energy_wh, np.maximum(-net_wh, 0.0),
-                               dt_s, sl)
-            dis = bat.discharge_wh(self.battery, self.battery_energy_wh,
-                                   np.maximum(net_wh, 0.0), dt_s, sl)
+            if self.battery_setpoints:
+                sp = self.battery_setpoint_w[sl]
+                rule = np.isnan(sp)
+                spw = np.where(rule, 0.0, sp) * h
+                want_ch = np.where(rule, np.maximum(-net_wh, 0.0), np.maximum(spw, 0.0))
+                want_dis = np.where(rule, np.maximum(net_wh, 0.0), np.maximum(-spw, 0.0))
+            else:
+                want_ch = np.maximum(-net_wh, 0.0)
+                want_dis = np.maximum(net_wh, 0.0)
+            ch = bat.charge_wh(self.battery, self.battery_energy_wh, want_ch, dt_s, sl)
+            dis = bat.discharge_wh(self.battery, self.battery_energy_wh, want_dis, dt_s, sl)
             bat_loss = bat.apply(self.battery, self.battery_energy_wh, ch, dis, sl)
-            net_wh = net_wh + ch - dis
-        else:
-            ch = dis = bat_loss = None
+            net_wh += ch
+            net_wh -= dis
+            acc[IX["battery_charge_wh"]] += ch.sum()
+            acc[IX["battery_discharge_wh"]] += dis.sum()
+            acc[IX["battery_loss_wh"]] += bat_loss.sum()
 
         imp = np.maximum(net_wh, 0.0)
-        exp = np.maximum(-net_wh, 0.0)
-        unserved = None
+        exp = imp - net_wh
+        unserved_sum = 0.0
         if self.any_import_limit:
             excess = np.maximum(imp - self.import_limit_w[sl] * h, 0.0)
-            if ev_ac is not None:
+            if ev_ch is not None:
                 # The breaker protects the home first: EV charging is throttled before load.
                 cut = np.minimum(excess, ev_site_wh)
-                keep = np.where(ev_site_wh > 0, 1.0 - cut / np.where(ev_site_wh > 0,
-                                                                     ev_site_wh, 1.0), 1.0)
-                ev_ac = ev_ac * keep[local]
-                excess = excess - cut
-                imp = imp - cut
-            unserved = excess
-            imp = imp - excess
-        curtail = None
+                keep = 1.0 - cut / np.where(ev_site_wh > 0, ev_site_wh, 1.0)
+                ev_ch = ev_ch * keep[local]
+                excess -= cut
+                imp -= cut
+            imp -= excess
+            unserved_sum = float(excess.sum())
+        curtail_sum = 0.0
         if self.any_export_limit:
             curtail = np.maximum(exp - self.export_limit_w[sl] * h, 0.0)
-            exp = exp - curtail
+            exp -= curtail
+            curtail_sum = float(curtail.sum())
 
-        if ev_ac is not None:
-            evs.energy_wh[ei] += ev_ac * evs.efficiency[ei]
-            ev_sum = ev_ac.sum()
-            self.acc[IX["ev_charging_wh"]] += ev_sum
-            self.acc[IX["ev_loss_wh"]] += (ev_ac * (1.0 - evs.efficiency[ei])).sum()
+        if ev_ch is not None:
+            stored = ev_ch * eff
+            loss = ev_ch - stored
+            if ev_dis is not None:
+                drop = ev_dis / eff
+                stored -= drop
+                loss += drop - ev_dis
+                acc[IX["ev_discharge_wh"]] += ev_dis.sum()
+            evs.energy_wh[ei] = e + stored
+            acc[IX["ev_charging_wh"]] += ev_ch.sum()
+            acc[IX["ev_loss_wh"]] += loss.sum()
 
-        acc = self.acc
-        pv_pot_sum = pv_pot_wh.sum()
-        curtail_sum = curtail.sum() if curtail is not None else 0.0
-        unserved_sum = unserved.sum() if unserved is not None else 0.0
-        acc[IX["load_wh"]] += load_wh.sum() - unserved_sum
+        acc[IX["load_wh"]] += load_sum - unserved_sum
         acc[IX["unserved_wh"]] += unserved_sum
         acc[IX["pv_potential_wh"]] += pv_pot_sum
         acc[IX["pv_generation_wh"]] += pv_pot_sum - curtail_sum
         acc[IX["curtailment_wh"]] += curtail_sum
-        if ch is not None:
-            acc[IX["battery_charge_wh"]] += ch.sum()
-            acc[IX["battery_discharge_wh"]] += dis.sum()
-            acc[IX["battery_loss_wh"]] += bat_loss.sum()
         acc[IX["grid_import_wh"]] += imp.sum()
         acc[IX["grid_export_wh"]] += exp.sum()
         if allsites:
             self.site_import_wh += imp
-            self.site_net_wh += imp - exp
+            if self.track_site_net:
+                self.site_net_wh += imp - exp
         else:
             self.site_import_wh[s] += imp
-            self.site_net_wh[s] += imp - exp
+            if self.track_site_net:
+                self.site_net_wh[s] += imp - exp
 
-    def take_tick(self) -> tuple[np.ndarray, float, F]:
+    def take_tick(self) -> tuple[np.ndarray, float, F | None]:
         """Return and reset this tick's accumulators: (flows, max site import Wh, site net Wh)."""
         flows = self.acc.copy()
         peak_site = float(self.site_import_wh.max()) if self.n else 0.0
-        net = self.site_net_wh.copy()
+        net = None
+        if self.track_site_net:
+            net = self.site_net_wh.copy()
+            self.site_net_wh.fill(0.0)
         self.acc.fill(0.0)
         self.site_import_wh.fill(0.0)
-        self.site_net_wh.fill(0.0)
         return flows, peak_site, net

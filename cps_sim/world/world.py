@@ -66,6 +66,8 @@ class World:
         self.now_s = 0.0
         self.ledger = EnergyLedger(self.stored_wh())
         self.record_sites = np.asarray(scenario.record.sites, dtype=np.int64)
+        for g in self.groups:
+            g.track_site_net = bool(self.record_sites.size)
         self._bat_has = [g.has_battery for g in self.groups]
         self._bat_cap_total = sum(float(g.battery.capacity_wh.sum()) for g in self.groups)
         self._ev_cap_total = sum(float(g.evs.capacity_wh.sum()) for g in self.groups
