@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 
 from cps_sim.core.errors import ScenarioError
-from cps_sim.scenario.loader import (MAX_FILE_BYTES, load_scenario, load_scenario_text,
-                                     resolve_data_path)
+from cps_sim.scenario.loader import (
+    MAX_FILE_BYTES,
+    load_scenario,
+    load_scenario_text,
+    resolve_data_path,
+)
 
 GOOD = """\
 name: t
