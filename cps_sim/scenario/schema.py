@@ -139,6 +139,10 @@ class EvSpec(_Model):
     consumption_kwh_per_100km: Quantity = Field(15.0, description="Driving consumption.")
     initial_soc: Quantity = Field(0.7)
     soc_max: float = Field(1.0, gt=0, le=1, description="Charging stops at this SoC.")
+    v2x_kw: Quantity = Field(0.0, description="Discharge (V2H/V2G) power limit [kW]; 0 = "
+                             "not bidirectional.")
+    v2x_soc_min: float = Field(0.3, ge=0, le=1, description="Discharge never takes the SoC "
+                               "below this floor.")
     departure_soc_target: float = Field(0.8, ge=0, le=1,
                                         description="SoC a driver wants at departure; the "
                                         "shortfall is reported as unmet energy.")
@@ -148,6 +152,7 @@ class EvSpec(_Model):
     _chg = _ranged("charger_kw", gt=0)
     _cons = _ranged("consumption_kwh_per_100km", gt=0)
     _soc0 = _ranged("initial_soc", ge=0, le=1)
+    _v2x = _ranged("v2x_kw", ge=0)
 
     @model_validator(mode="after")
     def _targets(self) -> EvSpec:

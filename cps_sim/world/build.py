@@ -70,7 +70,9 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
                                          rng.generator(f"{base}/ev/consumption"), m) * 10.0,
             plugged=np.ones(m, dtype=bool),  # every vehicle starts the run at home
             away_until_s=np.full(m, -np.inf),
-            ids=np.arange(ev_id_offset, ev_id_offset + m, dtype=np.int64))
+            ids=np.arange(ev_id_offset, ev_id_offset + m, dtype=np.int64),
+            v2x_w=sample(e.v2x_kw, rng.generator(f"{base}/ev/v2x_kw"), m) * 1000.0,
+            energy_min_wh=cap * e.v2x_soc_min)
     g = spec.grid
     return SiteGroup(
         spec.name, n, site_offset, pv_capacity_w=pv_cap, pv_performance_ratio=pr,

@@ -131,6 +131,7 @@ class SiteGroup:
         # NaN = built-in self-consumption rule; finite = a controller's power setpoint
         self.battery_setpoint_w = np.full(n_sites, np.nan)
         self.battery_setpoints = False
+        self.battery_power_w = np.zeros(n_sites)  # average of the latest segment, + charge
         self.has_battery = battery.capacity_wh > 0
         self.import_limit_w = import_limit_w
         self.export_limit_w = export_limit_w
@@ -187,6 +188,7 @@ class SiteGroup:
             soc = evs.energy_wh[i] / evs.capacity_wh[i]
             unmet = np.maximum(evs.target_wh[i] - evs.energy_wh[i], 0.0)
             evs.plugged[i] = False
+            evs.departure_s[i] = np.inf
             self.log.append(t[dep], evs.ids[i], evs.site[i] + self.site_offset,
                             np.full(i.size, DEPARTURE), soc, np.zeros(i.size), unmet)
         arr = ~dep
@@ -384,6 +386,12 @@ class SiteGroup:
             bat_loss = bat.apply(self.battery, self.battery_energy_wh, ch, dis, sl)
             net_wh += ch
             net_wh -= dis
+            moved = h > 0
+            if np.ndim(moved) == 0 or moved.all():
+                self.battery_power_w[sl] = (ch - dis) / h
+            else:
+                idx = np.flatnonzero(moved) if allsites else s[moved]
+                self.battery_power_w[idx] = (ch - dis)[moved] / h[moved]
             acc[IX["battery_charge_wh"]] += ch.sum()
             acc[IX["battery_discharge_wh"]] += dis.sum()
             acc[IX["battery_loss_wh"]] += bat_loss.sum()

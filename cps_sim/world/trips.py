@@ -39,6 +39,7 @@ def plan_day(group: SiteGroup, spec: TripDaySpec, day_index: int, midnight_s: fl
     if i.size == 0:
         return 0
     evs.away_until_s[i] = t_arr[i]
+    evs.departure_s[i] = t_dep[i]  # a known upcoming trip, visible to controllers
     trip_wh = dist_km[i] * evs.consumption_wh_per_km[i]
     m = i.size
     group.schedule(np.concatenate([t_dep[i], t_arr[i]]), np.concatenate([i, i]),

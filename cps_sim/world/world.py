@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
@@ -28,6 +29,9 @@ from cps_sim.scenario.schema import Scenario, SiteGroupSpec
 from cps_sim.world.exogenous import LoadBlocks
 from cps_sim.world.group import FLOWS, SiteGroup
 from cps_sim.world.trips import plan_day
+
+if TYPE_CHECKING:
+    from cps_sim.control.observation import Observation
 
 
 @dataclass
@@ -62,6 +66,8 @@ class World:
         self.tick_s = scenario.tick_s
         self.n_ticks = scenario.n_ticks
         self.irradiance_w_m2 = irradiance_w_m2
+        self.import_price_jpy_per_kwh = np.full(self.n_ticks, scenario.tariff.import_jpy_per_kwh)
+        self.export_price_jpy_per_kwh = np.full(self.n_ticks, scenario.tariff.export_jpy_per_kwh)
         self.k = -1  # current tick
         self.now_s = 0.0
         self.ledger = EnergyLedger(self.stored_wh())
@@ -119,6 +125,80 @@ class World:
             battery_soc_mean=bat_e / self._bat_cap_total if self._bat_cap_total else float("nan"),
             ev_soc_mean=ev_e / self._ev_cap_total if self._ev_cap_total else float("nan"),
             ev_plugged=plugged, residual_wh=residual, site_net_wh=site_net)
+
+    # ------------------------------------------------------------------ control hooks
+    def group(self, name: str) -> SiteGroup:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(f"no site group named {name!r}")
+
+    def observe(self, group_name: str) -> Observation:
+        """What a controller sees of a group now (state integrated exactly to now)."""
+        from cps_sim.control.observation import Observation
+
+        g = self.group(group_name)
+        evs = g.evs
+        k = max(self.k, 0)
+        n = g.n
+        empty_f = np.empty(0)
+        if evs is not None and evs.n:
+            cap = evs.capacity_wh
+            ev = dict(ev_site=evs.site.copy(), ev_soc=evs.energy_wh / cap,
+                      ev_energy_wh=evs.energy_wh.copy(), ev_capacity_wh=cap.copy(),
+                      ev_plugged=evs.plugged.copy(), ev_charger_w=evs.charger_w.copy(),
+                      ev_v2x_w=evs.v2x_w.copy(), ev_soc_min=evs.energy_min_wh / cap,
+                      ev_target_wh=evs.target_wh.copy(), ev_departure_s=evs.departure_s.copy())
+        else:
+            ev = dict(ev_site=np.empty(0, dtype=np.int64), ev_soc=empty_f,
+                      ev_energy_wh=empty_f, ev_capacity_wh=empty_f,
+                      ev_plugged=np.empty(0, dtype=bool), ev_charger_w=empty_f,
+                      ev_v2x_w=empty_f, ev_soc_min=empty_f, ev_target_wh=empty_f,
+                      ev_departure_s=empty_f)
+        return Observation(
+            now_s=self.now_s, tick_s=self.tick_s,
+            site_load_w=g.load_w.copy(), site_pv_w=g.pv_w.copy(),
+            site_import_limit_w=g.import_limit_w.copy(),
+            battery_energy_wh=g.battery_energy_wh.copy(),
+            battery_capacity_wh=g.battery.capacity_wh.copy(),
+            battery_power_w=g.battery_power_w.copy(), **ev,
+            import_price_jpy_per_kwh=np.full(n, self.import_price_jpy_per_kwh[k]),
+            export_price_jpy_per_kwh=np.full(n, self.export_price_jpy_per_kwh[k]))
+
+    def apply(self, group_name: str, ev_setpoint_w: np.ndarray | None = None,
+              battery_setpoint_w: np.ndarray | None = None,
+              import_limit_w: np.ndarray | None = None, *, t_s: float | None = None) -> None:
+        """Apply setpoints from now on (the group is integrated to now first).
+
+        EV setpoints [W] are + charge / − discharge, clipped by the engine to
+        the charger and V2X limits, the SoC window and the plugged state;
+        battery setpoints NaN = built-in self-consumption rule; import limits
+        [W] per site (a CEMS allocating a point of common coupling).
+        """
+        g = self.group(group_name)
+        if t_s is not None and t_s > self.now_s:
+            self.advance_to(t_s)
+        if ev_setpoint_w is not None and g.evs is not None:
+            sp = np.asarray(ev_setpoint_w, dtype=float)
+            if sp.shape != (g.evs.n,) or np.isnan(sp).any():
+                raise ValueError(f"ev_setpoint_w must be {g.evs.n} finite-or-inf values")
+            g.evs.setpoint_w = sp.copy()
+            if (sp < 0).any() and not g.any_v2x:
+                pass  # discharge requests are clipped to v2x_w = 0 by the engine
+        if battery_setpoint_w is not None:
+            sp = np.asarray(battery_setpoint_w, dtype=float)
+            if sp.shape != (g.n,):
+                raise ValueError(f"battery_setpoint_w must have {g.n} values")
+            g.battery_setpoint_w = sp.copy()
+            g.battery_setpoints = bool(np.isfinite(sp).any())
+            if g.battery_setpoints:
+                g.battery_active = True
+        if import_limit_w is not None:
+            lim = np.asarray(import_limit_w, dtype=float)
+            if lim.shape != (g.n,) or np.isnan(lim).any() or (lim < 0).any():
+                raise ValueError(f"import_limit_w must be {g.n} values >= 0")
+            g.import_limit_w = lim.copy()
+            g.any_import_limit = bool(np.isfinite(lim).any())
 
     # ------------------------------------------------------------------ processes
     def start(self, env: simpy.Environment, on_tick: Callable[[TickResult], None]) -> None:
