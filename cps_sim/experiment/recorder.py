@@ -45,6 +45,7 @@ class Recorder:
         rs = world.record_sites
         self.site_net_wh = np.zeros((n, rs.size)) if rs.size else None
         self.ticks_done = 0
+        self.extra: dict[str, np.ndarray] = {}
 
     def on_tick(self, r: TickResult) -> None:
         k = r.k
@@ -58,6 +59,12 @@ class Recorder:
         self.residual_wh[k] = r.residual_wh
         if self.site_net_wh is not None:
             self.site_net_wh[k] = r.site_net_wh
+        if r.extra:
+            for name, v in r.extra.items():
+                col = self.extra.get(name)
+                if col is None:
+                    col = self.extra[name] = np.full(self.world.n_ticks, np.nan)
+                col[k] = v
         self.ticks_done = k + 1
 
     # ------------------------------------------------------------------ tables
@@ -83,6 +90,8 @@ class Recorder:
         cols["ev_plugged"] = pa.array(self.ev_plugged[:n])
         cols["irradiance_w_m2"] = pa.array(w.irradiance_w_m2[:n])
         cols["balance_residual_wh"] = pa.array(self.residual_wh[:n])
+        for name in sorted(self.extra):
+            cols[name] = pa.array(self.extra[name][:n])
         return pa.table(cols)
 
     def timeseries_by_group(self) -> pa.Table:
@@ -171,4 +180,6 @@ class Recorder:
             "evs": float(sum(g.evs.n for g in w.groups if g.evs is not None)),
             "ticks": float(n),
         }
+        for hook in w.tick_hooks:
+            out.update(hook.kpis())
         return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import simpy
@@ -32,6 +32,18 @@ from cps_sim.world.trips import plan_day
 
 if TYPE_CHECKING:
     from cps_sim.control.observation import Observation
+
+
+class TickHook(Protocol):
+    """A part of the world that settles after the sites every tick (e.g. the bulk
+    power system: dispatch, curtailment, CO2).  It returns extra time-series
+    columns for the tick and contributes KPIs at the end of the run."""
+
+    name: str
+
+    def on_tick(self, world: World, result: TickResult) -> dict[str, float]: ...
+
+    def kpis(self) -> dict[str, float]: ...
 
 
 @dataclass
@@ -53,6 +65,7 @@ class TickResult:
     ev_plugged: int
     residual_wh: float
     site_net_wh: np.ndarray | None
+    extra: dict[str, float] | None = None  # columns from tick hooks
 
 
 class World:
@@ -72,6 +85,7 @@ class World:
         self.now_s = 0.0
         self.ledger = EnergyLedger(self.stored_wh())
         self.record_sites = np.asarray(scenario.record.sites, dtype=np.int64)
+        self.tick_hooks: list[TickHook] = []
         for g in self.groups:
             g.track_site_net = bool(self.record_sites.size)
         self._bat_has = [g.has_battery for g in self.groups]
@@ -215,7 +229,12 @@ class World:
             t_end = (k + 1) * self.tick_s
             yield env.timeout(t_end - env.now)
             self.advance_to(t_end)
-            on_tick(self.end_tick(stored_before))
+            result = self.end_tick(stored_before)
+            if self.tick_hooks:
+                result.extra = {}
+                for hook in self.tick_hooks:
+                    result.extra.update(hook.on_tick(self, result))
+            on_tick(result)
 
     def _trip_planner(self, env: simpy.Environment, b: GroupBinding):
         spec = b.spec.ev
