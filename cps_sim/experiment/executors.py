@@ -9,10 +9,11 @@ Local backend (``ProcessPoolExecutor``):
 
 * ``forkserver`` workers with the engine preloaded: fast to start, and they
   inherit no file descriptors from the sweep (so not its lock, B5);
-* at most ``workers`` tasks in flight, so a broken pool (a worker killed by
-  a signal or the OOM killer, B1) affects only the runs that were running:
-  they are retried up to ``retries`` times on a fresh pool, then recorded as
-  ``worker_died``; the rest continue;
+* at most two tasks per worker in flight; when the pool breaks (a worker
+  killed by a signal or the OOM killer, B1) the runs that had started (their
+  ``.inflight`` marker exists) are retried up to ``retries`` times on a fresh
+  pool, then recorded as ``worker_died``; runs that were only queued are
+  resubmitted without counting an attempt; the rest continue;
 * ``max_tasks_per_child`` recycles workers to bound memory growth (B8);
 * each worker exits by itself when the sweep process disappears (SIGKILL),
   so a killed sweep leaves no orphans holding CPU.
@@ -95,9 +96,12 @@ def run_local(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_recor
     attempts: dict[str, int] = {}
     pool = _new_pool(workers, max_tasks_per_child)
     inflight: dict[Future, dict[str, Any]] = {}
+    fruitless_breaks = 0  # pool breaks in a row with no run finished in between
     try:
         while queue or inflight:
-            while queue and len(inflight) < workers:
+            # Two tasks per worker: one running, one queued, so a worker never waits for
+            # this loop between runs.
+            while queue and len(inflight) < 2 * workers:
                 task = queue.popleft()
                 n = attempts[task["run_id"]] = attempts.get(task["run_id"], 0) + 1
                 inflight[pool.submit(execute_run, task, str(out), None, n)] = task
@@ -107,6 +111,7 @@ def run_local(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_recor
                 task = inflight.pop(fut)
                 try:
                     on_record(fut.result())
+                    fruitless_breaks = 0
                 except BrokenProcessPool:
                     broken = True
                     _retry_or_fail(task, attempts, retries, queue, out, on_record)
@@ -114,6 +119,14 @@ def run_local(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_recor
                     on_record(record_failure(out, task, "error", f"{type(exc).__name__}: {exc}",
                                              traceback.format_exc(), attempts[task["run_id"]]))
             if broken:
+                fruitless_breaks += 1
+                if fruitless_breaks >= 3:
+                    from cps_sim.core.errors import CpsSimError
+
+                    raise CpsSimError(
+                        "the process pool broke 3 times in a row without finishing a run: "
+                        "worker processes die at start-up or on every run (see the messages "
+                        "above; a script read from stdin cannot start forkserver workers)")
                 # Every run still in flight died with the pool: retry them on a new one.
                 for fut, task in list(inflight.items()):
                     try:
@@ -129,6 +142,12 @@ def run_local(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_recor
 
 def _retry_or_fail(task: dict[str, Any], attempts: dict[str, int], retries: int,
                    queue: deque, out: Path, on_record: OnRecord) -> None:
+    marker = out / ".inflight" / f"{task['run_id']}.json"
+    if not marker.exists():  # never started (it was queued): not its fault
+        attempts[task["run_id"]] -= 1
+        queue.appendleft(task)
+        return
+    marker.unlink(missing_ok=True)
     n = attempts[task["run_id"]]
     if n <= retries:
         queue.appendleft(task)

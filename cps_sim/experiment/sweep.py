@@ -52,6 +52,8 @@ class SweepResult:
     skipped: int = 0  # finished before this invocation (resume)
     duplicates: int = 0
     wall_time_s: float = 0.0
+    # seconds from the start of run_sweep at which each run of this invocation finished
+    done_at_s: list[float] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -188,6 +190,7 @@ def run_sweep(sweep_file: str | Path, out_dir: str | Path | None = None, *,
         progress = _Progress(len(todo), quiet, f"sweep {sweep.name}")
 
         def on_record(rec: dict[str, Any]) -> None:
+            result.done_at_s.append(time.perf_counter() - t0)
             if rec["status"] == "ok":
                 result.ok += 1
             else:

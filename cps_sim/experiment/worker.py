@@ -50,20 +50,22 @@ def failed_path(out: Path, run_id: str) -> Path:
     return out / "failed" / f"{run_id}.json"
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` via a temp file in the same folder, fsync, rename."""
+def write_json_atomic(path: Path, obj: Any, durable: bool = True) -> None:
+    """Write JSON to ``path`` via a temp file in the same folder (fsync if durable), rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=1, sort_keys=True, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -192,7 +194,8 @@ def execute_run(task: dict[str, Any], out_root: str, runner: Runner | None = Non
     t0 = time.perf_counter()
     try:
         write_json_atomic(inflight, {"run_id": run_id, "pid": os.getpid(),
-                                     "host": socket.gethostname(), "started": time.time()})
+                                     "host": socket.gethostname(), "started": time.time()},
+                          durable=False)  # advisory only; cleared on every start
         staging.mkdir(parents=True)
         result_dir = staging / "result"
         run = runner or _default_runner()
@@ -210,7 +213,8 @@ def execute_run(task: dict[str, Any], out_root: str, runner: Runner | None = Non
                "wall_time_s": wall, "attempts": attempt, "host": socket.gethostname(),
                "pid": os.getpid(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json_atomic(result_dir / "run.json", rec)
-        _fsync_tree(result_dir)
+        if runner is not None:  # the engine fsyncs its own files; a custom runner may not
+            _fsync_tree(result_dir)
         final = run_dir(out, run_id)
         try:
             os.rename(result_dir, final)
