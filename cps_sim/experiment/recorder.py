@@ -89,6 +89,8 @@ class Recorder:
         cols["ev_soc_mean"] = pa.array(self.ev_soc[:n])
         cols["ev_plugged"] = pa.array(self.ev_plugged[:n])
         cols["irradiance_w_m2"] = pa.array(w.irradiance_w_m2[:n])
+        cols["import_price_jpy_per_kwh"] = pa.array(w.import_price_jpy_per_kwh[:n])
+        cols["export_price_jpy_per_kwh"] = pa.array(w.export_price_jpy_per_kwh[:n])
         cols["balance_residual_wh"] = pa.array(self.residual_wh[:n])
         for name in sorted(self.extra):
             cols[name] = pa.array(self.extra[name][:n])
@@ -149,8 +151,10 @@ class Recorder:
         to_kw = SECONDS_PER_HOUR / w.tick_s / 1000.0
         import_kw = self.flows[:n, FLOWS.index("grid_import_wh")] * to_kw
         co2_kg = imp / 1000.0 * sc.emissions.grid_co2_g_per_kwh / 1000.0
-        energy_cost = (imp * sc.tariff.import_jpy_per_kwh - exp * sc.tariff.export_jpy_per_kwh) \
-            / 1000.0
+        imp_k = self.flows[:n, FLOWS.index("grid_import_wh")]
+        exp_k = self.flows[:n, FLOWS.index("grid_export_wh")]
+        energy_cost = float(imp_k @ w.import_price_jpy_per_kwh[:n]
+                            - exp_k @ w.export_price_jpy_per_kwh[:n]) / 1000.0
         carbon_cost = co2_kg / 1000.0 * sc.emissions.carbon_price_jpy_per_t
         ev = events.to_pandas() if events.num_rows else pd.DataFrame(
             columns=["kind", "soc", "unmet_wh"])
@@ -158,7 +162,8 @@ class Recorder:
         stored_final = w.stored_wh()
         out: dict[str, float] = {
             **kwh,
-            "self_consumption": (pv - exp) / pv if pv > 0 else float("nan"),
+            # share of PV used on site (export beyond PV, e.g. V2G, is not PV)
+            "self_consumption": (pv - min(exp, pv)) / pv if pv > 0 else float("nan"),
             "self_sufficiency": (consumption - imp) / consumption if consumption > 0
             else float("nan"),
             "peak_import_kw": float(import_kw.max()) if n else 0.0,

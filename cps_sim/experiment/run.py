@@ -66,13 +66,14 @@ def default_out_dir(scenario: Scenario) -> Path:
 
 
 def simulate(scenario: Scenario, *, quiet: bool = True,
-             on_tick: Callable[[World, TickResult], None] | None = None) -> Recorder:
+             on_tick: Callable[[World, TickResult], None] | None = None,
+             base_dir: Path | None = None) -> Recorder:
     """Run the scenario in memory and return its recorder (no files written).
 
     ``on_tick(world, result)`` is called after every settlement tick (for
     checks and live displays).
     """
-    world = build_world(scenario)
+    world = build_world(scenario, base_dir)
     env = make_env(scenario.mode, scenario.speed)
     recorder = Recorder(world)
     with TickProgress(world.n_ticks, scenario.name, progress_enabled(quiet)) as bar:
@@ -92,7 +93,8 @@ def simulate(scenario: Scenario, *, quiet: bool = True,
 
 
 def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool = True,
-                 source_file: str | None = None, overrides: Sequence[str] = ()) -> RunResult:
+                 source_file: str | None = None, overrides: Sequence[str] = (),
+                 base_dir: Path | None = None) -> RunResult:
     """Simulate ``scenario`` and write its results directory atomically.
 
     Files: ``timeseries.parquet``, ``timeseries_groups.parquet``,
@@ -103,7 +105,9 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(scenario)
     t0 = time.perf_counter()
     started = time.time()
-    recorder = simulate(scenario, quiet=quiet)
+    if base_dir is None and source_file is not None:
+        base_dir = Path(source_file).parent
+    recorder = simulate(scenario, quiet=quiet, base_dir=base_dir)
     sim_wall = time.perf_counter() - t0
     events = recorder.events()
     kpis = recorder.kpis(events)

@@ -205,11 +205,102 @@ class WeatherSpec(_Model):
 
 
 class TariffSpec(_Model):
-    """Flat import/export prices (time-of-use and dynamic tariffs: the market layer)."""
+    """Retail tariff of every site.
 
-    import_jpy_per_kwh: float = Field(31.0, ge=0, description="Assumption: Japanese household "
-                                      "energy rate incl. surcharges, ~31 JPY/kWh.")
-    export_jpy_per_kwh: float = Field(8.5, ge=0, description="Assumption: post-FIT buy-back.")
+    ``flat``: one import and one export price.  ``tou``: prices by local hour,
+    day type (weekday / weekend / holiday, Japanese holidays) and month.
+    ``dynamic``: a price series (CSV with ``timestamp,price_jpy_per_kwh`` next
+    to the scenario, e.g. converted from JEPX) plus an adder for wheeling,
+    levies and margin.  Defaults are assumptions (Japanese household rates).
+    """
+
+    type: Literal["flat", "tou", "dynamic"] = "flat"
+    import_jpy_per_kwh: float = Field(31.0, ge=0, description="flat: import price (assumption:"
+                                      " Japanese household rate incl. surcharges, ~31 JPY/kWh).")
+    export_jpy_per_kwh: float = Field(8.5, ge=0, description="Export (buy-back) price, all "
+                                      "types except dynamic (assumption: post-FIT ~8.5).")
+    periods: list[TouPeriodSpec] = Field(default_factory=list, description="tou: periods; "
+                                         "the first that matches a time applies.")
+    prices_csv: str | None = Field(None, description="dynamic: CSV file (relative to the "
+                                   "scenario) with columns timestamp,price_jpy_per_kwh.")
+    import_adder_jpy_per_kwh: float = Field(15.0, description="dynamic: added to the spot "
+                                            "price (assumption: wheeling + levies + margin).")
+    export_multiplier: float = Field(0.0, ge=0, description="dynamic: export = m × spot + "
+                                     "export_adder.")
+    export_adder_jpy_per_kwh: float = Field(8.5, description="dynamic: export adder.")
+
+    @model_validator(mode="after")
+    def _by_type(self) -> TariffSpec:
+        if self.type == "tou" and not self.periods:
+            raise ValueError("type 'tou' needs at least one entry in periods")
+        if self.type == "dynamic" and not self.prices_csv:
+            raise ValueError("type 'dynamic' needs prices_csv")
+        return self
+
+
+class TouPeriodSpec(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    price_jpy_per_kwh: float = Field(ge=0)
+    start_hour: float = Field(0.0, ge=0, le=24)
+    end_hour: float = Field(24.0, ge=0, le=24)
+    day_types: list[Literal["weekday", "weekend", "holiday"]] = Field(
+        default_factory=lambda: ["weekday", "weekend", "holiday"])
+    months: list[int] = Field(default_factory=lambda: list(range(1, 13)))
+
+    @field_validator("months")
+    @classmethod
+    def _months(cls, v: list[int]) -> list[int]:
+        bad = [m for m in v if not 1 <= m <= 12]
+        if bad or not v:
+            raise ValueError(f"months must be 1..12 and not empty, got {v}")
+        return v
+
+
+class TransportSpec(_Model):
+    """The in-memory message bus between controllers and devices."""
+
+    latency_s: float = Field(0.0, ge=0, le=3600)
+    jitter_s: float = Field(0.0, ge=0, le=3600)
+    loss: float = Field(0.0, ge=0, le=1, description="Probability that a message is lost.")
+
+
+EV_STRATEGIES = ("off", "now", "min_pv", "pv", "load", "cost", "v2h", "v2g")
+EvStrategy = Literal["off", "now", "min_pv", "pv", "load", "cost", "v2h", "v2g"]
+
+
+class EvControlSpec(_Model):
+    """An EV charging strategy run by a controller over the message bus."""
+
+    ev_strategy: EvStrategy | None = Field(None, description="None: no controller, EVs charge "
+                                           "at full power on arrival (the engine default).")
+    interval_s: float = Field(60.0, gt=0, le=86400, description="Decision interval.")
+    ttl_s: float | None = Field(None, gt=0, description="Devices follow a setpoint at most "
+                                "this long, then fall back to uncharged-controlled charging "
+                                "(default 3 intervals).")
+    enable_delay_s: float = Field(60.0, ge=0, description="Surplus must last this long before "
+                                  "charging starts (pv, min_pv).")
+    disable_delay_s: float = Field(180.0, ge=0, description="Deficit must last this long "
+                                   "before charging stops (pv, min_pv).")
+    min_current_a: float = Field(6.0, gt=0, le=80, description="Minimum charging current per "
+                                 "phase (IEC 61851).")
+    voltage_v: float = Field(200.0, gt=0, le=1000, description="Single-phase voltage (Japan "
+                             "200 V).")
+    priority: Literal["ev", "battery"] = "ev"
+    v2h_start_h: float = Field(17.0, ge=0, le=24)
+    v2h_end_h: float = Field(23.0, ge=0, le=24)
+    v2g_price_jpy_per_kwh: float = Field(1e9, ge=0, description="v2g: discharge to the grid "
+                                         "when the export price is at least this.")
+
+
+class ControlSpec(EvControlSpec):
+    """Controllers for every site group with EVs; ``groups`` overrides per group name."""
+
+    transport: TransportSpec = Field(default_factory=TransportSpec)
+    groups: dict[str, EvControlSpec] = Field(default_factory=dict)
+
+    def for_group(self, name: str) -> EvControlSpec:
+        return self.groups.get(name) or EvControlSpec(**{
+            k: getattr(self, k) for k in EvControlSpec.model_fields})
 
 
 class EmissionsSpec(_Model):
@@ -249,6 +340,7 @@ class Scenario(_Model):
     tariff: TariffSpec = Field(default_factory=TariffSpec)
     emissions: EmissionsSpec = Field(default_factory=EmissionsSpec)
     sites: list[SiteGroupSpec] = Field(min_length=1, max_length=1000)
+    control: ControlSpec = Field(default_factory=ControlSpec)
     record: RecordSpec = Field(default_factory=RecordSpec)
 
     @field_validator("start")
@@ -293,6 +385,10 @@ class Scenario(_Model):
         if dup:
             raise ValueError(f"site group names must be unique, repeated: {', '.join(dup)}")
         total = sum(g.count for g in self.sites)
+        unknown = sorted(set(self.control.groups) - set(names))
+        if unknown:
+            raise ValueError(f"control.groups names unknown site groups: {', '.join(unknown)}"
+                             f" (site groups: {', '.join(names)})")
         bad = [i for i in self.record.sites if not 0 <= i < total]
         if bad:
             raise ValueError(f"record.sites: indices {bad[:5]} outside 0..{total - 1}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from cps_sim.core.clock import Clock
@@ -11,6 +13,7 @@ from cps_sim.scenario.distributions import sample
 from cps_sim.scenario.schema import Scenario, SiteGroupSpec
 from cps_sim.world.exogenous import LoadBlocks, tick_irradiance_w_m2
 from cps_sim.world.group import EvPopulation, SiteGroup
+from cps_sim.world.prices import tick_prices
 from cps_sim.world.world import GroupBinding, World
 
 
@@ -83,7 +86,8 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
         evs=evs)
 
 
-def build_world(scenario: Scenario) -> World:
+def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
+    """Sample every population and bind exogenous inputs; ``base_dir`` resolves data files."""
     clock = Clock(scenario.start, scenario.timezone)
     rng = RngStreams(scenario.seed)
     ticks_per_day = round(86400.0 / scenario.tick_s)
@@ -106,4 +110,7 @@ def build_world(scenario: Scenario) -> World:
         ev_offset += group.evs.n if group.evs is not None else 0
     irr = tick_irradiance_w_m2(clock, scenario.n_ticks, scenario.tick_s, scenario.location,
                                scenario.weather, rng)
-    return World(scenario, clock, rng, bindings, irr)
+    world = World(scenario, clock, rng, bindings, irr)
+    world.import_price_jpy_per_kwh, world.export_price_jpy_per_kwh = tick_prices(
+        scenario, clock, base_dir)
+    return world

@@ -104,7 +104,12 @@ class World:
             b.group.set_inputs(b.loads.tick(k), g_w_m2)
 
     def advance_to(self, t_s: float) -> None:
-        """Integrate all sites to ``t_s`` (within the current tick), events included."""
+        """Integrate all sites to ``t_s`` (within the current tick), events included.
+
+        Calls after the end of the run (a controller still waking) integrate
+        nothing further.
+        """
+        t_s = min(t_s, self.scenario.duration_s)
         if t_s < self.now_s - 1e-9:
             raise ValueError(f"cannot advance backwards from {self.now_s} to {t_s}")
         tick_end = (self.k + 1) * self.tick_s
@@ -141,6 +146,12 @@ class World:
             ev_plugged=plugged, residual_wh=residual, site_net_wh=site_net)
 
     # ------------------------------------------------------------------ control hooks
+    def _sync(self) -> None:
+        """Integrate to the environment's now (controllers call in between ticks)."""
+        env = getattr(self, "env", None)
+        if env is not None and env.now > self.now_s and self.k >= 0:
+            self.advance_to(min(float(env.now), (self.k + 1) * self.tick_s))
+
     def group(self, name: str) -> SiteGroup:
         for g in self.groups:
             if g.name == name:
@@ -151,6 +162,7 @@ class World:
         """What a controller sees of a group now (state integrated exactly to now)."""
         from cps_sim.control.observation import Observation
 
+        self._sync()
         g = self.group(group_name)
         evs = g.evs
         k = max(self.k, 0)
@@ -192,6 +204,8 @@ class World:
         g = self.group(group_name)
         if t_s is not None and t_s > self.now_s:
             self.advance_to(t_s)
+        else:
+            self._sync()
         if ev_setpoint_w is not None and g.evs is not None:
             sp = np.asarray(ev_setpoint_w, dtype=float)
             if sp.shape != (g.evs.n,) or np.isnan(sp).any():
@@ -216,11 +230,62 @@ class World:
 
     # ------------------------------------------------------------------ processes
     def start(self, env: simpy.Environment, on_tick: Callable[[TickResult], None]) -> None:
-        """Register the world's SimPy processes on ``env``."""
+        """Register the world's SimPy processes on ``env``: trip planners, the
+        settlement tick, and a controller + device pair per controlled group."""
+        self.env = env
         for b in self.bindings:
             if b.group.evs is not None and b.group.evs.n:
                 env.process(self._trip_planner(env, b))
         env.process(self._settlement(env, on_tick))
+        self._start_controllers(env)
+
+    def _start_controllers(self, env: simpy.Environment) -> None:
+        ctl = self.scenario.control
+        groups = [b for b in self.bindings if b.group.evs is not None and b.group.evs.n
+                  and ctl.for_group(b.spec.name).ev_strategy is not None]
+        if not groups:
+            return
+        from cps_sim.control.base import (
+            ControllerStats,
+            DeviceStats,
+            controller_process,
+            device_process,
+        )
+        from cps_sim.control.strategies import StrategyConfig, StrategyController
+        from cps_sim.core.bus import MemoryTransport
+
+        t = ctl.transport
+        self.transport = MemoryTransport(env, self.rng.generator("control/transport"),
+                                         latency_s=t.latency_s, jitter_s=t.jitter_s, loss=t.loss)
+        self.controller_stats: dict[str, ControllerStats] = {}
+        self.device_stats: dict[str, DeviceStats] = {}
+        monday = self.clock.to_datetime(0.0)
+        week_offset = (monday.weekday() * 86400.0 + monday.hour * 3600.0 + monday.minute * 60.0
+                       + monday.second)
+        tick = self.tick_s
+        imp = self.import_price_jpy_per_kwh
+
+        def price_forecast(times_s: np.ndarray) -> np.ndarray:
+            k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, imp.size - 1)
+            return imp[k]
+
+        for b in groups:
+            spec = ctl.for_group(b.spec.name)
+            cfg = StrategyConfig(
+                interval_s=spec.interval_s, enable_delay_s=spec.enable_delay_s,
+                disable_delay_s=spec.disable_delay_s, min_current_a=spec.min_current_a,
+                voltage_v=spec.voltage_v, priority=spec.priority,
+                v2h_hours=(spec.v2h_start_h, spec.v2h_end_h),
+                v2g_price_jpy_per_kwh=spec.v2g_price_jpy_per_kwh,
+                price_forecast=price_forecast, week_offset_s=week_offset,
+                charge_efficiency=float(b.group.evs.efficiency.mean()),
+                discharge_efficiency=float(b.group.evs.efficiency.mean()))
+            name = b.spec.name
+            cs = self.controller_stats[name] = ControllerStats()
+            ds = self.device_stats[name] = DeviceStats()
+            env.process(device_process(env, self, self.transport, name, stats=ds))
+            env.process(controller_process(env, self, StrategyController(spec.ev_strategy, cfg),
+                                           self.transport, name, ttl_s=spec.ttl_s, stats=cs))
 
     def _settlement(self, env: simpy.Environment, on_tick: Callable[[TickResult], None]):
         for k in range(self.n_ticks):

@@ -1,0 +1,48 @@
+"""Per-tick import/export prices of a run, from the scenario's tariff (market layer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cps_sim.core.clock import Clock
+from cps_sim.core.errors import CpsSimError, ScenarioError
+from cps_sim.scenario.loader import resolve_data_path
+from cps_sim.scenario.schema import Scenario
+
+
+def tick_prices(scenario: Scenario, clock: Clock, base_dir: Path | None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Import and export price [JPY/kWh] held over each tick (priced at the tick start)."""
+    from cps_sim.market import tariffs
+    from cps_sim.market.prices import read_price_csv
+
+    t = scenario.tariff
+    times = clock.index(np.arange(scenario.n_ticks) * scenario.tick_s)
+    try:
+        if t.type == "flat":
+            tariff = tariffs.FlatTariff(import_jpy_per_kwh=t.import_jpy_per_kwh,
+                                        export_jpy_per_kwh=t.export_jpy_per_kwh)
+        elif t.type == "tou":
+            periods = tuple(tariffs.TouPeriod(name=p.name, price_jpy_per_kwh=p.price_jpy_per_kwh,
+                                              start_hour=p.start_hour, end_hour=p.end_hour,
+                                              day_types=tuple(p.day_types),
+                                              months=tuple(p.months)) for p in t.periods)
+            tariff = tariffs.TouTariff(periods=periods, export_jpy_per_kwh=t.export_jpy_per_kwh,
+                                       tz=scenario.timezone)
+        else:
+            path = resolve_data_path(t.prices_csv, base_dir or Path.cwd(),
+                                     field="tariff.prices_csv")
+            df = read_price_csv(path, tz=scenario.timezone)
+            tariff = tariffs.DynamicTariff(price_jpy_per_kwh=df["price_jpy_per_kwh"],
+                                           import_adder_jpy_per_kwh=t.import_adder_jpy_per_kwh,
+                                           export_multiplier=t.export_multiplier,
+                                           export_adder_jpy_per_kwh=t.export_adder_jpy_per_kwh)
+        imp = np.asarray(tariff.import_price_jpy_per_kwh(times), dtype=float)
+        exp = np.asarray(tariff.export_price_jpy_per_kwh(times), dtype=float)
+    except ScenarioError:
+        raise
+    except (CpsSimError, ValueError, KeyError) as exc:
+        raise ScenarioError.single(None, "tariff", str(exc)) from None
+    return imp, exp
