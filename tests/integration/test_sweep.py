@@ -358,3 +358,25 @@ def test_cli_sweep_report_and_located_errors(tmp_path):
     assert res.returncode == 2
     assert f"{bad}:4:5: parameters[0]: low must be <= high" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_memory_stays_flat_over_many_runs_in_one_worker(tmp_path):
+    # B8 (reduced: 60 runs, not 1000): a worker that leaked a World or a SimPy environment
+    # per run would grow by megabytes per run.  Pool workers are also recycled after
+    # MAX_TASKS_PER_CHILD runs as a safety net.
+    f = _write(tmp_path, """\
+        name: mem
+        scenario: tiny.yaml
+        design: {method: random, samples: 80, seed: 5}
+        parameters:
+          - {name: pv_share, path: "sites[0].pv.share", low: 0.0, high: 1.0}
+        """)
+    runs = expand(load_sweep(f), f).runs
+    me = psutil.Process()
+    for r in runs[:20]:  # warm-up: imports, caches, allocator pools
+        assert execute_run(r.task(), str(tmp_path / "out"))["status"] == "ok"
+    rss0 = me.memory_info().rss
+    for r in runs[20:]:
+        assert execute_run(r.task(), str(tmp_path / "out"))["status"] == "ok"
+    growth_mb = (me.memory_info().rss - rss0) / 2**20
+    assert growth_mb < 30, f"RSS grew {growth_mb:.1f} MB over 60 runs"
