@@ -16,9 +16,10 @@ it receives setpoint messages, keeps the newest valid one
 (:class:`~cps_sim.core.bus.SetpointHolder`), applies it to the world, and
 applies the *safe behaviour* once the setpoint is older than its ``ttl_s``.
 
-The world is anything with ``observe(group) -> Observation`` and
-``apply(group, ev_setpoint_w=None, battery_setpoint_w=None,
-import_limit_w=None)`` (both integrate the group to *now* first).
+The world is anything with ``advance_to(t_s)``, ``observe(group) ->
+Observation`` and ``apply(group, ev_setpoint_w=None, battery_setpoint_w=None,
+import_limit_w=None)``; both processes integrate the world to ``env.now``
+before they observe or apply, so setpoints take effect at their exact time.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Controller(Protocol):
 
 
 class ControlledWorld(Protocol):
+    def advance_to(self, t_s: float) -> None: ...
+
     def observe(self, group_name: str) -> Observation: ...
 
     def apply(self, group_name: str, ev_setpoint_w: np.ndarray | None = None,
@@ -113,6 +116,7 @@ def controller_process(env: simpy.Environment, world: ControlledWorld, controlle
     wake_store = transport.subscribe(wake_pattern) if wake_pattern else None
     pending: simpy.Event | None = None
     while True:
+        world.advance_to(float(env.now))
         obs = world.observe(group)
         setpoints = controller.decide(float(env.now), obs)
         payload: dict[str, Any] = {k: np.asarray(v, dtype=float) for k, v in setpoints.items()}
@@ -145,11 +149,11 @@ def device_process(env: simpy.Environment, world: ControlledWorld, transport: Tr
     """
     stats = stats if stats is not None else DeviceStats()
     store = transport.subscribe(Topics.setpoints(group))
-    obs = world.observe(group)
-    holder = SetpointHolder(setpoint_sizes(obs), default_ttl_s)
+    holder = SetpointHolder(setpoint_sizes(world.observe(group)), default_ttl_s)
     stats.holder = holder
 
     def enter_fallback() -> None:
+        world.advance_to(float(env.now))
         world.apply(group, **_only_keys(fallback(world.observe(group))))
         stats.fallbacks += 1
         stats.fallback_since_s = float(env.now)
@@ -177,6 +181,7 @@ def device_process(env: simpy.Environment, world: ControlledWorld, transport: Tr
             newest = [m for m in batch if holder.offer(m)]
             current = holder.current(now)
             if newest and current is not None:
+                world.advance_to(now)
                 world.apply(group, **_only_keys(current))
                 stats.applied += 1
                 if in_fallback:
