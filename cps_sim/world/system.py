@@ -1,0 +1,405 @@
+"""The bulk power system above the sites, as a World tick hook.
+
+Every settlement tick the engine settles the sites and hands their aggregate flows to
+:meth:`SystemHook.on_tick`, which balances the area:
+
+* demand ``D = background + data centres + sites' grid import``;
+* must-take renewables ``R = wind + utility PV + sites' grid export`` (rooftop feed-in);
+* :func:`cps_sim.grid.dispatch.dispatch_tick`: must-run plants, grid storage, then the
+  plant fleet in merit order (marginal cost incl. the carbon price) with minimum stable
+  load and ramp limits from the previous tick;
+* surplus: storage charging, then electrolysers (:mod:`cps_sim.models.electrolyser`),
+  then export up to the interconnector limit, then curtailment of renewables, then
+  overgeneration (must-run above demand); a shortfall is unserved energy.
+
+The balance closes every tick (checked; a residual stops the run)::
+
+    sum(plants) + R - curtailment - storage + unserved
+        == D + electrolyser + export + overgeneration
+
+with ``storage`` in load convention (+ charging).  Wind, utility PV, background and
+data-centre demand are precomputed for the whole run at build time (vectorised);
+per tick the hook does one dispatch call (vectorised over plant units and storage
+units) and loops only over plant *technologies* to build columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields as dc_fields
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from cps_sim.core.errors import SimulationError
+from cps_sim.grid import dispatch as dp
+from cps_sim.grid import network as nw
+from cps_sim.models import electrolyser as el
+from cps_sim.models import loads, solar, weather, wind
+from cps_sim.models import plants as pl
+from cps_sim.models import storage as st
+from cps_sim.scenario.system_schema import SystemSpec
+from cps_sim.world.world import TickResult, World
+
+FloatArray = npt.NDArray[np.float64]
+SECONDS_PER_HOUR = 3600.0
+WEATHER_MAX_STEP_S = 900.0  # weather sampled at most every 15 min (held within)
+BALANCE_REL_TOL = 1e-9
+
+
+# ----------------------------------------------------------------------------- build helpers
+
+def system_weather(spec: SystemSpec, world: World) -> tuple[pd.DataFrame, np.ndarray]:
+    """Synthetic weather at the scenario location, one sample per weather step (the
+    midpoint of each step), with the lull windows applied; and each tick's row index."""
+    sc = world.scenario
+    w = spec.weather
+    step_s = world.tick_s if world.tick_s >= WEATHER_MAX_STEP_S else WEATHER_MAX_STEP_S
+    n_w = int(np.ceil(sc.duration_s / step_s))
+    start = pd.Timestamp(sc.start).tz_convert(sc.timezone) + pd.Timedelta(seconds=step_s / 2)
+    monthly = np.minimum(np.asarray(weather.TOKYO_MONTHLY_CLEAR_SKY_INDEX)
+                         * w.clear_sky_index_scale, 0.95)
+    df = weather.synthetic_weather(
+        world.rng.generator("system/weather"), start, periods=n_w, freq=f"{int(step_s)}s",
+        latitude_deg=sc.location.latitude, longitude_deg=sc.location.longitude,
+        tz=sc.timezone, altitude_m=sc.location.altitude_m,
+        monthly_clear_sky_index=tuple(monthly.tolist()),
+        day_to_day_correlation=w.day_to_day_correlation,
+        mean_wind_speed_m_s=w.mean_wind_speed_m_s, wind_weibull_shape=w.wind_weibull_shape,
+        wind_time_constant_s=w.wind_time_constant_h * SECONDS_PER_HOUR)
+    if w.lulls:
+        t_s = (np.arange(n_w) + 0.5) * step_s
+        wind_f = np.ones(n_w)
+        sun_f = np.ones(n_w)
+        for lull in w.lulls:  # a handful of windows, each vectorised over time
+            inside = ((t_s >= lull.start_day * 86400.0)
+                      & (t_s < (lull.start_day + lull.duration_days) * 86400.0))
+            wind_f = np.where(inside, np.minimum(wind_f, lull.wind_speed_factor), wind_f)
+            sun_f = np.where(inside, np.minimum(sun_f, lull.irradiance_factor), sun_f)
+        df = df.copy()
+        df["wind_speed_m_s"] = df["wind_speed_m_s"].to_numpy() * wind_f
+        for c in ("ghi_w_m2", "dni_w_m2", "dhi_w_m2"):
+            df[c] = df[c].to_numpy() * sun_f
+    tick_row = np.minimum((np.arange(world.n_ticks) * world.tick_s // step_s).astype(np.int64),
+                          n_w - 1)
+    return df, tick_row
+
+
+def area_demand_w(spec: SystemSpec, world: World) -> tuple[FloatArray, FloatArray]:
+    """Background and data-centre demand [W], average over each tick, shape (n_ticks,)."""
+    sc = world.scenario
+    index = world.clock.index(np.arange(world.n_ticks) * world.tick_s)
+    country = sc.holidays or "JP"
+    d = spec.demand
+    kwh = d.annual_gwh * 1e6
+    rng = world.rng.generator("system/demand/background")
+    kw = dict(noise_std=d.noise_std, country=country, tz=sc.timezone)
+    shares = {"household": 0.0, "commercial": 0.0, "industrial": 0.0}
+    if d.profile == "area_mix":
+        shares = {"household": d.residential_share, "commercial": d.commercial_share,
+                  "industrial": d.industrial_share}
+    elif d.profile != "flat":
+        shares[d.profile] = 1.0
+    bg = np.zeros(world.n_ticks)
+    if d.profile == "flat" and kwh > 0:
+        bg += loads.data_centre_power_w(index, [kwh], rng, noise_std=d.noise_std,
+                                        tz=sc.timezone)[:, 0]
+    if shares["household"] * kwh > 0:
+        bg += loads.household_power_w(index, [kwh * shares["household"]], rng, profile="japan",
+                                      shift_std_s=0.0, **kw)[:, 0]
+    if shares["commercial"] * kwh > 0:
+        bg += loads.office_power_w(index, [kwh * shares["commercial"]], rng, shift_std_s=0.0,
+                                   **kw)[:, 0]
+    if shares["industrial"] * kwh > 0:
+        bg += loads.factory_power_w(index, [kwh * shares["industrial"]], rng, shifts=2,
+                                    operating_days="mon_sat", **kw)[:, 0]
+    dc = np.zeros(world.n_ticks)
+    if spec.data_centres.annual_gwh > 0:
+        dc = loads.data_centre_power_w(
+            index, [spec.data_centres.annual_gwh * 1e6],
+            world.rng.generator("system/demand/data_centre"),
+            annual_growth_rate=spec.data_centres.annual_growth_rate, tz=sc.timezone)[:, 0]
+    return bg, dc
+
+
+def plant_fleet(spec: SystemSpec) -> pl.PlantFleetSpec:
+    """Expand each entry into ``units`` identical plants (technology defaults filled in)."""
+    entries: list[dict[str, object]] = []
+    for i, p in enumerate(spec.plants):
+        unit_w = p.capacity_mw * 1e6 / p.units
+        e: dict[str, object] = {"technology": p.technology, "capacity_w": unit_w,
+                                "availability": p.availability}
+        if p.min_stable_fraction is not None:
+            e["min_stable_fraction"] = p.min_stable_fraction
+        if p.ramp_percent_per_min is not None:
+            r = p.ramp_percent_per_min / 100.0 * unit_w / 60.0
+            e["ramp_up_w_per_s"] = e["ramp_down_w_per_s"] = r
+        if p.variable_cost_jpy_per_kwh is not None:
+            e["variable_cost_jpy_per_kwh"] = p.variable_cost_jpy_per_kwh
+        if p.co2_g_per_kwh is not None:
+            e["co2_g_per_kwh"] = p.co2_g_per_kwh
+        if p.must_run is not None:
+            e["must_run"] = p.must_run
+        for u in range(p.units):
+            entries.append({**e, "name": f"{p.technology}_{i}_{u}"})
+    return pl.plant_fleet(entries)
+
+
+def storage_population(spec: SystemSpec) -> tuple[st.BatterySpec, st.BatteryState] | None:
+    """All grid batteries and pumped-hydro plants as one storage population."""
+    if not spec.storage:
+        return None
+    parts = []
+    socs = []
+    for s in spec.storage:
+        if s.kind == "battery":
+            one = pl.grid_battery_spec(1, s.power_mw * 1e6, s.energy_mwh * 1e6)
+        else:
+            one = pl.pumped_hydro_spec(1, s.power_mw * 1e6, s.energy_mwh * 1e6,
+                                       s.round_trip_efficiency or 0.75)
+        parts.append(one)
+        socs.append(float(np.clip(s.initial_soc, one.soc_min[0], one.soc_max[0])))
+    arrays = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
+              for f in dc_fields(st.BatterySpec) if isinstance(getattr(parts[0], f.name),
+                                                               np.ndarray)}
+    spec_all = st.BatterySpec(**arrays)
+    return spec_all, st.initial_state(spec_all, np.array(socs))
+
+
+def electrolyser_population(spec: SystemSpec) -> el.ElectrolyserSpec | None:
+    if not spec.electrolysers:
+        return None
+    es = spec.electrolysers
+    pre = [el.PRESETS[e.preset] for e in es]
+    return el.ElectrolyserSpec(
+        rated_power_w=np.array([e.power_mw * 1e6 for e in es]),
+        min_load_fraction=np.array([e.min_load_fraction if e.min_load_fraction is not None
+                                    else p["min_load_fraction"] for e, p in zip(es, pre,
+                                                                               strict=True)]),
+        specific_energy_kwh_per_kg=np.array(
+            [e.specific_energy_kwh_per_kg if e.specific_energy_kwh_per_kg is not None
+             else p["specific_energy_kwh_per_kg"] for e, p in zip(es, pre, strict=True)]),
+        tank_capacity_kg=np.array([e.tank_capacity_kg if e.tank_capacity_kg is not None
+                                   else np.inf for e in es]),
+        tank_min_kg=np.zeros(len(es)))
+
+
+def fill_electrolysers(espec: el.ElectrolyserSpec, hi_w: FloatArray, surplus_w: float
+                       ) -> FloatArray:
+    """Share a surplus over electrolyser units in list order (each up to its feasible
+    ``hi``); a unit whose share falls below its minimum load gets 0."""
+    before = np.cumsum(hi_w) - hi_w
+    p = np.clip(surplus_w - before, 0.0, hi_w)
+    return np.where(p >= espec.min_power_w, p, 0.0)
+
+
+# ----------------------------------------------------------------------------- the hook
+
+class SystemHook:
+    """Dispatches the balancing area every tick (see module docstring)."""
+
+    name = "system"
+
+    def __init__(self, spec: SystemSpec, world: World):
+        self.spec = spec
+        self.tick_s = world.tick_s
+        n = world.n_ticks
+        self.background_w, self.data_centre_w = area_demand_w(spec, world)
+        self.wind_w = np.zeros(n)
+        self.utility_pv_w = np.zeros(n)
+        if spec.wind or spec.utility_pv:
+            wx, row = system_weather(spec, world)
+            if spec.wind:
+                farms = wind.wind_farm_ac_power_w(
+                    wx, [f.turbine_type for f in spec.wind], [f.hub_height_m for f in spec.wind],
+                    [f.n_turbines for f in spec.wind], [f.efficiency for f in spec.wind])
+                self.wind_w = farms.sum(axis=1)[row]
+            if spec.utility_pv:
+                dc_w = np.array([p.capacity_mw * 1e6 for p in spec.utility_pv])
+                ac_w = dc_w / np.array([p.dc_ac_ratio for p in spec.utility_pv])
+                pv = solar.pv_ac_power_w(wx, [p.tilt_deg for p in spec.utility_pv],
+                                         [p.azimuth_deg for p in spec.utility_pv], dc_w, ac_w)
+                self.utility_pv_w = pv.sum(axis=1)[row]
+        self.fleet = plant_fleet(spec)
+        self.technologies = list(dict.fromkeys(self.fleet.technology))
+        self._tech_idx = {t: np.flatnonzero(np.asarray(self.fleet.technology) == t)
+                          for t in self.technologies}
+        store = storage_population(spec)
+        self.storage_spec, self.storage_state = store if store else (None, None)
+        self.elec_spec = electrolyser_population(spec)
+        self.elec_state = el.initial_state(self.elec_spec) if self.elec_spec else None
+        self.export_cap_w = spec.export_capacity_mw * 1e6
+        self.storage_cost = (-np.inf if spec.storage_discharge_cost_jpy_per_kwh is None
+                             else spec.storage_discharge_cost_jpy_per_kwh)
+        self.prev_output_w: FloatArray | None = None
+        self.tree = None
+        if spec.distribution is not None:
+            d = spec.distribution
+            imp = d.import_capacity_mw * 1e6 if d.import_capacity_mw else np.inf
+            exp = d.export_capacity_mw * 1e6 if d.export_capacity_mw else np.inf
+            self.tree = nw.node_tree([-1], imp, exp, names=["area_substation"],
+                                     kind=["substation"])
+        self._acc: dict[str, float] = {}
+        self._storage_min_soc = np.inf
+        self._peak_demand_w = 0.0
+        self._peak_residual_w = -np.inf
+        self._max_balance_error_w = 0.0
+        self._lol_ticks = 0
+        self._ticks = 0
+
+    # ------------------------------------------------------------------ per tick
+    def _add(self, key: str, wh: float) -> None:
+        self._acc[key] = self._acc.get(key, 0.0) + wh
+
+    def on_tick(self, world: World, result: TickResult) -> dict[str, float]:
+        k = result.k
+        dt = self.tick_s
+        to_w = SECONDS_PER_HOUR / dt
+        site_imp = result.flows_wh["grid_import_wh"] * to_w
+        site_exp = result.flows_wh["grid_export_wh"] * to_w
+        demand = float(self.background_w[k] + self.data_centre_w[k] + site_imp)
+        renewable = float(self.wind_w[k] + self.utility_pv_w[k] + site_exp)
+
+        e_hi = np.zeros(0)
+        if self.elec_spec is not None:
+            _, e_hi = el.feasible_power_w(self.elec_spec, self.elec_state, dt)
+        res, self.storage_state = dp.dispatch_tick(
+            self.fleet, self.prev_output_w, demand, renewable, dt,
+            self.storage_spec, self.storage_state,
+            export_capacity_w=float(e_hi.sum()) + self.export_cap_w,
+            carbon_price_jpy_per_t_co2=self.spec.carbon_price_jpy_per_t,
+            storage_discharge_cost_jpy_per_kwh=self.storage_cost)
+        gen = np.asarray(res.plant_generation_w, dtype=float)
+        self.prev_output_w = gen
+        sink = float(res.export_w)  # electrolysers + interconnector
+        elec_w = 0.0
+        h2_kg = 0.0
+        if self.elec_spec is not None:
+            req = fill_electrolysers(self.elec_spec, e_hi, sink)
+            self.elec_state, ef = el.step(self.elec_state, self.elec_spec, req, dt)
+            elec_w = float(ef.power_w.sum())
+            h2_kg = float(ef.h2_produced_kg.sum())
+        rest = max(sink - elec_w, 0.0)
+        export = min(rest, self.export_cap_w)
+        rest -= export
+        curt0 = float(res.curtailment_w)
+        curt = curt0 + min(rest, max(renewable - curt0, 0.0))
+        overgen = float(res.overgeneration_w) + rest - (curt - curt0)
+        storage_w = float(res.storage_power_w)
+        unserved = float(res.unserved_w)
+        plants_w = float(gen.sum())
+
+        supply = plants_w + renewable - curt - storage_w + unserved
+        use = demand + elec_w + export + overgen
+        err = supply - use
+        scale = max(demand, renewable, plants_w, 1.0)
+        if abs(err) > BALANCE_REL_TOL * scale + 1e-6:
+            raise SimulationError(f"system energy balance broken in tick {k}: "
+                                  f"{err:.6g} W (supply {supply:.6g}, use {use:.6g})")
+
+        co2_g = float(res.co2_g)
+        cost = float(res.cost_jpy)
+        served_kwh = (demand - unserved) * dt / SECONDS_PER_HOUR / 1000.0
+        cost_per_kwh = cost / served_kwh if served_kwh > 1e-3 else 0.0
+        if self.storage_state is not None:
+            soc = float(self.storage_state.energy_wh.sum() / self.storage_state.capacity_wh.sum())
+            self._storage_min_soc = min(self._storage_min_soc, soc)
+        else:
+            soc = float("nan")
+
+        h = dt / SECONDS_PER_HOUR
+        cols: dict[str, float] = {
+            "system_demand_w": demand,
+            "system_background_demand_w": float(self.background_w[k]),
+            "system_data_centre_w": float(self.data_centre_w[k]),
+            "system_site_import_w": site_imp,
+            "system_site_export_w": site_exp,
+            "system_wind_w": float(self.wind_w[k]),
+            "system_utility_pv_w": float(self.utility_pv_w[k]),
+            "system_residual_demand_w": demand - renewable,
+        }
+        for t in self.technologies:  # loop over technologies, not units
+            p = float(gen[self._tech_idx[t]].sum())
+            cols[f"system_{t}_w"] = p
+            self._add(f"system_{t}_mwh", p * h)
+        cols.update({
+            "system_plants_w": plants_w,
+            "system_storage_w": storage_w,
+            "system_storage_soc": soc,
+            "system_electrolyser_w": elec_w,
+            "system_h2_kg": h2_kg,
+            "system_export_w": export,
+            "system_curtailment_w": curt,
+            "system_unserved_w": unserved,
+            "system_overgeneration_w": overgen,
+            "system_co2_g_per_kwh": float(res.co2_intensity_g_per_kwh),
+            "system_cost_jpy_per_kwh": cost_per_kwh,
+            "system_balance_error_w": err,
+        })
+        if self.tree is not None:
+            rep = nw.check_capacity(self.tree, np.array([site_imp - site_exp]), dt)
+            cols["system_substation_overload_w"] = float(rep.overload_w[0])
+            self._add("system_substation_overload_mwh", float(rep.overload_w[0]) * h)
+
+        for key, w in (("demand", demand), ("background_demand", self.background_w[k]),
+                       ("data_centre", self.data_centre_w[k]), ("site_import", site_imp),
+                       ("site_export", site_exp), ("wind", self.wind_w[k]),
+                       ("utility_pv", self.utility_pv_w[k]), ("plants", plants_w),
+                       ("storage_charge", max(storage_w, 0.0)),
+                       ("storage_discharge", max(-storage_w, 0.0)),
+                       ("electrolyser", elec_w), ("export", export), ("curtailed", curt),
+                       ("unserved", unserved), ("overgeneration", overgen)):
+            self._add(f"system_{key}_mwh", float(w) * h)
+        self._add("co2_g", co2_g)
+        self._add("cost_jpy", cost)
+        self._add("h2_kg", h2_kg)
+        self._peak_demand_w = max(self._peak_demand_w, demand)
+        self._peak_residual_w = max(self._peak_residual_w, demand - renewable)
+        self._max_balance_error_w = max(self._max_balance_error_w, abs(err))
+        self._lol_ticks += unserved > 1e-3
+        self._ticks += 1
+        return cols
+
+    # ------------------------------------------------------------------ end of run
+    def kpis(self) -> dict[str, float]:
+        a = {k: v / 1e6 if k.endswith("_mwh") else v for k, v in self._acc.items()}  # Wh->MWh
+        served = a.get("system_demand_mwh", 0.0) - a.get("system_unserved_mwh", 0.0)
+        co2_t = a.get("co2_g", 0.0) / 1e6
+        re = (a.get("system_wind_mwh", 0.0) + a.get("system_utility_pv_mwh", 0.0)
+              + a.get("system_site_export_mwh", 0.0))
+        hours = self._ticks * self.tick_s / SECONDS_PER_HOUR
+        out = {k: v for k, v in a.items() if k.startswith("system_")}
+        rated_mw = float(self.elec_spec.rated_power_w.sum()) / 1e6 if self.elec_spec else 0.0
+        out.update({
+            "system_co2_t": co2_t,
+            "system_co2_intensity_g_per_kwh": co2_t * 1e6 / (served * 1e3) if served > 0 else 0.0,
+            "system_cost_jpy": a.get("cost_jpy", 0.0),
+            "system_cost_jpy_per_kwh": a.get("cost_jpy", 0.0) / (served * 1e3) if served > 0
+            else 0.0,
+            "system_carbon_cost_jpy": co2_t * self.spec.carbon_price_jpy_per_t,
+            "system_h2_kg": a.get("h2_kg", 0.0),
+            "system_electrolyser_utilisation": (a.get("system_electrolyser_mwh", 0.0)
+                                                / (rated_mw * hours) if rated_mw and hours
+                                                else 0.0),
+            "system_re_share": (re - a.get("system_curtailed_mwh", 0.0)) / served if served > 0
+            else 0.0,
+            "system_curtailment_share": a.get("system_curtailed_mwh", 0.0) / re if re > 0
+            else 0.0,
+            "system_loss_of_load_hours": self._lol_ticks * self.tick_s / SECONDS_PER_HOUR,
+            "system_storage_min_soc": (self._storage_min_soc if np.isfinite(self._storage_min_soc)
+                                       else float("nan")),
+            "system_peak_demand_mw": self._peak_demand_w / 1e6,
+            "system_peak_residual_demand_mw": (self._peak_residual_w / 1e6 if self._ticks
+                                               else 0.0),
+            "system_max_balance_error_w": self._max_balance_error_w,
+        })
+        return out
+
+
+def build_system(scenario: object, world: World, spec: SystemSpec | None = None) -> SystemHook:
+    """The system tick hook of a scenario (``scenario.system``) or of an explicit spec."""
+    if spec is None:
+        spec = getattr(scenario, "system", None)
+    if spec is None:
+        raise ValueError("the scenario has no 'system:' block")
+    return SystemHook(spec, world)
