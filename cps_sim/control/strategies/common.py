@@ -30,7 +30,8 @@ class StrategyConfig:
     """Knobs of every strategy (one object so that a controller can switch strategy)."""
 
     interval_s: float = 60.0  # decision interval
-    hold_s: float = 180.0  # longest a setpoint may be followed (its ttl): v2x look-ahead
+    hold_s: float | None = None  # longest a setpoint may be followed (its ttl; default
+    # 3 intervals, the controller_process default): look-ahead of the v2x reserve
     # --- charger electrics
     voltage_v: float = 200.0  # single-phase voltage
     min_current_a: float = 6.0  # per phase (IEC 61851)
@@ -60,6 +61,10 @@ class StrategyConfig:
     v2h_hours: tuple[float, float] = (17.0, 23.0)  # local window for discharge to the home
     v2g_price_jpy_per_kwh: float = math.inf  # discharge to grid when export price >= this
     reserve_margin_soc: float = 0.02  # extra SoC kept on top of the reserve
+
+    @property
+    def hold_time_s(self) -> float:
+        return float(self.hold_s) if self.hold_s is not None else 3.0 * self.interval_s
 
     @property
     def min_1p_w(self) -> float:
