@@ -57,6 +57,8 @@ class StrategyConfig:
     horizon_s: float = 48 * 3600.0
     price_forecast: Callable[[FloatArray], FloatArray] | None = None  # times_s -> JPY/kWh
     week_offset_s: float = 0.0  # local seconds since Monday 00:00 at simulation time 0
+    default_departure_h: float | None = 6.0  # local hour assumed for an unknown departure
+    # (no world departure, no weekly plan); None = unknown stays unknown (inf)
     # --- v2h / v2g
     v2h_hours: tuple[float, float] = (17.0, 23.0)  # local window for discharge to the home
     v2g_price_jpy_per_kwh: float = math.inf  # discharge to grid when export price >= this
@@ -227,9 +229,11 @@ def departure_and_target(now_s: float, obs: Observation, state: StrategyState,
     """Next departure [s] and energy wanted then [Wh] per EV.
 
     The world's departure is used when known; else the weekly plan's next
-    departure (and its target SoC).  A known upcoming trip that leaves before
-    that departure becomes the departure, and raises the target to the floor
-    plus the trip energy (capped at capacity).  Unknown: inf.
+    departure (and its target SoC), else the next ``cfg.default_departure_h``
+    local time (conservative: a driver may leave in the morning).  A known
+    upcoming trip that leaves before that departure becomes the departure,
+    and raises the target to the floor plus the trip energy (capped at
+    capacity).  Unknown and no default: inf.
     """
     dep = np.asarray(obs.ev_departure_s, float).copy()
     target = np.asarray(obs.ev_target_wh, float).copy()
@@ -248,6 +252,11 @@ def departure_and_target(now_s: float, obs: Observation, state: StrategyState,
         use = ~np.isfinite(dep) & np.isfinite(best)
         dep = np.where(use, best, dep)
         target = np.where(use, np.maximum(target, best_soc * cap), target)
+    if cfg.default_departure_h is not None:
+        _, sod = local_time(cfg, now_s)
+        ahead = (cfg.default_departure_h * 3600.0 - sod) % 86400.0
+        ahead = ahead if ahead > 0 else 86400.0
+        dep = np.where(np.isfinite(dep), dep, now_s + ahead)
     if state.trip_departure_s is not None and state.trip_energy_wh is not None:
         trip_t = state.trip_departure_s
         known = np.isfinite(trip_t) & (trip_t >= now_s) & (trip_t <= dep)

@@ -2,7 +2,8 @@
 ``cfg.v2g_price_jpy_per_kwh`` (full available power) or when the grid asks for
 supply (``state.grid_request_w`` per site, e.g. from the VPP aggregator,
 shared among the site's EVs by available power); same guarantees as ``v2h``
-(floor, departure target); charging as ``cost``."""
+(floor, departure target); charging as ``cost``, and an EV the plan charges
+now does not discharge."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def setpoints_w(now_s: float, obs: Observation, state: StrategyState, cfg: Strat
     dep, target = departure_and_target(now_s, obs, state, cfg)
     charge = plan_charge_w(now_s, obs, cfg, dep, target)
     room = discharge_room_w(now_s, obs, cfg, dep, target)
+    room = np.where(charge > 0, 0.0, room)  # the charging plan comes first
     price_hit = (obs.export_price_jpy_per_kwh >= cfg.v2g_price_jpy_per_kwh)[obs.ev_site]
     want = np.where(price_hit, room, 0.0)
     if state.grid_request_w is not None:
