@@ -302,7 +302,8 @@ class SystemHook:
         served_kwh = (demand - unserved) * dt / SECONDS_PER_HOUR / 1000.0
         cost_per_kwh = cost / served_kwh if served_kwh > 1e-3 else 0.0
         if self.storage_state is not None:
-            soc = float(self.storage_state.energy_wh.sum() / self.storage_state.capacity_wh.sum())
+            soc = max(float(self.storage_state.energy_wh.sum()
+                            / self.storage_state.capacity_wh.sum()), 0.0)
             self._storage_min_soc = min(self._storage_min_soc, soc)
         else:
             soc = float("nan")
@@ -381,7 +382,9 @@ class SystemHook:
             "system_electrolyser_utilisation": (a.get("system_electrolyser_mwh", 0.0)
                                                 / (rated_mw * hours) if rated_mw and hours
                                                 else 0.0),
-            "system_re_share": (re - a.get("system_curtailed_mwh", 0.0)) / served if served > 0
+            # share of served demand not met by plants (RE directly or via storage,
+            # which charges only from surplus)
+            "system_re_share": (1.0 - a.get("system_plants_mwh", 0.0) / served) if served > 0
             else 0.0,
             "system_curtailment_share": a.get("system_curtailed_mwh", 0.0) / re if re > 0
             else 0.0,
