@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from cps_sim.models import load as _foundation_load
 from cps_sim.models.weather import library_deprecations_ignored
 
 FloatArray = npt.NDArray[np.float64]
@@ -43,18 +44,11 @@ _BLOCK_ELEMENTS = 4_000_000  # grid points × sites per block
 # household's hourly shape, relative units, shaped after the published pattern
 # of Japanese residential demand (morning peak 6-8 h, low daytime on weekdays,
 # evening peak 18-22 h, higher daytime use at weekends).  Hour h covers h:00-h+1:00.
-JAPAN_HOUSEHOLD_WEEKDAY = (
-    0.55, 0.48, 0.45, 0.44, 0.45, 0.55, 0.85, 1.10, 0.95, 0.75, 0.68, 0.68,
-    0.72, 0.66, 0.62, 0.66, 0.80, 1.05, 1.35, 1.50, 1.45, 1.30, 1.05, 0.75,
-)
-JAPAN_HOUSEHOLD_WEEKEND = (
-    0.58, 0.50, 0.46, 0.45, 0.45, 0.50, 0.65, 0.90, 1.05, 1.05, 1.00, 1.05,
-    1.10, 1.00, 0.95, 0.95, 1.00, 1.15, 1.35, 1.45, 1.40, 1.25, 1.00, 0.75,
-)
-# ASSUMPTION: monthly factor of Japanese household consumption (heating in
-# Jan-Feb, cooling in Aug), after the shape of the Statistics Bureau household
-# survey's monthly electricity spending; relative, mean ~1.
-JAPAN_HOUSEHOLD_MONTHLY = (1.30, 1.28, 1.12, 0.92, 0.82, 0.80, 0.92, 1.10, 0.98, 0.82, 0.90, 1.10)
+# The Japanese household shape is the one assumption of ``models/load.py`` (one
+# definition for the whole project).
+JAPAN_HOUSEHOLD_WEEKDAY = tuple(float(x) for x in _foundation_load.WEEKDAY_HOURLY)
+JAPAN_HOUSEHOLD_WEEKEND = tuple(float(x) for x in _foundation_load.WEEKEND_HOURLY)
+JAPAN_HOUSEHOLD_MONTHLY = tuple(float(x) for x in _foundation_load.MONTHLY_FACTOR)
 # ASSUMPTION: monthly HVAC-driven factor for Japanese commercial buildings
 # (summer cooling peak, smaller winter heating peak).
 JAPAN_COMMERCIAL_MONTHLY = (1.05, 1.03, 0.95, 0.90, 0.92, 1.00, 1.12, 1.18, 1.08, 0.94, 0.90, 1.00)

@@ -39,8 +39,15 @@ class LoadSpec(_Model):
 
     annual_kwh: Quantity = Field(4300.0, description="Annual consumption per site [kWh]. "
                                  "Default 4,300 kWh: a typical Japanese household (assumption).")
-    profile: Literal["japan_residential", "constant"] = Field(
-        "japan_residential", description="Daily shape; 'constant' draws the same power all year.")
+    profile: Literal["japan_residential", "bdew_h25", "office", "hospital", "retail", "factory",
+                     "data_centre", "constant"] = Field(
+        "japan_residential", description="japan_residential: Japanese household shape "
+        "(assumption); bdew_h25: BDEW 2025 H25 household (demandlib) with Japanese holidays; "
+        "office / hospital / retail / factory / data_centre: archetypes of models/loads.py; "
+        "constant: the same power all year.")
+    factory_shifts: Literal[1, 2, 3] = Field(1, description="factory: shifts per working day.")
+    annual_growth_rate: float = Field(0.0, ge=-0.5, le=2.0, description="data_centre: growth "
+                                      "of the annual energy per year.")
     shift_max_s: float = Field(3600.0, ge=0, le=6 * 3600,
                                description="Each site's profile is shifted by a uniform random "
                                "offset in [-shift_max_s, +shift_max_s] (per-home variation).")
@@ -52,16 +59,35 @@ class LoadSpec(_Model):
 
 
 class PvSpec(_Model):
-    """Rooftop or ground PV.  Foundation model: power = capacity × GHI/1000 × performance ratio."""
+    """Rooftop PV systems.
+
+    ``pvwatts`` (default): pvlib — solar position, Perez transposition to each
+    system's tilt/azimuth, SAPM cell temperature, PVWatts DC and inverter with
+    clipping (``models/solar.py``); orientations are binned to 5° tilt and 15°
+    azimuth, so a population costs one profile per distinct orientation.
+    ``simple``: AC = capacity × GHI/1000 × performance ratio (foundation model).
+    """
 
     share: float = Field(1.0, ge=0, le=1, description="Fraction of sites that have PV.")
     capacity_kw: Quantity = Field(4.5, description="DC capacity per system [kW].")
+    model: Literal["pvwatts", "simple"] = "pvwatts"
+    tilt_deg: Quantity = Field(default_factory=lambda: {
+        "distribution": "choice", "values": [10, 20, 30], "weights": [0.2, 0.4, 0.4]},
+        description="Panel tilt [deg] (assumption: Japanese pitched roofs 20–30°).")
+    azimuth_deg: Quantity = Field(default_factory=lambda: {
+        "distribution": "choice", "values": [90, 135, 180, 225, 270],
+        "weights": [0.1, 0.2, 0.4, 0.2, 0.1]}, description="Panel azimuth [deg], 180 = south.")
+    dc_ac_ratio: float = Field(1.1, gt=0.5, le=3, description="DC capacity / inverter AC "
+                               "rating (pvwatts).")
+    losses_percent: float = Field(14.08, ge=0, lt=100, description="PVWatts system losses.")
     performance_ratio: float = Field(0.8, gt=0, le=1,
-                                     description="Losses from irradiance to AC output [0..1].")
-    inverter_kw: float | None = Field(None, gt=0, description="AC limit per system [kW]; "
-                                      "default: no clipping.")
+                                     description="simple: losses from irradiance to AC.")
+    inverter_kw: float | None = Field(None, gt=0, description="simple: AC limit per system "
+                                      "[kW]; default: no clipping.")
 
     _cap = _ranged("capacity_kw", gt=0)
+    _tilt = _ranged("tilt_deg", ge=0, le=90)
+    _az = _ranged("azimuth_deg", ge=0, le=360)
 
 
 class BatterySpec(_Model):
@@ -191,17 +217,31 @@ class LocationSpec(_Model):
 
 
 class WeatherSpec(_Model):
-    """Irradiance source.  ``synthetic``: pvlib clear-sky (Ineichen, bundled Linke turbidity)
-    times a seeded daily clear-sky index with day-to-day persistence; ``constant``: a fixed
-    GHI (for tests and checks)."""
+    """Weather for PV, EV consumption and the system layer.
 
-    source: Literal["synthetic", "constant"] = "synthetic"
-    clear_sky_index_mean: float = Field(0.7, gt=0, le=1.2,
-                                        description="Mean daily clear-sky index (synthetic).")
-    clear_sky_index_std: float = Field(0.25, ge=0, le=1)
-    persistence: float = Field(0.6, ge=0, lt=1,
-                               description="Lag-1 autocorrelation of the daily index.")
-    constant_ghi_w_m2: float = Field(0.0, ge=0, le=1500, description="GHI for 'constant'.")
+    * ``synthetic`` (default, offline): pvlib clear sky (Ineichen, bundled Linke
+      turbidity) × a seeded clear-sky index with day-to-day persistence and
+      intra-day variability (monthly means for Tokyo, an assumption), seasonal +
+      diurnal temperature, Weibull wind (``models/weather.py``);
+    * ``epw`` / ``tmy3`` / ``csv``: a file next to the scenario (CSV columns:
+      ``timestamp, ghi_w_m2[, dni_w_m2, dhi_w_m2], temp_air_c, wind_speed_m_s``),
+      placed in the scenario's year and interpolated to the run's time grid;
+    * ``constant``: fixed values (for tests and checks).
+    """
+
+    source: Literal["synthetic", "constant", "epw", "tmy3", "csv"] = "synthetic"
+    file: str | None = Field(None, description="epw/tmy3/csv: path relative to the scenario.")
+    clear_sky_index_scale: float = Field(1.0, gt=0, le=1.5, description="synthetic: factor "
+                                         "on the monthly mean clear-sky indices (cloudier < 1).")
+    constant_ghi_w_m2: float = Field(0.0, ge=0, le=1500, description="constant: GHI.")
+    constant_temp_c: float = Field(20.0, ge=-60, le=60, description="constant: air temperature.")
+    constant_wind_m_s: float = Field(0.0, ge=0, le=80, description="constant: wind speed.")
+
+    @model_validator(mode="after")
+    def _file(self) -> WeatherSpec:
+        if self.source in ("epw", "tmy3", "csv") and not self.file:
+            raise ValueError(f"source {self.source!r} needs 'file'")
+        return self
 
 
 class TariffSpec(_Model):

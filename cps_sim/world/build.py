@@ -11,7 +11,7 @@ from cps_sim.core.rng import RngStreams
 from cps_sim.models.battery import BatterySpec
 from cps_sim.scenario.distributions import sample
 from cps_sim.scenario.schema import Scenario, SiteGroupSpec
-from cps_sim.world.exogenous import LoadBlocks, tick_irradiance_w_m2
+from cps_sim.world.exogenous import LoadBlocks, RunWeather, build_weather, pv_unit_profiles
 from cps_sim.world.group import EvPopulation, SiteGroup
 from cps_sim.world.prices import tick_prices
 from cps_sim.world.world import GroupBinding, World
@@ -21,19 +21,38 @@ def _has(rng: RngStreams, stream: str, n: int, share: float) -> np.ndarray:
     return rng.generator(stream).random(n) < share
 
 
-def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: RngStreams
-                ) -> SiteGroup:
+def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: RngStreams,
+                scenario: Scenario, weather: RunWeather) -> SiteGroup:
     n = spec.count
     base = f"sites/{spec.name}"
-    # PV (dense per site; 0 W where none)
+    # PV (dense per site; 0 W where none): capacity × a unit profile per orientation
+    pv_orient = np.zeros(n, dtype=np.int64)
+    ac = np.full(n, np.inf)
     if spec.pv is not None:
-        has_pv = _has(rng, f"{base}/pv/has", n, spec.pv.share)
-        cap = sample(spec.pv.capacity_kw, rng.generator(f"{base}/pv/capacity_kw"), n) * 1000.0
+        pv = spec.pv
+        has_pv = _has(rng, f"{base}/pv/has", n, pv.share)
+        cap = sample(pv.capacity_kw, rng.generator(f"{base}/pv/capacity_kw"), n) * 1000.0
         pv_cap = np.where(has_pv, cap, 0.0)
-        pr = np.full(n, spec.pv.performance_ratio)
-        ac = np.full(n, spec.pv.inverter_kw * 1000.0 if spec.pv.inverter_kw else np.inf)
+        if pv.model == "simple":
+            unit = (weather.ghi_w_m2 * (pv.performance_ratio / 1000.0))[:, None]
+            if pv.inverter_kw:
+                ac[:] = pv.inverter_kw * 1000.0
+        else:
+            tilt = np.round(sample(pv.tilt_deg, rng.generator(f"{base}/pv/tilt_deg"), n) / 5) * 5
+            az = np.mod(np.round(sample(pv.azimuth_deg, rng.generator(f"{base}/pv/azimuth_deg"),
+                                        n) / 15) * 15, 360)
+            keys = tilt * 1000.0 + az
+            keys[~has_pv] = -1.0
+            uniq, pv_orient = np.unique(keys, return_inverse=True)
+            real = uniq >= 0
+            unit = np.zeros((len(weather.ghi_w_m2), uniq.size))
+            if real.any():
+                unit[:, real] = pv_unit_profiles(weather, scenario, uniq[real] // 1000.0,
+                                                 np.mod(uniq[real], 1000.0), pv.dc_ac_ratio,
+                                                 pv.losses_percent)
     else:
-        pv_cap, pr, ac = np.zeros(n), np.ones(n), np.full(n, np.inf)
+        pv_cap = np.zeros(n)
+        unit = np.zeros((len(weather.ghi_w_m2), 1))
     # Battery (dense; capacity 0 where none)
     b = spec.battery
     if b is not None:
@@ -78,8 +97,9 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
             energy_min_wh=cap * e.v2x_soc_min)
     g = spec.grid
     return SiteGroup(
-        spec.name, n, site_offset, pv_capacity_w=pv_cap, pv_performance_ratio=pr,
-        pv_ac_limit_w=ac, battery=spec_b, battery_energy_wh=e0, battery_control=control,
+        spec.name, n, site_offset, pv_capacity_w=pv_cap, pv_orientation=pv_orient,
+        pv_unit_w_per_w=unit, pv_ac_limit_w=ac, battery=spec_b, battery_energy_wh=e0,
+        battery_control=control,
         import_limit_w=np.full(n, g.import_limit_kw * 1000.0 if g.import_limit_kw else np.inf),
         export_limit_w=np.full(n, g.export_limit_kw * 1000.0
                                if g.export_limit_kw is not None else np.inf),
@@ -91,11 +111,12 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
     clock = Clock(scenario.start, scenario.timezone)
     rng = RngStreams(scenario.seed)
     ticks_per_day = round(86400.0 / scenario.tick_s)
+    weather = build_weather(scenario, clock, rng, base_dir)
     bindings = []
     site_offset = 0
     ev_offset = 0
     for spec in scenario.sites:
-        group = build_group(spec, site_offset, ev_offset, rng)
+        group = build_group(spec, site_offset, ev_offset, rng, scenario, weather)
         n = spec.count
         base = f"sites/{spec.name}"
         annual_wh = sample(spec.load.annual_kwh, rng.generator(f"{base}/load/annual_kwh"), n) \
@@ -104,13 +125,12 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
             -spec.load.shift_max_s, spec.load.shift_max_s, n) / 60.0)
         loads = LoadBlocks(clock, scenario.tick_s, ticks_per_day, annual_wh, spec.load.profile,
                            shift_min, spec.load.noise_cv, scenario.holidays, rng, f"{base}/load",
-                           scenario.n_ticks)
+                           scenario.n_ticks, {"shifts": spec.load.factory_shifts,
+                                              "annual_growth_rate": spec.load.annual_growth_rate})
         bindings.append(GroupBinding(spec, group, loads))
         site_offset += n
         ev_offset += group.evs.n if group.evs is not None else 0
-    irr = tick_irradiance_w_m2(clock, scenario.n_ticks, scenario.tick_s, scenario.location,
-                               scenario.weather, rng)
-    world = World(scenario, clock, rng, bindings, irr)
+    world = World(scenario, clock, rng, bindings, weather)
     world.import_price_jpy_per_kwh, world.export_price_jpy_per_kwh = tick_prices(
         scenario, clock, base_dir)
     return world

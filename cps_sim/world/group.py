@@ -113,7 +113,7 @@ class SiteGroup:
     """Sites of one group and all their devices; advanced by the World."""
 
     def __init__(self, name: str, n_sites: int, site_offset: int, *,
-                 pv_capacity_w: F, pv_performance_ratio: F, pv_ac_limit_w: F,
+                 pv_capacity_w: F, pv_orientation: I, pv_unit_w_per_w: F, pv_ac_limit_w: F,
                  battery: bat.BatterySpec, battery_energy_wh: F, battery_control: str,
                  import_limit_w: F, export_limit_w: F, evs: EvPopulation | None):
         self.name = name
@@ -122,8 +122,10 @@ class SiteGroup:
         self.t_s = np.zeros(n_sites)
         self.load_w = np.zeros(n_sites)
         self.pv_capacity_w = pv_capacity_w
-        self.pv_performance_ratio = pv_performance_ratio
+        self.pv_orientation = pv_orientation  # column of pv_unit_w_per_w for each site
+        self.pv_unit_w_per_w = pv_unit_w_per_w  # (n_ticks, n_orientations) AC W per DC W
         self.pv_ac_limit_w = pv_ac_limit_w
+        self.any_pv_limit = bool(np.isfinite(pv_ac_limit_w).any())
         self.pv_w = np.zeros(n_sites)
         self.battery = battery
         self.battery_energy_wh = battery_energy_wh
@@ -158,11 +160,11 @@ class SiteGroup:
         self.log = EventLog()
 
     # ------------------------------------------------------------------ inputs
-    def set_inputs(self, load_w: F, irradiance_w_m2: float) -> None:
-        """Exogenous inputs held constant for the current tick."""
+    def set_inputs(self, load_w: F, k: int) -> None:
+        """Exogenous inputs held constant for tick ``k``."""
         self.load_w = load_w
-        self.pv_w = np.minimum(self.pv_capacity_w * (irradiance_w_m2 / 1000.0)
-                               * self.pv_performance_ratio, self.pv_ac_limit_w)
+        pv = self.pv_capacity_w * self.pv_unit_w_per_w[k][self.pv_orientation]
+        self.pv_w = np.minimum(pv, self.pv_ac_limit_w, out=pv) if self.any_pv_limit else pv
 
     def stored_wh(self) -> tuple[float, float]:
         ev = float(self.evs.energy_wh.sum()) if self.evs is not None else 0.0

@@ -26,7 +26,7 @@ from cps_sim.core.clock import Clock
 from cps_sim.core.ledger import EnergyLedger
 from cps_sim.core.rng import RngStreams
 from cps_sim.scenario.schema import Scenario, SiteGroupSpec
-from cps_sim.world.exogenous import LoadBlocks
+from cps_sim.world.exogenous import LoadBlocks, RunWeather
 from cps_sim.world.group import FLOWS, SiteGroup
 from cps_sim.world.trips import plan_day
 
@@ -70,7 +70,7 @@ class TickResult:
 
 class World:
     def __init__(self, scenario: Scenario, clock: Clock, rng: RngStreams,
-                 bindings: list[GroupBinding], irradiance_w_m2: np.ndarray):
+                 bindings: list[GroupBinding], weather: RunWeather):
         self.scenario = scenario
         self.clock = clock
         self.rng = rng
@@ -78,7 +78,8 @@ class World:
         self.groups = [b.group for b in bindings]
         self.tick_s = scenario.tick_s
         self.n_ticks = scenario.n_ticks
-        self.irradiance_w_m2 = irradiance_w_m2
+        self.weather = weather
+        self.irradiance_w_m2 = weather.ghi_w_m2
         self.import_price_jpy_per_kwh = np.full(self.n_ticks, scenario.tariff.import_jpy_per_kwh)
         self.export_price_jpy_per_kwh = np.full(self.n_ticks, scenario.tariff.export_jpy_per_kwh)
         self.k = -1  # current tick
@@ -99,9 +100,8 @@ class World:
 
     def begin_tick(self, k: int) -> None:
         self.k = k
-        g_w_m2 = float(self.irradiance_w_m2[k])
         for b in self.bindings:
-            b.group.set_inputs(b.loads.tick(k), g_w_m2)
+            b.group.set_inputs(b.loads.tick(k), k)
 
     def advance_to(self, t_s: float) -> None:
         """Integrate all sites to ``t_s`` (within the current tick), events included.

@@ -157,7 +157,7 @@ def test_energy_totals_do_not_depend_on_tick_size(with_battery):
     # limit: integration is exact, so 1-min and 1-h ticks give the same totals.
     site = {"name": "h", "count": 3, "load": {"annual_kwh": 8760.0, "profile": "constant",
                                               "noise_cv": 0.0},
-            "pv": {"capacity_kw": 3.0},
+            "pv": {"capacity_kw": 3.0, "model": "simple"},
             "ev": {"per_site": 2, "capacity_kwh": 40, "initial_soc": 0.3, "charger_kw": 6,
                    "trips": fixed_trip(7.123, 9.37, 42.0)},
             "grid": {"import_limit_kw": 8.0, "export_limit_kw": 0.5}}
