@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cps_sim.scenario.distributions import Quantity, check_range
+from cps_sim.scenario.system_schema import SystemSpec
 
 
 class _Model(BaseModel):
@@ -381,6 +382,9 @@ class Scenario(_Model):
     emissions: EmissionsSpec = Field(default_factory=EmissionsSpec)
     sites: list[SiteGroupSpec] = Field(min_length=1, max_length=1000)
     control: ControlSpec = Field(default_factory=ControlSpec)
+    system: SystemSpec | None = Field(None, description="Bulk power system above the sites: "
+                                      "area demand, utility wind/PV, plants in merit order, "
+                                      "storage, electrolysers, curtailment, CO2.")
     record: RecordSpec = Field(default_factory=RecordSpec)
 
     @field_validator("start")

@@ -133,4 +133,8 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
     world = World(scenario, clock, rng, bindings, weather)
     world.import_price_jpy_per_kwh, world.export_price_jpy_per_kwh = tick_prices(
         scenario, clock, base_dir)
+    if scenario.system is not None:
+        from cps_sim.world.system import build_system
+
+        world.tick_hooks.append(build_system(scenario, world))
     return world
