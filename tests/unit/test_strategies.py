@@ -236,13 +236,14 @@ def test_cost_meets_departure_and_costs_no_more_than_now():
     assert np.all(e_cost[feasible] >= obs.ev_target_wh[feasible] - tol[feasible])
     # cheaper per EV: 'now' charges to full in the evening peak
     assert np.all(c_cost <= c_now + 1e-6)
-    # and close to the optimum found by brute force: sort the minutes before
-    # departure by price, buy the cheapest minutes at full power
+    # and no dearer than the optimum found by brute force: sort the minutes before
+    # departure by price, buy the cheapest minutes at the planning rate (0.9 x charger
+    # power: the planner keeps 10 % in reserve so that a plan that just fits holds)
     for k in np.flatnonzero(feasible):
         minutes = np.arange(t0, obs.ev_departure_s[k], 60.0)
         prices = np.sort(tou_price(minutes))
         need_kwh = needed[k] / 0.9 / 1000.0
-        per_min_kwh = obs.ev_charger_w[k] / 60.0 / 1000.0
+        per_min_kwh = 0.9 * obs.ev_charger_w[k] / 60.0 / 1000.0
         full = int(need_kwh // per_min_kwh)
         best = prices[:full].sum() * per_min_kwh + prices[full] * (need_kwh - full * per_min_kwh)
         assert c_cost[k] <= best * 1.002 + 1.0

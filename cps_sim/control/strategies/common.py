@@ -63,6 +63,7 @@ class StrategyConfig:
     v2h_hours: tuple[float, float] = (17.0, 23.0)  # local window for discharge to the home
     v2g_price_jpy_per_kwh: float = math.inf  # discharge to grid when export price >= this
     reserve_margin_soc: float = 0.02  # extra SoC kept on top of the reserve
+    planning_rate_factor: float = 0.9  # share of the charging power the planner counts on
 
     @property
     def hold_time_s(self) -> float:
@@ -266,14 +267,26 @@ def departure_and_target(now_s: float, obs: Observation, state: StrategyState,
     return dep, np.minimum(target, cap)
 
 
+def planning_rate_w(obs: Observation, cfg: StrategyConfig) -> FloatArray:
+    """Charging power [W] the planners count on per EV: the charger's, capped by
+    the site's import headroom now (shared among the site's plugged EVs), never
+    below the minimum current, times ``cfg.planning_rate_factor``."""
+    head = site_headroom_w(obs, cfg)
+    n_plugged = np.bincount(obs.ev_site, weights=obs.ev_plugged.astype(float),
+                            minlength=obs.n_sites)
+    per_ev = (head / np.maximum(n_plugged, 1.0))[obs.ev_site]
+    rate = np.minimum(obs.ev_charger_w, np.maximum(per_ev, cfg.min_1p_w))
+    return rate * cfg.planning_rate_factor
+
+
 def reserve_wh(t_s: float, obs: Observation, departure_s: FloatArray, target_wh: FloatArray,
                cfg: StrategyConfig) -> FloatArray:
-    """Energy an EV must hold at ``t_s`` so that, charging at full power from then
-    on, it still reaches ``target_wh`` by ``departure_s``; never below its floor
-    (plus the margin)."""
+    """Energy an EV must hold at ``t_s`` so that, charging at its planning rate
+    (``planning_rate_w``) from then on, it still reaches ``target_wh`` by
+    ``departure_s``; never below its floor (plus the margin)."""
     floor = (obs.ev_soc_min + cfg.reserve_margin_soc) * obs.ev_capacity_wh
     left_h = np.maximum(departure_s - t_s, 0.0) / 3600.0
     left_h = np.where(np.isfinite(left_h), left_h, 1e9)
     reach = target_wh + cfg.reserve_margin_soc * obs.ev_capacity_wh \
-        - obs.ev_charger_w * cfg.charge_efficiency * left_h
+        - planning_rate_w(obs, cfg) * cfg.charge_efficiency * left_h
     return np.minimum(np.maximum(floor, reach), obs.ev_capacity_wh)

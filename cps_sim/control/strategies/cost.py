@@ -23,6 +23,7 @@ from cps_sim.control.strategies.common import (
     StrategyConfig,
     StrategyState,
     departure_and_target,
+    planning_rate_w,
     wants_energy,
 )
 
@@ -51,7 +52,9 @@ def plan_charge_w(now_s: float, obs: Observation, cfg: StrategyConfig, departure
     lo = np.maximum(starts, now_s)[None, :]
     hi = np.minimum(starts + cfg.slot_s, end[:, None])
     avail_h = np.clip(hi - lo, 0.0, None) / 3600.0
-    cap_wh = np.where(active[:, None], obs.ev_charger_w[:, None] * avail_h, 0.0)
+    # slot capacity at the planning rate (import headroom, derating), so that a
+    # plan that just fits is still met when the home load takes some of the limit
+    cap_wh = np.where(active[:, None], planning_rate_w(obs, cfg)[:, None] * avail_h, 0.0)
     cap_sorted = cap_wh[:, order]
     before = np.cumsum(cap_sorted, axis=1) - cap_sorted
     alloc_sorted = np.clip(needed_grid_wh[:, None] - before, 0.0, cap_sorted)
@@ -59,6 +62,8 @@ def plan_charge_w(now_s: float, obs: Observation, cfg: StrategyConfig, departure
     alloc_now = alloc_sorted[:, pos_now]
     h_now = avail_h[:, 0]
     p = np.divide(alloc_now, h_now, out=np.zeros(n), where=h_now > 0)
+    # a slot planned full runs at full power (the derating is the planner's margin)
+    p = np.where(p >= planning_rate_w(obs, cfg) - 1e-6, obs.ev_charger_w, p)
     p = np.where(p > 1e-6, np.maximum(p, cfg.min_1p_w), 0.0)
     p = np.where(overdue, obs.ev_charger_w, p)
     return np.where(active, np.minimum(p, obs.ev_charger_w), 0.0)
