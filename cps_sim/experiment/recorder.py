@@ -187,4 +187,7 @@ class Recorder:
         }
         for hook in w.tick_hooks:
             out.update(hook.kpis())
+        hp_groups = [g for g in w.groups if g.hpwh is not None]
+        for g in hp_groups:
+            out.update(g.hpwh.kpis("" if len(hp_groups) == 1 else f"{g.name}."))
         return out

@@ -189,6 +189,32 @@ class EvSpec(_Model):
         return self
 
 
+class HeatPumpWaterHeaterSpec(_Model):
+    """EcoCute-like heat-pump water heater (defaults: a 370 L, 4.5 kW_th unit; assumption)."""
+
+    share: float = Field(1.0, ge=0, le=1, description="Fraction of sites with a unit.")
+    tank_volume_l: float = Field(370.0, gt=0, le=5000)
+    heat_output_kw: float = Field(4.5, gt=0, le=100, description="Thermal output limit [kW].")
+    setpoint_c: float = Field(65.0, gt=30, le=95)
+    initial_temp_c: float = Field(55.0, ge=0, le=95)
+    daily_draw_kwh_th: Quantity = Field(10.8, description="Hot water heat drawn per day "
+                                        "[kWh_th] (assumption: ~450 L at 40 °C from 17 °C).")
+    control: Literal["night", "surplus"] = Field(
+        "night", description="night: heat in the night window (today's default); surplus: "
+        "heat on daytime PV surplus, top up at night only when low.")
+    night_start_h: float = Field(23.0, ge=0, le=24)
+    night_end_h: float = Field(7.0, ge=0, le=24)
+    surplus_start_h: float = Field(9.0, ge=0, le=24)
+    surplus_end_h: float = Field(16.0, ge=0, le=24)
+    surplus_fraction: float = Field(0.5, ge=0, le=2, description="surplus: PV surplus must "
+                                    "cover this share of the unit's electric power.")
+    reserve_fraction: float = Field(0.15, ge=0, le=1, description="Always heat when usable "
+                                    "heat falls below this share.")
+    night_topup_fraction: float = Field(0.5, ge=0, le=1)
+
+    _draw = _ranged("daily_draw_kwh_th", ge=0)
+
+
 class GridConnectionSpec(_Model):
     import_limit_kw: float | None = Field(None, gt=0, description="Import limit per site [kW]; "
                                           "load beyond it is unserved.")
@@ -206,6 +232,7 @@ class SiteGroupSpec(_Model):
     pv: PvSpec | None = None
     battery: BatterySpec | None = None
     ev: EvSpec | None = None
+    heat_pump_water_heater: HeatPumpWaterHeaterSpec | None = None
     grid: GridConnectionSpec = Field(default_factory=GridConnectionSpec)
 
 

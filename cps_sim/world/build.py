@@ -106,6 +106,27 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
         evs=evs)
 
 
+def _build_hpwh(spec: SiteGroupSpec, rng: RngStreams, base: str):
+    h = spec.heat_pump_water_heater
+    if h is None:
+        return None
+    from cps_sim.models import heat_pump as hp
+    from cps_sim.world.hpwh import HpwhPopulation
+
+    site = np.flatnonzero(_has(rng, f"{base}/hpwh/has", spec.count, h.share)).astype(np.int64)
+    m = site.size
+    hspec = hp.ecocute_spec(m, tank_volume_l=h.tank_volume_l, setpoint_c=h.setpoint_c,
+                            heat_output_max_w=h.heat_output_kw * 1000.0)
+    draw = sample(h.daily_draw_kwh_th, rng.generator(f"{base}/hpwh/daily_draw"), m) * 1000.0
+    return HpwhPopulation(site=site, spec=hspec, state=hp.initial_state(hspec, h.initial_temp_c),
+                          daily_draw_wh_th=draw, control=h.control,
+                          night=(h.night_start_h, h.night_end_h),
+                          window=(h.surplus_start_h, h.surplus_end_h),
+                          surplus_fraction=h.surplus_fraction,
+                          reserve_fraction=h.reserve_fraction,
+                          night_topup_fraction=h.night_topup_fraction)
+
+
 def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
     """Sample every population and bind exogenous inputs; ``base_dir`` resolves data files."""
     clock = Clock(scenario.start, scenario.timezone)
@@ -127,6 +148,7 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
                            shift_min, spec.load.noise_cv, scenario.holidays, rng, f"{base}/load",
                            scenario.n_ticks, {"shifts": spec.load.factory_shifts,
                                               "annual_growth_rate": spec.load.annual_growth_rate})
+        group.hpwh = _build_hpwh(spec, rng, base)
         bindings.append(GroupBinding(spec, group, loads))
         site_offset += n
         ev_offset += group.evs.n if group.evs is not None else 0

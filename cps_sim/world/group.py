@@ -142,6 +142,7 @@ class SiteGroup:
         self.evs = evs
         self.any_v2x = bool(evs is not None and evs.n and (evs.v2x_w > 0).any())
         self.track_site_net = False
+        self.hpwh = None  # HpwhPopulation when the group has heat-pump water heaters
         if evs is not None and evs.n:
             counts = np.bincount(evs.site, minlength=n_sites)
             self.ev_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)

@@ -100,8 +100,17 @@ class World:
 
     def begin_tick(self, k: int) -> None:
         self.k = k
+        t0 = k * self.tick_s
+        hour = None
         for b in self.bindings:
-            b.group.set_inputs(b.loads.tick(k), k)
+            g = b.group
+            g.set_inputs(b.loads.tick(k), k)
+            if g.hpwh is not None:  # the water heaters' power joins the sites' load
+                if hour is None:
+                    hour = float(self.clock.hour_of_day(np.array([t0 + 0.5 * self.tick_s]))[0])
+                hp_w = g.hpwh.decide(hour, self.tick_s, float(self.weather.temp_air_c[k]),
+                                     g.load_w, g.pv_w)
+                np.add.at(g.load_w, g.hpwh.site, hp_w)
 
     def advance_to(self, t_s: float) -> None:
         """Integrate all sites to ``t_s`` (within the current tick), events included.
@@ -295,11 +304,29 @@ class World:
             yield env.timeout(t_end - env.now)
             self.advance_to(t_end)
             result = self.end_tick(stored_before)
+            hp_cols = self._hpwh_end_tick(k)
+            if hp_cols:
+                result.extra = dict(hp_cols)
             if self.tick_hooks:
-                result.extra = {}
+                result.extra = result.extra or {}
                 for hook in self.tick_hooks:
                     result.extra.update(hook.on_tick(self, result))
             on_tick(result)
+
+    def _hpwh_end_tick(self, k: int) -> dict[str, float]:
+        cols: dict[str, float] = {}
+        t0 = k * self.tick_s
+        groups = [g for g in self.groups if g.hpwh is not None]
+        if not groups:
+            return cols
+        t0_local = t0 - self.clock.local_midnight_s(t0)
+        for g in groups:
+            for name, v in g.hpwh.end_tick(t0_local, self.tick_s,
+                                           float(self.weather.temp_air_c[k])).items():
+                cols[name] = cols.get(name, 0.0) + v
+        if len(groups) > 1:
+            cols["hpwh_tank_temp_mean_c"] /= len(groups)
+        return cols
 
     def _trip_planner(self, env: simpy.Environment, b: GroupBinding):
         spec = b.spec.ev
