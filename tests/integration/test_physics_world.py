@@ -110,7 +110,7 @@ def _hp_run(control: str):
 
 def test_heat_pump_water_heater_meets_draws_and_surplus_rule_uses_pv():
     night, kn = _hp_run("night")
-    surplus, ks = _hp_run("surplus")
+    _, ks = _hp_run("surplus")
     for k in (kn, ks):
         assert k["hot_water_unmet_kwh_th"] == 0.0
         assert k["hot_water_delivered_kwh_th"] > 0
