@@ -124,6 +124,23 @@ def test_without_sinks_surplus_is_curtailed_and_balance_holds():
     assert close(c["system_unserved_w"], np.maximum(-surplus, 0.0), tol=1e-3)
 
 
+def test_substation_overload_is_reported_not_enforced():
+    # 30 homes draw ~15-60 kW together; a 10 kW substation limit is exceeded most ticks
+    spec = dict(plants=FLEET, distribution={"import_capacity_mw": 0.01,
+                                            "export_capacity_mw": 0.01})
+    hook, c = run(spec, small_scenario(days=1))
+    net = c["system_site_import_w"] - c["system_site_export_w"]
+    expected = np.maximum(net - 1e4, 0.0) + np.maximum(-net - 1e4, 0.0)
+    assert close(c["system_substation_overload_w"], expected, tol=1e-6)
+    assert expected.max() > 0
+    assert hook.kpis()["system_substation_overload_mwh"] == pytest.approx(
+        expected.sum() * 0.25 / 1e6, rel=1e-9)
+    # a report, not a limit: dispatch is the same as without the substation check
+    _, free = run(dict(plants=FLEET), small_scenario(days=1))
+    assert np.array_equal(c["system_unserved_w"], free["system_unserved_w"])
+    assert np.array_equal(c["system_plants_w"], free["system_plants_w"])
+
+
 # --------------------------------------------------------------------------- shortage
 
 def test_unserved_energy_when_capacity_is_short():
