@@ -5,6 +5,8 @@ Balance over any interval::
     grid_import + pv_generation
         = load + grid_export + ev_driving + losses + Δ(stored energy)
 
+(``battery_fade`` is energy stranded above an aged battery's shrunken window.)
+
 where stored energy is that of stationary batteries and EV batteries.  The
 residual of this identity is computed per tick and over the run; it must be
 zero to floating-point precision.
@@ -15,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SOURCES = ("grid_import_wh", "pv_generation_wh")
-SINKS = ("load_wh", "grid_export_wh", "ev_driving_wh", "battery_loss_wh", "ev_loss_wh")
+SINKS = ("load_wh", "grid_export_wh", "ev_driving_wh", "battery_loss_wh", "ev_loss_wh",
+         "battery_fade_wh")
 
 
 @dataclass

@@ -187,6 +187,12 @@ class Recorder:
         }
         for hook in w.tick_hooks:
             out.update(hook.kpis())
+        aged = [g.battery_ageing for g in w.groups if g.battery_ageing is not None]
+        if aged:
+            soh = np.concatenate([a.state_of_health() for a in aged])
+            if soh.size:
+                out["battery_soh_mean"] = float(soh.mean())
+                out["battery_soh_min"] = float(soh.min())
         hp_groups = [g for g in w.groups if g.hpwh is not None]
         for g in hp_groups:
             out.update(g.hpwh.kpis("" if len(hp_groups) == 1 else f"{g.name}."))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cps_sim import __version__
 from cps_sim.core.environment import make_env
-from cps_sim.core.errors import SimulationError
+from cps_sim.core.errors import ScenarioError, SimulationError
 from cps_sim.experiment.progress import TickProgress, progress_enabled
 from cps_sim.experiment.recorder import SIGN_NOTE, Recorder
 from cps_sim.experiment.results import atomic_directory, write_json, write_parquet
@@ -107,7 +107,12 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
     started = time.time()
     if base_dir is None and source_file is not None:
         base_dir = Path(source_file).parent
-    recorder = simulate(scenario, quiet=quiet, base_dir=base_dir)
+    try:
+        recorder = simulate(scenario, quiet=quiet, base_dir=base_dir)
+    except ScenarioError as exc:  # found while building (catalog names, data files)
+        if exc.file is None and source_file is not None:
+            raise ScenarioError(source_file, exc.issues) from None
+        raise
     sim_wall = time.perf_counter() - t0
     events = recorder.events()
     kpis = recorder.kpis(events)

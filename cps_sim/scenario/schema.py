@@ -99,6 +99,9 @@ class BatterySpec(_Model):
     power_kw: Quantity = Field(5.0, description="Charge and discharge power limit [kW].")
     charge_efficiency: float = Field(0.95, gt=0, le=1)
     discharge_efficiency: float = Field(0.95, gt=0, le=1)
+    ageing: bool = Field(False, description="Calendar + cycle capacity fade (NREL BLAST-Lite "
+                         "form, models/storage.py), applied once a day.")
+    ageing_preset: Literal["home", "building", "grid", "second_life"] = "home"
     soc_min: float = Field(0.1, ge=0, le=1)
     soc_max: float = Field(1.0, ge=0, le=1)
     initial_soc: float = Field(0.5, ge=0, le=1)
@@ -156,6 +159,14 @@ class EvSpec(_Model):
                          "(used when per_site is not given).")
     per_site: int | None = Field(None, ge=1, le=10_000,
                                  description="EVs at every site (depots); overrides share.")
+    models: dict[str, float] | None = Field(
+        None, description="Fleet mix from the device catalog devices/ev (name: weight), e.g. "
+        "{compact_40kwh: 0.5, mid_60kwh: 0.3, suv_80kwh: 0.2}.  Each vehicle takes its class's "
+        "capacity, consumption, AC limit (capping charger_kw) and V2X limit; fields given "
+        "explicitly below override the catalog.")
+    temperature_dependent_consumption: bool = Field(
+        True, description="Scale trip energy by the ambient temperature at departure "
+        "(models/ev_physics.consumption_factor; assumption sized to published range losses).")
     capacity_kwh: Quantity = Field(default_factory=lambda: {"distribution": "choice",
                                                             "values": [40.0, 60.0, 80.0],
                                                             "weights": [0.5, 0.3, 0.2]},
@@ -180,6 +191,16 @@ class EvSpec(_Model):
     _cons = _ranged("consumption_kwh_per_100km", gt=0)
     _soc0 = _ranged("initial_soc", ge=0, le=1)
     _v2x = _ranged("v2x_kw", ge=0)
+
+    @field_validator("models")
+    @classmethod
+    def _mix(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("models must name at least one catalog entry")
+            if any(not (w >= 0) for w in v.values()) or sum(v.values()) <= 0:
+                raise ValueError("model weights must be >= 0 and sum to > 0")
+        return v
 
     @model_validator(mode="after")
     def _targets(self) -> EvSpec:

@@ -21,8 +21,40 @@ def _has(rng: RngStreams, stream: str, n: int, share: float) -> np.ndarray:
     return rng.generator(stream).random(n) < share
 
 
+def _catalog_fleet(e, m: int, rng: RngStreams, stream: str, cap, charger, cons, v2x, eff,
+                   path: str):
+    """Per-vehicle parameters from a fleet mix of catalog classes (devices/ev)."""
+    from cps_sim.core.errors import ScenarioError
+    from cps_sim.models.ev_physics import load_catalog
+
+    catalog = load_catalog()
+    names = list(e.models)
+    unknown = [n for n in names if n not in catalog]
+    if unknown:
+        raise ScenarioError.single(None, f"{path}.ev.models", f"unknown vehicle class "
+                                   f"{unknown[0]!r}; the catalog has: {', '.join(sorted(catalog))}")
+    w = np.asarray([e.models[n] for n in names], dtype=float)
+    pick = rng.generator(f"{stream}/model").choice(len(names), size=m, p=w / w.sum())
+    given = e.model_fields_set
+
+    def col(attr: str, scale: float) -> np.ndarray:
+        return np.asarray([getattr(catalog[n], attr) * scale for n in names])[pick]
+
+    if "capacity_kwh" not in given:
+        cap = col("capacity_kwh", 1000.0)
+    if "consumption_kwh_per_100km" not in given:
+        cons = col("consumption_kwh_per_100km", 10.0)
+    charger = np.minimum(charger, col("ac_max_kw", 1000.0))
+    if "v2x_kw" not in given:
+        v2x = np.where(np.asarray([catalog[n].v2x != "none" for n in names])[pick],
+                       col("v2x_max_kw", 1000.0), 0.0)
+    if "charge_efficiency" not in given:
+        eff = col("charge_efficiency", 1.0)
+    return cap, charger, cons, v2x, eff
+
+
 def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: RngStreams,
-                scenario: Scenario, weather: RunWeather) -> SiteGroup:
+                scenario: Scenario, weather: RunWeather, path: str = "sites[0]") -> SiteGroup:
     n = spec.count
     base = f"sites/{spec.name}"
     # PV (dense per site; 0 W where none): capacity × a unit profile per orientation
@@ -82,19 +114,24 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
             ev_site = np.flatnonzero(_has(rng, f"{base}/ev/has", n, e.share)).astype(np.int64)
         m = ev_site.size
         cap = sample(e.capacity_kwh, rng.generator(f"{base}/ev/capacity_kwh"), m) * 1000.0
+        charger = sample(e.charger_kw, rng.generator(f"{base}/ev/charger_kw"), m) * 1000.0
+        cons = sample(e.consumption_kwh_per_100km, rng.generator(f"{base}/ev/consumption"),
+                      m) * 10.0
+        v2x = sample(e.v2x_kw, rng.generator(f"{base}/ev/v2x_kw"), m) * 1000.0
+        eff = np.full(m, e.charge_efficiency)
+        if e.models:
+            cap, charger, cons, v2x, eff = _catalog_fleet(e, m, rng, f"{base}/ev", cap, charger,
+                                                          cons, v2x, eff, path)
         evs = EvPopulation(
             site=ev_site, capacity_wh=cap,
             energy_wh=cap * sample(e.initial_soc, rng.generator(f"{base}/ev/initial_soc"), m),
-            charger_w=sample(e.charger_kw, rng.generator(f"{base}/ev/charger_kw"), m) * 1000.0,
-            efficiency=np.full(m, e.charge_efficiency),
+            charger_w=charger, efficiency=eff,
             energy_max_wh=cap * e.soc_max, target_wh=cap * e.departure_soc_target,
-            consumption_wh_per_km=sample(e.consumption_kwh_per_100km,
-                                         rng.generator(f"{base}/ev/consumption"), m) * 10.0,
+            consumption_wh_per_km=cons,
             plugged=np.ones(m, dtype=bool),  # every vehicle starts the run at home
             away_until_s=np.full(m, -np.inf),
             ids=np.arange(ev_id_offset, ev_id_offset + m, dtype=np.int64),
-            v2x_w=sample(e.v2x_kw, rng.generator(f"{base}/ev/v2x_kw"), m) * 1000.0,
-            energy_min_wh=cap * e.v2x_soc_min)
+            v2x_w=v2x, energy_min_wh=cap * e.v2x_soc_min)
     g = spec.grid
     return SiteGroup(
         spec.name, n, site_offset, pv_capacity_w=pv_cap, pv_orientation=pv_orient,
@@ -137,7 +174,8 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
     site_offset = 0
     ev_offset = 0
     for spec in scenario.sites:
-        group = build_group(spec, site_offset, ev_offset, rng, scenario, weather)
+        group = build_group(spec, site_offset, ev_offset, rng, scenario, weather,
+                            f"sites[{len(bindings)}]")
         n = spec.count
         base = f"sites/{spec.name}"
         annual_wh = sample(spec.load.annual_kwh, rng.generator(f"{base}/load/annual_kwh"), n) \
@@ -149,6 +187,11 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
                            scenario.n_ticks, {"shifts": spec.load.factory_shifts,
                                               "annual_growth_rate": spec.load.annual_growth_rate})
         group.hpwh = _build_hpwh(spec, rng, base)
+        if spec.battery is not None and spec.battery.ageing:
+            from cps_sim.world.ageing import BatteryAgeing
+
+            group.battery_ageing = BatteryAgeing.for_group(
+                group, spec.battery.ageing_preset, spec.battery.soc_min, spec.battery.soc_max)
         bindings.append(GroupBinding(spec, group, loads))
         site_offset += n
         ev_offset += group.evs.n if group.evs is not None else 0

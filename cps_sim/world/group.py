@@ -36,7 +36,7 @@ FLOWS = (
     "load_wh", "pv_generation_wh", "pv_potential_wh", "curtailment_wh", "ev_charging_wh",
     "battery_charge_wh", "battery_discharge_wh", "grid_import_wh", "grid_export_wh",
     "unserved_wh", "battery_loss_wh", "ev_loss_wh", "ev_driving_wh", "ev_trip_shortfall_wh",
-    "ev_discharge_wh",
+    "ev_discharge_wh", "battery_fade_wh",
 )
 IX = {name: i for i, name in enumerate(FLOWS)}
 
@@ -134,6 +134,8 @@ class SiteGroup:
         self.battery_setpoint_w = np.full(n_sites, np.nan)
         self.battery_setpoints = False
         self.battery_power_w = np.zeros(n_sites)  # average of the latest segment, + charge
+        self.battery_ageing = None  # BatteryAgeing when capacity fade is modelled
+        self.battery_throughput_wh = None  # AC charge + discharge since the last ageing step
         self.has_battery = battery.capacity_wh > 0
         self.import_limit_w = import_limit_w
         self.export_limit_w = export_limit_w
@@ -395,6 +397,8 @@ class SiteGroup:
             else:
                 idx = np.flatnonzero(moved) if allsites else s[moved]
                 self.battery_power_w[idx] = (ch - dis)[moved] / h[moved]
+            if self.battery_throughput_wh is not None:
+                self.battery_throughput_wh[sl] += ch + dis
             acc[IX["battery_charge_wh"]] += ch.sum()
             acc[IX["battery_discharge_wh"]] += dis.sum()
             acc[IX["battery_loss_wh"]] += bat_loss.sum()

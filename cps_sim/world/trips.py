@@ -8,6 +8,8 @@ rounded to the millisecond.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from cps_sim.core.rng import RngStreams
@@ -17,7 +19,8 @@ from cps_sim.world.group import ARRIVAL, DEPARTURE, SiteGroup
 
 
 def plan_day(group: SiteGroup, spec: TripDaySpec, day_index: int, midnight_s: float,
-             not_before_s: float, rng: RngStreams, stream: str) -> int:
+             not_before_s: float, rng: RngStreams, stream: str,
+             temp_at: Callable[[np.ndarray], np.ndarray] | None = None) -> int:
     """Schedule the trips of local day ``day_index`` (starting at ``midnight_s``).
 
     A vehicle drives with probability ``spec.probability``; it leaves at the
@@ -41,6 +44,10 @@ def plan_day(group: SiteGroup, spec: TripDaySpec, day_index: int, midnight_s: fl
     evs.away_until_s[i] = t_arr[i]
     evs.departure_s[i] = t_dep[i]  # a known upcoming trip, visible to controllers
     trip_wh = dist_km[i] * evs.consumption_wh_per_km[i]
+    if temp_at is not None:  # colder or hotter air costs range (heating, cooling)
+        from cps_sim.models.ev_physics import consumption_factor
+
+        trip_wh = trip_wh * consumption_factor(temp_at(t_dep[i]))
     m = i.size
     group.schedule(np.concatenate([t_dep[i], t_arr[i]]), np.concatenate([i, i]),
                    np.concatenate([np.full(m, DEPARTURE, np.int8), np.full(m, ARRIVAL, np.int8)]),

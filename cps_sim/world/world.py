@@ -246,6 +246,8 @@ class World:
             if b.group.evs is not None and b.group.evs.n:
                 env.process(self._trip_planner(env, b))
         env.process(self._settlement(env, on_tick))
+        if any(g.battery_ageing is not None for g in self.groups):
+            env.process(self._battery_ageing(env))
         self._start_controllers(env)
 
     def _start_controllers(self, env: simpy.Environment) -> None:
@@ -313,6 +315,25 @@ class World:
                     result.extra.update(hook.on_tick(self, result))
             on_tick(result)
 
+    def _battery_ageing(self, env: simpy.Environment):
+        """Once a day: capacity fade of every ageing battery population."""
+        day = 86400.0
+        t = day
+        while t <= self.scenario.duration_s:
+            yield env.timeout(t - env.now)
+            self.advance_to(t)
+            k0 = int((t - day) // self.tick_s)
+            temp = float(self.weather.temp_air_c[k0: int(t // self.tick_s)].mean())
+            for g in self.groups:
+                if g.battery_ageing is not None:
+                    g.battery_ageing.step(g, day, temp)
+            t += day
+
+    def _temp_at(self, t_s: np.ndarray) -> np.ndarray:
+        """Tick-mean air temperature [°C] at simulation times (held beyond the run)."""
+        k = np.clip((np.asarray(t_s) // self.tick_s).astype(np.int64), 0, self.n_ticks - 1)
+        return self.weather.temp_air_c[k]
+
     def _hpwh_end_tick(self, k: int) -> dict[str, float]:
         cols: dict[str, float] = {}
         t0 = k * self.tick_s
@@ -340,7 +361,8 @@ class World:
             off = bool(is_day_off(self.clock.index(np.array([max(midnight, 0.0)])),
                                   self.scenario.holidays)[0])
             plan_day(b.group, spec.trips.weekend if off else spec.trips.weekday, day_index,
-                     midnight, 0.0, self.rng, stream)
+                     midnight, 0.0, self.rng, stream,
+                     self._temp_at if spec.temperature_dependent_consumption else None)
             nxt = self.clock.local_midnight_s(midnight + 36 * 3600.0)  # DST-safe next midnight
             if nxt >= end:
                 return

@@ -123,3 +123,57 @@ def test_heat_pump_water_heater_meets_draws_and_surplus_rule_uses_pv():
     hours = (np.arange(night.ticks_done) % 96) / 4.0
     # the night rule never heats in daytime unless the reserve is hit
     assert hp_night[(hours >= 9) & (hours < 16)].sum() < 0.05 * hp_night.sum()
+
+
+def test_ev_fleet_mix_from_the_catalog_and_cold_weather_costs_range():
+    from cps_sim.world.build import build_world
+
+    ev = {"per_site": 1, "models": {"kei_ev_20kwh": 1.0}}
+    w = build_world(scenario([{"name": "h", "count": 50, "ev": ev}]))
+    evs = w.groups[0].evs
+    # kei_ev_20kwh: 20 kWh, its AC limit caps the 6 kW default charger (catalog values)
+    from cps_sim.models.ev_physics import load_catalog
+
+    kei = load_catalog()["kei_ev_20kwh"]
+    assert np.all(evs.capacity_wh == kei.capacity_kwh * 1000)
+    assert np.all(evs.charger_w == min(6.0, kei.ac_max_kw) * 1000)
+    assert np.all(evs.consumption_wh_per_km == kei.consumption_kwh_per_100km * 10)
+
+    def driving(temp_c: float, dependent: bool) -> float:
+        sc = scenario([{"name": "h", "count": 20, "load": {"profile": "constant"},
+                        "ev": {"per_site": 1,
+                               "temperature_dependent_consumption": dependent}}],
+                      duration_days=3, weather={"source": "constant", "constant_temp_c": temp_c})
+        rec = simulate(sc)
+        return _total(rec, "ev_driving_wh") + _total(rec, "ev_trip_shortfall_wh")
+
+    assert driving(-5.0, True) > 1.2 * driving(-5.0, False)
+    assert driving(20.0, True) == pytest.approx(driving(20.0, False))
+
+
+def test_unknown_vehicle_class_names_path_and_catalog(tmp_path):
+    from cps_sim.core.errors import ScenarioError
+    from cps_sim.world.build import build_world
+
+    sc = scenario([{"name": "h", "count": 2, "ev": {"models": {"tesla": 1.0}}}])
+    with pytest.raises(ScenarioError, match=r"sites\[0\]\.ev\.models: unknown vehicle class "
+                                            r"'tesla'; the catalog has: compact_40kwh"):
+        build_world(sc)
+
+
+def test_battery_ageing_lowers_capacity_and_keeps_the_ledger_closed():
+    site = {"name": "h", "count": 10, "pv": {"capacity_kw": 6.0},
+            "battery": {"capacity_kwh": 10, "ageing": True, "initial_soc": 1.0, "soc_max": 1.0}}
+    sc = scenario([site], duration_days=60, tick_s=3600)
+    checks = []
+
+    def on_tick(world, r):
+        assert abs(r.residual_wh) < 1e-6
+        checks.append(float(world.groups[0].battery.capacity_wh.sum()))
+
+    rec = simulate(sc, on_tick=on_tick)
+    k = rec.kpis(rec.events())
+    assert 0.97 < k["battery_soh_mean"] < 1.0  # a few tenths of a percent per month
+    assert checks[-1] < checks[0]
+    assert all(b <= a + 1e-9 for a, b in zip(checks, checks[1:], strict=False))  # never grows
+    assert abs(k["balance_residual_wh"]) < 1e-3
