@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -175,5 +177,5 @@ def test_battery_ageing_lowers_capacity_and_keeps_the_ledger_closed():
     k = rec.kpis(rec.events())
     assert 0.97 < k["battery_soh_mean"] < 1.0  # a few tenths of a percent per month
     assert checks[-1] < checks[0]
-    assert all(b <= a + 1e-9 for a, b in zip(checks, checks[1:], strict=False))  # never grows
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(checks))  # never grows
     assert abs(k["balance_residual_wh"]) < 1e-3
