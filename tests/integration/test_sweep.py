@@ -73,9 +73,16 @@ GRID = """\
     """
 
 
-def test_local_and_dask_backends_give_identical_catalogs(tmp_path):
-    f = _write(tmp_path, GRID)
-    a = run_sweep(f, tmp_path / "local", workers=2, backend="local", quiet=True)
+@pytest.fixture(scope="module")
+def grid_sweep(tmp_path_factory):
+    """One finished 8-run sweep on the local backend, shared by the read-only tests."""
+    tmp = tmp_path_factory.mktemp("grid")
+    f = _write(tmp, GRID)
+    return f, run_sweep(f, tmp / "local", workers=2, backend="local", quiet=True)
+
+
+def test_local_and_dask_backends_give_identical_catalogs(grid_sweep, tmp_path):
+    f, a = grid_sweep
     b = run_sweep(f, tmp_path / "dask", workers=2, backend="dask", quiet=True)
     assert (a.ok, a.failed, b.ok, b.failed) == (8, 0, 8, 0)
     ca, cb = read_catalog(a.out_dir), read_catalog(b.out_dir)
@@ -95,10 +102,9 @@ def test_local_and_dask_backends_give_identical_catalogs(tmp_path):
     assert first.load_kwh.nunique() == 2
 
 
-def test_catalog_is_queryable_with_duckdb(tmp_path):
+def test_catalog_is_queryable_with_duckdb(grid_sweep):
     duckdb = pytest.importorskip("duckdb")
-    f = _write(tmp_path, GRID)
-    r = run_sweep(f, tmp_path / "out", workers=2, quiet=True)
+    _, r = grid_sweep
     cat = str(r.catalog)
     rows = duckdb.sql(f"SELECT pv_share, count(*) AS n, avg(self_sufficiency) AS ss "
                       f"FROM '{cat}' WHERE status = 'ok' GROUP BY pv_share "
@@ -158,13 +164,15 @@ def test_sigkill_then_resume_has_no_duplicates_and_none_missing(tmp_path):
     assert not list((out / "runs" / ".staging").glob("*"))
 
 
-def test_without_resume_an_existing_sweep_is_not_overwritten(tmp_path):
-    f = _write(tmp_path, GRID)
-    run_sweep(f, tmp_path / "out", workers=1, quiet=True)
+def test_without_resume_an_existing_sweep_is_not_overwritten(grid_sweep):
     from cps_sim.core.errors import ResultsError
 
+    f, r = grid_sweep
+    before = sorted(p.stat().st_mtime_ns for p in (r.out_dir / "runs").rglob("run.json"))
     with pytest.raises(ResultsError, match="--resume"):
-        run_sweep(f, tmp_path / "out", workers=1, quiet=True)
+        run_sweep(f, r.out_dir, workers=1, quiet=True)
+    assert sorted(p.stat().st_mtime_ns
+                  for p in (r.out_dir / "runs").rglob("run.json")) == before
 
 
 def test_failing_points_are_recorded_and_the_rest_complete(tmp_path):
@@ -313,12 +321,11 @@ def _check_png(path: Path) -> None:
         assert len(im.convert("RGB").getcolors(maxcolors=1_000_000) or []) > 20
 
 
-def test_report_renders_sweep_and_run_plots(tmp_path):
+def test_report_renders_sweep_and_run_plots(grid_sweep, tmp_path):
     from cps_sim.experiment.report import make_report
 
-    f = _write(tmp_path, GRID)
-    r = run_sweep(f, tmp_path / "out", workers=2, quiet=True)
-    rep = make_report(r.out_dir)
+    _, r = grid_sweep
+    rep = make_report(r.out_dir, out_dir=tmp_path / "sweeprep")
     assert rep.kind == "sweep"
     assert sorted(p.name for p in rep.pngs) == ["sensitivity.png", "tradeoff.png"]
     for p in rep.pngs:
@@ -340,13 +347,18 @@ def test_report_renders_sweep_and_run_plots(tmp_path):
 
 
 def test_cli_sweep_report_and_located_errors(tmp_path):
-    f = _write(tmp_path, GRID)
+    f = _write(tmp_path, """\
+        name: cli
+        scenario: tiny.yaml
+        parameters:
+          - {name: pv_share, path: "sites[0].pv.share", values: [0.2, 0.9]}
+        """)
     out = tmp_path / "out"
     cli = [sys.executable, "-m", "cps_sim"]
     res = subprocess.run([*cli, "sweep", str(f), "--out", str(out), "--workers", "2"],
                          env=_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
-    assert "8 runs, 8 ok" in res.stdout
+    assert "2 runs, 2 ok" in res.stdout
     res = subprocess.run([*cli, "report", str(out)], env=_env(), capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0 and (out / "report" / "report.html").exists(), res.stderr
