@@ -362,7 +362,9 @@ class EvControlSpec(_Model):
 
     ev_strategy: EvStrategy | None = Field(None, description="None: no controller, EVs charge "
                                            "at full power on arrival (the engine default).")
-    interval_s: float = Field(60.0, gt=0, le=86400, description="Decision interval.")
+    interval_s: float | None = Field(None, gt=0, le=86400, description="Decision interval "
+                                     "[s]; default: the settlement tick (inputs are constant "
+                                     "within a tick, so deciding more often only adds cost).")
     ttl_s: float | None = Field(None, gt=0, description="Devices follow a setpoint at most "
                                 "this long, then fall back to uncharged-controlled charging "
                                 "(default 3 intervals).")

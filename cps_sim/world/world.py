@@ -282,8 +282,10 @@ class World:
 
         for b in groups:
             spec = ctl.for_group(b.spec.name)
+            interval = spec.interval_s or self.tick_s
+            extra = {"hold_s": spec.ttl_s} if spec.ttl_s is not None else {}
             cfg = StrategyConfig(
-                interval_s=spec.interval_s, enable_delay_s=spec.enable_delay_s,
+                interval_s=interval, **extra, enable_delay_s=spec.enable_delay_s,
                 disable_delay_s=spec.disable_delay_s, min_current_a=spec.min_current_a,
                 voltage_v=spec.voltage_v, priority=spec.priority,
                 v2h_hours=(spec.v2h_start_h, spec.v2h_end_h),

@@ -47,7 +47,8 @@ def baseline():
 @pytest.mark.parametrize("strategy", ["off", "now", "min_pv", "pv", "load", "cost", "v2h",
                                       "v2g"])
 def test_strategy_runs_through_bus(strategy):
-    k, w = run(scenario(strategy))
+    sc = scenario(strategy, interval_s=60)
+    k, w = run(sc)
     c = w.transport.counters
     # one decision per minute over 2 days (the run ends half a tick after the last
     # tick: up to 8 more), all delivered (no latency, no loss)
@@ -137,3 +138,10 @@ def test_bus_loss_and_latency_change_results():
     # same seed, same lossy run: identical
     k_loss2, _ = run(scenario("pv", transport={"loss": 0.3}, ttl_s=90.0))
     assert k_loss2 == k_loss
+
+
+def test_default_decision_interval_is_the_settlement_tick():
+    # 2 days of 15-min ticks: 192 decisions (+1 at the very end of the run at most)
+    sc = scenario("pv")
+    _, w = run(sc)
+    assert 192 <= w.transport.counters.published <= 193
