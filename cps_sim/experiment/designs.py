@@ -55,7 +55,7 @@ class Param:
         """Map ``u`` in [0, 1) to a value of this parameter."""
         if self.values is not None:
             k = len(self.values)
-            return self.values[min(int(math.floor(u * k)), k - 1)]
+            return self.values[min(math.floor(u * k), k - 1)]
         assert self.low is not None and self.high is not None
         if self.integer:
             lo, hi = math.ceil(self.low), math.floor(self.high)
@@ -67,7 +67,7 @@ class Param:
         return self._finish(v)
 
     def _finish(self, v: float) -> float | int:
-        return int(round(v)) if self.integer else float(v)
+        return round(v) if self.integer else float(v)
 
 
 def grid_points(params: Sequence[Param]) -> list[dict[str, Any]]:

@@ -39,11 +39,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # headless; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from cps_sim.core.errors import ResultsError  # noqa: E402
+from cps_sim.core.errors import ResultsError
 
 SWEEP_KPIS = ("self_sufficiency", "self_consumption", "cost_jpy", "co2_kg", "peak_import_kw",
               "grid_import_kwh", "unserved_kwh", "ev_unmet_at_departure_kwh")

@@ -22,6 +22,7 @@ safe (finished ids are skipped, nothing runs twice).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import hashlib
@@ -236,10 +237,8 @@ def _issue_at(sweep_file: Path, path: str, message: str) -> ScenarioError:
     from cps_sim.scenario.loader import _node_at  # same locator as scenario errors
 
     root = None
-    try:
+    with contextlib.suppress(OSError, ScenarioError):
         _, root = parse_yaml(sweep_file.read_text(encoding="utf-8"), str(sweep_file))
-    except (OSError, ScenarioError):
-        pass
     node = _node_at(root, _parse_path(path)) if root is not None else None
     line = node.start_mark.line + 1 if node is not None else None
     col = node.start_mark.column + 1 if node is not None else None

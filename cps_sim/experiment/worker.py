@@ -38,7 +38,7 @@ DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.EN
 Runner = Callable[..., Any]
 
 
-class RunTimeout(Exception):  # noqa: N818 - reads better in the catalog's error_type
+class RunTimeout(Exception):
     """A run exceeded the sweep's ``timeout_s``."""
 
 
@@ -98,7 +98,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         yield
         return
     if threading.current_thread() is threading.main_thread():
-        def _alarm(signum, frame):  # noqa: ARG001
+        def _alarm(signum, frame):
             raise RunTimeout(f"run exceeded timeout_s={seconds:g}")
 
         old = signal.signal(signal.SIGALRM, _alarm)

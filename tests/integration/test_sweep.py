@@ -145,7 +145,7 @@ def test_sigkill_then_resume_has_no_duplicates_and_none_missing(tmp_path):
             proc.kill()
     # orphaned workers notice that their sweep is gone and exit (a run they were in the
     # middle of may still be published: atomically, so it is simply skipped on resume)
-    gone, alive = psutil.wait_procs(kids, timeout=10)
+    _, alive = psutil.wait_procs(kids, timeout=10)
     assert not alive, f"orphan processes left: {alive}"
     done_before = _finished(out)
     assert 4 <= len(done_before) < 25, "the sweep finished before it could be killed"
