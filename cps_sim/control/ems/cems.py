@@ -1,0 +1,194 @@
+"""CEMS: a community of sites behind one point of common coupling (PCC).
+
+Self-owned-line microgrid (自営線マイクログリッド, seed L1152-1175): the
+community's sites share private lines, so what one site exports another can
+use; only the *net* flows through the PCC:
+
+    pcc_import = sum_i import_i - sum_i export_i  <=  pcc_limit   (0 when islanded)
+
+The CEMS acts only through setpoints, per decision, over all member sites at
+once (concatenated member groups, no per-site loop):
+
+1. EV charging (delegated strategy) and home batteries (self-consumption) are
+   decided with powers the devices can *hold* until the next decision, so the
+   predicted site nets stay true over the interval (load and PV are constant
+   within a settlement tick; the interval divides the tick);
+2. the shared battery (sites of ``shared`` groups) charges from the community
+   surplus and discharges into its deficit (in any mode), within its power and
+   what it can hold for the interval;
+3. allowed import ``A = pcc_limit + sum of site exports - margin``; if the
+   demand fits, each site's import limit is its own demand (no limits while
+   grid-connected with no PCC limit); otherwise EV charging is cut first, then
+   load is shed by priority class: the highest class is served first, a class
+   that does not fit gets the same fraction of its demand at every site, the
+   classes below get nothing.  The engine enforces the limits (EV throttled
+   first, then load unserved), so the PCC bound holds at every instant of the
+   interval up to floating-point rounding.
+
+Things that would break the bound and are excluded: EV discharge counted as
+supply (EV setpoints >= 0 here), transport latency (setpoints apply late),
+per-site export limits (exports curtailed by the engine are not seen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from cps_sim.control.ems.common import BatteryConfig, EvDelegate, battery_range_w, site_sum
+from cps_sim.control.observation import FloatArray, IntArray, Observation
+from cps_sim.core.bus import Topics, Transport
+
+
+@dataclass(frozen=True)
+class CemsConfig:
+    groups: tuple[str, ...]  # member groups, keyed group first
+    batteries: tuple[BatteryConfig, ...]  # per member group
+    shared: tuple[bool, ...]  # per member group: its batteries serve the community
+    priority: IntArray  # per site of the concatenation; higher = shed last
+    evs: tuple[EvDelegate, ...]
+    interval_s: float = 900.0
+    pcc_import_limit_w: float = np.inf
+    outages_s: tuple[tuple[float, float], ...] = ()
+    margin_w: float = 1.0
+
+
+@dataclass
+class CemsStats:
+    times_s: list[float] = field(default_factory=list)
+    islanded: list[bool] = field(default_factory=list)
+    allowed_import_w: list[float] = field(default_factory=list)
+    demand_w: list[float] = field(default_factory=list)
+    shed_w: list[FloatArray] = field(default_factory=list)  # per site load shed [W]
+    shared_battery_w: list[float] = field(default_factory=list)
+
+
+class CemsController:
+    """Decides for several groups at once: ``decide(now_s, {group: obs}) -> {group: setpoints}``."""
+
+    def __init__(self, cfg: CemsConfig, name: str = "cems"):
+        self.cfg = cfg
+        self.name = name
+        self.interval_s = cfg.interval_s
+        self.stats = CemsStats()
+
+    def islanded(self, now_s: float) -> bool:
+        return any(a <= now_s < b for a, b in self.cfg.outages_s)
+
+    def decide(self, now_s: float, obs_by_group: dict[str, Observation]
+               ) -> dict[str, dict[str, np.ndarray]]:
+        cfg = self.cfg
+        island = self.islanded(now_s)
+        obs = [obs_by_group[g] for g in cfg.groups]
+        sizes = [o.n_sites for o in obs]
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        # ---- EVs (charging only) and each site's own battery
+        ev_sp, ev_site, base, bat, lo_all, hi_all, shared_site = [], [], [], [], [], [], []
+        for o, b, d, sh in zip(obs, cfg.batteries, cfg.evs, cfg.shared, strict=True):
+            sp = d(now_s, o)
+            if sp is None:
+                sp = np.where(o.ev_plugged & (o.ev_soc < 1.0), o.ev_charger_w, 0.0)
+            # only plugged EVs draw; an EV arriving before the next decision waits for it
+            sp = np.where(o.ev_plugged, np.clip(sp, 0.0, o.ev_charger_w), 0.0)
+            ev_sp.append(sp)
+            ev_site.append(site_sum(o, sp))
+            base.append(o.site_load_w - o.site_pv_w)
+            lo, hi = battery_range_w(b, o.battery_energy_wh, cfg.interval_s)
+            lo_all.append(lo)
+            hi_all.append(hi)
+            shared_site.append(np.full(o.n_sites, sh))
+        ev_w = np.concatenate(ev_site)
+        load_net = np.concatenate(base)
+        lo = np.concatenate(lo_all)
+        hi = np.concatenate(hi_all)
+        shared = np.concatenate(shared_site)
+        own = ~shared
+        net = load_net + ev_w
+        bat = np.where(own, np.clip(-net, lo, hi), 0.0)
+        site_net = net + bat  # own batteries applied
+        # ---- shared battery: community surplus in, deficit out
+        comm = float(site_net[own].sum() + load_net[shared].sum() + ev_w[shared].sum())
+        sh_lo = float(lo[shared].sum())
+        sh_hi = float(hi[shared].sum())
+        target = -comm
+        p_sh = min(max(target, sh_lo), sh_hi)  # + charge / - discharge, total
+        if shared.any():
+            rng = np.where(p_sh >= 0, hi, -lo)
+            tot = float(rng[shared].sum())
+            frac = np.where(shared, rng / tot if tot > 0 else 0.0, 0.0)
+            bat = np.where(shared, p_sh * frac, bat)
+            site_net = net + bat
+        # ---- PCC: allowed import and shedding by priority
+        demand = np.maximum(site_net, 0.0)
+        export = np.maximum(-site_net, 0.0)
+        limit_pcc = 0.0 if island else cfg.pcc_import_limit_w
+        allowed = limit_pcc + float(export.sum()) - cfg.margin_w
+        total = float(demand.sum())
+        shed = np.zeros_like(demand)
+        if np.isfinite(allowed) and total > allowed:
+            allowed = max(allowed, 0.0)
+            # EV charging first (everywhere), then load by priority
+            ev_cut_total = min(total - allowed, float(np.minimum(ev_w, demand).sum()))
+            ev_part = np.minimum(ev_w, demand)
+            keep_ev = 1.0 - (ev_cut_total / ev_part.sum() if ev_part.sum() > 0 else 0.0)
+            new_ev_w = ev_w - ev_part * (1.0 - keep_ev)
+            load_dem = demand - ev_part  # demand without EV
+            room = allowed - float((ev_part * keep_ev).sum())
+            classes, cls_idx = np.unique(cfg.priority, return_inverse=True)
+            cls_dem = np.bincount(cls_idx, weights=load_dem, minlength=classes.size)
+            # serve from the highest class down
+            order = np.arange(classes.size)[::-1]
+            before = np.cumsum(cls_dem[order]) - cls_dem[order]
+            served = np.clip(room - before, 0.0, cls_dem[order])
+            frac_cls = np.ones(classes.size)
+            frac_cls[order] = np.divide(served, cls_dem[order], out=np.ones_like(served),
+                                        where=cls_dem[order] > 0)
+            served_load = load_dem * frac_cls[cls_idx]
+            shed = load_dem - served_load
+            limit = served_load + ev_part * keep_ev
+            # EV setpoints follow the cut (so the engine does not have to throttle them)
+            scale = np.divide(new_ev_w, ev_w, out=np.ones_like(ev_w), where=ev_w > 0)
+            ev_sp = [sp * scale[bounds[i]:bounds[i + 1]][o.ev_site]
+                     for i, (sp, o) in enumerate(zip(ev_sp, obs, strict=True))]
+        elif np.isfinite(allowed):
+            limit = demand + (allowed - total) * 0.0  # exactly the demand: no growth
+        else:
+            limit = np.full_like(demand, np.inf)
+        self.stats.times_s.append(now_s)
+        self.stats.islanded.append(island)
+        self.stats.allowed_import_w.append(allowed)
+        self.stats.demand_w.append(total)
+        self.stats.shed_w.append(shed)
+        self.stats.shared_battery_w.append(p_sh if shared.any() else 0.0)
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for i, (g, o) in enumerate(zip(cfg.groups, obs, strict=True)):
+            s = slice(bounds[i], bounds[i + 1])
+            out[g] = {"ev_setpoint_w": ev_sp[i],
+                      "battery_setpoint_w": np.where(o.battery_capacity_wh > 0, bat[s], np.nan),
+                      "import_limit_w": np.maximum(limit[s], 0.0)}
+        return out
+
+
+def cems_process(env: simpy.Environment, world: Any, controller: CemsController,
+                 transport: Transport, *, ttl_s: float | None = None
+                 ) -> Generator[simpy.Event, Any, None]:
+    """Observe every member group -> decide -> publish one setpoint message per group.
+
+    The multi-group twin of ``control.base.controller_process`` (same topics and
+    payloads, so ``device_process`` applies them unchanged).
+    """
+    interval = float(controller.interval_s)
+    ttl = float(ttl_s) if ttl_s is not None else 3.0 * interval
+    groups = controller.cfg.groups
+    while True:
+        world.advance_to(float(env.now))
+        obs = {g: world.observe(g) for g in groups}
+        for g, sp in controller.decide(float(env.now), obs).items():
+            payload: dict[str, Any] = {k: np.asarray(v, dtype=float) for k, v in sp.items()}
+            payload["ttl_s"] = ttl
+            transport.publish(Topics.setpoints(g), payload)
+        yield env.timeout(interval)

@@ -1,0 +1,119 @@
+"""Pieces shared by the EMS controllers: battery configuration and feasible
+power, EV strategy delegation, per-site sums and the local calendar.
+
+An EMS is configured with what an installer enters (battery ratings, EV
+charger efficiencies, the site's time zone); everything that changes comes
+from the :class:`~cps_sim.control.observation.Observation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from cps_sim.control.observation import FloatArray, Observation
+from cps_sim.control.strategies import STRATEGIES, StrategyConfig, StrategyState
+from cps_sim.control.strategies import load as load_strategy
+
+
+@dataclass(frozen=True)
+class BatteryConfig:
+    """Ratings of a group's home batteries, per site (capacity 0 where none)."""
+
+    power_w: FloatArray
+    energy_min_wh: FloatArray
+    energy_max_wh: FloatArray
+    charge_efficiency: FloatArray
+    discharge_efficiency: FloatArray
+
+    @classmethod
+    def from_group(cls, group) -> BatteryConfig:
+        b = group.battery
+        return cls(power_w=np.asarray(b.power_w, float).copy(),
+                   energy_min_wh=np.asarray(b.energy_min_wh, float).copy(),
+                   energy_max_wh=np.asarray(b.energy_max_wh, float).copy(),
+                   charge_efficiency=np.asarray(b.charge_efficiency, float).copy(),
+                   discharge_efficiency=np.asarray(b.discharge_efficiency, float).copy())
+
+    @classmethod
+    def none(cls, n: int) -> BatteryConfig:
+        z = np.zeros(n)
+        return cls(z, z, z, np.ones(n), np.ones(n))
+
+
+def battery_range_w(cfg: BatteryConfig, energy_wh: FloatArray, hold_s: float
+                    ) -> tuple[FloatArray, FloatArray]:
+    """(lowest, highest) battery power [W, + charge] that the battery can hold for
+    ``hold_s`` without reaching its energy window (so the engine never clips it)."""
+    h = hold_s / 3600.0
+    hi = np.minimum(cfg.power_w, np.maximum(cfg.energy_max_wh - energy_wh, 0.0)
+                    / cfg.charge_efficiency / h)
+    lo = -np.minimum(cfg.power_w, np.maximum(energy_wh - cfg.energy_min_wh, 0.0)
+                     * cfg.discharge_efficiency / h)
+    return lo, hi
+
+
+def site_sum(obs: Observation, per_ev: FloatArray) -> FloatArray:
+    return np.bincount(obs.ev_site, weights=per_ev, minlength=obs.n_sites).astype(float)
+
+
+def ev_effective_w(obs: Observation, ev_sp: FloatArray) -> FloatArray:
+    """The power each EV will actually draw at setpoint ``ev_sp`` (charger/V2X
+    limits, plugged state); not the SoC window."""
+    p = np.minimum(ev_sp, obs.ev_charger_w)
+    p = np.maximum(p, -obs.ev_v2x_w)
+    return np.where(obs.ev_plugged, p, 0.0)
+
+
+def scale_ev_charging(obs: Observation, ev_sp: FloatArray, site_cut_w: FloatArray
+                      ) -> FloatArray:
+    """Cut the positive EV power of each site by ``site_cut_w`` (proportionally)."""
+    eff = np.maximum(ev_effective_w(obs, ev_sp), 0.0)
+    tot = site_sum(obs, eff)
+    keep = 1.0 - np.divide(np.minimum(site_cut_w, tot), tot, out=np.zeros_like(tot),
+                           where=tot > 0)
+    return np.where(ev_sp > 0, eff * keep[obs.ev_site], ev_sp)
+
+
+class EvDelegate:
+    """Runs one named strategy of ``control/strategies`` inside an EMS."""
+
+    def __init__(self, strategy: str | None, cfg: StrategyConfig):
+        if strategy is not None and strategy not in STRATEGIES:
+            raise ValueError(f"unknown EV strategy {strategy!r}; one of {sorted(STRATEGIES)}")
+        self.strategy = strategy
+        self.cfg = cfg
+        self.state: StrategyState | None = None
+
+    def __call__(self, now_s: float, obs: Observation) -> FloatArray | None:
+        if self.strategy is None:
+            return None
+        if self.state is None:
+            self.state = StrategyState.initial(obs.n_evs)
+        sp, self.state = STRATEGIES[self.strategy](now_s, obs, self.state, self.cfg)
+        if np.isfinite(obs.site_import_limit_w).any():
+            sp = load_strategy.limit_to_site(obs, sp, self.cfg)
+        return np.asarray(sp, float)
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """Local time of simulation seconds (built from the world's clock)."""
+
+    month_of: Callable[[float], int]  # year*12 + month, changes at local month starts
+
+    @classmethod
+    def from_clock(cls, clock) -> Calendar:
+        def month_of(t_s: float) -> int:
+            d = clock.to_datetime(float(t_s))
+            return d.year * 12 + d.month
+
+        return cls(month_of=month_of)
+
+
+def windows_s(windows, clock_start) -> list[tuple[float, float]]:
+    """Datetime windows [start, end) as seconds since the scenario start."""
+    return [((a - clock_start).total_seconds(), (b - clock_start).total_seconds())
+            for a, b in windows]

@@ -1,0 +1,83 @@
+"""FEMS: factory with shift load, deferrable processes and on-site PV/battery.
+
+Deferrable processes are the group's EV slots (the engine hook used, see
+``docs/ems.md``): a slot is *plugged* while its process window is open, its
+``ev_target_wh`` is the energy the process must receive, ``ev_departure_s``
+its deadline, ``ev_charger_w`` its rated power.  Per decision (all processes at
+once):
+
+* **deadline first** — a process runs at rated power once its laxity is gone:
+  ``remaining_wh / eff * 3600 / (rate_factor * P) >= time_left - margin_s``
+  (``margin_s`` covers the decision interval, so the check is never too late);
+* **PV surplus** — otherwise it takes the site's PV surplus (PV - load),
+  shared among the site's processes in proportion to rated power;
+* **cheap hours** — and runs at rated power when the import price is at or
+  below ``cheap_price_jpy_per_kwh``.
+
+The battery (``rule``) then does self-consumption on what is left:
+``clip(-(load - pv + processes), lo, hi)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cps_sim.control.ems.common import BatteryConfig, battery_range_w, ev_effective_w, site_sum
+from cps_sim.control.observation import FloatArray, Observation
+from cps_sim.control.strategies.common import share_by_weight
+
+
+@dataclass(frozen=True)
+class FemsConfig:
+    battery: BatteryConfig
+    process_efficiency: FloatArray  # per process slot (EV charge efficiency)
+    interval_s: float = 60.0
+    cheap_price_jpy_per_kwh: float = 0.0
+    deadline_margin_s: float | None = None
+    rate_factor: float = 0.95
+    battery_mode: str = "rule"
+
+    @property
+    def margin_s(self) -> float:
+        if self.deadline_margin_s is not None:
+            return float(self.deadline_margin_s)
+        return 2.0 * self.interval_s + 900.0
+
+
+class FemsController:
+    def __init__(self, cfg: FemsConfig, name: str = "fems"):
+        self.cfg = cfg
+        self.name = name
+        self.interval_s = cfg.interval_s
+        self.must_run_decisions = 0
+
+    def process_setpoints_w(self, now_s: float, obs: Observation) -> FloatArray:
+        cfg = self.cfg
+        rated = obs.ev_charger_w
+        remaining_ac_wh = np.maximum(obs.ev_target_wh - obs.ev_energy_wh, 0.0) \
+            / cfg.process_efficiency
+        active = obs.ev_plugged & (remaining_ac_wh > 1e-6)
+        time_left_s = obs.ev_departure_s - now_s
+        need_s = remaining_ac_wh * 3600.0 / (cfg.rate_factor * rated)
+        must = active & (need_s >= time_left_s - cfg.margin_s)
+        self.must_run_decisions += int(must.sum())
+        surplus = np.maximum(obs.site_pv_w - obs.site_load_w, 0.0)
+        share = share_by_weight(obs, surplus, np.where(active, rated, 0.0))
+        cheap = obs.import_price_jpy_per_kwh[obs.ev_site] <= cfg.cheap_price_jpy_per_kwh
+        # never more than the energy still needed within one interval
+        cap_w = remaining_ac_wh * 3600.0 / cfg.interval_s
+        sp = np.where(must | cheap, rated, np.minimum(share, rated))
+        sp = np.where(must, rated, np.minimum(sp, cap_w))  # a full process stops by itself
+        return np.where(active, sp, 0.0)
+
+    def decide(self, now_s: float, obs: Observation) -> dict[str, np.ndarray]:
+        sp = self.process_setpoints_w(now_s, obs)
+        out: dict[str, np.ndarray] = {"ev_setpoint_w": sp}
+        if self.cfg.battery_mode == "rule":
+            net = obs.site_load_w - obs.site_pv_w + site_sum(obs, ev_effective_w(obs, sp))
+            lo, hi = battery_range_w(self.cfg.battery, obs.battery_energy_wh, self.cfg.interval_s)
+            out["battery_setpoint_w"] = np.where(obs.battery_capacity_wh > 0,
+                                                 np.clip(-net, lo, hi), np.nan)
+        return out
