@@ -30,18 +30,35 @@ def _device_count(homes: int, kpis: dict) -> int:
 
 
 # ----------------------------------------------------------------------------- child cases
-def case_vectorised(homes: int, days: float, out: Path) -> dict:
+# Model variants of the same workload (issue 4: full physics vs foundation models;
+# issue 5: controller overhead).
+VARIANTS: dict[str, list[str]] = {
+    "foundation": ["sites[0].pv.model=simple",
+                   "sites[0].ev.temperature_dependent_consumption=false"],
+    "full_physics": ["sites[0].battery.ageing=true",
+                     "sites[0].ev.models={compact_40kwh: 0.5, mid_60kwh: 0.3, suv_80kwh: 0.2}"],
+    "full_physics+pv_control": ["sites[0].battery.ageing=true",
+                                "sites[0].ev.models={compact_40kwh: 0.5, mid_60kwh: 0.3, "
+                                "suv_80kwh: 0.2}", "control.ev_strategy=pv"],
+    "full_physics+cost_control": ["sites[0].battery.ageing=true",
+                                  "sites[0].ev.models={compact_40kwh: 0.5, mid_60kwh: 0.3, "
+                                  "suv_80kwh: 0.2}", "control.ev_strategy=cost"],
+}
+
+
+def case_vectorised(homes: int, days: float, out: Path, variant: str = "full_physics") -> dict:
     from cps_sim.experiment.run import run_scenario
     from cps_sim.scenario.loader import load_scenario
 
-    sc = load_scenario(WORKLOAD, [f"sites[0].count={homes}", f"duration_days={days}"])
+    sc = load_scenario(WORKLOAD, [f"sites[0].count={homes}", f"duration_days={days}",
+                                  *VARIANTS[variant]])
     t0 = time.perf_counter()
     res = run_scenario(sc, out, quiet=True)
     wall = time.perf_counter() - t0
     devices = _device_count(homes, res.kpis)
     ticks = sc.n_ticks
     sim_s = json.loads((out / "manifest.json").read_text())["simulation_wall_time_s"]
-    return {"case": "vectorised", "homes": homes, "evs": int(res.kpis["evs"]), "days": days,
+    return {"case": variant, "homes": homes, "evs": int(res.kpis["evs"]), "days": days,
             "ticks": ticks, "wall_s": wall, "sim_s": sim_s,
             "device_steps_per_s": devices * ticks / wall,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -59,7 +76,7 @@ def case_baseline(homes: int, days: float) -> dict:
     from cps_sim.models import load as load_model
     from cps_sim.scenario.distributions import sample
     from cps_sim.scenario.loader import load_scenario
-    from cps_sim.world.exogenous import tick_irradiance_w_m2
+    from cps_sim.world.exogenous import build_weather
 
     sc = load_scenario(WORKLOAD, [f"sites[0].count={homes}", f"duration_days={days}"])
     g = sc.sites[0]
@@ -67,7 +84,7 @@ def case_baseline(homes: int, days: float) -> dict:
     clock = Clock(sc.start, sc.timezone)
     tick = sc.tick_s
     n_ticks = sc.n_ticks
-    irr = tick_irradiance_w_m2(clock, n_ticks, tick, sc.location, sc.weather, rng).tolist()
+    irr = build_weather(sc, clock, rng, None).ghi_w_m2.tolist()
     t_mid = (np.arange(n_ticks) + 0.5) * tick
     idx = clock.index(t_mid)
     minute = (idx.hour * 60 + idx.minute).to_numpy().tolist()
@@ -200,7 +217,7 @@ def main() -> None:
     if a.child:
         kind, homes, days = a.child[0], int(a.child[1]), float(a.child[2])
         if kind == "vec":
-            res = case_vectorised(homes, days, Path(a.child[3]))
+            res = case_vectorised(homes, days, Path(a.child[3]), *a.child[4:5])
         else:
             res = case_baseline(homes, days)
         print(json.dumps(res))
@@ -212,15 +229,20 @@ def main() -> None:
     sdays = a.scaling_days or (3 if a.quick else 30)
     bdays = 1 if a.quick else 4
     rows = []
-    print(f"city-year: 10,000 homes + EVs, {year} days at 15 min …", flush=True)
-    city = _child(["vec", "10000", str(year), str(out_dir / "city_year_run")])
-    rows.append(city)
+    cities = {}
+    for variant in VARIANTS:
+        print(f"city-year [{variant}]: 10,000 homes + EVs, {year} days at 15 min …", flush=True)
+        cities[variant] = _child(["vec", "10000", str(year), str(out_dir / f"city_{variant}"),
+                                  variant])
+        rows.append(cities[variant])
+    city = cities["foundation"]
     for n in (1_000, 10_000, 100_000):
         print(f"scaling: {n:,} homes, {sdays:g} days …", flush=True)
-        rows.append(_child(["vec", str(n), str(sdays), str(out_dir / f"scale_{n}")]))
+        rows.append(_child(["vec", str(n), str(sdays), str(out_dir / f"scale_{n}"),
+                            "foundation"]))
     print(f"baseline vs vectorised: 10,000 homes, {bdays:g} days …", flush=True)
     base = _child(["base", "10000", str(bdays)])
-    vec_same = _child(["vec", "10000", str(bdays), str(out_dir / "vec_same")])
+    vec_same = _child(["vec", "10000", str(bdays), str(out_dir / "vec_same"), "foundation"])
     rows += [base, vec_same]
     # Same workload; both timed from a built model to the end of the simulation
     # (baseline: env.run; vectorised: world build + run, no file writing).
@@ -234,11 +256,17 @@ def main() -> None:
     for r in rows:
         print(f"{r['case']:<30}{r['homes']:>8}{r['evs']:>7}{r['days']:>6g}{r['wall_s']:>9.2f}"
               f"{r['device_steps_per_s'] / 1e6:>14.2f}{r['peak_rss_mib']:>14.0f}")
-    scal = rows[1:4]
+    scal = [r for r in rows if r["days"] == sdays and r["case"] == "foundation"][:3]
     per_home = [r["wall_s"] / r["homes"] for r in scal]
     print()
-    print(f"city-year wall {city['wall_s']:.1f} s (target ≤ 60 s), peak RSS "
+    print(f"city-year (foundation) wall {city['wall_s']:.1f} s (target ≤ 60 s), peak RSS "
           f"{city['peak_rss_mib']:.0f} MiB (target ≤ 2048 MiB)")
+    full = cities["full_physics"]
+    print(f"full physics / foundation wall: {full['wall_s'] / city['wall_s']:.2f}× "
+          "(target ≤ 2×)")
+    for v in ("full_physics+pv_control", "full_physics+cost_control"):
+        print(f"{v} / full_physics wall: {cities[v]['wall_s'] / full['wall_s']:.2f}× "
+              "(target ≤ 2× for rule-based strategies)")
     print("scaling, wall per home [ms]: " + ", ".join(
         f"N={r['homes']:,}: {p * 1e3:.3f}" for r, p in zip(scal, per_home, strict=True)))
     print(f"speed-up over one process per device, same workload (10,000 homes, {bdays:g} days, "

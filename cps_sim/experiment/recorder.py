@@ -150,7 +150,12 @@ class Recorder:
         exp = tot["grid_export_wh"]
         to_kw = SECONDS_PER_HOUR / w.tick_s / 1000.0
         import_kw = self.flows[:n, FLOWS.index("grid_import_wh")] * to_kw
-        co2_kg = imp / 1000.0 * sc.emissions.grid_co2_g_per_kwh / 1000.0
+        intensity = self.extra.get("system_co2_g_per_kwh")
+        if intensity is not None:  # the system layer's per-tick CO2 intensity of the grid
+            co2_kg = float(self.flows[:n, FLOWS.index("grid_import_wh")]
+                           @ np.nan_to_num(intensity[:n])) / 1e6
+        else:
+            co2_kg = imp / 1000.0 * sc.emissions.grid_co2_g_per_kwh / 1000.0
         imp_k = self.flows[:n, FLOWS.index("grid_import_wh")]
         exp_k = self.flows[:n, FLOWS.index("grid_export_wh")]
         energy_cost = float(imp_k @ w.import_price_jpy_per_kwh[:n]

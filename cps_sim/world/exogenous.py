@@ -193,9 +193,9 @@ class LoadBlocks:
             self.day_off = is_day_off(idx, holidays)
             self.month_f = load_model.MONTHLY_FACTOR[idx.month.to_numpy() - 1]
         self.block = -1
-        self.noise: np.ndarray | None = None
-        self._row = np.empty_like(self.scale_w)
-        self._m = np.empty_like(self.shift_min)
+        self.values: np.ndarray | None = None
+        self._n_ticks = n_ticks
+        self._tables2 = np.stack(self.tables)
 
     def _mean_shape(self) -> float:
         """Mean of the shape over the year that starts at the scenario start (hourly)."""
@@ -206,29 +206,39 @@ class LoadBlocks:
         return float(load_model.shape(minute, off, idx.month.to_numpy()).mean())
 
     def tick(self, k: int) -> np.ndarray:
-        """Load power [W] of every site during tick ``k`` (a fresh array)."""
+        """Load power [W] of every site during tick ``k`` (a fresh array).
+
+        Rows are built a day-block at a time (one vectorised gather over the
+        block), then handed out per tick.
+        """
+        b = k // self.tpb
+        if b != self.block:
+            self.values = self._build(b)
+            self.block = b
+        return self.values[k - b * self.tpb].copy()
+
+    def _build(self, b: int) -> np.ndarray:
+        k0 = b * self.tpb
+        ks = np.arange(k0, min(k0 + self.tpb, self._n_ticks))
+        n = self.scale_w.size
         if self.profile == "constant":
-            row = self.scale_w.copy()
+            vals = np.broadcast_to(self.scale_w, (ks.size, n)).copy()
         elif self.base is not None:
-            i = np.subtract(k, self.shift_ticks, out=self._idx)
+            i = ks[:, None] - self.shift_ticks[None, :]
             np.clip(i, 0, self.n_ticks - 1, out=i)
-            row = self.base[i]
-            row *= self.scale_w
+            vals = self.base[i]
+            vals *= self.scale_w
         else:
-            m = np.add(self.shift_min, self.minute[k], out=self._m)
+            m = self.minute[ks][:, None] + self.shift_min[None, :]
             np.remainder(m, load_model.MINUTES_PER_DAY, out=m)
-            row = self.tables[int(self.day_off[k])][m]
-            row *= self.scale_w
-            row *= self.month_f[k]
+            vals = self._tables2[self.day_off[ks].astype(np.int64)[:, None], m]
+            vals *= (self.month_f[ks][:, None] * self.scale_w[None, :])
         if self.noise_cv > 0:
-            b = k // self.tpb
-            if b != self.block:
-                z = self.rng.generator(f"{self.stream}/noise/block{b}").standard_normal(
-                    (self.scale_w.size, self.tpb), dtype=np.float32)
-                z *= np.float32(self.noise_cv)
-                z += np.float32(1.0)
-                np.maximum(z, np.float32(0.0), out=z)
-                self.noise = np.ascontiguousarray(z.T)  # tick-major rows for cheap access
-                self.block = b
-            row *= self.noise[k - b * self.tpb]
-        return row
+            # drawn site-major, so appending sites leaves the others' noise unchanged
+            z = self.rng.generator(f"{self.stream}/noise/block{b}").standard_normal(
+                (n, self.tpb), dtype=np.float32)[:, : ks.size]
+            z *= np.float32(self.noise_cv)
+            z += np.float32(1.0)
+            np.maximum(z, np.float32(0.0), out=z)
+            vals *= z.T
+        return vals

@@ -134,6 +134,7 @@ class SiteGroup:
         self.battery_setpoint_w = np.full(n_sites, np.nan)
         self.battery_setpoints = False
         self.battery_power_w = np.zeros(n_sites)  # average of the latest segment, + charge
+        self.track_battery_power = False  # switched on when a controller observes the group
         self.battery_ageing = None  # BatteryAgeing when capacity fade is modelled
         self.battery_throughput_wh = None  # AC charge + discharge since the last ageing step
         self.has_battery = battery.capacity_wh > 0
@@ -144,6 +145,7 @@ class SiteGroup:
         self.evs = evs
         self.any_v2x = bool(evs is not None and evs.n and (evs.v2x_w > 0).any())
         self.track_site_net = False
+        self.update_coupling()
         self.hpwh = None  # HpwhPopulation when the group has heat-pump water heaters
         if evs is not None and evs.n:
             counts = np.bincount(evs.site, minlength=n_sites)
@@ -242,6 +244,12 @@ class SiteGroup:
         self._segment(None, dt)
         self.t_s.fill(t)
 
+    def update_coupling(self) -> None:
+        """Sites whose devices interact within a segment (a battery or a grid limit)."""
+        self.coupled_sites = ((self.battery_active & self.has_battery)
+                              | np.isfinite(self.import_limit_w)
+                              | np.isfinite(self.export_limit_w))
+
     def _ev_indices(self, s: I) -> tuple[I, I]:
         """EV indices at sites ``s`` and each one's position in ``s`` (EVs are sorted by site)."""
         counts = self.ev_start[s + 1] - self.ev_start[s]
@@ -279,7 +287,11 @@ class SiteGroup:
                             (e - evs.energy_min_wh[ei]) * eff)
             moving = (p != 0) & (room > 1e-6)
             t_full = np.where(moving, room * 3600.0 / np.where(moving, np.abs(p), 1.0), np.inf)
-            cand = t_full < dts[local]
+            # Only where the EV's power feeds back (a battery follows the site's net
+            # power, or a grid limit binds) does its filling up need its own segment;
+            # elsewhere min(P·dt, room) is already exact.
+            coupled = self.coupled_sites if s is None else self.coupled_sites[s]
+            cand = (t_full < dts[local]) & coupled[local]
             if cand.any():
                 np.minimum.at(t_next, local[cand], t_full[cand])
             if self.battery_active and (self.any_import_limit or self.any_export_limit):
@@ -391,12 +403,13 @@ class SiteGroup:
             bat_loss = bat.apply(self.battery, self.battery_energy_wh, ch, dis, sl)
             net_wh += ch
             net_wh -= dis
-            moved = h > 0
-            if np.ndim(moved) == 0 or moved.all():
-                self.battery_power_w[sl] = (ch - dis) / h
-            else:
-                idx = np.flatnonzero(moved) if allsites else s[moved]
-                self.battery_power_w[idx] = (ch - dis)[moved] / h[moved]
+            if self.track_battery_power:  # only controllers read it
+                moved = h > 0
+                if np.ndim(moved) == 0 or moved.all():
+                    self.battery_power_w[sl] = (ch - dis) / h
+                else:
+                    idx = np.flatnonzero(moved) if allsites else s[moved]
+                    self.battery_power_w[idx] = (ch - dis)[moved] / h[moved]
             if self.battery_throughput_wh is not None:
                 self.battery_throughput_wh[sl] += ch + dis
             acc[IX["battery_charge_wh"]] += ch.sum()

@@ -173,6 +173,7 @@ class World:
 
         self._sync()
         g = self.group(group_name)
+        g.track_battery_power = True
         evs = g.evs
         k = max(self.k, 0)
         n = g.n
@@ -230,12 +231,14 @@ class World:
             g.battery_setpoints = bool(np.isfinite(sp).any())
             if g.battery_setpoints:
                 g.battery_active = True
+            g.update_coupling()
         if import_limit_w is not None:
             lim = np.asarray(import_limit_w, dtype=float)
             if lim.shape != (g.n,) or np.isnan(lim).any() or (lim < 0).any():
                 raise ValueError(f"import_limit_w must be {g.n} values >= 0")
             g.import_limit_w = lim.copy()
             g.any_import_limit = bool(np.isfinite(lim).any())
+            g.update_coupling()
 
     # ------------------------------------------------------------------ processes
     def start(self, env: simpy.Environment, on_tick: Callable[[TickResult], None]) -> None:
