@@ -100,6 +100,10 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
                                                "skip finished runs, redo the rest.")] = False,
           quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False):
     """Run a batch of scenario variants (grid / random / LHS) and write a catalog."""
+    if backend == "local":  # workers import the engine while this process imports the rest
+        from cps_sim.experiment.executors import start_fork_server
+
+        start_fork_server()
     from cps_sim.experiment.sweep import run_sweep, summary
 
     if backend not in ("local", "dask"):

@@ -165,6 +165,8 @@ def run_sweep(sweep_file: str | Path, out_dir: str | Path | None = None, *,
     :class:`SweepLockedError` when another sweep holds ``out_dir``.
     """
     t0 = time.perf_counter()
+    if backend == "local":
+        executors.start_fork_server()  # imports the engine while we expand the plan
     sweep_file = Path(sweep_file)
     sweep = load_sweep(sweep_file)
     plan = expand(sweep, sweep_file)
