@@ -99,6 +99,10 @@ class BatterySpec(_Model):
     power_kw: Quantity = Field(5.0, description="Charge and discharge power limit [kW].")
     charge_efficiency: float = Field(0.95, gt=0, le=1)
     discharge_efficiency: float = Field(0.95, gt=0, le=1)
+    taper_soc: float = Field(1.0, ge=0, le=1, description="CC-CV: above this SoC the charge "
+                             "limit falls linearly to 5 % at soc_max (1.0 = no taper).")
+    self_discharge_per_month: float = Field(0.0, ge=0, le=0.5, description="Fraction of the "
+                                            "stored energy lost per 30 days (e.g. 0.02).")
     ageing: bool = Field(False, description="Calendar + cycle capacity fade (NREL BLAST-Lite "
                          "form, models/storage.py), applied once a day.")
     ageing_preset: Literal["home", "building", "grid", "second_life"] = "home"
@@ -177,6 +181,9 @@ class EvSpec(_Model):
     consumption_kwh_per_100km: Quantity = Field(15.0, description="Driving consumption.")
     initial_soc: Quantity = Field(0.7)
     soc_max: float = Field(1.0, gt=0, le=1, description="Charging stops at this SoC.")
+    taper_soc: float | None = Field(None, ge=0, le=1, description="CC-CV: above this SoC the "
+                                    "charge limit falls linearly to 5 % at soc_max; default: "
+                                    "the catalog class's value with `models`, else no taper.")
     v2x_kw: Quantity = Field(0.0, description="Discharge (V2H/V2G) power limit [kW]; 0 = "
                              "not bidirectional.")
     v2x_soc_min: float = Field(0.3, ge=0, le=1, description="Discharge never takes the SoC "

@@ -22,7 +22,7 @@ def _has(rng: RngStreams, stream: str, n: int, share: float) -> np.ndarray:
 
 
 def _catalog_fleet(e, m: int, rng: RngStreams, stream: str, cap, charger, cons, v2x, eff,
-                   path: str):
+                   taper, path: str):
     """Per-vehicle parameters from a fleet mix of catalog classes (devices/ev)."""
     from cps_sim.core.errors import ScenarioError
     from cps_sim.models.ev_physics import load_catalog
@@ -50,7 +50,9 @@ def _catalog_fleet(e, m: int, rng: RngStreams, stream: str, cap, charger, cons, 
                        col("v2x_max_kw", 1000.0), 0.0)
     if "charge_efficiency" not in given:
         eff = col("charge_efficiency", 1.0)
-    return cap, charger, cons, v2x, eff
+    if e.taper_soc is None:
+        taper = col("taper_soc", 1.0)
+    return cap, charger, cons, v2x, eff, taper
 
 
 def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: RngStreams,
@@ -119,9 +121,10 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
                       m) * 10.0
         v2x = sample(e.v2x_kw, rng.generator(f"{base}/ev/v2x_kw"), m) * 1000.0
         eff = np.full(m, e.charge_efficiency)
+        taper = np.full(m, e.taper_soc if e.taper_soc is not None else 1.0)
         if e.models:
-            cap, charger, cons, v2x, eff = _catalog_fleet(e, m, rng, f"{base}/ev", cap, charger,
-                                                          cons, v2x, eff, path)
+            cap, charger, cons, v2x, eff, taper = _catalog_fleet(
+                e, m, rng, f"{base}/ev", cap, charger, cons, v2x, eff, taper, path)
         evs = EvPopulation(
             site=ev_site, capacity_wh=cap,
             energy_wh=cap * sample(e.initial_soc, rng.generator(f"{base}/ev/initial_soc"), m),
@@ -131,9 +134,9 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
             plugged=np.ones(m, dtype=bool),  # every vehicle starts the run at home
             away_until_s=np.full(m, -np.inf),
             ids=np.arange(ev_id_offset, ev_id_offset + m, dtype=np.int64),
-            v2x_w=v2x, energy_min_wh=cap * e.v2x_soc_min)
+            v2x_w=v2x, energy_min_wh=cap * e.v2x_soc_min, taper_soc=taper)
     g = spec.grid
-    return SiteGroup(
+    group = SiteGroup(
         spec.name, n, site_offset, pv_capacity_w=pv_cap, pv_orientation=pv_orient,
         pv_unit_w_per_w=unit, pv_ac_limit_w=ac, battery=spec_b, battery_energy_wh=e0,
         battery_control=control,
@@ -141,6 +144,12 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
         export_limit_w=np.full(n, g.export_limit_kw * 1000.0
                                if g.export_limit_kw is not None else np.inf),
         evs=evs)
+    if b is not None:
+        if b.taper_soc < b.soc_max:
+            group.battery_taper = np.full(n, b.taper_soc)
+        per_month = b.self_discharge_per_month
+        group.battery_self_discharge_per_s = -np.log1p(-per_month) / (30 * 86400.0)
+    return group
 
 
 def _build_hpwh(spec: SiteGroupSpec, rng: RngStreams, base: str):

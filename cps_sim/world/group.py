@@ -61,6 +61,7 @@ class EvPopulation:
     v2x_w: F = None  # discharge (V2H/V2G) power limit; 0 = not bidirectional
     energy_min_wh: F = None  # discharge floor
     departure_s: F = None  # next planned departure; inf when none is planned
+    taper_soc: F = None  # CC-CV taper starts here (>= soc_max: no taper)
 
     def __post_init__(self) -> None:
         n = self.site.size
@@ -72,6 +73,8 @@ class EvPopulation:
             self.energy_min_wh = np.zeros(n)
         if self.departure_s is None:
             self.departure_s = np.full(n, np.inf)
+        if self.taper_soc is None:
+            self.taper_soc = np.ones(n)
 
     @property
     def n(self) -> int:
@@ -135,6 +138,8 @@ class SiteGroup:
         self.battery_setpoints = False
         self.battery_power_w = np.zeros(n_sites)  # average of the latest segment, + charge
         self.track_battery_power = False  # switched on when a controller observes the group
+        self.battery_taper = None  # taper_soc per site, or None
+        self.battery_self_discharge_per_s = 0.0
         self.battery_ageing = None  # BatteryAgeing when capacity fade is modelled
         self.battery_throughput_wh = None  # AC charge + discharge since the last ageing step
         self.has_battery = battery.capacity_wh > 0
@@ -144,6 +149,8 @@ class SiteGroup:
         self.any_export_limit = bool(np.isfinite(export_limit_w).any())
         self.evs = evs
         self.any_v2x = bool(evs is not None and evs.n and (evs.v2x_w > 0).any())
+        self.any_ev_taper = bool(evs is not None and evs.n and
+                                 (evs.taper_soc < evs.energy_max_wh / evs.capacity_wh).any())
         self.track_site_net = False
         self.update_coupling()
         self.hpwh = None  # HpwhPopulation when the group has heat-pump water heaters
@@ -250,6 +257,35 @@ class SiteGroup:
                               | np.isfinite(self.import_limit_w)
                               | np.isfinite(self.export_limit_w))
 
+    def battery_taper_limit_wh(self, sl, h) -> F:
+        """Charge energy the CC-CV taper allows over the segment (limit at its start)."""
+        b = self.battery
+        cap = np.maximum(b.capacity_wh[sl], 1e-9)
+        top = b.energy_max_wh[sl] / cap
+        t0 = self.battery_taper[sl]
+        f = (top - self.battery_energy_wh[sl] / cap) / np.maximum(top - t0, 1e-9)
+        return b.power_w[sl] * np.clip(f, 0.05, 1.0) * h
+
+    def _ev_power_w(self, ei, e: F) -> F:
+        """AC power of EVs ``ei`` over the coming segment: setpoint within the charger's
+        (CC-CV tapered) limit and the V2X limit; 0 when not plugged.
+
+        Taper: above ``taper_soc`` the charge limit falls linearly to 5 % at
+        ``soc_max`` (constant-voltage phase), evaluated at the segment start.
+        """
+        evs = self.evs
+        lim = evs.charger_w[ei]
+        if self.any_ev_taper:
+            cap = evs.capacity_wh[ei]
+            t0 = evs.taper_soc[ei]
+            top = evs.energy_max_wh[ei] / cap
+            f = (top - e / cap) / np.maximum(top - t0, 1e-9)
+            lim = lim * np.clip(f, 0.05, 1.0)
+        p = np.minimum(evs.setpoint_w[ei], lim)
+        if self.any_v2x:
+            p = np.maximum(p, -evs.v2x_w[ei])
+        return np.where(evs.plugged[ei], p, 0.0)
+
     def _ev_indices(self, s: I) -> tuple[I, I]:
         """EV indices at sites ``s`` and each one's position in ``s`` (EVs are sorted by site)."""
         counts = self.ev_start[s + 1] - self.ev_start[s]
@@ -278,10 +314,7 @@ class SiteGroup:
                 ei, local = self._ev_indices(s)
             eff = evs.efficiency[ei]
             e = evs.energy_wh[ei]
-            p = np.minimum(evs.setpoint_w[ei], evs.charger_w[ei])
-            if self.any_v2x:
-                p = np.maximum(p, -evs.v2x_w[ei])
-            p = np.where(evs.plugged[ei], p, 0.0)
+            p = self._ev_power_w(ei, e)
             # energy (AC side) until the EV reaches its window's edge at power p
             room = np.where(p > 0, (evs.energy_max_wh[ei] - e) / eff,
                             (e - evs.energy_min_wh[ei]) * eff)
@@ -374,10 +407,7 @@ class SiteGroup:
                 eff = evs.efficiency[ei]
                 e = evs.energy_wh[ei]
                 hl = h[local] if h.ndim else h
-                p = np.minimum(evs.setpoint_w[ei], evs.charger_w[ei])
-                if self.any_v2x:
-                    p = np.maximum(p, -evs.v2x_w[ei])
-                p = np.where(evs.plugged[ei], p, 0.0)
+                p = self._ev_power_w(ei, e)
                 room_ac = np.maximum(evs.energy_max_wh[ei] - e, 0.0) / eff
                 ev_ch = np.minimum(np.maximum(p, 0.0) * hl, room_ac)
                 ev_site_wh = np.bincount(local, weights=ev_ch, minlength=nloc)
@@ -398,6 +428,8 @@ class SiteGroup:
             else:
                 want_ch = np.maximum(-net_wh, 0.0)
                 want_dis = np.maximum(net_wh, 0.0)
+            if self.battery_taper is not None:  # CC-CV: charge limit falls near full
+                want_ch = np.minimum(want_ch, self.battery_taper_limit_wh(sl, h))
             ch = bat.charge_wh(self.battery, self.battery_energy_wh, want_ch, dt_s, sl)
             dis = bat.discharge_wh(self.battery, self.battery_energy_wh, want_dis, dt_s, sl)
             bat_loss = bat.apply(self.battery, self.battery_energy_wh, ch, dis, sl)
@@ -415,6 +447,12 @@ class SiteGroup:
             acc[IX["battery_charge_wh"]] += ch.sum()
             acc[IX["battery_discharge_wh"]] += dis.sum()
             acc[IX["battery_loss_wh"]] += bat_loss.sum()
+
+        if self.battery_self_discharge_per_s > 0:  # exponential decay of what is stored
+            e_b = self.battery_energy_wh[sl]
+            sd = e_b * -np.expm1(-self.battery_self_discharge_per_s * dt_s)
+            self.battery_energy_wh[sl] = e_b - sd
+            acc[IX["battery_loss_wh"]] += sd.sum()
 
         imp = np.maximum(net_wh, 0.0)
         exp = imp - net_wh

@@ -179,3 +179,35 @@ def test_battery_ageing_lowers_capacity_and_keeps_the_ledger_closed():
     assert checks[-1] < checks[0]
     assert all(b <= a + 1e-9 for a, b in itertools.pairwise(checks))  # never grows
     assert abs(k["balance_residual_wh"]) < 1e-3
+
+
+def test_ev_cc_cv_taper_slows_charging_near_full():
+    # 40 kWh at soc 0.7, 6 kW, taper from 0.8: the last 20 % take far longer than at 6 kW.
+    def charged_after(hours: float, taper: float) -> float:
+        sc = scenario([{"name": "h", "count": 1, "load": {"profile": "constant"},
+                        "ev": {"per_site": 1, "capacity_kwh": 40, "initial_soc": 0.7,
+                               "charger_kw": 6, "charge_efficiency": 1.0, "taper_soc": taper,
+                               "trips": {"weekday": {"probability": 0.0},
+                                         "weekend": {"probability": 0.0}}}}],
+                      duration_days=1, tick_s=900, weather={"source": "constant"})
+        rec = simulate(sc)
+        ev = rec.flows[: int(hours * 4), FLOWS.index("ev_charging_wh")]
+        return float(ev.sum())
+
+    # no taper: 12 kWh room filled in 2 h at 6 kW
+    assert charged_after(3, 1.0) == pytest.approx(12_000.0)
+    tapered = charged_after(3, 0.8)
+    assert 4_000.0 < tapered < 11_000.0  # full power up to 0.8 (4 kWh), then slower
+    assert charged_after(24, 0.8) > tapered
+
+
+def test_battery_self_discharge_is_a_logged_loss():
+    # 10 kWh at full, idle (no PV, control idle): 2 %/month ≈ 0.0667 %/day lost.
+    site = {"name": "h", "count": 1, "load": {"profile": "constant"},
+            "battery": {"capacity_kwh": 10, "initial_soc": 1.0, "control": "idle",
+                        "self_discharge_per_month": 0.02}}
+    rec = simulate(scenario([site], duration_days=30, tick_s=3600,
+                            weather={"source": "constant"}))
+    k = rec.kpis(rec.events())
+    assert k["battery_loss_kwh"] == pytest.approx(10 * 0.02, rel=1e-6)
+    assert abs(k["balance_residual_wh"]) < 1e-6
