@@ -1,0 +1,526 @@
+"""The VPP aggregator as a SimPy process on a World: requests in, setpoints out, delivery measured.
+
+:func:`start_vpp` binds a :class:`~cps_sim.scenario.vpp_schema.VppSpec` to a
+started world.  The aggregator (the seed's *resource aggregator*) wakes at
+every request start and end and every ``interval_s`` while a request is
+active (every interval when it runs a ``base_strategy``), and then:
+
+1. observes each of its groups (``world.observe``: state integrated to now);
+2. computes each device's *baseline* — the base strategy's setpoint, or the
+   engine default (full charger power) without one; a home battery's baseline
+   is its self-consumption power (``-(load + EV baseline - PV)`` within its
+   rating and energy window, inputs being constant within a tick);
+3. measures the flexibility of every EV and battery for the rest of the
+   request (:func:`cps_sim.control.vpp.flexibility`), splits the requested
+   power over the groups and, within each group, over the devices in
+   proportion to their headroom (:func:`cps_sim.control.vpp.dispatch`);
+4. publishes per-device setpoints on the world's transport
+   (``cps/<group>/setpoints``), where a device process applies them.  During a
+   request every battery gets a fixed setpoint (its baseline plus its share), so
+   that the self-consumption rule does not undo what an EV at the same site
+   absorbs.
+
+Delivery is measured per interval from what the devices stored: for every
+dispatched device that stayed plugged in, the grid-side energy it actually
+took (stored change over its efficiency) minus the energy of its baseline over
+the same interval.  Delivered energy therefore never exceeds what was
+dispatched unless the baseline was wrong.
+
+Request kinds map onto :mod:`cps_sim.control.vpp` directions: ``absorb`` ->
+``up``; ``supply`` and ``dr_reduce`` -> ``down``, where ``dr_reduce`` uses EVs
+only by charging less (no V2X discharge).  When requests overlap, those of the
+direction of the earliest-started one are added up and share the delivery in
+proportion to their power; an opposite request active at the same time gets
+nothing (reported as undelivered).
+
+Automatic curtailment absorption: the runtime is also a world tick hook; it
+reads the system layer's ``system_curtailment_w`` of each tick and, at the
+next decision, requests ``share x (curtailment + what the VPP absorbed in that
+tick)`` for the coming tick (the second term keeps the request from
+collapsing once the VPP starts absorbing); no request follows a tick without
+curtailment (the counterfactual curtailment is then unknown, and holding the
+request would keep the fleet charging from the plants).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simpy
+
+from cps_sim.control.observation import FloatArray, Observation
+from cps_sim.control.vpp import FlexRequest, dispatch, flexibility
+from cps_sim.core.bus import MemoryTransport, Topics
+from cps_sim.core.errors import ScenarioError
+from cps_sim.core.units import SECONDS_PER_HOUR
+from cps_sim.scenario.vpp_schema import VppSpec
+
+KIND_DIRECTION = {"absorb": "up", "supply": "down", "dr_reduce": "down"}
+WH_PER_KWH = 1000.0
+
+
+@dataclass
+class VppRequest:
+    """A request as the runtime tracks it, with its accumulated measurements [Wh]."""
+
+    id: str
+    kind: str
+    start_s: float
+    end_s: float
+    power_w: float
+    auto: bool = False
+    available_wh: float = 0.0
+    dispatched_wh: float = 0.0
+    delivered_wh: float = 0.0
+
+    @property
+    def direction(self) -> str:
+        return KIND_DIRECTION[self.kind]
+
+    @property
+    def requested_wh(self) -> float:
+        return self.power_w * (self.end_s - self.start_s) / SECONDS_PER_HOUR
+
+    def active(self, t_s: float) -> bool:
+        return self.start_s <= t_s < self.end_s
+
+
+@dataclass
+class _GroupState:
+    """Registration of one aggregated group: constant device data, interval snapshot."""
+
+    name: str
+    ev_eff: FloatArray
+    ev_max_wh: FloatArray
+    ev_min_wh: FloatArray
+    bat_power_w: FloatArray
+    bat_eta_c: FloatArray
+    bat_eta_d: FloatArray
+    bat_min_wh: FloatArray
+    bat_max_wh: FloatArray
+    has_battery: np.ndarray
+    bat_rule: bool = True  # batteries on the built-in self-consumption rule (else idle)
+    base: Any = None  # StrategyController or None
+    pinned: bool = False  # VPP setpoints are in force (release them after the requests)
+    # snapshot at the start of the current interval
+    obs0: Observation | None = None
+    ev_mask: np.ndarray | None = None
+    ev_base_w: FloatArray | None = None
+    bat_mask: np.ndarray | None = None
+    bat_base_w: FloatArray | None = None
+    # counterfactual ("shadow") stored energies under the baseline since the request began
+    sh_ev_wh: FloatArray | None = None
+    sh_bat_wh: FloatArray | None = None
+
+
+@dataclass
+class _Interval:
+    t0_s: float
+    direction: str
+    requests: list[VppRequest]
+    requested_w: float
+    available_w: float
+    dispatched_w: float
+
+
+@dataclass
+class VppIntervalLog:
+    t_start_s: list[float] = field(default_factory=list)
+    t_end_s: list[float] = field(default_factory=list)
+    direction: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    requested_w: list[float] = field(default_factory=list)
+    available_w: list[float] = field(default_factory=list)
+    dispatched_w: list[float] = field(default_factory=list)
+    delivered_w: list[float] = field(default_factory=list)
+
+
+class VppRuntime:
+    """The aggregator process and its bookkeeping; also a World tick hook (``name="vpp"``)."""
+
+    def __init__(self, env: simpy.Environment, world: Any, spec: VppSpec,
+                 base_dir: Path | None = None):
+        self.env = env
+        self.world = world
+        self.spec = spec
+        self.name = spec.name
+        self.tick_s = float(world.tick_s)
+        self.interval_s = float(spec.interval_s or world.tick_s)
+        self.end_s = float(world.scenario.duration_s)
+        self.requests = self._requests(spec, base_dir)
+        self.log = VppIntervalLog()
+        self._current: _Interval | None = None
+        self._curtailment_w: float | None = None  # of the last settled tick
+        self._curtailment_t_s = -math.inf
+        self._last_auto: VppRequest | None = None
+        self.groups = [self._register(g) for g in spec.groups]
+        self.transport = self._transport()
+
+    # ------------------------------------------------------------------ set-up
+    def _requests(self, spec: VppSpec, base_dir: Path | None) -> list[VppRequest]:
+        clock = self.world.clock
+        out = []
+        for i, r in enumerate(spec.requests):
+            out.append(VppRequest(r.id or f"req{i}", r.kind, clock.to_sim(r.start),
+                                  clock.to_sim(r.end), r.power_kw * 1000.0))
+        if spec.requests_file:
+            from cps_sim.market.dr import load_dr_events
+            from cps_sim.scenario.loader import resolve_data_path
+
+            path = resolve_data_path(spec.requests_file, base_dir or Path.cwd(),
+                                     field="vpp.requests_file")
+            sched = load_dr_events(path, self.world.scenario.timezone)
+            for e in sched.events:
+                out.append(VppRequest(e.event_id, "absorb" if e.kind == "absorb" else "dr_reduce",
+                                      clock.to_sim(e.start.to_pydatetime()),
+                                      clock.to_sim(e.end.to_pydatetime()), e.requested_w))
+        ids = [r.id for r in out]
+        if len(set(ids)) != len(ids):
+            raise ScenarioError.single(None, "vpp.requests", "request ids (including those of "
+                                       "requests_file) must be unique")
+        return sorted(out, key=lambda r: (r.start_s, r.id))
+
+    def _register(self, name: str) -> _GroupState:
+        w = self.world
+        try:
+            g = w.group(name)
+        except KeyError:
+            known = ", ".join(x.name for x in w.groups)
+            raise ScenarioError.single(None, "vpp.groups", f"no site group named {name!r} "
+                                       f"(groups: {known})") from None
+        ctl = w.scenario.control.for_group(name)
+        if ctl.ev_strategy is not None and g.evs is not None and g.evs.n:
+            raise ScenarioError.single(
+                None, "vpp.groups", f"group {name!r} already has the EV strategy "
+                f"{ctl.ev_strategy!r} under control:; two controllers cannot drive one group — "
+                "remove it there and set vpp.base_strategy instead")
+        evs = g.evs
+        e0 = np.empty(0)
+        b = g.battery
+        base = None
+        if self.spec.base_strategy is not None:
+            from cps_sim.control.strategies import StrategyConfig, StrategyController
+
+            imp = w.import_price_jpy_per_kwh
+            tick = self.tick_s
+
+            def price_forecast(times_s: np.ndarray) -> np.ndarray:
+                k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, imp.size - 1)
+                return imp[k]
+
+            eff = float(evs.efficiency.mean()) if evs is not None and evs.n else 0.9
+            cfg = StrategyConfig(interval_s=self.interval_s, price_forecast=price_forecast,
+                                 charge_efficiency=eff, discharge_efficiency=eff)
+            base = StrategyController(self.spec.base_strategy, cfg)
+        return _GroupState(
+            name=name,
+            ev_eff=evs.efficiency.copy() if evs is not None else e0,
+            ev_max_wh=evs.energy_max_wh.copy() if evs is not None else e0,
+            ev_min_wh=evs.energy_min_wh.copy() if evs is not None else e0,
+            bat_power_w=b.power_w.copy(), bat_eta_c=b.charge_efficiency.copy(),
+            bat_eta_d=b.discharge_efficiency.copy(), bat_min_wh=b.energy_min_wh.copy(),
+            bat_max_wh=b.energy_max_wh.copy(), has_battery=b.capacity_wh > 0,
+            bat_rule=bool(g.battery_active), base=base)
+
+    def _transport(self):
+        from cps_sim.control.base import DeviceStats, device_process
+
+        w = self.world
+        tr = getattr(w, "transport", None)
+        if tr is None:
+            t = w.scenario.control.transport
+            rng = w.rng.generator("control/transport") if (t.jitter_s or t.loss) else None
+            tr = MemoryTransport(self.env, rng, latency_s=t.latency_s, jitter_s=t.jitter_s,
+                                 loss=t.loss)
+            w.transport = tr
+        if not hasattr(w, "device_stats"):
+            w.device_stats = {}
+        for gs in self.groups:
+            if gs.name in w.device_stats:
+                continue  # a device process already listens on this group's topic
+            ds = w.device_stats[gs.name] = DeviceStats()
+            self.env.process(device_process(self.env, w, tr, gs.name, stats=ds))
+        return tr
+
+    # ------------------------------------------------------------------ tick hook
+    def on_tick(self, world: Any, result: Any) -> dict[str, float]:
+        if self.spec.absorb_system_curtailment is not None:
+            extra = result.extra or {}
+            if "system_curtailment_w" not in extra:
+                raise ScenarioError.single(None, "vpp.absorb_system_curtailment",
+                                           "needs the system layer (a system: block)")
+            self._curtailment_w = float(extra["system_curtailment_w"])
+            self._curtailment_t_s = float(result.t_end_s)
+        return {}
+
+    def kpis(self) -> dict[str, float]:
+        rep = self.report()
+        req = float(rep["requested_kwh"].sum())
+        dlv = float(rep["delivered_kwh"].sum())
+        p = f"{self.name}_"
+        return {
+            f"{p}requests": float(len(self.requests)),
+            f"{p}requested_kwh": req,
+            f"{p}available_kwh": float(rep["available_kwh"].sum()),
+            f"{p}dispatched_kwh": float(rep["dispatched_kwh"].sum()),
+            f"{p}delivered_kwh": dlv,
+            f"{p}delivered_ratio": dlv / req if req > 0 else 0.0,
+            f"{p}shortfall_kwh": float(rep["shortfall_kwh"].sum()),
+            f"{p}requests_partial": float((rep["status"] != "full").sum()),
+        }
+
+    # ------------------------------------------------------------------ reports
+    def report(self) -> dict[str, np.ndarray]:
+        """One row per request (Parquet-ready: ``pyarrow.table(runtime.report())``)."""
+        rs = self.requests
+        req = np.array([r.requested_wh for r in rs]) / WH_PER_KWH
+        dlv = np.array([r.delivered_wh for r in rs]) / WH_PER_KWH
+        ratio = np.divide(dlv, req, out=np.zeros_like(req), where=req > 0)
+        full = self.spec.full_delivery_ratio
+        status = np.where(ratio >= full, "full", np.where(dlv > 1e-9, "partial", "none"))
+        return {
+            "request_id": np.array([r.id for r in rs], dtype=str),
+            "kind": np.array([r.kind for r in rs], dtype=str),
+            "automatic": np.array([r.auto for r in rs], dtype=bool),
+            "start_s": np.array([r.start_s for r in rs], dtype=float),
+            "end_s": np.array([r.end_s for r in rs], dtype=float),
+            "requested_kw": np.array([r.power_w for r in rs]) / 1000.0,
+            "requested_kwh": req,
+            "available_kwh": np.array([r.available_wh for r in rs]) / WH_PER_KWH,
+            "dispatched_kwh": np.array([r.dispatched_wh for r in rs]) / WH_PER_KWH,
+            "delivered_kwh": dlv,
+            "delivered_ratio": ratio,
+            "shortfall_kwh": np.maximum(req - dlv, 0.0),
+            "status": status.astype(str),
+        }
+
+    def intervals(self) -> dict[str, np.ndarray]:
+        """One row per decision interval with an active request."""
+        return {k: np.asarray(v) for k, v in dataclasses.asdict(self.log).items()}
+
+    # ------------------------------------------------------------------ process
+    def _next_wake(self, now: float) -> float:
+        nxt = self.end_s
+        busy = (self._current is not None or any(g.base is not None for g in self.groups)
+                or any(r.active(now) for r in self.requests)
+                or self.spec.absorb_system_curtailment is not None)
+        if busy:
+            nxt = min(nxt, (math.floor(now / self.interval_s + 1e-9) + 1) * self.interval_s)
+        if self.spec.absorb_system_curtailment is not None:
+            nxt = min(nxt, (math.floor(now / self.tick_s + 1e-9) + 1) * self.tick_s)
+        for r in self.requests:
+            for t in (r.start_s, r.end_s):
+                if now + 1e-9 < t < nxt:
+                    nxt = t
+        return nxt
+
+    def process(self) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        while True:
+            # let the settlement of this instant (tick end / next tick's inputs) run first
+            yield env.timeout(0)
+            now = float(env.now)
+            if now > self.end_s:
+                return
+            self._close_interval(now)
+            if now >= self.end_s:
+                return
+            self._auto_request(now)
+            self._decide(now)
+            yield env.timeout(self._next_wake(now) - now)
+
+    def _auto_request(self, now: float) -> None:
+        a = self.spec.absorb_system_curtailment
+        if a is None or self._curtailment_w is None or abs(self._curtailment_t_s - now) > 1e-6:
+            return
+        absorbed = 0.0
+        last = self._last_auto
+        if last is not None and abs(last.end_s - now) < 1e-6:
+            absorbed = last.delivered_wh * SECONDS_PER_HOUR / (last.end_s - last.start_s)
+        # the curtailment without the VPP ~ what is still curtailed + what the fleet took;
+        # once nothing is curtailed the counterfactual is unknown, so the requests stop
+        curt = self._curtailment_w
+        p = a.share * (curt + max(absorbed, 0.0)) if curt > 0 else 0.0
+        if a.max_kw is not None:
+            p = min(p, a.max_kw * 1000.0)
+        self._curtailment_w = None
+        if p < max(a.min_kw * 1000.0, 1e-9):
+            return
+        end = min(now + self.tick_s, self.end_s)
+        if end <= now:
+            return
+        r = VppRequest(f"auto{int(now)}", "absorb", now, end, p, auto=True)
+        self.requests.append(r)
+        self._last_auto = r
+
+    def _decide(self, now: float) -> None:
+        world = self.world
+        active = [r for r in self.requests if r.active(now)]
+        obs = [world.observe(g.name) for g in self.groups]
+        for g, o in zip(self.groups, obs, strict=True):
+            if not active or g.sh_ev_wh is None:  # a new request episode: shadow = actual
+                g.sh_ev_wh = o.ev_energy_wh.copy()
+                g.sh_bat_wh = o.battery_energy_wh.copy()
+        base = [self._baseline(g, o, now) for g, o in zip(self.groups, obs, strict=True)]
+        if not active:
+            for g, o, (ev_b, _, _) in zip(self.groups, obs, base, strict=True):
+                g.obs0 = None
+                g.sh_ev_wh = g.sh_bat_wh = None
+                if g.base is not None or g.pinned:
+                    rest = np.full(o.n_sites, np.nan if g.bat_rule else 0.0)
+                    self._publish(g, ev_b, rest)
+                    g.pinned = False
+            self._current = None
+            return
+        first = min(active, key=lambda r: (r.start_s, r.id))
+        direction = first.direction
+        serve = [r for r in active if r.direction == direction]
+        power = sum(r.power_w for r in serve)
+        window = max(r.end_s for r in serve) - now
+        flexes = []
+        for g, o, (_, ev_on, bat_b) in zip(self.groups, obs, base, strict=True):
+            f = flexibility(o, window, ev_baseline_w=ev_on, battery_baseline_w=bat_b,
+                            battery_power_w=g.bat_power_w,
+                            battery_soc_min=np.divide(g.bat_min_wh, o.battery_capacity_wh,
+                                                      out=np.ones_like(g.bat_min_wh),
+                                                      where=o.battery_capacity_wh > 0))
+            if any(r.kind == "dr_reduce" for r in serve) and direction == "down":
+                # 下げDR: EVs only charge less, no discharge below zero
+                f = dataclasses.replace(f, ev_down_w=np.minimum(f.ev_down_w,
+                                                                np.maximum(f.ev_baseline_w, 0.0)))
+            flexes.append(f)
+        avail = [f.up_w if direction == "up" else f.down_w for f in flexes]
+        total_avail = float(sum(avail))
+        total = min(power, total_avail)
+        for g, o, (ev_b, ev_on, bat_b), f, a in zip(self.groups, obs, base, flexes, avail,
+                                                    strict=True):
+            share = total * a / total_avail if total_avail > 0 else 0.0
+            d = dispatch(o, FlexRequest(direction, share, now, window), f,
+                         battery_baseline_w=bat_b)
+            moved = d.ev_delta_w != 0
+            ev_sp = np.where(moved, ev_on + d.ev_delta_w, ev_b)
+            bat_sp = np.where(g.has_battery, bat_b + d.battery_delta_w, np.nan)
+            self._publish(g, ev_sp, bat_sp)
+            g.pinned = True
+            g.obs0 = o
+            g.ev_mask = moved & o.ev_plugged
+            g.ev_base_w = ev_on
+            g.bat_mask = g.has_battery.copy()
+            g.bat_base_w = bat_b
+        self._current = _Interval(now, direction, serve, power, total_avail, total)
+
+    def _baseline(self, g: _GroupState, o: Observation, now: float
+                  ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Baselines [W] at the decision instant for the devices' counterfactual
+        (shadow) state: each EV's setpoint (base strategy or full charger power),
+        the power a plugged EV would draw with it over the interval, and each
+        battery's self-consumption power."""
+        cap = o.ev_capacity_wh
+        o = dataclasses.replace(o, ev_energy_wh=g.sh_ev_wh,
+                                ev_soc=np.divide(g.sh_ev_wh, cap, out=np.zeros_like(cap),
+                                                 where=cap > 0),
+                                battery_energy_wh=g.sh_bat_wh)
+        if g.base is not None:
+            ev_b = np.asarray(g.base.decide(now, o).get("ev_setpoint_w", o.ev_charger_w), float)
+        else:
+            ev_b = np.asarray(o.ev_charger_w, float).copy()
+        h = self.interval_s / SECONDS_PER_HOUR
+        # what each plugged EV would draw over the interval from its counterfactual state
+        ev_room_w = np.maximum(g.ev_max_wh - g.sh_ev_wh, 0.0) / g.ev_eff / h
+        ev_avail_w = np.maximum(g.sh_ev_wh - g.ev_min_wh, 0.0) * g.ev_eff / h
+        ev_on = np.where(o.ev_plugged, np.clip(ev_b, -np.minimum(o.ev_v2x_w, ev_avail_w),
+                                               np.minimum(o.ev_charger_w, ev_room_w)), 0.0)
+        ev_site_w = np.bincount(o.ev_site, weights=ev_on, minlength=o.n_sites)
+        net = o.site_load_w + ev_site_w - o.site_pv_w
+        hi = np.minimum(g.bat_power_w,
+                        np.maximum(g.bat_max_wh - o.battery_energy_wh, 0.0) / g.bat_eta_c / h)
+        lo = -np.minimum(g.bat_power_w,
+                         np.maximum(o.battery_energy_wh - g.bat_min_wh, 0.0) * g.bat_eta_d / h)
+        bat_b = np.where(g.has_battery & g.bat_rule, np.clip(-net, lo, hi), 0.0)
+        return ev_b, ev_on, bat_b
+
+    def _publish(self, g: _GroupState, ev_sp: FloatArray, bat_sp: FloatArray) -> None:
+        payload: dict[str, Any] = {"ev_setpoint_w": np.asarray(ev_sp, float),
+                                   "battery_setpoint_w": np.asarray(bat_sp, float),
+                                   "ttl_s": float(self.spec.ttl_s or 3.0 * self.interval_s)}
+        self.transport.publish(Topics.setpoints(g.name), payload)
+
+    def _close_interval(self, now: float) -> None:
+        cur = self._current
+        if cur is None or now <= cur.t0_s:
+            return
+        h = (now - cur.t0_s) / SECONDS_PER_HOUR
+        delivered_wh = 0.0
+        for g in self.groups:
+            if g.obs0 is None:
+                continue
+            o1 = self.world.observe(g.name)
+            delivered_wh += self._measure(g, g.obs0, o1, h)
+        sign = 1.0 if cur.direction == "up" else -1.0
+        delivered_wh *= sign
+        total_p = sum(r.power_w for r in cur.requests)
+        for r in cur.requests:
+            w = r.power_w / total_p if total_p > 0 else 0.0
+            r.available_wh += w * cur.available_w * h
+            r.dispatched_wh += w * cur.dispatched_w * h
+            r.delivered_wh += w * delivered_wh
+        lg = self.log
+        lg.t_start_s.append(cur.t0_s)
+        lg.t_end_s.append(now)
+        lg.direction.append(cur.direction)
+        lg.requests.append(";".join(r.id for r in cur.requests))
+        lg.requested_w.append(cur.requested_w)
+        lg.available_w.append(cur.available_w)
+        lg.dispatched_w.append(cur.dispatched_w)
+        lg.delivered_w.append(delivered_wh / h)
+        self._current = None
+
+    def _measure(self, g: _GroupState, o0: Observation, o1: Observation, h: float) -> float:
+        """Grid-side energy [Wh, load convention] the dispatched devices took beyond
+        their baseline between two observations; advances the shadow state."""
+        total = 0.0
+        m = g.ev_mask & o1.ev_plugged & (o0.ev_departure_s >= o1.now_s)
+        sh_ev = o1.ev_energy_wh.copy()  # devices not measured: shadow = actual
+        if m.any():
+            eff = g.ev_eff[m]
+            d = o1.ev_energy_wh[m] - o0.ev_energy_wh[m]
+            actual = np.where(d > 0, d / eff, d * eff)
+            s0 = g.sh_ev_wh[m]
+            room = np.maximum(g.ev_max_wh[m] - s0, 0.0) / eff
+            avail = np.maximum(s0 - g.ev_min_wh[m], 0.0) * eff
+            base = np.clip(g.ev_base_w[m] * h, -avail, room)
+            total += float((actual - base).sum())
+            sh_ev[m] = s0 + np.where(base > 0, base * eff, base / eff)
+        g.sh_ev_wh = sh_ev
+        mb = g.bat_mask
+        if mb is not None and mb.any():
+            d = o1.battery_energy_wh[mb] - o0.battery_energy_wh[mb]
+            actual = np.where(d > 0, d / g.bat_eta_c[mb], d * g.bat_eta_d[mb])
+            s0 = g.sh_bat_wh[mb]
+            room = np.maximum(g.bat_max_wh[mb] - s0, 0.0) / g.bat_eta_c[mb]
+            avail = np.maximum(s0 - g.bat_min_wh[mb], 0.0) * g.bat_eta_d[mb]
+            base = np.clip(g.bat_base_w[mb] * h, -avail, room)
+            total += float((actual - base).sum())
+            sh_bat = g.sh_bat_wh.copy()
+            sh_bat[mb] = s0 + np.where(base > 0, base * g.bat_eta_c[mb], base / g.bat_eta_d[mb])
+            g.sh_bat_wh = sh_bat
+        return total
+
+
+def start_vpp(env: simpy.Environment, world: Any, spec: VppSpec,
+              base_dir: Path | None = None) -> VppRuntime:
+    """Start the aggregator of ``spec`` on a world already started with ``world.start``.
+
+    Registers the runtime as a tick hook (for curtailment and KPIs) and its
+    SimPy process; returns the runtime (``report()``, ``intervals()``, ``kpis()``).
+    """
+    rt = VppRuntime(env, world, spec, base_dir)
+    world.tick_hooks.append(rt)
+    env.process(rt.process())
+    return rt
