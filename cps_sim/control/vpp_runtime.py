@@ -58,11 +58,10 @@ from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.vpp import FlexRequest, dispatch, flexibility
 from cps_sim.core.bus import MemoryTransport, Topics
 from cps_sim.core.errors import ScenarioError
-from cps_sim.core.units import SECONDS_PER_HOUR
+from cps_sim.core.units import SECONDS_PER_HOUR, WH_PER_KWH
 from cps_sim.scenario.vpp_schema import VppSpec
 
 KIND_DIRECTION = {"absorb": "up", "supply": "down", "dr_reduce": "down"}
-WH_PER_KWH = 1000.0
 
 
 @dataclass
