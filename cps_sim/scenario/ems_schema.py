@@ -133,6 +133,10 @@ class CemsSpec(_EmsCommon):
                                       "class for all; higher = more critical, shed last.")
     margin_w: float = Field(1.0, ge=0, description="Safety margin kept below the allowed PCC "
                             "import per decision [W].")
+    shared_battery_reserve_soc: float = Field(0.5, ge=0, le=1, description="While connected "
+                                              "the shared battery discharges only above this "
+                                              "SoC and refills to it from the grid (PCC limit "
+                                              "permitting): energy kept for an outage.")
 
     @field_validator("outages")
     @classmethod

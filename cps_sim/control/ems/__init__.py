@@ -28,6 +28,10 @@ from cps_sim.scenario.ems_schema import BemsSpec, CemsSpec, EmsSpec, FemsSpec, H
 __all__ = ["BemsController", "CemsController", "FemsController", "HemsController", "start_ems"]
 
 
+def _err(path: str, message: str) -> ScenarioError:
+    return ScenarioError.single(None, path, message)
+
+
 def _seconds(world, t) -> float:
     return (t - world.scenario.start).total_seconds()
 
@@ -110,8 +114,8 @@ def build_controller(world, name: str, spec: EmsSpec):
         return BemsController(cfg, name=f"bems_{name}")
     if isinstance(spec, FemsSpec):
         if g.evs is None or not g.evs.n:
-            raise ScenarioError(f"ems.{name}: a FEMS needs deferrable processes (the group's "
-                                "ev slots, see docs/ems.md); the group has none")
+            raise _err(f"ems.{name}", "a FEMS needs deferrable processes (the group's ev "
+                       "slots, see docs/ems.md); the group has none")
         cfg = FemsConfig(battery=BatteryConfig.from_group(g),
                          process_efficiency=g.evs.efficiency.copy(), interval_s=interval,
                          cheap_price_jpy_per_kwh=spec.cheap_price_jpy_per_kwh,
@@ -120,22 +124,21 @@ def build_controller(world, name: str, spec: EmsSpec):
         return FemsController(cfg, name=f"fems_{name}")
     if isinstance(spec, CemsSpec):
         if world.tick_s % interval > 1e-9 * world.tick_s:
-            raise ScenarioError(f"ems.{name}.interval_s: must divide the tick "
-                                f"({world.tick_s:g} s), got {interval:g}")
+            raise _err(f"ems.{name}.interval_s", f"must divide the tick ({world.tick_s:g} s), "
+                       f"got {interval:g}")
         members = [name] + [m for m in spec.member_groups if m != name]
         known = {x.name for x in world.groups}
         bad = [m for m in members + list(spec.shared_battery_groups) if m not in known]
         if bad:
-            raise ScenarioError(f"ems.{name}: unknown site groups {bad} "
-                                f"(site groups: {sorted(known)})")
+            raise _err(f"ems.{name}", f"unknown site groups {bad} (site groups: "
+                       f"{sorted(known)})")
         groups = [world.group(m) for m in members]
         n = sum(x.n for x in groups)
         pr = np.asarray(spec.priority, dtype=np.int64)
         if pr.ndim == 0:
             pr = np.full(n, int(pr))
         elif pr.size != n:
-            raise ScenarioError(f"ems.{name}.priority: {pr.size} values for {n} sites of "
-                                f"{members}")
+            raise _err(f"ems.{name}.priority", f"{pr.size} values for {n} sites of {members}")
         shared = tuple(m in spec.shared_battery_groups for m in members)
         cfg = CemsConfig(
             groups=tuple(members), batteries=tuple(BatteryConfig.from_group(x) for x in groups),
@@ -146,7 +149,7 @@ def build_controller(world, name: str, spec: EmsSpec):
             pcc_import_limit_w=(spec.pcc_import_limit_kw * 1000.0
                                 if spec.pcc_import_limit_kw is not None else np.inf),
             outages_s=tuple((_seconds(world, a), _seconds(world, b)) for a, b in spec.outages),
-            margin_w=spec.margin_w)
+            margin_w=spec.margin_w, shared_reserve_soc=spec.shared_battery_reserve_soc)
         return CemsController(cfg, name=f"cems_{name}")
     raise TypeError(f"unknown EMS spec {type(spec).__name__}")
 
@@ -192,17 +195,16 @@ def start_ems(env: simpy.Environment, world: Any, ems: Mapping[str, EmsSpec] | N
     for name, spec in ems.items():
         for m in [name, *(spec.member_groups if isinstance(spec, CemsSpec) else [])]:
             if m in members_of:
-                raise ScenarioError(f"ems: site group {m!r} belongs to two EMS "
-                                    f"({members_of[m]!r} and {name!r})")
+                raise _err("ems", f"site group {m!r} belongs to two EMS ({members_of[m]!r} and "
+                           f"{name!r})")
             members_of[m] = name
             try:
                 world.group(m)
             except KeyError:
-                raise ScenarioError(f"ems.{name}: unknown site group {m!r}") from None
+                raise _err(f"ems.{name}", f"unknown site group {m!r}") from None
             if ctl_spec.for_group(m).ev_strategy is not None:
-                raise ScenarioError(f"ems.{name}: site group {m!r} also has control.ev_strategy "
-                                    "set; the EMS delegates EV decisions itself (ev_strategy "
-                                    "in the EMS spec)")
+                raise _err(f"ems.{name}", f"site group {m!r} also has control.ev_strategy set; the "
+                           "EMS delegates EV decisions itself (ev_strategy in the EMS spec)")
     transport = getattr(world, "transport", None)
     if transport is None:
         t = ctl_spec.transport

@@ -14,11 +14,16 @@ once (concatenated member groups, no per-site loop):
    predicted site nets stay true over the interval (load and PV are constant
    within a settlement tick; the interval divides the tick);
 2. the shared battery (sites of ``shared`` groups) charges from the community
-   surplus and discharges into its deficit (in any mode), within its power and
-   what it can hold for the interval;
+   surplus (less the margin) and discharges into its deficit, within its power
+   and what it can hold for the interval; while connected it discharges only
+   above ``shared_reserve_soc`` and refills to it from the grid (PCC limit
+   permitting), so an outage finds it charged; while islanded, once its usable
+   energy is less than the top priority class's present demand until the end
+   of the outage, it discharges only for that class (rationing);
 3. allowed import ``A = pcc_limit + sum of site exports - margin``; if the
    demand fits, each site's import limit is its own demand (no limits while
-   grid-connected with no PCC limit); otherwise EV charging is cut first, then
+   grid-connected with no PCC limit); otherwise EV charging stops at every site
+   (steps 1-2 are redone without it, so PV that EVs took is exported), then
    load is shed by priority class: the highest class is served first, a class
    that does not fit gets the same fraction of its demand at every site, the
    classes below get nothing.  The engine enforces the limits (EV throttled
@@ -55,6 +60,7 @@ class CemsConfig:
     pcc_import_limit_w: float = np.inf
     outages_s: tuple[tuple[float, float], ...] = ()
     margin_w: float = 1.0
+    shared_reserve_soc: float = 0.5  # kept for outages while connected
 
 
 @dataclass
@@ -64,6 +70,7 @@ class CemsStats:
     allowed_import_w: list[float] = field(default_factory=list)
     demand_w: list[float] = field(default_factory=list)
     shed_w: list[FloatArray] = field(default_factory=list)  # per site load shed [W]
+    limit_w: list[FloatArray] = field(default_factory=list)  # per site import limit [W]
     shared_battery_w: list[float] = field(default_factory=list)
 
 
@@ -87,7 +94,7 @@ class CemsController:
         sizes = [o.n_sites for o in obs]
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         # ---- EVs (charging only) and each site's own battery
-        ev_sp, ev_site, base, bat, lo_all, hi_all, shared_site = [], [], [], [], [], [], []
+        ev_sp, ev_site, base, lo_all, hi_all, shared_site = [], [], [], [], [], []
         for o, b, d, sh in zip(obs, cfg.batteries, cfg.evs, cfg.shared, strict=True):
             sp = d(now_s, o)
             if sp is None:
@@ -106,56 +113,72 @@ class CemsController:
         lo = np.concatenate(lo_all)
         hi = np.concatenate(hi_all)
         shared = np.concatenate(shared_site)
-        own = ~shared
-        net = load_net + ev_w
-        bat = np.where(own, np.clip(-net, lo, hi), 0.0)
-        site_net = net + bat  # own batteries applied
-        # ---- shared battery: community surplus in, deficit out
-        comm = float(site_net[own].sum() + load_net[shared].sum() + ev_w[shared].sum())
-        sh_lo = float(lo[shared].sum())
-        sh_hi = float(hi[shared].sum())
-        target = -comm
-        p_sh = min(max(target, sh_lo), sh_hi)  # + charge / - discharge, total
-        if shared.any():
-            rng = np.where(p_sh >= 0, hi, -lo)
+        energy = np.concatenate([o.battery_energy_wh for o in obs])
+        cap = np.concatenate([o.battery_capacity_wh for o in obs])
+        sh_cap = float(cap[shared].sum())
+        sh_soc = float(energy[shared].sum()) / sh_cap if sh_cap > 0 else 0.0
+        limit_pcc = 0.0 if island else cfg.pcc_import_limit_w
+
+        top = cfg.priority == cfg.priority.max()
+        emin = np.concatenate([b.energy_min_wh for b in cfg.batteries])
+        eta_d = np.concatenate([b.discharge_efficiency for b in cfg.batteries])
+        usable_wh = float((np.maximum(energy - emin, 0.0) * eta_d)[shared].sum())
+        ends = [b for a, b in cfg.outages_s if a <= now_s < b]
+        left_h = (max(ends) - now_s) / 3600.0 if ends else 0.0
+
+        def balance(ev: FloatArray) -> tuple[FloatArray, FloatArray, float]:
+            """Battery powers and site nets for EV power ``ev`` (per site)."""
+            net = load_net + ev
+            bat = np.where(shared, 0.0, np.clip(-net, lo, hi))  # own batteries
+            comm = float((net + bat).sum())  # shared sites' own net included
+            if comm < 0:  # surplus: charge, keeping the margin exported
+                p = min(max(-comm - cfg.margin_w, 0.0), float(hi[shared].sum()))
+            elif island or sh_soc > cfg.shared_reserve_soc:  # deficit (+ the margin)
+                cover = comm
+                if island:  # ration: keep the energy the top class needs to the outage end
+                    top_w = float(np.maximum(net + bat, 0.0)[top].sum())
+                    if usable_wh < top_w * left_h:
+                        cover = min(comm, top_w)
+                p = max(-cover - cfg.margin_w, float(lo[shared].sum()))
+            else:
+                p = 0.0
+            if not island and sh_soc < cfg.shared_reserve_soc:  # refill the outage reserve
+                room = limit_pcc - comm - cfg.margin_w
+                p = max(p, min(float(hi[shared].sum()), max(room, 0.0)))
+            rng = np.where(p >= 0, hi, -lo)
             tot = float(rng[shared].sum())
-            frac = np.where(shared, rng / tot if tot > 0 else 0.0, 0.0)
-            bat = np.where(shared, p_sh * frac, bat)
-            site_net = net + bat
+            if shared.any() and tot > 0:
+                bat = np.where(shared, p * rng / tot, bat)
+            else:
+                p = 0.0
+            return bat, net + bat, p
+
+        bat, site_net, p_sh = balance(ev_w)
         # ---- PCC: allowed import and shedding by priority
         demand = np.maximum(site_net, 0.0)
-        export = np.maximum(-site_net, 0.0)
-        limit_pcc = 0.0 if island else cfg.pcc_import_limit_w
-        allowed = limit_pcc + float(export.sum()) - cfg.margin_w
+        allowed = limit_pcc + float(np.maximum(-site_net, 0.0).sum()) - cfg.margin_w
         total = float(demand.sum())
         shed = np.zeros_like(demand)
-        if np.isfinite(allowed) and total > allowed:
-            allowed = max(allowed, 0.0)
-            # EV charging first (everywhere), then load by priority
-            ev_cut_total = min(total - allowed, float(np.minimum(ev_w, demand).sum()))
-            ev_part = np.minimum(ev_w, demand)
-            keep_ev = 1.0 - (ev_cut_total / ev_part.sum() if ev_part.sum() > 0 else 0.0)
-            new_ev_w = ev_w - ev_part * (1.0 - keep_ev)
-            load_dem = demand - ev_part  # demand without EV
-            room = allowed - float((ev_part * keep_ev).sum())
+        if np.isfinite(allowed) and total > allowed + 1e-6 * (1.0 + total):
+            # short: EV charging stops everywhere, then load is shed by priority class
+            bat, site_net, p_sh = balance(np.zeros_like(ev_w))
+            ev_sp = [np.zeros_like(sp) for sp in ev_sp]
+            demand = np.maximum(site_net, 0.0)
+            allowed = max(limit_pcc + float(np.maximum(-site_net, 0.0).sum()) - cfg.margin_w,
+                          0.0)
+            total = float(demand.sum())
             classes, cls_idx = np.unique(cfg.priority, return_inverse=True)
-            cls_dem = np.bincount(cls_idx, weights=load_dem, minlength=classes.size)
-            # serve from the highest class down
-            order = np.arange(classes.size)[::-1]
+            cls_dem = np.bincount(cls_idx, weights=demand, minlength=classes.size)
+            order = np.arange(classes.size)[::-1]  # serve from the highest class down
             before = np.cumsum(cls_dem[order]) - cls_dem[order]
-            served = np.clip(room - before, 0.0, cls_dem[order])
+            served = np.clip(allowed - before, 0.0, cls_dem[order])
             frac_cls = np.ones(classes.size)
             frac_cls[order] = np.divide(served, cls_dem[order], out=np.ones_like(served),
                                         where=cls_dem[order] > 0)
-            served_load = load_dem * frac_cls[cls_idx]
-            shed = load_dem - served_load
-            limit = served_load + ev_part * keep_ev
-            # EV setpoints follow the cut (so the engine does not have to throttle them)
-            scale = np.divide(new_ev_w, ev_w, out=np.ones_like(ev_w), where=ev_w > 0)
-            ev_sp = [sp * scale[bounds[i]:bounds[i + 1]][o.ev_site]
-                     for i, (sp, o) in enumerate(zip(ev_sp, obs, strict=True))]
+            limit = demand * frac_cls[cls_idx]
+            shed = demand - limit
         elif np.isfinite(allowed):
-            limit = demand + (allowed - total) * 0.0  # exactly the demand: no growth
+            limit = demand  # exactly each site's demand: nothing may grow until next decision
         else:
             limit = np.full_like(demand, np.inf)
         self.stats.times_s.append(now_s)
@@ -163,7 +186,8 @@ class CemsController:
         self.stats.allowed_import_w.append(allowed)
         self.stats.demand_w.append(total)
         self.stats.shed_w.append(shed)
-        self.stats.shared_battery_w.append(p_sh if shared.any() else 0.0)
+        self.stats.limit_w.append(limit)
+        self.stats.shared_battery_w.append(p_sh)
         out: dict[str, dict[str, np.ndarray]] = {}
         for i, (g, o) in enumerate(zip(cfg.groups, obs, strict=True)):
             s = slice(bounds[i], bounds[i + 1])
