@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cps_sim.scenario.distributions import Quantity, check_range
+from cps_sim.scenario.ems_schema import EmsSpec
 from cps_sim.scenario.system_schema import SystemSpec
 
 
@@ -439,6 +440,8 @@ class Scenario(_Model):
     emissions: EmissionsSpec = Field(default_factory=EmissionsSpec)
     sites: list[SiteGroupSpec] = Field(min_length=1, max_length=1000)
     control: ControlSpec = Field(default_factory=ControlSpec)
+    ems: dict[str, EmsSpec] = Field(default_factory=dict, description="Energy-management "
+                                    "system per site-group name (hems | bems | fems | cems).")
     system: SystemSpec | None = Field(None, description="Bulk power system above the sites: "
                                       "area demand, utility wind/PV, plants in merit order, "
                                       "storage, electrolysers, curtailment, CO2.")

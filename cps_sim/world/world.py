@@ -252,6 +252,10 @@ class World:
         if any(g.battery_ageing is not None for g in self.groups):
             env.process(self._battery_ageing(env))
         self._start_controllers(env)
+        # last: at a shared instant the settlement tick must run before the EMS observes
+        from cps_sim.control.ems import start_ems
+
+        start_ems(env, self)
 
     def _start_controllers(self, env: simpy.Environment) -> None:
         ctl = self.scenario.control
