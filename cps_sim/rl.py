@@ -255,8 +255,8 @@ class CpsSimEnv(gymnasium.Env):
         return {"time_s": float(self.world.now_s), "cost_jpy": float(d_cost),
                 "unmet_ev_kwh": float(d_unmet_kwh),
                 "episode_cost_jpy": float(self._cost_jpy),
-                "episode_import_kwh": self._import_wh / WH_PER_KWH,
-                "episode_export_kwh": self._export_wh / WH_PER_KWH,
+                "episode_import_kwh": float(self._import_wh) / WH_PER_KWH,
+                "episode_export_kwh": float(self._export_wh) / WH_PER_KWH,
                 "step_hours": self.dt_s / SECONDS_PER_HOUR}
 
 
