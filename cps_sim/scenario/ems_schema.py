@@ -128,9 +128,10 @@ class CemsSpec(_EmsCommon):
     outages: list[tuple[_dt.datetime, _dt.datetime]] = Field(
         default_factory=list, description="Grid-outage windows [start, end): islanded, PCC "
         "import forced to 0.")
-    priority: list[int] | int = Field(0, description="Priority class per site of the members "
-                                      "(concatenated in member order: keyed group first), or one "
-                                      "class for all; higher = more critical, shed last.")
+    priority: list[int] | int | dict[str, int] = Field(
+        0, description="Priority class per site of the members (concatenated in member order: "
+        "keyed group first), one class per member group ({clinic: 2, shops: 1}; unnamed "
+        "groups 0), or one class for all; higher = more critical, shed last.")
     margin_w: float = Field(1.0, ge=0, description="Safety margin kept below the allowed PCC "
                             "import per decision [W].")
     shared_battery_reserve_soc: float = Field(0.5, ge=0, le=1, description="While connected "

@@ -134,7 +134,15 @@ def build_controller(world, name: str, spec: EmsSpec):
                        f"{sorted(known)})")
         groups = [world.group(m) for m in members]
         n = sum(x.n for x in groups)
-        pr = np.asarray(spec.priority, dtype=np.int64)
+        if isinstance(spec.priority, dict):  # one class per member group
+            unknown = sorted(set(spec.priority) - set(members))
+            if unknown:
+                raise _err(f"ems.{name}.priority", f"names groups that are not members: "
+                           f"{unknown} (members: {members})")
+            pr = np.concatenate([np.full(x.n, int(spec.priority.get(m, 0)))
+                                 for m, x in zip(members, groups, strict=True)])
+        else:
+            pr = np.asarray(spec.priority, dtype=np.int64)
         if pr.ndim == 0:
             pr = np.full(n, int(pr))
         elif pr.size != n:
