@@ -26,9 +26,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cps_sim.scenario.schema import EvStrategy
-
 RequestKind = Literal["absorb", "supply", "dr_reduce"]
+# the EV strategies of cps_sim.scenario.schema (repeated, not imported: schema.py imports
+# this module for Scenario.vpp; a test checks the two lists agree)
+EvStrategy = Literal["off", "now", "min_pv", "pv", "load", "cost", "v2h", "v2g"]
 
 
 class _Model(BaseModel):

@@ -194,3 +194,11 @@ def test_group_with_its_own_strategy_is_rejected():
 def test_schema_errors(bad, msg):
     with pytest.raises(ValidationError, match=msg):
         VppSpec(**bad)
+
+
+def test_base_strategies_match_the_scenario_schema():
+    from typing import get_args
+
+    from cps_sim.scenario import schema, vpp_schema
+
+    assert get_args(vpp_schema.EvStrategy) == schema.EV_STRATEGIES
