@@ -7,7 +7,9 @@ Measures
 * ``T_seq`` — the same runs called one after another in this process with
   ``run_scenario`` (no sweep machinery): the work itself;
 * ``T_N`` — ``run_sweep`` with N local workers (process pool, fresh results
-  directory, catalog written at the end);
+  directory, catalog written at the end), called in this (warm) process;
+* ``T_N cli`` — the same sweep as a user runs it: a fresh ``cps-sim sweep``
+  process (interpreter, imports, fork server start-up, runs, catalog);
 * start-up: a one-run sweep minus one run (fork server with the engine
   preloaded, plan, lock, catalog) — paid once per sweep;
 * speed-up ``T_1 / T_N`` and per-run overhead ``(T_1 - start-up - T_seq) /
@@ -28,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -122,6 +125,8 @@ def main() -> None:
     # Alternate worker counts, best of --repeat: the machine may be shared.
     best: dict[int, float] = {}
     steady: dict[int, float] = {}
+    cold: dict[int, float] = {}
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for rep in range(args.repeat):
         for w in args.workers:
             t0 = time.perf_counter()
@@ -134,8 +139,18 @@ def main() -> None:
             rate = (len(d) - 1) / (d[-1] - d[0])
             steady[w] = max(steady.get(w, rate), rate)
             shutil.rmtree(tmp / f"w{w}-{rep}", ignore_errors=True)
+            # Cold, as a user runs it: a fresh `cps-sim sweep` process (imports, fork
+            # server start-up, plan, runs, catalog).
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "cps_sim", "sweep", str(f), "--out",
+                            str(tmp / f"cli{w}-{rep}"), "--workers", str(w), "--quiet"],
+                           check=True, capture_output=True, env=env)
+            t = time.perf_counter() - t0
+            cold[w] = min(cold.get(w, t), t)
+            shutil.rmtree(tmp / f"cli{w}-{rep}", ignore_errors=True)
     for w in args.workers:
         out[f"t_{w}_workers_s"] = round(best[w], 2)
+        out[f"t_{w}_workers_cli_s"] = round(cold[w], 2)
         out[f"runs_per_s_{w}_workers_steady"] = round(steady[w], 2)
     t1 = best.get(1)
     if t1:
@@ -143,6 +158,7 @@ def main() -> None:
         for w in args.workers:
             if w != 1:
                 out[f"speedup_{w}_vs_1"] = round(t1 / best[w], 2)
+                out[f"speedup_{w}_vs_1_cli"] = round(cold[1] / cold[w], 2)
                 out[f"speedup_{w}_vs_1_steady"] = round(steady[w] / steady[1], 2)
     out["load_avg_after"] = os.getloadavg()[0]
     if not args.keep:
