@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+import pyarrow as pa
+
 from cps_sim import __version__
 from cps_sim.core.environment import make_env
 from cps_sim.core.errors import ScenarioError, SimulationError
@@ -59,6 +61,16 @@ def _git_commit() -> str | None:
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _extra_tables(world: World) -> dict[str, pa.Table]:
+    """Per-request / per-slot reports of the layers that keep them (VPP, balancing group)."""
+    out: dict[str, pa.Table] = {}
+    for hook in world.tick_hooks:
+        report = getattr(hook, "report", None)
+        if callable(report):
+            out[f"{hook.name}_report"] = pa.table(report())
+    return out
 
 
 def default_out_dir(scenario: Scenario) -> Path:
@@ -125,6 +137,8 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
         sites = recorder.sites()
         if sites is not None:
             write_parquet(tmp / "sites.parquet", sites, meta)
+        for name, table in _extra_tables(recorder.world).items():
+            write_parquet(tmp / f"{name}.parquet", table, meta)
         write_json(tmp / "kpis.json", kpis)
         wall = time.perf_counter() - t0
         write_json(tmp / "manifest.json", {

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from cps_sim.scenario.distributions import Quantity, check_range
 from cps_sim.scenario.ems_schema import EmsSpec
 from cps_sim.scenario.system_schema import SystemSpec
+from cps_sim.scenario.vpp_schema import BalancingGroupSpec, VppSpec
 
 
 class _Model(BaseModel):
@@ -445,6 +446,12 @@ class Scenario(_Model):
     system: SystemSpec | None = Field(None, description="Bulk power system above the sites: "
                                       "area demand, utility wind/PV, plants in merit order, "
                                       "storage, electrolysers, curtailment, CO2.")
+    vpp: VppSpec | None = Field(None, description="VPP aggregator over site groups: "
+                                "grid-operator requests (absorb/supply/dr_reduce), optional "
+                                "absorption of system curtailment.")
+    balancing_group: BalancingGroupSpec | None = Field(
+        None, description="Day-ahead plan vs actual net import per 30-min slot, imbalance "
+        "settlement.")
     record: RecordSpec = Field(default_factory=RecordSpec)
 
     @field_validator("start")

@@ -211,4 +211,9 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
         from cps_sim.world.system import build_system
 
         world.tick_hooks.append(build_system(scenario, world))
+    world.base_dir = base_dir
+    if scenario.balancing_group is not None:
+        from cps_sim.world.balancing_group import build_balancing_group
+
+        world.tick_hooks.append(build_balancing_group(scenario, world, base_dir=base_dir))
     return world

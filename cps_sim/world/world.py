@@ -252,6 +252,11 @@ class World:
         if any(g.battery_ageing is not None for g in self.groups):
             env.process(self._battery_ageing(env))
         self._start_controllers(env)
+        self.vpp = None
+        if self.scenario.vpp is not None:
+            from cps_sim.control.vpp_runtime import start_vpp
+
+            self.vpp = start_vpp(env, self, self.scenario.vpp, getattr(self, "base_dir", None))
         # last: at a shared instant the settlement tick must run before the EMS observes
         from cps_sim.control.ems import start_ems
 
