@@ -91,6 +91,7 @@ class Recorder:
         cols["irradiance_w_m2"] = pa.array(w.irradiance_w_m2[:n])
         cols["import_price_jpy_per_kwh"] = pa.array(w.import_price_jpy_per_kwh[:n])
         cols["export_price_jpy_per_kwh"] = pa.array(w.export_price_jpy_per_kwh[:n])
+        cols["carbon_price_jpy_per_t"] = pa.array(w.carbon_price_jpy_per_t[:n])
         cols["balance_residual_wh"] = pa.array(self.residual_wh[:n])
         for name in sorted(self.extra):
             cols[name] = pa.array(self.extra[name][:n])
@@ -150,17 +151,17 @@ class Recorder:
         exp = tot["grid_export_wh"]
         to_kw = SECONDS_PER_HOUR / w.tick_s / 1000.0
         import_kw = self.flows[:n, FLOWS.index("grid_import_wh")] * to_kw
-        intensity = self.extra.get("system_co2_g_per_kwh")
-        if intensity is not None:  # the system layer's per-tick CO2 intensity of the grid
-            co2_kg = float(self.flows[:n, FLOWS.index("grid_import_wh")]
-                           @ np.nan_to_num(intensity[:n])) / 1e6
-        else:
-            co2_kg = imp / 1000.0 * sc.emissions.grid_co2_g_per_kwh / 1000.0
         imp_k = self.flows[:n, FLOWS.index("grid_import_wh")]
         exp_k = self.flows[:n, FLOWS.index("grid_export_wh")]
+        intensity = self.extra.get("system_co2_g_per_kwh")
+        if intensity is None:
+            intensity = np.full(n, sc.emissions.grid_co2_g_per_kwh)
+        # per tick: imported energy × the grid's CO2 intensity (the system layer's when present)
+        co2_kg_k = imp_k * np.nan_to_num(intensity[:n]) / 1e6
         energy_cost = float(imp_k @ w.import_price_jpy_per_kwh[:n]
                             - exp_k @ w.export_price_jpy_per_kwh[:n]) / 1000.0
-        carbon_cost = co2_kg / 1000.0 * sc.emissions.carbon_price_jpy_per_t
+        co2_kg = float(co2_kg_k.sum())
+        carbon_cost = float(co2_kg_k @ w.carbon_price_jpy_per_t[:n]) / 1000.0
         ev = events.to_pandas() if events.num_rows else pd.DataFrame(
             columns=["kind", "soc", "unmet_wh"])
         dep = ev[ev["kind"] == "departure"]

@@ -407,7 +407,18 @@ class EmissionsSpec(_Model):
     grid_co2_g_per_kwh: float = Field(441.0, ge=0, description="Assumption: Japanese grid "
                                       "average emission factor (~0.44 kg/kWh, FY2022 order).")
     carbon_price_jpy_per_t: float = Field(0.0, ge=0, description="Carbon price on imported "
-                                          "energy's CO2 [JPY/t].")
+                                          "energy's CO2 [JPY/t] (carbon_price: flat).")
+    carbon_price: Literal["flat", "gx_timeline"] = Field(
+        "flat", description="gx_timeline: the GX path by Japanese fiscal year — GX-ETS from "
+        "FY2026, fossil-fuel levy from FY2028, paid auction for generators from FY2033 (seed "
+        "L204-213); the yen levels below are assumptions ('start low, raise gradually').")
+    ets_start_jpy_per_t: float = Field(1000.0, ge=0)
+    ets_increase_jpy_per_t_per_fy: float = Field(250.0, ge=0)
+    levy_start_jpy_per_t: float = Field(300.0, ge=0)
+    levy_increase_jpy_per_t_per_fy: float = Field(100.0, ge=0)
+    auction_start_jpy_per_t: float = Field(500.0, ge=0)
+    auction_increase_jpy_per_t_per_fy: float = Field(250.0, ge=0)
+    carbon_price_cap_jpy_per_t: float = Field(10000.0, ge=0)
 
 
 class RecordSpec(_Model):

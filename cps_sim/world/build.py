@@ -13,7 +13,7 @@ from cps_sim.scenario.distributions import sample
 from cps_sim.scenario.schema import Scenario, SiteGroupSpec
 from cps_sim.world.exogenous import LoadBlocks, RunWeather, build_weather, pv_unit_profiles
 from cps_sim.world.group import EvPopulation, SiteGroup
-from cps_sim.world.prices import tick_prices
+from cps_sim.world.prices import tick_carbon_prices, tick_prices
 from cps_sim.world.world import GroupBinding, World
 
 
@@ -207,6 +207,7 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
     world = World(scenario, clock, rng, bindings, weather)
     world.import_price_jpy_per_kwh, world.export_price_jpy_per_kwh = tick_prices(
         scenario, clock, base_dir)
+    world.carbon_price_jpy_per_t = tick_carbon_prices(scenario, clock)
     if scenario.system is not None:
         from cps_sim.world.system import build_system
 

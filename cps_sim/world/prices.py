@@ -46,3 +46,22 @@ def tick_prices(scenario: Scenario, clock: Clock, base_dir: Path | None
     except (CpsSimError, ValueError, KeyError) as exc:
         raise ScenarioError.single(None, "tariff", str(exc)) from None
     return imp, exp
+
+
+def tick_carbon_prices(scenario: Scenario, clock: Clock) -> np.ndarray:
+    """Carbon price [JPY/t] per tick: flat, or the GX timeline by fiscal year."""
+    e = scenario.emissions
+    if e.carbon_price == "flat":
+        return np.full(scenario.n_ticks, e.carbon_price_jpy_per_t)
+    from cps_sim.market.carbon import default_timeline
+
+    timeline = default_timeline(
+        ets_start_jpy_per_t=e.ets_start_jpy_per_t,
+        ets_increase_jpy_per_t_per_fy=e.ets_increase_jpy_per_t_per_fy,
+        levy_start_jpy_per_t=e.levy_start_jpy_per_t,
+        levy_increase_jpy_per_t_per_fy=e.levy_increase_jpy_per_t_per_fy,
+        auction_start_jpy_per_t=e.auction_start_jpy_per_t,
+        auction_increase_jpy_per_t_per_fy=e.auction_increase_jpy_per_t_per_fy,
+        cap_jpy_per_t=e.carbon_price_cap_jpy_per_t)
+    times = clock.index(np.arange(scenario.n_ticks) * scenario.tick_s)
+    return np.asarray(timeline.carbon_price_jpy_per_t(times), dtype=float)

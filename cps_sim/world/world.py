@@ -82,6 +82,8 @@ class World:
         self.irradiance_w_m2 = weather.ghi_w_m2
         self.import_price_jpy_per_kwh = np.full(self.n_ticks, scenario.tariff.import_jpy_per_kwh)
         self.export_price_jpy_per_kwh = np.full(self.n_ticks, scenario.tariff.export_jpy_per_kwh)
+        self.carbon_price_jpy_per_t = np.full(self.n_ticks,
+                                              scenario.emissions.carbon_price_jpy_per_t)
         self.k = -1  # current tick
         self.now_s = 0.0
         self.ledger = EnergyLedger(self.stored_wh())

@@ -211,3 +211,20 @@ def test_battery_self_discharge_is_a_logged_loss():
     k = rec.kpis(rec.events())
     assert k["battery_loss_kwh"] == pytest.approx(10 * 0.02, rel=1e-6)
     assert abs(k["balance_residual_wh"]) < 1e-6
+
+
+def test_gx_carbon_price_timeline_prices_each_tick_by_fiscal_year():
+    # Import 1 kW for a day around the FY2027/FY2028 boundary (1 April 2028, JST):
+    # FY2027 = ETS only 1,000 + 250 = 1,250 JPY/t; FY2028 adds the levy 300 → 1,800 JPY/t.
+    site = {"name": "h", "count": 1, "load": {"annual_kwh": 8760, "profile": "constant",
+                                              "noise_cv": 0.0}}
+    sc = scenario([site], start="2028-03-31T12:00:00+09:00", duration_days=1, tick_s=3600,
+                  weather={"source": "constant"},
+                  emissions={"grid_co2_g_per_kwh": 500, "carbon_price": "gx_timeline"})
+    rec = simulate(sc)
+    price = rec.world.carbon_price_jpy_per_t
+    assert set(price[:12]) == {1250.0} and set(price[12:]) == {1800.0}
+    k = rec.kpis(rec.events())
+    # 24 kWh × 0.5 kg/kWh = 12 kg: 6 kg at 1,250 and 6 kg at 1,800 JPY/t
+    assert k["co2_kg"] == pytest.approx(12.0)
+    assert k["carbon_cost_jpy"] == pytest.approx(0.006 * 1250 + 0.006 * 1800)
