@@ -5,9 +5,10 @@ For a **run** directory (``timeseries.parquet`` + ``kpis.json``):
 * ``energy_flows.png`` — supply (PV used on site, battery discharge, grid
   import) stacked against demand (load, EV and battery charging, export)
   over the chosen week;
-* ``soc_price.png`` — mean battery and EV state of charge, and the import
-  price (a ``*price*`` column of the time series, else the flat tariff of
-  the manifest) over the chosen week;
+* ``soc_price.png`` — mean battery and EV state of charge, and the import and
+  export prices (``import_price_jpy_per_kwh`` / ``export_price_jpy_per_kwh``
+  of the time series, else the flat tariff of the manifest) over the chosen
+  week;
 * ``daily_profiles.png`` — mean power by local hour of day;
 * a KPI table (in the HTML page).
 
@@ -133,15 +134,20 @@ def _energy_flows(week: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def _price(week: pd.DataFrame, manifest: dict[str, Any]) -> tuple[pd.Series | None, str]:
-    cols = [c for c in week.columns if "price" in c]
-    if cols:
-        return week[cols[0]], cols[0]
-    tariff = (manifest.get("scenario") or {}).get("tariff") or {}
-    if "import_jpy_per_kwh" in tariff:
-        return (pd.Series(float(tariff["import_jpy_per_kwh"]), index=week.index),
-                "import tariff [JPY/kWh] (flat)")
-    return None, ""
+def _prices(week: pd.DataFrame, manifest: dict[str, Any]) -> dict[str, pd.Series]:
+    """Import/export price series [JPY/kWh] for the week (per tick, else the flat tariff)."""
+    out = {}
+    for col, label in (("import_price_jpy_per_kwh", "import price"),
+                       ("export_price_jpy_per_kwh", "export price")):
+        if col in week:
+            out[label] = week[col]
+    if not out:
+        tariff = (manifest.get("scenario") or {}).get("tariff") or {}
+        for key, label in (("import_jpy_per_kwh", "import tariff (flat)"),
+                           ("export_jpy_per_kwh", "export tariff (flat)")):
+            if isinstance(tariff.get(key), (int, float)):
+                out[label] = pd.Series(float(tariff[key]), index=week.index)
+    return out
 
 
 def _soc_price(week: pd.DataFrame, manifest: dict[str, Any], path: Path) -> None:
@@ -152,14 +158,20 @@ def _soc_price(week: pd.DataFrame, manifest: dict[str, Any], path: Path) -> None
             ax.step(week.index, week[col], where="post", label=label, color=color)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("state of charge [0..1]")
-    price, label = _price(week, manifest)
-    if price is not None:
+    lines, labels = ax.get_legend_handles_labels()
+    prices = _prices(week, manifest)
+    if prices:
         ax2 = ax.twinx()
-        ax2.step(week.index, price, where="post", color="#e73f74", lw=1.2, label=label)
-        ax2.set_ylabel(label, color="#e73f74")
-        ax2.set_ylim(0, max(float(price.max()) * 1.2, 1.0))
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_title("State of charge and import price")
+        top = 1.0
+        for (label, series), color in zip(prices.items(), ("#e73f74", "#f2b701"), strict=False):
+            ax2.step(week.index, series, where="post", color=color, lw=1.2, label=label)
+            top = max(top, float(series.max()))
+        ax2.set_ylabel("price [JPY/kWh]")
+        ax2.set_ylim(0, top * 1.2)
+        l2, lb2 = ax2.get_legend_handles_labels()
+        lines, labels = lines + l2, labels + lb2
+    ax.legend(lines, labels, loc="upper left", fontsize=8, ncol=2)
+    ax.set_title("State of charge and prices")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
