@@ -264,6 +264,27 @@ class World:
 
         start_ems(env, self)
 
+    def strategy_config(self, group: SiteGroup, interval_s: float, **options):
+        """EV-strategy settings bound to this run: the tariff as the price forecast, the
+        local week offset of t = 0, and the group's EV efficiency."""
+        from cps_sim.control.strategies import StrategyConfig
+
+        start = self.clock.to_datetime(0.0)
+        week_offset = (start.weekday() * 86400.0 + start.hour * 3600.0 + start.minute * 60.0
+                       + start.second)
+        tick = self.tick_s
+        imp = self.import_price_jpy_per_kwh
+
+        def price_forecast(times_s: np.ndarray) -> np.ndarray:
+            k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, imp.size - 1)
+            return imp[k]
+
+        eff = (float(group.evs.efficiency.mean()) if group.evs is not None and group.evs.n
+               else 0.9)
+        return StrategyConfig(interval_s=interval_s, price_forecast=price_forecast,
+                              week_offset_s=week_offset, charge_efficiency=eff,
+                              discharge_efficiency=eff, **options)
+
     def _start_controllers(self, env: simpy.Environment) -> None:
         ctl = self.scenario.control
         groups = [b for b in self.bindings if b.group.evs is not None and b.group.evs.n
@@ -276,7 +297,7 @@ class World:
             controller_process,
             device_process,
         )
-        from cps_sim.control.strategies import StrategyConfig, StrategyController
+        from cps_sim.control.strategies import StrategyController
         from cps_sim.core.bus import MemoryTransport
 
         t = ctl.transport
@@ -284,29 +305,16 @@ class World:
                                          latency_s=t.latency_s, jitter_s=t.jitter_s, loss=t.loss)
         self.controller_stats: dict[str, ControllerStats] = {}
         self.device_stats: dict[str, DeviceStats] = {}
-        monday = self.clock.to_datetime(0.0)
-        week_offset = (monday.weekday() * 86400.0 + monday.hour * 3600.0 + monday.minute * 60.0
-                       + monday.second)
-        tick = self.tick_s
-        imp = self.import_price_jpy_per_kwh
-
-        def price_forecast(times_s: np.ndarray) -> np.ndarray:
-            k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, imp.size - 1)
-            return imp[k]
-
         for b in groups:
             spec = ctl.for_group(b.spec.name)
             interval = spec.interval_s or self.tick_s
             extra = {"hold_s": spec.ttl_s} if spec.ttl_s is not None else {}
-            cfg = StrategyConfig(
-                interval_s=interval, **extra, enable_delay_s=spec.enable_delay_s,
+            cfg = self.strategy_config(
+                b.group, interval, **extra, enable_delay_s=spec.enable_delay_s,
                 disable_delay_s=spec.disable_delay_s, min_current_a=spec.min_current_a,
                 voltage_v=spec.voltage_v, priority=spec.priority,
                 v2h_hours=(spec.v2h_start_h, spec.v2h_end_h),
-                v2g_price_jpy_per_kwh=spec.v2g_price_jpy_per_kwh,
-                price_forecast=price_forecast, week_offset_s=week_offset,
-                charge_efficiency=float(b.group.evs.efficiency.mean()),
-                discharge_efficiency=float(b.group.evs.efficiency.mean()))
+                v2g_price_jpy_per_kwh=spec.v2g_price_jpy_per_kwh)
             name = b.spec.name
             cs = self.controller_stats[name] = ControllerStats()
             ds = self.device_stats[name] = DeviceStats()

@@ -37,20 +37,7 @@ def _seconds(world, t) -> float:
 
 
 def _strategy_cfg(world, group, interval_s: float) -> StrategyConfig:
-    start = world.clock.to_datetime(0.0)
-    week_offset = (start.weekday() * 86400.0 + start.hour * 3600.0 + start.minute * 60.0
-                   + start.second)
-    tick = world.tick_s
-    imp = world.import_price_jpy_per_kwh
-
-    def price_forecast(times_s: np.ndarray) -> np.ndarray:
-        k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, imp.size - 1)
-        return imp[k]
-
-    eff = float(group.evs.efficiency.mean()) if group.evs is not None and group.evs.n else 0.9
-    return StrategyConfig(interval_s=interval_s, price_forecast=price_forecast,
-                          week_offset_s=week_offset, charge_efficiency=eff,
-                          discharge_efficiency=eff)
+    return world.strategy_config(group, interval_s)
 
 
 def _tick_series(world, series: np.ndarray):
