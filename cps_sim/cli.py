@@ -113,6 +113,9 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
                            address=address, resume=resume, quiet=True if quiet else None)
     except CpsSimError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished runs are kept; continue with --resume", err=True)
+        raise typer.Exit(130) from None
     typer.echo(summary(result))
     raise typer.Exit(result.exit_code)
 
