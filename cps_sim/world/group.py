@@ -154,6 +154,7 @@ class SiteGroup:
         self.track_site_net = False
         self.update_coupling()
         self.hpwh = None  # HpwhPopulation when the group has heat-pump water heaters
+        self.last_site_net_wh: F | None = None
         if evs is not None and evs.n:
             counts = np.bincount(evs.site, minlength=n_sites)
             self.ev_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -510,6 +511,7 @@ class SiteGroup:
         if self.track_site_net:
             net = self.site_net_wh.copy()
             self.site_net_wh.fill(0.0)
+        self.last_site_net_wh = net  # per-site net import [Wh] of the tick just closed
         self.acc.fill(0.0)
         self.site_import_wh.fill(0.0)
         return flows, peak_site, net
