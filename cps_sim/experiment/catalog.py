@@ -93,6 +93,8 @@ def build_catalog(out: str | Path) -> pd.DataFrame:
     base = ["run_id", "point", "replicate", "seed", "status", *param_cols]
     tail = ["wall_time_s", "attempts", "error_type", "error"]
     df = pd.DataFrame(rows, columns=[*base, *sorted(kpi_names), *tail])
+    for c in param_cols:
+        df[c] = _uniform_column(df[c])
     df["attempts"] = df["attempts"].astype("int64")
     df["wall_time_s"] = df["wall_time_s"].astype("float64")
     for k in kpi_names:
@@ -101,6 +103,22 @@ def build_catalog(out: str | Path) -> pd.DataFrame:
         df[c] = df[c].astype("string")
     df.attrs["kpi_columns"] = sorted(kpi_names)
     return df
+
+
+def _uniform_column(col: pd.Series) -> pd.Series:
+    """One Parquet type per parameter column.
+
+    Numbers stay numbers; mappings and lists (e.g. a distribution as a
+    parameter value) become JSON text; a column mixing kinds becomes text.
+    """
+    vals = [v for v in col if v is not None]
+    if any(isinstance(v, (dict, list)) for v in vals):
+        return col.map(lambda v: None if v is None else json.dumps(v, sort_keys=True))
+    kinds = {bool if isinstance(v, bool) else
+             float if isinstance(v, (int, float)) else str for v in vals}
+    if len(kinds) > 1:
+        return col.map(lambda v: None if v is None else str(v))
+    return col
 
 
 def write_catalog(out: str | Path, df: pd.DataFrame | None = None) -> Path:

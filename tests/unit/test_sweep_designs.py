@@ -250,3 +250,15 @@ def test_random_categorical_duplicates_run_once(scen_dir):
     plan = expand(load_sweep(f), f)
     assert len(plan.runs) == 2 and plan.duplicates == 28
     assert np.unique([r.run_id for r in plan.runs]).size == 2
+
+
+def test_catalog_columns_of_mixed_or_structured_values_get_one_type():
+    import pandas as pd
+
+    from cps_sim.experiment.catalog import _uniform_column
+
+    assert _uniform_column(pd.Series([1, 2.5])).tolist() == [1, 2.5]
+    assert _uniform_column(pd.Series([5, "auto"], dtype=object)).tolist() == ["5", "auto"]
+    dist = {"distribution": "uniform", "low": 3, "high": 6}
+    out = _uniform_column(pd.Series([dist, 4.0], dtype=object)).tolist()
+    assert out == ['{"distribution": "uniform", "high": 6, "low": 3}', "4.0"]
