@@ -195,7 +195,7 @@ class LoadBlocks:
         self.block = -1
         self.values: np.ndarray | None = None
         self._n_ticks = n_ticks
-        self._tables2 = np.stack(self.tables)
+        self._rows: dict[tuple[int, bool], np.ndarray] = {}
 
     def _mean_shape(self) -> float:
         """Mean of the shape over the year that starts at the scenario start (hourly)."""
@@ -217,6 +217,15 @@ class LoadBlocks:
             self.block = b
         return self.values[k - b * self.tpb].copy()
 
+    def _shape_row(self, minute: int, off: bool) -> np.ndarray:
+        """Shape of every site at a local minute of a weekday / day off (cached)."""
+        key = (minute, off)
+        row = self._rows.get(key)
+        if row is None:
+            m = np.remainder(self.shift_min + minute, load_model.MINUTES_PER_DAY)
+            row = self._rows[key] = self.tables[int(off)][m]
+        return row
+
     def _build(self, b: int) -> np.ndarray:
         k0 = b * self.tpb
         ks = np.arange(k0, min(k0 + self.tpb, self._n_ticks))
@@ -229,10 +238,12 @@ class LoadBlocks:
             vals = self.base[i]
             vals *= self.scale_w
         else:
-            m = self.minute[ks][:, None] + self.shift_min[None, :]
-            np.remainder(m, load_model.MINUTES_PER_DAY, out=m)
-            vals = self._tables2[self.day_off[ks].astype(np.int64)[:, None], m]
-            vals *= (self.month_f[ks][:, None] * self.scale_w[None, :])
+            # Rows depend on (local minute, day type) only: gather each once, reuse daily.
+            vals = np.empty((ks.size, n))
+            for j, k in enumerate(ks.tolist()):  # one row per tick of the block, not per site
+                vals[j] = self._shape_row(int(self.minute[k]), bool(self.day_off[k]))
+            vals *= self.scale_w
+            vals *= self.month_f[ks][:, None]
         if self.noise_cv > 0:
             # drawn site-major, so appending sites leaves the others' noise unchanged
             z = self.rng.generator(f"{self.stream}/noise/block{b}").standard_normal(
