@@ -257,6 +257,9 @@ class SiteGroup:
         self.coupled_sites = ((self.battery_active & self.has_battery)
                               | np.isfinite(self.import_limit_w)
                               | np.isfinite(self.export_limit_w))
+        evs = self.evs
+        self.ev_coupled_idx = (np.flatnonzero(self.coupled_sites[evs.site])
+                               if evs is not None and evs.n else np.empty(0, dtype=np.int64))
 
     def battery_taper_limit_wh(self, sl, h) -> F:
         """Charge energy the CC-CV taper allows over the segment (limit at its start)."""
@@ -309,10 +312,17 @@ class SiteGroup:
         evs = self.evs
         ev_power = None
         if evs is not None and evs.n:
+            # Only where the EV's power feeds back (a battery follows the site's net
+            # power, or a grid limit binds) does its filling up need its own segment;
+            # elsewhere min(P·dt, room) is already exact.  So only coupled EVs are looked at.
             if s is None:
-                ei, local = slice(None), evs.site
+                ei = self.ev_coupled_idx
+                local = evs.site[ei]
             else:
                 ei, local = self._ev_indices(s)
+                keep = self.coupled_sites[s][local]
+                ei, local = ei[keep], local[keep]
+        if evs is not None and evs.n and ei.size:
             eff = evs.efficiency[ei]
             e = evs.energy_wh[ei]
             p = self._ev_power_w(ei, e)
@@ -321,11 +331,7 @@ class SiteGroup:
                             (e - evs.energy_min_wh[ei]) * eff)
             moving = (p != 0) & (room > 1e-6)
             t_full = np.where(moving, room * 3600.0 / np.where(moving, np.abs(p), 1.0), np.inf)
-            # Only where the EV's power feeds back (a battery follows the site's net
-            # power, or a grid limit binds) does its filling up need its own segment;
-            # elsewhere min(P·dt, room) is already exact.
-            coupled = self.coupled_sites if s is None else self.coupled_sites[s]
-            cand = (t_full < dts[local]) & coupled[local]
+            cand = t_full < dts[local]
             if cand.any():
                 np.minimum.at(t_next, local[cand], t_full[cand])
             if self.battery_active and (self.any_import_limit or self.any_export_limit):
