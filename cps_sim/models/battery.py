@@ -71,3 +71,27 @@ def feasible_power_w(spec: BatterySpec, energy_wh: Array, dt_s: float) -> tuple[
     avail = np.maximum(energy_wh - spec.energy_min_wh, 0.0) * spec.discharge_efficiency
     lo = -np.minimum(spec.power_w, avail / h)
     return lo, hi
+
+
+def exchange_wh(spec: BatterySpec, energy_wh: Array, desired_wh: Array, dt_s: Array | float,
+                sel=slice(None), charge_cap_wh: Array | None = None) -> tuple[Array, Array]:
+    """Charge or discharge towards ``desired_wh`` (AC side, + charge / − discharge) in one pass.
+
+    The same physics as :func:`charge_wh` / :func:`discharge_wh` + :func:`apply`
+    (power limit, energy window, efficiencies), fused for the engine's hot path.
+    Updates ``energy_wh[sel]`` in place and returns ``(ac_wh, losses_wh)``.
+    ``charge_cap_wh`` optionally lowers the charge limit further (CC-CV taper).
+    """
+    h = np.asarray(dt_s) / 3600.0
+    e = energy_wh[sel]
+    p_h = spec.power_w[sel] * h
+    eta_c = spec.charge_efficiency[sel]
+    eta_d = spec.discharge_efficiency[sel]
+    upper = np.minimum(p_h, np.maximum(spec.energy_max_wh[sel] - e, 0.0) / eta_c)
+    if charge_cap_wh is not None:
+        upper = np.minimum(upper, charge_cap_wh)
+    lower = -np.minimum(p_h, np.maximum(e - spec.energy_min_wh[sel], 0.0) * eta_d)
+    ac = np.clip(desired_wh, lower, upper)
+    d_e = np.where(ac > 0, ac * eta_c, ac / eta_d)
+    energy_wh[sel] = e + d_e
+    return ac, ac - d_e

@@ -424,35 +424,29 @@ class SiteGroup:
                     ev_dis = np.minimum(np.maximum(-p, 0.0) * hl, avail_ac)
                     net_wh -= np.bincount(local, weights=ev_dis, minlength=nloc)
 
-        ch = dis = None
         if self.battery_active:
-            if self.battery_setpoints:
+            if self.battery_setpoints:  # NaN: the built-in self-consumption rule
                 sp = self.battery_setpoint_w[sl]
-                rule = np.isnan(sp)
-                spw = np.where(rule, 0.0, sp) * h
-                want_ch = np.where(rule, np.maximum(-net_wh, 0.0), np.maximum(spw, 0.0))
-                want_dis = np.where(rule, np.maximum(net_wh, 0.0), np.maximum(-spw, 0.0))
+                desired = np.where(np.isnan(sp), -net_wh, sp * h)
             else:
-                want_ch = np.maximum(-net_wh, 0.0)
-                want_dis = np.maximum(net_wh, 0.0)
-            if self.battery_taper is not None:  # CC-CV: charge limit falls near full
-                want_ch = np.minimum(want_ch, self.battery_taper_limit_wh(sl, h))
-            ch = bat.charge_wh(self.battery, self.battery_energy_wh, want_ch, dt_s, sl)
-            dis = bat.discharge_wh(self.battery, self.battery_energy_wh, want_dis, dt_s, sl)
-            bat_loss = bat.apply(self.battery, self.battery_energy_wh, ch, dis, sl)
-            net_wh += ch
-            net_wh -= dis
+                desired = -net_wh
+            cap = (self.battery_taper_limit_wh(sl, h) if self.battery_taper is not None
+                   else None)
+            bw, bat_loss = bat.exchange_wh(self.battery, self.battery_energy_wh, desired, dt_s,
+                                           sl, cap)
+            net_wh += bw
             if self.track_battery_power:  # only controllers read it
                 moved = h > 0
                 if np.ndim(moved) == 0 or moved.all():
-                    self.battery_power_w[sl] = (ch - dis) / h
+                    self.battery_power_w[sl] = bw / h
                 else:
                     idx = np.flatnonzero(moved) if allsites else s[moved]
-                    self.battery_power_w[idx] = (ch - dis)[moved] / h[moved]
+                    self.battery_power_w[idx] = bw[moved] / h[moved]
             if self.battery_throughput_wh is not None:
-                self.battery_throughput_wh[sl] += ch + dis
-            acc[IX["battery_charge_wh"]] += ch.sum()
-            acc[IX["battery_discharge_wh"]] += dis.sum()
+                self.battery_throughput_wh[sl] += np.abs(bw)
+            ch_sum = float(np.maximum(bw, 0.0).sum())
+            acc[IX["battery_charge_wh"]] += ch_sum
+            acc[IX["battery_discharge_wh"]] += ch_sum - float(bw.sum())
             acc[IX["battery_loss_wh"]] += bat_loss.sum()
 
         if self.battery_self_discharge_per_s > 0:  # exponential decay of what is stored

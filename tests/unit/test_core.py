@@ -172,3 +172,21 @@ def test_one_battery_alone_equals_one_in_ten_thousand():
     ch1 = bat.charge_wh(spec1, e1, offered[:1], 900.0)
     bat.apply(spec1, e1, ch1, np.zeros(1))
     assert ch1[0] == ch_all[0] and e1[0] == e[0]
+
+
+def test_fused_exchange_equals_separate_charge_and_discharge():
+    # The engine's one-pass exchange must be the same physics as charge/discharge + apply.
+    rng = np.random.default_rng(3)
+    n = 5000
+    spec = _spec(n)
+    e0 = rng.uniform(0, 10_000, n)
+    desired = rng.uniform(-3000, 3000, n)
+    e_sep = e0.copy()
+    ch = bat.charge_wh(spec, e_sep, np.maximum(desired, 0.0), 900.0)
+    dis = bat.discharge_wh(spec, e_sep, np.maximum(-desired, 0.0), 900.0)
+    loss_sep = bat.apply(spec, e_sep, ch, dis)
+    e_fused = e0.copy()
+    ac, loss = bat.exchange_wh(spec, e_fused, desired, 900.0)
+    assert np.allclose(ac, ch - dis, rtol=0, atol=1e-9)
+    assert np.allclose(e_fused, e_sep, rtol=0, atol=1e-9)
+    assert np.allclose(loss, loss_sep, rtol=0, atol=1e-9)
