@@ -90,7 +90,7 @@ def cpu_burn_speedup(n: int = 5_000_000) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=100)
-    ap.add_argument("--homes", type=int, default=300)
+    ap.add_argument("--homes", type=int, default=2000)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=2, help="best of this many sweeps")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
