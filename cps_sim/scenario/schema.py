@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cps_sim.scenario.distributions import Quantity, check_range
 from cps_sim.scenario.ems_schema import EmsSpec
+from cps_sim.scenario.powerflow_schema import PowerFlowSpec
 from cps_sim.scenario.system_schema import SystemSpec
 from cps_sim.scenario.vpp_schema import BalancingGroupSpec, VppSpec
 
@@ -463,6 +464,9 @@ class Scenario(_Model):
     balancing_group: BalancingGroupSpec | None = Field(
         None, description="Day-ahead plan vs actual net import per 30-min slot, imbalance "
         "settlement.")
+    powerflow: PowerFlowSpec | None = Field(
+        None, description="Optional AC power flow of one site group on a bundled LV feeder "
+        "(pandapower, extra cps_sim[grid]; see docs/powerflow.md for its pandas pin).")
     record: RecordSpec = Field(default_factory=RecordSpec)
 
     @field_validator("start")

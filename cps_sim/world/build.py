@@ -217,4 +217,8 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
         from cps_sim.world.balancing_group import build_balancing_group
 
         world.tick_hooks.append(build_balancing_group(scenario, world, base_dir=base_dir))
+    if scenario.powerflow is not None:
+        from cps_sim.world.powerflow import build_powerflow
+
+        world.tick_hooks.append(build_powerflow(scenario, world))
     return world
