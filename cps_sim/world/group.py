@@ -123,6 +123,7 @@ class SiteGroup:
         self.n = n_sites
         self.site_offset = site_offset  # global index of this group's first site
         self.t_s = np.zeros(n_sites)
+        self.t_all = 0.0  # time every site was last advanced to together
         self.load_w = np.zeros(n_sites)
         self.pv_capacity_w = pv_capacity_w
         self.pv_orientation = pv_orientation  # column of pv_unit_w_per_w for each site
@@ -248,9 +249,12 @@ class SiteGroup:
                 self._segment(s, te - self.t_s[s])
                 self.t_s[s] = te
                 self._apply_events(te, eev[sel], ekind[sel], etrip[sel])
+        elif t == self.t_all:
+            return  # everybody is already at t (a controller and the tick at one instant)
         dt = t - self.t_s
         self._segment(None, dt)
         self.t_s.fill(t)
+        self.t_all = t
 
     def update_coupling(self) -> None:
         """Sites whose devices interact within a segment (a battery or a grid limit)."""
