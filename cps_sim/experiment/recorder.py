@@ -168,8 +168,11 @@ class Recorder:
         stored_final = w.stored_wh()
         out: dict[str, float] = {
             **kwh,
-            # share of PV used on site (export beyond PV, e.g. V2G, is not PV)
-            "self_consumption": (pv - min(exp, pv)) / pv if pv > 0 else float("nan"),
+            # share of PV used on site; per tick, export beyond that tick's PV (V2G at night,
+            # forced battery discharge) is not PV
+            "self_consumption": (pv - float(np.minimum(
+                exp_k, self.flows[:n, FLOWS.index("pv_generation_wh")]).sum())) / pv
+            if pv > 0 else float("nan"),
             "self_sufficiency": (consumption - imp) / consumption if consumption > 0
             else float("nan"),
             "peak_import_kw": float(import_kw.max()) if n else 0.0,

@@ -426,12 +426,22 @@ class SiteGroup:
                 if self.any_v2x:
                     avail_ac = np.maximum(e - evs.energy_min_wh[ei], 0.0) * eff
                     ev_dis = np.minimum(np.maximum(-p, 0.0) * hl, avail_ac)
-                    net_wh -= np.bincount(local, weights=ev_dis, minlength=nloc)
+                    dis_site = np.bincount(local, weights=ev_dis, minlength=nloc)
+                    if self.any_export_limit:
+                        # discharge may serve the site and export up to the limit, no more
+                        room = np.maximum(net_wh + self.export_limit_w[sl] * h, 0.0)
+                        keep = np.minimum(1.0, room / np.where(dis_site > 0, dis_site, 1.0))
+                        ev_dis = ev_dis * keep[local]
+                        dis_site = dis_site * keep
+                    net_wh -= dis_site
 
         if self.battery_active:
             if self.battery_setpoints:  # NaN: the built-in self-consumption rule
                 sp = self.battery_setpoint_w[sl]
                 desired = np.where(np.isnan(sp), -net_wh, sp * h)
+                if self.any_export_limit:  # forced discharge must not export beyond it
+                    floor = np.minimum(-(net_wh + self.export_limit_w[sl] * h), 0.0)
+                    desired = np.maximum(desired, floor)
             else:
                 desired = -net_wh
             cap = (self.battery_taper_limit_wh(sl, h) if self.battery_taper is not None

@@ -186,3 +186,28 @@ def test_one_site_alone_behaves_like_the_same_site_among_many():
     many = simulate(scenario([{**site, "count": 2000}], record={"sites": [0]}))
     assert np.array_equal(alone.site_net_wh[:, 0], many.site_net_wh[:, 0])
     assert np.any(alone.site_net_wh[:, 0] != 0)
+
+
+def test_export_limit_curtails_only_pv_never_storage():
+    # V2G discharge and forced battery discharge may not be 'curtailed' as if they were
+    # PV: under an export limit they are reduced instead, so curtailment <= PV potential.
+    site = {"name": "h", "count": 4, "load": {"annual_kwh": 876.0, "profile": "constant",
+                                              "noise_cv": 0.0},
+            "pv": {"capacity_kw": 4.0, "model": "simple"},
+            "battery": {"capacity_kwh": 10, "initial_soc": 1.0},
+            "ev": {"per_site": 1, "v2x_kw": 6, "initial_soc": 1.0, "v2x_soc_min": 0.2},
+            "grid": {"export_limit_kw": 1.0}}
+    sc = scenario([site], duration_days=2, weather={"source": "constant",
+                                                     "constant_ghi_w_m2": 150},
+                  control={"ev_strategy": "v2g", "v2g_price_jpy_per_kwh": 0.0})
+
+    def on_tick(world, r):
+        assert r.flows_wh["curtailment_wh"] <= r.flows_wh["pv_potential_wh"] + 1e-9
+        # export per site never above 1 kW × tick
+        assert r.flows_wh["grid_export_wh"] <= 4 * 1000 * world.tick_s / 3600 + 1e-6
+        assert abs(r.residual_wh) < 1e-6
+
+    rec = simulate(sc, on_tick=on_tick)
+    k = rec.kpis(rec.events())
+    assert k["ev_discharge_kwh"] > 0  # V2G did discharge, within the limit
+    assert 0.0 <= k["self_consumption"] <= 1.0
