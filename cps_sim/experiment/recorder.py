@@ -148,7 +148,6 @@ class Recorder:
         pv = tot["pv_generation_wh"]
         consumption = tot["load_wh"] + tot["ev_charging_wh"] + tot["battery_loss_wh"]
         imp = tot["grid_import_wh"]
-        exp = tot["grid_export_wh"]
         to_kw = SECONDS_PER_HOUR / w.tick_s / 1000.0
         import_kw = self.flows[:n, FLOWS.index("grid_import_wh")] * to_kw
         imp_k = self.flows[:n, FLOWS.index("grid_import_wh")]
