@@ -12,7 +12,8 @@ from cps_sim.models.battery import BatterySpec
 from cps_sim.scenario.distributions import sample
 from cps_sim.scenario.schema import Scenario, SiteGroupSpec
 from cps_sim.world.exogenous import LoadBlocks, RunWeather, build_weather, pv_unit_profiles
-from cps_sim.world.group import EvPopulation, SiteGroup
+from cps_sim.world.group import SiteGroup
+from cps_sim.world.populations import EvPopulation
 from cps_sim.world.prices import tick_carbon_prices, tick_prices
 from cps_sim.world.world import GroupBinding, World
 
