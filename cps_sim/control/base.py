@@ -35,7 +35,8 @@ import simpy
 from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.core.bus import SetpointHolder, Topics, Transport
 
-SETPOINT_KEYS = ("ev_setpoint_w", "battery_setpoint_w", "import_limit_w")
+SETPOINT_KEYS = ("ev_setpoint_w", "battery_setpoint_w", "import_limit_w",
+                 "deferrable_setpoint_w")
 
 
 class Controller(Protocol):
@@ -74,7 +75,7 @@ def fallback_off(obs: Observation) -> dict[str, FloatArray]:
 def setpoint_sizes(obs: Observation) -> dict[str, int]:
     """Expected array length of each setpoint key for this group."""
     return {"ev_setpoint_w": obs.n_evs, "battery_setpoint_w": obs.n_sites,
-            "import_limit_w": obs.n_sites}
+            "import_limit_w": obs.n_sites, "deferrable_setpoint_w": obs.n_sites}
 
 
 @dataclass

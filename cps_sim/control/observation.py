@@ -52,6 +52,10 @@ class Observation:
     # --- per site, current tick ----------------------------------------
     import_price_jpy_per_kwh: FloatArray
     export_price_jpy_per_kwh: FloatArray
+    # --- per site: deferrable process (max power 0 where a site has none) --
+    deferrable_max_w: FloatArray | None = None
+    deferrable_remaining_wh: FloatArray | None = None  # still to deliver before the deadline
+    deferrable_deadline_s: FloatArray | None = None  # inf when no window is open
 
     @property
     def n_sites(self) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 SOURCES = ("grid_import_wh", "pv_generation_wh")
 SINKS = ("load_wh", "grid_export_wh", "ev_driving_wh", "battery_loss_wh", "ev_loss_wh",
-         "battery_fade_wh")
+         "battery_fade_wh", "deferrable_wh")
 
 
 @dataclass

@@ -238,6 +238,35 @@ class HeatPumpWaterHeaterSpec(_Model):
     _draw = _ranged("daily_draw_kwh_th", ge=0)
 
 
+class DeferrableSpec(_Model):
+    """A deferrable process per site (FEMS batch process, dishwasher-like load): a daily
+    energy that must be delivered between a window start and a deadline (local time).
+
+    Without a controller it runs at full power from the window start until done
+    (``asap``); a FEMS (``ems: {kind: fems}``) shifts it into PV surplus or cheap hours
+    without missing the deadline.  Energy not delivered by the deadline is reported.
+    """
+
+    share: float = Field(1.0, ge=0, le=1, description="Fraction of sites with a process.")
+    energy_kwh: Quantity = Field(20.0, description="Energy to deliver per working day [kWh].")
+    power_kw: Quantity = Field(10.0, description="Rated (maximum) power [kW].")
+    window_start_h: float = Field(6.0, ge=0, lt=24, description="Local hour the window opens.")
+    deadline_h: float = Field(22.0, gt=0, le=24, description="Local hour of the deadline "
+                              "(same day, after window_start_h).")
+    days: Literal["weekdays", "all"] = Field("weekdays", description="weekdays: Monday–Friday "
+                                             "except holidays; all: every day.")
+
+    _energy = _ranged("energy_kwh", gt=0)
+    _power = _ranged("power_kw", gt=0)
+
+    @model_validator(mode="after")
+    def _window(self) -> DeferrableSpec:
+        if not self.deadline_h > self.window_start_h:
+            raise ValueError(f"deadline_h ({self.deadline_h}) must be after window_start_h "
+                             f"({self.window_start_h})")
+        return self
+
+
 class GridConnectionSpec(_Model):
     import_limit_kw: float | None = Field(None, gt=0, description="Import limit per site [kW]; "
                                           "load beyond it is unserved.")
@@ -256,4 +285,5 @@ class SiteGroupSpec(_Model):
     battery: BatterySpec | None = None
     ev: EvSpec | None = None
     heat_pump_water_heater: HeatPumpWaterHeaterSpec | None = None
+    deferrable: DeferrableSpec | None = None
     grid: GridConnectionSpec = Field(default_factory=GridConnectionSpec)

@@ -197,6 +197,14 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
                            scenario.n_ticks, {"shifts": spec.load.factory_shifts,
                                               "annual_growth_rate": spec.load.annual_growth_rate})
         group.hpwh = _build_hpwh(spec, rng, base)
+        if spec.deferrable is not None:
+            d = spec.deferrable
+            has = _has(rng, f"{base}/deferrable/has", n, d.share)
+            group.job_max_w = np.where(has, sample(d.power_kw, rng.generator(
+                f"{base}/deferrable/power_kw"), n) * 1000.0, 0.0)
+            group.job_energy_wh = np.where(has, sample(d.energy_kwh, rng.generator(
+                f"{base}/deferrable/energy_kwh"), n) * 1000.0, 0.0)
+            group.jobs = bool(has.any())
         if spec.battery is not None and spec.battery.ageing:
             from cps_sim.world.ageing import BatteryAgeing
 

@@ -35,7 +35,7 @@ FLOWS = (
     "load_wh", "pv_generation_wh", "pv_potential_wh", "curtailment_wh", "ev_charging_wh",
     "battery_charge_wh", "battery_discharge_wh", "grid_import_wh", "grid_export_wh",
     "unserved_wh", "battery_loss_wh", "ev_loss_wh", "ev_driving_wh", "ev_trip_shortfall_wh",
-    "ev_discharge_wh", "battery_fade_wh",
+    "ev_discharge_wh", "battery_fade_wh", "deferrable_wh", "deferrable_unmet_wh",
 )
 IX = {name: i for i, name in enumerate(FLOWS)}
 
@@ -86,6 +86,12 @@ class SiteGroup:
         self.track_site_net = False
         self.update_coupling()
         self.hpwh = None  # HpwhPopulation when the group has heat-pump water heaters
+        # deferrable processes (dense per site; max power 0 where none)
+        self.jobs = False
+        self.job_max_w = np.zeros(n_sites)
+        self.job_remaining_wh = np.zeros(n_sites)
+        self.job_setpoint_w = np.full(n_sites, np.inf)  # +inf: as fast as allowed
+        self.job_deadline_s = np.full(n_sites, np.inf)
         self.last_site_net_wh: F | None = None
         if evs is not None and evs.n:
             counts = np.bincount(evs.site, minlength=n_sites)
@@ -205,6 +211,20 @@ class SiteGroup:
         f = (top - self.battery_energy_wh[sl] / cap) / np.maximum(top - t0, 1e-9)
         return b.power_w[sl] * np.clip(f, 0.05, 1.0) * h
 
+    def open_jobs(self, energy_wh: F, deadline_s: float) -> None:
+        """A process window opens: each process site needs ``energy_wh`` by the deadline."""
+        has = self.job_max_w > 0
+        self.job_remaining_wh = np.where(has, energy_wh, 0.0)
+        self.job_deadline_s = np.where(has, deadline_s, np.inf)
+
+    def close_jobs(self) -> float:
+        """The deadline passes: what is left is unmet (booked); returns it [Wh]."""
+        unmet = float(self.job_remaining_wh.sum())
+        self.acc[IX["deferrable_unmet_wh"]] += unmet
+        self.job_remaining_wh = np.zeros(self.n)
+        self.job_deadline_s = np.full(self.n, np.inf)
+        return unmet
+
     def _ev_power_w(self, ei, e: F) -> F:
         """AC power of EVs ``ei`` over the coming segment: setpoint within the charger's
         (CC-CV tapered) limit and the V2X limit; 0 when not plugged.
@@ -271,6 +291,17 @@ class SiteGroup:
                 np.minimum.at(t_next, local[cand], t_full[cand])
             if self.battery_active and (self.any_import_limit or self.any_export_limit):
                 ev_power = np.bincount(local, weights=p * moving, minlength=nloc)
+        if self.jobs:  # a process finishing part-way changes a coupled site's power
+            sl = slice(None) if s is None else s
+            pj = np.maximum(np.minimum(self.job_setpoint_w[sl], self.job_max_w[sl]), 0.0)
+            rem = self.job_remaining_wh[sl]
+            running = (pj > 0) & (rem > 1e-6) & (self.coupled_sites[sl])
+            if running.any():
+                t_done = np.where(running, rem * 3600.0 / np.where(running, pj, 1.0), np.inf)
+                np.minimum(t_next, t_done, out=t_next)
+                if self.battery_active and (self.any_import_limit or self.any_export_limit):
+                    ev_power = (ev_power if ev_power is not None else 0.0) + \
+                        np.where(running, pj, 0.0)
         if self.battery_active and (self.any_import_limit or self.any_export_limit):
             sl = slice(None) if s is None else s
             net_w = self.load_w[sl] - self.pv_w[sl]
@@ -301,7 +332,8 @@ class SiteGroup:
         there, the others advance in one vectorised step.
         """
         dt_s = np.asarray(dt_s, dtype=float)
-        if depth < 64 and ((self.evs is not None and self.evs.n) or self.battery_active):
+        if depth < 64 and ((self.evs is not None and self.evs.n) or self.battery_active
+                           or self.jobs):
             t_split = self._internal_events(s, dt_s)
             dts = np.broadcast_to(dt_s, t_split.shape)
             need = t_split < dts * (1.0 - 1e-12) - 1e-9
@@ -366,6 +398,12 @@ class SiteGroup:
                         dis_site = dis_site * keep
                     net_wh -= dis_site
 
+        job_wh = None
+        if self.jobs:
+            pj = np.minimum(self.job_setpoint_w[sl], self.job_max_w[sl])
+            job_wh = np.minimum(np.maximum(pj, 0.0) * h, self.job_remaining_wh[sl])
+            net_wh += job_wh
+
         if self.battery_active:
             if self.battery_setpoints:  # NaN: the built-in self-consumption rule
                 sp = self.battery_setpoint_w[sl]
@@ -412,6 +450,11 @@ class SiteGroup:
                 ev_ch = ev_ch * keep[local]
                 excess -= cut
                 imp -= cut
+            if job_wh is not None:  # then deferrable processes (the deadline may still hold)
+                cut = np.minimum(excess, job_wh)
+                job_wh = job_wh - cut
+                excess -= cut
+                imp -= cut
             imp -= excess
             unserved_sum = float(excess.sum())
         curtail_sum = 0.0
@@ -432,6 +475,9 @@ class SiteGroup:
             acc[IX["ev_charging_wh"]] += ev_ch.sum()
             acc[IX["ev_loss_wh"]] += loss.sum()
 
+        if job_wh is not None:
+            self.job_remaining_wh[sl] -= job_wh
+            acc[IX["deferrable_wh"]] += job_wh.sum()
         acc[IX["load_wh"]] += load_sum - unserved_sum
         acc[IX["unserved_wh"]] += unserved_sum
         acc[IX["pv_potential_wh"]] += pv_pot_sum

@@ -201,11 +201,16 @@ class World:
             battery_capacity_wh=g.battery.capacity_wh.copy(),
             battery_power_w=g.battery_power_w.copy(), **ev,
             import_price_jpy_per_kwh=np.full(n, self.import_price_jpy_per_kwh[k]),
-            export_price_jpy_per_kwh=np.full(n, self.export_price_jpy_per_kwh[k]))
+            export_price_jpy_per_kwh=np.full(n, self.export_price_jpy_per_kwh[k]),
+            deferrable_max_w=g.job_max_w.copy(),
+            deferrable_remaining_wh=g.job_remaining_wh.copy(),
+            deferrable_deadline_s=g.job_deadline_s.copy())
 
     def apply(self, group_name: str, ev_setpoint_w: np.ndarray | None = None,
               battery_setpoint_w: np.ndarray | None = None,
-              import_limit_w: np.ndarray | None = None, *, t_s: float | None = None) -> None:
+              import_limit_w: np.ndarray | None = None,
+              deferrable_setpoint_w: np.ndarray | None = None, *,
+              t_s: float | None = None) -> None:
         """Apply setpoints from now on (the group is integrated to now first).
 
         EV setpoints [W] are + charge / − discharge, clipped by the engine to
@@ -234,6 +239,11 @@ class World:
             if g.battery_setpoints:
                 g.battery_active = True
             g.update_coupling()
+        if deferrable_setpoint_w is not None:
+            sp = np.asarray(deferrable_setpoint_w, dtype=float)
+            if sp.shape != (g.n,) or np.isnan(sp).any():
+                raise ValueError(f"deferrable_setpoint_w must be {g.n} values")
+            g.job_setpoint_w = sp.copy()
         if import_limit_w is not None:
             lim = np.asarray(import_limit_w, dtype=float)
             if lim.shape != (g.n,) or np.isnan(lim).any() or (lim < 0).any():
@@ -250,6 +260,8 @@ class World:
         for b in self.bindings:
             if b.group.evs is not None and b.group.evs.n:
                 env.process(self._trip_planner(env, b))
+            if b.group.jobs:
+                env.process(self._process_windows(env, b))
         env.process(self._settlement(env, on_tick))
         if any(g.battery_ageing is not None for g in self.groups):
             env.process(self._battery_ageing(env))
@@ -352,6 +364,31 @@ class World:
                 if g.battery_ageing is not None:
                     g.battery_ageing.step(g, day, temp)
             t += day
+
+    def _process_windows(self, env: simpy.Environment, b: GroupBinding):
+        """Each (working) day: open the deferrable processes' window, then close it at the
+        deadline, booking what was not delivered.  Both instants are exact."""
+        d = b.spec.deferrable
+        g = b.group
+        end = self.scenario.duration_s
+        midnight = self.clock.local_midnight_s(0.0)
+        while midnight < end:
+            t_open = midnight + d.window_start_h * 3600.0
+            t_close = midnight + d.deadline_h * 3600.0
+            working = d.days == "all" or not bool(is_day_off(
+                self.clock.index(np.array([max(t_open, 0.0)])), self.scenario.holidays)[0])
+            if working and t_open >= 0.0 and t_close <= end:
+                yield env.timeout(t_open - env.now)
+                self.advance_to(t_open)
+                g.open_jobs(g.job_energy_wh, t_close)
+                yield env.timeout(t_close - env.now)
+                self.advance_to(t_close)
+                g.close_jobs()
+            nxt = self.clock.local_midnight_s(midnight + 36 * 3600.0)
+            if nxt >= end:
+                return
+            yield env.timeout(max(nxt - env.now, 0.0))
+            midnight = nxt
 
     def _temp_at(self, t_s: np.ndarray) -> np.ndarray:
         """Tick-mean air temperature [°C] at simulation times (held beyond the run)."""

@@ -228,3 +228,58 @@ def test_gx_carbon_price_timeline_prices_each_tick_by_fiscal_year():
     # 24 kWh × 0.5 kg/kWh = 12 kg: 6 kg at 1,250 and 6 kg at 1,800 JPY/t
     assert k["co2_kg"] == pytest.approx(12.0)
     assert k["carbon_cost_jpy"] == pytest.approx(0.006 * 1250 + 0.006 * 1800)
+
+
+def _jobs(**dspec):
+    site = {"name": "f", "count": 3, "load": {"annual_kwh": 8760.0, "profile": "constant",
+                                              "noise_cv": 0.0},
+            "deferrable": {"energy_kwh": 20.0, "power_kw": 10.0, "window_start_h": 6.5,
+                           "deadline_h": 22.0, "days": "all", **dspec}}
+    return scenario([site], duration_days=2, tick_s=900, weather={"source": "constant"})
+
+
+def test_deferrable_process_delivers_its_energy_from_the_exact_window_start():
+    # 20 kWh at 10 kW from 06:30: 2 h, i.e. 06:30–08:30; the 06:30 tick boundary is
+    # exact, so 06:30–06:45 carries 2.5 kWh per site and 08:30 onwards nothing.
+    checks = []
+    rec = simulate(_jobs(), on_tick=lambda w, r: checks.append(abs(r.residual_wh) < 1e-6))
+    assert all(checks)
+    col = rec.flows[: rec.ticks_done, FLOWS.index("deferrable_wh")]
+    k = rec.kpis(rec.events())
+    assert k["deferrable_kwh"] == pytest.approx(2 * 3 * 20.0)
+    assert k["deferrable_unmet_kwh"] == 0.0
+    assert col[26] == pytest.approx(3 * 2500.0)  # 06:30–06:45
+    assert col[25] == 0.0 and col[34] == 0.0  # before the window, after it is done
+    assert col[26:34].sum() == pytest.approx(3 * 20_000.0)
+
+
+def test_deferrable_energy_not_delivered_by_the_deadline_is_reported():
+    # 20 kWh at 2 kW in a 6 h window: 12 kWh delivered, 8 kWh unmet per site and day.
+    rec = simulate(_jobs(power_kw=2.0, window_start_h=10.0, deadline_h=16.0))
+    k = rec.kpis(rec.events())
+    assert k["deferrable_kwh"] == pytest.approx(2 * 3 * 12.0)
+    assert k["deferrable_unmet_kwh"] == pytest.approx(2 * 3 * 8.0)
+
+
+def test_fems_shifts_the_deferrable_process_into_pv_surplus_and_meets_the_deadline():
+    # A factory with 60 kW PV and a 300 kWh/day process (60 kW rated, window 06–22 h):
+    # uncontrolled it runs 06:00–11:00 (mostly before the sun peaks); the FEMS follows
+    # the surplus and still finishes by 22:00.
+    def run(with_fems: bool):
+        site = {"name": "f", "count": 1, "kind": "factory",
+                "load": {"annual_kwh": 100_000.0, "profile": "factory"},
+                "pv": {"capacity_kw": 60.0, "tilt_deg": 20, "azimuth_deg": 180},
+                "deferrable": {"energy_kwh": 300.0, "power_kw": 60.0, "window_start_h": 6.0,
+                               "deadline_h": 22.0}}
+        extra = {"ems": {"f": {"kind": "fems", "interval_s": 900}}} if with_fems else {}
+        sc = scenario([site], duration_days=5, **extra)
+        rec = simulate(sc, on_tick=lambda w, r: None)
+        return rec.kpis(rec.events())
+
+    plain, fems = run(False), run(True)
+    for k in (plain, fems):
+        assert k["deferrable_unmet_kwh"] == pytest.approx(0.0, abs=1e-6)
+        assert abs(k["balance_residual_wh"]) < 1e-3
+    assert fems["deferrable_kwh"] == pytest.approx(plain["deferrable_kwh"])
+    assert fems["self_consumption"] > plain["self_consumption"]
+    assert fems["grid_import_kwh"] < plain["grid_import_kwh"]

@@ -100,11 +100,13 @@ def build_controller(world, name: str, spec: EmsSpec):
                          headroom_fraction=spec.headroom_fraction)
         return BemsController(cfg, name=f"bems_{name}")
     if isinstance(spec, FemsSpec):
-        if g.evs is None or not g.evs.n:
-            raise _err(f"ems.{name}", "a FEMS needs deferrable processes (the group's ev "
-                       "slots, see docs/ems.md); the group has none")
+        has_slots = g.evs is not None and g.evs.n
+        if not has_slots and not g.jobs:
+            raise _err(f"ems.{name}", "a FEMS needs deferrable processes: a 'deferrable:' "
+                       "block on the site group (or EV-like slots, see docs/ems.md)")
+        eff = g.evs.efficiency.copy() if has_slots else np.empty(0)
         cfg = FemsConfig(battery=BatteryConfig.from_group(g),
-                         process_efficiency=g.evs.efficiency.copy(), interval_s=interval,
+                         process_efficiency=eff, interval_s=interval,
                          cheap_price_jpy_per_kwh=spec.cheap_price_jpy_per_kwh,
                          deadline_margin_s=spec.deadline_margin_s, rate_factor=spec.rate_factor,
                          battery_mode=spec.battery_mode)

@@ -72,11 +72,37 @@ class FemsController:
         sp = np.where(must, rated, np.minimum(sp, cap_w))  # a full process stops by itself
         return np.where(active, sp, 0.0)
 
+    def site_process_setpoints_w(self, now_s: float, obs: Observation,
+                                 used_w: FloatArray) -> FloatArray | None:
+        """The same rule for the engine's per-site deferrable processes (``deferrable:``):
+        must-run when the laxity is gone, else PV surplus left after ``used_w``, or
+        full power in cheap hours; never more than the energy still needed."""
+        rated = obs.deferrable_max_w
+        if rated is None or not np.any(rated > 0):
+            return None
+        cfg = self.cfg
+        remaining = obs.deferrable_remaining_wh
+        active = (rated > 0) & (remaining > 1e-6)
+        need_s = remaining * 3600.0 / (cfg.rate_factor * np.where(rated > 0, rated, 1.0))
+        must = active & (need_s >= obs.deferrable_deadline_s - now_s - cfg.margin_s)
+        self.must_run_decisions += int(must.sum())
+        surplus = np.maximum(obs.site_pv_w - obs.site_load_w - used_w, 0.0)
+        cheap = obs.import_price_jpy_per_kwh <= cfg.cheap_price_jpy_per_kwh
+        cap_w = remaining * 3600.0 / cfg.interval_s
+        sp = np.where(must | cheap, rated, np.minimum(surplus, rated))
+        sp = np.where(must, rated, np.minimum(sp, cap_w))
+        return np.where(active, sp, 0.0)
+
     def decide(self, now_s: float, obs: Observation) -> dict[str, np.ndarray]:
         sp = self.process_setpoints_w(now_s, obs)
         out: dict[str, np.ndarray] = {"ev_setpoint_w": sp}
+        slot_w = site_sum(obs, ev_effective_w(obs, sp))
+        site_sp = self.site_process_setpoints_w(now_s, obs, slot_w)
+        if site_sp is not None:
+            out["deferrable_setpoint_w"] = site_sp
+            slot_w = slot_w + site_sp
         if self.cfg.battery_mode == "rule":
-            net = obs.site_load_w - obs.site_pv_w + site_sum(obs, ev_effective_w(obs, sp))
+            net = obs.site_load_w - obs.site_pv_w + slot_w
             lo, hi = battery_range_w(self.cfg.battery, obs.battery_energy_wh, self.cfg.interval_s)
             out["battery_setpoint_w"] = np.where(obs.battery_capacity_wh > 0,
                                                  np.clip(-net, lo, hi), np.nan)
