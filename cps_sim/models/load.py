@@ -7,8 +7,9 @@ Power of home *i* at local time *t*::
 * ``E_i`` annual energy of the home (drawn from the scenario's distribution),
 * ``s`` the daily shape (below), ``s̄`` its mean over the year, so that the
   expected annual energy is exactly ``E_i``,
-* ``δ_i`` a per-home time shift (uniform in ±shift_max), ``z`` standard
-  normal noise per home and tick (clipped so that power stays ≥ 0).
+* ``δ_i`` a per-home time shift (uniform in ±shift_max), ``z`` noise per home
+  and tick with mean 0 and standard deviation 1, uniform on [−√3, √3]
+  (bounded; clipped so that power stays ≥ 0 only when cv > 1/√3).
 
 The Japanese residential shape is an **assumption** (no hourly profile is
 given by the seed document): morning peak around 07:00, low daytime on

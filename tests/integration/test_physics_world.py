@@ -283,3 +283,16 @@ def test_fems_shifts_the_deferrable_process_into_pv_surplus_and_meets_the_deadli
     assert fems["deferrable_kwh"] == pytest.approx(plain["deferrable_kwh"])
     assert fems["self_consumption"] > plain["self_consumption"]
     assert fems["grid_import_kwh"] < plain["grid_import_kwh"]
+
+
+def test_load_noise_has_mean_one_and_the_scenario_cv():
+    # constant 1 kW per site × (1 + cv·z): over 2,000 sites × 96 ticks, mean 1 kW, CV 0.2
+    sc = scenario([{"name": "h", "count": 2000, "load": {"annual_kwh": 8760.0,
+                                                         "profile": "constant",
+                                                         "noise_cv": 0.2}}],
+                  duration_days=1, weather={"source": "constant"})
+    loads = build_world(sc).bindings[0].loads
+    rows = np.stack([loads.tick(k) for k in range(96)])
+    assert rows.mean() == pytest.approx(1000.0, rel=0.005)
+    assert rows.std() / rows.mean() == pytest.approx(0.2, rel=0.02)
+    assert rows.min() > 0
