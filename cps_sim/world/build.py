@@ -8,6 +8,7 @@ import numpy as np
 
 from cps_sim.core.clock import Clock
 from cps_sim.core.rng import RngStreams
+from cps_sim.models import pv as pv_model
 from cps_sim.models.battery import BatterySpec
 from cps_sim.scenario.distributions import sample
 from cps_sim.scenario.schema import Scenario, SiteGroupSpec
@@ -69,7 +70,9 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
         cap = sample(pv.capacity_kw, rng.generator(f"{base}/pv/capacity_kw"), n) * 1000.0
         pv_cap = np.where(has_pv, cap, 0.0)
         if pv.model == "simple":
-            unit = (weather.ghi_w_m2 * (pv.performance_ratio / 1000.0))[:, None]
+            # foundation model per W of DC capacity (clipping applied per site below)
+            unit = pv_model.ac_power_w(1.0, weather.ghi_w_m2, pv.performance_ratio,
+                                       np.inf)[:, None]
             if pv.inverter_kw:
                 ac[:] = pv.inverter_kw * 1000.0
         else:

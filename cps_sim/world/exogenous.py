@@ -145,13 +145,6 @@ def pv_unit_profiles(weather: RunWeather, scenario: Scenario, tilt_deg: np.ndarr
     return weather.tick_mean(p) / 1000.0
 
 
-def _local_day_index(clock: Clock, t_s: np.ndarray) -> np.ndarray:
-    idx = clock.index(t_s)
-    dates = idx.normalize().tz_localize(None)
-    first = pd.Timestamp(clock.start.date())
-    return ((dates - first) // pd.Timedelta(days=1)).to_numpy().astype(np.int64)
-
-
 class LoadBlocks:
     """Per-site load power [W] per tick.
 

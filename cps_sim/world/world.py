@@ -91,7 +91,6 @@ class World:
         self.tick_hooks: list[TickHook] = []
         for g in self.groups:
             g.track_site_net = bool(self.record_sites.size)  # hooks may switch it on too
-        self._bat_has = [g.has_battery for g in self.groups]
         self._bat_cap_total = sum(float(g.battery.capacity_wh.sum()) for g in self.groups)
         self._ev_cap_total = sum(float(g.evs.capacity_wh.sum()) for g in self.groups
                                  if g.evs is not None)
