@@ -45,7 +45,7 @@ def run_all(sc: Scenario, days: float | None = None) -> list[dict]:
         rec = simulate(s)
         wall = time.perf_counter() - t0
         k = rec.kpis(rec.events())
-        tr = getattr(rec.world, "transport", None)
+        tr = rec.world.wiring.transport if rec.world.wiring is not None else None
         rows.append({
             "strategy": strategy or "(no controller)",
             "cost_jpy": k["energy_cost_jpy"],

@@ -1,9 +1,11 @@
 """The VPP aggregator as a SimPy process on a World: requests in, setpoints out, delivery measured.
 
-:func:`start_vpp` binds a :class:`~cps_sim.scenario.vpp_schema.VppSpec` to a
-started world.  The aggregator (the seed's *resource aggregator*) wakes at
-every request start and end and every ``interval_s`` while a request is
-active (every interval when it runs a ``base_strategy``), and then:
+:func:`cps_sim.world.wiring.start_vpp` binds a scenario's ``vpp:`` block to a
+started world (it builds the :class:`VppConfig`, the groups' ratings and the
+requests, and hands them to :class:`VppRuntime`).  The aggregator (the seed's
+*resource aggregator*) wakes at every request start and end and every
+``interval_s`` while a request is active (every interval when it runs a
+``base_strategy``), and then:
 
 1. observes each of its groups (``world.observe``: state integrated to now);
 2. computes each device's *baseline* — the base strategy's setpoint, or the
@@ -48,7 +50,6 @@ import dataclasses
 import math
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,10 +57,9 @@ import simpy
 
 from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.vpp import FlexRequest, dispatch, flexibility
-from cps_sim.core.bus import MemoryTransport, Topics
+from cps_sim.core.bus import Topics, Transport
 from cps_sim.core.errors import ScenarioError
 from cps_sim.core.units import SECONDS_PER_HOUR, WH_PER_KWH
-from cps_sim.scenario.vpp_schema import VppSpec
 
 KIND_DIRECTION = {"absorb": "up", "supply": "down", "dr_reduce": "down"}
 
@@ -91,7 +91,7 @@ class VppRequest:
 
 
 @dataclass
-class _GroupState:
+class VppGroup:
     """Registration of one aggregated group: constant device data, interval snapshot."""
 
     name: str
@@ -140,112 +140,56 @@ class VppIntervalLog:
     delivered_w: list[float] = field(default_factory=list)
 
 
-class VppRuntime:
-    """The aggregator process and its bookkeeping; also a World tick hook (``name="vpp"``)."""
+@dataclass(frozen=True)
+class CurtailmentAbsorption:
+    """Automatic requests that absorb the system layer's curtailment."""
 
-    def __init__(self, env: simpy.Environment, world: Any, spec: VppSpec,
-                 base_dir: Path | None = None):
+    share: float
+    max_kw: float | None = None
+    min_kw: float = 0.0
+
+
+@dataclass(frozen=True)
+class VppConfig:
+    """Plain settings of one aggregator (built by ``world.wiring`` from the scenario)."""
+
+    name: str
+    interval_s: float
+    tick_s: float
+    end_s: float
+    ttl_s: float | None = None
+    full_delivery_ratio: float = 0.95
+    absorb_system_curtailment: CurtailmentAbsorption | None = None
+
+
+class VppRuntime:
+    """The aggregator process and its bookkeeping; also a World tick hook (``name="vpp"``).
+
+    ``world`` is any :class:`~cps_sim.control.base.ControlledWorld` (only ``observe``
+    is used); ``groups`` carry the devices' ratings, ``requests`` are already in
+    simulation seconds, ``transport`` carries the setpoints.
+    """
+
+    def __init__(self, env: simpy.Environment, world: Any, cfg: VppConfig,
+                 groups: list[VppGroup], requests: list[VppRequest], transport: Transport):
         self.env = env
         self.world = world
-        self.spec = spec
-        self.name = spec.name
-        self.tick_s = float(world.tick_s)
-        self.interval_s = float(spec.interval_s or world.tick_s)
-        self.end_s = float(world.scenario.duration_s)
-        self.requests = self._requests(spec, base_dir)
+        self.spec = cfg
+        self.name = cfg.name
+        self.tick_s = float(cfg.tick_s)
+        self.interval_s = float(cfg.interval_s)
+        self.end_s = float(cfg.end_s)
+        ids = [r.id for r in requests]
+        if len(set(ids)) != len(ids):
+            raise ValueError("request ids (including those of requests_file) must be unique")
+        self.requests = sorted(requests, key=lambda r: (r.start_s, r.id))
         self.log = VppIntervalLog()
         self._current: _Interval | None = None
         self._curtailment_w: float | None = None  # of the last settled tick
         self._curtailment_t_s = -math.inf
         self._last_auto: VppRequest | None = None
-        self.groups = [self._register(g) for g in spec.groups]
-        self.transport = self._transport()
-
-    # ------------------------------------------------------------------ set-up
-    def _requests(self, spec: VppSpec, base_dir: Path | None) -> list[VppRequest]:
-        clock = self.world.clock
-        out = []
-        for i, r in enumerate(spec.requests):
-            out.append(VppRequest(r.id or f"req{i}", r.kind, clock.to_sim(r.start),
-                                  clock.to_sim(r.end), r.power_kw * 1000.0))
-        if spec.requests_file:
-            from cps_sim.market.dr import load_dr_events
-            from cps_sim.scenario.loader import resolve_data_path
-
-            path = resolve_data_path(spec.requests_file, base_dir or Path.cwd(),
-                                     field="vpp.requests_file")
-            sched = load_dr_events(path, self.world.scenario.timezone)
-            for e in sched.events:
-                out.append(VppRequest(e.event_id, "absorb" if e.kind == "absorb" else "dr_reduce",
-                                      clock.to_sim(e.start.to_pydatetime()),
-                                      clock.to_sim(e.end.to_pydatetime()), e.requested_w))
-        ids = [r.id for r in out]
-        if len(set(ids)) != len(ids):
-            raise ScenarioError.single(None, "vpp.requests", "request ids (including those of "
-                                       "requests_file) must be unique")
-        return sorted(out, key=lambda r: (r.start_s, r.id))
-
-    def _register(self, name: str) -> _GroupState:
-        w = self.world
-        try:
-            g = w.group(name)
-        except KeyError:
-            known = ", ".join(x.name for x in w.groups)
-            raise ScenarioError.single(None, "vpp.groups", f"no site group named {name!r} "
-                                       f"(groups: {known})") from None
-        ctl = w.scenario.control.for_group(name)
-        if ctl.ev_strategy is not None and g.evs is not None and g.evs.n:
-            raise ScenarioError.single(
-                None, "vpp.groups", f"group {name!r} already has the EV strategy "
-                f"{ctl.ev_strategy!r} under control:; two controllers cannot drive one group — "
-                "remove it there and set vpp.base_strategy instead")
-        evs = g.evs
-        e0 = np.empty(0)
-        b = g.battery
-        base = None
-        if self.spec.base_strategy is not None:
-            from cps_sim.control.strategies import StrategyConfig, StrategyController
-
-            imp = w.import_price_jpy_per_kwh
-            tick = self.tick_s
-
-            def price_forecast(times_s: np.ndarray) -> np.ndarray:
-                k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, imp.size - 1)
-                return imp[k]
-
-            eff = float(evs.efficiency.mean()) if evs is not None and evs.n else 0.9
-            cfg = StrategyConfig(interval_s=self.interval_s, price_forecast=price_forecast,
-                                 charge_efficiency=eff, discharge_efficiency=eff)
-            base = StrategyController(self.spec.base_strategy, cfg)
-        return _GroupState(
-            name=name,
-            ev_eff=evs.efficiency.copy() if evs is not None else e0,
-            ev_max_wh=evs.energy_max_wh.copy() if evs is not None else e0,
-            ev_min_wh=evs.energy_min_wh.copy() if evs is not None else e0,
-            bat_power_w=b.power_w.copy(), bat_eta_c=b.charge_efficiency.copy(),
-            bat_eta_d=b.discharge_efficiency.copy(), bat_min_wh=b.energy_min_wh.copy(),
-            bat_max_wh=b.energy_max_wh.copy(), has_battery=b.capacity_wh > 0,
-            bat_rule=bool(g.battery_active), base=base)
-
-    def _transport(self):
-        from cps_sim.control.base import DeviceStats, device_process
-
-        w = self.world
-        tr = getattr(w, "transport", None)
-        if tr is None:
-            t = w.scenario.control.transport
-            rng = w.rng.generator("control/transport") if (t.jitter_s or t.loss) else None
-            tr = MemoryTransport(self.env, rng, latency_s=t.latency_s, jitter_s=t.jitter_s,
-                                 loss=t.loss)
-            w.transport = tr
-        if not hasattr(w, "device_stats"):
-            w.device_stats = {}
-        for gs in self.groups:
-            if gs.name in w.device_stats:
-                continue  # a device process already listens on this group's topic
-            ds = w.device_stats[gs.name] = DeviceStats()
-            self.env.process(device_process(self.env, w, tr, gs.name, stats=ds))
-        return tr
+        self.groups = groups
+        self.transport = transport
 
     # ------------------------------------------------------------------ tick hook
     def on_tick(self, world: Any, result: Any) -> dict[str, float]:
@@ -414,7 +358,7 @@ class VppRuntime:
             g.bat_base_w = bat_b
         self._current = _Interval(now, direction, serve, power, total_avail, total)
 
-    def _baseline(self, g: _GroupState, o: Observation, now: float
+    def _baseline(self, g: VppGroup, o: Observation, now: float
                   ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Baselines [W] at the decision instant for the devices' counterfactual
         (shadow) state: each EV's setpoint (base strategy or full charger power),
@@ -444,7 +388,7 @@ class VppRuntime:
         bat_b = np.where(g.has_battery & g.bat_rule, np.clip(-net, lo, hi), 0.0)
         return ev_b, ev_on, bat_b
 
-    def _publish(self, g: _GroupState, ev_sp: FloatArray, bat_sp: FloatArray) -> None:
+    def _publish(self, g: VppGroup, ev_sp: FloatArray, bat_sp: FloatArray) -> None:
         payload: dict[str, Any] = {"ev_setpoint_w": np.asarray(ev_sp, float),
                                    "battery_setpoint_w": np.asarray(bat_sp, float),
                                    "ttl_s": float(self.spec.ttl_s or 3.0 * self.interval_s)}
@@ -480,7 +424,7 @@ class VppRuntime:
         lg.delivered_w.append(delivered_wh / h)
         self._current = None
 
-    def _measure(self, g: _GroupState, o0: Observation, o1: Observation, h: float) -> float:
+    def _measure(self, g: VppGroup, o0: Observation, o1: Observation, h: float) -> float:
         """Grid-side energy [Wh, load convention] the dispatched devices took beyond
         their baseline between two observations; advances the shadow state."""
         total = 0.0
@@ -510,16 +454,3 @@ class VppRuntime:
             sh_bat[mb] = s0 + np.where(base > 0, base * g.bat_eta_c[mb], base / g.bat_eta_d[mb])
             g.sh_bat_wh = sh_bat
         return total
-
-
-def start_vpp(env: simpy.Environment, world: Any, spec: VppSpec,
-              base_dir: Path | None = None) -> VppRuntime:
-    """Start the aggregator of ``spec`` on a world already started with ``world.start``.
-
-    Registers the runtime as a tick hook (for curtailment and KPIs) and its
-    SimPy process; returns the runtime (``report()``, ``intervals()``, ``kpis()``).
-    """
-    rt = VppRuntime(env, world, spec, base_dir)
-    world.tick_hooks.append(rt)
-    env.process(rt.process())
-    return rt

@@ -2,10 +2,14 @@
 
 Balance over any interval::
 
-    grid_import + pv_generation
+    grid_import + pv_generation + measured_correction
         = load + grid_export + ev_driving + losses + Δ(stored energy)
 
-(``battery_fade`` is energy stranded above an aged battery's shrunken window.)
+(``battery_fade`` is energy stranded above an aged battery's shrunken window;
+``measured_correction`` is energy a measurement of a device bound to real
+hardware added to (+) or removed from (−) the model's store: a measured SoC that
+disagrees with the integrated one, or a measured power that would leave the
+store's physical range.)
 
 where stored energy is that of stationary batteries and EV batteries.  The
 residual of this identity is computed per tick and over the run; it must be
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SOURCES = ("grid_import_wh", "pv_generation_wh")
+SOURCES = ("grid_import_wh", "pv_generation_wh", "measured_correction_wh")
 SINKS = ("load_wh", "grid_export_wh", "ev_driving_wh", "battery_loss_wh", "ev_loss_wh",
          "battery_fade_wh", "deferrable_wh")
 

@@ -95,3 +95,24 @@ def exchange_wh(spec: BatterySpec, energy_wh: Array, desired_wh: Array, dt_s: Ar
     d_e = np.where(ac > 0, ac * eta_c, ac / eta_d)
     energy_wh[sel] = e + d_e
     return ac, ac - d_e
+
+
+def measured_exchange_wh(spec: BatterySpec, energy_wh: Array, ac_wh: Array,
+                         sel=slice(None)) -> tuple[Array, Array, Array]:
+    """Book a *measured* AC exchange ``ac_wh`` (+ charge / − discharge), unclipped.
+
+    A device bound to a real battery exchanged what was measured, whatever the
+    model's power limit or energy window says.  The stored energy follows the
+    same efficiencies as :func:`exchange_wh`; where it would leave the physical
+    range [0, capacity] it is clipped and the difference is returned as a
+    correction (+: energy the books must add, −: energy they must remove), so
+    stored energy is never overwritten silently.  Updates ``energy_wh[sel]`` in
+    place and returns ``(ac_wh, losses_wh, correction_wh)``.
+    """
+    e = energy_wh[sel]
+    ac = np.asarray(ac_wh, dtype=float)
+    d_e = np.where(ac > 0, ac * spec.charge_efficiency[sel], ac / spec.discharge_efficiency[sel])
+    new = e + d_e
+    clipped = np.clip(new, 0.0, spec.capacity_wh[sel])
+    energy_wh[sel] = clipped
+    return ac, ac - d_e, clipped - new

@@ -36,6 +36,7 @@ FLOWS = (
     "battery_charge_wh", "battery_discharge_wh", "grid_import_wh", "grid_export_wh",
     "unserved_wh", "battery_loss_wh", "ev_loss_wh", "ev_driving_wh", "ev_trip_shortfall_wh",
     "ev_discharge_wh", "battery_fade_wh", "deferrable_wh", "deferrable_unmet_wh",
+    "measured_correction_wh",
 )
 IX = {name: i for i, name in enumerate(FLOWS)}
 
@@ -93,6 +94,15 @@ class SiteGroup:
         self.job_setpoint_w = np.full(n_sites, np.inf)  # +inf: as fast as allowed
         self.job_deadline_s = np.full(n_sites, np.inf)
         self.last_site_net_wh: F | None = None
+        # members bound to external devices (world.external): measured power [W] per EV /
+        # per site, NaN where the model runs; None while nothing of that kind is bound
+        self.ev_measured_w: F | None = None
+        self.battery_measured_w: F | None = None
+        self.load_measured_w: F | None = None
+        self.pv_measured_w: F | None = None  # generation as a positive number
+        self.load_model_w = np.zeros(n_sites)  # this tick's modelled input at each site
+        self.pv_model_w = np.zeros(n_sites)
+        self.measured_wh: dict[str, F] = {}  # kind -> energy booked while measured [Wh]
         if evs is not None and evs.n:
             counts = np.bincount(evs.site, minlength=n_sites)
             self.ev_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -112,14 +122,74 @@ class SiteGroup:
 
     # ------------------------------------------------------------------ inputs
     def set_inputs(self, load_w: F, k: int) -> None:
-        """Exogenous inputs held constant for tick ``k``."""
+        """Exogenous inputs held constant for tick ``k`` (measured members override them)."""
         self.load_w = load_w
         pv = self.pv_capacity_w * self.pv_unit_w_per_w[k][self.pv_orientation]
         self.pv_w = np.minimum(pv, self.pv_ac_limit_w, out=pv) if self.any_pv_limit else pv
+        if self.load_measured_w is not None:
+            self.load_model_w = load_w.copy()
+            m = ~np.isnan(self.load_measured_w)
+            load_w[m] = self.load_measured_w[m]
+        if self.pv_measured_w is not None:
+            self.pv_model_w = self.pv_w.copy()
+            m = ~np.isnan(self.pv_measured_w)
+            self.pv_w[m] = self.pv_measured_w[m]
+
+    # ------------------------------------------------------------------ measured members
+    def set_measured(self, kind: str, index: int, power_w: float) -> None:
+        """From now on, device ``index`` of ``kind`` runs at the measured ``power_w``
+        (load convention; NaN: back to its model).  The caller integrates to now first."""
+        if kind == "ev":
+            if self.ev_measured_w is None:
+                self.ev_measured_w = np.full(self.evs.n, np.nan)
+                self.measured_wh["ev"] = np.zeros(self.evs.n)
+            self.ev_measured_w[index] = power_w
+            return
+        if kind == "battery":
+            if self.battery_measured_w is None:
+                self.battery_measured_w = np.full(self.n, np.nan)
+                self.measured_wh["battery"] = np.zeros(self.n)
+                if not self.battery_active:  # the others stay idle (0 W)
+                    self.battery_active = True
+                    self.battery_setpoint_w = np.zeros(self.n)
+                    self.battery_setpoints = True
+                    self.update_coupling()
+            self.battery_measured_w[index] = power_w
+            return
+        if kind == "load":
+            if self.load_measured_w is None:
+                self.load_measured_w = np.full(self.n, np.nan)
+                self.measured_wh["load"] = np.zeros(self.n)
+                self.load_model_w = self.load_w.copy()
+            old = self.load_measured_w[index]
+            before = self.load_model_w[index] if np.isnan(old) else old
+            self.load_measured_w[index] = power_w
+            after = self.load_model_w[index] if np.isnan(power_w) else power_w
+            self.load_w[index] += after - before  # devices added to the load stay
+            return
+        if kind == "pv":
+            if self.pv_measured_w is None:
+                self.pv_measured_w = np.full(self.n, np.nan)
+                self.measured_wh["pv"] = np.zeros(self.n)
+                self.pv_model_w = self.pv_w.copy()
+            gen = np.nan if np.isnan(power_w) else max(-power_w, 0.0)
+            self.pv_measured_w[index] = gen
+            self.pv_w[index] = self.pv_model_w[index] if np.isnan(gen) else gen
+            return
+        raise ValueError(f"unknown member kind {kind!r}")
 
     def stored_wh(self) -> tuple[float, float]:
         ev = float(self.evs.energy_wh.sum()) if self.evs is not None else 0.0
         return float(self.battery_energy_wh.sum()), ev
+
+    def correct_energy(self, kind: str, index: int, energy_wh: float) -> float:
+        """Set a measured stored energy (a bound EV's or battery's SoC); the difference
+        to the integrated one is booked as ``measured_correction_wh``.  Returns it."""
+        store = self.evs.energy_wh if kind == "ev" else self.battery_energy_wh
+        delta = float(energy_wh) - float(store[index])
+        store[index] = float(energy_wh)
+        self.acc[IX["measured_correction_wh"]] += delta
+        return delta
 
     # ------------------------------------------------------------------ events
     def schedule(self, t: F, ev: I, kind: NDArray[np.int8], trip_wh: F) -> None:
@@ -243,7 +313,11 @@ class SiteGroup:
         p = np.minimum(evs.setpoint_w[ei], lim)
         if self.any_v2x:
             p = np.maximum(p, -evs.v2x_w[ei])
-        return np.where(evs.plugged[ei], p, 0.0)
+        p = np.where(evs.plugged[ei], p, 0.0)
+        if self.ev_measured_w is not None:  # a bound EV draws what was measured
+            m = self.ev_measured_w[ei]
+            p = np.where(np.isnan(m), p, m)
+        return p
 
     def _ev_indices(self, s: I) -> tuple[I, I]:
         """EV indices at sites ``s`` and each one's position in ``s`` (EVs are sorted by site)."""
@@ -285,6 +359,8 @@ class SiteGroup:
             room = np.where(p > 0, (evs.energy_max_wh[ei] - e) / eff,
                             (e - evs.energy_min_wh[ei]) * eff)
             moving = (p != 0) & (room > 1e-6)
+            if self.ev_measured_w is not None:
+                moving &= np.isnan(self.ev_measured_w[ei])
             t_full = np.where(moving, room * 3600.0 / np.where(moving, np.abs(p), 1.0), np.inf)
             cand = t_full < dts[local]
             if cand.any():
@@ -320,6 +396,8 @@ class SiteGroup:
             room = np.where(charging, (b.energy_max_wh[sl] - e) / b.charge_efficiency[sl],
                             (e - b.energy_min_wh[sl]) * b.discharge_efficiency[sl])
             active = (rate > 0) & (room > 1e-6)
+            if self.battery_measured_w is not None:
+                active &= np.isnan(self.battery_measured_w[sl])
             t_bat = np.where(active, room * 3600.0 / np.where(active, rate, 1.0), np.inf)
             np.minimum(t_next, t_bat, out=t_next)
         return t_next
@@ -368,7 +446,7 @@ class SiteGroup:
         pv_pot_sum = float(np.dot(pv_w, h)) if h.ndim else float(pv_w.sum() * h)
 
         evs = self.evs
-        ev_ch = ev_dis = None
+        ev_ch = ev_dis = ev_meas = None
         if evs is not None and evs.n:
             if allsites:
                 ei, local, nloc = slice(None), evs.site, self.n
@@ -384,18 +462,27 @@ class SiteGroup:
                 p = self._ev_power_w(ei, e)
                 room_ac = np.maximum(evs.energy_max_wh[ei] - e, 0.0) / eff
                 ev_ch = np.minimum(np.maximum(p, 0.0) * hl, room_ac)
+                if self.ev_measured_w is not None:  # measured: what the device drew
+                    ev_meas = ~np.isnan(self.ev_measured_w[ei])
+                    ev_ch = np.where(ev_meas, np.maximum(p, 0.0) * hl, ev_ch)
                 ev_site_wh = np.bincount(local, weights=ev_ch, minlength=nloc)
                 net_wh += ev_site_wh
-                if self.any_v2x:
+                if self.any_v2x or ev_meas is not None:
                     avail_ac = np.maximum(e - evs.energy_min_wh[ei], 0.0) * eff
                     ev_dis = np.minimum(np.maximum(-p, 0.0) * hl, avail_ac)
+                    if ev_meas is not None:
+                        ev_dis = np.where(ev_meas, np.maximum(-p, 0.0) * hl, ev_dis)
                     dis_site = np.bincount(local, weights=ev_dis, minlength=nloc)
                     if self.any_export_limit:
                         # discharge may serve the site and export up to the limit, no more
                         room = np.maximum(net_wh + self.export_limit_w[sl] * h, 0.0)
                         keep = np.minimum(1.0, room / np.where(dis_site > 0, dis_site, 1.0))
-                        ev_dis = ev_dis * keep[local]
-                        dis_site = dis_site * keep
+                        if ev_meas is None:
+                            ev_dis = ev_dis * keep[local]
+                            dis_site = dis_site * keep
+                        else:  # a measured device is not throttled
+                            ev_dis = ev_dis * np.where(ev_meas, 1.0, keep[local])
+                            dis_site = np.bincount(local, weights=ev_dis, minlength=nloc)
                     net_wh -= dis_site
 
         job_wh = None
@@ -415,8 +502,21 @@ class SiteGroup:
                 desired = -net_wh
             cap = (self.battery_taper_limit_wh(sl, h) if self.battery_taper is not None
                    else None)
+            bat_meas_wh = None
+            if self.battery_measured_w is not None:
+                bm = self.battery_measured_w[sl]
+                bat_meas = ~np.isnan(bm)
+                desired = np.where(bat_meas, 0.0, desired)
+                bat_meas_wh = np.where(bat_meas, bm, 0.0) * h
             bw, bat_loss = bat.exchange_wh(self.battery, self.battery_energy_wh, desired, dt_s,
                                            sl, cap)
+            if bat_meas_wh is not None:  # measured: what the device exchanged, unclipped
+                bw_m, loss_m, corr = bat.measured_exchange_wh(
+                    self.battery, self.battery_energy_wh, bat_meas_wh, sl)
+                bw = bw + bw_m
+                bat_loss = bat_loss + loss_m
+                acc[IX["measured_correction_wh"]] += corr.sum()
+                self.measured_wh["battery"][sl] += bw_m
             net_wh += bw
             if self.track_battery_power:  # only controllers read it
                 moved = h > 0
@@ -445,9 +545,15 @@ class SiteGroup:
             excess = np.maximum(imp - self.import_limit_w[sl] * h, 0.0)
             if ev_ch is not None:
                 # The breaker protects the home first: EV charging is throttled before load.
-                cut = np.minimum(excess, ev_site_wh)
-                keep = 1.0 - cut / np.where(ev_site_wh > 0, ev_site_wh, 1.0)
-                ev_ch = ev_ch * keep[local]
+                # (A measured EV is not: it drew what was measured.)
+                ctl_site = ev_site_wh if ev_meas is None else np.bincount(
+                    local, weights=np.where(ev_meas, 0.0, ev_ch), minlength=nloc)
+                cut = np.minimum(excess, ctl_site)
+                keep = 1.0 - cut / np.where(ctl_site > 0, ctl_site, 1.0)
+                k_ev = keep[local]
+                if ev_meas is not None:
+                    k_ev = np.where(ev_meas, 1.0, k_ev)
+                ev_ch = ev_ch * k_ev
                 excess -= cut
                 imp -= cut
             if job_wh is not None:  # then deferrable processes (the deadline may still hold)
@@ -471,13 +577,27 @@ class SiteGroup:
                 stored -= drop
                 loss += drop - ev_dis
                 acc[IX["ev_discharge_wh"]] += ev_dis.sum()
-            evs.energy_wh[ei] = e + stored
+            new_e = e + stored
+            if ev_meas is not None:
+                # a measured EV's model may leave [0, capacity]: the clip is booked
+                ac_wh = ev_ch if ev_dis is None else ev_ch - ev_dis
+                self.measured_wh["ev"][ei] += np.where(ev_meas, ac_wh, 0.0)
+                clipped = np.where(ev_meas, np.clip(new_e, 0.0, evs.capacity_wh[ei]), new_e)
+                acc[IX["measured_correction_wh"]] += (clipped - new_e).sum()
+                new_e = clipped
+            evs.energy_wh[ei] = new_e
             acc[IX["ev_charging_wh"]] += ev_ch.sum()
             acc[IX["ev_loss_wh"]] += loss.sum()
 
         if job_wh is not None:
             self.job_remaining_wh[sl] -= job_wh
             acc[IX["deferrable_wh"]] += job_wh.sum()
+        if self.load_measured_w is not None:
+            m = self.load_measured_w[sl]
+            self.measured_wh["load"][sl] += np.where(np.isnan(m), 0.0, m) * h
+        if self.pv_measured_w is not None:
+            m = self.pv_measured_w[sl]
+            self.measured_wh["pv"][sl] -= np.where(np.isnan(m), 0.0, m) * h
         acc[IX["load_wh"]] += load_sum - unserved_sum
         acc[IX["unserved_wh"]] += unserved_sum
         acc[IX["pv_potential_wh"]] += pv_pot_sum

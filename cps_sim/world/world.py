@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -32,6 +33,9 @@ from cps_sim.world.trips import plan_day
 
 if TYPE_CHECKING:
     from cps_sim.control.observation import Observation
+    from cps_sim.core.bus import Transport
+    from cps_sim.world.external import ExternalMember
+    from cps_sim.world.wiring import Wiring
 
 
 class TickHook(Protocol):
@@ -89,6 +93,11 @@ class World:
         self.ledger = EnergyLedger(self.stored_wh())
         self.record_sites = np.asarray(scenario.record.sites, dtype=np.int64)
         self.tick_hooks: list[TickHook] = []
+        self.base_dir: Path | None = None  # resolves the scenario's data files
+        self.env: simpy.Environment | None = None
+        self.wiring: Wiring | None = None  # set by start(): transport, controllers, stats
+        self.external: list[ExternalMember] = []  # members bound to external devices
+        self._applied_keys: dict[str, set[str]] = {}  # setpoint keys applied per group
         for g in self.groups:
             g.track_site_net = bool(self.record_sites.size)  # hooks may switch it on too
         self._bat_cap_total = sum(float(g.battery.capacity_wh.sum()) for g in self.groups)
@@ -158,7 +167,7 @@ class World:
     # ------------------------------------------------------------------ control hooks
     def _sync(self) -> None:
         """Integrate to the environment's now (controllers call in between ticks)."""
-        env = getattr(self, "env", None)
+        env = self.env
         if env is not None and env.now > self.now_s and self.k >= 0:
             self.advance_to(min(float(env.now), (self.k + 1) * self.tick_s))
 
@@ -250,11 +259,70 @@ class World:
             g.import_limit_w = lim.copy()
             g.any_import_limit = bool(np.isfinite(lim).any())
             g.update_coupling()
+        keys = {k for k, v in (("ev_setpoint_w", ev_setpoint_w),
+                               ("battery_setpoint_w", battery_setpoint_w)) if v is not None}
+        if keys:
+            self._notify_setpoints(group_name, keys)
+
+    # ------------------------------------------------------------------ external devices
+    def bind_external(self, group: str, kind: str, site: int, ev_index: int = 0
+                      ) -> ExternalMember:
+        """Bind one member of ``group`` to an external device (the MQTT bridge's hook).
+
+        ``kind`` is ``"ev"``, ``"battery"``, ``"pv"`` or ``"load"``; ``site`` the
+        site's index within the group; for an EV, ``ev_index`` picks the site's
+        n-th vehicle.  See :mod:`cps_sim.world.external` for what the returned
+        member does.  A member can be bound once.
+        """
+        from cps_sim.world.external import KINDS, ExternalMember, member_setpoint_w
+
+        g = self.group(group)
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if not (isinstance(site, (int, np.integer)) and 0 <= site < g.n):
+            raise ValueError(f"site must be an index 0..{g.n - 1} of group {group!r}, "
+                             f"got {site!r}")
+        site = int(site)
+        index = site
+        if kind == "ev":
+            first, last = int(g.ev_start[site]), int(g.ev_start[site + 1])
+            if not 0 <= ev_index < last - first:
+                raise ValueError(f"site {site} of group {group!r} has {last - first} EV(s); "
+                                 f"no ev_index {ev_index}")
+            index = first + int(ev_index)
+        elif kind == "battery" and not g.battery.capacity_wh[site] > 0:
+            raise ValueError(f"site {site} of group {group!r} has no battery")
+        elif kind == "pv" and not g.pv_capacity_w[site] > 0:
+            raise ValueError(f"site {site} of group {group!r} has no PV")
+        for m in self.external:
+            if m.group is g and m.kind == kind and m.index == index:
+                raise ValueError(f"{m.name} is already bound")
+        member = ExternalMember(self, g, kind, site, index)
+        applied = self._applied_keys.get(group, set())
+        if member.kind in ("ev", "battery") and f"{kind}_setpoint_w" in applied:
+            member.setpoint_w = member_setpoint_w(g, kind, index)
+        self.external.append(member)
+        return member
+
+    def _notify_setpoints(self, group: str, keys: set[str]) -> None:
+        from cps_sim.world.external import SETPOINT_KEY, member_setpoint_w
+
+        self._applied_keys.setdefault(group, set()).update(keys)
+        if not self.external:
+            return
+        for m in self.external:
+            if m.group.name == group and SETPOINT_KEY[m.kind] in keys:
+                m._offer_setpoint(self.now_s, member_setpoint_w(m.group, m.kind, m.index))
 
     # ------------------------------------------------------------------ processes
-    def start(self, env: simpy.Environment, on_tick: Callable[[TickResult], None]) -> None:
-        """Register the world's SimPy processes on ``env``: trip planners, the
-        settlement tick, and a controller + device pair per controlled group."""
+    def start(self, env: simpy.Environment, on_tick: Callable[[TickResult], None],
+              transport: Transport | None = None) -> Wiring:
+        """Register the world's SimPy processes on ``env`` (trip planners, process
+        windows, the settlement tick, battery ageing), then wire the scenario's
+        controllers (:func:`cps_sim.world.wiring.wire`) on ``transport`` (default:
+        the in-memory bus of ``control.transport``).  Returns the wiring."""
+        from cps_sim.world.wiring import wire
+
         self.env = env
         for b in self.bindings:
             if b.group.evs is not None and b.group.evs.n:
@@ -264,74 +332,7 @@ class World:
         env.process(self._settlement(env, on_tick))
         if any(g.battery_ageing is not None for g in self.groups):
             env.process(self._battery_ageing(env))
-        self._start_controllers(env)
-        self.vpp = None
-        if self.scenario.vpp is not None:
-            from cps_sim.control.vpp_runtime import start_vpp
-
-            self.vpp = start_vpp(env, self, self.scenario.vpp, getattr(self, "base_dir", None))
-        # last: at a shared instant the settlement tick must run before the EMS observes
-        from cps_sim.control.ems import start_ems
-
-        start_ems(env, self)
-
-    def strategy_config(self, group: SiteGroup, interval_s: float, **options):
-        """EV-strategy settings bound to this run: the tariff as the price forecast, the
-        local week offset of t = 0, and the group's EV efficiency."""
-        from cps_sim.control.strategies import StrategyConfig
-
-        start = self.clock.to_datetime(0.0)
-        week_offset = (start.weekday() * 86400.0 + start.hour * 3600.0 + start.minute * 60.0
-                       + start.second)
-        tick = self.tick_s
-        imp = self.import_price_jpy_per_kwh
-
-        def price_forecast(times_s: np.ndarray) -> np.ndarray:
-            k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, imp.size - 1)
-            return imp[k]
-
-        eff = (float(group.evs.efficiency.mean()) if group.evs is not None and group.evs.n
-               else 0.9)
-        return StrategyConfig(interval_s=interval_s, price_forecast=price_forecast,
-                              week_offset_s=week_offset, charge_efficiency=eff,
-                              discharge_efficiency=eff, **options)
-
-    def _start_controllers(self, env: simpy.Environment) -> None:
-        ctl = self.scenario.control
-        groups = [b for b in self.bindings if b.group.evs is not None and b.group.evs.n
-                  and ctl.for_group(b.spec.name).ev_strategy is not None]
-        if not groups:
-            return
-        from cps_sim.control.base import (
-            ControllerStats,
-            DeviceStats,
-            controller_process,
-            device_process,
-        )
-        from cps_sim.control.strategies import StrategyController
-        from cps_sim.core.bus import MemoryTransport
-
-        t = ctl.transport
-        self.transport = MemoryTransport(env, self.rng.generator("control/transport"),
-                                         latency_s=t.latency_s, jitter_s=t.jitter_s, loss=t.loss)
-        self.controller_stats: dict[str, ControllerStats] = {}
-        self.device_stats: dict[str, DeviceStats] = {}
-        for b in groups:
-            spec = ctl.for_group(b.spec.name)
-            interval = spec.interval_s or self.tick_s
-            extra = {"hold_s": spec.ttl_s} if spec.ttl_s is not None else {}
-            cfg = self.strategy_config(
-                b.group, interval, **extra, enable_delay_s=spec.enable_delay_s,
-                disable_delay_s=spec.disable_delay_s, min_current_a=spec.min_current_a,
-                voltage_v=spec.voltage_v, priority=spec.priority,
-                v2h_hours=(spec.v2h_start_h, spec.v2h_end_h),
-                v2g_price_jpy_per_kwh=spec.v2g_price_jpy_per_kwh)
-            name = b.spec.name
-            cs = self.controller_stats[name] = ControllerStats()
-            ds = self.device_stats[name] = DeviceStats()
-            env.process(device_process(env, self, self.transport, name, stats=ds))
-            env.process(controller_process(env, self, StrategyController(spec.ev_strategy, cfg),
-                                           self.transport, name, ttl_s=spec.ttl_s, stats=cs))
+        return wire(env, self, transport, base_dir=self.base_dir)
 
     def _settlement(self, env: simpy.Environment, on_tick: Callable[[TickResult], None]):
         for k in range(self.n_ticks):

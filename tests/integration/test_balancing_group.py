@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cps_sim.control.vpp_runtime import start_vpp
 from cps_sim.core.environment import make_env
 from cps_sim.experiment.recorder import Recorder
 from cps_sim.scenario.schema import Scenario
@@ -14,6 +13,7 @@ from cps_sim.scenario.vpp_schema import BalancingGroupSpec, VppSpec
 from cps_sim.world.balancing_group import BalancingGroupHook, build_balancing_group
 from cps_sim.world.build import build_world
 from cps_sim.world.group import IX
+from cps_sim.world.wiring import start_vpp
 
 DAY = "2026-04-06"
 

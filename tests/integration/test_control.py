@@ -49,12 +49,12 @@ def baseline():
 def test_strategy_runs_through_bus(strategy):
     sc = scenario(strategy, interval_s=60)
     k, w = run(sc)
-    c = w.transport.counters
+    c = w.wiring.transport.counters
     # one decision per minute over 2 days (the run ends half a tick after the last
     # tick: up to 8 more), all delivered (no latency, no loss)
     assert 2 * 1440 <= c.published <= 2 * 1440 + 8
     assert c.delivered == c.published and c.dropped == 0
-    ds = w.device_stats["homes"]
+    ds = w.wiring.device_stats["homes"]
     assert ds.applied >= c.published - 1 and ds.fallbacks == 1  # only the initial one
     assert abs(k["balance_residual_wh"]) < 1e-3
     if strategy == "off":
@@ -124,13 +124,13 @@ def test_bus_loss_and_latency_change_results():
     # all messages lost: devices stay in their safe behaviour (uncontrolled charging)
     k_lost, w_lost = run(scenario("pv", transport={"loss": 1.0}))
     k_none, _ = run(scenario(None))
-    assert w_lost.transport.counters.delivered == 0
+    assert w_lost.wiring.transport.counters.delivered == 0
     assert k_lost["ev_charging_kwh"] == pytest.approx(k_none["ev_charging_kwh"], rel=1e-9)
     # 30 % loss with a short ttl: fallbacks happen and the result moves
     k_loss, w_loss = run(scenario("pv", transport={"loss": 0.3}, ttl_s=90.0))
-    c = w_loss.transport.counters
+    c = w_loss.wiring.transport.counters
     assert 0.25 < c.dropped / c.published < 0.35
-    assert w_loss.device_stats["homes"].fallbacks > 10
+    assert w_loss.wiring.device_stats["homes"].fallbacks > 10
     assert k_loss["ev_charging_kwh"] != pytest.approx(k0["ev_charging_kwh"], rel=1e-6)
     # latency: setpoints arrive 10 min late (ttl long enough to be followed)
     k_lat, _ = run(scenario("pv", transport={"latency_s": 600.0}, ttl_s=3600.0))
@@ -144,4 +144,4 @@ def test_default_decision_interval_is_the_settlement_tick():
     # 2 days of 15-min ticks: 192 decisions (+1 at the very end of the run at most)
     sc = scenario("pv")
     _, w = run(sc)
-    assert 192 <= w.transport.counters.published <= 193
+    assert 192 <= w.wiring.transport.counters.published <= 193

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cps_sim.control.ems import start_ems
 from cps_sim.core.environment import make_env
 from cps_sim.core.errors import ScenarioError
 from cps_sim.experiment.recorder import Recorder
@@ -17,6 +16,7 @@ from cps_sim.scenario.ems_schema import EmsSection
 from cps_sim.scenario.schema import Scenario
 from cps_sim.world.build import build_world
 from cps_sim.world.group import DEPARTURE, IX
+from cps_sim.world.wiring import start_ems
 
 START = "2026-05-11T00:00:00+09:00"  # a Monday in May (sunny synthetic weather)
 
@@ -56,7 +56,7 @@ def test_hems_raises_self_consumption():
     assert rule["self_consumption"] > base["self_consumption"] + 0.2
     assert mpc["self_consumption"] > base["self_consumption"] + 0.1
     assert rule["grid_import_kwh"] < base["grid_import_kwh"]
-    cs, ds = w.ems_stats["homes"]
+    cs, ds = w.wiring.ems_stats["homes"]
     # one decision a minute for 2 days (+1 at the end), all applied through the bus
     assert cs.decisions == 2 * 1440 + 1 and ds.applied == cs.decisions
     assert ctl["homes"].name == "hems_homes"

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from cps_sim.control.vpp_runtime import start_vpp
 from cps_sim.core.environment import make_env
 from cps_sim.core.errors import ScenarioError
 from cps_sim.experiment.recorder import Recorder
@@ -14,6 +13,7 @@ from cps_sim.scenario.schema import Scenario
 from cps_sim.scenario.vpp_schema import VppSpec
 from cps_sim.world.build import build_world
 from cps_sim.world.group import IX
+from cps_sim.world.wiring import start_vpp
 
 DAY = "2026-04-06"
 TICK_H = 0.25

@@ -29,8 +29,8 @@ class BatteryConfig:
     discharge_efficiency: FloatArray
 
     @classmethod
-    def from_group(cls, group) -> BatteryConfig:
-        b = group.battery
+    def from_spec(cls, b) -> BatteryConfig:
+        """From a battery model spec (``models.battery.BatterySpec``: per-site arrays)."""
         return cls(power_w=np.asarray(b.power_w, float).copy(),
                    energy_min_wh=np.asarray(b.energy_min_wh, float).copy(),
                    energy_max_wh=np.asarray(b.energy_max_wh, float).copy(),
