@@ -5,8 +5,9 @@ A controller never touches device objects.  It is an object with
 * ``name`` (str) and ``interval_s`` (float, its decision interval), and
 * ``decide(now_s, observation) -> dict[str, np.ndarray]`` returning setpoints
   by key: ``ev_setpoint_w`` (per EV, + charge / - discharge),
-  ``battery_setpoint_w`` (per site, NaN = the built-in self-consumption rule)
-  and ``import_limit_w`` (per site).
+  ``battery_setpoint_w`` (per site, NaN = the built-in self-consumption rule),
+  ``import_limit_w`` and ``export_limit_w`` (per site; they tighten the site's own
+  connection limits) and ``deferrable_setpoint_w`` (per site).
 
 :func:`controller_process` wakes every ``interval_s`` (and, if given a
 ``wake_pattern``, whenever a message matching it arrives: an EV arrival, a
@@ -36,7 +37,7 @@ from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.core.bus import SetpointHolder, Topics, Transport
 
 SETPOINT_KEYS = ("ev_setpoint_w", "battery_setpoint_w", "import_limit_w",
-                 "deferrable_setpoint_w")
+                 "deferrable_setpoint_w", "export_limit_w")
 
 
 class Controller(Protocol):
@@ -53,7 +54,9 @@ class ControlledWorld(Protocol):
 
     def apply(self, group_name: str, ev_setpoint_w: np.ndarray | None = None,
               battery_setpoint_w: np.ndarray | None = None,
-              import_limit_w: np.ndarray | None = None) -> None: ...
+              import_limit_w: np.ndarray | None = None,
+              deferrable_setpoint_w: np.ndarray | None = None,
+              export_limit_w: np.ndarray | None = None) -> None: ...
 
 
 Fallback = Callable[[Observation], Mapping[str, np.ndarray]]
@@ -75,7 +78,8 @@ def fallback_off(obs: Observation) -> dict[str, FloatArray]:
 def setpoint_sizes(obs: Observation) -> dict[str, int]:
     """Expected array length of each setpoint key for this group."""
     return {"ev_setpoint_w": obs.n_evs, "battery_setpoint_w": obs.n_sites,
-            "import_limit_w": obs.n_sites, "deferrable_setpoint_w": obs.n_sites}
+            "import_limit_w": obs.n_sites, "deferrable_setpoint_w": obs.n_sites,
+            "export_limit_w": obs.n_sites}
 
 
 @dataclass

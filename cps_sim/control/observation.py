@@ -56,6 +56,11 @@ class Observation:
     deferrable_max_w: FloatArray | None = None
     deferrable_remaining_wh: FloatArray | None = None  # still to deliver before the deadline
     deferrable_deadline_s: FloatArray | None = None  # inf when no window is open
+    # --- per site: export limit in force (inf if none) --------------------
+    site_export_limit_w: FloatArray | None = None
+    # --- per EV: top of the SoC window and charging efficiency -----------
+    ev_energy_max_wh: FloatArray | None = None
+    ev_charge_efficiency: FloatArray | None = None
 
     @property
     def n_sites(self) -> int:

@@ -76,6 +76,10 @@ class SiteGroup:
         self.battery_ageing = None  # BatteryAgeing when capacity fade is modelled
         self.battery_throughput_wh = None  # AC charge + discharge since the last ageing step
         self.has_battery = battery.capacity_wh > 0
+        # the site's own connection limits (inf: none); a controller's limits only tighten
+        # them: the limits in force are import_limit_w / export_limit_w
+        self.grid_import_limit_w = import_limit_w.copy()
+        self.grid_export_limit_w = export_limit_w.copy()
         self.import_limit_w = import_limit_w
         self.export_limit_w = export_limit_w
         self.any_import_limit = bool(np.isfinite(import_limit_w).any())

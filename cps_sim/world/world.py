@@ -194,17 +194,21 @@ class World:
                       ev_energy_wh=evs.energy_wh.copy(), ev_capacity_wh=cap.copy(),
                       ev_plugged=evs.plugged.copy(), ev_charger_w=evs.charger_w.copy(),
                       ev_v2x_w=evs.v2x_w.copy(), ev_soc_min=evs.energy_min_wh / cap,
-                      ev_target_wh=evs.target_wh.copy(), ev_departure_s=evs.departure_s.copy())
+                      ev_target_wh=evs.target_wh.copy(), ev_departure_s=evs.departure_s.copy(),
+                      ev_energy_max_wh=evs.energy_max_wh.copy(),
+                      ev_charge_efficiency=evs.efficiency.copy())
         else:
             ev = dict(ev_site=np.empty(0, dtype=np.int64), ev_soc=empty_f,
                       ev_energy_wh=empty_f, ev_capacity_wh=empty_f,
                       ev_plugged=np.empty(0, dtype=bool), ev_charger_w=empty_f,
                       ev_v2x_w=empty_f, ev_soc_min=empty_f, ev_target_wh=empty_f,
-                      ev_departure_s=empty_f)
+                      ev_departure_s=empty_f, ev_energy_max_wh=empty_f,
+                      ev_charge_efficiency=empty_f)
         return Observation(
             now_s=self.now_s, tick_s=self.tick_s,
             site_load_w=g.load_w.copy(), site_pv_w=g.pv_w.copy(),
             site_import_limit_w=g.import_limit_w.copy(),
+            site_export_limit_w=g.export_limit_w.copy(),
             battery_energy_wh=g.battery_energy_wh.copy(),
             battery_capacity_wh=g.battery.capacity_wh.copy(),
             battery_power_w=g.battery_power_w.copy(), **ev,
@@ -217,14 +221,16 @@ class World:
     def apply(self, group_name: str, ev_setpoint_w: np.ndarray | None = None,
               battery_setpoint_w: np.ndarray | None = None,
               import_limit_w: np.ndarray | None = None,
-              deferrable_setpoint_w: np.ndarray | None = None, *,
+              deferrable_setpoint_w: np.ndarray | None = None,
+              export_limit_w: np.ndarray | None = None, *,
               t_s: float | None = None) -> None:
         """Apply setpoints from now on (the group is integrated to now first).
 
         EV setpoints [W] are + charge / − discharge, clipped by the engine to
         the charger and V2X limits, the SoC window and the plugged state;
-        battery setpoints NaN = built-in self-consumption rule; import limits
-        [W] per site (a CEMS allocating a point of common coupling).
+        battery setpoints NaN = built-in self-consumption rule; import and export
+        limits [W] per site (a CEMS allocating a point of common coupling; 0 export
+        while islanded) tighten the site's own connection limits (inf: only those).
         """
         g = self.group(group_name)
         if t_s is not None and t_s > self.now_s:
@@ -256,8 +262,15 @@ class World:
             lim = np.asarray(import_limit_w, dtype=float)
             if lim.shape != (g.n,) or np.isnan(lim).any() or (lim < 0).any():
                 raise ValueError(f"import_limit_w must be {g.n} values >= 0")
-            g.import_limit_w = lim.copy()
-            g.any_import_limit = bool(np.isfinite(lim).any())
+            g.import_limit_w = np.minimum(g.grid_import_limit_w, lim)
+            g.any_import_limit = bool(np.isfinite(g.import_limit_w).any())
+            g.update_coupling()
+        if export_limit_w is not None:
+            lim = np.asarray(export_limit_w, dtype=float)
+            if lim.shape != (g.n,) or np.isnan(lim).any() or (lim < 0).any():
+                raise ValueError(f"export_limit_w must be {g.n} values >= 0")
+            g.export_limit_w = np.minimum(g.grid_export_limit_w, lim)
+            g.any_export_limit = bool(np.isfinite(g.export_limit_w).any())
             g.update_coupling()
         keys = {k for k, v in (("ev_setpoint_w", ev_setpoint_w),
                                ("battery_setpoint_w", battery_setpoint_w)) if v is not None}

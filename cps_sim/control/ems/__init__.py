@@ -27,14 +27,18 @@ __all__ = ["BatteryConfig", "BemsConfig", "BemsController", "Calendar", "CemsCon
 
 def cems_fallback(ctl: CemsController):
     """Safe behaviour of a member group that lost its CEMS: EVs stop, batteries on
-    their own rule, and no import at all while islanded or under a PCC limit."""
+    their own rule, no import at all while islanded or under a PCC limit, and no
+    export while islanded."""
     limited = ctl.islanded
 
     def fallback(obs) -> dict[str, np.ndarray]:
-        closed = limited(obs.now_s) or np.isfinite(ctl.cfg.pcc_import_limit_w)
+        island = limited(obs.now_s)
+        closed = island or np.isfinite(ctl.cfg.pcc_import_limit_w)
         return {"ev_setpoint_w": np.zeros(obs.n_evs),
                 "battery_setpoint_w": np.full(obs.n_sites, np.nan),
                 "import_limit_w": np.zeros(obs.n_sites) if closed
+                else np.full(obs.n_sites, np.inf),
+                "export_limit_w": np.zeros(obs.n_sites) if island
                 else np.full(obs.n_sites, np.inf)}
 
     return fallback

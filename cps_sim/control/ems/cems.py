@@ -28,7 +28,11 @@ once (concatenated member groups, no per-site loop):
    that does not fit gets the same fraction of its demand at every site, the
    classes below get nothing.  The engine enforces the limits (EV throttled
    first, then load unserved), so the PCC bound holds at every instant of the
-   interval up to floating-point rounding.
+   interval up to floating-point rounding;
+4. islanded, nothing may leave either: each exporting site's ``export_limit_w``
+   is its predicted export scaled so that the exports add up to the imports
+   served; the surplus nobody can use or store is curtailed at the sites, and
+   EV charging is capped at what each EV can hold until the next decision.
 
 Things that would break the bound and are excluded: EV discharge counted as
 supply (EV setpoints >= 0 here), transport latency (setpoints apply late),
@@ -37,6 +41,7 @@ per-site export limits (exports curtailed by the engine are not seen).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +77,7 @@ class CemsStats:
     shed_w: list[FloatArray] = field(default_factory=list)  # per site load shed [W]
     limit_w: list[FloatArray] = field(default_factory=list)  # per site import limit [W]
     shared_battery_w: list[float] = field(default_factory=list)
+    export_limit_w: list[FloatArray] = field(default_factory=list)  # per site [W]
 
 
 class CemsController:
@@ -101,6 +107,12 @@ class CemsController:
                 sp = np.where(o.ev_plugged & (o.ev_soc < 1.0), o.ev_charger_w, 0.0)
             # only plugged EVs draw; an EV arriving before the next decision waits for it
             sp = np.where(o.ev_plugged, np.clip(sp, 0.0, o.ev_charger_w), 0.0)
+            if island and o.ev_energy_max_wh is not None:
+                # islanded, an EV must not fill up before the next decision: its site's
+                # import would fall and another site's export would leave the island
+                room = np.maximum(o.ev_energy_max_wh - o.ev_energy_wh, 0.0)
+                sp = np.minimum(sp, room / o.ev_charge_efficiency
+                                / (cfg.interval_s / 3600.0))
             ev_sp.append(sp)
             ev_site.append(site_sum(o, sp))
             base.append(o.site_load_w - o.site_pv_w)
@@ -131,8 +143,9 @@ class CemsController:
             net = load_net + ev
             bat = np.where(shared, 0.0, np.clip(-net, lo, hi))  # own batteries
             comm = float((net + bat).sum())  # shared sites' own net included
-            if comm < 0:  # surplus: charge, keeping the margin exported
-                p = min(max(-comm - cfg.margin_w, 0.0), float(hi[shared].sum()))
+            if comm < 0:  # surplus: charge (connected: keeping the margin exported)
+                keep = 0.0 if island else cfg.margin_w  # islanded, what is left is curtailed
+                p = min(max(-comm - keep, 0.0), float(hi[shared].sum()))
             elif island or sh_soc > cfg.shared_reserve_soc:  # deficit (+ the margin)
                 cover = comm
                 if island:  # ration: keep the energy the top class needs to the outage end
@@ -181,6 +194,15 @@ class CemsController:
             limit = demand  # exactly each site's demand: nothing may grow until next decision
         else:
             limit = np.full_like(demand, np.inf)
+        # ---- PCC export: islanded, the sites may export only what other sites import
+        supply = np.maximum(-site_net, 0.0)
+        if island:
+            room = float(np.minimum(limit, demand).sum())  # imports served this interval
+            total_sup = float(supply.sum())
+            scale = min(1.0, room / total_sup) if total_sup > 0 else 0.0
+            export_limit = supply * scale  # the rest of the surplus is curtailed at the sites
+        else:
+            export_limit = np.full_like(supply, np.inf)
         self.stats.times_s.append(now_s)
         self.stats.islanded.append(island)
         self.stats.allowed_import_w.append(allowed)
@@ -188,12 +210,14 @@ class CemsController:
         self.stats.shed_w.append(shed)
         self.stats.limit_w.append(limit)
         self.stats.shared_battery_w.append(p_sh)
+        self.stats.export_limit_w.append(export_limit)
         out: dict[str, dict[str, np.ndarray]] = {}
         for i, (g, o) in enumerate(zip(cfg.groups, obs, strict=True)):
             s = slice(bounds[i], bounds[i + 1])
             out[g] = {"ev_setpoint_w": ev_sp[i],
                       "battery_setpoint_w": np.where(o.battery_capacity_wh > 0, bat[s], np.nan),
-                      "import_limit_w": np.maximum(limit[s], 0.0)}
+                      "import_limit_w": np.maximum(limit[s], 0.0),
+                      "export_limit_w": np.maximum(export_limit[s], 0.0)}
         return out
 
 
@@ -208,11 +232,19 @@ def cems_process(env: simpy.Environment, world: Any, controller: CemsController,
     interval = float(controller.interval_s)
     ttl = float(ttl_s) if ttl_s is not None else 3.0 * interval
     groups = controller.cfg.groups
+    edges = sorted({t for window in controller.cfg.outages_s for t in window})
     while True:
-        world.advance_to(float(env.now))
+        now = float(env.now)
+        world.advance_to(now)
         obs = {g: world.observe(g) for g in groups}
-        for g, sp in controller.decide(float(env.now), obs).items():
+        for g, sp in controller.decide(now, obs).items():
             payload: dict[str, Any] = {k: np.asarray(v, dtype=float) for k, v in sp.items()}
             payload["ttl_s"] = ttl
             transport.publish(Topics.setpoints(g), payload)
-        yield env.timeout(interval)
+        # next decision: the next multiple of the interval, or an outage start/end if sooner
+        nxt = (math.floor(now / interval + 1e-9) + 1) * interval
+        for t in edges:
+            if now < t < nxt:
+                nxt = t
+                break
+        yield env.timeout(nxt - now)
