@@ -61,6 +61,11 @@ def run(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
                f"{k['co2_kg']:,.0f} kg, EV unmet at departure "
                f"{k['ev_unmet_at_departure_kwh']:.1f} kWh")
     typer.echo(f"  wall time {result.wall_time_s:.2f} s")
+    if result.expectations is not None:
+        report = result.expectations
+        typer.echo(report.format(), err=not report.passed)
+        if not report.passed:
+            raise typer.Exit(3)  # an expectation failed (results are written)
 
 
 @app.command()

@@ -17,6 +17,7 @@ import pyarrow as pa
 from cps_sim import __version__
 from cps_sim.core.environment import make_env
 from cps_sim.core.errors import ScenarioError, SimulationError
+from cps_sim.experiment.expect import ExpectationReport, check_run
 from cps_sim.experiment.progress import TickProgress, progress_enabled
 from cps_sim.experiment.recorder import SIGN_NOTE, Recorder
 from cps_sim.experiment.results import atomic_directory, write_json, write_parquet
@@ -35,6 +36,7 @@ class RunResult:
     out_dir: Path
     kpis: dict[str, float]
     wall_time_s: float
+    expectations: ExpectationReport | None = None  # scenario.expect checked (expect.py)
 
 
 def scenario_hash(scenario: Scenario) -> str:
@@ -128,11 +130,15 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
     sim_wall = time.perf_counter() - t0
     events = recorder.events()
     kpis = recorder.kpis(events)
+    timeseries = recorder.timeseries()
+    groups = recorder.timeseries_by_group()
+    expectations = (check_run(scenario, timeseries, events, kpis, groups) if scenario.expect
+                    else None)
     meta = {"cps_sim.sign_convention": SIGN_NOTE, "cps_sim.scenario": scenario.name,
             "cps_sim.seed": str(scenario.seed), "cps_sim.scenario_hash": scenario_hash(scenario)}
     with atomic_directory(out_dir) as tmp:
-        write_parquet(tmp / "timeseries.parquet", recorder.timeseries(), meta)
-        write_parquet(tmp / "timeseries_groups.parquet", recorder.timeseries_by_group(), meta)
+        write_parquet(tmp / "timeseries.parquet", timeseries, meta)
+        write_parquet(tmp / "timeseries_groups.parquet", groups, meta)
         write_parquet(tmp / "events.parquet", events, meta)
         sites = recorder.sites()
         if sites is not None:
@@ -140,6 +146,8 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
         for name, table in _extra_tables(recorder.world).items():
             write_parquet(tmp / f"{name}.parquet", table, meta)
         write_json(tmp / "kpis.json", kpis)
+        if expectations is not None:
+            write_json(tmp / "expectations.json", expectations.to_json())
         wall = time.perf_counter() - t0
         write_json(tmp / "manifest.json", {
             "scenario": scenario.model_dump(mode="json"),
@@ -156,7 +164,8 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
             "files": [*sorted(p.name for p in tmp.iterdir()), "manifest.json"],
             "sign_convention": SIGN_NOTE,
         })
-    return RunResult(out_dir=out_dir, kpis=kpis, wall_time_s=time.perf_counter() - t0)
+    return RunResult(out_dir=out_dir, kpis=kpis, wall_time_s=time.perf_counter() - t0,
+                     expectations=expectations)
 
 
 def run_file(path: str | Path, overrides: Sequence[str] = (), seed: int | None = None,

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator, model_validator
 
 from cps_sim.scenario.ems_schema import EmsSpec
+from cps_sim.scenario.expect_schema import ExpectItem, validate_expectations
 from cps_sim.scenario.powerflow_schema import PowerFlowSpec
 from cps_sim.scenario.sites_schema import (  # noqa: F401 - re-exported
     BatterySpec,
@@ -232,6 +233,9 @@ class Scenario(_Model):
         None, description="Optional AC power flow of one site group on a bundled LV feeder "
         "(pandapower, extra cps_sim[grid]; see docs/powerflow.md for its pandas pin).")
     record: RecordSpec = Field(default_factory=RecordSpec)
+    expect: list[ExpectItem] = Field(default_factory=list, max_length=500, description="What "
+                                     "the run must show (docs/expectations.md); cps-sim run "
+                                     "exits 3 when one fails.")
 
     @field_validator("start")
     @classmethod
@@ -286,6 +290,10 @@ class Scenario(_Model):
             raise ValueError(f"duration_days ({self.duration_days}) must be a whole number of "
                              f"ticks of {self.tick_s:g} s")
         return self
+
+    @model_validator(mode="after")
+    def _expectations(self) -> Scenario:
+        return validate_expectations(self)
 
     @property
     def duration_s(self) -> float:
