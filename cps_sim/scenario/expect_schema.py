@@ -58,6 +58,7 @@ BASE_KPIS = frozenset(
         "grid_export_kwh",
         "grid_import_kwh",
         "load_kwh",
+        "measured_correction_kwh",
         "peak_import_kw",
         "peak_site_import_kw",
         "pv_generation_kwh",
