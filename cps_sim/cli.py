@@ -146,7 +146,15 @@ def report(results_dir: Annotated[Path, typer.Argument(help="A run or sweep resu
     typer.echo(f"{rep.kind} report: {rep.html} ({len(rep.pngs)} plots)")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings on the command line: one ``warning: ...`` line, no source location."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main() -> None:
+    import warnings
+
+    warnings.showwarning = _show_warning
     try:
         app()
     except CpsSimError as exc:  # raised outside a command body

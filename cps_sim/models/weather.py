@@ -1,7 +1,24 @@
 """Weather for the physics models: an offline synthetic generator and file importers.
 
-Every function returns a :class:`pandas.DataFrame` indexed by tz-aware timestamps
-(instantaneous samples) with the columns of :data:`WEATHER_COLUMNS`:
+Every function returns a :class:`pandas.DataFrame` with the columns of
+:data:`WEATHER_COLUMNS`, one row per *interval* of ``df.attrs["interval_s"]`` seconds,
+indexed by the tz-aware instant that represents the row: the **midpoint** of the
+interval a file's average (or integral) covers, or the time of an instantaneous sample
+(which then stands for the interval centred on it).  The interval of row ``i`` is
+therefore ``[index[i] - interval_s/2, index[i] + interval_s/2)``; evaluating the sun's
+position at the index is what pvlib's ModelChain does with mid-interval timestamps.
+
+Each file format is aligned to its own time convention on reading:
+
+* **TMY3** (NREL): hourly values labelled at the *end* of their hour;
+  :func:`pvlib.iotools.read_tmy3` keeps the end label (01:00 = 00:00-01:00), so the
+  midpoint is the label minus 30 min.
+* **EPW** (EnergyPlus): hour 1 is 00:00-01:00; :func:`pvlib.iotools.read_epw` labels
+  it with its *start* (00:00), so the midpoint is the label plus 30 min.
+* **CSV** (ours): ``time_label`` says what a timestamp marks: ``start`` (default) or
+  ``end`` of the averaging interval, or an ``instant`` sample.
+
+The columns are:
 
 =================  =====  ==============================================
 column             unit   meaning
@@ -14,8 +31,9 @@ column             unit   meaning
 =================  =====  ==============================================
 
 ``df.attrs`` carries ``latitude_deg``, ``longitude_deg``, ``altitude_m``,
-``wind_height_m`` and ``source``, so that the PV model can locate the sun
-without being told twice.
+``wind_height_m``, ``interval_s`` and ``source`` (files also ``utc_offset_h``, the
+file's own fixed UTC offset), so that the PV model can locate the sun without being
+told twice.
 
 Nothing here touches the network: clear-sky irradiance uses pvlib's Ineichen
 model with the Linke turbidity climatology that ships inside the pvlib wheel.
@@ -50,7 +68,18 @@ TYPICAL_YEAR = 2026
 # 1.3 MWh/m² (JMA/NEDO METPV report ~1.3-1.4 MWh/m²/yr for Tokyo).  Pass your own
 # 12 values for another climate.
 TOKYO_MONTHLY_CLEAR_SKY_INDEX = (
-    0.77, 0.73, 0.66, 0.67, 0.67, 0.55, 0.61, 0.67, 0.58, 0.61, 0.69, 0.77,
+    0.77,
+    0.73,
+    0.66,
+    0.67,
+    0.67,
+    0.55,
+    0.61,
+    0.67,
+    0.58,
+    0.61,
+    0.69,
+    0.77,
 )
 
 _PANDAS4_WARNING = getattr(pd.errors, "Pandas4Warning", DeprecationWarning)
@@ -196,8 +225,9 @@ def synthetic_weather(
     # ---- daily clear-sky index: AR(1) latent Gaussian -> Beta via copula
     # local calendar day of each sample (days since epoch of the local date)
     local_day = (times.tz_localize(None).normalize() - pd.Timestamp("1970-01-01")).days
-    day_codes, first, day_index = np.unique(local_day.to_numpy(), return_index=True,
-                                            return_inverse=True)
+    day_codes, first, day_index = np.unique(
+        local_day.to_numpy(), return_index=True, return_inverse=True
+    )
     n_days = len(day_codes)
     z_day = _ar1_gaussian(rng, n_days, day_to_day_correlation)
     m = months[times.month.to_numpy()[first] - 1]
@@ -222,8 +252,9 @@ def synthetic_weather(
     doy = times.day_of_year.to_numpy() + (times.hour.to_numpy() + times.minute.to_numpy() / 60) / 24
     peak = warmest_day_of_year if latitude_deg >= 0 else warmest_day_of_year - 182.6
     seasonal = seasonal_temp_amplitude_c * np.cos(2 * np.pi * (doy - peak) / 365.25)
-    utc_hours = ((times - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(hours=1)
-                 ).to_numpy() % 24
+    utc_hours = (
+        (times - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(hours=1)
+    ).to_numpy() % 24
     solar_hour = (utc_hours + longitude_deg / 15.0) % 24
     diurnal = diurnal_temp_amplitude_c * (0.5 + k_d) * np.cos(2 * np.pi * (solar_hour - 14.5) / 24)
     phi_temp = math.exp(-dt_s / temp_anomaly_time_constant_s)
@@ -253,6 +284,7 @@ def synthetic_weather(
         longitude_deg=float(longitude_deg),
         altitude_m=float(location.altitude),
         wind_height_m=float(wind_height_m),
+        interval_s=float(dt_s),
         source="synthetic",
     )
     return df
@@ -261,8 +293,10 @@ def synthetic_weather(
 # --------------------------------------------------------------------------- importers
 
 
-def _from_pvlib_frame(data: pd.DataFrame, path: Path, lat: float, lon: float, alt: float,
-                      source: str) -> pd.DataFrame:
+def _from_pvlib_frame(
+    data: pd.DataFrame, path: Path, meta: dict, source: str, shift: pd.Timedelta
+) -> pd.DataFrame:
+    """Columns renamed to ours, index moved by ``shift`` to the interval midpoints."""
     mapping = {
         "ghi": "ghi_w_m2",
         "dni": "dni_w_m2",
@@ -274,24 +308,77 @@ def _from_pvlib_frame(data: pd.DataFrame, path: Path, lat: float, lon: float, al
     if missing:
         raise WeatherDataError(
             f"{path}: column {missing[0]!r}: missing after parsing as {source} "
-            f"(found {list(data.columns)[:12]}...)")
-    df = data[list(mapping)].rename(columns=mapping).astype(float)
+            f"(found {list(data.columns)[:12]}...)"
+        )
+    if len(data) < 2:
+        raise WeatherDataError(f"{path}: no data rows (a {source} file needs hourly rows)")
+    df = _fill_leap_day(data[list(mapping)].rename(columns=mapping).astype(float))
     _check_values(df, path)
+    step = _regular_step(df.index, path)
+    if step != pd.Timedelta(hours=1):
+        raise WeatherDataError(
+            f"{path}: column 'timestamp': {source} files are hourly, found a step of {step}"
+        )
+    df.index = df.index + shift
     df.index.name = "timestamp"
-    df.attrs.update(latitude_deg=float(lat), longitude_deg=float(lon), altitude_m=float(alt),
-                    wind_height_m=10.0, source=f"{source}:{path.name}")
+    df.attrs.update(
+        latitude_deg=float(meta["latitude"]),
+        longitude_deg=float(meta["longitude"]),
+        altitude_m=float(meta["altitude"]),
+        wind_height_m=10.0,
+        interval_s=3600.0,
+        utc_offset_h=float(meta["TZ"]),
+        source=f"{source}:{path.name}",
+    )
     return df
+
+
+def _fill_leap_day(df: pd.DataFrame) -> pd.DataFrame:
+    """A typical year placed in a leap year has no 29 February: repeat the day before.
+
+    pvlib leaves a one-day hole (a 25 h step) at the end of 28 February; the 24 rows
+    before it are copied one day later.  Any other gap stays an error.
+    """
+    idx = df.index
+    hole = np.flatnonzero(np.diff(idx.as_unit("ns").asi8) == int(pd.Timedelta(hours=25).value))
+    if hole.size != 1:
+        return df
+    i = int(hole[0])
+    if not (idx[i].is_leap_year and idx[i].month == 2 and i >= 23):
+        return df
+    copy = df.iloc[i - 23 : i + 1]
+    return pd.concat([df, copy.set_axis(copy.index + pd.Timedelta(days=1))]).sort_index()
+
+
+def _regular_step(index: pd.DatetimeIndex, path: Path) -> pd.Timedelta:
+    """The constant step of ``index``; a gap or an irregular step is an error naming it."""
+    if len(index) < 2:
+        raise WeatherDataError(
+            f"{path}: column 'timestamp': needs at least 2 rows to know the time step"
+        )
+    d = np.diff(index.as_unit("ns").asi8)
+    step = int(np.median(d))
+    bad = np.flatnonzero(d != step)
+    if bad.size:
+        i = int(bad[0])
+        raise WeatherDataError(
+            f"{path}: column 'timestamp': the step is {pd.Timedelta(step, 'ns')} but "
+            f"{index[i]} is followed by {index[i + 1]} (a gap or an irregular step; "
+            "weather files must be evenly spaced)"
+        )
+    return pd.Timedelta(step, "ns")
 
 
 def read_epw_weather(path: str | Path, coerce_year: int | None = TYPICAL_YEAR) -> pd.DataFrame:
     """Read an EnergyPlus EPW file with :func:`pvlib.iotools.read_epw`.
 
     Typical-year files mix months from different years; ``coerce_year`` puts
-    them all in one calendar year (pvlib moves the final midnight into the next
-    year so the index increases).  ``None`` keeps the file's years.
+    them all in one calendar year.  ``None`` keeps the file's years.
 
-    EPW values are hourly averages labelled at the *end* of the hour (pvlib keeps
-    that label); the index carries the file's fixed UTC offset.
+    EPW values are averages (irradiance) over the hour *ending* at the file's hour
+    field: hour 1 is 00:00-01:00 local standard time.  pvlib labels that row with the
+    hour's *start* (00:00); the returned index is the midpoint (00:30), in the file's
+    fixed UTC offset, and ``attrs["interval_s"] = 3600``.
     """
     path = Path(path)
     try:
@@ -301,29 +388,31 @@ def read_epw_weather(path: str | Path, coerce_year: int | None = TYPICAL_YEAR) -
         raise WeatherDataError(f"{path}: file not found") from None
     except Exception as exc:  # pvlib raises many kinds on malformed files
         raise WeatherDataError(f"{path}: not a readable EPW file: {exc}") from exc
-    return _from_pvlib_frame(data, path, meta["latitude"], meta["longitude"],
-                             meta["altitude"], "epw")
+    return _from_pvlib_frame(data, path, meta, "epw", pd.Timedelta(minutes=30))
 
 
 def read_tmy3_weather(path: str | Path, coerce_year: int | None = TYPICAL_YEAR) -> pd.DataFrame:
     """Read a TMY3 CSV with :func:`pvlib.iotools.read_tmy3` (``map_variables=True``).
 
     ``coerce_year`` as in :func:`read_epw_weather`.  TMY3 values are hourly
-    averages labelled at the end of the hour.
+    averages labelled at the *end* of the hour (01:00 = 00:00-01:00 local standard
+    time, pvlib keeps that label); the returned index is the midpoint (00:30) and
+    ``attrs["interval_s"] = 3600``.
 
-    pvlib ships ``pvlib/data/723170TYA.CSV`` (Greensboro NC), usable offline.
+    pvlib ships ``pvlib/data/723170TYA.CSV`` (Greensboro NC) and
+    ``pvlib/data/703165TY.csv`` (Sand Point AK), usable offline.
     """
     path = Path(path)
     try:
         with library_deprecations_ignored():
-            data, meta = pvlib.iotools.read_tmy3(str(path), coerce_year=coerce_year,
-                                                 map_variables=True)
+            data, meta = pvlib.iotools.read_tmy3(
+                str(path), coerce_year=coerce_year, map_variables=True
+            )
     except FileNotFoundError:
         raise WeatherDataError(f"{path}: file not found") from None
     except Exception as exc:
         raise WeatherDataError(f"{path}: not a readable TMY3 file: {exc}") from exc
-    return _from_pvlib_frame(data, path, meta["latitude"], meta["longitude"],
-                             meta["altitude"], "tmy3")
+    return _from_pvlib_frame(data, path, meta, "tmy3", pd.Timedelta(minutes=-30))
 
 
 def _check_values(df: pd.DataFrame, path: Path) -> None:
@@ -332,13 +421,15 @@ def _check_values(df: pd.DataFrame, path: Path) -> None:
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
             raise WeatherDataError(
-                f"{path}: column {col!r}: missing or non-numeric value at {df.index[bad[0]]}")
+                f"{path}: column {col!r}: missing or non-numeric value at {df.index[bad[0]]}"
+            )
     for col in ("ghi_w_m2", "dni_w_m2", "dhi_w_m2", "wind_speed_m_s"):
         bad = np.flatnonzero(df[col].to_numpy() < 0)
         if bad.size:
             raise WeatherDataError(
                 f"{path}: column {col!r}: negative value {df[col].iloc[bad[0]]} "
-                f"at {df.index[bad[0]]}")
+                f"at {df.index[bad[0]]}"
+            )
     if not df.index.is_monotonic_increasing or df.index.has_duplicates:
         raise WeatherDataError(f"{path}: column 'timestamp': timestamps must increase strictly")
 
@@ -351,14 +442,17 @@ def read_csv_weather(
     longitude_deg: float | None = None,
     altitude_m: float = 0.0,
     wind_height_m: float = 10.0,
+    time_label: str = "start",
 ) -> pd.DataFrame:
-    """Read a plain CSV weather file.
+    """Read a plain CSV weather file (evenly spaced rows, any step).
 
     Columns (header names, any order, extra columns ignored):
 
     * ``timestamp`` — ISO 8601, e.g. ``2026-04-01T12:00:00+09:00``.  Naive
-      timestamps need ``tz=`` (e.g. ``"Asia/Tokyo"``).  Instantaneous or
-      interval-start values.
+      timestamps need ``tz=`` (e.g. ``"Asia/Tokyo"``).  ``time_label`` says what
+      it marks: ``"start"`` (default) or ``"end"`` of the interval the row's values
+      average, or ``"instant"`` for point samples.  The returned index is the
+      interval midpoint (or the sample time), ``attrs["interval_s"]`` the step.
     * ``ghi_w_m2`` — required, ≥ 0.
     * ``dni_w_m2``, ``dhi_w_m2`` — optional together; when absent they are
       derived from GHI by the Erbs decomposition, which needs
@@ -372,6 +466,9 @@ def read_csv_weather(
         naming the file and the column (and row or time) that is wrong.
     """
     path = Path(path)
+    shift_factor = {"start": 0.5, "end": -0.5, "instant": 0.0}.get(time_label)
+    if shift_factor is None:
+        raise ValueError(f"time_label must be 'start', 'end' or 'instant', got {time_label!r}")
     try:
         raw = pd.read_csv(path, comment="#")
     except FileNotFoundError:
@@ -389,45 +486,63 @@ def read_csv_weather(
         if latitude_deg is None or longitude_deg is None:
             raise WeatherDataError(
                 f"{path}: column 'dni_w_m2': missing; give dni_w_m2 and dhi_w_m2 columns, "
-                "or latitude_deg/longitude_deg so they can be derived from GHI (Erbs)")
+                "or latitude_deg/longitude_deg so they can be derived from GHI (Erbs)"
+            )
     for col in required:
         if col not in raw.columns:
-            raise WeatherDataError(f"{path}: column {col!r}: missing "
-                                   f"(found columns {list(raw.columns)})")
+            raise WeatherDataError(
+                f"{path}: column {col!r}: missing (found columns {list(raw.columns)})"
+            )
+    if raw.empty:
+        raise WeatherDataError(f"{path}: no data rows (only a header)")
     try:
         times = pd.DatetimeIndex(pd.to_datetime(raw["timestamp"], format="ISO8601"))
     except (ValueError, TypeError) as exc:
-        raise WeatherDataError(f"{path}: column 'timestamp': not ISO 8601 timestamps: {exc}"
-                               ) from exc
+        raise WeatherDataError(
+            f"{path}: column 'timestamp': not ISO 8601 timestamps: {exc}"
+        ) from exc
     if times.tz is None:
         if tz is None:
-            raise WeatherDataError(f"{path}: column 'timestamp': timestamps have no UTC offset; "
-                                   "pass tz=, e.g. 'Asia/Tokyo'")
+            raise WeatherDataError(
+                f"{path}: column 'timestamp': timestamps have no UTC offset; "
+                "pass tz=, e.g. 'Asia/Tokyo'"
+            )
         times = times.tz_localize(tz)
     elif tz is not None:
         times = times.tz_convert(tz)
+    if not times.is_monotonic_increasing or times.has_duplicates:
+        raise WeatherDataError(f"{path}: column 'timestamp': timestamps must increase strictly")
+    step = _regular_step(times, path)
+    times = times + step * shift_factor
     numeric = {}
     for col in ["ghi_w_m2", "temp_air_c", "wind_speed_m_s"] + (
-            ["dni_w_m2", "dhi_w_m2"] if has_components else []):
+        ["dni_w_m2", "dhi_w_m2"] if has_components else []
+    ):
         values = pd.to_numeric(raw[col], errors="coerce")
         bad = np.flatnonzero(values.isna().to_numpy())
         if bad.size:
             row = int(bad[0])
             raise WeatherDataError(
-                f"{path}: column {col!r}: row {row + 2}: not a number: {raw[col].iloc[row]!r}")
+                f"{path}: column {col!r}: row {row + 2}: not a number: {raw[col].iloc[row]!r}"
+            )
         numeric[col] = values.to_numpy(dtype=float)
     if not has_components:
         with library_deprecations_ignored():
-            solpos = pvlib.solarposition.get_solarposition(times, latitude_deg, longitude_deg,
-                                                           altitude_m)
+            solpos = pvlib.solarposition.get_solarposition(
+                times, latitude_deg, longitude_deg, altitude_m
+            )
             erbs = pvlib.irradiance.erbs(numeric["ghi_w_m2"], solpos["zenith"].to_numpy(), times)
         numeric["dni_w_m2"] = np.nan_to_num(np.asarray(erbs["dni"], dtype=float))
         numeric["dhi_w_m2"] = np.nan_to_num(np.asarray(erbs["dhi"], dtype=float))
     df = pd.DataFrame({c: numeric[c] for c in WEATHER_COLUMNS}, index=times)
     df.index.name = "timestamp"
     _check_values(df, path)
-    df.attrs.update(wind_height_m=float(wind_height_m), altitude_m=float(altitude_m),
-                    source=f"csv:{path.name}")
+    df.attrs.update(
+        wind_height_m=float(wind_height_m),
+        altitude_m=float(altitude_m),
+        interval_s=step.total_seconds(),
+        source=f"csv:{path.name}",
+    )
     if latitude_deg is not None and longitude_deg is not None:
         df.attrs.update(latitude_deg=float(latitude_deg), longitude_deg=float(longitude_deg))
     return df

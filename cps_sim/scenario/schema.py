@@ -48,13 +48,21 @@ class WeatherSpec(_Model):
       intra-day variability (monthly means for Tokyo, an assumption), seasonal +
       diurnal temperature, Weibull wind (``models/weather.py``);
     * ``epw`` / ``tmy3`` / ``csv``: a file next to the scenario (CSV columns:
-      ``timestamp, ghi_w_m2[, dni_w_m2, dhi_w_m2], temp_air_c, wind_speed_m_s``),
-      placed in the scenario's year and interpolated to the run's time grid;
+      ``timestamp, ghi_w_m2[, dni_w_m2, dhi_w_m2], temp_air_c, wind_speed_m_s``).
+      Each row is an interval average, aligned to its format's convention (TMY3 and
+      EPW: the hour ending at the stamp; CSV: see ``time_label``); the sun is placed
+      at each interval's midpoint and ticks take the time-weighted mean of the rows
+      they overlap.  Typical years (TMY3/EPW) repeat in every year the run touches.
+      A file more than 100 km from ``location`` or in another standard time zone
+      than ``timezone`` draws a warning;
     * ``constant``: fixed values (for tests and checks).
     """
 
     source: Literal["synthetic", "constant", "epw", "tmy3", "csv"] = "synthetic"
     file: str | None = Field(None, description="epw/tmy3/csv: path relative to the scenario.")
+    time_label: Literal["start", "end", "instant"] = Field(
+        "start", description="csv: what a timestamp marks: the start or the end of the "
+        "interval its values average, or an instantaneous sample.")
     clear_sky_index_scale: float = Field(1.0, gt=0, le=1.5, description="synthetic: factor "
                                          "on the monthly mean clear-sky indices (cloudier < 1).")
     constant_ghi_w_m2: float = Field(0.0, ge=0, le=1500, description="constant: GHI.")

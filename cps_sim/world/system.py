@@ -29,7 +29,6 @@ from dataclasses import fields as dc_fields
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from cps_sim.core.errors import SimulationError
 from cps_sim.grid import dispatch as dp
@@ -43,32 +42,31 @@ from cps_sim.world.world import TickResult, World
 
 FloatArray = npt.NDArray[np.float64]
 SECONDS_PER_HOUR = 3600.0
-WEATHER_MAX_STEP_S = 900.0  # weather sampled at most every 15 min (held within)
 BALANCE_REL_TOL = 1e-9
 
 
 # ----------------------------------------------------------------------------- build helpers
 
-def system_weather(spec: SystemSpec, world: World) -> tuple[pd.DataFrame, np.ndarray]:
-    """Synthetic weather at the scenario location, one sample per weather step (the
-    midpoint of each step), with the lull windows applied; and each tick's row index."""
+def system_weather(spec: SystemSpec, world: World):
+    """Synthetic weather at the scenario location (stream ``system/weather``) at the
+    fixed base resolution of :func:`cps_sim.world.exogenous.synthetic_run_weather`, with
+    the lull windows applied, and the map that averages per-row results onto the ticks
+    (so wind and utility PV do not depend on the tick size)."""
+    from cps_sim.world.exogenous import IntervalMap, synthetic_run_weather
+
     sc = world.scenario
     w = spec.weather
-    step_s = world.tick_s if world.tick_s >= WEATHER_MAX_STEP_S else WEATHER_MAX_STEP_S
-    n_w = int(np.ceil(sc.duration_s / step_s))
-    start = pd.Timestamp(sc.start).tz_convert(sc.timezone) + pd.Timedelta(seconds=step_s / 2)
     monthly = np.minimum(np.asarray(weather.TOKYO_MONTHLY_CLEAR_SKY_INDEX)
                          * w.clear_sky_index_scale, 0.95)
-    df = weather.synthetic_weather(
-        world.rng.generator("system/weather"), start, periods=n_w, freq=f"{int(step_s)}s",
-        latitude_deg=sc.location.latitude, longitude_deg=sc.location.longitude,
-        tz=sc.timezone, altitude_m=sc.location.altitude_m,
+    df, edges = synthetic_run_weather(
+        world.rng, sc, world.clock, "system/weather",
         monthly_clear_sky_index=tuple(monthly.tolist()),
         day_to_day_correlation=w.day_to_day_correlation,
         mean_wind_speed_m_s=w.mean_wind_speed_m_s, wind_weibull_shape=w.wind_weibull_shape,
         wind_time_constant_s=w.wind_time_constant_h * SECONDS_PER_HOUR)
     if w.lulls:
-        t_s = (np.arange(n_w) + 0.5) * step_s
+        t_s = 0.5 * (edges[:-1] + edges[1:])
+        n_w = t_s.size
         wind_f = np.ones(n_w)
         sun_f = np.ones(n_w)
         for lull in w.lulls:  # a handful of windows, each vectorised over time
@@ -80,9 +78,7 @@ def system_weather(spec: SystemSpec, world: World) -> tuple[pd.DataFrame, np.nda
         df["wind_speed_m_s"] = df["wind_speed_m_s"].to_numpy() * wind_f
         for c in ("ghi_w_m2", "dni_w_m2", "dhi_w_m2"):
             df[c] = df[c].to_numpy() * sun_f
-    tick_row = np.minimum((np.arange(world.n_ticks) * world.tick_s // step_s).astype(np.int64),
-                          n_w - 1)
-    return df, tick_row
+    return df, IntervalMap(edges, world.tick_s, world.n_ticks)
 
 
 def area_demand_w(spec: SystemSpec, world: World) -> tuple[FloatArray, FloatArray]:
@@ -208,18 +204,18 @@ class SystemHook:
         self.wind_w = np.zeros(n)
         self.utility_pv_w = np.zeros(n)
         if spec.wind or spec.utility_pv:
-            wx, row = system_weather(spec, world)
+            wx, to_ticks = system_weather(spec, world)
             if spec.wind:
                 farms = wind.wind_farm_ac_power_w(
                     wx, [f.turbine_type for f in spec.wind], [f.hub_height_m for f in spec.wind],
                     [f.n_turbines for f in spec.wind], [f.efficiency for f in spec.wind])
-                self.wind_w = farms.sum(axis=1)[row]
+                self.wind_w = to_ticks.mean(farms.sum(axis=1))
             if spec.utility_pv:
                 dc_w = np.array([p.capacity_mw * 1e6 for p in spec.utility_pv])
                 ac_w = dc_w / np.array([p.dc_ac_ratio for p in spec.utility_pv])
                 pv = solar.pv_ac_power_w(wx, [p.tilt_deg for p in spec.utility_pv],
                                          [p.azimuth_deg for p in spec.utility_pv], dc_w, ac_w)
-                self.utility_pv_w = pv.sum(axis=1)[row]
+                self.utility_pv_w = to_ticks.mean(pv.sum(axis=1))
         self.fleet = plant_fleet(spec)
         self.technologies = list(dict.fromkeys(self.fleet.technology))
         self._tech_idx = {t: np.flatnonzero(np.asarray(self.fleet.technology) == t)

@@ -56,7 +56,7 @@ def test_pvwatts_pv_in_the_engine_matches_the_model_directly():
     frame = world.weather.frame
     frame.attrs.update(latitude_deg=35.68, longitude_deg=139.77, altitude_m=40.0)
     direct = solar.pv_ac_power_w(frame, [30.0], [180.0], [5000.0], [5000.0 / 1.2])[:, 0]
-    direct_wh = direct.sum() * (900.0 / 3600.0)
+    direct_wh = direct.sum() * (frame.attrs["interval_s"] / 3600.0)  # one value per row
     assert _total(rec, "pv_generation_wh") == pytest.approx(direct_wh, rel=1e-9)
     assert direct_wh > 5 * 10 * 1000  # > 1 kWh/kWp/day over 10 April days in Tokyo
     assert np.max(direct) <= 5000.0 / 1.2 + 1e-9  # clipped at the inverter

@@ -153,7 +153,13 @@ def test_read_csv_full_and_ghi_only(tmp_path):
                          "wind_speed_m_s": 2.0})
     full.to_csv(p, index=False)
     df = read_csv_weather(p)
-    assert tuple(df.columns) == WEATHER_COLUMNS and str(df.index[0]) == str(t[0])
+    assert tuple(df.columns) == WEATHER_COLUMNS
+    # rows are intervals indexed at their midpoint: start labels move +step/2, end labels
+    # -step/2, instantaneous samples stay
+    assert df.attrs["interval_s"] == 3600.0
+    assert df.index[0] == t[0] + pd.Timedelta(minutes=30)
+    assert read_csv_weather(p, time_label="end").index[0] == t[0] - pd.Timedelta(minutes=30)
+    assert read_csv_weather(p, time_label="instant").index[0] == t[0]
     # GHI only: DNI/DHI from Erbs; closure GHI = DNI cos z + DHI
     full.drop(columns=["dni_w_m2", "dhi_w_m2"]).to_csv(p, index=False)
     df2 = read_csv_weather(p, latitude_deg=35.68, longitude_deg=139.77)
