@@ -257,7 +257,9 @@ def household_power_w(
     energy exactly.
     """
     if profile == "bdew_h25":
-        from demandlib import bdew
+        from cps_sim.core.deps import require
+
+        bdew = require("demandlib.bdew", "the BDEW H25 household profile (bdew_h25)")
 
         def shape(grid: pd.DatetimeIndex) -> FloatArray:
             cal = holidays_lib.country_holidays(country, years=sorted(set(grid.year)))

@@ -503,8 +503,9 @@ def rainflow_cycle_fade(
     Python (the rainflow package works per series); call it offline or once per
     simulated day, not per tick.
     """
-    import rainflow
+    from cps_sim.core.deps import require
 
+    rainflow = require("rainflow", "battery cycle ageing (rainflow counting)")
     hist = np.asarray(soc_history, dtype=float)
     if hist.ndim == 1:
         hist = hist[:, None]

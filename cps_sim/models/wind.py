@@ -56,7 +56,10 @@ class PowerCurve:
 @functools.cache
 def _table() -> pd.DataFrame:
     """windpowerlib's bundled OEDB power-curve table (read once, from disk)."""
-    path = resources.files("windpowerlib") / "data" / "default_turbine_data" / "power_curves.csv"
+    from cps_sim.core.deps import require
+
+    wpl = require("windpowerlib", "wind turbine power curves")
+    path = resources.files(wpl) / "data" / "default_turbine_data" / "power_curves.csv"
     with resources.as_file(path) as p:
         return pd.read_csv(p, index_col=0)
 
