@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pyarrow as pa
+import simpy
 
 from cps_sim import __version__
 from cps_sim.core.environment import make_env
@@ -81,11 +82,14 @@ def default_out_dir(scenario: Scenario) -> Path:
 
 def simulate(scenario: Scenario, *, quiet: bool = True,
              on_tick: Callable[[World, TickResult], None] | None = None,
-             base_dir: Path | None = None) -> Recorder:
+             base_dir: Path | None = None,
+             setup: Callable[[simpy.Environment, World], None] | None = None) -> Recorder:
     """Run the scenario in memory and return its recorder (no files written).
 
     ``on_tick(world, result)`` is called after every settlement tick (for
-    checks and live displays).
+    checks and live displays).  ``setup(env, world)`` runs once after the world
+    and its own controllers have started, before the first event (e.g. to start
+    an extra controller with :func:`cps_sim.world.wiring.start_controller`).
     """
     world = build_world(scenario, base_dir)
     env = make_env(scenario.mode, scenario.speed)
@@ -102,6 +106,8 @@ def simulate(scenario: Scenario, *, quiet: bool = True,
             bar.update(r.k + 1)
 
         world.start(env, _on_tick)
+        if setup is not None:
+            setup(env, world)
         env.run(until=scenario.duration_s + scenario.tick_s * 0.5)
     return recorder
 

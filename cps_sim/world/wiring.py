@@ -420,6 +420,34 @@ def start_ems(env: simpy.Environment, world: World, ems: Any = None) -> dict[str
     return controllers
 
 
+def start_controller(
+    env: simpy.Environment,
+    world: World,
+    group: str,
+    controller: Any,
+    *,
+    ttl_s: float | None = None,
+) -> tuple[ControllerStats, DeviceStats]:
+    """Start one controller for ``group`` on a started world (e.g. the oracle's
+    schedule replay): its device process and its controller process on the world's
+    transport, the same path as the scenario's own controllers.  The group must not
+    have another controller.  Returns the controller's and the device's statistics
+    (also on ``world.wiring.controller_stats`` / ``device_stats``)."""
+    w = _wiring(env, world)
+    world.group(group)  # KeyError for an unknown group
+    if group in w.device_stats or group in w.ems_stats:
+        raise ValueError(f"site group {group!r} already has a controller")
+    cs, ds = ControllerStats(), DeviceStats()
+    w.controller_stats[group] = cs
+    w.device_stats[group] = ds
+    w.controllers[group] = controller
+    env.process(device_process(env, world, w.transport, group, stats=ds))
+    env.process(
+        controller_process(env, world, controller, w.transport, group, ttl_s=ttl_s, stats=cs)
+    )
+    return cs, ds
+
+
 # ---------------------------------------------------------------------- VPP
 def _vpp_requests(world: World, spec: VppSpec, base_dir: Path | None):
     from cps_sim.control.vpp_runtime import VppRequest
