@@ -152,14 +152,45 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main() -> None:
+    """Entry point: whatever goes wrong ends in ``error: ...`` and a non-zero exit.
+
+    Only ``--debug`` shows a traceback.  Errors cps_sim raises on purpose
+    carry their own message; anything else is reported as an internal error
+    (a bug to report) rather than as a traceback.
+    """
     import warnings
 
     warnings.showwarning = _show_warning
     try:
         app()
     except CpsSimError as exc:  # raised outside a command body
+        if _state["debug"]:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        if _state["debug"]:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except MemoryError:
+        if _state["debug"]:
+            raise
+        print("error: out of memory; make the run smaller (fewer sites, a shorter horizon or "
+              "a longer tick_s)", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:
+        if _state["debug"]:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for "
+              "the traceback and please report it", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

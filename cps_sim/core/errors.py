@@ -55,5 +55,9 @@ class ResultsError(CpsSimError):
     """Results could not be written or read."""
 
 
+class DiskFullError(ResultsError):
+    """Results could not be written: no space left, or a file-size limit reached."""
+
+
 class BridgeError(CpsSimError):
     """Hardware-in-the-loop transport failure."""

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +130,9 @@ def write_catalog(out: str | Path, df: pd.DataFrame | None = None) -> Path:
     meta[b"cps_sim.param_columns"] = json.dumps(read_plan(out)["param_columns"]).encode()
     table = table.replace_schema_metadata(meta)
     path = out / CATALOG
-    tmp = out / f".{CATALOG}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    from cps_sim.experiment.outdir import TMP, owned_name
+
+    tmp = out / owned_name(TMP, CATALOG)
     try:
         pq.write_table(table, tmp)
         with tmp.open("rb") as fh:

@@ -11,12 +11,13 @@ Local backend (``ProcessPoolExecutor``):
   inherit no file descriptors from the sweep (so not its lock, B5);
 * at most two tasks per worker in flight; when the pool breaks (a worker
   killed by a signal or the OOM killer, B1) the runs that had started (their
-  ``.inflight`` marker exists) are retried up to ``retries`` times on a fresh
+  ``.cps_sim-inflight`` marker exists) are retried up to ``retries`` times on a fresh
   pool, then recorded as ``worker_died``; runs that were only queued are
   resubmitted without counting an attempt; the rest continue;
 * ``max_tasks_per_child`` recycles workers to bound memory growth (B8);
-* each worker exits by itself when the sweep process disappears (SIGKILL),
-  so a killed sweep leaves no orphans holding CPU.
+* each worker exits when the sweep process dies, even by SIGKILL and while it
+  is an unreaped zombie (:mod:`cps_sim.experiment.lifeline`), so a killed
+  sweep leaves no orphans holding CPU.
 
 Dask backend: a ``LocalCluster`` (processes, one thread each) when no
 address is given, else ``Client(address)``; the results directory must then
@@ -30,8 +31,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import threading
-import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -40,14 +39,15 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from cps_sim.experiment.worker import execute_run, record_failure
+from cps_sim.experiment.worker import execute_run, inflight_path, record_failure
 
 OnRecord = Callable[[dict[str, Any]], None]
 
 MAX_TASKS_PER_CHILD = 100
 # Imported once in the fork server, so each worker starts warm (the engine imports pvlib,
 # holidays and scipy lazily on its first run: ~0.4 s per worker otherwise).
-_PRELOAD = ["cps_sim.experiment.worker", "cps_sim.scenario.schema", "cps_sim.experiment.run",
+_PRELOAD = ["cps_sim.experiment.forkserver_lifeline", "cps_sim.experiment.worker",
+            "cps_sim.scenario.schema", "cps_sim.experiment.run",
             "pvlib", "holidays", "scipy.optimize", "pandas", "pyarrow.parquet"]
 
 
@@ -60,21 +60,12 @@ def default_workers() -> int:
 
 # ----------------------------------------------------------------------------- local
 
-def _watch_parent(parent_pid: int) -> None:
-    """Exit this worker when the sweep process is gone (it was SIGKILLed)."""
-    while True:
-        time.sleep(0.5)
-        try:
-            os.kill(parent_pid, 0)
-        except ProcessLookupError:
-            os._exit(3)
-        except PermissionError:
-            pass
+def _worker_init(sweep_pid: int) -> None:
+    """Pool workers die with their fork server, which dies with the sweep (see lifeline)."""
+    from cps_sim.experiment.lifeline import bind_to_parent
 
-
-def _worker_init(parent_pid: int) -> None:
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
-                     name="cps-sim-parent-watch").start()
+    del sweep_pid
+    bind_to_parent()
 
 
 def _preload() -> list[str]:
@@ -96,12 +87,14 @@ def start_fork_server() -> None:
     """
     from multiprocessing import forkserver
 
+    os.environ["CPS_SIM_SWEEP_PID"] = str(os.getpid())  # read by forkserver_lifeline
     mp.get_context("forkserver").set_forkserver_preload(_preload())
     forkserver.ensure_running()
 
 
 def _new_pool(workers: int, max_tasks_per_child: int | None) -> ProcessPoolExecutor:
     ctx = mp.get_context("forkserver")
+    os.environ["CPS_SIM_SWEEP_PID"] = str(os.getpid())
     ctx.set_forkserver_preload(_preload())  # no effect once the server runs
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                initargs=(os.getpid(),), max_tasks_per_child=max_tasks_per_child)
@@ -160,7 +153,7 @@ def run_local(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_recor
 
 def _retry_or_fail(task: dict[str, Any], attempts: dict[str, int], retries: int,
                    queue: deque, out: Path, on_record: OnRecord) -> None:
-    marker = out / ".inflight" / f"{task['run_id']}.json"
+    marker = inflight_path(out, task["run_id"])
     if not marker.exists():  # never started (it was queued): not its fault
         attempts[task["run_id"]] -= 1
         queue.appendleft(task)
@@ -176,6 +169,32 @@ def _retry_or_fail(task: dict[str, Any], attempts: dict[str, int], retries: int,
 
 
 # ----------------------------------------------------------------------------- dask
+
+def check_dask(address: str | None, timeout_s: float = 10.0) -> None:
+    """Fail early (before the results folder is touched) when Dask cannot be used.
+
+    Checks that ``dask[distributed]`` is installed and, with ``address``, that
+    its scheduler answers within ``timeout_s``.
+    """
+    from cps_sim.core.errors import CpsSimError
+
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CpsSimError("--backend dask needs dask[distributed]: "
+                          "pip install 'cps-sim[dist]'") from None
+    if not address:
+        return
+    try:
+        client = Client(address, timeout=timeout_s, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise CpsSimError(f"cannot reach the Dask scheduler at {address} within {timeout_s:g} "
+                          f"s ({type(exc).__name__}: {exc}); start it (dask scheduler) or "
+                          "check --address; nothing was written") from None
+    except ValueError as exc:  # malformed address
+        raise CpsSimError(f"--address {address!r}: {exc}") from None
+    client.close()
+
 
 def run_dask(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_record: OnRecord,
              *, address: str | None = None, retries: int = 1) -> None:

@@ -66,7 +66,10 @@ def make_report(results_dir: str | Path, *, week_start: str | None = None,
     if not src.is_dir():
         raise ResultsError(f"{src}: no such results directory")
     out = Path(out_dir) if out_dir is not None else src / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    from cps_sim.experiment.outdir import check_report_out, make_parents
+
+    check_report_out(out)
+    make_parents(out)
     if (src / "catalog.parquet").exists() or (src / "plan.json").exists():
         return _sweep_report(src, out, objective)
     if (src / "timeseries.parquet").exists():

@@ -7,8 +7,7 @@ import json
 import math
 import os
 import shutil
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +31,33 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a temporary directory next to ``final``; on success it becomes ``final``.
+def atomic_directory(final: Path, recheck: Callable[[Path], object] | None = None
+                     ) -> Iterator[Path]:
+    """Yield a staging directory next to ``final``; on success it becomes ``final``.
 
     A killed or failing run leaves either the previous complete result or the
-    new complete one, never a mix: files are written into
-    ``.<name>.tmp-<uuid>`` and the directory is renamed into place.  An
-    existing ``final`` is swapped out and removed only after the rename.
+    new complete one, never a mix: files are written into a staging folder
+    named ``.cps_sim-staging.<pid>.<host>.<uuid>.<name>`` (see
+    :mod:`cps_sim.experiment.outdir`; leftovers of dead processes are removed
+    here on the next run) and the folder is renamed into place.  The staging
+    folder is created *before* the caller computes anything, so an unwritable
+    location fails at once.  ``recheck(final)`` runs again just before the
+    rename (the folder may have changed meanwhile); an existing ``final`` is
+    swapped out and removed only after the new one is in place.
     """
+    from cps_sim.experiment import outdir
+
     final = Path(final)
     parent = final.parent
+    created = outdir.make_parents(parent)
+    outdir.clean_stale(parent)
+    tmp = parent / outdir.owned_name(outdir.STAGING, final.name)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
     except OSError as exc:
-        raise ResultsError(f"{parent}: cannot create results folder: {exc.strerror}") from None
-    tmp = parent / f".{final.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
+        outdir.remove_created(created)
+        raise ResultsError(f"{final}: cannot write results into {parent}: "
+                           f"{exc.strerror}") from None
     try:
         yield tmp
         for f in tmp.iterdir():
@@ -55,9 +65,17 @@ def atomic_directory(final: Path) -> Iterator[Path]:
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
         _fsync_dir(tmp)
+        if recheck is not None:
+            try:
+                recheck(final)
+            except ResultsError as exc:  # keep what was computed, where the user sees it
+                kept = parent / f"{final.name}-unpublished-{os.getpid()}"
+                os.replace(tmp, kept)
+                raise ResultsError(f"{exc} (it changed during the run); the new results are "
+                                   f"in {kept}") from None
         old = None
-        if final.exists():
-            old = parent / f".{final.name}.old-{uuid.uuid4().hex[:12]}"
+        if final.exists() and any(final.iterdir()):
+            old = parent / outdir.owned_name(outdir.TMP, final.name)
             os.replace(final, old)
         os.replace(tmp, final)
         _fsync_dir(parent)
@@ -65,6 +83,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        outdir.remove_created(created)
         raise
 
 

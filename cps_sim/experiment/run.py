@@ -17,7 +17,7 @@ import simpy
 
 from cps_sim import __version__
 from cps_sim.core.environment import make_env
-from cps_sim.core.errors import ScenarioError, SimulationError
+from cps_sim.core.errors import DiskFullError, ResultsError, ScenarioError, SimulationError
 from cps_sim.experiment.expect import ExpectationReport, check_run
 from cps_sim.experiment.progress import TickProgress, progress_enabled
 from cps_sim.experiment.recorder import SIGN_NOTE, Recorder
@@ -122,56 +122,75 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
     when the scenario names sites under ``record:``).  Same scenario and seed
     ⇒ identical Parquet files.
     """
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(scenario)
+    from cps_sim.experiment.outdir import MARKER, check_run_out
+
+    protect = [source_file] if source_file is not None else []
+    shown = Path(out_dir) if out_dir is not None else default_out_dir(scenario)
+    out_dir = check_run_out(shown, protect)  # before anything is simulated
     t0 = time.perf_counter()
     started = time.time()
     if base_dir is None and source_file is not None:
         base_dir = Path(source_file).parent
-    try:
-        recorder = simulate(scenario, quiet=quiet, base_dir=base_dir)
-    except ScenarioError as exc:  # found while building (catalog names, data files)
-        if exc.file is None and source_file is not None:
-            raise ScenarioError(source_file, exc.issues) from None
-        raise
-    sim_wall = time.perf_counter() - t0
-    events = recorder.events()
-    kpis = recorder.kpis(events)
-    timeseries = recorder.timeseries()
-    groups = recorder.timeseries_by_group()
-    expectations = (check_run(scenario, timeseries, events, kpis, groups) if scenario.expect
-                    else None)
-    meta = {"cps_sim.sign_convention": SIGN_NOTE, "cps_sim.scenario": scenario.name,
-            "cps_sim.seed": str(scenario.seed), "cps_sim.scenario_hash": scenario_hash(scenario)}
-    with atomic_directory(out_dir) as tmp:
-        write_parquet(tmp / "timeseries.parquet", timeseries, meta)
-        write_parquet(tmp / "timeseries_groups.parquet", groups, meta)
-        write_parquet(tmp / "events.parquet", events, meta)
-        sites = recorder.sites()
-        if sites is not None:
-            write_parquet(tmp / "sites.parquet", sites, meta)
-        for name, table in _extra_tables(recorder.world).items():
-            write_parquet(tmp / f"{name}.parquet", table, meta)
-        write_json(tmp / "kpis.json", kpis)
-        if expectations is not None:
-            write_json(tmp / "expectations.json", expectations.to_json())
-        wall = time.perf_counter() - t0
-        write_json(tmp / "manifest.json", {
-            "scenario": scenario.model_dump(mode="json"),
-            "scenario_hash": scenario_hash(scenario),
-            "scenario_file": source_file,
-            "overrides": list(overrides),
-            "seed": scenario.seed,
-            "versions": package_versions(),
-            "git_commit": _git_commit(),
-            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "wall_time_s": wall,
-            "simulation_wall_time_s": sim_wall,
-            "ticks": recorder.ticks_done,
-            "files": [*sorted(p.name for p in tmp.iterdir()), "manifest.json"],
-            "sign_convention": SIGN_NOTE,
-        })
-    return RunResult(out_dir=out_dir, kpis=kpis, wall_time_s=time.perf_counter() - t0,
+    with atomic_directory(out_dir, recheck=lambda p: check_run_out(p, protect)) as tmp:
+        try:
+            recorder = simulate(scenario, quiet=quiet, base_dir=base_dir)
+        except ScenarioError as exc:  # found while building (catalog names, data files)
+            if exc.file is None and source_file is not None:
+                raise ScenarioError(source_file, exc.issues) from None
+            raise
+        sim_wall = time.perf_counter() - t0
+        events = recorder.events()
+        kpis = recorder.kpis(events)
+        timeseries = recorder.timeseries()
+        groups = recorder.timeseries_by_group()
+        expectations = (check_run(scenario, timeseries, events, kpis, groups) if scenario.expect
+                        else None)
+        meta = {"cps_sim.sign_convention": SIGN_NOTE, "cps_sim.scenario": scenario.name,
+                "cps_sim.seed": str(scenario.seed),
+                "cps_sim.scenario_hash": scenario_hash(scenario)}
+        try:
+            write_parquet(tmp / "timeseries.parquet", timeseries, meta)
+            write_parquet(tmp / "timeseries_groups.parquet", groups, meta)
+            write_parquet(tmp / "events.parquet", events, meta)
+            sites = recorder.sites()
+            if sites is not None:
+                write_parquet(tmp / "sites.parquet", sites, meta)
+            for name, table in _extra_tables(recorder.world).items():
+                write_parquet(tmp / f"{name}.parquet", table, meta)
+            write_json(tmp / "kpis.json", kpis)
+            if expectations is not None:
+                write_json(tmp / "expectations.json", expectations.to_json())
+            wall = time.perf_counter() - t0
+            write_json(tmp / "manifest.json", {
+                MARKER: {"kind": "run", "version": __version__},
+                "scenario": scenario.model_dump(mode="json"),
+                "scenario_hash": scenario_hash(scenario),
+                "scenario_file": source_file,
+                "overrides": list(overrides),
+                "seed": scenario.seed,
+                "versions": package_versions(),
+                "git_commit": _git_commit(),
+                "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                "wall_time_s": wall,
+                "simulation_wall_time_s": sim_wall,
+                "ticks": recorder.ticks_done,
+                "files": [*sorted(p.name for p in tmp.iterdir()), "manifest.json"],
+                "sign_convention": SIGN_NOTE,
+            })
+        except OSError as exc:
+            cls = DiskFullError if _disk_full(exc) else ResultsError
+            hint = (" (the disk is full or a file-size limit was reached: free space and run "
+                    "again)") if cls is DiskFullError else ""
+            raise cls(f"{shown}: cannot write the results: {exc.strerror or exc}{hint}; "
+                      "nothing was replaced") from None
+    return RunResult(out_dir=shown, kpis=kpis, wall_time_s=time.perf_counter() - t0,
                      expectations=expectations)
+
+
+def _disk_full(exc: OSError) -> bool:
+    import errno
+
+    return exc.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1))
 
 
 def run_file(path: str | Path, overrides: Sequence[str] = (), seed: int | None = None,

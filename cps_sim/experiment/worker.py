@@ -3,9 +3,11 @@
 Layout under the sweep's results directory ``OUT``::
 
     OUT/runs/run_id=<id>/      a finished run: the engine's files + run.json
-    OUT/runs/.staging/<...>/   work in progress (never read; removed on start)
+    OUT/runs/.cps_sim-staging.<pid>.<host>.<uuid>.<id>/
+                               work in progress (never read; removed by the next
+                               sweep once its process is gone)
     OUT/failed/<id>.json       a failed / timed-out / invalid run, with error
-    OUT/.inflight/<id>.json    which process is running <id> right now
+    OUT/.cps_sim-inflight/<id>.json  which process is running <id> right now
 
 A run is written into a staging directory inside ``OUT/runs`` and renamed
 into place as the very last step, after ``run.json`` is fsynced; so a run
@@ -28,7 +30,6 @@ import socket
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,19 @@ def failed_path(out: Path, run_id: str) -> Path:
     return out / "failed" / f"{run_id}.json"
 
 
+INFLIGHT = ".cps_sim-inflight"
+
+
+def inflight_path(out: Path, run_id: str) -> Path:
+    return out / INFLIGHT / f"{run_id}.json"
+
+
 def write_json_atomic(path: Path, obj: Any, durable: bool = True) -> None:
     """Write JSON to ``path`` via a temp file in the same folder (fsync if durable), rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    from cps_sim.experiment.outdir import TMP, owned_name
+
+    tmp = path.with_name(owned_name(TMP, path.name))
     try:
         with tmp.open("w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=1, sort_keys=True, default=str)
@@ -131,7 +141,10 @@ def classify(exc: BaseException) -> str:
     """The catalog's ``error_type`` of a failed run."""
     if isinstance(exc, RunTimeout):
         return "timeout"
-    if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+    from cps_sim.core.errors import DiskFullError
+
+    if (isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS) or \
+            isinstance(exc, DiskFullError):
         return "disk_full"
     if isinstance(exc, MemoryError):
         return "out_of_memory"
@@ -189,8 +202,10 @@ def execute_run(task: dict[str, Any], out_root: str, runner: Runner | None = Non
     if existing is not None:
         existing["skipped"] = True
         return existing
-    inflight = out / ".inflight" / f"{run_id}.json"
-    staging = out / "runs" / ".staging" / f"{run_id}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    from cps_sim.experiment.outdir import STAGING, owned_name
+
+    inflight = inflight_path(out, run_id)
+    staging = out / "runs" / owned_name(STAGING, run_id)
     t0 = time.perf_counter()
     try:
         write_json_atomic(inflight, {"run_id": run_id, "pid": os.getpid(),

@@ -161,7 +161,7 @@ def test_sigkill_then_resume_has_no_duplicates_and_none_missing(tmp_path):
     assert cat.run_id.is_unique and set(cat.run_id) == planned
     assert (cat.status == "ok").all()
     assert set(_finished(out)) == planned
-    assert not list((out / "runs" / ".staging").glob("*"))
+    assert not list((out / "runs").glob(".cps_sim-staging*"))
 
 
 def test_without_resume_an_existing_sweep_is_not_overwritten(grid_sweep):
@@ -216,7 +216,7 @@ def test_exception_inside_a_run_is_captured_with_traceback(tmp_path):
     saved = json.loads((tmp_path / "out" / "failed" / f"{task['run_id']}.json").read_text())
     assert saved["error"] == rec["error"]
     assert not list((tmp_path / "out" / "runs").glob("run_id=*"))
-    assert not list((tmp_path / "out" / "runs" / ".staging").glob("*"))
+    assert not list((tmp_path / "out" / "runs").glob(".cps_sim-staging*"))
     # a later successful attempt replaces the failure record
     ok = execute_run(task, str(tmp_path / "out"))
     assert ok["status"] == "ok"
@@ -292,7 +292,7 @@ def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", code, str(f), str(out)], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     slow = next(r.run_id for r in expand(load_sweep(f), f).runs if r.params["days"] == 60)
-    marker = out / ".inflight" / f"{slow}.json"
+    marker = out / ".cps_sim-inflight" / f"{slow}.json"
     deadline = time.monotonic() + 60
     pid = None
     while pid is None and time.monotonic() < deadline:
