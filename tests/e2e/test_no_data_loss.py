@@ -54,8 +54,14 @@ def _env() -> dict[str, str]:
 
 
 def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *map(str, args)], cwd=cwd or REPO, capture_output=True,
-                          text=True, env=_env(), timeout=timeout)
+    return subprocess.run(
+        [*CLI, *map(str, args)],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=timeout,
+    )
 
 
 def snapshot(root: Path) -> dict[str, object]:
@@ -99,6 +105,7 @@ def user(tmp_path: Path) -> Path:
 
 
 # ----------------------------------------------------------------------------- cps-sim run
+
 
 def test_run_refuses_every_folder_it_did_not_write_and_changes_nothing(user: Path, tmp_path):
     scen = user / "tiny.yaml"
@@ -151,8 +158,10 @@ def test_run_into_new_empty_linked_or_own_result_folders(user: Path, tmp_path):
     assert snapshot(tmp_path) == before
     # a sweep folder is not a run result
     sweep_out = tmp_path / "sw"
-    assert cli("sweep", user / "sweep.yaml", "--out", sweep_out, "-q", "--workers", "1"
-               ).returncode == 0
+    assert (
+        cli("sweep", user / "sweep.yaml", "--out", sweep_out, "-q", "--workers", "1").returncode
+        == 0
+    )
     before = snapshot(sweep_out)
     refused(cli("run", scen, "--out", sweep_out, "-q"), "sweep")
     assert snapshot(sweep_out) == before
@@ -179,8 +188,11 @@ def test_stale_staging_of_dead_runs_is_cleaned_and_nothing_else(user: Path, tmp_
     live.mkdir()
     other_host = results / f".cps_sim-staging.{_dead_pid()}.otherhost.0123abcd.r1"
     other_host.mkdir()
-    mine = {results / ".r1.tmp-0123abcd": b"user", results / ".cps_sim-notes": b"user too",
-            results / "r0.tmp": b"user"}
+    mine = {
+        results / ".r1.tmp-0123abcd": b"user",
+        results / ".cps_sim-notes": b"user too",
+        results / "r0.tmp": b"user",
+    }
     for p, b in mine.items():
         p.write_bytes(b)
     r = cli("run", user / "tiny.yaml", "--out", results / "r1", "-q")
@@ -215,6 +227,7 @@ def test_read_only_folder_is_refused_before_simulating(user: Path, tmp_path):
 
 # ----------------------------------------------------------------------------- cps-sim sweep
 
+
 def test_sweep_refuses_foreign_folders_and_changes_nothing(user: Path, tmp_path):
     sw = user / "sweep.yaml"
     run_out = tmp_path / "a_run"
@@ -224,9 +237,14 @@ def test_sweep_refuses_foreign_folders_and_changes_nothing(user: Path, tmp_path)
     link = tmp_path / "l"
     link.symlink_to(user / "data")
     before = snapshot(tmp_path)
-    for out, word in ((user / "data", "not a cps_sim sweep"), (link, "not a cps_sim sweep"),
-                      (a_file, "not a folder"), (user, "input file"),
-                      (tmp_path, "input file"), (run_out, "run result")):
+    for out, word in (
+        (user / "data", "not a cps_sim sweep"),
+        (link, "not a cps_sim sweep"),
+        (a_file, "not a folder"),
+        (user, "input file"),
+        (tmp_path, "input file"),
+        (run_out, "run result"),
+    ):
         for extra in ([], ["--resume"]):
             refused(cli("sweep", sw, "--out", out, "-q", *extra), word)
             assert snapshot(tmp_path) == before, (out, extra)
@@ -243,8 +261,11 @@ def test_resume_keeps_user_files_redoes_damaged_runs_and_refuses_other_plans(use
     runs = sorted((out / "runs").glob("run_id=*"))
     assert len(runs) == 4
     # the user's own files in the sweep folder, hidden temp-looking ones included
-    mine = {out / ".notes.tmp": b"keep me", out / "runs" / ".x.tmp": b"and me",
-            out / "failed.tmp": b"me too"}
+    mine = {
+        out / ".notes.tmp": b"keep me",
+        out / "runs" / ".x.tmp": b"and me",
+        out / "failed.tmp": b"me too",
+    }
     for p, b in mine.items():
         p.write_bytes(b)
     # damage: run.json missing, a Parquet file truncated, a Parquet file missing,
@@ -286,12 +307,16 @@ def test_resume_keeps_user_files_redoes_damaged_runs_and_refuses_other_plans(use
 
 
 def test_sigkilled_sweep_leaves_no_workers_even_while_it_is_unreaped(user: Path, tmp_path):
-    (user / "sweep.yaml").write_text(SWEEP.replace("replications: 2", "replications: 10")
-                                     + 'set: ["duration_days=20"]\n')
+    (user / "sweep.yaml").write_text(
+        SWEEP.replace("replications: 2", "replications: 10") + 'set: ["duration_days=20"]\n'
+    )
     out = tmp_path / "killed"
-    proc = subprocess.Popen([*CLI, "sweep", str(user / "sweep.yaml"), "--out", str(out), "-q",
-                             "--workers", "2"], env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CLI, "sweep", str(user / "sweep.yaml"), "--out", str(out), "-q", "--workers", "2"],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         inflight = out / ".cps_sim-inflight"
