@@ -60,12 +60,21 @@ def default_workers() -> int:
 
 # ----------------------------------------------------------------------------- local
 
-def _worker_init(sweep_pid: int) -> None:
-    """Pool workers die with their fork server, which dies with the sweep (see lifeline)."""
+def _worker_init(fork_server_pid: int | None) -> None:
+    """Pool workers die with their fork server, which dies with the sweep (see lifeline).
+
+    ``fork_server_pid`` is the parent a worker must have: a worker whose fork
+    server died before this ran has been re-parented already, and exits.
+    """
     from cps_sim.experiment.lifeline import bind_to_parent
 
-    del sweep_pid
-    bind_to_parent()
+    bind_to_parent(fork_server_pid)
+
+
+def _fork_server_pid() -> int | None:
+    from multiprocessing import forkserver
+
+    return getattr(forkserver._forkserver, "_forkserver_pid", None)
 
 
 def _preload() -> list[str]:
@@ -96,8 +105,12 @@ def _new_pool(workers: int, max_tasks_per_child: int | None) -> ProcessPoolExecu
     ctx = mp.get_context("forkserver")
     os.environ["CPS_SIM_SWEEP_PID"] = str(os.getpid())
     ctx.set_forkserver_preload(_preload())  # no effect once the server runs
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
     return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                               initargs=(os.getpid(),), max_tasks_per_child=max_tasks_per_child)
+                               initargs=(_fork_server_pid(),),
+                               max_tasks_per_child=max_tasks_per_child)
 
 
 def run_local(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_record: OnRecord,

@@ -342,3 +342,47 @@ def test_sigkilled_sweep_leaves_no_workers_even_while_it_is_unreaped(user: Path,
     cat = pq.read_table(out / "catalog.parquet").to_pandas()
     assert len(cat) == 20 and cat.run_id.is_unique and (cat.status == "ok").all()
     assert not [p for p in out.rglob(".cps_sim-staging*")]
+
+
+def test_lifeline_kills_a_child_whose_parent_dies_or_died_before_it_bound():
+    from cps_sim.experiment.lifeline import bind_to_parent  # noqa: F401 - what the child runs
+
+    # the parent it expects is not its parent (it died and the child was re-parented): exit 3
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from cps_sim.experiment.lifeline import "
+            "bind_to_parent; bind_to_parent(1); print('alive')",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert r.returncode == 3 and "alive" not in r.stdout
+    # a middle process starts a bound child, then is SIGKILLed and left unreaped
+    child = (
+        "import os, time; from cps_sim.experiment.lifeline import bind_to_parent; "
+        "bind_to_parent(os.getppid()); print(os.getpid(), flush=True); time.sleep(120)"
+    )
+    middle = (
+        "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', "
+        f"{child!r}]); time.sleep(120)"
+    )
+    mid = subprocess.Popen([sys.executable, "-c", middle], env=_env())
+    try:
+        deadline = time.monotonic() + 60
+        kids: list[psutil.Process] = []
+        while not kids and time.monotonic() < deadline:
+            kids = psutil.Process(mid.pid).children()
+            time.sleep(0.05)
+        time.sleep(1.0)  # let the child bind
+        os.kill(mid.pid, signal.SIGKILL)
+        time.sleep(0.2)
+        assert psutil.Process(mid.pid).status() == psutil.STATUS_ZOMBIE
+        _, alive = psutil.wait_procs(kids, timeout=5)
+        assert not alive
+    finally:
+        mid.kill()
+        mid.wait()
