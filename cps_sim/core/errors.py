@@ -61,3 +61,15 @@ class DiskFullError(ResultsError):
 
 class BridgeError(CpsSimError):
     """Hardware-in-the-loop transport failure."""
+
+
+class BridgeUnavailable(BridgeError):
+    """No broker answered (not running, wrong host/port, no CONNACK in time)."""
+
+
+class BridgeAuthError(BridgeError):
+    """The broker refused the login (bad user name or password, not authorised)."""
+
+
+class BridgeTlsError(BridgeError):
+    """The TLS handshake failed (untrusted or wrong certificate, bad key, old protocol)."""

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
+from cps_sim.scenario.bridge_schema import BridgeSpec
 from cps_sim.scenario.ems_schema import EmsSpec
 from cps_sim.scenario.expect_schema import ExpectItem, validate_expectations
 from cps_sim.scenario.powerflow_schema import PowerFlowSpec
@@ -244,6 +245,9 @@ class Scenario(_Model):
     expect: list[ExpectItem] = Field(default_factory=list, max_length=500, description="What "
                                      "the run must show (docs/expectations.md); cps-sim run "
                                      "exits 3 when one fails.")
+    bridge: BridgeSpec | None = Field(None, description="MQTT bridge for cps-sim hil: broker, "
+                                      "devices bound to members, groups exposed to external "
+                                      "controllers (docs/hil.md).")
 
     @field_validator("start")
     @classmethod
