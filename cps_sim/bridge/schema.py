@@ -87,10 +87,30 @@ NOT_EXPOSED = "not_exposed"
 UNKNOWN_TOPIC = "unknown_topic"
 QUEUE_FULL = "queue_full"
 IMPLAUSIBLE = "implausible"
-REASONS = (TOO_LARGE, NOT_UTF8, NOT_JSON, NAN_OR_INF, DUPLICATE_KEY, TOO_DEEP, NOT_OBJECT,
-           BAD_VERSION, MISSING_FIELD, WRONG_TYPE, OUT_OF_RANGE, UNKNOWN_FIELD, WRONG_UNIT,
-           BAD_LENGTH, DUPLICATE, OUT_OF_ORDER, RETAINED_COMMAND, EXPIRED, NOT_EXPOSED,
-           UNKNOWN_TOPIC, QUEUE_FULL, IMPLAUSIBLE)
+REASONS = (
+    TOO_LARGE,
+    NOT_UTF8,
+    NOT_JSON,
+    NAN_OR_INF,
+    DUPLICATE_KEY,
+    TOO_DEEP,
+    NOT_OBJECT,
+    BAD_VERSION,
+    MISSING_FIELD,
+    WRONG_TYPE,
+    OUT_OF_RANGE,
+    UNKNOWN_FIELD,
+    WRONG_UNIT,
+    BAD_LENGTH,
+    DUPLICATE,
+    OUT_OF_ORDER,
+    RETAINED_COMMAND,
+    EXPIRED,
+    NOT_EXPOSED,
+    UNKNOWN_TOPIC,
+    QUEUE_FULL,
+    IMPLAUSIBLE,
+)
 
 
 @dataclass(frozen=True)
@@ -107,10 +127,15 @@ class Reject:
 def validate_id(value: Any, what: str = "id") -> str:
     """Return ``value`` if it is a valid topic level (``[A-Za-z0-9_-]{1,64}``), else raise."""
     if not isinstance(value, str) or not ID_RE.match(value):
-        shown = repr(value) if not isinstance(value, str) or len(value) <= 80 else (
-            repr(value[:80]) + f"... ({len(value)} characters)")
-        raise BusError(f"invalid {what} {shown}: 1 to 64 characters of [A-Za-z0-9_-] "
-                       "(no '/', '+', '#', spaces or control characters)")
+        shown = (
+            repr(value)
+            if not isinstance(value, str) or len(value) <= 80
+            else (repr(value[:80]) + f"... ({len(value)} characters)")
+        )
+        raise BusError(
+            f"invalid {what} {shown}: 1 to 64 characters of [A-Za-z0-9_-] "
+            "(no '/', '+', '#', spaces or control characters)"
+        )
     return value
 
 
@@ -132,6 +157,7 @@ def member_id(group: str, site: int, kind: str) -> str:
 
 
 # ----------------------------------------------------------------------------- topics
+
 
 @dataclass(frozen=True)
 class Topics:
@@ -182,7 +208,7 @@ class Topics:
         head = f"{self.prefix}/group/"
         if not wire_topic.startswith(head):
             return None
-        rest = wire_topic[len(head):].split("/")
+        rest = wire_topic[len(head) :].split("/")
         if len(rest) < 2 or rest[1] == "observation":
             return None
         if rest[1] == "setpoint":
@@ -195,7 +221,7 @@ class Topics:
         head = self.prefix + "/"
         if not wire_topic.startswith(head):
             return None
-        rest = wire_topic[len(head):].split("/")
+        rest = wire_topic[len(head) :].split("/")
         if rest in (["status"], ["clock"]):
             return rest[0], "", ""
         if len(rest) == 3 and rest[0] in ("dev", "group") and ID_RE.match(rest[1]):
@@ -204,6 +230,7 @@ class Topics:
 
 
 # ----------------------------------------------------------------------------- JSON
+
 
 class _Bad(Exception):
     def __init__(self, reason: str, detail: str):
@@ -269,8 +296,9 @@ def parse_json(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, 
     except UnicodeDecodeError as exc:
         return Reject(NOT_UTF8, f"byte 0x{payload[exc.start]:02x} at offset {exc.start}")
     try:
-        obj = json.loads(text, parse_constant=_no_constant, parse_float=_float,
-                         object_pairs_hook=_pairs)
+        obj = json.loads(
+            text, parse_constant=_no_constant, parse_float=_float, object_pairs_hook=_pairs
+        )
     except _Bad as bad:
         return Reject(bad.reason, bad.detail)
     except RecursionError:
@@ -290,6 +318,7 @@ def dumps(obj: Mapping[str, Any]) -> bytes:
 
 
 # ----------------------------------------------------------------------------- envelope
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -430,8 +459,9 @@ class Setpoint:
     on: bool | None = None
     mode: str | None = None  # "auto": the device's own built-in behaviour
 
-    def to_json(self, seq: int, ts: float, sid: str | None = None,
-                sim_time_s: float | None = None) -> bytes:
+    def to_json(
+        self, seq: int, ts: float, sid: str | None = None, sim_time_s: float | None = None
+    ) -> bytes:
         body: dict[str, Any] = {"v": SCHEMA_VERSION, "seq": int(seq), "ts": float(ts)}
         if sid is not None:
             body["sid"] = sid
@@ -501,18 +531,25 @@ def decode_setpoint(payload: bytes) -> tuple[Setpoint, Envelope] | Reject:
         return bad
     extra = sorted(set(obj) - set(ENVELOPE_KEYS) - {"ttl_s", *SETPOINT_CONTROLS})
     if extra:
-        return Reject(UNKNOWN_FIELD, f"unknown keys {extra[:5]} (setpoints accept ttl_s and "
-                      f"one of {list(SETPOINT_CONTROLS)})")
+        return Reject(
+            UNKNOWN_FIELD,
+            f"unknown keys {extra[:5]} (setpoints accept ttl_s and "
+            f"one of {list(SETPOINT_CONTROLS)})",
+        )
     if "ttl_s" not in obj:
         return Reject(MISSING_FIELD, "setpoint needs ttl_s")
     ttl = obj["ttl_s"]
     if not _is_num(ttl) or not 0 < ttl <= MAX_TTL_S:
-        return Reject(OUT_OF_RANGE if _is_num(ttl) else WRONG_TYPE,
-                      f"ttl_s must be a number in (0, {MAX_TTL_S:g}]")
+        return Reject(
+            OUT_OF_RANGE if _is_num(ttl) else WRONG_TYPE,
+            f"ttl_s must be a number in (0, {MAX_TTL_S:g}]",
+        )
     controls = [k for k in SETPOINT_CONTROLS if k in obj]
     if len(controls) != 1:
-        return Reject(MISSING_FIELD if not controls else UNKNOWN_FIELD,
-                      f"exactly one of {list(SETPOINT_CONTROLS)} expected, got {controls}")
+        return Reject(
+            MISSING_FIELD if not controls else UNKNOWN_FIELD,
+            f"exactly one of {list(SETPOINT_CONTROLS)} expected, got {controls}",
+        )
     key = controls[0]
     value = obj[key]
     if key == "power_w":
@@ -522,8 +559,13 @@ def decode_setpoint(payload: bytes) -> tuple[Setpoint, Envelope] | Reject:
     elif key == "on":
         problem = _check_field(key, value, "bool", 0, 0)
     else:
-        problem = None if value in SETPOINT_MODES else Reject(
-            OUT_OF_RANGE, f"mode must be one of {list(SETPOINT_MODES)}, got {str(value)[:40]!r}")
+        problem = (
+            None
+            if value in SETPOINT_MODES
+            else Reject(
+                OUT_OF_RANGE, f"mode must be one of {list(SETPOINT_MODES)}, got {str(value)[:40]!r}"
+            )
+        )
     if problem is not None:
         return problem
     val = float(value) if key in ("power_w", "current_a") else value
@@ -536,14 +578,20 @@ def decode_availability(payload: bytes) -> bool | Reject:
         return True
     if payload == b"offline":
         return False
-    return Reject(OUT_OF_RANGE, f"availability must be 'online' or 'offline', got "
-                  f"{excerpt(bytes(payload), 40)!r}")
+    return Reject(
+        OUT_OF_RANGE,
+        f"availability must be 'online' or 'offline', got {excerpt(bytes(payload), 40)!r}",
+    )
 
 
 # ----------------------------------------------------------------------------- group arrays
 
-GROUP_SETPOINT_KEYS = ("ev_setpoint_w", "battery_setpoint_w", "import_limit_w",
-                       "deferrable_setpoint_w")
+GROUP_SETPOINT_KEYS = (
+    "ev_setpoint_w",
+    "battery_setpoint_w",
+    "import_limit_w",
+    "deferrable_setpoint_w",
+)
 BATTERY_MODES = ("auto", "setpoint")
 
 
@@ -555,8 +603,9 @@ def _array_to_json(key: str, arr: np.ndarray) -> tuple[list[Any], list[str] | No
         if np.isinf(a).any():
             raise BusError("battery_setpoint_w must be finite or NaN (auto)")
         values = np.where(auto, 0.0, a).tolist()
-        return values, (["auto" if x else "setpoint" for x in auto.tolist()]
-                        if auto.any() else None)
+        return values, (
+            ["auto" if x else "setpoint" for x in auto.tolist()] if auto.any() else None
+        )
     if np.isnan(a).any():
         raise BusError(f"{key}: NaN is not a valid setpoint")
     if key == "import_limit_w":
@@ -599,8 +648,10 @@ def encode_bus_payload(payload: Mapping[str, Any], env: Envelope) -> bytes:
     return dumps(body)
 
 
-def decode_group_setpoint(obj: Mapping[str, Any], sizes: Mapping[str, int] | None = None,
-                          ) -> dict[str, Any] | Reject:
+def decode_group_setpoint(
+    obj: Mapping[str, Any],
+    sizes: Mapping[str, int] | None = None,
+) -> dict[str, Any] | Reject:
     """A group setpoint object (envelope already checked) -> internal bus payload.
 
     ``sizes`` (expected array length per key) rejects wrong lengths as
@@ -610,17 +661,21 @@ def decode_group_setpoint(obj: Mapping[str, Any], sizes: Mapping[str, int] | Non
     bad = wrong_unit(obj)
     if bad is not None:
         return bad
-    extra = sorted(set(obj) - set(ENVELOPE_KEYS) - {"ttl_s", "battery_mode",
-                                                     *GROUP_SETPOINT_KEYS})
+    extra = sorted(set(obj) - set(ENVELOPE_KEYS) - {"ttl_s", "battery_mode", *GROUP_SETPOINT_KEYS})
     if extra:
-        return Reject(UNKNOWN_FIELD, f"unknown keys {[k[:64] for k in extra[:5]]} (group "
-                      f"setpoints accept ttl_s, battery_mode, {', '.join(GROUP_SETPOINT_KEYS)})")
+        return Reject(
+            UNKNOWN_FIELD,
+            f"unknown keys {[k[:64] for k in extra[:5]]} (group "
+            f"setpoints accept ttl_s, battery_mode, {', '.join(GROUP_SETPOINT_KEYS)})",
+        )
     out: dict[str, Any] = {}
     if "ttl_s" in obj:
         ttl = obj["ttl_s"]
         if not _is_num(ttl) or not 0 < ttl <= MAX_TTL_S:
-            return Reject(OUT_OF_RANGE if _is_num(ttl) else WRONG_TYPE,
-                          f"ttl_s must be a number in (0, {MAX_TTL_S:g}]")
+            return Reject(
+                OUT_OF_RANGE if _is_num(ttl) else WRONG_TYPE,
+                f"ttl_s must be a number in (0, {MAX_TTL_S:g}]",
+            )
         out["ttl_s"] = float(ttl)
     keys = [k for k in GROUP_SETPOINT_KEYS if k in obj]
     if not keys and "battery_mode" not in obj:
@@ -637,8 +692,7 @@ def decode_group_setpoint(obj: Mapping[str, Any], sizes: Mapping[str, int] | Non
             if x is None and nullable:
                 vals[i] = np.inf
             elif not _is_num(x):
-                return Reject(WRONG_TYPE, f"{key}[{i}] must be a number, got "
-                              f"{type(x).__name__}")
+                return Reject(WRONG_TYPE, f"{key}[{i}] must be a number, got {type(x).__name__}")
             elif not -MAX_POWER_W <= x <= MAX_POWER_W:
                 return Reject(OUT_OF_RANGE, f"{key}[{i}] = {x} outside ±{MAX_POWER_W:g} W")
             else:
@@ -655,15 +709,18 @@ def decode_group_setpoint(obj: Mapping[str, Any], sizes: Mapping[str, int] | Non
             if n is None:
                 n = len(out["battery_setpoint_w"]) if "battery_setpoint_w" in out else None
             if n is None:
-                return Reject(MISSING_FIELD, "a scalar battery_mode needs battery_setpoint_w "
-                              "or a known group size")
+                return Reject(
+                    MISSING_FIELD,
+                    "a scalar battery_mode needs battery_setpoint_w or a known group size",
+                )
             modes = [mode] * n
         elif isinstance(mode, list):
             if n is not None and len(mode) != n:
                 return Reject(BAD_LENGTH, f"battery_mode: {len(mode)} values, the group has {n}")
             if any(m not in BATTERY_MODES for m in mode):
-                return Reject(OUT_OF_RANGE, f"battery_mode entries must be one of "
-                              f"{list(BATTERY_MODES)}")
+                return Reject(
+                    OUT_OF_RANGE, f"battery_mode entries must be one of {list(BATTERY_MODES)}"
+                )
             modes = mode
         else:
             return Reject(WRONG_TYPE, "battery_mode must be a string or an array of strings")
@@ -688,8 +745,14 @@ def observation_json(obs: Any, group: str, env: Envelope, sim_iso: str) -> bytes
     body: dict[str, Any] = {"v": env.v, "seq": env.seq, "ts": env.ts}
     if env.sid is not None:
         body["sid"] = env.sid
-    body.update(sim_time_s=float(obs.now_s), sim_iso=sim_iso, group=group,
-                tick_s=float(obs.tick_s), n_sites=obs.n_sites, n_evs=obs.n_evs)
+    body.update(
+        sim_time_s=float(obs.now_s),
+        sim_iso=sim_iso,
+        group=group,
+        tick_s=float(obs.tick_s),
+        n_sites=obs.n_sites,
+        n_evs=obs.n_evs,
+    )
     for name in OBSERVATION_ARRAYS:
         arr = getattr(obs, name, None)
         if arr is None:
@@ -705,11 +768,27 @@ def observation_json(obs: Any, group: str, env: Envelope, sim_iso: str) -> bytes
 
 
 OBSERVATION_ARRAYS = (
-    "site_load_w", "site_pv_w", "site_import_limit_w", "battery_energy_wh",
-    "battery_capacity_wh", "battery_power_w", "ev_site", "ev_soc", "ev_energy_wh",
-    "ev_capacity_wh", "ev_plugged", "ev_charger_w", "ev_v2x_w", "ev_soc_min", "ev_target_wh",
-    "ev_departure_s", "import_price_jpy_per_kwh", "export_price_jpy_per_kwh",
-    "deferrable_max_w", "deferrable_remaining_wh", "deferrable_deadline_s",
+    "site_load_w",
+    "site_pv_w",
+    "site_import_limit_w",
+    "battery_energy_wh",
+    "battery_capacity_wh",
+    "battery_power_w",
+    "ev_site",
+    "ev_soc",
+    "ev_energy_wh",
+    "ev_capacity_wh",
+    "ev_plugged",
+    "ev_charger_w",
+    "ev_v2x_w",
+    "ev_soc_min",
+    "ev_target_wh",
+    "ev_departure_s",
+    "import_price_jpy_per_kwh",
+    "export_price_jpy_per_kwh",
+    "deferrable_max_w",
+    "deferrable_remaining_wh",
+    "deferrable_deadline_s",
 )
 
 

@@ -71,6 +71,7 @@ CONNECT_FAILED = "$connect_failed"
 
 # ----------------------------------------------------------------------------- config
 
+
 @dataclass(frozen=True)
 class TlsConfig:
     ca_file: Path | None = None  # None: the system's trusted CAs
@@ -111,9 +112,11 @@ def parse_url(url: str) -> tuple[str, int, bool]:
     if not parts.hostname:
         raise BridgeError(f"broker URL {url!r}: no host")
     if parts.username or parts.password:
-        raise BridgeError(f"broker URL {parts.scheme}://...@{parts.hostname}: put the user name "
-                          "in bridge.username and the password in an environment variable or "
-                          "file, not in the URL")
+        raise BridgeError(
+            f"broker URL {parts.scheme}://...@{parts.hostname}: put the user name "
+            "in bridge.username and the password in an environment variable or "
+            "file, not in the URL"
+        )
     if parts.path not in ("", "/"):
         raise BridgeError(f"broker URL {url!r}: unexpected path {parts.path!r}")
     tls = parts.scheme in ("mqtts", "ssl")
@@ -121,6 +124,7 @@ def parse_url(url: str) -> tuple[str, int, bool]:
 
 
 # ----------------------------------------------------------------------------- inbound
+
 
 @dataclass
 class RawIn:
@@ -193,15 +197,37 @@ IN, OUT, CONN = "in", "out", "conn"
 class MessageLog:
     """Every message in and out, as columns (``bridge.parquet``)."""
 
-    COLUMNS = ("drain", "sim_time_s", "wall_time_s", "direction", "topic", "payload", "qos",
-               "retain", "accepted", "reason", "detail")
+    COLUMNS = (
+        "drain",
+        "sim_time_s",
+        "wall_time_s",
+        "direction",
+        "topic",
+        "payload",
+        "qos",
+        "retain",
+        "accepted",
+        "reason",
+        "detail",
+    )
 
     def __init__(self) -> None:
         self.rows: dict[str, list[Any]] = {c: [] for c in self.COLUMNS}
 
-    def add(self, drain: int, sim_s: float, wall_s: float, direction: str, topic: str,
-            payload: bytes, qos: int, retain: bool, accepted: bool, reason: str = "",
-            detail: str = "") -> None:
+    def add(
+        self,
+        drain: int,
+        sim_s: float,
+        wall_s: float,
+        direction: str,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        accepted: bool,
+        reason: str = "",
+        detail: str = "",
+    ) -> None:
         r = self.rows
         r["drain"].append(int(drain))
         r["sim_time_s"].append(float(sim_s))
@@ -222,19 +248,21 @@ class MessageLog:
         import pyarrow as pa
 
         r = self.rows
-        return pa.table({
-            "drain": pa.array(r["drain"], pa.int64()),
-            "sim_time_s": pa.array(r["sim_time_s"], pa.float64()),
-            "wall_time_s": pa.array(r["wall_time_s"], pa.float64()),
-            "direction": pa.array(r["direction"], pa.string()),
-            "topic": pa.array(r["topic"], pa.string()),
-            "payload": pa.array(r["payload"], pa.binary()),
-            "qos": pa.array(r["qos"], pa.int8()),
-            "retain": pa.array(r["retain"], pa.bool_()),
-            "accepted": pa.array(r["accepted"], pa.bool_()),
-            "reason": pa.array(r["reason"], pa.string()),
-            "detail": pa.array(r["detail"], pa.string()),
-        })
+        return pa.table(
+            {
+                "drain": pa.array(r["drain"], pa.int64()),
+                "sim_time_s": pa.array(r["sim_time_s"], pa.float64()),
+                "wall_time_s": pa.array(r["wall_time_s"], pa.float64()),
+                "direction": pa.array(r["direction"], pa.string()),
+                "topic": pa.array(r["topic"], pa.string()),
+                "payload": pa.array(r["payload"], pa.binary()),
+                "qos": pa.array(r["qos"], pa.int8()),
+                "retain": pa.array(r["retain"], pa.bool_()),
+                "accepted": pa.array(r["accepted"], pa.bool_()),
+                "reason": pa.array(r["reason"], pa.string()),
+                "detail": pa.array(r["detail"], pa.string()),
+            }
+        )
 
 
 @dataclass
@@ -267,6 +295,7 @@ class TransportCounters:
 
 # ----------------------------------------------------------------------------- links
 
+
 class LiveLink:
     """The paho client.  Only :meth:`_on_*` run on paho's thread; they only enqueue."""
 
@@ -290,8 +319,7 @@ class LiveLink:
                     self._first_rc = reason_code
                     self._first.set()
                 else:
-                    self.queue.put(RawIn(time.time(), CONNECT_FAILED,
-                                         str(reason_code).encode()))
+                    self.queue.put(RawIn(time.time(), CONNECT_FAILED, str(reason_code).encode()))
                 return
             with self._lock:
                 subs = list(self._subs.items())
@@ -317,8 +345,9 @@ class LiveLink:
                 topic = msg.topic
             except UnicodeDecodeError:
                 topic = "$invalid-topic"
-            self.queue.put(RawIn(time.time(), topic, bytes(msg.payload), bool(msg.retain),
-                                 int(msg.qos)))
+            self.queue.put(
+                RawIn(time.time(), topic, bytes(msg.payload), bool(msg.retain), int(msg.qos))
+            )
         except Exception:
             log.exception("bridge: error in on_message")
 
@@ -334,8 +363,10 @@ class LiveLink:
         if cfg.protocol not in ("5", "3.1.1"):
             raise BridgeError(f"protocol must be '5' or '3.1.1', got {cfg.protocol!r}")
         client_id = cfg.client_id or f"cps-sim-{uuid.uuid4().hex[:12]}"
-        kwargs: dict[str, Any] = {"client_id": client_id,
-                                  "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311}
+        kwargs: dict[str, Any] = {
+            "client_id": client_id,
+            "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        }
         if not v5:
             kwargs["clean_session"] = True
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
@@ -344,15 +375,15 @@ class LiveLink:
         if tls or cfg.tls is not None:
             t = cfg.tls or TlsConfig()
             try:
-                ctx = ssl.create_default_context(
-                    cafile=str(t.ca_file) if t.ca_file else None)
+                ctx = ssl.create_default_context(cafile=str(t.ca_file) if t.ca_file else None)
                 ctx.minimum_version = ssl.TLSVersion.TLSv1_2
                 if t.cert_file:
-                    ctx.load_cert_chain(str(t.cert_file),
-                                        str(t.key_file) if t.key_file else None)
+                    ctx.load_cert_chain(str(t.cert_file), str(t.key_file) if t.key_file else None)
             except (OSError, ssl.SSLError) as exc:
-                raise BridgeTlsError(f"TLS set-up for {host}:{port} failed: {exc} (check "
-                                     "bridge.tls.ca_file / cert_file / key_file)") from None
+                raise BridgeTlsError(
+                    f"TLS set-up for {host}:{port} failed: {exc} (check "
+                    "bridge.tls.ca_file / cert_file / key_file)"
+                ) from None
             client.tls_set_context(ctx)
         client.will_set(self.status_topic, b"offline", qos=1, retain=True)
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
@@ -366,39 +397,49 @@ class LiveLink:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = int(cfg.session_expiry_s)
         who = f"{host}:{port}"
+        if tls or cfg.tls is not None:
+            _tls_preflight(host, port, ctx, cfg.connect_timeout_s)
         try:
             if v5:
                 client.connect(host, port, cfg.keepalive_s, properties=props)
             else:
                 client.connect(host, port, cfg.keepalive_s)
         except ssl.SSLCertVerificationError as exc:
-            raise BridgeTlsError(f"TLS certificate of broker {who} not accepted: "
-                                 f"{exc.verify_message or exc} (is bridge.tls.ca_file the CA "
-                                 "that signed the broker's certificate, and does the host name "
-                                 "match it?)") from None
+            raise BridgeTlsError(
+                f"TLS certificate of broker {who} not accepted: "
+                f"{exc.verify_message or exc} (is bridge.tls.ca_file the CA "
+                "that signed the broker's certificate, and does the host name "
+                "match it?)"
+            ) from None
         except ssl.SSLError as exc:
-            raise BridgeTlsError(f"TLS handshake with broker {who} failed: "
-                                 f"{exc.reason or exc}") from None
+            raise BridgeTlsError(
+                f"TLS handshake with broker {who} failed: {exc.reason or exc}"
+            ) from None
         except (TimeoutError, OSError) as exc:
-            raise BridgeUnavailable(f"cannot reach MQTT broker at {who}: "
-                                    f"{exc.strerror or exc} (is it running? "
-                                    "check --broker / bridge.url)") from None
+            raise BridgeUnavailable(
+                f"cannot reach MQTT broker at {who}: "
+                f"{exc.strerror or exc} (is it running? "
+                "check --broker / bridge.url)"
+            ) from None
         self.client = client
         client.loop_start()
         if not self._first.wait(cfg.connect_timeout_s):
             self.close()
             hint = " (is it a TLS port? use mqtts://)" if not tls else ""
-            raise BridgeUnavailable(f"no CONNACK from MQTT broker {who} within "
-                                    f"{cfg.connect_timeout_s:g} s{hint}")
+            raise BridgeUnavailable(
+                f"no CONNACK from MQTT broker {who} within {cfg.connect_timeout_s:g} s{hint}"
+            )
         rc = self._first_rc
         if rc is not None and rc.is_failure:
             self.close()
             value = getattr(rc, "value", None)
             if value in (4, 5, 134, 135, 140):  # v3 bad credentials / not authorised, v5 same
                 user = f"user {cfg.username!r}" if cfg.username else "an anonymous client"
-                raise BridgeAuthError(f"MQTT broker {who} refused the login of {user}: {rc} "
-                                      "(check bridge.username and the password from "
-                                      "bridge.password_env / password_file)")
+                raise BridgeAuthError(
+                    f"MQTT broker {who} refused the login of {user}: {rc} "
+                    "(check bridge.username and the password from "
+                    "bridge.password_env / password_file)"
+                )
             raise BridgeError(f"MQTT broker {who} refused the connection: {rc}")
 
     def subscribe(self, pattern: str, qos: int = 1) -> None:
@@ -428,6 +469,36 @@ class LiveLink:
             pass
         c.loop_stop()
         self.client = None
+
+
+def _tls_preflight(host: str, port: int, ctx: ssl.SSLContext, timeout_s: float) -> None:
+    """One TLS handshake of our own before paho's, so that a refused certificate gives a
+    clear error (and no half-open socket is left behind)."""
+    import socket
+
+    who = f"{host}:{port}"
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout_s) as raw,
+            ctx.wrap_socket(raw, server_hostname=host),
+        ):
+            pass
+    except ssl.SSLCertVerificationError as exc:
+        raise BridgeTlsError(
+            f"TLS certificate of broker {who} not accepted: "
+            f"{exc.verify_message or exc} (is bridge.tls.ca_file the CA that "
+            "signed the broker's certificate, and does the host name match "
+            "it?)"
+        ) from None
+    except ssl.SSLError as exc:
+        raise BridgeTlsError(
+            f"TLS handshake with broker {who} failed: {exc.reason or exc} (is it a TLS port?)"
+        ) from None
+    except (TimeoutError, OSError) as exc:
+        raise BridgeUnavailable(
+            f"cannot reach MQTT broker at {who}: {exc.strerror or exc} "
+            "(is it running? check --broker / bridge.url)"
+        ) from None
 
 
 class ReplayLink:
@@ -472,11 +543,21 @@ class MqttTransport:
         groups' setpoint topics only this run's own messages are accepted.
     """
 
-    def __init__(self, env: simpy.Environment, topics: S.Topics, link: LiveLink | ReplayLink,
-                 *, poll_s: float = 1.0, loopback_s: float = 0.0, sid: str | None = None,
-                 exposed: frozenset[str] | set[str] = frozenset(),
-                 loopback_timeout_s: float = 1.0, max_skew_s: float = S.DEFAULT_MAX_SKEW_S,
-                 log_messages: bool = True, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        env: simpy.Environment,
+        topics: S.Topics,
+        link: LiveLink | ReplayLink,
+        *,
+        poll_s: float = 1.0,
+        loopback_s: float = 0.0,
+        sid: str | None = None,
+        exposed: frozenset[str] | set[str] = frozenset(),
+        loopback_timeout_s: float = 1.0,
+        max_skew_s: float = S.DEFAULT_MAX_SKEW_S,
+        log_messages: bool = True,
+        clock: Callable[[], float] = time.time,
+    ):
         if not poll_s > 0:
             raise BridgeError(f"poll_s must be > 0, got {poll_s}")
         self.env = env
@@ -546,9 +627,17 @@ class MqttTransport:
         self._handlers.append((pattern, handler))
         self.link.subscribe(pattern, qos)
 
-    def publish_wire(self, topic: str, data: bytes, qos: int = 0, *, retain: bool = False,
-                     setpoint: bool = False, ttl_s: float = math.inf,
-                     seq: int | None = None) -> None:
+    def publish_wire(
+        self,
+        topic: str,
+        data: bytes,
+        qos: int = 0,
+        *,
+        retain: bool = False,
+        setpoint: bool = False,
+        ttl_s: float = math.inf,
+        seq: int | None = None,
+    ) -> None:
         """Publish ready-made bytes (the bridge's own topics).  ``setpoint=True``:
         latest-value-wins while disconnected; never retained."""
         if setpoint and retain:
@@ -560,16 +649,26 @@ class MqttTransport:
         return self._next_seq(topic)
 
     def envelope(self, topic: str) -> S.Envelope:
-        return S.Envelope(S.SCHEMA_VERSION, self._next_seq(topic), self.clock(), self.sid,
-                          float(self.env.now))
+        return S.Envelope(
+            S.SCHEMA_VERSION, self._next_seq(topic), self.clock(), self.sid, float(self.env.now)
+        )
 
     def _next_seq(self, topic: str) -> int:
         seq = self._seq.get(topic, 0)
         self._seq[topic] = seq + 1
         return seq
 
-    def _send(self, topic: str, data: bytes, qos: int, *, retain: bool = False,
-              setpoint: bool = False, ttl_s: float = math.inf, seq: int | None = None) -> None:
+    def _send(
+        self,
+        topic: str,
+        data: bytes,
+        qos: int,
+        *,
+        retain: bool = False,
+        setpoint: bool = False,
+        ttl_s: float = math.inf,
+        seq: int | None = None,
+    ) -> None:
         now = float(self.env.now)
         wall = self.clock()
         if not self.connected:
@@ -648,8 +747,11 @@ class MqttTransport:
                 return int(seq), float(sim) + self.loopback_s
         return None
 
-    def _collect(self, now: float, loopback: bool,
-                 ) -> tuple[list[RawIn], list[tuple[float, str, int]]]:
+    def _collect(
+        self,
+        now: float,
+        loopback: bool,
+    ) -> tuple[list[RawIn], list[tuple[float, str, int]]]:
         queue = self.link.queue  # type: ignore[union-attr]
         items, dropped = queue.take_all()
         batch = self._carry + items
@@ -690,12 +792,24 @@ class MqttTransport:
             self._expected.pop((raw.topic, own[0]), None)
 
     # ------------------------------------------------------------------ processing
-    def _record(self, sim_s, wall_s, direction, topic, payload, qos, retain, accepted,
-                reason="", detail="") -> None:
+    def _record(
+        self, sim_s, wall_s, direction, topic, payload, qos, retain, accepted, reason="", detail=""
+    ) -> None:
         if self.log is not None:
             drain = self._drain_index if direction != OUT else -1
-            self.log.add(drain, sim_s, wall_s, direction, topic, payload, qos, retain, accepted,
-                         reason, detail)
+            self.log.add(
+                drain,
+                sim_s,
+                wall_s,
+                direction,
+                topic,
+                payload,
+                qos,
+                retain,
+                accepted,
+                reason,
+                detail,
+            )
 
     def event(self, kind: str, subject: str, detail: str = "") -> None:
         """Log a bridge event (also published on ``<prefix>/event/<kind>`` when connected)."""
@@ -706,12 +820,27 @@ class MqttTransport:
         c = self.counters
         c.rejected += 1
         c.reasons[rej.reason] = c.reasons.get(rej.reason, 0) + 1
-        self._record(now, raw.wall_s, IN, raw.topic, raw.payload, raw.qos, raw.retain, False,
-                     rej.reason, rej.detail)
+        self._record(
+            now,
+            raw.wall_s,
+            IN,
+            raw.topic,
+            raw.payload,
+            raw.qos,
+            raw.retain,
+            False,
+            rej.reason,
+            rej.detail,
+        )
         self.event("rejected", raw.topic, str(rej))
         if c.reasons[rej.reason] <= 20 or c.rejected % 1000 == 0:
-            log.warning("bridge: rejected %s on %s (%s): %s", rej.reason, raw.topic,
-                        S.excerpt(raw.payload), rej.detail)
+            log.warning(
+                "bridge: rejected %s on %s (%s): %s",
+                rej.reason,
+                raw.topic,
+                S.excerpt(raw.payload),
+                rej.detail,
+            )
 
     def _process(self, raw: RawIn, now: float, index: int = -1) -> None:
         self._drain_index = index
@@ -722,8 +851,9 @@ class MqttTransport:
         if isinstance(raw.parsed, tuple) and raw.parsed and raw.parsed[0] == "dropped":
             self.counters.queue_drops += 1
             self.counters.received += 1
-            self._reject(raw, now, S.Reject(S.QUEUE_FULL, f"inbound queue full "
-                                            f"({raw.parsed[1]} bytes lost)"))
+            self._reject(
+                raw, now, S.Reject(S.QUEUE_FULL, f"inbound queue full ({raw.parsed[1]} bytes lost)")
+            )
             return
         self.counters.received += 1
         internal = self.topics.to_bus(topic)
@@ -747,16 +877,22 @@ class MqttTransport:
         self.counters.accepted += 1
         self._record(now, raw.wall_s, IN, topic, raw.payload, raw.qos, raw.retain, True)
 
-    def check(self, raw: RawIn, obj: dict[str, Any] | S.Reject | None = None,
-              ) -> tuple[dict[str, Any], S.Envelope, float] | S.Reject:
+    def check(
+        self,
+        raw: RawIn,
+        obj: dict[str, Any] | S.Reject | None = None,
+    ) -> tuple[dict[str, Any], S.Envelope, float] | S.Reject:
         """Strict parse + envelope + stream checks of one message.
 
         Returns (object, envelope, sender time) where the sender time is ``ts``, or
         the receive wall time when ``ts`` is off by more than ``max_skew_s`` (T14).
         """
         if obj is None:
-            obj = raw.parsed if isinstance(raw.parsed, (dict, S.Reject)) else S.parse_json(
-                raw.payload)
+            obj = (
+                raw.parsed
+                if isinstance(raw.parsed, (dict, S.Reject))
+                else S.parse_json(raw.payload)
+            )
         if isinstance(obj, S.Reject):
             return obj
         env = S.check_envelope(obj)
@@ -769,16 +905,23 @@ class MqttTransport:
         ts = env.ts
         if abs(env.ts - raw.wall_s) > self.max_skew_s:
             self.counters.clock_skew += 1
-            self.event("clock_skew", raw.topic, f"ts {env.ts:.3f} is {env.ts - raw.wall_s:+.1f}"
-                       f" s from the receive time; receive time used")
+            self.event(
+                "clock_skew",
+                raw.topic,
+                f"ts {env.ts:.3f} is {env.ts - raw.wall_s:+.1f}"
+                f" s from the receive time; receive time used",
+            )
             ts = raw.wall_s
         return obj, env, ts
 
     def _bus_message(self, raw: RawIn, internal: str, now: float) -> S.Reject | None:
         setpoint = internal.endswith("/setpoints")
         if setpoint and raw.retain:
-            return S.Reject(S.RETAINED_COMMAND, "a retained setpoint (stale command from an "
-                            "earlier session); setpoints are never retained")
+            return S.Reject(
+                S.RETAINED_COMMAND,
+                "a retained setpoint (stale command from an "
+                "earlier session); setpoints are never retained",
+            )
         checked = self.check(raw)
         if isinstance(checked, S.Reject):
             return checked
@@ -787,8 +930,10 @@ class MqttTransport:
         group = internal.split("/")[1]
         if setpoint:
             if not own and group not in self.exposed:
-                return S.Reject(S.NOT_EXPOSED, f"group {group!r} is not exposed to external "
-                                "controllers (bridge.expose)")
+                return S.Reject(
+                    S.NOT_EXPOSED,
+                    f"group {group!r} is not exposed to external controllers (bridge.expose)",
+                )
             payload = S.decode_group_setpoint(obj, self.group_sizes.get(group))
             if isinstance(payload, S.Reject):
                 return payload
@@ -799,8 +944,9 @@ class MqttTransport:
             payload = S.decode_bus_payload(obj)
             if isinstance(payload, S.Reject):
                 return payload
-        sent = env.sim_time_s if own and env.sim_time_s is not None and env.sim_time_s <= now \
-            else now
+        sent = (
+            env.sim_time_s if own and env.sim_time_s is not None and env.sim_time_s <= now else now
+        )
         if own and env.sim_time_s is not None and env.sim_time_s > now:
             sent = now
         msg = Message(internal, payload, float(sent), self._rx_seq, now)
@@ -817,8 +963,10 @@ class MqttTransport:
                 self.counters.disconnects += 1
             self.connected = False
             self.event("disconnected", self.topics.status(), raw.payload.decode(errors="replace"))
-            log.warning("bridge: disconnected from the broker (%s); reconnecting",
-                        raw.payload.decode(errors="replace"))
+            log.warning(
+                "bridge: disconnected from the broker (%s); reconnecting",
+                raw.payload.decode(errors="replace"),
+            )
         elif raw.topic == CONNECTED:
             was = self.connected
             self.connected = True
@@ -828,8 +976,7 @@ class MqttTransport:
                 log.warning("bridge: reconnected to the broker")
             self._flush_held(now)
         elif raw.topic == CONNECT_FAILED:
-            self.event("connect_failed", self.topics.status(),
-                       raw.payload.decode(errors="replace"))
+            self.event("connect_failed", self.topics.status(), raw.payload.decode(errors="replace"))
 
     def _flush_held(self, now: float) -> None:
         held, self._held = self._held, {}
@@ -862,8 +1009,14 @@ def poll_period(speed: float, wall_s: float = 0.02) -> float:
     return 2.0 ** round(math.log2(target))
 
 
-def connect(env: simpy.Environment, cfg: ConnectionConfig, prefix: str, *,
-            queue_size: int = 10_000, **kwargs: Any) -> MqttTransport:
+def connect(
+    env: simpy.Environment,
+    cfg: ConnectionConfig,
+    prefix: str,
+    *,
+    queue_size: int = 10_000,
+    **kwargs: Any,
+) -> MqttTransport:
     """Connect to the broker and return a started-not-yet transport (call ``start()``).
 
     Raises :class:`BridgeUnavailable`, :class:`BridgeAuthError` or

@@ -60,6 +60,7 @@ class ControlledWorld(Protocol):
 
 
 Fallback = Callable[[Observation], Mapping[str, np.ndarray]]
+Guard = Callable[[float, dict[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
 def fallback_uncontrolled(obs: Observation) -> dict[str, FloatArray]:
@@ -147,10 +148,14 @@ def controller_process(env: simpy.Environment, world: ControlledWorld, controlle
 def device_process(env: simpy.Environment, world: ControlledWorld, transport: Transport,
                    group: str, *, fallback: Fallback = fallback_uncontrolled,
                    default_ttl_s: float = math.inf, stats: DeviceStats | None = None,
-                   ) -> Generator[simpy.Event, Any, None]:
+                   guard: Guard | None = None, on_fallback: Callable[[float, bool], None]
+                   | None = None) -> Generator[simpy.Event, Any, None]:
     """Apply delivered setpoints to ``group``; switch to ``fallback`` when they go stale.
 
-    Starts in the safe behaviour (no setpoint received yet).
+    Starts in the safe behaviour (no setpoint received yet).  ``guard(now_s,
+    setpoints) -> setpoints`` sees every received setpoint before it is applied
+    (the MQTT bridge clamps to rated limits and rate-limits there);
+    ``on_fallback(now_s, active)`` is told when the safe behaviour starts and ends.
     """
     stats = stats if stats is not None else DeviceStats()
     store = transport.subscribe(Topics.setpoints(group))
@@ -162,11 +167,15 @@ def device_process(env: simpy.Environment, world: ControlledWorld, transport: Tr
         world.apply(group, **_only_keys(fallback(world.observe(group))))
         stats.fallbacks += 1
         stats.fallback_since_s = float(env.now)
+        if on_fallback is not None:
+            on_fallback(float(env.now), True)
 
     def leave_fallback() -> None:
         if not math.isnan(stats.fallback_since_s):
             stats.fallback_time_s += float(env.now) - stats.fallback_since_s
             stats.fallback_since_s = math.nan
+            if on_fallback is not None:
+                on_fallback(float(env.now), False)
 
     enter_fallback()
     in_fallback = True
@@ -187,7 +196,10 @@ def device_process(env: simpy.Environment, world: ControlledWorld, transport: Tr
             current = holder.current(now)
             if newest and current is not None:
                 world.advance_to(now)
-                world.apply(group, **_only_keys(current))
+                setpoints = _only_keys(current)
+                if guard is not None:
+                    setpoints = _only_keys(guard(now, setpoints))
+                world.apply(group, **setpoints)
                 stats.applied += 1
                 if in_fallback:
                     leave_fallback()

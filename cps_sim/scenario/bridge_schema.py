@@ -26,10 +26,14 @@ MemberKind = Literal["ev", "battery", "pv", "load"]
 class BridgeTlsSpec(_Model):
     """TLS to the broker (TLS 1.2 or newer; the certificate is always verified)."""
 
-    ca_file: str | None = Field(None, description="CA certificate (PEM) that signed the "
-                                "broker's certificate; default: the system's trusted CAs.")
-    cert_file: str | None = Field(None, description="Client certificate (PEM), for brokers "
-                                  "that require one.")
+    ca_file: str | None = Field(
+        None,
+        description="CA certificate (PEM) that signed the "
+        "broker's certificate; default: the system's trusted CAs.",
+    )
+    cert_file: str | None = Field(
+        None, description="Client certificate (PEM), for brokers that require one."
+    )
     key_file: str | None = Field(None, description="Key of the client certificate (PEM).")
 
     @model_validator(mode="after")
@@ -44,104 +48,181 @@ class BindSpec(_Model):
 
     group: str = Field(pattern=_ID, description="Site-group name.")
     site: int = Field(ge=0, description="Site index within the group (0-based).")
-    kind: MemberKind = Field(description="ev: the site's EV charger (first EV of the site); "
-                             "battery: the home battery; pv: the PV inverter; load: the site "
-                             "load (a smart plug or a meter on the load).")
+    kind: MemberKind = Field(
+        description="ev: the site's EV charger (first EV of the site); "
+        "battery: the home battery; pv: the PV inverter; load: the site "
+        "load (a smart plug or a meter on the load)."
+    )
 
 
 class BridgeDeviceSpec(_Model):
     """A real or emulated device bound to one member of a population."""
 
-    name: str = Field(pattern=_ID, description="Device id: the topic level "
-                      "<prefix>/dev/<name>/... (generic profile).")
-    profile: str = Field("generic", pattern=r"^[A-Za-z0-9_./-]{1,200}$",
-                         description="Device profile (devices/profiles/<name>.yaml) mapping "
-                         "the device's own topics onto the canonical signals.")
-    topic: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,7}$",
-                              description="The device's own base topic for vendor profiles "
-                              "(e.g. the Tasmota topic 'plug1'); default: the device name.")
+    name: str = Field(
+        pattern=_ID,
+        description="Device id: the topic level <prefix>/dev/<name>/... (generic profile).",
+    )
+    profile: str = Field(
+        "generic",
+        pattern=r"^[A-Za-z0-9_./-]{1,200}$",
+        description="Device profile (devices/profiles/<name>.yaml) mapping "
+        "the device's own topics onto the canonical signals.",
+    )
+    topic: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64}){0,7}$",
+        description="The device's own base topic for vendor profiles "
+        "(e.g. the Tasmota topic 'plug1'); default: the device name.",
+    )
     binds: BindSpec
-    emulated: bool = Field(False, description="An emulator (cps-sim emulate), not hardware: "
-                           "only then may cps-sim hil run faster than real time.")
-    max_power_w: float | None = Field(None, gt=0, le=1e7, description="Rated power drawn "
-                                      "(+, W); default: the member's rating in the model.")
-    min_power_w: float | None = Field(None, ge=-1e7, le=0, description="Rated power fed back "
-                                      "(-, W; e.g. V2H, battery discharge); default: the "
-                                      "member's rating, 0 for loads and chargers without V2X.")
-    max_ramp_w_per_s: float | None = Field(None, gt=0, description="Largest setpoint change "
-                                           "per second; none = no rate limit.")
-    max_age_s: float = Field(30.0, gt=0, le=86400, description="A measurement older than this "
-                             "is stale: the model's power is used instead (flagged).")
-    ttl_s: float = Field(60.0, gt=0, le=86400, description="Time to live of each setpoint "
-                         "sent to the device; its own fail-safe applies after it.")
-    fail_safe_power_w: float = Field(0.0, ge=-1e7, le=1e7, description="The setpoint sent "
-                                     "when the device's controller has no valid setpoint (its "
-                                     "fallback) and when the run ends.")
+    emulated: bool = Field(
+        False,
+        description="An emulator (cps-sim emulate), not hardware: "
+        "only then may cps-sim hil run faster than real time.",
+    )
+    max_power_w: float | None = Field(
+        None,
+        gt=0,
+        le=1e7,
+        description="Rated power drawn (+, W); default: the member's rating in the model.",
+    )
+    min_power_w: float | None = Field(
+        None,
+        ge=-1e7,
+        le=0,
+        description="Rated power fed back "
+        "(-, W; e.g. V2H, battery discharge); default: the "
+        "member's rating, 0 for loads and chargers without V2X.",
+    )
+    max_ramp_w_per_s: float | None = Field(
+        None, gt=0, description="Largest setpoint change per second; none = no rate limit."
+    )
+    max_age_s: float = Field(
+        30.0,
+        gt=0,
+        le=86400,
+        description="A measurement older than this "
+        "is stale: the model's power is used instead (flagged).",
+    )
+    ttl_s: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="Time to live of each setpoint "
+        "sent to the device; its own fail-safe applies after it.",
+    )
+    fail_safe_power_w: float = Field(
+        0.0,
+        ge=-1e7,
+        le=1e7,
+        description="The setpoint sent "
+        "when the device's controller has no valid setpoint (its "
+        "fallback) and when the run ends.",
+    )
 
 
 class ExposeSpec(_Model):
     """A simulated site group offered to an external controller over MQTT."""
 
     group: str = Field(pattern=_ID)
-    interval_s: float | None = Field(None, gt=0, le=86400, description="Observation publish "
-                                     "interval [s]; default: every settlement tick.")
-    ttl_s: float = Field(60.0, gt=0, le=86400, description="Time to live of a setpoint that "
-                         "carries no ttl_s of its own.")
+    interval_s: float | None = Field(
+        None,
+        gt=0,
+        le=86400,
+        description="Observation publish interval [s]; default: every settlement tick.",
+    )
+    ttl_s: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="Time to live of a setpoint that carries no ttl_s of its own.",
+    )
     fallback: Literal["uncontrolled", "off"] = Field(
-        "uncontrolled", description="What the group does without a valid setpoint: "
+        "uncontrolled",
+        description="What the group does without a valid setpoint: "
         "uncontrolled = EVs charge at full power, batteries on their built-in rule; off = EVs "
-        "stop, batteries on their built-in rule.")
-    per_device: bool = Field(True, description="Also publish <prefix>/dev/<group>-<site>-<kind>"
-                             "/telemetry for every member.")
-    max_ramp_w_per_s: float | None = Field(None, gt=0, description="Largest change of any "
-                                           "setpoint per second of simulated time.")
+        "stop, batteries on their built-in rule.",
+    )
+    per_device: bool = Field(
+        True,
+        description="Also publish <prefix>/dev/<group>-<site>-<kind>/telemetry for every member.",
+    )
+    max_ramp_w_per_s: float | None = Field(
+        None, gt=0, description="Largest change of any setpoint per second of simulated time."
+    )
 
 
 class BridgeSpec(_Model):
     """MQTT bridge for hardware in the loop (``cps-sim hil``)."""
 
-    url: str | None = Field(None, pattern=r"^(mqtts?|tcp|ssl)://[^/@\s]+(:\d+)?/?$",
-                            description="Broker URL mqtt://host:port or mqtts://host:port; "
-                            "default: cps-sim hil starts an embedded broker (or use --broker).")
+    url: str | None = Field(
+        None,
+        pattern=r"^(mqtts?|tcp|ssl)://[^/@\s]+(:\d+)?/?$",
+        description="Broker URL mqtt://host:port or mqtts://host:port; "
+        "default: cps-sim hil starts an embedded broker (or use --broker).",
+    )
     username: str | None = Field(None, min_length=1, max_length=256)
     password: Any = Field(None, description="Not allowed: use password_env or password_file.")
-    password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
-                                     description="Name of the environment variable holding "
-                                     "the password.")
-    password_file: str | None = Field(None, description="File holding the password (first "
-                                      "line), relative to the scenario.")
+    password_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="Name of the environment variable holding the password.",
+    )
+    password_file: str | None = Field(
+        None, description="File holding the password (first line), relative to the scenario."
+    )
     tls: BridgeTlsSpec | None = None
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
-    prefix: str | None = Field(None, description="Topic prefix; default cps/<scenario name>. "
-                               "Runs sharing a broker need different prefixes.")
-    homeassistant: bool = Field(False, description="Announce simulated and emulated devices "
-                                "with Home Assistant MQTT discovery.")
+    prefix: str | None = Field(
+        None,
+        description="Topic prefix; default cps/<scenario name>. "
+        "Runs sharing a broker need different prefixes.",
+    )
+    homeassistant: bool = Field(
+        False,
+        description="Announce simulated and emulated devices with Home Assistant MQTT discovery.",
+    )
     discovery_prefix: str = Field("homeassistant", pattern=_ID)
     keepalive_s: int = Field(10, ge=2, le=3600)
-    max_skew_s: float = Field(60.0, gt=0, le=86400, description="Messages whose ts is further "
-                              "from the receive time are flagged clock_skew (receive time "
-                              "used).")
-    queue_size: int = Field(10_000, ge=10, le=10_000_000, description="Inbound queue bound; "
-                            "messages beyond it are dropped and counted.")
+    max_skew_s: float = Field(
+        60.0,
+        gt=0,
+        le=86400,
+        description="Messages whose ts is further "
+        "from the receive time are flagged clock_skew (receive time "
+        "used).",
+    )
+    queue_size: int = Field(
+        10_000,
+        ge=10,
+        le=10_000_000,
+        description="Inbound queue bound; messages beyond it are dropped and counted.",
+    )
     devices: list[BridgeDeviceSpec] = Field(default_factory=list, max_length=10_000)
-    expose: list[ExposeSpec] = Field(default_factory=list, description="Groups that external "
-                                     "controllers drive (a plain group name is enough).")
+    expose: list[ExposeSpec] = Field(
+        default_factory=list,
+        description="Groups that external controllers drive (a plain group name is enough).",
+    )
 
     @field_validator("password")
     @classmethod
     def _no_password(cls, v: Any) -> None:
         if v is not None:
-            raise ValueError("passwords do not belong in scenario files (they end up in "
-                             "results and version control): set password_env to the name of "
-                             "an environment variable, or password_file to a file")
+            raise ValueError(
+                "passwords do not belong in scenario files (they end up in "
+                "results and version control): set password_env to the name of "
+                "an environment variable, or password_file to a file"
+            )
         return None
 
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, v: str | None) -> str | None:
         if v is not None and not _PREFIX.match(v):
-            raise ValueError(f"prefix {v!r}: 1 to 8 levels of [A-Za-z0-9_-] separated by '/' "
-                             "(no wildcards, no leading or trailing '/')")
+            raise ValueError(
+                f"prefix {v!r}: 1 to 8 levels of [A-Za-z0-9_-] separated by '/' "
+                "(no wildcards, no leading or trailing '/')"
+            )
         return v
 
     @field_validator("expose", mode="before")
