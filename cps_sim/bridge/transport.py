@@ -309,6 +309,8 @@ class LiveLink:
         self._lock = threading.Lock()
         self._first = threading.Event()
         self._first_rc: Any = None
+        self._acked = threading.Condition()
+        self._acked_mids: set[int] = set()
         self.client: Any = None
 
     # -- paho thread --------------------------------------------------------------
@@ -392,6 +394,7 @@ class LiveLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         props = None
         if v5:
             props = Properties(PacketTypes.CONNECT)
@@ -442,13 +445,26 @@ class LiveLink:
                 )
             raise BridgeError(f"MQTT broker {who} refused the connection: {rc}")
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
+        with self._acked:
+            self._acked_mids.add(mid)
+            self._acked.notify_all()
+
     def subscribe(self, pattern: str, qos: int = 1) -> None:
+        """Subscribe and wait (bounded) for the broker's SUBACK, so that messages
+        published after this call are delivered."""
         with self._lock:
             if pattern in self._subs:
                 return
             self._subs[pattern] = qos
-        if self.client is not None:
-            self.client.subscribe(pattern, qos=qos)
+        if self.client is None:
+            return
+        _rc, mid = self.client.subscribe(pattern, qos=qos)
+        deadline = time.monotonic() + self.cfg.connect_timeout_s
+        with self._acked:
+            while mid not in self._acked_mids and time.monotonic() < deadline:
+                self._acked.wait(deadline - time.monotonic())
+            self._acked_mids.discard(mid)
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> bool:
         import paho.mqtt.client as mqtt

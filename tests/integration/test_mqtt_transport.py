@@ -264,7 +264,11 @@ def test_duplicates_reorder_skew_retained_and_unexposed(mosquitto):  # T9 T10 T1
         send(c, f"{PREFIX}/group/int/setpoint", sp)  # P8: group not exposed
         send(c, f"{PREFIX}/group/ext/setpoint", {**sp, "seq": 1})  # accepted
         send(c, f"{PREFIX}/group/ext/setpoint", {**sp, "seq": 2, "ts": now - 40})  # expired
-        assert run_until(env, lambda: tr.counters.received == 11, 1.0, 10), tr.counters
+        assert run_until(env, lambda: tr.counters.received == 11, 1.0, 10), (
+            tr.counters.received,
+            tr.log.table().to_pydict()["topic"],
+            tr.log.table().to_pydict()["reason"],
+        )
     finally:
         send(c, f"{PREFIX}/group/ext/setpoint", b"", retain=True)  # clear the retained one
         stop(c)
