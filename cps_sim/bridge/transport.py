@@ -188,6 +188,12 @@ class InboundQueue:
         with self._cv:
             return len(self._items)
 
+    @property
+    def messages(self) -> int:
+        """Messages waiting (connection changes not counted)."""
+        with self._cv:
+            return self._n_msgs
+
 
 # ----------------------------------------------------------------------------- records
 
