@@ -14,7 +14,15 @@ Given demand and must-take renewables for one balancing area, each tick:
 3. a remaining deficit is *unserved*; a surplus first cancels storage discharge, then
    charges storage, then goes to export (up to the interconnector limit), then
    *curtails* renewables, and anything left (must-run above demand) is
-   *overgeneration*.
+   *overgeneration*;
+4. valley filling (optional, ``storage_charge_cost_jpy_per_kwh``): in a tick where
+   storage does not discharge, running plants whose marginal cost is at most that price
+   raise their output, cheapest first, within their ramp and capacity limits, to charge
+   storage with what room the surplus left (pumped hydro pumping at night on coal and
+   nuclear).  Priced below the storage discharge price, this moves cheap energy into
+   the hours where storage displaces dearer plants or would otherwise leave demand
+   unserved.  The extra output is plant generation like any other (its CO2 and cost
+   are counted when it is generated).
 
 The balance closes exactly (tested)::
 
@@ -101,7 +109,7 @@ def _merit_fill(need: FloatArray, inc: FloatArray, start_min: FloatArray, cost: 
 
 
 def _core(demand, renewable, lo, hi, start_min, cost, co2, s_dis, s_chg, s_cost, export_cap,
-          dt_s):
+          dt_s, s_charge_cost=-np.inf):
     demand = np.asarray(demand, dtype=float)
     renewable = np.asarray(renewable, dtype=float)
     residual = demand - renewable
@@ -120,6 +128,13 @@ def _core(demand, renewable, lo, hi, start_min, cost, co2, s_dis, s_chg, s_cost,
     surplus = surplus - r
     chg = np.minimum(surplus, s_chg)
     surplus = surplus - chg
+    if np.isfinite(s_charge_cost):
+        # valley filling from running plants at or below the charge price (step 4)
+        room = np.where(dis > 0, 0.0, np.maximum(s_chg - chg, 0.0))
+        head = np.where((cost <= s_charge_cost) & (gen > 0), np.maximum(hi - gen, 0.0), 0.0)
+        pump, _ = _merit_fill(room, head, np.zeros_like(head), cost)
+        gen = gen + pump
+        chg = chg + pump.sum(-1)
     export = np.minimum(surplus, export_cap)
     surplus = surplus - export
     curt = np.minimum(surplus, np.maximum(renewable, 0.0))
@@ -144,6 +159,12 @@ def _result(spec, demand, renewable, gen, storage_power, export, curt, unserved,
     )
 
 
+def _check_storage_prices(discharge: float, charge: float) -> None:
+    if np.isfinite(charge) and not charge < discharge:
+        raise ValueError(f"storage charge price ({charge:g} JPY/kWh) must be below the "
+                         f"discharge price ({discharge:g}); otherwise storage cycles for nothing")
+
+
 def dispatch_tick(
     spec: pl.PlantFleetSpec,
     prev_output_w: npt.ArrayLike | None,
@@ -155,8 +176,12 @@ def dispatch_tick(
     export_capacity_w: float = 0.0,
     carbon_price_jpy_per_t_co2: float = 0.0,
     storage_discharge_cost_jpy_per_kwh: float = -np.inf,
+    storage_charge_cost_jpy_per_kwh: float = -np.inf,
 ) -> tuple[DispatchResult, st.BatteryState | None]:
     """Dispatch one tick; returns the result and the advanced storage state.
+
+    ``storage_charge_cost_jpy_per_kwh`` (default: never) enables valley filling, see
+    the module docstring (step 4); it must be below the discharge price.
 
     Storage power is split over storage units in proportion to each unit's feasible
     bound (:func:`cps_sim.models.storage.feasible_power_w`), so every unit can hold it;
@@ -171,9 +196,11 @@ def dispatch_tick(
     else:
         s_lo = s_hi = np.zeros(0)
         s_dis = s_chg = 0.0
+    _check_storage_prices(storage_discharge_cost_jpy_per_kwh, storage_charge_cost_jpy_per_kwh)
     gen, sp, export, curt, unserved, overgen = _core(
         demand_w, renewable_w, lo, hi, smin, cost, spec.co2_g_per_kwh, s_dis, s_chg,
-        storage_discharge_cost_jpy_per_kwh, export_capacity_w, dt_s)
+        storage_discharge_cost_jpy_per_kwh, export_capacity_w, dt_s,
+        storage_charge_cost_jpy_per_kwh)
     sp = float(sp)
     new_state = storage_state
     if storage_spec is not None and storage_state is not None:
@@ -206,6 +233,7 @@ def dispatch_series(
     storage_discharge_cost_jpy_per_kwh: float = -np.inf,
     initial_output_w: npt.ArrayLike | None = None,
     ramp_limits: bool = True,
+    storage_charge_cost_jpy_per_kwh: float = -np.inf,
 ) -> tuple[DispatchResult, st.BatteryState | None]:
     """Dispatch a time series ``(T,)``; result arrays have a leading time axis.
 
@@ -233,7 +261,7 @@ def dispatch_series(
         res, state = dispatch_tick(
             spec, prev if ramp_limits else None, float(demand[k]), float(renew[k]), dt_s,
             storage_spec, state, export_capacity_w, carbon_price_jpy_per_t_co2,
-            storage_discharge_cost_jpy_per_kwh)
+            storage_discharge_cost_jpy_per_kwh, storage_charge_cost_jpy_per_kwh)
         prev = res.plant_generation_w
         rows.append(res)
     stacked = {f: np.stack([np.asarray(getattr(r, f)) for r in rows])

@@ -222,7 +222,22 @@ class SystemSpec(_Model):
     storage_discharge_cost_jpy_per_kwh: float | None = Field(
         None, description="Merit-order price of storage discharge; None = before every "
         "plant (must-run, storage, then plants).")
+    storage_charge_cost_jpy_per_kwh: float | None = Field(
+        None, description="Valley filling: storage also charges from running plants whose "
+        "marginal cost is at most this price (pumped hydro pumping at night on coal), in "
+        "ticks where it does not discharge. None = storage charges from surplus only. Must "
+        "be below storage_discharge_cost_jpy_per_kwh.")
     distribution: DistributionSpec | None = None
+
+    @model_validator(mode="after")
+    def _storage_prices(self) -> SystemSpec:
+        c, d = self.storage_charge_cost_jpy_per_kwh, self.storage_discharge_cost_jpy_per_kwh
+        if c is not None and (d is None or not c < d):
+            raise ValueError(
+                "storage_charge_cost_jpy_per_kwh needs storage_discharge_cost_jpy_per_kwh set "
+                f"above it (got charge {c:g}, discharge {d}); storage that discharges first "
+                "in the merit order would empty what it just pumped")
+        return self
 
     @model_validator(mode="after")
     def _names(self) -> SystemSpec:

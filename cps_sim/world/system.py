@@ -227,6 +227,8 @@ class SystemHook:
         self.export_cap_w = spec.export_capacity_mw * 1e6
         self.storage_cost = (-np.inf if spec.storage_discharge_cost_jpy_per_kwh is None
                              else spec.storage_discharge_cost_jpy_per_kwh)
+        self.storage_charge_cost = (-np.inf if spec.storage_charge_cost_jpy_per_kwh is None
+                                    else spec.storage_charge_cost_jpy_per_kwh)
         self.prev_output_w: FloatArray | None = None
         self.tree = None
         if spec.distribution is not None:
@@ -264,7 +266,8 @@ class SystemHook:
             self.storage_spec, self.storage_state,
             export_capacity_w=float(e_hi.sum()) + self.export_cap_w,
             carbon_price_jpy_per_t_co2=self.spec.carbon_price_jpy_per_t,
-            storage_discharge_cost_jpy_per_kwh=self.storage_cost)
+            storage_discharge_cost_jpy_per_kwh=self.storage_cost,
+            storage_charge_cost_jpy_per_kwh=self.storage_charge_cost)
         gen = np.asarray(res.plant_generation_w, dtype=float)
         self.prev_output_w = gen
         sink = float(res.export_w)  # electrolysers + interconnector
@@ -366,6 +369,16 @@ class SystemHook:
               + a.get("system_site_export_mwh", 0.0))
         hours = self._ticks * self.tick_s / SECONDS_PER_HOUR
         out = {k: v for k, v in a.items() if k.startswith("system_")}
+        # generation mix: each technology's share of the energy generated in the area
+        # (plants + wind + utility PV + rooftop feed-in, net of curtailment; storage is
+        # not a source and its charging energy is counted where it was generated)
+        re_net = max(re - a.get("system_curtailed_mwh", 0.0), 0.0)
+        gen_mwh = a.get("system_plants_mwh", 0.0) + re_net
+        out["system_generation_mwh"] = gen_mwh
+        for t in self.technologies:
+            out[f"system_share_{t}"] = (a.get(f"system_{t}_mwh", 0.0) / gen_mwh if gen_mwh > 0
+                                        else 0.0)
+        out["system_share_renewable"] = re_net / gen_mwh if gen_mwh > 0 else 0.0
         rated_mw = float(self.elec_spec.rated_power_w.sum()) / 1e6 if self.elec_spec else 0.0
         out.update({
             "system_co2_t": co2_t,

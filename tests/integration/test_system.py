@@ -291,6 +291,8 @@ def built_in_kpis() -> dict[str, dict[str, float]]:
     out = {}
     for name in BUILT_INS:
         sc, spec = load_split(SCENARIOS / name)
+        if sc.duration_days > 14:  # the 2022 mix runs a fiscal year: two weeks here
+            sc = Scenario(**{**sc.model_dump(), "duration_days": 14})
         hook, _ = run(spec, sc)
         out[name] = hook.kpis()
     return out
