@@ -146,6 +146,65 @@ def report(results_dir: Annotated[Path, typer.Argument(help="A run or sweep resu
     typer.echo(f"{rep.kind} report: {rep.html} ({len(rep.pngs)} plots)")
 
 
+@app.command()
+def emulate(
+    profile: Annotated[str, typer.Argument(help="Device profile: a name from devices/profiles "
+                                           "(generic, tasmota_plug, shelly_gen2, openevse, goe, "
+                                           "battery_inverter) or a .yaml path.")],
+    kind: Annotated[str | None, typer.Option(help="ev_charger, battery, pv, plug, meter or "
+                                             "heat_pump (default: the profile's first kind; "
+                                             "the generic profile needs it).")] = None,
+    count: Annotated[int, typer.Option(help="Number of devices.")] = 1,
+    broker: Annotated[str | None, typer.Option(help="mqtt://host:port or mqtts://host:port "
+                                               "(default: start an embedded broker).")] = None,
+    prefix: Annotated[str, typer.Option(help="Topic prefix (generic profile: "
+                                        "<prefix>/dev/<id>/...).")] = "cps/emu",
+    interval: Annotated[float, typer.Option(help="Telemetry period [wall s].")] = 1.0,
+    speed: Annotated[float, typer.Option(help="Device clock speed (60 = one hour per "
+                                         "minute).")] = 1.0,
+    duration: Annotated[str | None, typer.Option(help="Stop after this wall time (90s, 10m, "
+                                                 "1h; default: until Ctrl-C).")] = None,
+    id_prefix: Annotated[str | None, typer.Option(help="Device ids <id-prefix>-0000... "
+                                                  "(default: the kind).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the device population.")] = 0,
+    ttl: Annotated[float, typer.Option(help="Fail-safe after this many device seconds "
+                                       "without a command (when the command has no "
+                                       "ttl_s).")] = 60.0,
+    clients: Annotated[str, typer.Option(help="device: one MQTT connection and last will "
+                                         "per device; shared: one for the fleet.")] = "device",
+    protocol: Annotated[str, typer.Option(help="MQTT protocol: 3.1.1 or 5.")] = "3.1.1",
+    username: Annotated[str | None, typer.Option(help="Broker user name (password from the "
+                                                 "environment variable --password-env).")]
+    = None,
+    password_env: Annotated[str, typer.Option(help="Environment variable holding the "
+                                              "password.")] = "CPS_SIM_MQTT_PASSWORD",
+    ca_file: Annotated[str | None, typer.Option(help="CA certificate (PEM) for mqtts://.")]
+    = None,
+    homeassistant: Annotated[bool, typer.Option("--homeassistant", help="Announce the "
+                                                "devices to Home Assistant (MQTT "
+                                                "discovery).")] = False,
+    ha_remove: Annotated[bool, typer.Option("--ha-remove", help="Remove the Home Assistant "
+                                            "entities on exit.")] = False,
+    weather: Annotated[str, typer.Option(help="pv/heat_pump weather: synthetic or clear.")]
+    = "synthetic",
+    start: Annotated[str | None, typer.Option(help="Device clock start, ISO 8601 (default: "
+                                              "now).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+):
+    """Emulated MQTT devices driven by the models, speaking a device profile."""
+    from cps_sim.bridge.emulate_cli import run_emulate
+
+    try:
+        run_emulate(profile, kind=kind, count=count, broker=broker, prefix=prefix,
+                    interval_s=interval, speed=speed, duration=duration, id_prefix=id_prefix,
+                    seed=seed, ttl_s=ttl, clients=clients, protocol=protocol,
+                    username=username, password_env=password_env, ca_file=ca_file,
+                    homeassistant=homeassistant, ha_remove=ha_remove, weather=weather,
+                    start=start, quiet=quiet)
+    except CpsSimError as exc:
+        _fail(exc)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings on the command line: one ``warning: ...`` line, no source location."""
     print(f"warning: {message}", file=sys.stderr if file is None else file)

@@ -78,6 +78,9 @@ class MosquittoBroker:
     Use as a context manager to stop it on exit.
     """
 
+    kind = "mosquitto"
+    mqtt_versions = ("3.1.1", "5")
+
     def __init__(
         self,
         folder: Path,
