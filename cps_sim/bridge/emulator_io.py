@@ -102,6 +102,7 @@ class Links:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.max_queued_messages_set(10_000)
+        c.max_inflight_messages_set(1000)
         return c
 
     def connect_all(self, timeout_s: float = 30.0) -> None:
@@ -257,21 +258,27 @@ class Links:
             self.f.stats.publish_failed += 1
         self._flush(c)
 
-    def _announce_client(self, c: _Client, online: bool) -> None:
+    def _announce_client(self, c: _Client, online: bool) -> list[Any]:
+        infos = []
         for i in c.devices:
             msg = self.f.bound[i].availability(online)
             if msg is not None:
-                c.paho.publish(msg[0], msg[1], qos=msg[2], retain=msg[3])
+                infos.append(c.paho.publish(msg[0], msg[1], qos=msg[2], retain=msg[3]))
         if self.f.cfg.clients == "shared":
-            c.paho.publish(
-                self.fleet_status, b"online" if online else b"offline", qos=1, retain=True
+            infos.append(
+                c.paho.publish(
+                    self.fleet_status, b"online" if online else b"offline", qos=1, retain=True
+                )
             )
+        return infos
 
-    def announce(self, online: bool) -> None:
+    def announce(self, online: bool) -> list[Any]:
+        infos = []
         for c in self.clients:
             if c.connected:
-                self._announce_client(c, online)
+                infos += self._announce_client(c, online)
                 self._flush(c)
+        return infos
 
     # ------------------------------------------------------------------ main loop
     def serve(self, stop: Any) -> None:
@@ -331,10 +338,13 @@ class Links:
 
                 for i, topic, payload in fleet_removal(f):
                     self.publish(i, topic, payload, 1, True)
-            self.announce(False)
+            infos = self.announce(False)
+            # wait for the broker's PUBACKs: closing a socket with unread data sends a TCP
+            # reset, and the broker then drops what it has not read yet (the offlines)
             deadline = time.monotonic() + 3.0
-            while time.monotonic() < deadline and any(
-                c.sock is not None and c.paho.want_write() for c in self.clients
+            while time.monotonic() < deadline and (
+                any(not i.is_published() for i in infos)
+                or any(c.sock is not None and c.paho.want_write() for c in self.clients)
             ):
                 self._poll(0.02)
         for c in self.clients:

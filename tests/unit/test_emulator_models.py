@@ -64,7 +64,7 @@ def test_rating_holds_for_any_setpoint(kind, batch, dt):
             assert np.all((lim == 0) | ((lim >= r.min_current_a) & (lim <= r.current_a_max)))
 
 
-@pytest.mark.parametrize("kind", CONTROLLABLE + ["meter"])
+@pytest.mark.parametrize("kind", [*CONTROLLABLE, "meter"])
 def test_energy_counters_close(kind):
     """energy_wh (net) = energy_in_wh - energy_out_wh, and equals sum(power x dt)."""
     f = make_fleet(kind, 5, np.random.default_rng(1), pd.Timestamp(START))
