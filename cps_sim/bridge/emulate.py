@@ -257,7 +257,7 @@ class EmulatorFleet:
             return
         if isinstance(sp, Reject):
             self.stats.rejected["invalid"] += 1
-            self._ack(i, reason=sp.reason[:200])
+            self._ack(i, reason=f"{sp.reason}: {sp.detail}"[:200])
             return
         wall = time.time()
         if sp.ts is not None:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from cps_sim.bridge import schema as S
 from cps_sim.bridge.profile_spec import (
     SETPOINT_SIGNALS,
     AvailabilitySpec,
@@ -21,6 +22,7 @@ from cps_sim.bridge.profile_spec import (
     MessageSpec,
     Rated,
 )
+from cps_sim.bridge.schema import Reject
 from cps_sim.core.errors import BridgeError
 
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -39,14 +41,7 @@ class Measurement:
     ts: float | None = None  # publisher's wall clock, if the payload carries one
     seq: int | None = None
     tolerated_keys: tuple[str, ...] = ()  # unknown keys seen (telemetry tolerates them)
-
-
-@dataclass(frozen=True)
-class Reject:
-    """A message that must not be used, and why."""
-
-    reason: str
-    topic: str = ""
+    envelope: S.Envelope | None = None  # schema v1 messages: v, seq, ts, sid, sim_time_s
 
 
 @dataclass(frozen=True)
@@ -79,7 +74,11 @@ Outgoing = tuple[str, bytes, int, bool]  # topic, payload, qos, retain
 
 # --------------------------------------------------------------------------- values
 class _Bad(Exception):
-    """Internal: a value that cannot be decoded (message -> Reject)."""
+    """Internal: a value that cannot be decoded (message -> Reject with a schema code)."""
+
+    def __init__(self, message: str, code: str = S.WRONG_TYPE):
+        super().__init__(message)
+        self.code = code
 
 
 def _norm_key(x: Any) -> str:
@@ -102,7 +101,9 @@ def _to_canonical(spec: FieldSpec, value: Any, where: str, rated: Rated, text: b
         for vendor, canonical in spec.mapping:
             if _norm_key(vendor) == key:
                 return canonical
-        raise _Bad(f"{where}: {value!r} is not one of {[v for v, _ in spec.mapping]}")
+        raise _Bad(
+            f"{where}: {value!r} is not one of {[v for v, _ in spec.mapping]}", S.OUT_OF_RANGE
+        )
     if sig.type == "bool":
         if isinstance(value, bool):
             return value
@@ -121,26 +122,27 @@ def _to_canonical(spec: FieldSpec, value: Any, where: str, rated: Rated, text: b
     if not is_number(value):
         raise _Bad(f"{where}: expected a number, got {type(value).__name__} {str(value)[:40]}")
     if not math.isfinite(value):
-        raise _Bad(f"{where}: not a finite number ({value})")
+        raise _Bad(f"{where}: not a finite number ({value})", S.NAN_OR_INF)
     if sig.type == "int":
         if float(value) != int(value):
             raise _Bad(f"{where}: expected an integer, got {value}")
         out: Any = int(value)
         if out < 0:
-            raise _Bad(f"{where}: must be >= 0, got {out}")
+            raise _Bad(f"{where}: must be >= 0, got {out}", S.OUT_OF_RANGE)
         return out
     out = float(value) * spec.factor * spec.sign
     name = spec.signal
     if name == "soc" and not -1e-9 <= out <= 1 + 1e-9:
-        raise _Bad(f"{where}: soc {out:g} outside [0, 1] (implausible)")
+        raise _Bad(f"{where}: soc {out:g} outside [0, 1] (implausible)", S.IMPLAUSIBLE)
     if name in ("energy_in_wh", "energy_out_wh", "session_energy_wh") and out < 0:
-        raise _Bad(f"{where}: {name} must be >= 0, got {out:g}")
+        raise _Bad(f"{where}: {name} must be >= 0, got {out:g}", S.OUT_OF_RANGE)
     if name == "power_w":
         bound = max(abs(rated.power_w_min), abs(rated.power_w_max))
         if math.isfinite(bound) and bound > 0 and abs(out) > PLAUSIBLE_POWER_FACTOR * bound:
             raise _Bad(
                 f"{where}: |power_w| {abs(out):g} W > {PLAUSIBLE_POWER_FACTOR:g} x the "
-                f"rating {bound:g} W (wrong unit?)"
+                f"rating {bound:g} W (wrong unit?)",
+                S.IMPLAUSIBLE,
             )
     return out
 
@@ -224,11 +226,14 @@ def _walk(
         return
     if isinstance(node, dict):
         if not isinstance(value, dict):
-            raise _Bad(f"{where or 'payload'}: expected a JSON object, got {type(value).__name__}")
+            raise _Bad(
+                f"{where or 'payload'}: expected a JSON object, got {type(value).__name__}",
+                S.NOT_OBJECT,
+            )
         if strict:
             extra = sorted(set(value) - set(node))
             if extra:
-                raise _Bad(f"{where or 'payload'}: unknown key(s) {extra[:5]}")
+                raise _Bad(f"{where or 'payload'}: unknown key(s) {extra[:5]}", S.UNKNOWN_FIELD)
         for k, sub in node.items():
             if k in value:
                 _walk(sub, value[k], f"{where}.{k}" if where else k, out, rated, strict)
@@ -266,6 +271,17 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     return a == b
+
+
+def _json_code(exc: ValueError) -> str:
+    text = str(exc)
+    if "is not valid JSON" in text:
+        return S.NAN_OR_INF
+    if "duplicate key" in text:
+        return S.DUPLICATE_KEY
+    if "not parsed" in text:
+        return S.TOO_LARGE
+    return S.NOT_JSON
 
 
 def _reject_constant(name: str) -> float:
@@ -342,14 +358,81 @@ def set_path(body: Any, path: tuple[str | int, ...], value: Any) -> None:
         node[str(last)] = value
 
 
+def _v1_reject(r: Reject, topic: str) -> Reject:
+    return Reject(r.reason, f"{topic}: {r.detail}")
+
+
+def decode_v1(
+    spec: MessageSpec | AvailabilitySpec,
+    topic: str,
+    payload: bytes,
+    rated: Rated,
+    device_topic: str | None,
+) -> Measurement | Reject | Ignored:
+    """Schema v1 (generic profile): the rules of :mod:`cps_sim.bridge.schema` decide; the
+    profile's template adds the signals that module leaves to the tolerated keys."""
+    if isinstance(spec, AvailabilitySpec):
+        a = S.decode_availability(payload)
+        if isinstance(a, Reject):
+            return _v1_reject(a, topic)
+        return Measurement("availability", {"available": a}, topic, device_topic)
+    m = S.decode_measurement(payload, spec.role)
+    if isinstance(m, Reject):
+        return _v1_reject(m, topic)
+    extra = _decode_with(spec, topic, payload, rated, device_topic)
+    if isinstance(extra, Reject):
+        return extra
+    signals: dict[str, Any] = dict(m.signals)
+    if isinstance(extra, Measurement):
+        for k, v in extra.signals.items():
+            signals.setdefault(k, v)
+    tolerated = tuple(k for k in m.unknown_keys if k not in spec.signals)
+    env = m.envelope
+    return Measurement(spec.role, signals, topic, device_topic, env.ts, env.seq, tolerated, env)
+
+
+def decode_command_v1(topic: str, payload: bytes) -> Setpoint | Reject:
+    r = S.decode_setpoint(payload)
+    if isinstance(r, Reject):
+        return _v1_reject(r, topic)
+    sp, env = r
+    return Setpoint(
+        power_w=sp.power_w,
+        current_a=sp.current_a,
+        on=sp.on,
+        mode=sp.mode,
+        ttl_s=sp.ttl_s,
+        seq=env.seq,
+        ts=env.ts,
+    )
+
+
+def as_setpoint(sp: Any) -> Setpoint:
+    """A :class:`Setpoint` from ours or from :class:`cps_sim.bridge.schema.Setpoint`."""
+    if isinstance(sp, Setpoint):
+        return sp
+    return Setpoint(
+        power_w=getattr(sp, "power_w", None),
+        current_a=getattr(sp, "current_a", None),
+        on=getattr(sp, "on", None),
+        mode=getattr(sp, "mode", None),
+        ttl_s=getattr(sp, "ttl_s", None),
+        seq=getattr(sp, "seq", None),
+        ts=getattr(sp, "ts", None),
+    )
+
+
 def decode_many(
     specs: list[MessageSpec | AvailabilitySpec],
     topic: str,
     payload: bytes,
     rated: Rated,
     device_topic: str | None,
+    v1: bool = False,
 ) -> Measurement | Reject | Ignored:
     """Decode with every spec of a topic and merge (one vendor value, several signals)."""
+    if v1:
+        return decode_v1(specs[0], topic, payload, rated, device_topic)
     if len(specs) == 1:
         return _decode_with(specs[0], topic, payload, rated, device_topic)
     results = [_decode_with(sp, topic, payload, rated, device_topic) for sp in specs]
@@ -375,7 +458,8 @@ def _decode_with(
 ) -> Measurement | Reject | Ignored:
     if len(payload) > MAX_PAYLOAD_BYTES:
         return Reject(
-            f"{topic}: payload of {len(payload)} bytes > {MAX_PAYLOAD_BYTES} (not parsed)", topic
+            S.TOO_LARGE,
+            f"{topic}: payload of {len(payload)} bytes > {MAX_PAYLOAD_BYTES} (not parsed)",
         )
     if isinstance(spec, AvailabilitySpec):
         return _decode_availability(spec, topic, payload, device_topic)
@@ -384,7 +468,7 @@ def _decode_with(
             try:
                 text = payload.decode("utf-8").strip()
             except UnicodeDecodeError:
-                raise _Bad(f"not UTF-8: {_preview(payload)}") from None
+                raise _Bad(f"not UTF-8: {_preview(payload)}", S.NOT_UTF8) from None
             if not text:
                 raise _Bad("empty payload")
             v = _to_canonical(spec.raw, text, "payload", rated, text=True)
@@ -393,15 +477,19 @@ def _decode_with(
         else:
             try:
                 doc = parse_json(payload)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise _Bad(f"malformed JSON ({exc}): {_preview(payload)}") from None
+            except UnicodeDecodeError:
+                raise _Bad(f"not UTF-8: {_preview(payload)}", S.NOT_UTF8) from None
+            except ValueError as exc:
+                raise _Bad(
+                    f"malformed JSON ({exc}): {_preview(payload)}", _json_code(exc)
+                ) from None
             if isinstance(spec.template, dict) and not isinstance(doc, dict):
-                raise _Bad(f"expected a JSON object, got {type(doc).__name__}")
+                raise _Bad(f"expected a JSON object, got {type(doc).__name__}", S.NOT_OBJECT)
             for path, want in spec.match:
                 got = _get(doc, path)
                 where = ".".join(map(str, path))
                 if got is _MISSING:
-                    raise _Bad(f"{where} is missing (must be {want!r})")
+                    raise _Bad(f"{where} is missing (must be {want!r})", S.MISSING_FIELD)
                 if not _same(got, want):
                     return Ignored(f"{topic}: {where} is {got!r}, not {want!r}", topic)
             signals = {}
@@ -409,7 +497,7 @@ def _decode_with(
             tolerated = []
             _unknown_keys(spec.template, doc, "", tolerated)
     except _Bad as exc:
-        return Reject(f"{topic}: {exc}", topic)
+        return Reject(exc.code, f"{topic}: {exc}")
     ts = signals.pop("ts", None)
     seq = signals.pop("seq", None)
     signals.pop("v", None)
@@ -426,27 +514,27 @@ def _decode_availability(
         try:
             text = payload.decode("utf-8").strip()
         except UnicodeDecodeError:
-            return Reject(f"{topic}: availability payload not UTF-8", topic)
+            return Reject(S.NOT_UTF8, f"{topic}: availability payload not UTF-8")
         if text == a.online:
             return Measurement("availability", {"available": True}, topic, device_topic)
         if text == a.offline:
             return Measurement("availability", {"available": False}, topic, device_topic)
         return Reject(
+            S.OUT_OF_RANGE,
             f"{topic}: availability payload {text[:40]!r} is neither "
             f"{a.online!r} nor {a.offline!r}",
-            topic,
         )
     try:
         doc = parse_json(payload)
     except (ValueError, UnicodeDecodeError) as exc:
-        return Reject(f"{topic}: malformed availability JSON ({exc})", topic)
+        return Reject(S.NOT_JSON, f"{topic}: malformed availability JSON ({exc})")
     got = _get(doc, a.key)
     for body, state in ((a.online, True), (a.offline, False)):
         if _same(got, _get(body, a.key)):
             return Measurement("availability", {"available": state}, topic, device_topic)
     return Reject(
+        S.OUT_OF_RANGE,
         f"{topic}: availability {'.'.join(map(str, a.key))}={got!r} is neither online nor offline",
-        topic,
     )
 
 
@@ -478,4 +566,4 @@ def decode_command_with(
             src=None,
         )
     except TypeError as exc:  # pragma: no cover - signals are typed by the spec
-        return Reject(f"{topic}: {exc}", topic)
+        return Reject(S.WRONG_TYPE, f"{topic}: {exc}")

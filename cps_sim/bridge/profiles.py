@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cps_sim.bridge import schema as S
 from cps_sim.bridge.profile_codec import (
     MAX_PAYLOAD_BYTES,
     Ignored,
@@ -37,7 +39,9 @@ from cps_sim.bridge.profile_codec import (
     Outgoing,
     Reject,
     Setpoint,
+    as_setpoint,
     check_device_topic,
+    decode_command_v1,
     decode_command_with,
     decode_many,
     device_subst,
@@ -141,7 +145,7 @@ class Profile:
                 specs.append(spec)
         if not specs:
             return Ignored(f"topic {topic!r} is not one of profile {self.name}'s topics", topic)
-        return decode_many(specs, topic, payload, r, dev)
+        return decode_many(specs, topic, payload, r, dev, self.spec.schema == "v1")
 
     def encode_setpoint(
         self, device_topic: str, setpoint: Setpoint, rated: Mapping[str, Any] | None = None
@@ -155,6 +159,8 @@ class Profile:
         return list(dict.fromkeys(subst_vars(c.topic, sub) for c in self.spec.commands))
 
     def decode_command(self, topic: str, payload: bytes) -> Setpoint | Reject | Ignored:
+        if self.spec.schema == "v1" and any(rx.match(topic) for rx, _ in self._cmd_regex):
+            return decode_command_v1(topic, payload)
         results = [
             decode_command_with(spec, topic, payload, self.rated)
             for rx, spec in self._cmd_regex
@@ -168,8 +174,9 @@ class Profile:
         return self.bind(device_topic).encode(role, signals)
 
 
-def clamp_setpoint(sp: Setpoint, rated: Rated) -> tuple[Setpoint, list[str]]:
+def clamp_setpoint(sp: Setpoint | Any, rated: Rated) -> tuple[Setpoint, list[str]]:
     """Clamp to the rated limits; EV currents below ``min_current_a`` become 0 (IEC 61851)."""
+    sp = as_setpoint(sp)
     notes: list[str] = []
     power, current = sp.power_w, sp.current_a
     for name, v in (("power_w", power), ("current_a", current), ("ttl_s", sp.ttl_s)):
@@ -263,16 +270,23 @@ class BoundDevice:
         specs = self._by_topic.get(topic)
         if not specs:
             return Ignored(f"topic {topic!r} does not belong to {self.device_topic}", topic)
-        return decode_many(specs, topic, payload, self.rated, self.device_topic)
+        return decode_many(
+            specs, topic, payload, self.rated, self.device_topic, self.profile.spec.schema == "v1"
+        )
 
     def decode_command(self, topic: str, payload: bytes) -> Setpoint | Reject | Ignored:
         specs = self._cmd_by_topic.get(topic)
         if not specs:
             return Ignored(f"topic {topic!r} is not a command topic of {self.device_topic}", topic)
+        if self.profile.spec.schema == "v1":
+            return decode_command_v1(topic, payload)
         return first_command([decode_command_with(s, topic, payload, self.rated) for s in specs])
 
-    def encode_setpoint(self, setpoint: Setpoint) -> list[Outgoing]:
-        sp, _ = clamp_setpoint(setpoint, self.rated)
+    def encode_setpoint(self, setpoint: Setpoint | Any) -> list[Outgoing]:
+        """Vendor messages for ``setpoint`` (ours or a :class:`cps_sim.bridge.schema.Setpoint`)."""
+        sp, _ = clamp_setpoint(as_setpoint(setpoint), self.rated)
+        if self.profile.spec.schema == "v1":
+            return [self._encode_v1(sp)]
         vals = _derive(sp, self.profile.command_signals, self.rated, self.profile.name)
         derived, _ = clamp_setpoint(
             Setpoint(power_w=vals.get("power_w"), current_a=vals.get("current_a")), self.rated
@@ -296,6 +310,22 @@ class BoundDevice:
                 continue
             out.append(self._encode_one(c, {**extra, **vals}))
         return out
+
+    def _encode_v1(self, sp: Setpoint) -> Outgoing:
+        """Schema v1: exactly one control and a ttl_s, written by schema.Setpoint.to_json."""
+        given = sp.given()
+        if len(given) != 1 or sp.ttl_s is None:
+            raise BridgeError(
+                f"a schema v1 setpoint needs ttl_s and exactly one of {list(SETPOINT_SIGNALS)}, "
+                f"got {sorted(given)} with ttl_s={sp.ttl_s!r}"
+            )
+        if sp.seq is None:
+            self._seq += 1
+        body = S.Setpoint(ttl_s=float(sp.ttl_s), **given).to_json(
+            sp.seq if sp.seq is not None else self._seq, sp.ts if sp.ts is not None else time.time()
+        )
+        [c] = self.profile.spec.commands
+        return subst_vars(c.topic, self._subst), body, c.qos, False
 
     def encode(self, role: str, signals: Mapping[str, Any]) -> list[Outgoing]:
         """Device -> controller messages of ``role`` holding the given signals."""

@@ -135,7 +135,11 @@ def test_setpoints_encode_then_decode_within_rating(name, power, current, on):
     dev = profile.bind(TOPIC.get(name, "dev-1"))
     carried = profile.command_signals
     r = dev.rated
-    for sp in (Setpoint(power_w=power), Setpoint(current_a=current), Setpoint(on=on)):
+    for sp in (
+        Setpoint(power_w=power, ttl_s=30.0),
+        Setpoint(current_a=current, ttl_s=30.0),
+        Setpoint(on=on, ttl_s=30.0),
+    ):
         try:
             msgs = dev.encode_setpoint(sp)
         except BridgeError:
@@ -311,61 +315,123 @@ def test_battery_inverter_sign_convention():
     assert (topic, payload) == ("deye/inv1/battery/power_setpoint/command", b"-3000")
 
 
-def test_generic_v1_setpoint_is_strict_and_telemetry_tolerant():
+def test_generic_v1_is_decided_by_the_schema_module():
+    """The generic profile is schema v1: cps_sim.bridge.schema's rules and reason codes."""
     p = load_profile("generic")
     t = TOPIC["generic"]
     ok = {"v": 1, "seq": 3, "ts": 1.7e9, "ttl_s": 30.0, "power_w": 2000.0}
     sp = p.decode_command(f"{t}/setpoint", json.dumps(ok).encode())
     assert sp == Setpoint(power_w=2000.0, ttl_s=30.0, seq=3, ts=1.7e9)
     bad = p.decode_command(f"{t}/setpoint", json.dumps({**ok, "power_kw": 2}).encode())
-    assert isinstance(bad, Reject) and "power_kw" in bad.reason
+    assert isinstance(bad, Reject) and bad.reason == "wrong_unit" and "power_kw" in bad.detail
+    two = p.decode_command(f"{t}/setpoint", json.dumps({**ok, "on": True}).encode())
+    assert isinstance(two, Reject) and two.reason == "unknown_field"
     v2 = p.decode_command(f"{t}/setpoint", json.dumps({**ok, "v": 2}).encode())
-    assert isinstance(v2, Ignored) and "v is 2" in v2.reason
+    assert isinstance(v2, Reject) and v2.reason == "bad_version"
     tel = {"v": 1, "seq": 9, "ts": 1.7e9, "power_w": -300.0, "firmware": "1.2"}
     m = p.decode(f"{t}/telemetry", json.dumps(tel).encode())
     assert m.signals == {"power_w": -300.0} and m.seq == 9 and m.tolerated_keys == ("firmware",)
+    assert m.envelope.seq == 9
+    # state: the keys the schema module tolerates are read by the profile
+    state = {
+        "v": 1,
+        "seq": 1,
+        "ts": 1.7e9,
+        "setpoint_seq": 3,
+        "setpoint_power_w": 2000.0,
+        "mode": "setpoint",
+        "fallback": False,
+    }
+    st_ = p.decode(f"{t}/state", json.dumps(state).encode())
+    assert st_.signals == {
+        "setpoint_seq": 3,
+        "setpoint_power_w": 2000.0,
+        "mode": "setpoint",
+        "fallback": False,
+    }
+    with pytest.raises(BridgeError, match="needs ttl_s"):
+        p.encode_setpoint(t, Setpoint(power_w=1.0))
+
+
+def test_schema_module_setpoints_are_accepted():
+    from cps_sim.bridge import schema
+
+    [(_, payload, _, _)] = load_profile("generic").encode_setpoint(
+        "cps/x/dev/d1", schema.Setpoint(ttl_s=10.0, current_a=16.0)
+    )
+    sp, env = schema.decode_setpoint(payload)
+    assert (sp.current_a, sp.ttl_s, env.v) == (16.0, 10.0, 1)
+    [(_, payload, _, _)] = load_profile("openevse").encode_setpoint(
+        "openevse-1", schema.Setpoint(ttl_s=10.0, current_a=16.0)
+    )
+    assert json.loads(payload) == {"state": "active", "charge_current": 16}
 
 
 # --------------------------------------------------------------------------- bad input
 BAD = [
-    (b'{"v":1,"seq":1,"ts":1,"power_w":NaN}', "not valid JSON"),
-    (b'{"v":1,"seq":1,"ts":1,"power_w":Infinity}', "not valid JSON"),
-    (b'{"v":1,"seq":1,"ts":1,"power_w":1e309}', "finite"),
-    (b'{"v":1,"seq":1,"ts":1,"power_w":"12kW"}', "expected a number"),
-    (b'{"v":1,"seq":1,"ts":1,"power_w":true}', "expected a number"),
-    (b'{"v":1,"seq":1,"ts":1,"soc":1.4}', "outside [0, 1]"),
-    (b'{"v":1,"seq":-1,"ts":1,"power_w":1}', ">= 0"),
-    (b'{"v":1,"seq":1.5,"ts":1,"power_w":1}', "integer"),
-    (b'{"v":1,"seq":1,"ts":1,"power_w":1,"power_w":2}', "duplicate key"),
-    (b'{"v":1,"seq":1,"ts":1,"power_w": 12', "malformed JSON"),
-    (b"\xff\xfe", "malformed JSON"),
-    (b"", "malformed JSON"),
-    (b"[1,2,3]", "expected a JSON object"),
+    (b'{"v":1,"seq":1,"ts":1,"power_w":NaN}', "nan_or_inf"),
+    (b'{"v":1,"seq":1,"ts":1,"power_w":Infinity}', "nan_or_inf"),
+    (b'{"v":1,"seq":1,"ts":1,"power_w":1e309}', "nan_or_inf"),
+    (b'{"v":1,"seq":1,"ts":1,"power_w":"12kW"}', "wrong_type"),
+    (b'{"v":1,"seq":1,"ts":1,"power_w":true}', "wrong_type"),
+    (b'{"v":1,"seq":1,"ts":1,"power_w":1,"soc":1.4}', "out_of_range"),
+    (b'{"v":1,"seq":-1,"ts":1,"power_w":1}', "out_of_range"),
+    (b'{"v":1,"seq":1.5,"ts":1,"power_w":1}', "wrong_type"),
+    (b'{"v":1,"seq":1,"ts":1,"power_w":1,"power_w":2}', "duplicate_key"),
+    (b'{"v":1,"seq":1,"ts":1,"power_w": 12', "not_json"),
+    (b"\xff\xfe", "not_utf8"),
+    (b"", "not_json"),
+    (b"[1,2,3]", "not_object"),
 ]
 
 
-@pytest.mark.parametrize(("payload", "reason"), BAD)
-def test_bad_generic_payloads_are_rejected_with_the_reason(payload, reason):
+@pytest.mark.parametrize(("payload", "code"), BAD)
+def test_bad_generic_payloads_are_rejected_with_a_code(payload, code):
     got = load_profile("generic").decode("cps/x/dev/d1/telemetry", payload)
-    assert isinstance(got, Reject) and reason in got.reason, got
-    assert got.reason.startswith("cps/x/dev/d1/telemetry")
+    assert isinstance(got, Reject) and got.reason == code, got
+    assert got.detail.startswith("cps/x/dev/d1/telemetry")
+
+
+VENDOR_BAD = [
+    ("tasmota_plug", "tele/p/SENSOR", b'{"ENERGY":{"Power":NaN}}', "nan_or_inf"),
+    ("tasmota_plug", "tele/p/SENSOR", b'{"ENERGY":{"Power":"12"}}', "wrong_type"),
+    ("tasmota_plug", "tele/p/SENSOR", b'{"ENERGY":[1]}', "not_object"),
+    ("tasmota_plug", "stat/p/POWER", b"MAYBE", "out_of_range"),
+    ("openevse", "openevse-1/power", b"abc", "wrong_type"),
+    ("openevse", "openevse-1/power", b"nan", "nan_or_inf"),
+    ("openevse", "openevse-1/battery_level", b"140", "implausible"),
+    ("goe", "go-eCharger/1/nrg", b'{"a":1}', "wrong_type"),
+    ("goe", "go-eCharger/1/eto", b'{"a":1,"a":2}', "duplicate_key"),
+    ("shelly_gen2", "s1/events/rpc", b"\xff", "not_utf8"),
+    ("shelly_gen2", "s1/online", b"maybe", "out_of_range"),
+    ("battery_inverter", "inv/battery/total_charge", b"-5", "out_of_range"),
+]
+
+
+@pytest.mark.parametrize(("name", "topic", "payload", "code"), VENDOR_BAD)
+def test_bad_vendor_payloads_get_the_schema_reason_codes(name, topic, payload, code):
+    from cps_sim.bridge.schema import REASONS
+
+    got = load_profile(name).decode(topic, payload)
+    assert isinstance(got, Reject) and got.reason == code, got
+    assert got.reason in REASONS and got.detail.startswith(topic)
 
 
 def test_oversized_payload_is_rejected_before_parsing():
     big = b'{"v":1,"pad":"' + b"x" * MAX_PAYLOAD_BYTES + b'"}'
     got = load_profile("generic").decode("cps/x/dev/d1/telemetry", big)
-    assert isinstance(got, Reject) and "not parsed" in got.reason
+    assert isinstance(got, Reject) and got.reason == "too_large"
 
 
 def test_unit_mixup_is_caught_by_the_plausibility_bound():
     # a 3.68 kW plug reporting 50 000 "W" (someone sent mW or a kW value scaled twice)
     got = load_profile("tasmota_plug").decode("tele/p/SENSOR", b'{"ENERGY":{"Power":50000}}')
-    assert isinstance(got, Reject) and "wrong unit" in got.reason
+    assert isinstance(got, Reject) and got.reason == "implausible" and "wrong unit" in got.detail
 
 
 def test_unknown_enum_value_is_rejected():
     got = load_profile("openevse").decode("openevse-1/vehicle", b"7")
-    assert isinstance(got, Reject) and "not one of" in got.reason
+    assert isinstance(got, Reject) and got.reason == "out_of_range" and "not one of" in got.detail
 
 
 @pytest.mark.parametrize("name", SHIPPED)
