@@ -131,6 +131,7 @@ class Stats:
     rejected: Counter = field(default_factory=Counter)
     publish_failed: int = 0
     reconnects: int = 0
+    ha_announcements: int = 0
     lateness_s: list[float] = field(default_factory=list)  # telemetry slot lateness
 
     def as_dict(self) -> dict[str, Any]:
@@ -144,6 +145,7 @@ class Stats:
             "ignored": dict(self.ignored),
             "rejected": dict(self.rejected),
             "publish_failed": self.publish_failed,
+            "ha_announcements": self.ha_announcements,
             "reconnects": self.reconnects,
             "lateness_p50_s": float(np.percentile(late, 50)),
             "lateness_p99_s": float(np.percentile(late, 99)),
@@ -243,7 +245,33 @@ class EmulatorFleet:
             self.t_s = t_s
 
     # ------------------------------------------------------------------ commands
+    def telemetry_signals(self) -> set[str]:
+        """The canonical signals this fleet publishes (telemetry and state)."""
+        base = {
+            "power_w",
+            "energy_wh",
+            "energy_in_wh",
+            "energy_out_wh",
+            "voltage_v",
+            "on",
+            "current_a",
+            "mode",
+            "fallback",
+        }
+        return base | set(self.model.signals())
+
+    def announce_homeassistant(self) -> None:
+        from cps_sim.bridge.homeassistant import fleet_discovery
+
+        for i, topic, payload in fleet_discovery(self):
+            self.links.publish(i, topic, payload, 1, True)
+        self.stats.ha_announcements += 1
+
     def handle_command(self, topic: str, payload: bytes, retained: bool) -> None:
+        if self.cfg.homeassistant and topic == f"{self.cfg.ha_prefix}/status":
+            if payload.strip() == b"online":  # Home Assistant (re)started: announce again
+                self.announce_homeassistant()
+            return
         i = self._topic_index.get(topic)
         if i is None:
             self.stats.ignored["unknown_topic"] += 1
@@ -454,10 +482,7 @@ class EmulatorFleet:
             self._wall0 = time.time()
             self.links.announce(True)
             if self.cfg.homeassistant:
-                from cps_sim.bridge.homeassistant import fleet_discovery
-
-                for i, topic, payload in fleet_discovery(self):
-                    self.links.publish(i, topic, payload, 1, True)
+                self.announce_homeassistant()
             self._ready.set()
             self.links.serve(self._stop)
         except BaseException as exc:

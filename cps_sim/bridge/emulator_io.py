@@ -196,6 +196,8 @@ class Links:
         c.connected = True
         c.backoff = RECONNECT_MIN_S
         topics = [(t, 1) for i in c.devices for t in self.f.bound[i].command_topics]
+        if self.f.cfg.homeassistant and c.k == 0:
+            topics.append((f"{self.f.cfg.ha_prefix}/status", 1))
         for lo in range(0, len(topics), 200):
             client.subscribe(topics[lo : lo + 200])
         if c.ever_connected:  # a reconnect: tell the world we are back

@@ -259,6 +259,11 @@ class BoundDevice:
             self._cmd_by_topic.setdefault(subst_vars(c.topic, sub), []).append(c)
 
     @property
+    def topic_vars(self) -> dict[str, str]:
+        """Values of the topic placeholders: ``{t}`` and ``{t4}``."""
+        return dict(self._subst)
+
+    @property
     def subscriptions(self) -> list[str]:
         return list(self._by_topic)
 
