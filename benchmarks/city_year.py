@@ -73,7 +73,7 @@ def case_baseline(homes: int, days: float) -> dict:
 
     from cps_sim.core.clock import Clock
     from cps_sim.core.rng import RngStreams
-    from cps_sim.models import load as load_model
+    from cps_sim.models import loads as load_model
     from cps_sim.scenario.distributions import sample
     from cps_sim.scenario.loader import load_scenario
     from cps_sim.world.exogenous import build_weather

@@ -217,7 +217,9 @@ class CpsSimEnv(gymnasium.Env):
         if g.evs is not None and g.evs.n:
             ev_sp = np.where(ev_frac >= 0, ev_frac * g.evs.charger_w, ev_frac * g.evs.v2x_w)
         if bat_frac is not None:
-            bat_sp = bat_frac * g.battery.power_w
+            b = g.battery
+            bat_sp = np.where(bat_frac >= 0, bat_frac * b.max_charge_power_w,
+                              bat_frac * b.max_discharge_power_w)
         self.world.apply(self.group_name, ev_setpoint_w=ev_sp, battery_setpoint_w=bat_sp)
 
     def _read_unmet(self) -> None:

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from cps_sim.models.battery import BatterySpec, feasible_power_w
+from cps_sim.models.ev_physics import feasible_range_w
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -61,6 +64,38 @@ class Observation:
     # --- per EV: top of the SoC window and charging efficiency -----------
     ev_energy_max_wh: FloatArray | None = None
     ev_charge_efficiency: FloatArray | None = None
+    # --- device limits: the group's battery spec (per site; capacity 0 where none) --
+    battery_spec: BatterySpec | None = None
+    # --- per EV: CC-CV taper (where it starts [Wh], the pack's line [W]) ----
+    ev_energy_taper_wh: FloatArray | None = None
+    ev_taper_line_w: FloatArray | None = None
+
+    def ev_range_w(self, hold_s: float, energy_wh: FloatArray | None = None
+                   ) -> tuple[FloatArray, FloatArray]:
+        """(lowest, highest) power [W, + charge] each EV can hold for ``hold_s`` from
+        ``energy_wh`` (default: its present energy): the EV model's
+        :func:`cps_sim.models.ev_physics.feasible_range_w` with the limits that come
+        with the observation; 0 for EVs that are not plugged in."""
+        e = self.ev_energy_wh if energy_wh is None else energy_wh
+        cap = self.ev_capacity_wh
+        e_max = self.ev_energy_max_wh if self.ev_energy_max_wh is not None else cap
+        eff = (self.ev_charge_efficiency if self.ev_charge_efficiency is not None
+               else np.ones_like(cap))
+        taper = self.ev_energy_taper_wh if self.ev_energy_taper_wh is not None else e_max
+        line = self.ev_taper_line_w if self.ev_taper_line_w is not None else self.ev_charger_w
+        on = self.ev_plugged
+        return feasible_range_w(e, self.ev_soc_min * cap, e_max, taper, line,
+                                np.where(on, self.ev_charger_w, 0.0),
+                                np.where(on, self.ev_v2x_w, 0.0), eff, eff, hold_s)
+
+    def battery_range_w(self, hold_s: float) -> tuple[FloatArray, FloatArray]:
+        """(lowest, highest) battery power [W, + charge] each site's battery can hold for
+        ``hold_s`` (the model's :func:`cps_sim.models.battery.feasible_power_w`), so the
+        engine never clips it; zeros where a site has no battery or no spec is known."""
+        if self.battery_spec is None:
+            z = np.zeros(self.n_sites)
+            return z, z.copy()
+        return feasible_power_w(self.battery_spec, self.battery_energy_wh, hold_s)
 
     @property
     def n_sites(self) -> int:

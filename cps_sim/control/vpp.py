@@ -12,9 +12,10 @@ consumption or more supply (shortage, DR).
   from which its departure target is still reachable,
   ``strategies.common.reserve_wh``).  An EV leaving within the window offers
   nothing.
-* Home batteries: up/down to ``battery_power_w`` (the Observation carries
-  no battery rating, so the aggregator is told it), within
-  ``[battery_soc_min, 1]`` of capacity.
+* Home batteries: up/down to what each battery can hold for the window
+  (:meth:`Observation.battery_range_w`, i.e. the battery model's
+  ``feasible_power_w`` with the limits that come with the observation: ratings,
+  SoC window, efficiencies, CC-CV taper).
 
 A request is split among devices in proportion to their headroom, so no
 device is asked for more than it offers and the total dispatched is
@@ -70,7 +71,6 @@ class Flexibility:
 
 def flexibility(obs: Observation, duration_s: float, *, ev_baseline_w: FloatArray | None = None,
                 battery_baseline_w: FloatArray | None = None,
-                battery_power_w: FloatArray | float = 0.0, battery_soc_min: float = 0.1,
                 cfg: StrategyConfig | None = None) -> Flexibility:
     """Headroom of every EV and battery of a group for a window of ``duration_s``."""
     if not duration_s > 0:
@@ -95,14 +95,12 @@ def flexibility(obs: Observation, duration_s: float, *, ev_baseline_w: FloatArra
     down_wh = ev_down * h
     # home batteries
     cap = obs.battery_capacity_wh
-    p_max = np.broadcast_to(np.asarray(battery_power_w, float), cap.shape)
     base_b = (np.asarray(obs.battery_power_w, float) if battery_baseline_w is None
               else np.nan_to_num(np.asarray(battery_baseline_w, float)))
-    b_room = np.maximum(cap - obs.battery_energy_wh, 0.0)
-    b_avail = np.maximum(obs.battery_energy_wh - battery_soc_min * cap, 0.0)
+    b_lo, b_hi = obs.battery_range_w(duration_s)
     has = cap > 0
-    b_up = np.where(has, np.clip(np.minimum(p_max, b_room / h) - base_b, 0.0, None), 0.0)
-    b_down = np.where(has, np.clip(base_b + np.minimum(p_max, b_avail / h), 0.0, None), 0.0)
+    b_up = np.where(has, np.clip(b_hi - base_b, 0.0, None), 0.0)
+    b_down = np.where(has, np.clip(base_b - b_lo, 0.0, None), 0.0)
     return Flexibility(
         duration_s=duration_s, ev_baseline_w=base_ev, ev_up_w=ev_up, ev_down_w=ev_down,
         ev_up_wh=ev_up * h, ev_down_wh=down_wh, battery_up_w=b_up, battery_down_w=b_down,
@@ -211,13 +209,10 @@ class VppController:
     baseline).  While a request is active it adds the request's split.
     """
 
-    def __init__(self, base, requests: list[FlexRequest], *, battery_power_w: float = 0.0,
-                 battery_soc_min: float = 0.1, cfg: StrategyConfig | None = None,
+    def __init__(self, base, requests: list[FlexRequest], *, cfg: StrategyConfig | None = None,
                  name: str = "vpp"):
         self.base = base
         self.requests = sorted(requests, key=lambda r: r.start_s)
-        self.battery_power_w = battery_power_w
-        self.battery_soc_min = battery_soc_min
         self.cfg = cfg or getattr(base, "cfg", None) or StrategyConfig()
         self.name = name
         self.interval_s = float(base.interval_s)
@@ -234,8 +229,7 @@ class VppController:
         left_s = req.start_s + req.duration_s - now_s
         base_b = np.zeros(observation.n_sites)
         flex = flexibility(observation, left_s, ev_baseline_w=base_ev,
-                           battery_baseline_w=base_b, battery_power_w=self.battery_power_w,
-                           battery_soc_min=self.battery_soc_min, cfg=self.cfg)
+                           battery_baseline_w=base_b, cfg=self.cfg)
         d = dispatch(observation, req, flex, battery_baseline_w=base_b)
         self.report.add(now_s, d)
         out["ev_setpoint_w"] = d.ev_setpoint_w

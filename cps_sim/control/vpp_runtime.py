@@ -327,12 +327,8 @@ class VppRuntime:
         power = sum(r.power_w for r in serve)
         window = max(r.end_s for r in serve) - now
         flexes = []
-        for g, o, (_, ev_on, bat_b) in zip(self.groups, obs, base, strict=True):
-            f = flexibility(o, window, ev_baseline_w=ev_on, battery_baseline_w=bat_b,
-                            battery_power_w=g.bat_power_w,
-                            battery_soc_min=np.divide(g.bat_min_wh, o.battery_capacity_wh,
-                                                      out=np.ones_like(g.bat_min_wh),
-                                                      where=o.battery_capacity_wh > 0))
+        for o, (_, ev_on, bat_b) in zip(obs, base, strict=True):
+            f = flexibility(o, window, ev_baseline_w=ev_on, battery_baseline_w=bat_b)
             if any(r.kind == "dr_reduce" for r in serve) and direction == "down":
                 # 下げDR: EVs only charge less, no discharge below zero
                 f = dataclasses.replace(f, ev_down_w=np.minimum(f.ev_down_w,
@@ -381,10 +377,7 @@ class VppRuntime:
                                                np.minimum(o.ev_charger_w, ev_room_w)), 0.0)
         ev_site_w = np.bincount(o.ev_site, weights=ev_on, minlength=o.n_sites)
         net = o.site_load_w + ev_site_w - o.site_pv_w
-        hi = np.minimum(g.bat_power_w,
-                        np.maximum(g.bat_max_wh - o.battery_energy_wh, 0.0) / g.bat_eta_c / h)
-        lo = -np.minimum(g.bat_power_w,
-                         np.maximum(o.battery_energy_wh - g.bat_min_wh, 0.0) * g.bat_eta_d / h)
+        lo, hi = o.battery_range_w(self.interval_s)  # the model's range, shadow state
         bat_b = np.where(g.has_battery & g.bat_rule, np.clip(-net, lo, hi), 0.0)
         return ev_b, ev_on, bat_b
 

@@ -195,9 +195,9 @@ class Recorder:
         }
         for hook in w.tick_hooks:
             out.update(hook.kpis())
-        aged = [g.battery_ageing for g in w.groups if g.battery_ageing is not None]
+        aged = [g for g in w.groups if g.battery_ageing is not None]
         if aged:
-            soh = np.concatenate([a.state_of_health() for a in aged])
+            soh = np.concatenate([g.battery_ageing.state_of_health(g) for g in aged])
             if soh.size:
                 out["battery_soh_mean"] = float(soh.mean())
                 out["battery_soh_min"] = float(soh.min())

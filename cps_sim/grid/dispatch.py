@@ -43,8 +43,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from cps_sim.models import battery as bat
+from cps_sim.models import battery_ageing as ag
 from cps_sim.models import plants as pl
-from cps_sim.models import storage as st
 
 FloatArray = npt.NDArray[np.float64]
 SECONDS_PER_HOUR = 3600.0
@@ -171,27 +172,27 @@ def dispatch_tick(
     demand_w: float,
     renewable_w: float,
     dt_s: float,
-    storage_spec: st.BatterySpec | None = None,
-    storage_state: st.BatteryState | None = None,
+    storage: ag.AgedBatteries | None = None,
     export_capacity_w: float = 0.0,
     carbon_price_jpy_per_t_co2: float = 0.0,
     storage_discharge_cost_jpy_per_kwh: float = -np.inf,
     storage_charge_cost_jpy_per_kwh: float = -np.inf,
-) -> tuple[DispatchResult, st.BatteryState | None]:
-    """Dispatch one tick; returns the result and the advanced storage state.
+    temperature_c: float = 25.0,
+) -> tuple[DispatchResult, ag.AgedBatteries | None]:
+    """Dispatch one tick; returns the result and the advanced (aged) storage.
 
     ``storage_charge_cost_jpy_per_kwh`` (default: never) enables valley filling, see
     the module docstring (step 4); it must be below the discharge price.
 
     Storage power is split over storage units in proportion to each unit's feasible
-    bound (:func:`cps_sim.models.storage.feasible_power_w`), so every unit can hold it;
+    bound (:func:`cps_sim.models.battery.feasible_power_w`), so every unit can hold it;
     any rounding residue of the storage step is booked to unserved/overgeneration so
     the balance stays exact.
     """
     lo, hi, smin = pl.output_bounds_w(spec, prev_output_w, dt_s)
     cost = pl.marginal_cost_jpy_per_kwh(spec, carbon_price_jpy_per_t_co2)
-    if storage_spec is not None and storage_state is not None:
-        s_lo, s_hi = st.feasible_power_w(storage_spec, storage_state, dt_s)
+    if storage is not None:
+        s_lo, s_hi = bat.feasible_power_w(storage.spec, storage.energy_wh, dt_s)
         s_dis, s_chg = float(-s_lo.sum()), float(s_hi.sum())
     else:
         s_lo = s_hi = np.zeros(0)
@@ -202,15 +203,15 @@ def dispatch_tick(
         storage_discharge_cost_jpy_per_kwh, export_capacity_w, dt_s,
         storage_charge_cost_jpy_per_kwh)
     sp = float(sp)
-    new_state = storage_state
-    if storage_spec is not None and storage_state is not None:
+    new_state = storage
+    if storage is not None:
         if sp > 0:
             unit = s_hi * (sp / s_chg)
         elif sp < 0:
             unit = s_lo * (-sp / s_dis)
         else:
-            unit = np.zeros(storage_spec.n)
-        new_state, flows = st.step(storage_state, storage_spec, unit, dt_s)
+            unit = np.zeros(storage.spec.n)
+        new_state, flows = ag.step(storage, unit, dt_s, temperature_c)
         actual = float(flows.power_w.sum())
         delta = actual - sp  # >0: storage took more (or gave less) than planned
         unserved = unserved + max(delta, 0.0)
@@ -226,15 +227,14 @@ def dispatch_series(
     demand_w: npt.ArrayLike,
     renewable_w: npt.ArrayLike,
     dt_s: float,
-    storage_spec: st.BatterySpec | None = None,
-    storage_state: st.BatteryState | None = None,
+    storage: ag.AgedBatteries | None = None,
     export_capacity_w: float = 0.0,
     carbon_price_jpy_per_t_co2: float = 0.0,
     storage_discharge_cost_jpy_per_kwh: float = -np.inf,
     initial_output_w: npt.ArrayLike | None = None,
     ramp_limits: bool = True,
     storage_charge_cost_jpy_per_kwh: float = -np.inf,
-) -> tuple[DispatchResult, st.BatteryState | None]:
+) -> tuple[DispatchResult, ag.AgedBatteries | None]:
     """Dispatch a time series ``(T,)``; result arrays have a leading time axis.
 
     With ``ramp_limits=False`` and no storage, ticks are independent and the whole
@@ -244,7 +244,7 @@ def dispatch_series(
     """
     demand = np.asarray(demand_w, dtype=float)
     renew = np.asarray(renewable_w, dtype=float)
-    if storage_spec is None and not ramp_limits:
+    if storage is None and not ramp_limits:
         lo, hi, smin = pl.output_bounds_w(spec, None, dt_s)
         t = demand.shape[0]
         lo2, hi2, sm2 = (np.broadcast_to(a, (t, spec.n)) for a in (lo, hi, smin))
@@ -256,11 +256,11 @@ def dispatch_series(
                        carbon_price_jpy_per_t_co2), None
     prev = None if initial_output_w is None else np.asarray(initial_output_w, dtype=float)
     rows = []
-    state = storage_state
+    state = storage
     for k in range(demand.shape[0]):  # chained in time; vectorised over plants and units
         res, state = dispatch_tick(
             spec, prev if ramp_limits else None, float(demand[k]), float(renew[k]), dt_s,
-            storage_spec, state, export_capacity_w, carbon_price_jpy_per_t_co2,
+            state, export_capacity_w, carbon_price_jpy_per_t_co2,
             storage_discharge_cost_jpy_per_kwh, storage_charge_cost_jpy_per_kwh)
         prev = res.plant_generation_w
         rows.append(res)

@@ -13,7 +13,7 @@ where the vehicle limit is the on-board charger (AC) or the DC inlet limit (DC).
 pack's CC-CV taper is a line in absolute power: above ``taper_soc`` the pack accepts at
 most ``P_dc,max (E_max - E) / (E_max - E_taper)``; so a slow AC charge runs at constant
 power almost to full while a DC fast charge tapers from ``taper_soc``.  Integration is
-exact for a constant request (:func:`cps_sim.models.storage.charge_exact`).
+exact for a constant request (:func:`cps_sim.models.battery.charge_exact`).
 
 Discharging (V2H/V2G) is limited by ``min(vehicle v2x_max, charger bidirectional limit)``
 and stops at the reserve ``soc_min``.
@@ -40,7 +40,7 @@ import numpy.typing as npt
 import yaml
 
 from cps_sim.core.errors import ScenarioError
-from cps_sim.models.storage import _safe_div, charge_exact, holdable_charge_power_w
+from cps_sim.models.battery import _safe_div, charge_ac_wh, holdable_charge_power_w
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -261,18 +261,33 @@ def discharge_limit_w(spec: EVSpec, state: EVState) -> FloatArray:
     return np.where(state.plugged, np.minimum(spec.v2x_max_w, state.charger_v2x_w), 0.0)
 
 
+def feasible_range_w(energy_wh: FloatArray, energy_min_wh: FloatArray,
+                     energy_max_wh: FloatArray, energy_taper_wh: FloatArray,
+                     taper_line_w: FloatArray, charge_limit_w: FloatArray,
+                     discharge_limit_w: FloatArray, charge_efficiency: FloatArray,
+                     discharge_efficiency: FloatArray, dt_s: float
+                     ) -> tuple[FloatArray, FloatArray]:
+    """Lower (V2X discharge, <= 0) and upper (charge, >= 0) AC power [W] that EVs can
+    hold for ``dt_s``: charge limit, room below ``energy_max_wh`` and the CC-CV taper;
+    discharge limit and the energy above ``energy_min_wh``.  Pass 0 limits for EVs
+    that are not plugged in."""
+    t_h = dt_s / SECONDS_PER_HOUR
+    hi = holdable_charge_power_w(energy_wh, energy_max_wh, energy_taper_wh, taper_line_w,
+                                 charge_efficiency, dt_s)
+    hi = np.minimum(hi, charge_limit_w)
+    avail = np.maximum(energy_wh - energy_min_wh, 0.0)
+    lo = -np.minimum(discharge_limit_w, avail * discharge_efficiency / t_h)
+    return lo, hi
+
+
 def feasible_power_w(spec: EVSpec, state: EVState, dt_s: float
                      ) -> tuple[FloatArray, FloatArray]:
     """Lower (V2X discharge, <= 0) and upper (charge, >= 0) power [W] holdable for dt_s."""
-    t_h = dt_s / SECONDS_PER_HOUR
     cc_limit, pack_line, eta = _charge_params(spec, state)
-    e_max = spec.soc_max * spec.capacity_wh
-    hi = holdable_charge_power_w(state.energy_wh, e_max, spec.taper_soc * spec.capacity_wh,
-                                 pack_line, eta, dt_s)
-    hi = np.minimum(hi, cc_limit)
-    avail = np.maximum(state.energy_wh - spec.soc_min * spec.capacity_wh, 0.0)
-    lo = -np.minimum(discharge_limit_w(spec, state), avail * spec.discharge_efficiency / t_h)
-    return lo, hi
+    return feasible_range_w(state.energy_wh, spec.soc_min * spec.capacity_wh,
+                            spec.soc_max * spec.capacity_wh, spec.taper_soc * spec.capacity_wh,
+                            pack_line, cc_limit, discharge_limit_w(spec, state), eta,
+                            spec.discharge_efficiency, dt_s)
 
 
 def step(state: EVState, spec: EVSpec, power_w: npt.ArrayLike, dt_s: float
@@ -290,10 +305,10 @@ def step(state: EVState, spec: EVSpec, power_w: npt.ArrayLike, dt_s: float
     req = np.broadcast_to(np.asarray(power_w, dtype=float), (n,))
     e0 = state.energy_wh
     cc_limit, pack_line, eta = _charge_params(spec, state)
-    e_chg = charge_exact(e0, spec.soc_max * spec.capacity_wh, spec.taper_soc * spec.capacity_wh,
-                         pack_line, eta, np.minimum(np.maximum(req, 0.0), cc_limit), dt_s)
-    stored_chg = e_chg - e0
-    term_chg = _safe_div(stored_chg, eta)
+    term_chg = charging_ac_wh(e0, spec.soc_max * spec.capacity_wh,
+                              spec.taper_soc * spec.capacity_wh, pack_line, cc_limit, eta,
+                              np.maximum(req, 0.0) * t_h, dt_s)
+    stored_chg = term_chg * eta
     dis = np.minimum(np.maximum(-req, 0.0), discharge_limit_w(spec, state))
     avail = np.maximum(e0 - spec.soc_min * spec.capacity_wh, 0.0) * spec.discharge_efficiency
     term_dis = np.minimum(dis * t_h, avail)
@@ -305,6 +320,24 @@ def step(state: EVState, spec: EVSpec, power_w: npt.ArrayLike, dt_s: float
     flows = EVFlows(power_w=power, unmet_w=req - power, energy_in_wh=energy_in,
                     stored_change_wh=stored, loss_wh=energy_in - stored)
     return replace(state, energy_wh=e0 + stored), flows
+
+
+def charging_ac_wh(energy_wh: FloatArray, energy_max_wh: FloatArray,
+                   energy_taper_wh: FloatArray, taper_line_w: FloatArray,
+                   limit_w: FloatArray, efficiency: FloatArray, request_wh: FloatArray,
+                   dt_s: float | FloatArray, any_taper: bool = True) -> FloatArray:
+    """The EV charging law: AC energy [Wh] taken over ``dt_s`` at a constant request.
+
+    The request is limited by the charge limit (``limit_w``: charger x vehicle),
+    the room below ``energy_max_wh`` and the pack's CC-CV taper: above
+    ``energy_taper_wh`` the pack accepts at most ``taper_line_w (E_max - E) /
+    (E_max - E_taper)``, integrated exactly
+    (:func:`cps_sim.models.battery.charge_ac_wh`).  :func:`step` and the engine's
+    EV population (``world/group.py``) both call this; stored energy is the
+    result times ``efficiency``.
+    """
+    return charge_ac_wh(energy_wh, energy_max_wh, energy_taper_wh, taper_line_w, limit_w,
+                        efficiency, request_wh, dt_s, any_taper)
 
 
 # --------------------------------------------------------------------------- driving

@@ -33,22 +33,67 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from cps_sim.models import load as _foundation_load
 from cps_sim.models.weather import library_deprecations_ignored
 
 FloatArray = npt.NDArray[np.float64]
 BASE_STEP_S = 900.0  # 15-min shape grid
 _BLOCK_ELEMENTS = 4_000_000  # grid points × sites per block
 
-# ASSUMPTION (not a measured standard profile): a typical Japanese detached
-# household's hourly shape, relative units, shaped after the published pattern
-# of Japanese residential demand (morning peak 6-8 h, low daytime on weekdays,
-# evening peak 18-22 h, higher daytime use at weekends).  Hour h covers h:00-h+1:00.
-# The Japanese household shape is the one assumption of ``models/load.py`` (one
-# definition for the whole project).
-JAPAN_HOUSEHOLD_WEEKDAY = tuple(float(x) for x in _foundation_load.WEEKDAY_HOURLY)
-JAPAN_HOUSEHOLD_WEEKEND = tuple(float(x) for x in _foundation_load.WEEKEND_HOURLY)
-JAPAN_HOUSEHOLD_MONTHLY = tuple(float(x) for x in _foundation_load.MONTHLY_FACTOR)
+# --------------------------------------------------------------------------- household shape
+# The engine's household load (``world/exogenous.LoadBlocks``):
+#
+#     P_i(t) = E_i / 8760 h · s(h(t) + δ_i, daytype, month) / s̄ · (1 + cv · z_i,t)
+#
+# * ``E_i`` annual energy of the home (drawn from the scenario's distribution),
+# * ``s`` the daily shape (below), ``s̄`` its mean over the year, so that the
+#   expected annual energy is exactly ``E_i``,
+# * ``δ_i`` a per-home time shift (uniform in ±shift_max), ``z`` noise per home
+#   and tick with mean 0 and standard deviation 1, uniform on [−√3, √3]
+#   (bounded; clipped so that power stays ≥ 0 only when cv > 1/√3).
+#
+# ASSUMPTION (not a measured standard profile; the seed document gives no hourly
+# profile): a typical Japanese detached household's hourly shape, relative units:
+# morning peak around 07:00, low daytime on weekdays, evening peak 19:00–20:00;
+# later mornings and a higher daytime on weekends and holidays; monthly factors
+# with a winter maximum (heating, Jan–Feb) and a summer secondary peak (cooling,
+# Aug).  One definition for the whole project.
+
+# Relative hourly shapes (value at hh:30), assumption; see module docstring.
+WEEKDAY_HOURLY = np.array([
+    0.55, 0.45, 0.40, 0.38, 0.38, 0.45, 0.75, 1.05, 1.00, 0.85, 0.80, 0.80,
+    0.85, 0.80, 0.78, 0.80, 0.90, 1.15, 1.45, 1.60, 1.55, 1.40, 1.10, 0.80])
+WEEKEND_HOURLY = np.array([
+    0.60, 0.50, 0.43, 0.40, 0.40, 0.42, 0.55, 0.80, 1.00, 1.10, 1.10, 1.10,
+    1.15, 1.05, 1.00, 1.00, 1.05, 1.20, 1.45, 1.55, 1.50, 1.35, 1.10, 0.80])
+MONTHLY_FACTOR = np.array([1.30, 1.25, 1.10, 0.92, 0.82, 0.82, 0.95, 1.08, 0.92, 0.82, 0.90,
+                           1.15])
+
+MINUTES_PER_DAY = 1440
+
+
+def _minute_table(hourly: FloatArray) -> FloatArray:
+    """Shape at each minute of the day, linear between hh:30 points (cyclic)."""
+    x = np.arange(-0.5, 24.5 + 1e-9, 1.0) * 60.0  # hh:30 points incl. wrap-around
+    y = np.concatenate([[hourly[-1]], hourly, [hourly[0]]])
+    minutes = np.arange(MINUTES_PER_DAY) + 0.5
+    return np.interp(minutes, x[: len(y)], y)
+
+
+WEEKDAY_MINUTES = _minute_table(WEEKDAY_HOURLY)
+WEEKEND_MINUTES = _minute_table(WEEKEND_HOURLY)
+
+
+def shape(minute_of_day: npt.NDArray[np.int64], weekend: npt.NDArray[np.bool_],
+          month: npt.NDArray[np.int64]) -> FloatArray:
+    """Relative shape (mean ≈ 1) at integer local minutes of day; broadcasts."""
+    m = np.mod(minute_of_day, MINUTES_PER_DAY)
+    daily = np.where(weekend, WEEKEND_MINUTES[m], WEEKDAY_MINUTES[m])
+    return daily * MONTHLY_FACTOR[np.asarray(month) - 1]
+
+
+JAPAN_HOUSEHOLD_WEEKDAY = tuple(float(x) for x in WEEKDAY_HOURLY)
+JAPAN_HOUSEHOLD_WEEKEND = tuple(float(x) for x in WEEKEND_HOURLY)
+JAPAN_HOUSEHOLD_MONTHLY = tuple(float(x) for x in MONTHLY_FACTOR)
 # ASSUMPTION: monthly HVAC-driven factor for Japanese commercial buildings
 # (summer cooling peak, smaller winter heating peak).
 JAPAN_COMMERCIAL_MONTHLY = (1.05, 1.03, 0.95, 0.90, 0.92, 1.00, 1.12, 1.18, 1.08, 0.94, 0.90, 1.00)

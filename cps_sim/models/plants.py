@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from cps_sim.models import storage
+from cps_sim.models import battery as bat
+from cps_sim.models import battery_ageing as ag
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -183,23 +184,37 @@ def output_bounds_w(spec: PlantFleetSpec, prev_output_w: npt.ArrayLike | None, d
 
 
 def pumped_hydro_spec(n: int, power_w: npt.ArrayLike, energy_wh: npt.ArrayLike,
-                      round_trip_efficiency: float = 0.75) -> storage.BatterySpec:
-    """Pumped hydro as a storage population (no taper, no self-discharge, no ageing).
+                      round_trip_efficiency: float = 0.75) -> bat.BatterySpec:
+    """Pumped hydro as a storage population (no taper, no self-discharge, no ageing:
+    see :func:`grid_storage`).
 
     Round-trip 0.70-0.80 is the usual range (assumption 0.75, split evenly:
     ``eta_c = eta_d = sqrt(0.75)``).
     """
     eta = float(np.sqrt(round_trip_efficiency))
-    return storage.battery_spec(
+    return bat.battery_spec(
         n, "grid", capacity_wh=energy_wh, max_charge_power_w=power_w,
         max_discharge_power_w=power_w, charge_efficiency=eta, discharge_efficiency=eta,
         soc_min=0.0, soc_max=1.0, taper_soc=1.0, self_discharge_per_month=0.0,
-        ageing_scale=0.0,
     )
 
 
 def grid_battery_spec(n: int, power_w: npt.ArrayLike, energy_wh: npt.ArrayLike
-                      ) -> storage.BatterySpec:
-    """Grid-scale Li-ion BESS (storage preset ``"grid"`` with the given ratings)."""
-    return storage.battery_spec(n, "grid", capacity_wh=energy_wh, max_charge_power_w=power_w,
-                                max_discharge_power_w=power_w)
+                      ) -> bat.BatterySpec:
+    """Grid-scale Li-ion BESS (battery preset ``"grid"`` with the given ratings)."""
+    return bat.battery_spec(n, "grid", capacity_wh=energy_wh, max_charge_power_w=power_w,
+                            max_discharge_power_w=power_w)
+
+
+def grid_storage(parts: list[tuple[str, bat.BatterySpec, npt.ArrayLike]]) -> ag.AgedBatteries:
+    """One ageing storage population of ``(kind, spec, initial soc)`` parts, kind
+    ``"battery"`` (grid preset ageing) or ``"pumped_hydro"`` (no ageing)."""
+    spec = bat.concat([p[1] for p in parts])
+    params = [ag.ageing_spec(p[1].n, "grid", **({"ageing_scale": 0.0}
+                                                 if p[0] == "pumped_hydro" else {}))
+              for p in parts]
+    scale = np.concatenate([a.ageing_scale for a in params])
+    dod = np.concatenate([a.dod_assumed for a in params])
+    soc = np.concatenate([np.broadcast_to(np.asarray(p[2], dtype=float), (p[1].n,))
+                          for p in parts])
+    return ag.aged_population(spec, soc, ag.AgeingSpec(scale, dod))

@@ -223,3 +223,21 @@ def pv_ac_power_w(
 def energy_wh(ac_power_w: FloatArray, dt_s: float) -> FloatArray:
     """Energy per system [Wh] of power samples held for ``dt_s`` each (rectangle rule)."""
     return np.asarray(ac_power_w).sum(axis=0) * dt_s / 3600.0
+
+
+# --------------------------------------------------------------------------- simple model
+STC_IRRADIANCE_W_M2 = 1000.0
+
+
+def simple_ac_power_w(capacity_w: npt.ArrayLike, ghi_w_m2: npt.ArrayLike,
+                      performance_ratio: npt.ArrayLike, ac_limit_w: npt.ArrayLike) -> FloatArray:
+    """Foundation PV model (``pv.model: simple``): AC power [W, >= 0] from GHI.
+
+    ``P_ac = min(C_dc · GHI / 1000 W/m² · PR, P_ac,max)`` with ``C_dc`` the DC
+    capacity at standard test conditions and ``PR`` the performance ratio
+    (temperature, soiling, wiring, inverter and orientation losses lumped
+    together); broadcasts over systems and times.  The full pvlib chain is
+    :func:`pv_ac_power_w`.
+    """
+    p = np.asarray(capacity_w) * (np.asarray(ghi_w_m2) / STC_IRRADIANCE_W_M2) * performance_ratio
+    return np.minimum(p, ac_limit_w)

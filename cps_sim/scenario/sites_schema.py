@@ -95,11 +95,12 @@ class BatterySpec(_Model):
     charge_efficiency: float = Field(0.95, gt=0, le=1)
     discharge_efficiency: float = Field(0.95, gt=0, le=1)
     taper_soc: float = Field(1.0, ge=0, le=1, description="CC-CV: above this SoC the charge "
-                             "limit falls linearly to 5 % at soc_max (1.0 = no taper).")
+                             "limit falls linearly to 0 at soc_max, integrated exactly "
+                             "(models/battery.py; >= soc_max = no taper).")
     self_discharge_per_month: float = Field(0.0, ge=0, le=0.5, description="Fraction of the "
                                             "stored energy lost per 30 days (e.g. 0.02).")
     ageing: bool = Field(False, description="Calendar + cycle capacity fade (NREL BLAST-Lite "
-                         "form, models/storage.py), applied once a day.")
+                         "form, models/battery_ageing.py), applied once a day.")
     ageing_preset: Literal["home", "building", "grid", "second_life"] = "home"
     soc_min: float = Field(0.1, ge=0, le=1)
     soc_max: float = Field(1.0, ge=0, le=1)

@@ -163,7 +163,7 @@ class PlantSpec(_Model):
 
 
 class StorageSpec(_Model):
-    """Grid battery (Li-ion preset ``grid`` of :mod:`cps_sim.models.storage`) or pumped hydro."""
+    """Grid battery (Li-ion preset ``grid`` of :mod:`cps_sim.models.battery`) or pumped hydro."""
 
     kind: Literal["battery", "pumped_hydro"] = "battery"
     power_mw: float = Field(gt=0)

@@ -8,8 +8,8 @@ import numpy as np
 
 from cps_sim.core.clock import Clock
 from cps_sim.core.rng import RngStreams
-from cps_sim.models import pv as pv_model
-from cps_sim.models.battery import BatterySpec
+from cps_sim.models import battery as bat
+from cps_sim.models import solar
 from cps_sim.scenario.distributions import sample
 from cps_sim.scenario.schema import Scenario, SiteGroupSpec
 from cps_sim.world.exogenous import LoadBlocks, RunWeather, build_weather, pv_unit_profiles
@@ -54,7 +54,9 @@ def _catalog_fleet(e, m: int, rng: RngStreams, stream: str, cap, charger, cons, 
         eff = col("charge_efficiency", 1.0)
     if e.taper_soc is None:
         taper = col("taper_soc", 1.0)
-    return cap, charger, cons, v2x, eff, taper
+    # the pack's taper line: its DC (or AC, if higher) limit (models.ev_physics)
+    line = np.maximum(col("dc_max_kw", 1000.0), col("ac_max_kw", 1000.0))
+    return cap, charger, cons, v2x, eff, taper, line
 
 
 def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: RngStreams,
@@ -71,7 +73,7 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
         pv_cap = np.where(has_pv, cap, 0.0)
         if pv.model == "simple":
             # foundation model per W of DC capacity (clipping applied per site below)
-            unit = pv_model.ac_power_w(1.0, weather.ghi_w_m2, pv.performance_ratio,
+            unit = solar.simple_ac_power_w(1.0, weather.ghi_w_m2, pv.performance_ratio,
                                        np.inf)[:, None]
             if pv.inverter_kw:
                 ac[:] = pv.inverter_kw * 1000.0
@@ -99,15 +101,14 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
             f"{base}/battery/capacity_kwh"), n) * 1000.0, 0.0)
         p_w = np.where(has_b, sample(b.power_kw, rng.generator(f"{base}/battery/power_kw"), n)
                        * 1000.0, 0.0)
-        spec_b = BatterySpec(capacity_wh=cap_wh, power_w=p_w,
-                             charge_efficiency=np.full(n, b.charge_efficiency),
-                             discharge_efficiency=np.full(n, b.discharge_efficiency),
-                             energy_min_wh=cap_wh * b.soc_min, energy_max_wh=cap_wh * b.soc_max)
+        spec_b = bat.make_spec(cap_wh, p_w, n=n, charge_efficiency=b.charge_efficiency,
+                               discharge_efficiency=b.discharge_efficiency, soc_min=b.soc_min,
+                               soc_max=b.soc_max, taper_soc=b.taper_soc,
+                               self_discharge_per_month=b.self_discharge_per_month)
         e0 = cap_wh * b.initial_soc
         control = b.control
     else:
-        z = np.zeros(n)
-        spec_b = BatterySpec(z, z, np.ones(n), np.ones(n), z, z)
+        spec_b = bat.no_batteries(n)
         e0 = np.zeros(n)
         control = "idle"
     # EVs (sorted by site)
@@ -126,8 +127,9 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
         v2x = sample(e.v2x_kw, rng.generator(f"{base}/ev/v2x_kw"), m) * 1000.0
         eff = np.full(m, e.charge_efficiency)
         taper = np.full(m, e.taper_soc if e.taper_soc is not None else 1.0)
+        line = charger  # without a catalog class the taper line runs through the charger
         if e.models:
-            cap, charger, cons, v2x, eff, taper = _catalog_fleet(
+            cap, charger, cons, v2x, eff, taper, line = _catalog_fleet(
                 e, m, rng, f"{base}/ev", cap, charger, cons, v2x, eff, taper, path)
         evs = EvPopulation(
             site=ev_site, capacity_wh=cap,
@@ -138,7 +140,8 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
             plugged=np.ones(m, dtype=bool),  # every vehicle starts the run at home
             away_until_s=np.full(m, -np.inf),
             ids=np.arange(ev_id_offset, ev_id_offset + m, dtype=np.int64),
-            v2x_w=v2x, energy_min_wh=cap * e.v2x_soc_min, taper_soc=taper)
+            v2x_w=v2x, energy_min_wh=cap * e.v2x_soc_min, taper_soc=taper,
+            taper_line_w=np.maximum(line, charger))
     g = spec.grid
     group = SiteGroup(
         spec.name, n, site_offset, pv_capacity_w=pv_cap, pv_orientation=pv_orient,
@@ -148,11 +151,6 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
         export_limit_w=np.full(n, g.export_limit_kw * 1000.0
                                if g.export_limit_kw is not None else np.inf),
         evs=evs)
-    if b is not None:
-        if b.taper_soc < b.soc_max:
-            group.battery_taper = np.full(n, b.taper_soc)
-        per_month = b.self_discharge_per_month
-        group.battery_self_discharge_per_s = -np.log1p(-per_month) / (30 * 86400.0)
     return group
 
 
@@ -211,8 +209,7 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
         if spec.battery is not None and spec.battery.ageing:
             from cps_sim.world.ageing import BatteryAgeing
 
-            group.battery_ageing = BatteryAgeing.for_group(
-                group, spec.battery.ageing_preset, spec.battery.soc_min, spec.battery.soc_max)
+            group.battery_ageing = BatteryAgeing.for_group(group, spec.battery.ageing_preset)
         bindings.append(GroupBinding(spec, group, loads))
         site_offset += n
         ev_offset += group.evs.n if group.evs is not None else 0

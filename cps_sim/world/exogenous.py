@@ -27,7 +27,7 @@ import pandas as pd
 from cps_sim.core.calendar import is_day_off
 from cps_sim.core.clock import Clock
 from cps_sim.core.rng import RngStreams
-from cps_sim.models import load as load_model
+from cps_sim.models import loads as load_model
 from cps_sim.scenario.schema import Scenario
 
 SYNTHETIC_BASE_S = 300.0  # synthetic weather step, independent of the tick

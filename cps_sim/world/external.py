@@ -167,8 +167,9 @@ class ExternalMember:
             b = g.battery
             cap = float(b.capacity_wh[i])
             e = float(g.battery_energy_wh[i])
-            p = float(b.power_w[i])
-            return MemberState("battery", e, cap, e / cap if cap > 0 else nan, True, p, p)
+            return MemberState("battery", e, cap, e / cap if cap > 0 else nan, True,
+                               float(b.max_charge_power_w[i]),
+                               float(b.max_discharge_power_w[i]))
         if self.kind == "pv":
             rated = float(g.pv_capacity_w[i])
             if np.isfinite(g.pv_ac_limit_w[i]):

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cps_sim.models import battery as bat
+from cps_sim.models import ev_physics as ev_model
 from cps_sim.world.populations import EventLog, EvPopulation
 
 F = NDArray[np.float64]
@@ -71,9 +72,7 @@ class SiteGroup:
         self.battery_setpoints = False
         self.battery_power_w = np.zeros(n_sites)  # average of the latest segment, + charge
         self.track_battery_power = False  # switched on when a controller observes the group
-        self.battery_taper = None  # taper_soc per site, or None
-        self.battery_self_discharge_per_s = 0.0
-        self.battery_ageing = None  # BatteryAgeing when capacity fade is modelled
+        self.battery_ageing = None  # world.ageing.BatteryAgeing when capacity fade is modelled
         self.battery_throughput_wh = None  # AC charge + discharge since the last ageing step
         self.has_battery = battery.capacity_wh > 0
         # the site's own connection limits (inf: none); a controller's limits only tighten
@@ -87,7 +86,7 @@ class SiteGroup:
         self.evs = evs
         self.any_v2x = bool(evs is not None and evs.n and (evs.v2x_w > 0).any())
         self.any_ev_taper = bool(evs is not None and evs.n and
-                                 (evs.taper_soc < evs.energy_max_wh / evs.capacity_wh).any())
+                                 (evs.energy_taper_wh < evs.energy_max_wh).any())
         self.track_site_net = False
         self.update_coupling()
         self.hpwh = None  # HpwhPopulation when the group has heat-pump water heaters
@@ -276,15 +275,6 @@ class SiteGroup:
         self.ev_coupled_idx = (np.flatnonzero(self.coupled_sites[evs.site])
                                if evs is not None and evs.n else np.empty(0, dtype=np.int64))
 
-    def battery_taper_limit_wh(self, sl, h) -> F:
-        """Charge energy the CC-CV taper allows over the segment (limit at its start)."""
-        b = self.battery
-        cap = np.maximum(b.capacity_wh[sl], 1e-9)
-        top = b.energy_max_wh[sl] / cap
-        t0 = self.battery_taper[sl]
-        f = (top - self.battery_energy_wh[sl] / cap) / np.maximum(top - t0, 1e-9)
-        return b.power_w[sl] * np.clip(f, 0.05, 1.0) * h
-
     def open_jobs(self, energy_wh: F, deadline_s: float) -> None:
         """A process window opens: each process site needs ``energy_wh`` by the deadline."""
         has = self.job_max_w > 0
@@ -300,21 +290,11 @@ class SiteGroup:
         return unmet
 
     def _ev_power_w(self, ei, e: F) -> F:
-        """AC power of EVs ``ei`` over the coming segment: setpoint within the charger's
-        (CC-CV tapered) limit and the V2X limit; 0 when not plugged.
-
-        Taper: above ``taper_soc`` the charge limit falls linearly to 5 % at
-        ``soc_max`` (constant-voltage phase), evaluated at the segment start.
-        """
+        """Requested AC power of EVs ``ei`` over the coming segment: the setpoint within
+        the charger's limit and the V2X limit; 0 when not plugged.  (The CC-CV taper
+        is part of the charging law, ``models.ev_physics.charging_ac_wh``.)"""
         evs = self.evs
-        lim = evs.charger_w[ei]
-        if self.any_ev_taper:
-            cap = evs.capacity_wh[ei]
-            t0 = evs.taper_soc[ei]
-            top = evs.energy_max_wh[ei] / cap
-            f = (top - e / cap) / np.maximum(top - t0, 1e-9)
-            lim = lim * np.clip(f, 0.05, 1.0)
-        p = np.minimum(evs.setpoint_w[ei], lim)
+        p = np.minimum(evs.setpoint_w[ei], evs.charger_w[ei])
         if self.any_v2x:
             p = np.maximum(p, -evs.v2x_w[ei])
         p = np.where(evs.plugged[ei], p, 0.0)
@@ -359,9 +339,12 @@ class SiteGroup:
             eff = evs.efficiency[ei]
             e = evs.energy_wh[ei]
             p = self._ev_power_w(ei, e)
-            # energy (AC side) until the EV reaches its window's edge at power p
-            room = np.where(p > 0, (evs.energy_max_wh[ei] - e) / eff,
-                            (e - evs.energy_min_wh[ei]) * eff)
+            # energy (AC side) until the EV reaches its window's edge at power p, or
+            # where charging meets the CC-CV taper line (its power falls from there)
+            top = (bat.taper_start_wh(evs.energy_max_wh[ei], evs.energy_taper_wh[ei],
+                                      evs.taper_line_w[ei], np.maximum(p, 0.0))
+                   if self.any_ev_taper else evs.energy_max_wh[ei])
+            room = np.where(p > 0, (top - e) / eff, (e - evs.energy_min_wh[ei]) * eff)
             moving = (p != 0) & (room > 1e-6)
             if self.ev_measured_w is not None:
                 moving &= np.isnan(self.ev_measured_w[ei])
@@ -390,14 +373,19 @@ class SiteGroup:
             b = self.battery
             e = self.battery_energy_wh[sl]
             charging = net_w < 0
-            rate = np.minimum(np.abs(net_w), b.power_w[sl])
+            want = np.abs(net_w)
             if self.battery_setpoints:
                 sp = self.battery_setpoint_w[sl]
                 fixed = ~np.isnan(sp)
                 charging = np.where(fixed, sp > 0, charging)
-                rate = np.where(fixed, np.minimum(np.abs(np.nan_to_num(sp)), b.power_w[sl]),
-                                rate)
-            room = np.where(charging, (b.energy_max_wh[sl] - e) / b.charge_efficiency[sl],
+                want = np.where(fixed, np.abs(np.nan_to_num(sp)), want)
+            rate = np.minimum(want, np.where(charging, b.max_charge_power_w[sl],
+                                             b.max_discharge_power_w[sl]))
+            # a charging battery changes its power where it meets the CC-CV taper line
+            top = (bat.taper_start_wh(b.energy_max_wh[sl], b.energy_taper_wh[sl],
+                                      b.max_charge_power_w[sl], rate)
+                   if b.any_taper else b.energy_max_wh[sl])
+            room = np.where(charging, (top - e) / b.charge_efficiency[sl],
                             (e - b.energy_min_wh[sl]) * b.discharge_efficiency[sl])
             active = (rate > 0) & (room > 1e-6)
             if self.battery_measured_w is not None:
@@ -464,8 +452,11 @@ class SiteGroup:
                 e = evs.energy_wh[ei]
                 hl = h[local] if h.ndim else h
                 p = self._ev_power_w(ei, e)
-                room_ac = np.maximum(evs.energy_max_wh[ei] - e, 0.0) / eff
-                ev_ch = np.minimum(np.maximum(p, 0.0) * hl, room_ac)
+                # the model's charging law (p is already within the charger's limit)
+                ev_ch = ev_model.charging_ac_wh(
+                    e, evs.energy_max_wh[ei], evs.energy_taper_wh[ei], evs.taper_line_w[ei],
+                    np.inf, eff, np.maximum(p, 0.0) * hl,
+                    dt_s[local] if np.ndim(dt_s) else dt_s, self.any_ev_taper)
                 if self.ev_measured_w is not None:  # measured: what the device drew
                     ev_meas = ~np.isnan(self.ev_measured_w[ei])
                     ev_ch = np.where(ev_meas, np.maximum(p, 0.0) * hl, ev_ch)
@@ -504,8 +495,6 @@ class SiteGroup:
                     desired = np.maximum(desired, floor)
             else:
                 desired = -net_wh
-            cap = (self.battery_taper_limit_wh(sl, h) if self.battery_taper is not None
-                   else None)
             bat_meas_wh = None
             if self.battery_measured_w is not None:
                 bm = self.battery_measured_w[sl]
@@ -513,7 +502,7 @@ class SiteGroup:
                 desired = np.where(bat_meas, 0.0, desired)
                 bat_meas_wh = np.where(bat_meas, bm, 0.0) * h
             bw, bat_loss = bat.exchange_wh(self.battery, self.battery_energy_wh, desired, dt_s,
-                                           sl, cap)
+                                           sl)
             if bat_meas_wh is not None:  # measured: what the device exchanged, unclipped
                 bw_m, loss_m, corr = bat.measured_exchange_wh(
                     self.battery, self.battery_energy_wh, bat_meas_wh, sl)
@@ -536,10 +525,8 @@ class SiteGroup:
             acc[IX["battery_discharge_wh"]] += ch_sum - float(bw.sum())
             acc[IX["battery_loss_wh"]] += bat_loss.sum()
 
-        if self.battery_self_discharge_per_s > 0:  # exponential decay of what is stored
-            e_b = self.battery_energy_wh[sl]
-            sd = e_b * -np.expm1(-self.battery_self_discharge_per_s * dt_s)
-            self.battery_energy_wh[sl] = e_b - sd
+        if self.battery.any_self_discharge:  # exponential decay of what is stored
+            sd = bat.self_discharge_wh(self.battery, self.battery_energy_wh, dt_s, sl)
             acc[IX["battery_loss_wh"]] += sd.sum()
 
         imp = np.maximum(net_wh, 0.0)

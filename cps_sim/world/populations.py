@@ -29,6 +29,7 @@ class EvPopulation:
     energy_min_wh: F = None  # discharge floor
     departure_s: F = None  # next planned departure; inf when none is planned
     taper_soc: F = None  # CC-CV taper starts here (>= soc_max: no taper)
+    taper_line_w: F = None  # CC power of the pack's taper line (default: the charger's)
 
     def __post_init__(self) -> None:
         n = self.site.size
@@ -42,6 +43,11 @@ class EvPopulation:
             self.departure_s = np.full(n, np.inf)
         if self.taper_soc is None:
             self.taper_soc = np.ones(n)
+        if self.taper_line_w is None:
+            self.taper_line_w = self.charger_w.copy()
+        # where the taper starts [Wh] (>= energy_max_wh: none)
+        self.energy_taper_wh = np.minimum(self.taper_soc * self.capacity_wh,
+                                          self.energy_max_wh)
 
     @property
     def n(self) -> int:

@@ -25,18 +25,16 @@ units) and loops only over plant *technologies* to build columns.
 
 from __future__ import annotations
 
-from dataclasses import fields as dc_fields
-
 import numpy as np
 import numpy.typing as npt
 
 from cps_sim.core.errors import SimulationError
 from cps_sim.grid import dispatch as dp
 from cps_sim.grid import network as nw
+from cps_sim.models import battery_ageing as ag
 from cps_sim.models import electrolyser as el
 from cps_sim.models import loads, solar, weather, wind
 from cps_sim.models import plants as pl
-from cps_sim.models import storage as st
 from cps_sim.scenario.system_schema import SystemSpec
 from cps_sim.world.world import TickResult, World
 
@@ -141,25 +139,20 @@ def plant_fleet(spec: SystemSpec) -> pl.PlantFleetSpec:
     return pl.plant_fleet(entries)
 
 
-def storage_population(spec: SystemSpec) -> tuple[st.BatterySpec, st.BatteryState] | None:
-    """All grid batteries and pumped-hydro plants as one storage population."""
+def storage_population(spec: SystemSpec) -> ag.AgedBatteries | None:
+    """All grid batteries and pumped-hydro plants as one (ageing) storage population."""
     if not spec.storage:
         return None
     parts = []
-    socs = []
     for s in spec.storage:
         if s.kind == "battery":
             one = pl.grid_battery_spec(1, s.power_mw * 1e6, s.energy_mwh * 1e6)
         else:
             one = pl.pumped_hydro_spec(1, s.power_mw * 1e6, s.energy_mwh * 1e6,
                                        s.round_trip_efficiency or 0.75)
-        parts.append(one)
-        socs.append(float(np.clip(s.initial_soc, one.soc_min[0], one.soc_max[0])))
-    arrays = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
-              for f in dc_fields(st.BatterySpec) if isinstance(getattr(parts[0], f.name),
-                                                               np.ndarray)}
-    spec_all = st.BatterySpec(**arrays)
-    return spec_all, st.initial_state(spec_all, np.array(socs))
+        soc = float(np.clip(s.initial_soc, one.soc_min[0], one.soc_max[0]))
+        parts.append(("battery" if s.kind == "battery" else "pumped_hydro", one, soc))
+    return pl.grid_storage(parts)
 
 
 def electrolyser_population(spec: SystemSpec) -> el.ElectrolyserSpec | None:
@@ -220,8 +213,7 @@ class SystemHook:
         self.technologies = list(dict.fromkeys(self.fleet.technology))
         self._tech_idx = {t: np.flatnonzero(np.asarray(self.fleet.technology) == t)
                           for t in self.technologies}
-        store = storage_population(spec)
-        self.storage_spec, self.storage_state = store if store else (None, None)
+        self.storage = storage_population(spec)
         self.elec_spec = electrolyser_population(spec)
         self.elec_state = el.initial_state(self.elec_spec) if self.elec_spec else None
         self.export_cap_w = spec.export_capacity_mw * 1e6
@@ -261,9 +253,8 @@ class SystemHook:
         e_hi = np.zeros(0)
         if self.elec_spec is not None:
             _, e_hi = el.feasible_power_w(self.elec_spec, self.elec_state, dt)
-        res, self.storage_state = dp.dispatch_tick(
-            self.fleet, self.prev_output_w, demand, renewable, dt,
-            self.storage_spec, self.storage_state,
+        res, self.storage = dp.dispatch_tick(
+            self.fleet, self.prev_output_w, demand, renewable, dt, self.storage,
             export_capacity_w=float(e_hi.sum()) + self.export_cap_w,
             carbon_price_jpy_per_t_co2=self.spec.carbon_price_jpy_per_t,
             storage_discharge_cost_jpy_per_kwh=self.storage_cost,
@@ -300,9 +291,9 @@ class SystemHook:
         cost = float(res.cost_jpy)
         served_kwh = (demand - unserved) * dt / SECONDS_PER_HOUR / 1000.0
         cost_per_kwh = cost / served_kwh if served_kwh > 1e-3 else 0.0
-        if self.storage_state is not None:
-            soc = max(float(self.storage_state.energy_wh.sum()
-                            / self.storage_state.capacity_wh.sum()), 0.0)
+        if self.storage is not None:
+            soc = max(float(self.storage.energy_wh.sum()
+                            / self.storage.spec.capacity_wh.sum()), 0.0)
             self._storage_min_soc = min(self._storage_min_soc, soc)
         else:
             soc = float("nan")

@@ -40,7 +40,6 @@ from cps_sim.control.base import (
     device_process,
 )
 from cps_sim.control.ems import (
-    BatteryConfig,
     BemsConfig,
     BemsController,
     Calendar,
@@ -268,7 +267,6 @@ def build_controller(world: World, name: str, spec: EmsSpec):
             for w in spec.dr_windows
         )
         cfg = HemsConfig(
-            battery=BatteryConfig.from_spec(g.battery),
             ev=EvDelegate(spec.ev_strategy, strategy_config(world, g, interval)),
             interval_s=interval,
             battery_mode=spec.battery_mode,
@@ -279,7 +277,6 @@ def build_controller(world: World, name: str, spec: EmsSpec):
         return HemsController(cfg, name=f"hems_{name}")
     if isinstance(spec, BemsSpec):
         cfg = BemsConfig(
-            battery=BatteryConfig.from_spec(g.battery),
             ev=EvDelegate(spec.ev_strategy, strategy_config(world, g, interval)),
             calendar=Calendar.from_clock(world.clock),
             initial_threshold_w=spec.initial_threshold_kw * 1000.0,
@@ -299,7 +296,6 @@ def build_controller(world: World, name: str, spec: EmsSpec):
             )
         eff = g.evs.efficiency.copy() if has_slots else np.empty(0)
         cfg = FemsConfig(
-            battery=BatteryConfig.from_spec(g.battery),
             process_efficiency=eff,
             interval_s=interval,
             cheap_price_jpy_per_kwh=spec.cheap_price_jpy_per_kwh,
@@ -343,7 +339,6 @@ def build_controller(world: World, name: str, spec: EmsSpec):
         shared = tuple(m in spec.shared_battery_groups for m in members)
         cfg = CemsConfig(
             groups=tuple(members),
-            batteries=tuple(BatteryConfig.from_spec(x.battery) for x in groups),
             shared=shared,
             priority=pr,
             evs=tuple(
@@ -527,7 +522,7 @@ def _vpp_group(world: World, spec: VppSpec, name: str, interval_s: float):
         ev_eff=evs.efficiency.copy() if evs is not None else e0,
         ev_max_wh=evs.energy_max_wh.copy() if evs is not None else e0,
         ev_min_wh=evs.energy_min_wh.copy() if evs is not None else e0,
-        bat_power_w=b.power_w.copy(),
+        bat_power_w=b.max_charge_power_w.copy(),
         bat_eta_c=b.charge_efficiency.copy(),
         bat_eta_d=b.discharge_efficiency.copy(),
         bat_min_wh=b.energy_min_wh.copy(),

@@ -196,19 +196,22 @@ class World:
                       ev_v2x_w=evs.v2x_w.copy(), ev_soc_min=evs.energy_min_wh / cap,
                       ev_target_wh=evs.target_wh.copy(), ev_departure_s=evs.departure_s.copy(),
                       ev_energy_max_wh=evs.energy_max_wh.copy(),
-                      ev_charge_efficiency=evs.efficiency.copy())
+                      ev_charge_efficiency=evs.efficiency.copy(),
+                      ev_energy_taper_wh=evs.energy_taper_wh.copy(),
+                      ev_taper_line_w=evs.taper_line_w.copy())
         else:
             ev = dict(ev_site=np.empty(0, dtype=np.int64), ev_soc=empty_f,
                       ev_energy_wh=empty_f, ev_capacity_wh=empty_f,
                       ev_plugged=np.empty(0, dtype=bool), ev_charger_w=empty_f,
                       ev_v2x_w=empty_f, ev_soc_min=empty_f, ev_target_wh=empty_f,
                       ev_departure_s=empty_f, ev_energy_max_wh=empty_f,
-                      ev_charge_efficiency=empty_f)
+                      ev_charge_efficiency=empty_f, ev_energy_taper_wh=empty_f,
+                      ev_taper_line_w=empty_f)
         return Observation(
             now_s=self.now_s, tick_s=self.tick_s,
             site_load_w=g.load_w.copy(), site_pv_w=g.pv_w.copy(),
             site_import_limit_w=g.import_limit_w.copy(),
-            site_export_limit_w=g.export_limit_w.copy(),
+            site_export_limit_w=g.export_limit_w.copy(), battery_spec=g.battery,
             battery_energy_wh=g.battery_energy_wh.copy(),
             battery_capacity_wh=g.battery.capacity_wh.copy(),
             battery_power_w=g.battery_power_w.copy(), **ev,

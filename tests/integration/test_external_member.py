@@ -150,7 +150,7 @@ def test_measured_soc_is_booked_as_a_correction():
     prof = [(0.0, 0.0), (TICK, 0.0)]
     world, rec, m = run(sc, "battery", prof, soc_at={TICK: 0.8})
     g = world.groups[0]
-    decay = math.exp(-g.battery_self_discharge_per_s * TICK)
+    decay = math.exp(-g.battery.self_discharge_per_s[0] * TICK)
     f = rec.groups["home"]
     # the store held 5 kWh (less self-discharge) when the 80 % measurement came in
     assert f[1, IX["measured_correction_wh"]] == pytest.approx(8000.0 - 5000.0 * decay, rel=1e-12)

@@ -181,24 +181,56 @@ def test_battery_ageing_lowers_capacity_and_keeps_the_ledger_closed():
     assert abs(k["balance_residual_wh"]) < 1e-3
 
 
-def test_ev_cc_cv_taper_slows_charging_near_full():
-    # 40 kWh at soc 0.7, 6 kW, taper from 0.8: the last 20 % take far longer than at 6 kW.
-    def charged_after(hours: float, taper: float) -> float:
+@pytest.mark.parametrize("tick_s", [300, 900])
+@pytest.mark.parametrize("fleet", ["scenario", "catalog"])
+def test_engine_ev_charging_is_the_models_cc_cv_law_exactly(tick_s, fleet):
+    # One EV charging from 70 % with a taper from 80 %: every tick's engine energy is
+    # the EV model's own step (models.ev_physics.step) over the same tick, exactly.
+    ev = {"per_site": 1, "initial_soc": 0.7, "charger_kw": 6,
+          "trips": {"weekday": {"probability": 0.0}, "weekend": {"probability": 0.0}}}
+    if fleet == "scenario":
+        ev.update(capacity_kwh=40, charge_efficiency=0.9, taper_soc=0.8)
+    else:  # a catalog class: its own taper (0.8) along the pack's 50 kW DC line
+        ev.update(models={"compact_40kwh": 1.0})
+    sc = scenario([{"name": "h", "count": 1, "load": {"profile": "constant"}, "ev": ev}],
+                  duration_days=1, tick_s=tick_s, weather={"source": "constant"})
+    rec = simulate(sc)
+    got = rec.flows[:, FLOWS.index("ev_charging_wh")]
+    from cps_sim.models import ev_physics as evm
+
+    if fleet == "scenario":
+        spec = evm.EVSpec(*(np.array([v]) for v in (
+            40_000.0, 150.0, 6000.0, 6000.0, 0.0, 0.9, 0.9, 0.9, 0.8, 0.0, 1.0)))
+    else:
+        spec = evm.ev_spec(evm.load_catalog(), ["compact_40kwh"], soc_min=0.0)
+    state = evm.plug_in(evm.initial_state(spec, 0.7), [True], 6000.0)
+    want = []
+    for _ in range(sc.n_ticks):
+        state, f = evm.step(state, spec, 6000.0, float(tick_s))
+        want.append(f.energy_in_wh[0])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+    # the taper bites: slower than 6 kW near full, and the pack never passes soc_max
+    assert got.sum() <= 12_000.0 / 0.9 + 1e-6  # 30 % of 40 kWh at 90 %: never more
+    assert (got[1:] <= got[:-1] + 1e-9).all()
+
+
+def test_ev_cc_cv_taper_is_independent_of_the_tick():
+    def charged(tick_s: int, hours: float) -> float:
         sc = scenario([{"name": "h", "count": 1, "load": {"profile": "constant"},
                         "ev": {"per_site": 1, "capacity_kwh": 40, "initial_soc": 0.7,
-                               "charger_kw": 6, "charge_efficiency": 1.0, "taper_soc": taper,
+                               "charger_kw": 6, "charge_efficiency": 1.0, "taper_soc": 0.8,
                                "trips": {"weekday": {"probability": 0.0},
                                          "weekend": {"probability": 0.0}}}}],
-                      duration_days=1, tick_s=900, weather={"source": "constant"})
+                      duration_days=1, tick_s=tick_s, weather={"source": "constant"})
         rec = simulate(sc)
-        ev = rec.flows[: int(hours * 4), FLOWS.index("ev_charging_wh")]
-        return float(ev.sum())
+        n = int(hours * 3600 / tick_s)
+        return float(rec.flows[:n, FLOWS.index("ev_charging_wh")].sum())
 
-    # no taper: 12 kWh room filled in 2 h at 6 kW
-    assert charged_after(3, 1.0) == pytest.approx(12_000.0)
-    tapered = charged_after(3, 0.8)
-    assert 4_000.0 < tapered < 11_000.0  # full power up to 0.8 (4 kWh), then slower
-    assert charged_after(24, 0.8) > tapered
+    # full power to 80 % (4 kWh, 40 min), then the exact exponential tail: tau = 8/6 h
+    t1 = 4.0 / 6.0
+    tail = 8000.0 * (1.0 - np.exp(-(3.0 - t1) / (8.0 / 6.0)))
+    assert charged(900, 3.0) == pytest.approx(4000.0 + tail, rel=1e-12)
+    assert charged(60, 3.0) == pytest.approx(4000.0 + tail, rel=1e-12)
 
 
 def test_battery_self_discharge_is_a_logged_loss():

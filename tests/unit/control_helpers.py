@@ -28,11 +28,13 @@ def make_obs(n_sites: int = 1, ev_site=(0,), **over) -> Observation:
         ev_target_wh=0.8 * cap, ev_departure_s=np.full(n_evs, np.inf),
         import_price_jpy_per_kwh=np.full(n_sites, 30.0),
         export_price_jpy_per_kwh=np.full(n_sites, 8.0),
+        battery_spec=None,
     )
     for k, v in over.items():
         if k not in base:
             raise KeyError(k)
-        base[k] = np.asarray(v, dtype=np.asarray(base[k]).dtype) if k != "now_s" else v
+        plain = k in ("now_s", "battery_spec")
+        base[k] = v if plain else np.asarray(v, dtype=np.asarray(base[k]).dtype)
     if "ev_energy_wh" in over and "ev_soc" not in over:
         base["ev_soc"] = base["ev_energy_wh"] / base["ev_capacity_wh"]
     return Observation(**base)

@@ -119,19 +119,17 @@ def test_unknown_mode_rejected():
 
 
 # ----------------------------------------------------------------------------- battery
-def _spec(n=1, cap_wh=10_000.0, p_w=5000.0, eta=0.95, soc_min=0.1, soc_max=1.0):
-    cap = np.full(n, cap_wh)
-    return bat.BatterySpec(cap, np.full(n, p_w), np.full(n, eta), np.full(n, eta),
-                           cap * soc_min, cap * soc_max)
+def _spec(n=1, cap_wh=10_000.0, p_w=5000.0, eta=0.95, soc_min=0.1, soc_max=1.0, **kw):
+    return bat.make_spec(np.full(n, cap_wh), np.full(n, p_w), charge_efficiency=eta,
+                         discharge_efficiency=eta, soc_min=soc_min, soc_max=soc_max, **kw)
 
 
 def test_battery_charge_hand_arithmetic():
     spec = _spec()
     e = np.array([5000.0])
-    # 5 kW offered for 30 min: 2.5 kWh AC taken, 2.5 × 0.95 = 2.375 kWh stored, 0.125 kWh lost.
-    ch = bat.charge_wh(spec, e, np.array([2500.0]), 1800.0)
-    loss = bat.apply(spec, e, ch, np.zeros(1))
-    assert ch[0] == pytest.approx(2500.0)
+    # 5 kW for 30 min: 2.5 kWh AC taken, 2.5 × 0.95 = 2.375 kWh stored, 0.125 kWh lost.
+    ac, loss = bat.exchange_wh(spec, e, np.array([2500.0]), 1800.0)
+    assert ac[0] == pytest.approx(2500.0)
     assert e[0] == pytest.approx(7375.0)
     assert loss[0] == pytest.approx(125.0)
 
@@ -139,16 +137,14 @@ def test_battery_charge_hand_arithmetic():
 def test_battery_stops_exactly_at_full_and_empty():
     spec = _spec()
     e = np.array([9500.0])
-    # Room 500 Wh stored = 500/0.95 = 526.3 Wh AC, although 5 kWh were offered.
-    ch = bat.charge_wh(spec, e, np.array([5000.0]), 3600.0)
-    bat.apply(spec, e, ch, np.zeros(1))
-    assert ch[0] == pytest.approx(500 / 0.95)
+    # Room 500 Wh stored = 500/0.95 = 526.3 Wh AC, although 5 kWh were asked for.
+    ac, _ = bat.exchange_wh(spec, e, np.array([5000.0]), 3600.0)
+    assert ac[0] == pytest.approx(500 / 0.95)
     assert e[0] == pytest.approx(10_000.0)
     e = np.array([1500.0])
     # Above soc_min (1 kWh) there are 500 Wh stored → 475 Wh AC out.
-    dis = bat.discharge_wh(spec, e, np.array([5000.0]), 3600.0)
-    bat.apply(spec, e, np.zeros(1), dis)
-    assert dis[0] == pytest.approx(475.0)
+    ac, _ = bat.exchange_wh(spec, e, np.array([-5000.0]), 3600.0)
+    assert ac[0] == pytest.approx(-475.0)
     assert e[0] == pytest.approx(1000.0)
 
 
@@ -162,31 +158,32 @@ def test_battery_feasible_range():
 def test_one_battery_alone_equals_one_in_ten_thousand():
     rng = np.random.default_rng(1)
     n = 10_000
-    spec = _spec(n)
+    spec = _spec(n, taper_soc=0.8)
     e = rng.uniform(1000, 10_000, n)
-    offered = rng.uniform(0, 6000, n)
+    desired = rng.uniform(-6000, 6000, n)
     e1 = e[:1].copy()
-    ch_all = bat.charge_wh(spec, e, offered, 900.0)
-    bat.apply(spec, e, ch_all, np.zeros(n))
-    spec1 = _spec(1)
-    ch1 = bat.charge_wh(spec1, e1, offered[:1], 900.0)
-    bat.apply(spec1, e1, ch1, np.zeros(1))
-    assert ch1[0] == ch_all[0] and e1[0] == e[0]
+    ac_all, _ = bat.exchange_wh(spec, e, desired, 900.0)
+    ac1, _ = bat.exchange_wh(_spec(1, taper_soc=0.8), e1, desired[:1], 900.0)
+    assert ac1[0] == ac_all[0] and e1[0] == e[0]
 
 
-def test_fused_exchange_equals_separate_charge_and_discharge():
-    # The engine's one-pass exchange must be the same physics as charge/discharge + apply.
+@pytest.mark.parametrize("taper", [1.0, 0.8])
+def test_engine_exchange_is_the_model_step(taper):
+    # The engine's per-segment exchange and the model's whole step are one law: same
+    # energies, and with a taper the exact CC-CV integral (split or not).
     rng = np.random.default_rng(3)
     n = 5000
-    spec = _spec(n)
-    e0 = rng.uniform(0, 10_000, n)
-    desired = rng.uniform(-3000, 3000, n)
-    e_sep = e0.copy()
-    ch = bat.charge_wh(spec, e_sep, np.maximum(desired, 0.0), 900.0)
-    dis = bat.discharge_wh(spec, e_sep, np.maximum(-desired, 0.0), 900.0)
-    loss_sep = bat.apply(spec, e_sep, ch, dis)
-    e_fused = e0.copy()
-    ac, loss = bat.exchange_wh(spec, e_fused, desired, 900.0)
-    assert np.allclose(ac, ch - dis, rtol=0, atol=1e-9)
-    assert np.allclose(e_fused, e_sep, rtol=0, atol=1e-9)
-    assert np.allclose(loss, loss_sep, rtol=0, atol=1e-9)
+    spec = _spec(n, taper_soc=taper)
+    e0 = rng.uniform(1000, 10_000, n)
+    desired = rng.uniform(-3000, 3000, n)  # Wh over 900 s
+    e_eng = e0.copy()
+    ac, loss = bat.exchange_wh(spec, e_eng, desired, 900.0)
+    e_mod, f = bat.step(spec, e0, desired * 4.0, 900.0)
+    np.testing.assert_allclose(ac, f.energy_in_wh, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(e_eng, e_mod, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(loss, f.loss_conversion_wh, rtol=1e-12, atol=1e-9)
+    # the same constant request in 15 one-minute pieces ends in the same state
+    e_split = e0.copy()
+    for _ in range(15):
+        bat.exchange_wh(spec, e_split, desired / 15.0, 60.0)
+    np.testing.assert_allclose(e_split, e_eng, rtol=1e-9, atol=1e-6)

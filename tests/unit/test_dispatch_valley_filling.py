@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from cps_sim.grid import dispatch as dp
 from cps_sim.models import plants as pl
-from cps_sim.models import storage as bat
 
 MW = 1e6
 
@@ -32,11 +31,11 @@ def fleet():
 
 def hydro(soc: float):
     spec = pl.pumped_hydro_spec(1, 20 * MW, 160 * MW)
-    return spec, bat.initial_state(spec, soc)
+    return pl.grid_storage([("pumped_hydro", spec, soc)])
 
 
 def test_cheap_running_plants_pump_up_to_the_storage_room_hand_computed():
-    spec, s0 = hydro(0.0)
+    s0 = hydro(0.0)
     prev = np.array([10, 30, 0, 0]) * MW  # coal running at 30 MW, CCGT off
     # demand 40 MW: nuclear 10 + coal 30; coal has 20 MW headroom (ramp 1.5 %/min x
     # 50 MW x 15 min = 11.25 MW, so it can reach 41.25 MW): it pumps 11.25 MW
@@ -46,7 +45,6 @@ def test_cheap_running_plants_pump_up_to_the_storage_room_hand_computed():
         40 * MW,
         0.0,
         900.0,
-        spec,
         s0,
         storage_discharge_cost_jpy_per_kwh=20.0,
         storage_charge_cost_jpy_per_kwh=6.0,
@@ -61,7 +59,7 @@ def test_cheap_running_plants_pump_up_to_the_storage_room_hand_computed():
 
 
 def test_no_pumping_from_dear_or_off_plants_or_while_discharging_or_when_full():
-    spec, s0 = hydro(0.0)
+    s0 = hydro(0.0)
     prev = np.array([10, 50, 30, 0]) * MW  # coal full, CCGT (9.5 JPY/kWh) running
     r, _ = dp.dispatch_tick(
         fleet(),
@@ -69,7 +67,6 @@ def test_no_pumping_from_dear_or_off_plants_or_while_discharging_or_when_full():
         90 * MW,
         0.0,
         900.0,
-        spec,
         s0,
         storage_discharge_cost_jpy_per_kwh=20.0,
         storage_charge_cost_jpy_per_kwh=6.0,
@@ -83,21 +80,19 @@ def test_no_pumping_from_dear_or_off_plants_or_while_discharging_or_when_full():
         10 * MW,
         0.0,
         900.0,
-        spec,
         s0,
         storage_discharge_cost_jpy_per_kwh=20.0,
         storage_charge_cost_jpy_per_kwh=6.0,
     )
     assert r.storage_power_w == 0.0
     # demand above coal + CCGT: storage discharges, so nothing pumps in that tick
-    full_spec, full = hydro(1.0)
+    full = hydro(1.0)
     r, _ = dp.dispatch_tick(
         fleet(),
         None,
         130 * MW,
         0.0,
         900.0,
-        full_spec,
         full,
         storage_discharge_cost_jpy_per_kwh=20.0,
         storage_charge_cost_jpy_per_kwh=6.0,
@@ -111,7 +106,6 @@ def test_no_pumping_from_dear_or_off_plants_or_while_discharging_or_when_full():
         40 * MW,
         0.0,
         900.0,
-        full_spec,
         full,
         storage_discharge_cost_jpy_per_kwh=20.0,
         storage_charge_cost_jpy_per_kwh=6.0,
@@ -120,10 +114,10 @@ def test_no_pumping_from_dear_or_off_plants_or_while_discharging_or_when_full():
 
 
 def test_charge_price_must_be_below_the_discharge_price():
-    spec, s0 = hydro(0.5)
+    s0 = hydro(0.5)
     with pytest.raises(ValueError, match="must be below the discharge price"):
         dp.dispatch_tick(
-            fleet(), None, 40 * MW, 0.0, 900.0, spec, s0, storage_charge_cost_jpy_per_kwh=6.0
+            fleet(), None, 40 * MW, 0.0, 900.0, s0, storage_charge_cost_jpy_per_kwh=6.0
         )
 
 
@@ -132,7 +126,7 @@ def _day(valley: bool):
     # minus what is not running): hourly steps, 15-min ticks
     hours = np.array([40] * 7 + [100] * 10 + [150] * 3 + [100] * 2 + [40] * 2, dtype=float)
     demand = np.repeat(hours, 4) * MW
-    spec, s0 = hydro(0.0)
+    s0 = hydro(0.0)
     kw = {"storage_discharge_cost_jpy_per_kwh": 20.0}
     if valley:
         kw["storage_charge_cost_jpy_per_kwh"] = 6.0
@@ -144,7 +138,7 @@ def _day(valley: bool):
             {"technology": "oil", "capacity_w": 15 * MW},
         ]
     )
-    return dp.dispatch_series(fleet_no_oil, demand, np.zeros_like(demand), 900.0, spec, s0, **kw)
+    return dp.dispatch_series(fleet_no_oil, demand, np.zeros_like(demand), 900.0, s0, **kw)
 
 
 def test_a_day_pumped_at_night_serves_the_evening_peak():
@@ -177,20 +171,19 @@ def test_a_day_pumped_at_night_serves_the_evening_peak():
     price=st.sampled_from([4.0, 6.0, 10.0]),
 )
 def test_valley_filling_keeps_the_balance_and_the_soc_window(demand, renew, soc, price):
-    spec, s0 = hydro(soc)
+    s0 = hydro(soc)
     d = np.asarray(demand) * MW
     res, s1 = dp.dispatch_series(
         fleet(),
         d,
         np.full_like(d, renew * MW),
         900.0,
-        spec,
         s0,
         storage_discharge_cost_jpy_per_kwh=20.0,
         storage_charge_cost_jpy_per_kwh=price,
     )
     assert np.abs(res.balance_error_w).max() < 1e-6 * 170 * MW
-    assert 0.0 <= s1.energy_wh[0] <= spec.capacity_wh[0] + 1e-6
+    assert 0.0 <= s1.energy_wh[0] <= s1.spec.capacity_wh[0] + 1e-6
     assert (res.plant_generation_w <= fleet().available_w + 1e-6).all()
     assert (res.storage_power_w <= 20 * MW + 1e-6).all()
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cps_sim.grid import dispatch as dp
+from cps_sim.models import battery as bat
 from cps_sim.models import plants as pl
-from cps_sim.models import storage as bat
 
 GW = 1e9
 
@@ -55,8 +55,8 @@ def test_carbon_price_switches_coal_and_gas():
 
 def test_surplus_storage_export_curtail_and_overgeneration():
     sspec = pl.pumped_hydro_spec(1, 0.5 * GW, 4 * 0.5 * GW)
-    sstate = bat.initial_state(sspec, 0.0)
-    r, s1 = dp.dispatch_tick(fleet(), None, 1 * GW, 3 * GW, 3600.0, sspec, sstate,
+    sstate = pl.grid_storage([("pumped_hydro", sspec, 0.0)])
+    r, s1 = dp.dispatch_tick(fleet(), None, 1 * GW, 3 * GW, 3600.0, sstate,
                              export_capacity_w=0.5 * GW)
     # surplus 3 GW (nuclear 1 + RE 3 - demand 1): pump 0.5, export 0.5, curtail 2
     assert r.storage_power_w == pytest.approx(0.5 * GW)
@@ -77,11 +77,11 @@ def test_unserved_when_short():
 
 def test_storage_discharges_before_plants_unless_priced():
     sspec = pl.grid_battery_spec(1, 0.2 * GW, 0.8 * GW)
-    s0 = bat.initial_state(sspec, 0.5)
-    r, _ = dp.dispatch_tick(fleet(), None, 2 * GW, 0.0, 900.0, sspec, s0)
+    s0 = pl.grid_storage([("battery", sspec, 0.5)])
+    r, _ = dp.dispatch_tick(fleet(), None, 2 * GW, 0.0, 900.0, s0)
     assert r.storage_power_w == pytest.approx(-0.2 * GW)
     np.testing.assert_allclose(r.plant_generation_w[:2], [1 * GW, 0.8 * GW])
-    r, _ = dp.dispatch_tick(fleet(), None, 2 * GW, 0.0, 900.0, sspec, s0,
+    r, _ = dp.dispatch_tick(fleet(), None, 2 * GW, 0.0, 900.0, s0,
                             storage_discharge_cost_jpy_per_kwh=12.0)
     assert r.storage_power_w == 0.0  # coal at 5 JPY/kWh is cheaper than the 12 threshold
 
@@ -132,9 +132,8 @@ def test_one_plant_equals_10000_small_identical_plants():
 
 def test_pumped_hydro_round_trip():
     s = pl.pumped_hydro_spec(1, 100e6, 800e6)
-    st0 = bat.initial_state(s, 0.0)
-    st1, f1 = bat.step(st0, s, 100e6, 3600.0)
-    _, f2 = bat.step(st1, s, -200e6, 3600.0)
+    st1, f1 = bat.step(s, bat.initial_energy_wh(s, 0.0), 100e6, 3600.0)
+    _, f2 = bat.step(s, st1, -200e6, 3600.0)
     # 100 MWh pumped at 75 % round trip -> 75 MWh back
     assert -f2.energy_in_wh[0] == pytest.approx(0.75 * f1.energy_in_wh[0])
 
@@ -150,10 +149,10 @@ def test_pumped_hydro_round_trip():
 def test_property_balance_bounds_with_storage_and_ramps(demand, renew_frac, soc0, export, price):
     f = fleet()
     sspec = pl.grid_battery_spec(2, [0.3 * GW, 0.1 * GW], [1.2 * GW, 0.4 * GW])
-    s0 = bat.initial_state(sspec, soc0)
+    s0 = pl.grid_storage([("battery", sspec, soc0)])
     d = np.array(demand)
     renew = d * renew_frac
-    res, s1 = dp.dispatch_series(f, d, renew, 900.0, sspec, s0, export_capacity_w=export,
+    res, s1 = dp.dispatch_series(f, d, renew, 900.0, s0, export_capacity_w=export,
                                  carbon_price_jpy_per_t_co2=price,
                                  initial_output_w=[1 * GW, 1 * GW, 0.0, 0.0])
     np.testing.assert_allclose(res.balance_error_w, 0.0, atol=1e-2)
@@ -162,9 +161,9 @@ def test_property_balance_bounds_with_storage_and_ramps(demand, renew_frac, soc0
     for a in (res.export_w, res.curtailment_w, res.unserved_w, res.overgeneration_w):
         assert np.all(a >= -1e-6)
     assert np.all(res.curtailment_w <= renew + 1e-6)
-    assert np.all(s1.energy_wh <= sspec.soc_max * s1.capacity_wh + 1e-3)
+    assert np.all(s1.energy_wh <= sspec.soc_max * s1.spec.capacity_wh + 1e-3)
     # self-discharge may take a pack parked at soc_min slightly below it (1 %/month)
-    assert np.all(s1.energy_wh >= sspec.soc_min * s1.capacity_wh * (1 - 1e-4))
+    assert np.all(s1.energy_wh >= sspec.soc_min * s1.spec.capacity_wh * (1 - 1e-4))
     # a running plant never goes below its minimum stable load
     on = g > 1.0
     assert np.all(g[on] >= np.broadcast_to(f.min_stable_w, g.shape)[on] - 1e-3)

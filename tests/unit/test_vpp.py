@@ -7,6 +7,7 @@ import pytest
 
 from cps_sim.control.strategies import StrategyController
 from cps_sim.control.vpp import FlexRequest, VppController, delivered_w, dispatch, flexibility
+from cps_sim.models import battery as bat
 from tests.unit.control_helpers import make_obs, step_evs, with_
 
 H = 3600.0
@@ -32,12 +33,22 @@ def test_flexibility_hand_case():
 
 
 def test_battery_flexibility():
+    # the limits come with the observation; the battery model computes the range
+    spec = bat.make_spec([10_000.0, 0.0], [5000.0, 0.0], charge_efficiency=0.95,
+                         discharge_efficiency=0.95, soc_min=0.1, soc_max=1.0)
     obs = make_obs(2, [0], battery_capacity_wh=[10_000.0, 0.0],
-                   battery_energy_wh=[9000.0, 0.0], battery_power_w=[0.0, 0.0])
-    f = flexibility(obs, H, battery_power_w=5000.0, battery_soc_min=0.1)
-    # room 1 kWh in 1 h -> 1 kW up; 8 kWh above the 10 % floor -> 5 kW (rating) down
-    assert f.battery_up_w.tolist() == [1000.0, 0.0]
+                   battery_energy_wh=[9000.0, 0.0], battery_power_w=[0.0, 0.0],
+                   battery_spec=spec)
+    f = flexibility(obs, H)
+    # room 1 kWh stored in 1 h -> 1/0.95 kW up; 8 kWh above the 10 % floor -> 5 kW (rating)
+    assert f.battery_up_w.tolist() == pytest.approx([1000.0 / 0.95, 0.0])
     assert f.battery_down_w.tolist() == [5000.0, 0.0]
+    lo, hi = bat.feasible_power_w(spec, obs.battery_energy_wh, H)
+    assert f.battery_up_w.tolist() == hi.tolist() and f.battery_down_w.tolist() == (-lo).tolist()
+    # without limits in the observation a battery offers nothing
+    assert flexibility(make_obs(2, [0], battery_capacity_wh=[10_000.0, 0.0],
+                                battery_energy_wh=[9000.0, 0.0]), H).up_w == pytest.approx(
+        flexibility(make_obs(2, [0]), H).up_w)
 
 
 def test_split_proportional_and_capped():

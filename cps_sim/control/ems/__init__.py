@@ -16,11 +16,11 @@ import numpy as np
 
 from cps_sim.control.ems.bems import BemsConfig, BemsController
 from cps_sim.control.ems.cems import CemsConfig, CemsController, cems_process
-from cps_sim.control.ems.common import BatteryConfig, Calendar, EvDelegate
+from cps_sim.control.ems.common import Calendar, EvDelegate
 from cps_sim.control.ems.fems import FemsConfig, FemsController
 from cps_sim.control.ems.hems import HemsConfig, HemsController, MpcConfig
 
-__all__ = ["BatteryConfig", "BemsConfig", "BemsController", "Calendar", "CemsConfig",
+__all__ = ["BemsConfig", "BemsController", "Calendar", "CemsConfig",
            "CemsController", "EvDelegate", "FemsConfig", "FemsController", "HemsConfig",
            "HemsController", "MpcConfig", "cems_fallback", "cems_process"]
 

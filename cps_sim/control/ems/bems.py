@@ -26,10 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cps_sim.control.ems.common import (
-    BatteryConfig,
     Calendar,
     EvDelegate,
-    battery_range_w,
     ev_effective_w,
     site_sum,
 )
@@ -39,7 +37,6 @@ from cps_sim.control.strategies.common import allocate_under_limit
 
 @dataclass(frozen=True)
 class BemsConfig:
-    battery: BatteryConfig
     ev: EvDelegate
     calendar: Calendar
     initial_threshold_w: float | FloatArray = 0.0
@@ -101,7 +98,7 @@ class BemsController:
         st = self.state
         thr = np.maximum(np.broadcast_to(np.asarray(cfg.initial_threshold_w, float), (n,)),
                          st.peak_w)
-        lo, hi = battery_range_w(cfg.battery, obs.battery_energy_wh, cfg.interval_s)
+        lo, hi = obs.battery_range_w(cfg.interval_s)
         base = obs.site_load_w - obs.site_pv_w
         out: dict[str, np.ndarray] = {}
         ev_sp = cfg.ev(now_s, obs)

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from cps_sim.control.ems.common import BatteryConfig, EvDelegate, battery_range_w, site_sum
+from cps_sim.control.ems.common import EvDelegate, site_sum
 from cps_sim.control.observation import FloatArray, IntArray, Observation
 from cps_sim.core.bus import Topics, Transport
 
@@ -57,7 +57,6 @@ from cps_sim.core.bus import Topics, Transport
 @dataclass(frozen=True)
 class CemsConfig:
     groups: tuple[str, ...]  # member groups, keyed group first
-    batteries: tuple[BatteryConfig, ...]  # per member group
     shared: tuple[bool, ...]  # per member group: its batteries serve the community
     priority: IntArray  # per site of the concatenation; higher = shed last
     evs: tuple[EvDelegate, ...]
@@ -101,22 +100,21 @@ class CemsController:
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         # ---- EVs (charging only) and each site's own battery
         ev_sp, ev_site, base, lo_all, hi_all, shared_site = [], [], [], [], [], []
-        for o, b, d, sh in zip(obs, cfg.batteries, cfg.evs, cfg.shared, strict=True):
+        for o, d, sh in zip(obs, cfg.evs, cfg.shared, strict=True):
             sp = d(now_s, o)
             if sp is None:
                 sp = np.where(o.ev_plugged & (o.ev_soc < 1.0), o.ev_charger_w, 0.0)
             # only plugged EVs draw; an EV arriving before the next decision waits for it
             sp = np.where(o.ev_plugged, np.clip(sp, 0.0, o.ev_charger_w), 0.0)
-            if island and o.ev_energy_max_wh is not None:
-                # islanded, an EV must not fill up before the next decision: its site's
-                # import would fall and another site's export would leave the island
-                room = np.maximum(o.ev_energy_max_wh - o.ev_energy_wh, 0.0)
-                sp = np.minimum(sp, room / o.ev_charge_efficiency
-                                / (cfg.interval_s / 3600.0))
+            if island:
+                # islanded, an EV must hold its power until the next decision (filling
+                # up or tapering, its site's import would fall and another site's
+                # export would leave the island): the EV model's holdable range
+                sp = np.minimum(sp, o.ev_range_w(cfg.interval_s)[1])
             ev_sp.append(sp)
             ev_site.append(site_sum(o, sp))
             base.append(o.site_load_w - o.site_pv_w)
-            lo, hi = battery_range_w(b, o.battery_energy_wh, cfg.interval_s)
+            lo, hi = o.battery_range_w(cfg.interval_s)
             lo_all.append(lo)
             hi_all.append(hi)
             shared_site.append(np.full(o.n_sites, sh))
@@ -132,8 +130,8 @@ class CemsController:
         limit_pcc = 0.0 if island else cfg.pcc_import_limit_w
 
         top = cfg.priority == cfg.priority.max()
-        emin = np.concatenate([b.energy_min_wh for b in cfg.batteries])
-        eta_d = np.concatenate([b.discharge_efficiency for b in cfg.batteries])
+        emin = np.concatenate([o.battery_spec.energy_min_wh for o in obs])
+        eta_d = np.concatenate([o.battery_spec.discharge_efficiency for o in obs])
         usable_wh = float((np.maximum(energy - emin, 0.0) * eta_d)[shared].sum())
         ends = [b for a, b in cfg.outages_s if a <= now_s < b]
         left_h = (max(ends) - now_s) / 3600.0 if ends else 0.0

@@ -1,9 +1,11 @@
-"""Pieces shared by the EMS controllers: battery configuration and feasible
-power, EV strategy delegation, per-site sums and the local calendar.
+"""Pieces shared by the EMS controllers: EV strategy delegation, per-site sums
+and the local calendar.
 
-An EMS is configured with what an installer enters (battery ratings, EV
-charger efficiencies, the site's time zone); everything that changes comes
-from the :class:`~cps_sim.control.observation.Observation`.
+An EMS is configured with what an installer enters (EV charger efficiencies,
+the site's time zone); everything that changes, and the devices' limits
+(``Observation.battery_spec``, whose feasible range the model computes:
+``Observation.battery_range_w``), comes with the
+:class:`~cps_sim.control.observation.Observation`.
 """
 
 from __future__ import annotations
@@ -16,43 +18,6 @@ import numpy as np
 from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.strategies import STRATEGIES, StrategyConfig, StrategyState
 from cps_sim.control.strategies import load as load_strategy
-
-
-@dataclass(frozen=True)
-class BatteryConfig:
-    """Ratings of a group's home batteries, per site (capacity 0 where none)."""
-
-    power_w: FloatArray
-    energy_min_wh: FloatArray
-    energy_max_wh: FloatArray
-    charge_efficiency: FloatArray
-    discharge_efficiency: FloatArray
-
-    @classmethod
-    def from_spec(cls, b) -> BatteryConfig:
-        """From a battery model spec (``models.battery.BatterySpec``: per-site arrays)."""
-        return cls(power_w=np.asarray(b.power_w, float).copy(),
-                   energy_min_wh=np.asarray(b.energy_min_wh, float).copy(),
-                   energy_max_wh=np.asarray(b.energy_max_wh, float).copy(),
-                   charge_efficiency=np.asarray(b.charge_efficiency, float).copy(),
-                   discharge_efficiency=np.asarray(b.discharge_efficiency, float).copy())
-
-    @classmethod
-    def none(cls, n: int) -> BatteryConfig:
-        z = np.zeros(n)
-        return cls(z, z, z, np.ones(n), np.ones(n))
-
-
-def battery_range_w(cfg: BatteryConfig, energy_wh: FloatArray, hold_s: float
-                    ) -> tuple[FloatArray, FloatArray]:
-    """(lowest, highest) battery power [W, + charge] that the battery can hold for
-    ``hold_s`` without reaching its energy window (so the engine never clips it)."""
-    h = hold_s / 3600.0
-    hi = np.minimum(cfg.power_w, np.maximum(cfg.energy_max_wh - energy_wh, 0.0)
-                    / cfg.charge_efficiency / h)
-    lo = -np.minimum(cfg.power_w, np.maximum(energy_wh - cfg.energy_min_wh, 0.0)
-                     * cfg.discharge_efficiency / h)
-    return lo, hi
 
 
 def site_sum(obs: Observation, per_ev: FloatArray) -> FloatArray:

@@ -24,14 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cps_sim.control.ems.common import BatteryConfig, battery_range_w, ev_effective_w, site_sum
+from cps_sim.control.ems.common import ev_effective_w, site_sum
 from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.strategies.common import share_by_weight
 
 
 @dataclass(frozen=True)
 class FemsConfig:
-    battery: BatteryConfig
     process_efficiency: FloatArray  # per process slot (EV charge efficiency)
     interval_s: float = 60.0
     cheap_price_jpy_per_kwh: float = 0.0
@@ -103,7 +102,7 @@ class FemsController:
             slot_w = slot_w + site_sp
         if self.cfg.battery_mode == "rule":
             net = obs.site_load_w - obs.site_pv_w + slot_w
-            lo, hi = battery_range_w(self.cfg.battery, obs.battery_energy_wh, self.cfg.interval_s)
+            lo, hi = obs.battery_range_w(self.cfg.interval_s)
             out["battery_setpoint_w"] = np.where(obs.battery_capacity_wh > 0,
                                                  np.clip(-net, lo, hi), np.nan)
         return out

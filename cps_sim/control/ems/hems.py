@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cps_sim.control.ems.common import (
-    BatteryConfig,
     EvDelegate,
-    battery_range_w,
     ev_effective_w,
     scale_ev_charging,
     site_sum,
@@ -55,7 +53,6 @@ class MpcConfig:
 
 @dataclass(frozen=True)
 class HemsConfig:
-    battery: BatteryConfig
     ev: EvDelegate
     interval_s: float = 60.0
     battery_mode: str = "rule"  # rule | mpc | none
@@ -125,7 +122,7 @@ class HemsController:
             load[:, 0] = obs.site_load_w + ev_site_w  # now is measured, EVs decided
             pv = np.asarray(m.pv_forecast(t), float).reshape(n, -1)
             pv[:, 0] = obs.site_pv_w
-            b = self.cfg.battery
+            b = obs.battery_spec
             cap = obs.battery_capacity_wh
             has = np.flatnonzero(cap > 0)
             plan = np.zeros((n, m.horizon_steps))
@@ -135,7 +132,8 @@ class HemsController:
                 smin = b.energy_min_wh[has] / c
                 smax = b.energy_max_wh[has] / c
                 batt = BatteryParams(
-                    capacity_wh=c, max_charge_w=b.power_w[has], max_discharge_w=b.power_w[has],
+                    capacity_wh=c, max_charge_w=b.max_charge_power_w[has],
+                    max_discharge_w=b.max_discharge_power_w[has],
                     soc_init=np.clip(soc, smin, smax), soc_min=smin, soc_max=smax,
                     efficiency_charge=b.charge_efficiency[has],
                     efficiency_discharge=b.discharge_efficiency[has],
@@ -166,7 +164,7 @@ class HemsController:
             ev_controlled = True
         ev_site_w = site_sum(obs, ev_effective_w(obs, ev_sp))
         net_w = obs.site_load_w - obs.site_pv_w + ev_site_w
-        lo, hi = battery_range_w(cfg.battery, obs.battery_energy_wh, cfg.interval_s)
+        lo, hi = obs.battery_range_w(cfg.interval_s)
         if cfg.battery_mode == "rule":
             bat = np.clip(-net_w, lo, hi)
         elif cfg.battery_mode == "mpc":
