@@ -91,10 +91,10 @@ import sys
 sys.modules["rainflow"] = None
 import numpy as np
 from cps_sim.core.deps import MissingDependencyError
-from cps_sim.models import storage
-spec = storage.battery_spec(1, "home", capacity_wh=10000.0)
+from cps_sim.models import battery_ageing
+params = battery_ageing.ageing_spec(1, "home")
 try:
-    storage.rainflow_cycle_fade(spec, np.array([0.2, 0.9, 0.2, 0.9]), 25.0)
+    battery_ageing.rainflow_cycle_fade(params, np.array([0.2, 0.9, 0.2, 0.9]), 25.0)
 except MissingDependencyError as exc:
     print(exc)
 """
