@@ -210,6 +210,67 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
+@app.command()
+def hil(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file (with a bridge: "
+                                                 "block).")],
+        broker: Annotated[str | None, typer.Option(help="Broker URL mqtt://host:port or "
+                                                   "mqtts://... (default: the scenario's "
+                                                   "bridge.url, else an embedded broker).")]
+        = None,
+        speed: Annotated[float | None, typer.Option(help="Simulated seconds per wall second "
+                                                    "(1 = real time; default: the "
+                                                    "scenario's speed).")] = None,
+        duration: Annotated[str | None, typer.Option(help="Run length, e.g. 600, 10m, 2h "
+                                                     "(whole ticks; default: the "
+                                                     "scenario's).")] = None,
+        record: Annotated[Path | None, typer.Option(help="Also write the message recording "
+                                                    "here (for cps-sim replay).")] = None,
+        emulate: Annotated[bool, typer.Option("--emulate", help="Start emulators for the "
+                                              "devices marked emulated: true.")] = False,
+        out: Annotated[Path | None, typer.Option(help="Results directory.")] = None,
+        set_: SetOpt = None,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No status line.")] = False):
+    """Run a scenario in real time over MQTT: real, emulated and simulated devices, external
+    controllers (docs/hil.md)."""
+    from cps_sim.bridge.hil import HilOptions, parse_duration, run_hil
+
+    try:
+        opts = HilOptions(broker=broker, speed=speed, record=record, quiet=quiet,
+                          emulate=emulate,
+                          duration_s=parse_duration(duration) if duration else None)
+        res = run_hil(scenario, opts, set_ or [], out)
+    except CpsSimError as exc:
+        _fail(exc)
+    k = res.kpis
+    typer.echo(f"results: {res.out_dir}" + ("  (interrupted: partial run)" if res.interrupted
+                                            else ""))
+    lag = (f"lag p50 {k['hil_lag_p50_s'] * 1e3:.1f} ms, p99 {k['hil_lag_p99_s'] * 1e3:.1f} ms,"
+           f" max {k['hil_lag_max_s'] * 1e3:.1f} ms" if "hil_lag_p50_s" in k else "no ticks")
+    typer.echo(f"  broker {res.broker_url}; {lag}")
+    typer.echo(f"  messages in {k['bridge_received']:.0f} (accepted {k['bridge_accepted']:.0f}"
+               f", rejected {k['bridge_rejected']:.0f}, dropped {k['bridge_queue_drops']:.0f})"
+               f", out {k['bridge_published']:.0f}; disconnects {k['bridge_disconnects']:.0f}")
+    typer.echo(f"  grid import {k['grid_import_kwh']:.2f} kWh, wall time {res.wall_time_s:.1f} s")
+
+
+@app.command()
+def replay(recording: Annotated[Path, typer.Argument(help="bridge.parquet of a cps-sim hil "
+                                                     "run (or its results directory, or a "
+                                                     "--record file).")],
+           out: Annotated[Path | None, typer.Option(help="Results directory (default: "
+                                                    "results/<name>-replay).")] = None):
+    """Re-run a recorded hil run offline; reproduces its KPIs and time series."""
+    from cps_sim.bridge.hil import run_replay
+
+    try:
+        res = run_replay(recording, out)
+    except CpsSimError as exc:
+        _fail(exc)
+    typer.echo(f"results: {res.out_dir}")
+    typer.echo(f"  grid import {res.kpis['grid_import_kwh']:.2f} kWh, wall time "
+               f"{res.wall_time_s:.2f} s")
+
+
 def main() -> None:
     """Entry point: whatever goes wrong ends in ``error: ...`` and a non-zero exit.
 

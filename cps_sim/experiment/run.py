@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import simpy
@@ -83,17 +84,24 @@ def default_out_dir(scenario: Scenario) -> Path:
 def simulate(scenario: Scenario, *, quiet: bool = True,
              on_tick: Callable[[World, TickResult], None] | None = None,
              base_dir: Path | None = None,
-             setup: Callable[[simpy.Environment, World], None] | None = None) -> Recorder:
+             setup: Callable[[simpy.Environment, World], None] | None = None,
+             env: simpy.Environment | None = None, transport: Any = None,
+             interruptible: bool = False) -> Recorder:
     """Run the scenario in memory and return its recorder (no files written).
 
     ``on_tick(world, result)`` is called after every settlement tick (for
     checks and live displays).  ``setup(env, world)`` runs once after the world
     and its own controllers have started, before the first event (e.g. to start
     an extra controller with :func:`cps_sim.world.wiring.start_controller`).
+    ``env`` and ``transport`` replace the scenario's environment and in-memory
+    bus (``cps-sim hil``: a real-time environment and the MQTT transport).
+    ``interruptible``: Ctrl-C ends the run early and returns what was simulated
+    (``recorder.interrupted`` is True).
     """
     world = build_world(scenario, base_dir)
-    env = make_env(scenario.mode, scenario.speed)
+    env = env if env is not None else make_env(scenario.mode, scenario.speed)
     recorder = Recorder(world)
+    recorder.interrupted = False
     with TickProgress(world.n_ticks, scenario.name, progress_enabled(quiet)) as bar:
         def _on_tick(r):
             scale = max(abs(v) for v in r.flows_wh.values()) + world.stored_wh() * 1e-3 + 1.0
@@ -105,22 +113,33 @@ def simulate(scenario: Scenario, *, quiet: bool = True,
                 on_tick(world, r)
             bar.update(r.k + 1)
 
-        world.start(env, _on_tick)
+        world.start(env, _on_tick, transport=transport)
         if setup is not None:
             setup(env, world)
-        env.run(until=scenario.duration_s + scenario.tick_s * 0.5)
+        try:
+            env.run(until=scenario.duration_s + scenario.tick_s * 0.5)
+        except KeyboardInterrupt:
+            if not interruptible:
+                raise
+            recorder.interrupted = True
     return recorder
 
 
 def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool = True,
                  source_file: str | None = None, overrides: Sequence[str] = (),
-                 base_dir: Path | None = None) -> RunResult:
+                 base_dir: Path | None = None,
+                 simulator: Callable[[Path | None], Recorder] | None = None,
+                 extras: Callable[[Recorder, Path, dict[str, Any]], None] | None = None,
+                 ) -> RunResult:
     """Simulate ``scenario`` and write its results directory atomically.
 
     Files: ``timeseries.parquet``, ``timeseries_groups.parquet``,
     ``events.parquet``, ``kpis.json``, ``manifest.json`` (and ``sites.parquet``
     when the scenario names sites under ``record:``).  Same scenario and seed
-    ⇒ identical Parquet files.
+    ⇒ identical Parquet files.  ``simulator(base_dir) -> Recorder`` replaces the
+    plain simulation (``cps-sim hil`` / ``replay``); ``extras(recorder, folder,
+    kpis)`` may add KPIs and write more files into the folder before the KPIs
+    are written.
     """
     from cps_sim.experiment.outdir import MARKER, check_run_out
 
@@ -133,7 +152,8 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
         base_dir = Path(source_file).parent
     with atomic_directory(out_dir, recheck=lambda p: check_run_out(p, protect)) as tmp:
         try:
-            recorder = simulate(scenario, quiet=quiet, base_dir=base_dir)
+            recorder = (simulator(base_dir) if simulator is not None
+                        else simulate(scenario, quiet=quiet, base_dir=base_dir))
         except ScenarioError as exc:  # found while building (catalog names, data files)
             if exc.file is None and source_file is not None:
                 raise ScenarioError(source_file, exc.issues) from None
@@ -141,6 +161,8 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
         sim_wall = time.perf_counter() - t0
         events = recorder.events()
         kpis = recorder.kpis(events)
+        if extras is not None:
+            extras(recorder, tmp, kpis)
         timeseries = recorder.timeseries()
         groups = recorder.timeseries_by_group()
         expectations = (check_run(scenario, timeseries, events, kpis, groups) if scenario.expect

@@ -97,6 +97,27 @@ class BridgeDeviceSpec(_Model):
     max_ramp_w_per_s: float | None = Field(
         None, gt=0, description="Largest setpoint change per second; none = no rate limit."
     )
+    max_current_a: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="Chargers driven by a current limit: the largest "
+        "current; default: the profile's.",
+    )
+    min_current_a: float | None = Field(
+        None,
+        ge=0,
+        le=80,
+        description="Below this current the charger pauses (IEC 61851: "
+        "6 A); default: the profile's.",
+    )
+    voltage_v: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        description="Phase voltage for power <-> current (Japan 200 V); default: the profile's.",
+    )
+    phases: int | None = Field(None, ge=1, le=3)
     max_age_s: float = Field(
         30.0,
         gt=0,

@@ -1,0 +1,303 @@
+"""cps-sim hil against a real Mosquitto: an external controller drives a simulated group,
+devices (paho scripts) bound to members replace the model's power, go stale, die (last
+will), receive clamped setpoints; a recorded run replays exactly.  Wall time is bounded by
+running at 300x real time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from cps_sim.bridge.hil import HilOptions, run_hil, run_replay
+from cps_sim.core.errors import ScenarioError
+from tests.integration.mqtt_helpers import client, stop
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.hil, pytest.mark.timeout(120)]
+
+REPO = Path(__file__).resolve().parents[2]
+SPEED = 300.0
+TRIPS = {"probability": 1, "departure_h": 7.75, "duration_h": 0.25, "distance_km": 30}
+
+
+def lab(n=3, **ev):
+    return {
+        "name": "lab",
+        "count": n,
+        "pv": {"share": 1, "capacity_kw": 4},
+        "battery": {
+            "share": 1,
+            "capacity_kwh": 10,
+            "power_kw": 3,
+            "control": "idle",
+            "initial_soc": 0.6,
+        },
+        "ev": {
+            "share": 1,
+            "charger_kw": 6,
+            "initial_soc": 0.5,
+            "trips": {"weekday": TRIPS, "weekend": TRIPS},
+            **ev,
+        },
+    }
+
+
+def write(tmp_path: Path, bridge: dict, sites=None, minutes=30, **top) -> Path:
+    d = {
+        "version": 1,
+        "name": "hiltest",
+        "seed": 7,
+        "start": "2026-05-11T07:30:00+09:00",
+        "duration_days": minutes / 1440,
+        "tick_s": 60,
+        "weather": {"source": "constant", "constant_ghi_w_m2": 300},
+        "sites": sites or [lab()],
+        "bridge": {"prefix": "cps/t", **bridge},
+        **top,
+    }
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(d, sort_keys=False))
+    return p
+
+
+def group_ts(out: Path, group: str):
+    t = pq.read_table(out / "timeseries_groups.parquet").to_pandas()
+    return t[t["group"] == group].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- controller
+
+
+def test_external_controller_drives_simulated_group_and_replay_equals_live(mosquitto, tmp_path):
+    """The 20-line controller of docs/hil.md (examples/external_controller.py) sets every
+    plugged-in EV to 3 kW; the simulated group follows exactly.  Replaying the recording
+    offline gives identical KPIs and time series."""
+    path = write(tmp_path, {"expose": ["lab"]})
+    ctl = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "examples/external_controller.py"),
+            mosquitto.host,
+            str(mosquitto.port),
+            "cps/t",
+        ]
+    )
+    try:
+        time.sleep(1.0)  # the controller subscribes before the run starts
+        res = run_hil(
+            path,
+            HilOptions(
+                broker=mosquitto.url, speed=SPEED, quiet=True, record=tmp_path / "rec.parquet"
+            ),
+            out_dir=tmp_path / "live",
+        )
+    finally:
+        ctl.kill()
+        ctl.wait(5)
+    k = res.kpis
+    assert k["bridge_lab_setpoints_applied"] >= 25 and k["bridge_rejected"] == 0
+    assert k["bridge_lab_fallbacks"] == 1  # only before the first setpoint arrived
+    g = group_ts(res.out_dir, "lab")
+    # EVs return at 08:00 (t = 1800 s = tick 30) -- the run ends there, so look before:
+    # while away (07:45-08:00) nothing charges; before departure the 3 EVs at 3 kW each
+    before = g["ev_charging_w"][1:15].to_numpy()
+    np.testing.assert_array_equal(before, np.full(14, 9000.0))
+    assert (g["ev_charging_w"][16:30] == 0).all()
+    assert {"hil_lag_p50_s", "hil_lag_p99_s", "hil_lag_max_s"} <= set(k)
+    log = pq.read_table(res.out_dir / "bridge.parquet").to_pandas()
+    assert set(log["direction"]) >= {"in", "out", "conn"}
+    assert (log[log.direction == "in"]["topic"] == "cps/t/group/lab/setpoint").all()
+
+    rep = run_replay(tmp_path / "rec.parquet", tmp_path / "replay")
+    assert json.dumps(rep.kpis, sort_keys=True) == json.dumps(k, sort_keys=True)
+    for name in ("timeseries.parquet", "timeseries_groups.parquet", "events.parquet"):
+        assert pq.read_table(rep.out_dir / name).equals(pq.read_table(res.out_dir / name)), name
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+class FakeDevice:
+    """A device script: publishes telemetry (generic profile) and records setpoints."""
+
+    def __init__(
+        self,
+        broker,
+        topic: str,
+        power_w: float,
+        period_s: float = 0.05,
+        will: bool = True,
+        follow: bool = False,
+    ):
+        self.topic, self.power_w, self.period_s, self.follow = topic, power_w, period_s, follow
+        self.setpoints: list[dict] = []
+        self.c = client(
+            broker.host,
+            broker.port,
+            will=(f"{topic}/availability", b"offline") if will else None,
+            on_message=self._on_msg,
+            subscribe=[f"{topic}/setpoint"],
+        )
+        self.c.publish(f"{topic}/availability", b"online", qos=1, retain=True)
+        self.run = True
+        self.th = threading.Thread(target=self._loop, daemon=True)
+
+    def _on_msg(self, c, u, msg):
+        sp = json.loads(msg.payload)
+        self.setpoints.append(sp)
+        if self.follow and "power_w" in sp:
+            self.power_w = sp["power_w"]
+
+    def _loop(self):
+        seq = 0
+        while self.run:
+            body = {"v": 1, "seq": seq, "ts": time.time(), "power_w": self.power_w}
+            self.c.publish(f"{self.topic}/telemetry", json.dumps(body), qos=0)
+            seq += 1
+            time.sleep(self.period_s)
+
+    def start(self):
+        self.th.start()
+        return self
+
+    def halt(self):
+        self.run = False
+        self.th.join(2)
+
+    def die(self):
+        """Crash: the connection drops without DISCONNECT, the broker sends the will."""
+        self.halt()
+        self.c.socket().close()
+        self.c.loop_stop()
+
+
+def test_bound_device_replaces_model_power_then_goes_stale(mosquitto, tmp_path):  # T11
+    dev = {
+        "name": "plug1",
+        "binds": {"group": "lab", "site": 0, "kind": "load"},
+        "emulated": True,
+        "max_age_s": 60,
+    }
+    path = write(
+        tmp_path,
+        {"devices": [dev]},
+        sites=[{"name": "lab", "count": 1, "load": {"annual_kwh": 4000}}],
+    )
+    d = FakeDevice(mosquitto, "cps/t/dev/plug1", 1234.0).start()
+
+    def halt_later():
+        time.sleep(3.0)  # ~900 simulated seconds of telemetry, then silence
+        d.halt()
+
+    th = threading.Thread(target=halt_later)
+    th.start()
+    try:
+        res = run_hil(
+            path,
+            HilOptions(broker=mosquitto.url, speed=SPEED, quiet=True),
+            out_dir=tmp_path / "out",
+        )
+    finally:
+        th.join(5)
+        d.halt()
+        stop(d.c)
+    k = res.kpis
+    ev = pq.read_table(res.out_dir / "bridge_events.parquet").to_pandas()
+    stale = ev[ev.kind == "stale"]
+    assert len(stale) == 1 and k["bridge_dev_plug1_stale"] == 1
+    log = pq.read_table(res.out_dir / "bridge.parquet").to_pandas()
+    tel = log[(log.topic == "cps/t/dev/plug1/telemetry") & log.accepted]
+    t_first, t_last = float(tel.sim_time_s.min()), float(tel.sim_time_s.max())
+    t_stale = float(stale.sim_time_s.iloc[0])
+    assert t_stale == pytest.approx(t_last + 60.0)  # released exactly max_age after the last
+    # the ledger booked exactly the measured power while measured
+    assert k["bridge_dev_plug1_measured_energy_kwh"] == pytest.approx(
+        1.234 * (t_stale - t_first) / 3600.0, rel=1e-9
+    )
+    g = group_ts(res.out_dir, "lab")
+    k0, k1 = int(np.ceil(t_first / 60)), int(t_stale // 60)
+    assert k1 - k0 >= 5
+    np.testing.assert_allclose(g["load_w"][k0:k1], 1234.0, rtol=1e-12)
+    assert (g["load_w"][k1 + 1 :] != 1234.0).all()  # the model again afterwards
+    assert abs(k["balance_residual_wh"]) < 1e-3
+
+
+def test_device_death_by_last_will_and_clamped_setpoints(mosquitto, tmp_path):  # T12, P5
+    """An EV charger (script) bound to site 0: the EV strategy 'now' asks for 6 kW, the
+    device is rated 3.6 kW -> it receives 3600 W (clamped, event); it reports what it
+    draws; then it crashes: the will marks it offline and the model takes over at once."""
+    dev = {
+        "name": "ev1",
+        "binds": {"group": "lab", "site": 0, "kind": "ev"},
+        "emulated": True,
+        "max_power_w": 3600,
+        "max_age_s": 600,
+        "ttl_s": 30,
+    }
+    path = write(tmp_path, {"devices": [dev]}, sites=[lab(n=2)], control={"ev_strategy": "now"})
+    d = FakeDevice(mosquitto, "cps/t/dev/ev1", 0.0, follow=True).start()
+
+    def crash_later():
+        time.sleep(3.0)
+        d.die()
+
+    th = threading.Thread(target=crash_later)
+    th.start()
+    try:
+        res = run_hil(
+            path,
+            HilOptions(broker=mosquitto.url, speed=SPEED, quiet=True),
+            out_dir=tmp_path / "out",
+        )
+    finally:
+        th.join(5)
+    k = res.kpis
+    powers = [sp["power_w"] for sp in d.setpoints if "power_w" in sp]
+    assert powers and max(powers) == 3600.0 and min(powers) >= 0.0
+    assert all(sp["ttl_s"] == 30 and sp["v"] == 1 for sp in d.setpoints)
+    ev = pq.read_table(res.out_dir / "bridge_events.parquet").to_pandas()
+    assert (ev.kind == "setpoint_clamped").any()
+    off = ev[ev.kind == "unavailable"]
+    assert len(off) == 1 and k["bridge_dev_ev1_unavailable"] == 1
+    assert k["bridge_dev_ev1_stale"] == 0  # the will came long before max_age (600 s)
+    # after the crash no more setpoints were published to the dead device
+    log = pq.read_table(res.out_dir / "bridge.parquet").to_pandas()
+    sent = log[(log.direction == "out") & (log.topic == "cps/t/dev/ev1/setpoint")]
+    t_off = float(off.sim_time_s.iloc[0])
+    assert (sent.sim_time_s <= t_off).all()
+    assert k["bridge_dev_ev1_measured_energy_kwh"] > 0
+    assert abs(k["balance_residual_wh"]) < 1e-3
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+def test_scaled_time_refused_for_real_hardware(tmp_path):  # T15
+    dev = {"name": "plug1", "binds": {"group": "lab", "site": 0, "kind": "load"}}
+    path = write(tmp_path, {"devices": [dev], "expose": ["nope"]})
+    with pytest.raises(ScenarioError) as exc:
+        run_hil(path, HilOptions(broker="mqtt://127.0.0.1:1", speed=10, quiet=True))
+    msg = str(exc.value)
+    assert "bridge.devices[0].emulated: speed 10" in msg
+    assert "bridge.expose[0].group: unknown site group 'nope'" in msg
+
+
+def test_cli_password_in_yaml_is_one_error_line(tmp_path):  # S5
+    path = write(tmp_path, {"username": "sim", "password": "hunter2"})
+    r = subprocess.run(
+        [sys.executable, "-m", "cps_sim", "hil", str(path), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert "bridge.password: passwords do not belong in scenario files" in r.stderr
+    assert "hunter2" not in r.stderr and "Traceback" not in r.stderr
