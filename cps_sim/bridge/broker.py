@@ -124,6 +124,7 @@ class MosquittoBroker:
             "log_type warning",
             "log_type notice",
             "connection_messages true",
+            "set_tcp_nodelay true",  # no Nagle delay on setpoints and acks
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             lines.append("user root")

@@ -401,8 +401,9 @@ class _Guard:
                 lo, hi = -np.asarray(obs.ev_v2x_w, float), np.asarray(obs.ev_charger_w, float)
                 x = np.where(np.isposinf(x), hi, x)
             elif key == "battery_setpoint_w":
-                p = np.asarray(group.battery.power_w, float)
-                lo, hi = -p, p
+                b = group.battery
+                lo = -np.asarray(b.max_discharge_power_w, float)
+                hi = np.asarray(b.max_charge_power_w, float)
             elif key == "deferrable_setpoint_w":
                 lo = np.zeros(obs.n_sites)
                 hi = np.asarray(obs.deferrable_max_w, float)
@@ -425,7 +426,7 @@ class _Guard:
             step = ramp * (now - self.last_t)
             for key, y in out.items():
                 prev = self.last.get(key)
-                if prev is None or prev.shape != y.shape or key == "import_limit_w":
+                if prev is None or prev.shape != y.shape or key in S.LIMIT_KEYS:
                     continue
                 both = ~np.isnan(y) & ~np.isnan(prev)
                 z = np.where(both, prev + np.clip(y - prev, -step, step), y)
@@ -518,7 +519,7 @@ class DeviceLink:
             self.stats.ignored += 1
             return None
         if isinstance(r, Reject):
-            return S.Reject(PROFILE_REJECT, r.reason)
+            return r if isinstance(r, S.Reject) else S.Reject(PROFILE_REJECT, str(r))
         assert isinstance(r, Measurement)
         name = self.spec.name
         if r.role == "availability":
@@ -536,8 +537,9 @@ class DeviceLink:
             return None
         if r.seq is not None:
             ts = r.ts if r.ts is not None else raw.wall_s
+            sid = r.envelope.sid if getattr(r, "envelope", None) is not None else None
             chk = self.tr.streams.check(
-                f"{raw.topic}|{r.signals.get('sid') or ''}", S.Envelope(1, int(r.seq), float(ts))
+                f"{raw.topic}|{sid or ''}", S.Envelope(1, int(r.seq), float(ts), sid)
             )
             if isinstance(chk, S.Reject):
                 return chk

@@ -435,6 +435,18 @@ TELEMETRY_FIELDS: dict[str, tuple[str, float, float]] = {
     "on": ("bool", 0, 0),
     "status": ("str", 0, 64),
 }
+# device state (``<prefix>/dev/<id>/state``): the ack of a setpoint and the device's mode
+STATE_FIELDS: dict[str, tuple[str, float, float]] = {
+    "setpoint_seq": ("int", 0, 2**63 - 1),
+    "setpoint_power_w": ("num", -MAX_POWER_W, MAX_POWER_W),
+    "setpoint_current_a": ("num", 0.0, MAX_CURRENT_A),
+    "current_limit_a": ("num", 0.0, MAX_CURRENT_A),
+    "session_energy_wh": ("num", 0.0, 1e12),
+    "mode": ("str", 0, 32),
+    "fallback": ("bool", 0, 0),
+    "reason": ("str", 0, 200),
+    "on": ("bool", 0, 0),
+}
 SETPOINT_CONTROLS = ("power_w", "current_a", "on", "mode")
 SETPOINT_MODES = ("auto",)
 
@@ -481,6 +493,11 @@ def _check_field(key: str, value: Any, kind: str, lo: float, hi: float) -> Rejec
             return Reject(WRONG_TYPE, f"{key} must be a number, got {type(value).__name__}")
         if not lo <= value <= hi:
             return Reject(OUT_OF_RANGE, f"{key} = {value} outside [{lo:g}, {hi:g}]")
+    elif kind == "int":
+        if not _is_int(value):
+            return Reject(WRONG_TYPE, f"{key} must be an integer, got {type(value).__name__}")
+        if not lo <= value <= hi:
+            return Reject(OUT_OF_RANGE, f"{key} = {value} outside [{lo:g}, {hi:g}]")
     elif kind == "bool":
         if not isinstance(value, bool):
             return Reject(WRONG_TYPE, f"{key} must be true/false, got {type(value).__name__}")
@@ -490,7 +507,10 @@ def _check_field(key: str, value: Any, kind: str, lo: float, hi: float) -> Rejec
 
 
 def decode_measurement(payload: bytes, role: str = "telemetry") -> Measurement | Reject:
-    """Telemetry (``power_w`` required) or state: known keys checked, unknown tolerated."""
+    """Telemetry (``power_w`` required) or state: known keys checked, unknown tolerated.
+
+    Telemetry keys: :data:`TELEMETRY_FIELDS`; state keys: :data:`STATE_FIELDS` (and the
+    telemetry keys, which a state message may repeat)."""
     obj = parse_json(payload)
     if isinstance(obj, Reject):
         return obj
@@ -508,13 +528,17 @@ def decode_measurement(payload: bytes, role: str = "telemetry") -> Measurement |
         if key in ENVELOPE_KEYS:
             continue
         spec = TELEMETRY_FIELDS.get(key)
+        if role == "state":
+            spec = STATE_FIELDS.get(key, spec)
         if spec is None:
             unknown.append(key[:64])
             continue
         problem = _check_field(key, value, *spec)
         if problem is not None:
             return problem
-        signals[key] = float(value) if spec[0] == "num" else value
+        signals[key] = (
+            float(value) if spec[0] == "num" else (int(value) if spec[0] == "int" else value)
+        )
     return Measurement(role, signals, env, tuple(unknown))
 
 
@@ -591,7 +615,9 @@ GROUP_SETPOINT_KEYS = (
     "battery_setpoint_w",
     "import_limit_w",
     "deferrable_setpoint_w",
+    "export_limit_w",
 )
+LIMIT_KEYS = ("import_limit_w", "export_limit_w")  # >= 0, null = no limit
 BATTERY_MODES = ("auto", "setpoint")
 
 
@@ -608,9 +634,9 @@ def _array_to_json(key: str, arr: np.ndarray) -> tuple[list[Any], list[str] | No
         )
     if np.isnan(a).any():
         raise BusError(f"{key}: NaN is not a valid setpoint")
-    if key == "import_limit_w":
+    if key in LIMIT_KEYS:
         if (a == -np.inf).any():
-            raise BusError("import_limit_w: -inf is not a valid limit")
+            raise BusError(f"{key}: -inf is not a valid limit")
         return [None if math.isinf(x) else x for x in a.tolist()], None
     if key == "ev_setpoint_w":
         if (a == -np.inf).any():
@@ -686,19 +712,26 @@ def decode_group_setpoint(
             return Reject(WRONG_TYPE, f"{key} must be an array, got {type(arr).__name__}")
         if sizes is not None and key in sizes and len(arr) != sizes[key]:
             return Reject(BAD_LENGTH, f"{key}: {len(arr)} values, the group has {sizes[key]}")
-        nullable = key in ("import_limit_w", "ev_setpoint_w")
+        nullable = key in (*LIMIT_KEYS, "ev_setpoint_w")
         vals = np.empty(len(arr))
         for i, x in enumerate(arr):
             if x is None and nullable:
                 vals[i] = np.inf
             elif not _is_num(x):
-                return Reject(WRONG_TYPE, f"{key}[{i}] must be a number, got {type(x).__name__}")
+                hint = (
+                    " (battery_mode 'auto' selects the built-in rule)"
+                    if (x is None and key == "battery_setpoint_w")
+                    else ""
+                )
+                return Reject(
+                    WRONG_TYPE, f"{key}[{i}] must be a number, got {type(x).__name__}{hint}"
+                )
             elif not -MAX_POWER_W <= x <= MAX_POWER_W:
                 return Reject(OUT_OF_RANGE, f"{key}[{i}] = {x} outside ±{MAX_POWER_W:g} W")
             else:
                 vals[i] = x
-        if key == "import_limit_w" and (vals < 0).any():
-            return Reject(OUT_OF_RANGE, "import_limit_w must be >= 0 (null = no limit)")
+        if key in LIMIT_KEYS and (vals < 0).any():
+            return Reject(OUT_OF_RANGE, f"{key} must be >= 0 (null = no limit)")
         out[key] = vals
     if "battery_mode" in obj:
         mode = obj["battery_mode"]

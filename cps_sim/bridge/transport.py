@@ -36,8 +36,10 @@ will sets ``<prefix>/status`` to ``offline`` (retained).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import socket
 import ssl
 import threading
 import time
@@ -333,6 +335,10 @@ class LiveLink:
                 subs = list(self._subs.items())
             if subs:
                 client.subscribe(subs)
+            sock = client.socket()
+            if sock is not None:  # no Nagle: a setpoint must not wait for a delayed ACK
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.publish(self.status_topic, b"online", qos=1, retain=True)
             if not self._first.is_set():
                 self._first_rc = reason_code
@@ -496,8 +502,6 @@ class LiveLink:
 def _tls_preflight(host: str, port: int, ctx: ssl.SSLContext, timeout_s: float) -> None:
     """One TLS handshake of our own before paho's, so that a refused certificate gives a
     clear error (and no half-open socket is left behind)."""
-    import socket
-
     who = f"{host}:{port}"
     try:
         with (

@@ -350,3 +350,28 @@ def test_unsendable_payloads_refused_at_publish():
     ]:
         with pytest.raises(BusError):
             S.encode_bus_payload(bad, env)
+
+
+def test_state_fields_checked():
+    m = S.decode_measurement(
+        obj(setpoint_seq=4, setpoint_power_w=3600.0, mode="setpoint", fallback=False, reason=""),
+        role="state",
+    )
+    assert m.signals["setpoint_seq"] == 4 and isinstance(m.signals["setpoint_seq"], int)
+    assert m.unknown_keys == ()
+    for bad in [
+        obj(setpoint_seq=1.5),
+        obj(setpoint_seq=-1),
+        obj(fallback="no"),
+        obj(setpoint_current_a=-3),
+    ]:
+        assert isinstance(S.decode_measurement(bad, role="state"), S.Reject), bad
+
+
+def test_export_limit_null_is_no_limit():
+    sizes = {"export_limit_w": 2}
+    out = S.decode_group_setpoint({**ENV, "export_limit_w": [None, 0]}, sizes)
+    np.testing.assert_array_equal(out["export_limit_w"], [np.inf, 0])
+    assert S.decode_group_setpoint({**ENV, "export_limit_w": [-1, 0]}, sizes).reason == (
+        S.OUT_OF_RANGE
+    )
