@@ -115,13 +115,8 @@ class BatteryFleet(DeviceFleet):
         super().__init__(n, rng, start, rated)
         cap = np.full(n, capacity_kwh * 1000.0)
         p = np.full(n, min(abs(rated.power_w_min), rated.power_w_max))
-        self.spec = bat.BatterySpec(
-            capacity_wh=cap,
-            power_w=p,
-            charge_efficiency=np.full(n, 0.95),
-            discharge_efficiency=np.full(n, 0.95),
-            energy_min_wh=0.10 * cap,
-            energy_max_wh=0.95 * cap,
+        self.spec = bat.make_spec(
+            cap, p, charge_efficiency=0.95, discharge_efficiency=0.95, soc_min=0.10, soc_max=0.95
         )
         self.stored_wh = _u(rng, 0.3, 0.7, n) * cap
 
