@@ -272,7 +272,7 @@ def run_hil(
             kpis["hil_speed"] = speed
             kpis["hil_interrupted"] = float(state["interrupted"])
             meta["kpis_live"] = {
-                k: v for k, v in kpis.items() if k.startswith("hil_lag") or k == "hil_interrupted"
+                k: v for k, v in kpis.items() if k.startswith("hil_lag") or k == "hil_interrupted" or "_ack_p" in k
             }
             _write_tables(folder, rt, meta)
             if options.record is not None:
@@ -349,7 +349,7 @@ def start_scenario_emulators(
             rated=rated,
             seed=scenario.seed,
             start=scenario.start.isoformat(),
-            interval_s=1.0 / speed if speed > 1 else 1.0,
+            interval_s=max(5.0 / speed, 0.02),  # telemetry every 5 simulated seconds
         )
         fleets.append(fleet)
         topic = fleet.device_topics[0]

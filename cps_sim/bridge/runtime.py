@@ -323,6 +323,10 @@ class BridgeRuntime:
             out[f"bridge_dev_{name}_unavailable"] = float(s.unavailable)
             out[f"bridge_dev_{name}_setpoints_sent"] = float(s.setpoints_sent)
             out[f"bridge_dev_{name}_measured_energy_kwh"] = link.member.energy_wh / 1000.0
+            if s.reaction_wall_s:  # setpoint published -> device's ack received (wall clock)
+                r = np.asarray(s.reaction_wall_s)
+                out[f"bridge_dev_{name}_ack_p50_s"] = float(np.percentile(r, 50))
+                out[f"bridge_dev_{name}_ack_p99_s"] = float(np.percentile(r, 99))
         return out
 
     def events_table(self):
