@@ -272,7 +272,9 @@ def run_hil(
             kpis["hil_speed"] = speed
             kpis["hil_interrupted"] = float(state["interrupted"])
             meta["kpis_live"] = {
-                k: v for k, v in kpis.items() if k.startswith("hil_lag") or k == "hil_interrupted" or "_ack_p" in k
+                k: v
+                for k, v in kpis.items()
+                if k.startswith("hil_lag") or k == "hil_interrupted" or "_ack_p" in k
             }
             _write_tables(folder, rt, meta)
             if options.record is not None:
