@@ -189,6 +189,8 @@ def emulate(
     = "synthetic",
     start: Annotated[str | None, typer.Option(help="Device clock start, ISO 8601 (default: "
                                               "now).")] = None,
+    telemetry_qos: Annotated[int | None, typer.Option(help="QoS of telemetry (default: the "
+                                                      "profile's, 0 for generic).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ):
     """Emulated MQTT devices driven by the models, speaking a device profile."""
@@ -200,7 +202,7 @@ def emulate(
                     seed=seed, ttl_s=ttl, clients=clients, protocol=protocol,
                     username=username, password_env=password_env, ca_file=ca_file,
                     homeassistant=homeassistant, ha_remove=ha_remove, weather=weather,
-                    start=start, quiet=quiet)
+                    start=start, telemetry_qos=telemetry_qos, quiet=quiet)
     except CpsSimError as exc:
         _fail(exc)
 

@@ -100,6 +100,8 @@ class EmulatorConfig:
                 raise BridgeError(f"{name} must be a finite number > 0, got {v!r}")
         if self.duration_s is not None and not self.duration_s > 0:
             raise BridgeError(f"duration must be > 0, got {self.duration_s}")
+        if self.telemetry_qos not in (None, 0, 1, 2):
+            raise BridgeError(f"telemetry QoS must be 0, 1 or 2, got {self.telemetry_qos!r}")
         if self.clients not in ("device", "shared"):
             raise BridgeError(f"clients must be device or shared, got {self.clients!r}")
         if self.protocol not in ("3.1.1", "5"):
