@@ -65,6 +65,7 @@ def run_emulate(
     weather: str = "synthetic",
     start: str | None = None,
     rated: dict[str, float] | None = None,
+    telemetry_qos: int | None = None,
     quiet: bool = False,
     summary_json: Path | None = None,
 ) -> dict[str, Any]:
@@ -104,6 +105,7 @@ def run_emulate(
         weather=weather,
         start=start,
         rated=dict(rated or {}),
+        telemetry_qos=telemetry_qos,
     )
     fleet = EmulatorFleet(cfg)
     stopping = {"sig": None}
