@@ -233,7 +233,8 @@ def _field_spec(ck: _Checker, where: str, d: Mapping[str, Any]) -> FieldSpec | N
         table = UNITS[sig.dimension]
         if unit not in table:
             other = [dim for dim, t in UNITS.items() if unit in t]
-            hint = f"'{unit}' is a {other[0]} unit; " if other else ""
+            art = "an" if other and other[0][0] in "aeiou" else "a"
+            hint = f"'{unit}' is {art} {other[0]} unit; " if other else ""
             ck.err(
                 f"{where}.unit",
                 f"{hint}signal {name} needs a {sig.dimension} unit, one of {sorted(table)}",

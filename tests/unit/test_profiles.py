@@ -504,7 +504,7 @@ BAD_PROFILES = [
     (
         "unit of the wrong dimension",
         "raw: {signal: power_w, unit: kWh}",
-        "messages[0].raw.unit: 'kWh' is a energy unit; signal power_w needs a power unit",
+        "messages[0].raw.unit: 'kWh' is an energy unit; signal power_w needs a power unit",
     ),
     ("unknown signal", "raw: {signal: pwr}", "messages[0].raw.signal: unknown signal 'pwr'"),
     ("bad sign", "raw: {signal: power_w, sign: 2}", "messages[0].raw.sign: must be 1 or -1"),
@@ -579,3 +579,20 @@ def test_yaml_syntax_error_has_line(tmp_path):
 
 def test_setpoint_signals_match_the_contract():
     assert set(SETPOINT_SIGNALS) == {"power_w", "current_a", "on", "mode"}
+
+
+def test_the_profile_example_in_docs_hil_md_loads_and_round_trips(tmp_path):
+    """docs/hil.md's "Write your own profile" example is a working profile."""
+    import re
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "hil.md").read_text()
+    section = text[text.index("### Write your own profile") :]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    path = tmp_path / "my_meter.yaml"
+    path.write_text(block)
+    p = load_profile(path)
+    assert p.decode("home/m1/power", b"2.5").signals == {"power_w": 2500.0}
+    got = p.decode("home/m1/state", b'{"counters": {"import": 1.5}, "relay": "1"}')
+    assert got.signals == {"energy_wh": 1500.0, "on": True}
+    assert p.decode("home/m1/status", b"down").signals == {"available": False}
+    assert p.encode_setpoint("m1", Setpoint(on=False)) == [("home/m1/relay/set", b"0", 1, False)]
