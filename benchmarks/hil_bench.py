@@ -182,6 +182,10 @@ def analyse(out_dir: Path, prefix: str, wall_s: float, emulator: dict) -> dict:
         "telemetry_gaps": gaps,
         "bridge_rejected": kpis.get("bridge_rejected", float("nan")),
         "emulator_lateness_p99_ms": emulator.get("lateness_p99_s", float("nan")) * 1e3,
+        "emulator_commands": emulator.get("commands", -1),
+        "emulator_clamped": emulator.get("clamped", -1),
+        "emulator_ignored": emulator.get("ignored", {}),
+        "emulator_rejected": emulator.get("rejected", {}),
     }
 
 

@@ -57,13 +57,9 @@ def _sample(signal: str, spec: FieldSpec, i: int):
         return 7 + i
     if signal == "soc":
         return 0.42
-    base = {
-        "power_w": 1234.0,
-        "current_a": 10.0,
-        "current_limit_a": 16.0,
-        "voltage_v": 231.0,
-        "temperature_c": 24.0,
-    }.get(signal, 5678.0)
+    base = {"power": 1234.0, "current": 10.0, "voltage": 231.0, "temperature": 24.0}.get(
+        SIGNALS[signal].dimension or "", 5678.0
+    )
     return base * spec.sign
 
 
