@@ -51,15 +51,10 @@ def run(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
         result = run_file(scenario, overrides=set_ or [], seed=seed, out_dir=out, quiet=quiet)
     except CpsSimError as exc:
         _fail(exc)
-    k = result.kpis
+    from cps_sim.experiment.summary import format_blocks, run_blocks
+
     typer.echo(f"results: {result.out_dir}")
-    typer.echo(f"  grid import {k['grid_import_kwh']:.1f} kWh, export {k['grid_export_kwh']:.1f}"
-               f" kWh, PV {k['pv_generation_kwh']:.1f} kWh, peak import "
-               f"{k['peak_import_kw']:.1f} kW")
-    typer.echo(f"  self-consumption {k['self_consumption']:.1%}, self-sufficiency "
-               f"{k['self_sufficiency']:.1%}, cost {k['cost_jpy']:,.0f} JPY, CO2 "
-               f"{k['co2_kg']:,.0f} kg, EV unmet at departure "
-               f"{k['ev_unmet_at_departure_kwh']:.1f} kWh")
+    typer.echo(format_blocks(run_blocks(result.out_dir)))
     typer.echo(f"  wall time {result.wall_time_s:.2f} s")
     if result.expectations is not None:
         report = result.expectations

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cps_sim.core.errors import ResultsError
+from cps_sim.experiment.summary import BLOCK_PLOT_FILES
 
 MARKER = "cps_sim"  # key in manifest.json (runs) and plan.json (sweeps)
 PREFIX = ".cps_sim-"
@@ -48,7 +49,7 @@ REPORT_FILES = frozenset(
         "sensitivity.png",
         "tradeoff.png",
     }
-)
+) | BLOCK_PLOT_FILES
 
 
 def _host() -> str:

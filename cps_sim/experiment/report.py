@@ -210,13 +210,22 @@ def _run_report(src: Path, out: Path, week_start: str | None) -> Report:
                        ("daily_profiles.png", lambda p: _daily_profiles(ts, p))):
         draw(out / name)
         rep.pngs.append(out / name)
+    from cps_sim.experiment import summary
+
+    run = summary.RunData.load(src) if (src / "manifest.json").exists() else None
+    blocks = summary.blocks(run) if run is not None else []
+    if run is not None:  # one plot per enabled block (system, storage, VPP, islanding, ...)
+        rep.pngs.extend(summary.plot_blocks(run, week, out, dpi=DPI))
     title = f"Run {manifest.get('scenario', {}).get('name', src.name)}"
     facts = {"results": str(src), "seed": manifest.get("seed"),
              "scenario hash": str(manifest.get("scenario_hash", ""))[:16],
              "week shown": f"{week.index[0]:%Y-%m-%d} .. {week.index[-1]:%Y-%m-%d}",
              "wall time [s]": _fmt(manifest.get("wall_time_s"))}
     kpi_rows = [[k, _fmt(v)] for k, v in sorted(kpis.items())]
+    summary_html = [f"<h3>{html.escape(b.title)}</h3>" + _table(["", ""], [
+        [label, value] for label, value in b.items]) for b in blocks]
     body = [_table(["", ""], [[k, html.escape(str(v))] for k, v in facts.items()]),
+            "<h2>Summary</h2>", *summary_html,
             *(_img(p) for p in rep.pngs), "<h2>KPIs</h2>", _table(["KPI", "value"], kpi_rows)]
     _write_html(rep.html, title, body)
     return rep
