@@ -97,9 +97,10 @@ class Block:
 def _fmt(v: float, unit: str, fmt: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "n/a"
-    if unit == "%":
-        return f"{100.0 * v:{fmt}} %"
-    return f"{v:{fmt}} {unit}".rstrip()
+    text = f"{100.0 * v if unit == '%' else v:{fmt}}"
+    if text.startswith("-") and not any(c in "123456789" for c in text):
+        text = text[1:]  # -0.0 from a rounding residue reads as 0.0
+    return f"{text} {unit}".rstrip()
 
 
 def _energy(kwh: float) -> tuple[float, str]:
@@ -135,7 +136,11 @@ class RunData:
     def load(cls, out_dir: str | Path) -> RunData:
         out = Path(out_dir)
         manifest = json.loads((out / "manifest.json").read_text())
-        kpis = json.loads((out / "kpis.json").read_text())
+        # kpis.json writes NaN (e.g. self-consumption without PV) as null
+        kpis = {
+            key: float("nan") if v is None else v
+            for key, v in json.loads((out / "kpis.json").read_text()).items()
+        }
         return cls(manifest.get("scenario") or {}, kpis, out)
 
     @property

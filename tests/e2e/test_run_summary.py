@@ -231,3 +231,26 @@ def test_report_plots_each_enabled_block(runs, tmp_path):
         ["report", str(runs["power_to_hydrogen"][3]), "--out", str(tmp_path / "power_to_hydrogen")]
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_kpis_without_a_value_print_as_n_a_not_a_crash(tmp_path):
+    # no PV anywhere: self-consumption is undefined (NaN in the run, null in kpis.json)
+    r = _cli(
+        [
+            "run",
+            "scenarios/quickstart.yaml",
+            "--out",
+            str(tmp_path / "o"),
+            "-q",
+            "--set",
+            "duration_days=1",
+            "--set",
+            "sites[0].count=5",
+            "--set",
+            "sites[0].pv.share=0",
+        ]
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "o" / "kpis.json").read_text())["self_consumption"] is None
+    assert "self-consumption n/a" in r.stdout
+    assert "-0.0 %" not in r.stdout
