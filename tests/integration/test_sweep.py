@@ -338,12 +338,17 @@ def test_report_renders_sweep_and_run_plots(grid_sweep, tmp_path):
     run_id = read_catalog(r.out_dir).run_id.iloc[0]
     rep = make_report(r.out_dir / "runs" / f"run_id={run_id}", out_dir=tmp_path / "runrep")
     assert rep.kind == "run"
-    assert sorted(p.name for p in rep.pngs) == ["daily_profiles.png", "energy_flows.png",
-                                                "soc_price.png"]
+    from cps_sim.experiment.summary import BLOCK_PLOT_FILES
+
+    names = {p.name for p in rep.pngs}
+    assert {"daily_profiles.png", "energy_flows.png", "soc_price.png"} <= names
+    # plus one plot per enabled block (the sweep's homes have EVs)
+    assert names - {"daily_profiles.png", "energy_flows.png", "soc_price.png"} == {"evs.png"}
+    assert "evs.png" in BLOCK_PLOT_FILES
     for p in rep.pngs:
         _check_png(p)
     page = rep.html.read_text()
-    assert page.count("data:image/png;base64,") == 3 and "self_sufficiency" in page
+    assert page.count("data:image/png;base64,") == len(rep.pngs) and "self_sufficiency" in page
 
 
 def test_cli_sweep_report_and_located_errors(tmp_path):
