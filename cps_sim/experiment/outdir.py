@@ -40,16 +40,19 @@ STAGING = f"{PREFIX}staging"
 TMP = f"{PREFIX}tmp"
 # What `cps-sim report` writes into RESULTS_DIR/report (a report folder may be replaced
 # with a run result when it holds only these).
-REPORT_FILES = frozenset(
-    {
-        "report.html",
-        "energy_flows.png",
-        "soc_price.png",
-        "daily_profiles.png",
-        "sensitivity.png",
-        "tradeoff.png",
-    }
-) | BLOCK_PLOT_FILES
+REPORT_FILES = (
+    frozenset(
+        {
+            "report.html",
+            "energy_flows.png",
+            "soc_price.png",
+            "daily_profiles.png",
+            "sensitivity.png",
+            "tradeoff.png",
+        }
+    )
+    | BLOCK_PLOT_FILES
+)
 
 
 def _host() -> str:
