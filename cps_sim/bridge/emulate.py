@@ -221,6 +221,7 @@ class EmulatorFleet:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._ready = threading.Event()
+        self.changed: set[int] = set()
         self._topic_index: dict[str, int] = {}
         for i, b in enumerate(self.bound):
             for t in b.command_topics:
@@ -303,7 +304,6 @@ class EmulatorFleet:
         elif sp.seq is not None and sp.seq == self.last_seq[i]:
             self.stats.ignored["duplicate"] += 1
             return
-        self.advance_to(self.now_s())
         self.apply(i, sp)
 
     def apply(self, i: int, sp: Setpoint) -> str | None:
@@ -311,7 +311,7 @@ class EmulatorFleet:
         held, reason = self.hold(i, sp)
         self._ack(i, reason=reason)
         if held:
-            self.publish_telemetry(np.array([i]))  # the report window closes at the change
+            self.changed.add(i)  # its report window closes at the change (flush_changed)
         return None if held else reason
 
     def hold(self, i: int, sp: Setpoint) -> tuple[bool, str | None]:
@@ -362,6 +362,19 @@ class EmulatorFleet:
         self.expires_s[i] = self.t_s + ttl
         self.fallback[i] = False
         return True, "; ".join(notes) or None
+
+    def handle_commands(self, batch: list[tuple[str, bytes, bool]]) -> None:
+        """Commands that arrived together: the physics advances once to now, each command
+        is held and acknowledged, and each changed device reports once."""
+        self.advance_to(self.now_s())
+        for topic, payload, retained in batch:
+            self.handle_command(topic, payload, retained)
+        self.flush_changed()
+
+    def flush_changed(self) -> None:
+        if self.changed:
+            self.publish_telemetry(np.fromiter(sorted(self.changed), dtype=np.int64))
+            self.changed.clear()
 
     def expire(self) -> None:
         """Watchdog: commands older than their ttl give way to the fail-safe."""

@@ -306,8 +306,7 @@ class Links:
             self._poll(min(wake - now, 0.5))
             if self.inbox:
                 batch, self.inbox = self.inbox, []
-                for topic, payload, retained in batch:
-                    f.handle_command(topic, payload, retained)
+                f.handle_commands(batch)
             t_now = f.now_s()
             while f.next_expiry_s() <= t_now:
                 f.advance_to(f.next_expiry_s())

@@ -59,6 +59,7 @@ from cps_sim.bridge.profile_spec import (
     PROFILE_DIR,
     SETPOINT_SIGNALS,
     AvailabilitySpec,
+    FieldSpec,
     MessageSpec,
     ProfileError,
     ProfileSpec,
@@ -361,6 +362,15 @@ class BoundDevice:
 
     def _encode_one(self, m: MessageSpec, values: Mapping[str, Any]) -> Outgoing:
         topic = subst_vars(m.topic, self._subst)
+        flat = _flat_identity(m)
+        if flat is not None:  # schema v1: keys are the signals, values as they are
+            consts, keys = flat
+            body = dict(consts)
+            for k in keys:
+                v = values.get(k)
+                if v is not None:
+                    body[k] = v if not isinstance(v, float) else v + 0.0
+            return topic, dump_json(body), m.qos, m.retain
         if m.raw is not None:
             payload = raw_text(to_vendor(m.raw, values[m.raw.signal])).encode()
         else:
@@ -369,6 +379,45 @@ class BoundDevice:
                 set_path(body, path, want)
             payload = dump_json(body)
         return topic, payload, m.qos, m.retain
+
+
+_FLAT: dict[int, tuple[dict[str, Any], tuple[str, ...]] | None] = {}
+
+
+def _flat_identity(m: MessageSpec) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+    """(constants, signal keys) when ``m``'s payload is a flat object whose keys are the
+    signals themselves, unconverted (the schema-v1 layout); else None."""
+    key = id(m)
+    if key not in _FLAT:
+        t = m.template
+        ok = (
+            m.raw is None
+            and isinstance(t, dict)
+            and all(
+                not isinstance(v, (dict, list))
+                and (
+                    not isinstance(v, FieldSpec)
+                    or (
+                        v.signal == k
+                        and v.factor == 1.0
+                        and v.sign == 1.0
+                        and not v.mapping
+                        and v.round is None
+                        and not v.has_default
+                    )
+                )
+                for k, v in t.items()
+            )
+        )
+        if ok:
+            consts = {k: v for k, v in t.items() if not isinstance(v, FieldSpec)}
+            for path, want in m.match:
+                consts[str(path[0])] = want
+            keys = tuple(k for k, v in t.items() if isinstance(v, FieldSpec))
+            _FLAT[key] = (consts, keys)
+        else:
+            _FLAT[key] = None
+    return _FLAT[key]
 
 
 # --------------------------------------------------------------------------- loading
