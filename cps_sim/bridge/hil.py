@@ -225,6 +225,8 @@ def run_hil(
             tmp = tempfile.TemporaryDirectory(prefix="cps-sim-broker-")
             broker = start_broker(Path(tmp.name))
             url = broker.url
+        if not options.quiet:
+            print(f"broker {url}, topic prefix {prefix}/", file=sys.stderr, flush=True)
         cfg = connection_config(spec, url, base_dir)
         if options.emulate:
             fleets, spec = start_scenario_emulators(spec, url, prefix, speed, cfg, scenario)

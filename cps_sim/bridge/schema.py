@@ -822,6 +822,9 @@ OBSERVATION_ARRAYS = (
     "deferrable_max_w",
     "deferrable_remaining_wh",
     "deferrable_deadline_s",
+    "site_export_limit_w",
+    "ev_energy_max_wh",
+    "ev_charge_efficiency",
 )
 
 

@@ -838,9 +838,24 @@ class MqttTransport:
             )
 
     def event(self, kind: str, subject: str, detail: str = "") -> None:
-        """Log a bridge event (also published on ``<prefix>/event/<kind>`` when connected)."""
+        """Log a bridge event; every kind but ``rejected`` (which can come in floods and is
+        counted instead) is also published on ``<prefix>/event/<kind>`` (QoS 1)."""
         now = float(self.env.now)
         self.events.append(BridgeEvent(now, kind, subject, detail))
+        if kind != "rejected":
+            topic = self.topics.event(kind)
+            env = self.envelope(topic)
+            body = {
+                "v": env.v,
+                "seq": env.seq,
+                "ts": env.ts,
+                "sid": env.sid,
+                "sim_time_s": now,
+                "kind": kind,
+                "subject": subject,
+                "detail": detail,
+            }
+            self._send(topic, S.dumps(body), 1)
 
     def _reject(self, raw: RawIn, now: float, rej: S.Reject) -> None:
         c = self.counters
