@@ -354,6 +354,8 @@ def start_scenario_emulators(
             seed=scenario.seed,
             start=scenario.start.isoformat(),
             interval_s=max(5.0 / speed, 0.02),  # telemetry every 5 simulated seconds
+            homeassistant=spec.homeassistant,
+            ha_prefix=spec.discovery_prefix,
         )
         fleets.append(fleet)
         topic = fleet.device_topics[0]

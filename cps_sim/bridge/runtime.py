@@ -167,6 +167,10 @@ class BridgeRuntime:
         for i, d in enumerate(self.spec.devices):
             self.links.append(DeviceLink(self, env, world, d, i))
         self.tr.publish_wire(self.tr.topics.status(), b"online", 1, retain=True)
+        if self.spec.homeassistant:
+            self._ha_configs = self._discovery(world)
+            self._announce()
+            self.tr.subscribe_wire(f"{self.spec.discovery_prefix}/status", self._ha_status)
         self.tr.start()
         if self.live:
             sync = getattr(env, "sync", None)  # RealtimeEnvironment: wall clock starts now
@@ -208,6 +212,47 @@ class BridgeRuntime:
                 self.tr.topics.dev(dev_id, "availability"), b"online", 1, retain=True
             )
         env.process(self._observe(env, world, g, e.interval_s or world.tick_s, members, stats))
+
+    # ------------------------------------------------------------------ Home Assistant
+    def _discovery(self, world: Any) -> list[tuple[str, bytes]]:
+        """Discovery configs for the members of exposed groups (sensors; they are
+        controlled through the group topic, so no controls)."""
+        from cps_sim.bridge.homeassistant import discovery_messages
+        from cps_sim.bridge.profiles import load_profile
+
+        generic = load_profile("generic")
+        kinds = {"ev": "ev_charger", "battery": "battery", "pv": "pv", "load": "meter"}
+        signals = {
+            "ev": ["power_w", "soc", "energy_wh", "plugged"],
+            "battery": ["power_w", "soc", "energy_wh"],
+            "pv": ["power_w"],
+            "load": ["power_w"],
+        }
+        out: list[tuple[str, bytes]] = []
+        for e in self.spec.expose:
+            if not e.per_device:
+                continue
+            every = e.interval_s or world.tick_s
+            for dev_id, kind, _i in _members(world, e.group):
+                bound = generic.bind(f"{self.tr.topics.prefix}/dev/{dev_id}")
+                out += discovery_messages(
+                    bound,
+                    dev_id,
+                    kinds[kind],
+                    signals[kind],
+                    expire_after_s=3 * every / self.speed,
+                    prefix=self.spec.discovery_prefix,
+                )
+        return out
+
+    def _announce(self) -> None:
+        for topic, payload in self._ha_configs:
+            self.tr.publish_wire(topic, payload, 1, retain=True)
+
+    def _ha_status(self, raw: RawIn, now: float) -> S.Reject | None:
+        if raw.payload == b"online":  # Home Assistant (re)started: announce again
+            self._announce()
+        return None
 
     def _observe(self, env, world, g: str, interval: float, members, stats: GroupStats):
         k = 0

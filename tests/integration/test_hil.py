@@ -366,3 +366,76 @@ def test_demo_mixed_run_closes_the_loop_and_replays(mosquitto, tmp_path):
         assert pq.read_table(rep.out_dir / name).equals(pq.read_table(tmp_path / "live" / name)), (
             name
         )
+
+
+def test_home_assistant_discovery_of_exposed_members(mosquitto, tmp_path):
+    path = write(tmp_path, {"expose": ["lab"], "homeassistant": True}, sites=[lab(n=2)], minutes=5)
+    res = run_hil(
+        path, HilOptions(broker=mosquitto.url, speed=SPEED, quiet=True), out_dir=tmp_path / "out"
+    )
+    got: dict[str, dict] = {}
+    c = client(
+        mosquitto.host,
+        mosquitto.port,
+        on_message=lambda _c, _u, m: got.__setitem__(m.topic, json.loads(m.payload)),
+        subscribe=["homeassistant/#"],
+    )
+    time.sleep(0.5)  # the retained configs arrive
+    stop(c)
+    # 2 sites x (ev: 4 signals, battery: 3, pv: 1, load: 1) retained sensor configs
+    assert len(got) == 2 * 9
+    log = pq.read_table(res.out_dir / "bridge.parquet").to_pandas()
+    published = set(log[log.direction == "out"].topic)
+    for cfg in got.values():
+        assert cfg["state_topic"] in published  # every sensor reads a topic the run fills
+        assert cfg["availability_topic"].startswith("cps/t/dev/lab-")
+        assert cfg["device"]["manufacturer"] == "cps_sim"
+    assert {"cps/t/dev/lab-0-ev/telemetry", "cps/t/dev/lab-1-load/telemetry"} <= published
+
+
+def test_vendor_profile_device_tasmota_plug(mosquitto, tmp_path):
+    """A Tasmota plug (its own topics and payloads, no envelope) bound to a site's load."""
+    dev = {
+        "name": "plug9",
+        "profile": "tasmota_plug",
+        "topic": "plug9",
+        "emulated": True,
+        "binds": {"group": "lab", "site": 0, "kind": "load"},
+        "max_age_s": 600,
+    }
+    path = write(
+        tmp_path,
+        {"devices": [dev]},
+        minutes=10,
+        sites=[{"name": "lab", "count": 1, "load": {"annual_kwh": 4000}}],
+    )
+    c = client(mosquitto.host, mosquitto.port, will=("tele/plug9/LWT", b"Offline"))
+    c.publish("tele/plug9/LWT", b"Online", qos=1, retain=True)
+    run = {"on": True}
+
+    def loop():
+        while run["on"]:
+            body = {
+                "Time": "2026-05-11T07:30:00",
+                "ENERGY": {"Total": 1.5, "Power": 987, "Voltage": 101, "Current": 9.8},
+            }
+            c.publish("tele/plug9/SENSOR", json.dumps(body), qos=0)
+            time.sleep(0.05)
+
+    th = threading.Thread(target=loop, daemon=True)
+    th.start()
+    try:
+        res = run_hil(
+            path,
+            HilOptions(broker=mosquitto.url, speed=SPEED, quiet=True),
+            out_dir=tmp_path / "out",
+        )
+    finally:
+        run["on"] = False
+        th.join(2)
+        c.publish("tele/plug9/LWT", b"", qos=1, retain=True).wait_for_publish(5)
+        stop(c)
+    k = res.kpis
+    assert k["bridge_dev_plug9_measurements"] > 20 and k["bridge_rejected"] == 0
+    g = group_ts(res.out_dir, "lab")
+    np.testing.assert_allclose(g["load_w"][1:], 987.0, rtol=1e-12)  # after the first tick
