@@ -49,11 +49,13 @@ from cps_sim.scenario.expect_lang import (
     Neg,
     Node,
     Not,
+    Null,
     Num,
     Ref,
     Resolved,
     Str,
     Vocabulary,
+    _Block,
     compile_expectation,
 )
 from cps_sim.scenario.expect_schema import (
@@ -299,7 +301,7 @@ class _Eval:
         return np.asarray(col, dtype=float)[sel] * r.scale
 
     def _ev(self, n: Node) -> Any:
-        if isinstance(n, (Num, Str, Bool)):
+        if isinstance(n, (Num, Str, Bool, Null)):
             return n.value
         if isinstance(n, Ref):
             r = self.chk.names[id(n)]
@@ -354,6 +356,10 @@ class _Eval:
     def _aggregate(self, n: Call, x: np.ndarray) -> float | bool:
         kind = self.chk.types[id(n.args[0])].kind
         mask = self.masks.get(kind)
+        if n.where is not None:
+            w = self._ev(n.where)
+            w = np.broadcast_to(np.asarray(w, dtype=bool), x.shape)
+            mask = w if mask is None else (mask & w)
         idx = np.arange(x.size)
         if mask is not None:
             x, idx = x[mask], idx[mask]
@@ -372,7 +378,7 @@ class _Eval:
             ok = ~np.isnan(xf)
             xf, idx = xf[ok], idx[ok]
             if xf.size == 0:
-                val = 0.0 if fn in ("sum", "integral_kwh") else math.nan
+                val = 0.0 if fn in ("sum", "integral_h") else math.nan
             elif fn in ("max", "min"):
                 j = int(np.argmax(xf) if fn == "max" else np.argmin(xf))
                 val, where = float(xf[j]), int(idx[j])
@@ -386,7 +392,7 @@ class _Eval:
                 val = float(np.median(xf))
             elif fn == "quantile":
                 val = float(np.quantile(xf, float(n.args[1].value)))  # type: ignore[attr-defined]
-            else:  # integral_kwh: kW x h
+            else:  # integral_h: x times hours (kW -> kWh)
                 val = float(xf.sum()) * self.data.tick_s / 3600.0
         self.witness[id(n)] = (val, where, kind)
         return val
@@ -402,10 +408,10 @@ def _cmp(op: str, a: Any, b: Any) -> Any:
     if op == ">=":
         return np.greater_equal(a, b)
     if op == "==":
-        if isinstance(a, str) or isinstance(b, str) or a is None or b is None:
+        if isinstance(a, (str, _Block)) or isinstance(b, (str, _Block)) or a is None or b is None:
             return a == b
         return np.isclose(a, b, rtol=1e-9, atol=1e-9)
-    if isinstance(a, str) or isinstance(b, str) or a is None or b is None:
+    if isinstance(a, (str, _Block)) or isinstance(b, (str, _Block)) or a is None or b is None:
         return a != b
     return ~np.isclose(a, b, rtol=1e-9, atol=1e-9)
 
@@ -506,6 +512,14 @@ def evaluate_rule(index: int, item: ExpectItem, chk: Checked, data: _Data, ctx: 
             parts.append(text)
         res.first_failure_time = ctx.when(res.first_failure_s)
         res.message = "false: " + ", ".join(parts) if parts else "false"
+        body = p.body
+        if isinstance(body, Compare) and not all(
+            isinstance(x, (Num, Ref)) or (isinstance(x, Call) and x.fn != "abs") for x in body.items
+        ):  # compound sides: show what each side came to
+            sides = " ".join(
+                f"{_fmt(ev.run(x))} {op}" for x, op in zip(body.items, body.ops, strict=False)
+            )
+            res.message += f"\n(evaluates to {sides} {_fmt(ev.run(body.items[-1]))})"
         return res
     # 2. per tick or per event
     arr = np.asarray(value, dtype=bool)

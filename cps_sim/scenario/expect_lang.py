@@ -18,7 +18,7 @@ Grammar (keywords are lower case; ``#`` comments are not allowed)::
     term        := unary ( ("*"|"/") unary )*
     unary       := "-" unary | atom
     atom        := NUMBER | STRING | "true" | "false" | call | name | "(" expr ")"
-    call        := FUNCTION "(" expr [ "," NUMBER ] ")"
+    call        := FUNCTION "(" expr [ "where" expr ] [ "," NUMBER ] ")"
     name        := IDENT ( "." IDENT | "[" INTEGER "]" )*
 
 Names (what a value can be):
@@ -39,8 +39,10 @@ Names (what a value can be):
   (``scenario.control.ev_strategy``, ``scenario.sites[0].count``).
 
 Functions: aggregates ``max min mean sum std median count share any all``,
-``quantile(x, q)`` and ``integral_kwh(x)`` (sum of a kW series times the tick
-length in hours) turn a series into one number; ``abs(x)`` works element-wise.
+``quantile(x, q)`` and ``integral_h(x)`` (a series integrated over time in hours: kW
+give kWh) turn a series into one number, optionally over a subset:
+``mean(system_wind_mw where day >= 2 and day < 5)``; ``abs(x)`` works
+element-wise.
 
 Meaning of a rule: a rule whose value is one number must be true; a rule over
 ticks must hold at every tick (``whenever``/``=>`` restrict it to the ticks —
@@ -59,7 +61,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-KEYWORDS = frozenset({"and", "or", "not", "whenever", "for", "of", "within", "true", "false"})
+KEYWORDS = frozenset(
+    {"and", "or", "not", "whenever", "where", "for", "of", "within", "true", "false", "null"}
+)
 AGGREGATES = frozenset(
     {
         "max",
@@ -73,7 +77,7 @@ AGGREGATES = frozenset(
         "any",
         "all",
         "quantile",
-        "integral_kwh",
+        "integral_h",
     }
 )
 ELEMENTWISE = frozenset({"abs"})
@@ -228,6 +232,21 @@ class Bool(Node):
 
 
 @dataclass(eq=False)
+class Null(Node):
+    value: None = None
+
+
+class _Block:
+    """A scenario path that names a block (mapping or list): comparable with null only."""
+
+    def __repr__(self) -> str:
+        return "<block>"
+
+
+BLOCK = _Block()
+
+
+@dataclass(eq=False)
 class Ref(Node):
     parts: tuple[str | int, ...]
 
@@ -236,6 +255,7 @@ class Ref(Node):
 class Call(Node):
     fn: str
     args: tuple[Node, ...]
+    where: Node | None = None  # aggregate only the ticks / events where this holds
 
 
 @dataclass(eq=False)
@@ -519,6 +539,9 @@ class _Parser:
             if t.text in ("true", "false"):
                 self.take()
                 return Bool(t.pos, t.pos + len(t.text), t.text == "true")
+            if t.text == "null":
+                self.take()
+                return Null(t.pos, t.pos + 4)
             if t.text in KEYWORDS:
                 raise ExpectError(f"unexpected keyword {t.text!r}", t.pos)
             self.take()
@@ -556,6 +579,14 @@ class _Parser:
             )
         self.expect_op("(")
         args = [self.expr()]
+        where = None
+        if self.at_kw("where"):
+            if name.text in ELEMENTWISE:
+                raise ExpectError(
+                    f"{name.text}() is element-wise; 'where' filters aggregates", self.tok.pos
+                )
+            self.take()
+            where = self.expr()
         while self.at("op", ","):
             self.take()
             args.append(self.expr())
@@ -567,7 +598,7 @@ class _Parser:
             q = args[1]
             if not isinstance(q, Num) or not 0 <= q.value <= 1:
                 raise ExpectError("quantile(x, q): q must be a number in [0, 1]", q.start)
-        return Call(name.pos, close.pos + 1, name.text, tuple(args))
+        return Call(name.pos, close.pos + 1, name.text, tuple(args), where)
 
 
 def parse(text: str) -> Parsed:
@@ -683,7 +714,7 @@ def _scenario_value(node: Ref, scenario: Mapping[str, Any] | None) -> Any:
                 )
             cur = cur[part]
     if isinstance(cur, (Mapping, list)):
-        raise ExpectError(f"{_ref_text(node.parts)} is a block, not a single value", node.start)
+        return BLOCK
     return cur
 
 
@@ -789,6 +820,8 @@ def check(parsed: Parsed, vocab: Vocabulary) -> Checked:
             return Type(SCALAR, "str")
         if isinstance(n, Bool):
             return Type(SCALAR, "bool")
+        if isinstance(n, Null):
+            return Type(SCALAR, "null")
         if isinstance(n, Ref):
             r = resolve_ref(n, vocab)
             names[id(n)] = r
@@ -797,6 +830,10 @@ def check(parsed: Parsed, vocab: Vocabulary) -> Checked:
                 return Type(SCALAR, "num")
             if r.source == "scenario":
                 v = r.value
+                if v is BLOCK:
+                    return Type(SCALAR, "block")
+                if v is None:
+                    return Type(SCALAR, "null")
                 if isinstance(v, bool):
                     return Type(SCALAR, "bool")
                 if isinstance(v, (int, float)):
@@ -821,6 +858,21 @@ def check(parsed: Parsed, vocab: Vocabulary) -> Checked:
             kind = SCALAR
             for i, op in enumerate(n.ops):
                 a, b = ts[i], ts[i + 1]
+                if "null" in (a.dtype, b.dtype):
+                    if op not in ("==", "!="):
+                        raise ExpectError(f"'{op}' cannot compare with null", n.items[i].start)
+                    if a.kind != SCALAR or b.kind != SCALAR:
+                        raise ExpectError(
+                            "only scenario values compare with null", n.items[i].start
+                        )
+                    continue
+                for side, ty in ((n.items[i], a), (n.items[i + 1], b)):
+                    if ty.dtype == "block":
+                        raise ExpectError(
+                            f"{src(side)} is a block, not a single value (a block compares "
+                            "only with null: scenario.vpp != null)",
+                            side.start,
+                        )
                 if a.dtype != b.dtype:
                     left, right = src(n.items[i]), src(n.items[i + 1])
                     raise ExpectError(
@@ -853,6 +905,15 @@ def check(parsed: Parsed, vocab: Vocabulary) -> Checked:
                 need(t, "num", n.args[0], f"{n.fn}()")
                 return t
             aggregates.append(n)
+            if n.where is not None:
+                tw = visit(n.where)
+                need(tw, "bool", n.where, "'where'")
+                if tw.kind not in (SCALAR, t.kind):
+                    raise ExpectError(
+                        f"the 'where' condition is per {tw.kind} but "
+                        f"{src(n.args[0])!r} is per {t.kind}",
+                        n.where.start,
+                    )
             if t.kind == SCALAR:
                 raise ExpectError(
                     f"{n.fn}() aggregates a series (a column, a site group's "
@@ -865,9 +926,9 @@ def check(parsed: Parsed, vocab: Vocabulary) -> Checked:
                 need(t, "bool", n.args[0], f"{n.fn}()")
             else:
                 need(t, "num", n.args[0], f"{n.fn}()")
-            if n.fn == "integral_kwh" and t.kind != TICK:
+            if n.fn == "integral_h" and t.kind != TICK:
                 raise ExpectError(
-                    "integral_kwh() integrates a per-tick column over time (in kW)", n.start
+                    "integral_h() integrates a per-tick column over time (kW -> kWh)", n.start
                 )
             return Type(SCALAR, "bool" if n.fn in ("any", "all") else "num")
         raise TypeError(type(n).__name__)  # pragma: no cover
@@ -875,6 +936,21 @@ def check(parsed: Parsed, vocab: Vocabulary) -> Checked:
     if parsed.temporal is not None:
         return Checked(parsed, names, types, "temporal", pointwise=False)
     assert parsed.body is not None
+    if parsed.when is not None:
+        visit(parsed.when)
+        if _const_value(parsed.when, names) is False:
+            # the rule does not apply to this scenario: its body may name KPIs and columns
+            # of features the scenario lacks (kpi.vpp_* with vpp: null); syntax and types
+            # are still checked
+            vocab = Vocabulary(
+                kpis=vocab.kpis,
+                columns=vocab.columns,
+                group_columns=vocab.group_columns,
+                kpi_prefixes=("",),
+                column_prefixes=("",),
+                scenario=vocab.scenario,
+                exact=False,
+            )
     body = visit(parsed.body)
     need(body, "bool", parsed.body, "an expectation")
     kind = body.kind
@@ -897,6 +973,51 @@ def check(parsed: Parsed, vocab: Vocabulary) -> Checked:
             )
     pointwise = kind == TICK and parsed.domain is None and not aggregates
     return Checked(parsed, names, types, kind, pointwise)
+
+
+class _NotConstant(Exception):
+    pass
+
+
+def _const_value(node: Node, names: Mapping[int, Resolved]) -> Any:
+    """Value of a condition made of literals and scenario values only, else None."""
+
+    def ev(n: Node) -> Any:
+        if isinstance(n, (Num, Str, Bool, Null)):
+            return n.value
+        if isinstance(n, Ref):
+            r = names.get(id(n))
+            if r is None or r.source != "scenario":
+                raise _NotConstant
+            return r.value
+        if isinstance(n, Not):
+            return not ev(n.x)
+        if isinstance(n, Logic):
+            vals = [bool(ev(x)) for x in n.items]
+            return all(vals) if n.op == "and" else any(vals)
+        if isinstance(n, Compare):
+            vals = [ev(x) for x in n.items]
+            ok = True
+            for op, a, b in zip(n.ops, vals, vals[1:], strict=False):
+                if op == "==":
+                    ok &= a == b
+                elif op == "!=":
+                    ok &= a != b
+                elif op == "<":
+                    ok &= a < b
+                elif op == "<=":
+                    ok &= a <= b
+                elif op == ">":
+                    ok &= a > b
+                else:
+                    ok &= a >= b
+            return bool(ok)
+        raise _NotConstant
+
+    try:
+        return ev(node)
+    except _NotConstant:
+        return None
 
 
 def compile_expectation(text: str, vocab: Vocabulary) -> Checked:

@@ -115,6 +115,8 @@ def test_syntax_errors_say_what_and_where(text, fragment):
         ("scenario.__dict__ == 1", "no such scenario field"),
         ("scenario.sites[3].count == 1", "no such list item"),
         ("scenario.control == 1", "is a block"),
+        ("scenario.control < null", "cannot compare with null"),
+        ("grid_import_kw == null", "only scenario values compare with null"),
         ("group.flats.load_kw > 0", "unknown site group 'flats'"),
         ("group.homes.grid_import_kw > 0", "of site group 'homes'"),
         ("ev.soc > 0", "unknown EV event field"),
@@ -126,7 +128,7 @@ def test_syntax_errors_say_what_and_where(text, fragment):
         ("ev.soc_at_departure > 0.8 for 90% of ticks", "needs an expectation per tick"),
         ("max(grid_import_kw) < 1 for 90% of ticks", "a single value"),
         ("ev.soc_at_departure > 0.5 whenever grid_import_kw > 1", "condition is per tick"),
-        ("integral_kwh(ev.soc_at_departure) > 0", "integrates a per-tick column"),
+        ("integral_h(ev.soc_at_departure) > 0", "integrates a per-tick column"),
         ("count(grid_import_kw) > 0", "must be a condition"),
     ],
 )
@@ -442,7 +444,7 @@ def test_check_run_on_a_real_run_and_the_vocabulary_matches_what_runs_write():
             }
         ],
         expect=[
-            "integral_kwh(grid_import_kw) == kpi.grid_import_kwh",
+            "integral_h(grid_import_kw) == kpi.grid_import_kwh",
             "0 <= battery_soc_mean <= 1",
             "sum(group.homes.load_kw) == sum(load_kw)",
             "kpi.ev_departures == count(ev.soc_at_departure >= 0)",
@@ -487,3 +489,62 @@ def test_derived_hour_and_islanded_columns():
     # 06:00-07:10 covers the whole ticks 06:00, 06:15, 06:30, 06:45 (07:00 only partly)
     assert rep.passed, rep.format()
     assert all(math.isfinite(r.checked) for r in rep.results)
+
+
+def test_where_filters_one_aggregate_and_combines_with_whenever():
+    rng = np.random.default_rng(11)
+    imp = rng.uniform(0, 9000, 48)
+    soc = rng.uniform(0, 1, 48)
+    lo, hi = imp[soc < 0.3].mean() / 1000, imp[soc > 0.7].mean() / 1000
+    both = imp[(soc > 0.7) & (imp > 2000)].max() / 1000
+    rep = run(
+        [
+            f"mean(grid_import_kw where battery_soc_mean < 0.3) == {float(lo)!r}",
+            f"mean(grid_import_kw where battery_soc_mean > 0.7) == {float(hi)!r}",
+            f"max(grid_import_kw where battery_soc_mean > 0.7) == {float(both)!r} "
+            "whenever grid_import_kw > 2",
+            "count(grid_import_kw > 0 where battery_soc_mean > 2) == 0",
+        ],
+        {"grid_import_w": imp, "battery_soc_mean": soc},
+    )
+    assert [r.status for r in rep.results] == [PASSED] * 4, rep.format()
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("abs(grid_import_kw where hour > 3) > 0", "element-wise"),
+        ("mean(ev.soc_at_departure where hour > 3) > 0", "'where' condition is per tick"),
+        ("mean(grid_import_kw where grid_import_kw) > 0", "must be a condition"),
+    ],
+)
+def test_where_errors(text, fragment):
+    with pytest.raises(ExpectError) as ei:
+        compile_expectation(text, vocab())
+    assert fragment in str(ei.value)
+
+
+def test_null_blocks_and_rules_that_do_not_apply_to_this_scenario():
+    v = vocab(
+        exact=False,
+        scenario={"vpp": None, "system": {"demand": {}}, "control": {"ev_strategy": "load"}},
+    )
+    # a rule switched off by a scenario value may name a feature the scenario lacks ...
+    chk = compile_expectation("kpi.vpp_delivered_kwh > 0 whenever scenario.vpp != null", v)
+    assert chk.names
+    # ... but not when it applies, and syntax/types are checked either way
+    with pytest.raises(ExpectError, match="unknown KPI 'vpp_delivered_kwh'"):
+        compile_expectation("kpi.vpp_delivered_kwh > 0 whenever scenario.system != null", v)
+    with pytest.raises(ExpectError, match="must be a condition"):
+        compile_expectation("kpi.vpp_delivered_kwh whenever scenario.vpp != null", v)
+    c = ExpectationChecker(
+        items=[
+            "kpi.vpp_delivered_kwh > 0 whenever scenario.vpp != null",
+            "kpi.cost_jpy > 0 whenever scenario.system != null and scenario.vpp == null",
+        ],
+        vocabulary=v,
+        tick_s=TICK_S,
+    )
+    c.load(np.arange(2) * TICK_S, {"grid_import_w": np.zeros(2)})
+    rep = c.finish({"cost_jpy": 5.0})
+    assert [r.status for r in rep.results] == [VACUOUS, PASSED]

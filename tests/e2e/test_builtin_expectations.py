@@ -1,0 +1,99 @@
+"""Every built-in scenario carries the expectations that make its claim, and they pass.
+
+Scaled down with ``--set`` where the claim does not depend on the size (each case says
+why); the full-size files run in seconds as well (``cps-sim run scenarios/<name>.yaml``).
+A case marked xfail(strict=True) is a known defect owned by someone else: when it is fixed
+the test turns XPASS and fails, so the owner removes the mark.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cps_sim.experiment.run import run_file
+from cps_sim.scenario.loader import load_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = REPO / "scenarios"
+
+CASES = [
+    ("quickstart", []),
+    ("self_owned_microgrid", []),
+    ("surplus_bev_absorption", []),
+    ("surplus_bev_absorption", ["vpp=null"]),  # the documented comparison case
+    # heating times do not depend on the number of homes
+    ("hpwh_daytime_shift", ["sites[0].count=100", "duration_days=7"]),
+    (
+        "hpwh_daytime_shift",
+        ["sites[0].count=100", "duration_days=7", "sites[0].heat_pump_water_heater.control=night"],
+    ),
+    ("cloudy_windless_backup", []),
+    pytest.param(
+        "demand_growth_2022_mix",
+        [],
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="issue 10 item 6 (physics): the FY2022 shares are not within 2 "
+            "points (gas 37 %, oil 1 %, RE 25 % in this fortnight); remove this mark with the fix",
+        ),
+    ),
+    ("demand_growth_2050", []),
+    ("power_to_hydrogen", []),
+    # one strategy per case; 20 of the 100 homes (limits are per home), 3 days, decisions
+    # every 5 min instead of every minute
+    *[
+        (
+            "ev_strategies_compare",
+            [
+                "sites[0].count=20",
+                "duration_days=3",
+                "control.interval_s=300",
+                f"control.ev_strategy={s}",
+            ],
+        )
+        for s in ("now", "pv", "cost", "v2h")
+    ],
+]
+
+
+def _values(case) -> tuple[str, list[str]]:
+    return tuple(case.values) if hasattr(case, "marks") else case  # pytest.param or tuple
+
+
+def _id(case) -> str:
+    name, ov = _values(case)
+    return name + ("[" + ",".join(ov) + "]" if ov else "")
+
+
+def test_every_built_in_scenario_has_expectations():
+    files = sorted(SCENARIOS.glob("*.yaml"))
+    assert files
+    covered = {_values(c)[0] for c in CASES}
+    for f in files:
+        sc = load_scenario(f)
+        assert len(sc.expect) >= 3, f"{f.name}: state the scenario's claim under expect:"
+        assert f.stem in covered, f"{f.name}: add a case to CASES in this test"
+
+
+@pytest.mark.parametrize("name, overrides", CASES, ids=[_id(c) for c in CASES])
+def test_built_in_expectations_pass(name, overrides, tmp_path):
+    res = run_file(SCENARIOS / f"{name}.yaml", overrides, out_dir=tmp_path / "run")
+    rep = res.expectations
+    assert rep is not None and rep.results
+    ej = json.loads((tmp_path / "run" / "expectations.json").read_text())
+    assert ej["total"] == len(rep.results)
+    assert rep.passed, f"{name} {overrides}:\n{rep.format()}"
+    # the claims are checked, not skipped: at least half apply to this variant
+    applied = [r for r in rep.results if r.status == "passed"]
+    assert len(applied) >= len(rep.results) / 2, rep.format()
+
+
+def test_vpp_absorption_reduces_curtailment(tmp_path):
+    """The comparison the surplus scenario's header names (seed L5940-5946)."""
+    f = SCENARIOS / "surplus_bev_absorption.yaml"
+    with_vpp = run_file(f, ["duration_days=3"], out_dir=tmp_path / "a").kpis
+    without = run_file(f, ["duration_days=3", "vpp=null"], out_dir=tmp_path / "b").kpis
+    assert with_vpp["system_curtailed_mwh"] < 0.95 * without["system_curtailed_mwh"]
