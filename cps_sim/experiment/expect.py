@@ -496,6 +496,11 @@ def evaluate_rule(index: int, item: ExpectItem, chk: Checked, data: _Data, ctx: 
         res.values = dict(vals)
         if bool(value):
             return res
+        undefined = [k for k, v in vals.items() if _is_nan(v)]
+        if undefined:  # no data (an aggregate over nothing, a KPI that is undefined)
+            res.status = VACUOUS
+            res.message = "undefined for this run: " + ", ".join(f"{k} = nan" for k in undefined)
+            return res
         res.status, res.failures = FAILED, 1
         parts = []
         for n in leaves:
@@ -526,7 +531,11 @@ def evaluate_rule(index: int, item: ExpectItem, chk: Checked, data: _Data, ctx: 
     if arr.ndim == 0:
         arr = np.full(data.n if kind == TICK else int(data.events.domain(kind).sum()), bool(arr))
     mask = ev.masks.get(kind)
-    considered = np.ones(arr.size, dtype=bool) if mask is None else mask
+    considered = np.ones(arr.size, dtype=bool) if mask is None else mask.copy()
+    for n in leaves:  # a tick (event) where a value is undefined (NaN) is not checked
+        v = ev.witness[id(n)][0] if id(n) in ev.witness else ev.run(n)
+        if isinstance(v, np.ndarray) and v.shape == arr.shape and v.dtype.kind == "f":
+            considered &= ~np.isnan(v)
     res.checked = int(considered.sum())
     bad = considered & ~arr
     res.failures = int(bad.sum())
@@ -578,6 +587,10 @@ def evaluate_rule(index: int, item: ExpectItem, chk: Checked, data: _Data, ctx: 
     res.values["failing"] = sample
     res.message = "\n".join(lines)
     return res
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, (float, np.floating)) and math.isnan(float(v))
 
 
 def _index_time(kind: str, i: int, data: _Data) -> float | None:

@@ -130,8 +130,11 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
                  base_dir: Path | None = None,
                  simulator: Callable[[Path | None], Recorder] | None = None,
                  extras: Callable[[Recorder, Path, dict[str, Any]], None] | None = None,
-                 ) -> RunResult:
+                 check_expect: bool = True) -> RunResult:
     """Simulate ``scenario`` and write its results directory atomically.
+
+    ``scenario.expect`` is checked unless ``check_expect`` is false
+    (``expectations.json``; :attr:`RunResult.expectations`).
 
     Files: ``timeseries.parquet``, ``timeseries_groups.parquet``,
     ``events.parquet``, ``kpis.json``, ``manifest.json`` (and ``sites.parquet``
@@ -165,8 +168,8 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
             extras(recorder, tmp, kpis)
         timeseries = recorder.timeseries()
         groups = recorder.timeseries_by_group()
-        expectations = (check_run(scenario, timeseries, events, kpis, groups) if scenario.expect
-                        else None)
+        expectations = (check_run(scenario, timeseries, events, kpis, groups)
+                        if scenario.expect and check_expect else None)
         meta = {"cps_sim.sign_convention": SIGN_NOTE, "cps_sim.scenario": scenario.name,
                 "cps_sim.seed": str(scenario.seed),
                 "cps_sim.scenario_hash": scenario_hash(scenario)}
@@ -216,10 +219,12 @@ def _disk_full(exc: OSError) -> bool:
 
 
 def run_file(path: str | Path, overrides: Sequence[str] = (), seed: int | None = None,
-             out_dir: Path | None = None, quiet: bool = True) -> RunResult:
+             out_dir: Path | None = None, quiet: bool = True,
+             check_expect: bool = True) -> RunResult:
     """Load, validate and run a scenario file (``seed`` overrides the file's seed)."""
     ov = list(overrides)
     if seed is not None:
         ov.append(f"seed={int(seed)}")
     scenario = load_scenario(path, ov)
-    return run_scenario(scenario, out_dir, quiet=quiet, source_file=str(path), overrides=ov)
+    return run_scenario(scenario, out_dir, quiet=quiet, source_file=str(path), overrides=ov,
+                        check_expect=check_expect)

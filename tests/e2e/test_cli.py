@@ -45,7 +45,7 @@ def test_readme_quickstart_runs_end_to_end(tmp_path: Path, repo: Path):
 def test_seed_and_set_overrides(tmp_path: Path, repo: Path):
     out = tmp_path / "o"
     r = _run(["run", "scenarios/quickstart.yaml", "--out", str(out), "-q", "--seed", "3",
-              "--set", "duration_days=1", "--set", "sites[0].count=20"], repo)
+              "--set", "duration_days=1", "--set", "sites[0].count=20", "--expect", "report"], repo)
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["seed"] == 3 and m["scenario"]["sites"][0]["count"] == 20
@@ -70,7 +70,7 @@ def test_bad_scenario_one_clear_message_no_traceback(tmp_path: Path, repo: Path)
 def test_failed_rerun_keeps_previous_results(tmp_path: Path, repo: Path):
     out = tmp_path / "keep"
     ok = _run(["run", "scenarios/quickstart.yaml", "--out", str(out), "-q",
-               "--set", "duration_days=1", "--set", "sites[0].count=5"], repo)
+               "--set", "duration_days=1", "--set", "sites[0].count=5", "--expect", "report"], repo)
     assert ok.returncode == 0
     before = (out / "timeseries.parquet").read_bytes()
     bad = _run(["run", "scenarios/quickstart.yaml", "--out", str(out), "-q",
@@ -97,7 +97,7 @@ def test_every_built_in_scenario_runs_from_the_cli(tmp_path: Path, repo: Path):
     for f in sorted((repo / "scenarios").glob("*.yaml")):
         out = tmp_path / f.stem
         r = _run(["run", str(f.relative_to(repo)), "--out", str(out), "-q",
-                  "--set", "duration_days=1"], repo)
+                  "--set", "duration_days=1", "--expect", "report"], repo)
         assert r.returncode == 0, f"{f.name}: {r.stderr}"
         kpis = json.loads((out / "kpis.json").read_text())
         assert abs(kpis["balance_residual_wh"]) < 1e-3, f.name

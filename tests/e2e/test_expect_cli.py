@@ -81,3 +81,16 @@ def test_bad_expectation_is_a_validation_error_before_running(tmp_path: Path, re
         f"{f}:12:5: expect[0]: unknown KPI 'grid_imports_kwh'; did you mean 'grid_import_kwh'?"
     ) in r.stderr
     assert not out.exists()
+
+
+def test_expect_report_and_off(tmp_path: Path, repo: Path):
+    f = tmp_path / "s.yaml"
+    f.write_text(SCENARIO)
+    r = _run(["run", str(f), "--out", str(tmp_path / "a"), "-q", "--expect", "report"], repo)
+    assert r.returncode == 0 and "1 FAILED" in r.stderr
+    assert (tmp_path / "a" / "expectations.json").exists()
+    r = _run(["run", str(f), "--out", str(tmp_path / "b"), "-q", "--expect", "off"], repo)
+    assert r.returncode == 0 and "expectations" not in r.stdout + r.stderr
+    assert not (tmp_path / "b" / "expectations.json").exists()
+    r = _run(["run", str(f), "--out", str(tmp_path / "c"), "-q", "--expect", "maybe"], repo)
+    assert r.returncode != 0 and "--expect must be check, report or off" in r.stderr

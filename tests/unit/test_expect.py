@@ -548,3 +548,21 @@ def test_null_blocks_and_rules_that_do_not_apply_to_this_scenario():
     c.load(np.arange(2) * TICK_S, {"grid_import_w": np.zeros(2)})
     rep = c.finish({"cost_jpy": 5.0})
     assert [r.status for r in rep.results] == [VACUOUS, PASSED]
+
+
+def test_undefined_values_are_not_checked():
+    soc = np.array([np.nan, 0.5, np.nan, 1.5])  # no battery in ticks 0 and 2
+    rep = run(
+        [
+            "0 <= battery_soc_mean <= 1",  # fails at tick 3 only
+            "mean(battery_soc_mean where grid_import_kw > 100) > 0",  # over no ticks
+            "kpi.self_sufficiency > 0",  # an undefined KPI
+        ],
+        {"battery_soc_mean": soc, "grid_import_w": np.zeros(4)},
+        kpis={"self_sufficiency": math.nan},
+    )
+    a, b, c = rep.results
+    assert (a.status, a.checked, a.failures) == (FAILED, 2, 1)
+    assert a.first_failure_s == 3 * TICK_S
+    assert b.status == VACUOUS and "nan" in b.message
+    assert c.status == VACUOUS
