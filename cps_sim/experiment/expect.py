@@ -911,12 +911,31 @@ def _events_frame(events: Any) -> pd.DataFrame | None:
     return df.drop(columns=[c for c in ("time",) if c in df.columns])
 
 
+def control_events_frame(table: Any) -> pd.DataFrame:
+    """Events of a HIL run (``bridge_events.parquet``: ``sim_time_s, kind, subject,
+    detail``) in the checker's layout (``time_s, kind, source``)."""
+    df = table.to_pandas() if hasattr(table, "to_pandas") else pd.DataFrame(table)
+    return pd.DataFrame(
+        {
+            "time_s": df["sim_time_s"].to_numpy(float),
+            "kind": df["kind"].astype(str).to_numpy(),
+            "source": df["subject"].astype(object).where(df["subject"].astype(bool), None),
+        }
+    )
+
+
 def check_run(
-    scenario: Any, timeseries: Any, events: Any, kpis: Mapping[str, float], groups: Any = None
+    scenario: Any,
+    timeseries: Any,
+    events: Any,
+    kpis: Mapping[str, float],
+    groups: Any = None,
+    control_events: Any = None,
 ) -> ExpectationReport:
     """Check ``scenario.expect`` against a finished run's tables (pyarrow or pandas).
 
-    Names are resolved exactly against this run's KPIs and columns.
+    Names are resolved exactly against this run's KPIs and columns.  ``control_events``
+    (``bridge_events.parquet`` of a HIL run) join the EV events for temporal rules.
     """
     ts = timeseries.to_pandas() if hasattr(timeseries, "to_pandas") else timeseries
     t = pd.DatetimeIndex(ts["time"])
@@ -935,7 +954,11 @@ def check_run(
         gcols.setdefault(g.name, {})
     vocab = run_vocabulary(scenario, list(cols), kpis, {g: list(c) for g, c in gcols.items()})
     checker = ExpectationChecker(scenario, vocabulary=vocab)
-    checker.load(t_s, cols, gcols, _events_frame(events))
+    ev = _events_frame(events)
+    if control_events is not None:
+        ctl = control_events_frame(control_events)
+        ev = ctl if ev is None else pd.concat([ev, ctl], ignore_index=True)
+    checker.load(t_s, cols, gcols, ev)
     return checker.finish(kpis, end_s=scenario.duration_s)
 
 
@@ -957,4 +980,9 @@ def check_results_dir(path: Any) -> ExpectationReport:
         else None
     )
     kpis = json.loads((d / "kpis.json").read_text(encoding="utf-8"))
-    return check_run(scenario, ts, ev, kpis, groups)
+    ctl = (
+        pd.read_parquet(d / "bridge_events.parquet")
+        if (d / "bridge_events.parquet").exists()
+        else None
+    )
+    return check_run(scenario, ts, ev, kpis, groups, ctl)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import simpy
 
 from cps_sim import __version__
@@ -168,7 +169,9 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
             extras(recorder, tmp, kpis)
         timeseries = recorder.timeseries()
         groups = recorder.timeseries_by_group()
-        expectations = (check_run(scenario, timeseries, events, kpis, groups)
+        ctl_events = tmp / "bridge_events.parquet"  # written by cps-sim hil's extras
+        expectations = (check_run(scenario, timeseries, events, kpis, groups,
+                                  pq.read_table(ctl_events) if ctl_events.exists() else None)
                         if scenario.expect and check_expect else None)
         meta = {"cps_sim.sign_convention": SIGN_NOTE, "cps_sim.scenario": scenario.name,
                 "cps_sim.seed": str(scenario.seed),

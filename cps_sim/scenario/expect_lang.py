@@ -116,6 +116,17 @@ EVENT_KINDS = (
     "setpoint_rejected",
     "device_offline",
     "device_online",
+    # bridge_events.parquet of cps-sim hil (cps_sim/bridge/runtime.py, transport.py)
+    "available",
+    "unavailable",
+    "stale",
+    "rejected",
+    "setpoint_clamped",
+    "setpoint_not_sent",
+    "disconnected",
+    "reconnected",
+    "connect_failed",
+    "clock_skew",
 )
 EVENT_PHRASES = {
     "losing commands": "commands_lost",

@@ -160,6 +160,8 @@ def scenario_vocabulary(scenario: Any) -> Vocabulary:
     if bg is not None:
         kpi_prefixes.append(f"{bg.name}_")
         col_prefixes.append(f"{bg.name}_")
+    if getattr(scenario, "bridge", None) is not None:  # HIL runs (cps-sim hil) add bridge_*
+        kpi_prefixes.append("bridge_")
     if getattr(scenario, "powerflow", None) is not None:
         kpi_prefixes.append("powerflow_")
         col_prefixes.append("powerflow_")

@@ -43,6 +43,7 @@ CASES: list[tuple[str, list[str], set[str] | None]] = [
     ),
     ("demand_growth_2050", [], None),
     ("power_to_hydrogen", [], None),
+    ("hil_demo", [], None),  # offline: every member modelled
     # one strategy per case; 20 of the 100 homes (limits are per home), 3 days, decisions
     # every 5 min instead of every minute
     *[

@@ -566,3 +566,28 @@ def test_undefined_values_are_not_checked():
     assert a.first_failure_s == 3 * TICK_S
     assert b.status == VACUOUS and "nan" in b.message
     assert c.status == VACUOUS
+
+
+def test_hil_bridge_events_feed_temporal_rules():
+    from cps_sim.experiment.expect import control_events_frame
+
+    bridge = pd.DataFrame(
+        {
+            "sim_time_s": [10.0, 12.5, 40.0, 100.0],
+            "kind": ["disconnected", "fallback", "unavailable", "fallback"],
+            "subject": ["lab", "lab", "charger0", "charger0"],
+            "detail": ["", "", "last will", ""],
+        }
+    )
+    ev = control_events_frame(bridge)
+    assert list(ev.columns) == ["time_s", "kind", "source"]
+    rep = run(
+        [
+            "fallback within 5 s of disconnected",  # lab: 2.5 s
+            "fallback within 30 s of unavailable",  # charger0: 60 s late
+        ],
+        {"grid_import_w": np.zeros(4)},
+        events=ev,
+    )
+    assert [r.status for r in rep.results] == [PASSED, FAILED]
+    assert "charger0" in rep.results[1].message and "60 s after" in rep.results[1].message
