@@ -77,6 +77,10 @@ def validate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file."
 
     try:
         sc = load_scenario(scenario, set_ or [])
+        if sc.bridge is not None:  # cross-checks of the bridge block (cps-sim hil runs them too)
+            from cps_sim.bridge.runtime import check_bridge
+
+            check_bridge(sc, sc.bridge, sc.speed, str(scenario))
     except CpsSimError as exc:
         _fail(exc)
     sites = sum(g.count for g in sc.sites)
