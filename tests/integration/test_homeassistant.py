@@ -25,6 +25,7 @@ CASES = [
     ("goe", "ev_charger"),
     ("battery_inverter", "battery"),
     ("generic", "pv"),
+    ("opendtu_inverter", "pv"),
 ]
 REQUIRED = {
     "sensor": ("state_topic",),
@@ -215,6 +216,7 @@ def _command(cfg: dict, value) -> tuple[str, bytes]:
             -3000,
             lambda f: f.cmd.power_w[0] == -3000.0,
         ),
+        ("opendtu_inverter", "pv", "power_setpoint", 300, lambda f: f.cmd.power_w[0] == -300.0),
     ],
 )
 def test_controls_reach_the_device(mosquitto, recorder, prof, kind, obj, value, check):
