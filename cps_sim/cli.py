@@ -46,21 +46,35 @@ def run(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
         expect: Annotated[str, typer.Option(
             "--expect", help="The scenario's expect: block. check: exit 3 when one fails "
-            "(default); report: print the report, exit 0; off: do not check.")] = "check"):
+            "(default); report: print the report, exit 0; off: do not check.")] = "check",
+        oracle: Annotated[bool, typer.Option("--oracle", help="Run the perfect-foresight "
+                                             "optimum (one LP per site, replayed through the "
+                                             "engine) instead of the scenario's controllers."
+                                             )] = False,
+        objective: Annotated[str | None, typer.Option(help="--oracle: cost, co2, peak or "
+                                                      "curtailment (default: the scenario's "
+                                                      "oracle.objective, else cost).")] = None):
     """Run a scenario and write timeseries, events, KPIs and a manifest."""
     from cps_sim.experiment.run import run_file
 
     if expect not in ("check", "report", "off"):
         _fail(CpsSimError(f"--expect must be check, report or off, got {expect!r}"))
+    if objective is not None and objective not in ("cost", "co2", "peak", "curtailment"):
+        _fail(CpsSimError(f"--objective must be cost, co2, peak or curtailment, got "
+                          f"{objective!r}"))
     try:
         result = run_file(scenario, overrides=set_ or [], seed=seed, out_dir=out, quiet=quiet,
-                          check_expect=expect != "off")
+                          check_expect=expect != "off", oracle=oracle, objective=objective)
     except CpsSimError as exc:
         _fail(exc)
     from cps_sim.experiment.summary import format_blocks, run_blocks
 
     typer.echo(f"results: {result.out_dir}")
     typer.echo(format_blocks(run_blocks(result.out_dir)))
+    from cps_sim.experiment.oracle import summary_lines
+
+    for line in summary_lines(result.kpis):
+        typer.echo(f"  {line}")
     typer.echo(f"  wall time {result.wall_time_s:.2f} s")
     if result.expectations is not None:
         report = result.expectations

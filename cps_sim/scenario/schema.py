@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from cps_sim.scenario.bridge_schema import BridgeSpec
 from cps_sim.scenario.ems_schema import EmsSpec
 from cps_sim.scenario.expect_schema import ExpectItem, validate_expectations
+from cps_sim.scenario.oracle_schema import OracleSpec
 from cps_sim.scenario.powerflow_schema import PowerFlowSpec
 from cps_sim.scenario.sites_schema import (  # noqa: F401 - re-exported
     BatterySpec,
@@ -242,6 +243,8 @@ class Scenario(_Model):
         None, description="Optional AC power flow of one site group on a bundled LV feeder "
         "(pandapower, extra cps_sim[grid]; see docs/powerflow.md for its pandas pin).")
     record: RecordSpec = Field(default_factory=RecordSpec)
+    oracle: OracleSpec | None = Field(None, description="Perfect-foresight optimum and each "
+                                      "run's regret to it (docs/oracle.md).")
     expect: list[ExpectItem] = Field(default_factory=list, max_length=500, description="What "
                                      "the run must show (docs/expectations.md); cps-sim run "
                                      "exits 3 when one fails.")
