@@ -335,6 +335,25 @@ def oracle_run(
     return rec, extra, info
 
 
+def oracle_hooks(scenario: Scenario, *, quiet: bool = True, objective: str | None = None):
+    """``simulator`` and ``extras`` for :func:`cps_sim.experiment.run.run_scenario` that make
+    it write the oracle's replay (``cps-sim run --oracle``)."""
+    state: dict = {}
+
+    def simulator(base_dir: Path | None) -> Recorder:
+        rec, extra, info = oracle_run(scenario, base_dir=base_dir, quiet=quiet, objective=objective)
+        state.update(extra=extra, info=info)
+        return rec
+
+    def extras(recorder: Recorder, folder: Path, kpis: dict[str, float]) -> None:
+        from cps_sim.experiment.results import write_json
+
+        kpis.update(state["extra"])
+        write_json(folder / "oracle.json", state["info"])
+
+    return simulator, extras
+
+
 def summary_lines(kpis: dict[str, float]) -> list[str]:
     """What ``cps-sim run`` prints about the oracle (nothing without oracle KPIs)."""
     out = []

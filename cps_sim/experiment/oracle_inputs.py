@@ -116,19 +116,7 @@ def site_inputs(
     out: dict[str, SiteInputs] = {}
     for b in world.bindings:
         g = b.group
-        bs = g.battery
-        taper = g.battery_taper if g.battery_taper is not None else np.ones(g.n)
-        battery = BatteryData(
-            capacity_wh=bs.capacity_wh.copy(),
-            power_w=bs.power_w.copy(),
-            charge_efficiency=bs.charge_efficiency.copy(),
-            discharge_efficiency=bs.discharge_efficiency.copy(),
-            energy_min_wh=bs.energy_min_wh.copy(),
-            energy_max_wh=bs.energy_max_wh.copy(),
-            energy_wh=g.battery_energy_wh.copy(),
-            taper_soc=np.asarray(taper, float).copy(),
-            self_discharge_per_s=float(g.battery_self_discharge_per_s),
-        )
+        battery = BatteryData.from_spec(g.battery, g.battery_energy_wh)
         evs = trips = None
         e = g.evs
         if e is not None and e.n:
@@ -142,7 +130,8 @@ def site_inputs(
                 energy_min_wh=e.energy_min_wh.copy(),
                 energy_wh=e.energy_wh.copy(),
                 target_wh=e.target_wh.copy(),
-                taper_soc=e.taper_soc.copy(),
+                energy_taper_wh=e.energy_taper_wh.copy(),
+                taper_line_w=e.taper_line_w.copy(),
             )
             trips = _trips(world, b)
         jobs = None

@@ -19,6 +19,7 @@ from cps_sim.control.oracle import (
     solve,
     solve_sites,
 )
+from cps_sim.models.battery import make_spec
 
 H = 3600.0
 
@@ -67,6 +68,7 @@ def one_ev(
     floor_wh=0.0,
     taper_soc=1.0,
     site=(0,),
+    line_w=None,
 ):
     m = len(site)
 
@@ -83,7 +85,8 @@ def one_ev(
         energy_min_wh=f(floor_wh),
         energy_wh=f(e0_wh),
         target_wh=f(target_wh),
-        taper_soc=f(taper_soc),
+        energy_taper_wh=f(min(taper_soc, 1.0) * cap_wh),
+        taper_line_w=f(charger_w if line_w is None else line_w),
     )
 
 
@@ -149,15 +152,9 @@ def test_battery_arbitrage_hand_value():
     # 1 kW load in tick 1: buying x kWh at 10 serves 0.81 x of it; x = 1/0.81 covers it all
     # (1.23 kWh <= 2 kWh the rating allows): 10/0.81 = 12.35 JPY instead of 40 JPY.
     # Set-points are AC-side: +1.2346 kW in tick 0, -1 kW in tick 1.
-    bat = BatteryData(
-        capacity_wh=np.array([4000.0]),
-        power_w=np.array([2000.0]),
-        charge_efficiency=np.array([0.9]),
-        discharge_efficiency=np.array([0.9]),
-        energy_min_wh=np.zeros(1),
-        energy_max_wh=np.array([4000.0]),
-        energy_wh=np.zeros(1),
-        taper_soc=np.ones(1),
+    bat = BatteryData.from_spec(
+        make_spec(4000.0, 2000.0, n=1, charge_efficiency=0.9, discharge_efficiency=0.9),
+        np.zeros(1),
     )
     idle = solve_sites(home([0.0, 0.0], [0, 0], [10, 40], battery=bat), COST0)
     assert idle.cost_jpy[0] == pytest.approx(0.0, abs=1e-6)
@@ -328,15 +325,8 @@ def one_site_many(n: int, rng: np.random.Generator) -> SiteInputs:
     pv = np.clip(np.sin((np.arange(t) - 6) / 12 * np.pi), 0, None) * rng.uniform(0, 6000, (n, 1))
     price = np.where((np.arange(t) >= 7) & (np.arange(t) < 23), 35.0, 20.0)
     cap = rng.choice([0.0, 5000.0, 10000.0], n)
-    bat = BatteryData(
-        capacity_wh=cap,
-        power_w=np.where(cap > 0, 3000.0, 0.0),
-        charge_efficiency=np.full(n, 0.95),
-        discharge_efficiency=np.full(n, 0.95),
-        energy_min_wh=0.1 * cap,
-        energy_max_wh=cap,
-        energy_wh=0.5 * cap,
-        taper_soc=np.ones(n),
+    bat = BatteryData.from_spec(
+        make_spec(cap, np.where(cap > 0, 3000.0, 0.0), soc_min=0.1), 0.5 * cap
     )
     ev = one_ev(
         10_000.0,

@@ -262,12 +262,14 @@ def add_batteries(b: Build) -> None:
     bal = b.bal
     # ---- batteries per tick
     b = inp.battery
-    bs = np.flatnonzero((b.capacity_wh > 0) & (b.power_w > 0))
+    bs = np.flatnonzero((b.capacity_wh > 0) & ((b.max_charge_w > 0) | (b.max_discharge_w > 0)))
     nb = bs.size
     if nb:
-        a = float(np.exp(-b.self_discharge_per_s * inp.tick_s))
-        bc = cols.add(nb * t_n, 0.0, np.repeat(b.power_w[bs] / 1000.0, t_n)).reshape(nb, t_n)
-        bd = cols.add(nb * t_n, 0.0, np.repeat(b.power_w[bs] / 1000.0, t_n)).reshape(nb, t_n)
+        a = np.exp(-b.self_discharge_per_s[bs] * inp.tick_s)[:, None] * np.ones(t_n)
+        bc = cols.add(nb * t_n, 0.0, np.repeat(b.max_charge_w[bs] / 1000.0, t_n)).reshape(nb, t_n)
+        bd = cols.add(nb * t_n, 0.0, np.repeat(b.max_discharge_w[bs] / 1000.0, t_n)).reshape(
+            nb, t_n
+        )
         be = cols.add(
             nb * t_n,
             np.repeat(b.energy_min_wh[bs] / 1000.0, t_n),
@@ -284,21 +286,23 @@ def add_batteries(b: Build) -> None:
         eq.add(bal[pb], bd[bidx[p_site[pb]], p_k[pb]], 1.0)
         e0 = b.energy_wh[bs] / 1000.0
         rhs = np.zeros((nb, t_n))
-        rhs[:, 0] = a * e0
+        rhs[:, 0] = a[:, 0] * e0
         dyn = eq.new(nb * t_n, rhs.ravel()).reshape(nb, t_n)
         eq.add(dyn, be, 1.0)
-        eq.add(dyn[:, 1:], be[:, :-1], -a)
-        eq.add(dyn, bc, (-a * b.charge_efficiency[bs] * tick_h)[:, None] * np.ones(t_n))
-        eq.add(dyn, bd, (a * tick_h / b.discharge_efficiency[bs])[:, None] * np.ones(t_n))
-        cap = b.capacity_wh[bs] / 1000.0
-        top = b.energy_max_wh[bs] / np.maximum(b.capacity_wh[bs], 1e-9)
-        tap = np.flatnonzero(b.taper_soc[bs] < top - 1e-9)
+        eq.add(dyn[:, 1:], be[:, :-1], -a[:, 1:])
+        eq.add(dyn, bc, -a * b.charge_efficiency[bs][:, None] * tick_h)
+        eq.add(dyn, bd, a * tick_h / b.discharge_efficiency[bs][:, None])
+        # CC-CV taper line P_line (E_max - E)/(E_max - E_taper), imposed at each tick end
+        e_max = b.energy_max_wh[bs] / 1000.0
+        den = e_max - b.energy_taper_wh[bs] / 1000.0
+        tap = np.flatnonzero(den > 1e-9)
         if tap.size and not relaxed and obj.taper == "inner":
-            p_b = b.power_w[bs][tap] / 1000.0
-            den = top[tap] - b.taper_soc[bs][tap]
-            r = ub.new(tap.size * t_n, np.repeat(p_b * top[tap] / den, t_n)).reshape(-1, t_n)
+            line = b.max_charge_w[bs][tap] / 1000.0
+            r = ub.new(tap.size * t_n, np.repeat(line * e_max[tap] / den[tap], t_n)).reshape(
+                -1, t_n
+            )
             ub.add(r, bc[tap], 1.0)
-            ub.add(r, be[tap], (p_b / (cap[tap] * den))[:, None] * np.ones(t_n))
+            ub.add(r, be[tap], (line / den[tap])[:, None] * np.ones(t_n))
         maps.update(bs=bs, bc=bc, bd=bd, be=be)
 
 

@@ -31,19 +31,37 @@ class BatteryData:
     """Per-site stationary batteries (capacity 0 where a site has none)."""
 
     capacity_wh: FloatArray
-    power_w: FloatArray
+    max_charge_w: FloatArray
+    max_discharge_w: FloatArray
     charge_efficiency: FloatArray
     discharge_efficiency: FloatArray
     energy_min_wh: FloatArray
     energy_max_wh: FloatArray
     energy_wh: FloatArray  # at t = 0
-    taper_soc: FloatArray  # >= soc_max: no taper
-    self_discharge_per_s: float = 0.0
+    energy_taper_wh: FloatArray  # CC-CV taper from here (>= energy_max_wh: none)
+    self_discharge_per_s: FloatArray  # exponential decay rate of what is stored
 
     @classmethod
     def none(cls, n: int) -> BatteryData:
         z = np.zeros(n)
-        return cls(z, z, np.ones(n), np.ones(n), z, z, z, np.ones(n))
+        return cls(z, z, z, np.ones(n), np.ones(n), z, z, z, z, z)
+
+    @classmethod
+    def from_spec(cls, spec, energy_wh: FloatArray) -> BatteryData:
+        """From the engine's battery model (``models.battery.BatterySpec``) and stored energy."""
+        c = np.array
+        return cls(
+            capacity_wh=c(spec.capacity_wh, float),
+            max_charge_w=c(spec.max_charge_power_w, float),
+            max_discharge_w=c(spec.max_discharge_power_w, float),
+            charge_efficiency=c(spec.charge_efficiency, float),
+            discharge_efficiency=c(spec.discharge_efficiency, float),
+            energy_min_wh=c(spec.energy_min_wh, float),
+            energy_max_wh=c(spec.energy_max_wh, float),
+            energy_wh=c(energy_wh, float),
+            energy_taper_wh=c(spec.energy_taper_wh, float),
+            self_discharge_per_s=c(spec.self_discharge_per_s, float),
+        )
 
 
 @dataclass(frozen=True)
@@ -59,7 +77,8 @@ class EvData:
     energy_min_wh: FloatArray  # V2X floor
     energy_wh: FloatArray  # at t = 0 (every EV starts the run plugged in)
     target_wh: FloatArray
-    taper_soc: FloatArray  # >= soc_max: no taper
+    energy_taper_wh: FloatArray  # CC-CV taper from here (>= energy_max_wh: none)
+    taper_line_w: FloatArray  # CC power of the pack's taper line
 
     @property
     def n(self) -> int:

@@ -176,16 +176,17 @@ def add_evs(b: Build) -> None:
         r = ub.new(qw.size, 0.0)
         ub.add(r, ed_col[q_ev[qw], q_k[qw]], fl)
         ub.add(r, ee[qw], -1.0)
-    # CC-CV taper (inner form, at the piece end)
-    top = evs.energy_max_wh / evs.capacity_wh
-    tq = qp[evs.taper_soc[q_ev[qp]] < top[q_ev[qp]] - 1e-9]
+    # CC-CV taper along the pack's line, imposed at each piece end (the highest energy of a
+    # charging piece, so the engine's exact taper never binds below the set-point)
+    den_all = (evs.energy_max_wh - evs.energy_taper_wh) / 1000.0
+    tq = qp[den_all[q_ev[qp]] > 1e-9]
     if tq.size and not relaxed and obj.taper == "inner":
         e_i = q_ev[tq]
-        den = top[e_i] - evs.taper_soc[e_i]
-        pw = evs.charger_w[e_i] / 1000.0
-        r = ub.new(tq.size, pw * top[e_i] / den)
+        den = den_all[e_i]
+        line = evs.taper_line_w[e_i] / 1000.0
+        r = ub.new(tq.size, line * (evs.energy_max_wh[e_i] / 1000.0) / den)
         ub.add(r, ec_col[e_i, q_k[tq]], 1.0)
-        ub.add(r, ee[tq], pw / (evs.capacity_wh[e_i] / 1000.0 * den))
+        ub.add(r, ee[tq], line / den)
     maps["q_last"] = q_off[1:][cnt > 0] - 1
     maps["q_last"] = q_off[1:][cnt > 0] - 1
     maps.update(

@@ -124,13 +124,9 @@ def solve_sites(inp: SiteInputs, obj: Objective) -> OracleSchedule:
 
 def _has_taper(inp: SiteInputs) -> bool:
     b = inp.battery
-    has_b = (b.capacity_wh > 0) & (
-        b.taper_soc < b.energy_max_wh / np.maximum(b.capacity_wh, 1e-9) - 1e-9
-    )
+    has_b = (b.capacity_wh > 0) & (b.energy_taper_wh < b.energy_max_wh - 1e-6)
     e = inp.evs
-    has_e = (
-        e is not None and e.n and bool((e.taper_soc < e.energy_max_wh / e.capacity_wh - 1e-9).any())
-    )
+    has_e = e is not None and e.n and bool((e.energy_taper_wh < e.energy_max_wh - 1e-6).any())
     return bool(has_b.any() or has_e)
 
 
@@ -240,7 +236,7 @@ def chunks_of(inp: SiteInputs, chunk_sites: int) -> list[IntArray]:
     n = inp.n_sites
     busy = np.zeros(n, bool)
     b = inp.battery
-    busy |= (b.capacity_wh > 0) & (b.power_w > 0)
+    busy |= (b.capacity_wh > 0) & ((b.max_charge_w > 0) | (b.max_discharge_w > 0))
     if inp.evs is not None and inp.evs.n:
         busy[inp.evs.site] = True
     if inp.jobs is not None:
