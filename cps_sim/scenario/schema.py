@@ -88,7 +88,14 @@ class TariffSpec(_Model):
     levies and margin.  Defaults are assumptions (Japanese household rates).
     """
 
-    type: Literal["flat", "tou", "dynamic"] = "flat"
+    type: Literal["flat", "tou", "dynamic", "jepx"] = "flat"
+    jepx_csv: str | None = Field(None, description="jepx: a JEPX spot file (spot_<FY>.csv, "
+                                 "cp932), relative to the scenario; import = area price + "
+                                 "import_adder, export = export_multiplier x price + "
+                                 "export_adder, as for dynamic.")
+    jepx_area: Literal["system", "hokkaido", "tohoku", "tokyo", "chubu", "hokuriku", "kansai",
+                       "chugoku", "shikoku", "kyushu"] = Field(
+        "tokyo", description="jepx: whose price (system price or an area price).")
     import_jpy_per_kwh: float = Field(31.0, ge=0, description="flat: import price (assumption:"
                                       " Japanese household rate incl. surcharges, ~31 JPY/kWh).")
     export_jpy_per_kwh: float = Field(8.5, ge=0, description="Export (buy-back) price, all "
@@ -109,6 +116,8 @@ class TariffSpec(_Model):
             raise ValueError("type 'tou' needs at least one entry in periods")
         if self.type == "dynamic" and not self.prices_csv:
             raise ValueError("type 'dynamic' needs prices_csv")
+        if self.type == "jepx" and not self.jepx_csv:
+            raise ValueError("type 'jepx' needs jepx_csv (a JEPX spot-price CSV file)")
         return self
 
 
