@@ -292,6 +292,28 @@ def replay(recording: Annotated[Path, typer.Argument(help="bridge.parquet of a c
                f"{res.wall_time_s:.2f} s")
 
 
+def _click_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
+    """Click's exception classes: typer >= 0.20 vendors click as ``typer._click``."""
+    mods = []
+    try:
+        from typer._click import exceptions as vendored
+
+        mods.append(vendored)
+    except ImportError:
+        pass
+    try:
+        from click import exceptions as upstream
+
+        mods.append(upstream)
+    except ImportError:
+        pass
+
+    def get(name: str) -> tuple[type[BaseException], ...]:
+        return tuple(getattr(m, name) for m in mods if hasattr(m, name))
+
+    return get("ClickException"), get("UsageError"), get("NoArgsIsHelpError"), get("Abort")
+
+
 def main() -> None:
     """Entry point: whatever goes wrong ends in ``error: ...`` and a non-zero exit.
 
@@ -302,8 +324,24 @@ def main() -> None:
     import warnings
 
     warnings.showwarning = _show_warning
+    click_errors, usage_errors, no_args, aborts = _click_exceptions()
     try:
-        app()
+        rc = app(standalone_mode=False)
+    except no_args as exc:  # bare `cps-sim`: the help
+        ctx = getattr(exc, "ctx", None)
+        typer.echo(ctx.get_help() if ctx is not None else str(exc))
+        sys.exit(0)
+    except usage_errors as exc:  # bad option, unknown command, missing argument
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click_errors as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except aborts:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
     except CpsSimError as exc:  # raised outside a command body
         if _state["debug"]:
             raise
@@ -332,6 +370,7 @@ def main() -> None:
         print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for "
               "the traceback and please report it", file=sys.stderr)
         sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

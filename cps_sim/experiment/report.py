@@ -30,6 +30,7 @@ as base64, so it can be mailed or opened offline (no CDN, no scripts).
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import html
 import json
 import math
@@ -68,26 +69,79 @@ def make_report(results_dir: str | Path, *, week_start: str | None = None,
     out = Path(out_dir) if out_dir is not None else src / "report"
     from cps_sim.experiment.outdir import check_report_out, make_parents
 
-    check_report_out(out)
-    make_parents(out)
+    # Read and check every input before the report folder is touched.
     if (src / "catalog.parquet").exists() or (src / "plan.json").exists():
-        return _sweep_report(src, out, objective)
+        cat = _read_catalog(src)
+        _check_objective(cat, objective)
+        check_report_out(out)
+        make_parents(out)
+        return _sweep_report(src, out, objective, cat)
     if (src / "timeseries.parquet").exists():
-        return _run_report(src, out, week_start)
+        run = _load_run(src)
+        week = choose_week(run[0], week_start)
+        check_report_out(out)
+        make_parents(out)
+        return _run_report(src, out, run, week)
     raise ResultsError(f"{src}: neither a run (timeseries.parquet) nor a sweep "
                        "(catalog.parquet) results directory")
+
+
+def _damaged(path: Path, exc: BaseException) -> ResultsError:
+    return ResultsError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is "
+                        "damaged or not what cps_sim wrote: rerun to regenerate it")
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several kinds for a damaged file
+        raise _damaged(path, exc) from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _damaged(path, exc) from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _read_catalog(src: Path) -> pd.DataFrame:
+    from cps_sim.experiment.catalog import read_catalog
+
+    try:
+        return read_catalog(src)
+    except ResultsError:
+        raise
+    except Exception as exc:
+        raise _damaged(src / "catalog.parquet", exc) from None
+
+
+def _check_objective(cat: pd.DataFrame, objective: str) -> None:
+    kpis = list(cat.attrs.get("kpi_columns", []))
+    if kpis and objective not in kpis:
+        raise ResultsError(f"--objective {objective!r} is not a KPI of this sweep; choose one "
+                           f"of: {', '.join(kpis)}")
 
 
 # ----------------------------------------------------------------------------- run
 
 def _load_run(src: Path) -> tuple[pd.DataFrame, dict[str, float], dict[str, Any]]:
-    ts = pd.read_parquet(src / "timeseries.parquet")
-    kpis = json.loads((src / "kpis.json").read_text()) if (src / "kpis.json").exists() else {}
-    manifest = {}
-    if (src / "manifest.json").exists():
-        manifest = json.loads((src / "manifest.json").read_text())
+    ts = _read_parquet(src / "timeseries.parquet")
+    kpis = _read_json(src / "kpis.json")
+    manifest = _read_json(src / "manifest.json")
     tz = (manifest.get("scenario") or {}).get("timezone", "UTC")
-    ts = ts.set_index(pd.DatetimeIndex(ts["time"]).tz_convert(tz)).drop(columns="time")
+    if "time" not in ts:
+        raise ResultsError(f"{src / 'timeseries.parquet'}: has no 'time' column; not a cps_sim "
+                           "time series")
+    try:
+        ts = ts.set_index(pd.DatetimeIndex(ts["time"]).tz_convert(tz)).drop(columns="time")
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _damaged(src / "timeseries.parquet", exc) from None
     return ts, kpis, manifest
 
 
@@ -100,8 +154,12 @@ def choose_week(ts: pd.DataFrame, week_start: str | None) -> pd.DataFrame:
     if ts.empty:
         return ts
     if week_start is not None:
-        start = pd.Timestamp(week_start)
-        start = start.tz_localize(ts.index.tz) if start.tzinfo is None else start
+        try:
+            start = pd.Timestamp(_dt.date.fromisoformat(str(week_start).strip()))
+        except ValueError:
+            raise ResultsError(f"--week {week_start!r}: expected a local date such as "
+                               f"{ts.index[0]:%Y-%m-%d} (YYYY-MM-DD)") from None
+        start = start.tz_localize(ts.index.tz)
     else:
         daily_peak = _col(ts, "grid_import_w").resample("1D").max()
         weekly = daily_peak.rolling(7, min_periods=1).max()
@@ -201,9 +259,9 @@ def _daily_profiles(ts: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def _run_report(src: Path, out: Path, week_start: str | None) -> Report:
-    ts, kpis, manifest = _load_run(src)
-    week = choose_week(ts, week_start)
+def _run_report(src: Path, out: Path, run: tuple[pd.DataFrame, dict[str, float],
+                                                 dict[str, Any]], week: pd.DataFrame) -> Report:
+    ts, kpis, manifest = run
     rep = Report(out, out / "report.html", kind="run")
     for name, draw in (("energy_flows.png", lambda p: _energy_flows(week, p)),
                        ("soc_price.png", lambda p: _soc_price(week, manifest, p)),
@@ -233,10 +291,7 @@ def _run_report(src: Path, out: Path, week_start: str | None) -> Report:
 
 # ----------------------------------------------------------------------------- sweep
 
-def _sweep_report(src: Path, out: Path, objective: str) -> Report:
-    from cps_sim.experiment.catalog import read_catalog
-
-    cat = read_catalog(src)
+def _sweep_report(src: Path, out: Path, objective: str, cat: pd.DataFrame) -> Report:
     params = [p for p in cat.attrs.get("param_columns", []) if p in cat]
     kpi_cols = cat.attrs.get("kpi_columns", [])
     ok = cat[cat.status == "ok"]

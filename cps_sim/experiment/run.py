@@ -99,6 +99,9 @@ def simulate(scenario: Scenario, *, quiet: bool = True,
     ``interruptible``: Ctrl-C ends the run early and returns what was simulated
     (``recorder.interrupted`` is True).
     """
+    from cps_sim.experiment.memory import check_fits
+
+    check_fits(scenario)  # refuse a run too large for memory before building anything
     world = build_world(scenario, base_dir)
     env = env if env is not None else make_env(scenario.mode, scenario.speed)
     recorder = Recorder(world)
@@ -151,6 +154,9 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
 
     protect = [source_file] if source_file is not None else []
     shown = Path(out_dir) if out_dir is not None else default_out_dir(scenario)
+    from cps_sim.experiment.memory import check_fits
+
+    check_fits(scenario)
     out_dir = check_run_out(shown, protect)  # before anything is simulated
     t0 = time.perf_counter()
     started = time.time()
