@@ -292,6 +292,24 @@ def replay(recording: Annotated[Path, typer.Argument(help="bridge.parquet of a c
                f"{res.wall_time_s:.2f} s")
 
 
+@app.command()
+def compare(runs: Annotated[list[Path], typer.Argument(help="Two or more run folders (the "
+                                                      "first is the baseline).")],
+            week: Annotated[str | None, typer.Option(help="First local day of the week "
+                                                     "overlaid (default: the first run's "
+                                                     "peak-import week).")] = None,
+            out: Annotated[Path | None, typer.Option(help="Where to write (default: "
+                                                     "results/compare-A-vs-B).")] = None):
+    """Compare runs of the same horizon: KPI differences, week and daily-profile overlays."""
+    from cps_sim.experiment.compare import compare_runs, format_summary
+
+    try:
+        res = compare_runs(list(runs), out_dir=out, week_start=week)
+    except CpsSimError as exc:
+        _fail(exc)
+    typer.echo(format_summary(res))
+
+
 def _click_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
     """Click's exception classes: typer >= 0.20 vendors click as ``typer._click``."""
     mods = []
