@@ -154,12 +154,20 @@ def report(results_dir: Annotated[Path, typer.Argument(help="A run or sweep resu
                                                   "and worst runs (lower is better).")]
            = "cost_jpy",
            out: Annotated[Path | None, typer.Option(help="Where to write (default: "
-                                                    "RESULTS_DIR/report).")] = None):
-    """Plot a run (flows, SoC, daily profiles, KPIs) or a sweep (sensitivity, trade-off)."""
+                                                    "RESULTS_DIR/report).")] = None,
+           constraint: Annotated[list[str] | None, typer.Option(
+               "--constraint", help="Sweep reports: a design point ranks only if its mean "
+               "meets this, e.g. 'ev_unmet_at_departure_kwh <= 1'. Repeatable.")] = None,
+           tradeoff: Annotated[str, typer.Option(help="Sweep reports: KPI on the trade-off "
+                                                 "plot's x axis (lower is better; prefix - "
+                                                 "to maximise).")] = "co2_kg"):
+    """Plot a run (flows, SoC, daily profiles, KPIs) or a sweep (design points with
+    confidence intervals, sensitivity, heatmap, ranking under constraints, Pareto front)."""
     from cps_sim.experiment.report import make_report
 
     try:
-        rep = make_report(results_dir, week_start=week, objective=objective, out_dir=out)
+        rep = make_report(results_dir, week_start=week, objective=objective, out_dir=out,
+                          constraints=constraint or [], tradeoff=tradeoff)
     except CpsSimError as exc:
         _fail(exc)
     typer.echo(f"{rep.kind} report: {rep.html} ({len(rep.pngs)} plots)")

@@ -49,6 +49,8 @@ REPORT_FILES = (
             "daily_profiles.png",
             "sensitivity.png",
             "tradeoff.png",
+            "heatmap.png",
+            "points.csv",
         }
     )
     | BLOCK_PLOT_FILES
