@@ -94,6 +94,8 @@ class EmulatorFleet:
         self.rng = np.random.default_rng(cfg.seed)
         self.model = make_fleet(kind, n, self.rng, start, self.rated, **self._model_options())
         self.rated = self.model.rated  # PV narrows its rating to the inverters
+        horizon = cfg.duration_s * cfg.speed if cfg.duration_s else 86400.0
+        self.model.warm(horizon + 3600.0)  # profiles built before the devices go online
         self.cmd = Commands.none(n)
         self.expires_s = np.full(n, np.inf)
         self.fallback = np.zeros(n, bool)

@@ -10,7 +10,6 @@ thread), and integrated exactly between any two instants.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,45 +23,33 @@ from cps_sim.models.weather import TOKYO, synthetic_weather
 
 # --------------------------------------------------------------------------- profiles by day
 class _DailyProfile:
-    """Cumulative energy [Wh] of a per-minute power profile, generated one day at a time.
+    """Cumulative energy [Wh] of a per-minute power profile, one simulated day at a time.
 
-    The next day is computed in a helper thread while the current one is in use, so a
-    long run does not stall at midnight (a household-load day for 1,000 devices takes
-    seconds).  Each day draws from its own seeded generator: same seed, same profile.
+    Days are built when first needed, or ahead with :meth:`warm` (the fleet warms the days
+    its run will cover before it connects, so the device loop does not stall on them; a
+    run without a duration stalls once per simulated day, for about a second per thousand
+    household loads).  Each day draws from its own seeded generator: same seed, same
+    profile, in any order.  (No helper thread: the model libraries silence their own
+    deprecation warnings with ``warnings.catch_warnings``, which is not thread-safe.)
     """
-
-    _pool = None
 
     def __init__(self, make_day):
         self._make_day = make_day  # day index -> (n_minutes, n) power [W]
-        self._days: dict[int, Any] = {}
+        self._days: dict[int, np.ndarray] = {}
 
-    @classmethod
-    def _executor(cls):
-        if cls._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            cls._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emu-profile")
-        return cls._pool
-
-    def _build(self, day: int) -> np.ndarray:
-        p = self._make_day(day)
-        return np.vstack([np.zeros((1, p.shape[1])), np.cumsum(p * GRID_S / 3600.0, axis=0)])
-
-    def prefetch(self, day: int) -> None:
-        if day not in self._days:
-            self._days[day] = self._executor().submit(self._build, day)
+    def warm(self, days: int = 1) -> None:
+        """Build days ``0 .. days-1`` now."""
+        for d in range(days):
+            self._cum(d)
 
     def _cum(self, day: int) -> np.ndarray:
         got = self._days.get(day)
         if got is None:
-            got = self._days[day] = self._build(day)
-        elif not isinstance(got, np.ndarray):
-            got = self._days[day] = got.result()
-        if day + 1 not in self._days:
+            p = self._make_day(day)
+            got = np.vstack([np.zeros((1, p.shape[1])), np.cumsum(p * GRID_S / 3600.0, axis=0)])
             for old in [d for d in self._days if d < day - 1]:
                 del self._days[old]
-            self.prefetch(day + 1)
+            self._days[day] = got
         return got
 
     def energy_wh(self, t_s: float) -> FloatArray:
@@ -141,6 +128,9 @@ class PVFleet(DeviceFleet):
         )
         self.rated = replace(rated, power_w_min=-float(self.ac_w.max()), power_w_max=0.0)
 
+    def profiles(self) -> list:
+        return [self.available]
+
     def _exchange_wh(self, t_s, dt_s, cmd):
         avail_wh = self.available.between_wh(t_s, t_s + dt_s)
         cap_wh = np.where(
@@ -185,6 +175,9 @@ class LoadFleet(DeviceFleet):
 
         self.load = _DailyProfile(day)
 
+    def profiles(self) -> list:
+        return [self.load]
+
     def relay(self, cmd: Commands) -> np.ndarray:
         on = np.where(cmd.on >= 0, cmd.on == 1, ~(cmd.power_w <= 0))
         return np.where(cmd.active, on, True)
@@ -213,19 +206,17 @@ class HeatPumpFleet(DeviceFleet):
         self.state = hp.initial_state(self.spec, _u(rng, 45.0, 62.0, n))
         self.heating = np.zeros(n, bool)
         seed = int(rng.integers(2**31))
-        self._weather: dict[int, np.ndarray] = {}
-        self._seed, self._sky = seed, weather
+        self.air = _DailyProfile(  # outdoor temperature per minute (as a one-column profile)
+            lambda d: _weather_day(start, d, seed, weather)["temp_air_c"].to_numpy()[:, None]
+        )
         midnight = start.normalize()
         self.offset_s = (start - midnight).total_seconds()
 
+    def profiles(self) -> list:
+        return [self.air]
+
     def ambient_c(self, t_s: float) -> float:
-        day = int(t_s // DAY_S)
-        if day not in self._weather:
-            self._weather = {
-                day: _weather_day(self.start, day, self._seed, self._sky)["temp_air_c"].to_numpy()
-            }
-        k = min(int((t_s - day * DAY_S) / GRID_S), int(DAY_S / GRID_S) - 1)
-        return float(self._weather[day][k])
+        return float(self.air.value_at(t_s)[0])
 
     def _exchange_wh(self, t_s, dt_s, cmd):
         pmax = self.rated.power_w_max

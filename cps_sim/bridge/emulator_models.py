@@ -97,6 +97,15 @@ class DeviceFleet:
     def signals(self) -> dict[str, np.ndarray]:
         return {}
 
+    def warm(self, horizon_s: float) -> None:
+        """Precompute what the first ``horizon_s`` of device time needs (profiles)."""
+        days = max(1, min(7, int(np.ceil(horizon_s / DAY_S))))
+        for prof in self.profiles():
+            prof.warm(days)
+
+    def profiles(self) -> list:
+        return []
+
     def on_state(self, cmd: Commands) -> np.ndarray:
         """Relay/enable state reported (True unless commanded off)."""
         return ~(cmd.active & (cmd.on == 0))
