@@ -217,7 +217,6 @@ class MessageLog:
         "accepted",
         "reason",
         "detail",
-        "taken_wall_s",
     )
 
     def __init__(self) -> None:
@@ -236,10 +235,8 @@ class MessageLog:
         accepted: bool,
         reason: str = "",
         detail: str = "",
-        taken_wall_s: float = float("nan"),
     ) -> None:
         r = self.rows
-        r["taken_wall_s"].append(float(taken_wall_s))
         r["drain"].append(int(drain))
         r["sim_time_s"].append(float(sim_s))
         r["wall_time_s"].append(float(wall_s))
@@ -272,7 +269,6 @@ class MessageLog:
                 "accepted": pa.array(r["accepted"], pa.bool_()),
                 "reason": pa.array(r["reason"], pa.string()),
                 "detail": pa.array(r["detail"], pa.string()),
-                "taken_wall_s": pa.array(r["taken_wall_s"], pa.float64()),
             }
         )
 
@@ -619,7 +615,6 @@ class MqttTransport:
         self._carry: list[RawIn] = []  # own messages published at the poll instant
         self._rx_seq = 0
         self._drain_index = -1
-        self._taken_wall = float("nan")  # wall clock of the current live drain
         self._started = False
 
     # ------------------------------------------------------------------ Transport
@@ -760,7 +755,6 @@ class MqttTransport:
                 self._process(raw, now, index)
             return
         batch, dropped = self._collect(now, loopback)
-        self._taken_wall = time.time()
         for wall, topic, size in dropped:
             self._process(RawIn(wall, topic, b"", parsed=("dropped", size)), now, index)
         for raw in batch:
@@ -841,7 +835,6 @@ class MqttTransport:
                 accepted,
                 reason,
                 detail,
-                self._taken_wall if direction != OUT else float("nan"),
             )
 
     def event(self, kind: str, subject: str, detail: str = "") -> None:

@@ -36,8 +36,6 @@ import simpy
 from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.core.bus import SetpointHolder, Topics, Transport
 
-SETPOINT_KEYS = ("ev_setpoint_w", "battery_setpoint_w", "import_limit_w",
-                 "deferrable_setpoint_w", "export_limit_w")
 
 
 class Controller(Protocol):
@@ -77,7 +75,11 @@ def fallback_off(obs: Observation) -> dict[str, FloatArray]:
 
 
 def setpoint_sizes(obs: Observation) -> dict[str, int]:
-    """Expected array length of each setpoint key for this group."""
+    """Expected array length of each setpoint key the group accepts: what the world
+    derived from the group's populations (``Observation.setpoint_sizes``), or, for an
+    observation built by hand, the keys of the built-in device families."""
+    if obs.setpoint_sizes is not None:
+        return dict(obs.setpoint_sizes)
     return {"ev_setpoint_w": obs.n_evs, "battery_setpoint_w": obs.n_sites,
             "import_limit_w": obs.n_sites, "deferrable_setpoint_w": obs.n_sites,
             "export_limit_w": obs.n_sites}
@@ -161,10 +163,11 @@ def device_process(env: simpy.Environment, world: ControlledWorld, transport: Tr
     store = transport.subscribe(Topics.setpoints(group))
     holder = SetpointHolder(setpoint_sizes(world.observe(group)), default_ttl_s)
     stats.holder = holder
+    keys = tuple(holder.sizes)  # the control keys this group accepts
 
     def enter_fallback() -> None:
         world.advance_to(float(env.now))
-        world.apply(group, **_only_keys(fallback(world.observe(group))))
+        world.apply(group, **_only_keys(fallback(world.observe(group)), keys))
         stats.fallbacks += 1
         stats.fallback_since_s = float(env.now)
         if on_fallback is not None:
@@ -196,9 +199,9 @@ def device_process(env: simpy.Environment, world: ControlledWorld, transport: Tr
             current = holder.current(now)
             if newest and current is not None:
                 world.advance_to(now)
-                setpoints = _only_keys(current)
+                setpoints = _only_keys(current, keys)
                 if guard is not None:
-                    setpoints = _only_keys(guard(now, setpoints))
+                    setpoints = _only_keys(guard(now, setpoints), keys)
                 world.apply(group, **setpoints)
                 stats.applied += 1
                 if in_fallback:
@@ -209,5 +212,5 @@ def device_process(env: simpy.Environment, world: ControlledWorld, transport: Tr
             in_fallback = True
 
 
-def _only_keys(setpoints: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    return {k: np.asarray(setpoints[k], dtype=float) for k in SETPOINT_KEYS if k in setpoints}
+def _only_keys(setpoints: Mapping[str, Any], keys) -> dict[str, np.ndarray]:
+    return {k: np.asarray(setpoints[k], dtype=float) for k in keys if k in setpoints}

@@ -15,7 +15,9 @@ Two index spaces:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -69,6 +71,10 @@ class Observation:
     # --- per EV: CC-CV taper (where it starts [Wh], the pack's line [W]) ----
     ev_energy_taper_wh: FloatArray | None = None
     ev_taper_line_w: FloatArray | None = None
+    # --- control keys the group accepts and their array lengths (from the world) --
+    setpoint_sizes: Mapping[str, int] | None = None
+    # --- fields of device populations that have no attribute above -------
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def ev_range_w(self, hold_s: float, energy_wh: FloatArray | None = None
                    ) -> tuple[FloatArray, FloatArray]:

@@ -27,15 +27,20 @@ SINKS = ("load_wh", "grid_export_wh", "ev_driving_wh", "battery_loss_wh", "ev_lo
 
 @dataclass
 class EnergyLedger:
+    """Sources and sinks default to the engine's built-in flows; the world passes the
+    ones derived from its registered populations (``world.populations``)."""
+
     stored_initial_wh: float
     totals: dict[str, float] = field(default_factory=dict)
     max_abs_tick_residual_wh: float = 0.0
+    sources: tuple[str, ...] = SOURCES
+    sinks: tuple[str, ...] = SINKS
 
     def residual_wh(self, flows: dict[str, float], stored_before_wh: float,
                     stored_after_wh: float) -> float:
         """Sources − sinks − Δstored for one interval (should be ~0)."""
-        src = sum(flows.get(k, 0.0) for k in SOURCES)
-        snk = sum(flows.get(k, 0.0) for k in SINKS)
+        src = sum(flows.get(k, 0.0) for k in self.sources)
+        snk = sum(flows.get(k, 0.0) for k in self.sinks)
         return src - snk - (stored_after_wh - stored_before_wh)
 
     def add_tick(self, flows: dict[str, float], stored_before_wh: float,

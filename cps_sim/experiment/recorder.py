@@ -10,25 +10,22 @@ from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.world.group import ARRIVAL, FLOWS
 from cps_sim.world.world import TickResult, World
 
-# timeseries.parquet columns (tick averages [W] unless named otherwise)
-POWER_COLUMNS = (
-    ("pv_generation_w", "pv_generation_wh"),
-    ("pv_potential_w", "pv_potential_wh"),
-    ("curtailment_w", "curtailment_wh"),
-    ("load_w", "load_wh"),
-    ("ev_charging_w", "ev_charging_wh"),
-    ("battery_charge_w", "battery_charge_wh"),
-    ("battery_discharge_w", "battery_discharge_wh"),
-    ("grid_import_w", "grid_import_wh"),
-    ("grid_export_w", "grid_export_wh"),
-    ("unserved_w", "unserved_wh"),
-    ("ev_driving_w", "ev_driving_wh"),
-)
+# timeseries.parquet columns (tick averages [W] unless named otherwise): one per flow of
+# the registered populations (world.populations.FLOWS), the long-standing ones first
+_FIRST = ("pv_generation_wh", "pv_potential_wh", "curtailment_wh", "load_wh", "ev_charging_wh",
+          "battery_charge_wh", "battery_discharge_wh", "grid_import_wh", "grid_export_wh",
+          "unserved_wh", "ev_driving_wh")
+POWER_COLUMNS = tuple((f.removesuffix("_wh") + "_w", f)
+                      for f in (*[f for f in _FIRST if f in FLOWS],
+                                *[f for f in FLOWS if f not in _FIRST]))
 
 SIGN_NOTE = ("Rows are settlement ticks [time, time + tick_s). Columns ending in _w are tick-"
              "average powers in W, each named for the direction it carries and so >= 0; "
-             "grid_import_w is power drawn from the grid, grid_export_w power fed into it. "
-             "Inside the simulator power into a device is positive.")
+             "grid_import_w is power drawn from the grid, grid_export_w power fed into it "
+             "(measured_correction_w, a correction of stored energy from measurements of "
+             "devices bound to hardware, is signed: + added to the stores). stored_wh is the "
+             "energy in every store at the end of the tick. Inside the simulator power into "
+             "a device is positive.")
 
 
 class Recorder:
@@ -42,6 +39,7 @@ class Recorder:
         self.ev_soc = np.full(n, np.nan)
         self.ev_plugged = np.zeros(n, dtype=np.int64)
         self.residual_wh = np.zeros(n)
+        self.stored_wh = np.full(n, np.nan)
         rs = world.record_sites
         self.site_net_wh = np.zeros((n, rs.size)) if rs.size else None
         self.ticks_done = 0
@@ -57,6 +55,7 @@ class Recorder:
         self.ev_soc[k] = r.ev_soc_mean
         self.ev_plugged[k] = r.ev_plugged
         self.residual_wh[k] = r.residual_wh
+        self.stored_wh[k] = r.stored_wh
         if self.site_net_wh is not None:
             self.site_net_wh[k] = r.site_net_wh
         if r.extra:
@@ -93,6 +92,7 @@ class Recorder:
         cols["export_price_jpy_per_kwh"] = pa.array(w.export_price_jpy_per_kwh[:n])
         cols["carbon_price_jpy_per_t"] = pa.array(w.carbon_price_jpy_per_t[:n])
         cols["balance_residual_wh"] = pa.array(self.residual_wh[:n])
+        cols["stored_wh"] = pa.array(self.stored_wh[:n])  # in every store at the tick's end
         for name in sorted(self.extra):
             cols[name] = pa.array(self.extra[name][:n])
         return pa.table(cols)
@@ -201,7 +201,8 @@ class Recorder:
             if soh.size:
                 out["battery_soh_mean"] = float(soh.mean())
                 out["battery_soh_min"] = float(soh.min())
-        hp_groups = [g for g in w.groups if g.hpwh is not None]
-        for g in hp_groups:
-            out.update(g.hpwh.kpis("" if len(hp_groups) == 1 else f"{g.name}."))
+        for key in dict.fromkeys(p.key for g in w.groups for p in g.populations):
+            having = [g for g in w.groups if key in g.by_key]
+            for g in having:  # KPIs of device populations (prefixed when in several groups)
+                out.update(g.by_key[key].kpis("" if len(having) == 1 else f"{g.name}."))
         return out

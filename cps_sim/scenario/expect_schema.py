@@ -86,6 +86,14 @@ BASE_COLUMNS = frozenset(
         "grid_export_w",
         "unserved_w",
         "ev_driving_w",
+        "ev_discharge_w",
+        "ev_loss_w",
+        "ev_trip_shortfall_w",
+        "battery_loss_w",
+        "battery_fade_w",
+        "deferrable_w",
+        "deferrable_unmet_w",
+        "measured_correction_w",
         "losses_w",
         "peak_site_import_w",
         "battery_soc_mean",
@@ -95,6 +103,7 @@ BASE_COLUMNS = frozenset(
         "import_price_jpy_per_kwh",
         "export_price_jpy_per_kwh",
         "carbon_price_jpy_per_t",
+        "stored_wh",
         "balance_residual_wh",
     }
 )
@@ -112,6 +121,14 @@ GROUP_COLUMNS = frozenset(
         "grid_export_w",
         "unserved_w",
         "ev_driving_w",
+        "ev_discharge_w",
+        "ev_loss_w",
+        "ev_trip_shortfall_w",
+        "battery_loss_w",
+        "battery_fade_w",
+        "deferrable_w",
+        "deferrable_unmet_w",
+        "measured_correction_w",
     }
 )
 HPWH_PREFIXES = ("heat_pump_", "hot_water_", "hpwh_")

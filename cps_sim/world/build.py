@@ -14,7 +14,14 @@ from cps_sim.scenario.distributions import sample
 from cps_sim.scenario.schema import Scenario, SiteGroupSpec
 from cps_sim.world.exogenous import LoadBlocks, RunWeather, build_weather, pv_unit_profiles
 from cps_sim.world.group import SiteGroup
-from cps_sim.world.populations import EvPopulation
+from cps_sim.world.populations import (
+    REGISTRY,
+    BatteryPopulation,
+    EvPopulation,
+    Population,
+    SiteInputs,
+)
+from cps_sim.world.populations.base import BuildContext
 from cps_sim.world.prices import tick_carbon_prices, tick_prices
 from cps_sim.world.world import GroupBinding, World
 
@@ -60,8 +67,7 @@ def _catalog_fleet(e, m: int, rng: RngStreams, stream: str, cap, charger, cons, 
 
 
 def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: RngStreams,
-                scenario: Scenario, weather: RunWeather, path: str = "sites[0]",
-                sessions=None) -> SiteGroup:
+                scenario: Scenario, weather: RunWeather, path: str = "sites[0]") -> SiteGroup:
     n = spec.count
     base = f"sites/{spec.name}"
     # PV (dense per site; 0 W where none): capacity × a unit profile per orientation
@@ -115,12 +121,7 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
     # EVs (sorted by site)
     evs = None
     e = spec.ev
-    session_events = None
-    if e is not None and sessions is not None:  # ev.sessions: one vehicle per session
-        from cps_sim.world.sessions import session_fleet
-
-        evs, session_events = session_fleet(e, sessions, n, ev_id_offset, rng, base)
-    elif e is not None:
+    if e is not None:
         if e.per_site is not None:
             ev_site = np.repeat(np.arange(n, dtype=np.int64), e.per_site)
         else:
@@ -148,68 +149,28 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
             ids=np.arange(ev_id_offset, ev_id_offset + m, dtype=np.int64),
             v2x_w=v2x, energy_min_wh=cap * e.v2x_soc_min, taper_soc=taper,
             taper_line_w=np.maximum(line, charger))
+    pops: list[Population] = [
+        SiteInputs(n, pv_cap, pv_orient, unit, ac),
+        BatteryPopulation(spec_b, e0, control),
+    ]
+    if evs is not None:
+        pops.append(evs)
+    # every other registered population builds itself from the scenario
+    ctx = BuildContext(spec=spec, n=n, stream=base, rng=rng, scenario=scenario,
+                       weather=weather, path=path)
+    for cls in REGISTRY:
+        if cls in (SiteInputs, BatteryPopulation, EvPopulation):
+            continue
+        pop = cls.build(ctx)
+        if pop is not None:
+            pops.append(pop)
     g = spec.grid
     group = SiteGroup(
-        spec.name, n, site_offset, pv_capacity_w=pv_cap, pv_orientation=pv_orient,
-        pv_unit_w_per_w=unit, pv_ac_limit_w=ac, battery=spec_b, battery_energy_wh=e0,
-        battery_control=control,
+        spec.name, n, site_offset, pops,
         import_limit_w=np.full(n, g.import_limit_kw * 1000.0 if g.import_limit_kw else np.inf),
         export_limit_w=np.full(n, g.export_limit_kw * 1000.0
-                               if g.export_limit_kw is not None else np.inf),
-        evs=evs)
-    if session_events is not None:
-        group.schedule(*session_events)
+                               if g.export_limit_kw is not None else np.inf))
     return group
-
-
-def _build_hpwh(spec: SiteGroupSpec, rng: RngStreams, base: str):
-    h = spec.heat_pump_water_heater
-    if h is None:
-        return None
-    from cps_sim.models import heat_pump as hp
-    from cps_sim.world.hpwh import HpwhPopulation
-
-    site = np.flatnonzero(_has(rng, f"{base}/hpwh/has", spec.count, h.share)).astype(np.int64)
-    m = site.size
-    hspec = hp.ecocute_spec(m, tank_volume_l=h.tank_volume_l, setpoint_c=h.setpoint_c,
-                            heat_output_max_w=h.heat_output_kw * 1000.0)
-    draw = sample(h.daily_draw_kwh_th, rng.generator(f"{base}/hpwh/daily_draw"), m) * 1000.0
-    return HpwhPopulation(site=site, spec=hspec, state=hp.initial_state(hspec, h.initial_temp_c),
-                          daily_draw_wh_th=draw, control=h.control,
-                          night=(h.night_start_h, h.night_end_h),
-                          window=(h.surplus_start_h, h.surplus_end_h),
-                          surplus_fraction=h.surplus_fraction,
-                          reserve_fraction=h.reserve_fraction,
-                          night_topup_fraction=h.night_topup_fraction)
-
-
-def _sessions(spec: SiteGroupSpec, scenario: Scenario, base_dir: Path | None, path: str):
-    """The group's charging sessions (``ev.sessions``) inside the run, or None."""
-    if spec.ev is None or spec.ev.sessions is None:
-        return None
-    from cps_sim.data.ev_sessions import clip_to_run, read_sessions
-    from cps_sim.scenario.loader import resolve_data_path
-
-    f = resolve_data_path(spec.ev.sessions.csv, base_dir or Path.cwd(),
-                          field=f"{path}.ev.sessions.csv")
-    return clip_to_run(read_sessions(f, scenario.start, scenario.timezone), scenario.duration_s)
-
-
-def _measured_load(spec: SiteGroupSpec, scenario: Scenario, clock: Clock,
-                   base_dir: Path | None, path: str) -> dict:
-    """``load.profile: csv``: the measured shape per tick (W per kWh/a), else nothing."""
-    load = spec.load
-    if load.profile != "csv":
-        return {}
-    from cps_sim.data.load_profiles import profile_w_per_kwh, read_load_profiles
-    from cps_sim.scenario.loader import resolve_data_path
-
-    f = resolve_data_path(load.profile_csv or "", base_dir or Path.cwd(),
-                          field=f"{path}.load.profile_csv")
-    df = read_load_profiles(f, scenario.timezone, load.profile_unit)
-    ticks = clock.index(np.arange(scenario.n_ticks) * scenario.tick_s)
-    return {"series_w_per_kwh": profile_w_per_kwh(df, load.profile_column, ticks,
-                                                  scenario.tick_s)}
 
 
 def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
@@ -222,9 +183,8 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
     site_offset = 0
     ev_offset = 0
     for spec in scenario.sites:
-        path = f"sites[{len(bindings)}]"
-        group = build_group(spec, site_offset, ev_offset, rng, scenario, weather, path,
-                            _sessions(spec, scenario, base_dir, path))
+        group = build_group(spec, site_offset, ev_offset, rng, scenario, weather,
+                            f"sites[{len(bindings)}]")
         n = spec.count
         base = f"sites/{spec.name}"
         annual_wh = sample(spec.load.annual_kwh, rng.generator(f"{base}/load/annual_kwh"), n) \
@@ -234,18 +194,7 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
         loads = LoadBlocks(clock, scenario.tick_s, ticks_per_day, annual_wh, spec.load.profile,
                            shift_min, spec.load.noise_cv, scenario.holidays, rng, f"{base}/load",
                            scenario.n_ticks, {"shifts": spec.load.factory_shifts,
-                                              "annual_growth_rate": spec.load.annual_growth_rate,
-                                              **_measured_load(spec, scenario, clock, base_dir,
-                                                               path)})
-        group.hpwh = _build_hpwh(spec, rng, base)
-        if spec.deferrable is not None:
-            d = spec.deferrable
-            has = _has(rng, f"{base}/deferrable/has", n, d.share)
-            group.job_max_w = np.where(has, sample(d.power_kw, rng.generator(
-                f"{base}/deferrable/power_kw"), n) * 1000.0, 0.0)
-            group.job_energy_wh = np.where(has, sample(d.energy_kwh, rng.generator(
-                f"{base}/deferrable/energy_kwh"), n) * 1000.0, 0.0)
-            group.jobs = bool(has.any())
+                                              "annual_growth_rate": spec.load.annual_growth_rate})
         if spec.battery is not None and spec.battery.ageing:
             from cps_sim.world.ageing import BatteryAgeing
 
@@ -254,7 +203,6 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
         site_offset += n
         ev_offset += group.evs.n if group.evs is not None else 0
     world = World(scenario, clock, rng, bindings, weather)
-    world.base_dir = base_dir  # data files of hooks (system demand from a TSO file)
     world.import_price_jpy_per_kwh, world.export_price_jpy_per_kwh = tick_prices(
         scenario, clock, base_dir)
     world.carbon_price_jpy_per_t = tick_carbon_prices(scenario, clock)

@@ -185,5 +185,6 @@ def member_setpoint_w(group: SiteGroup, kind: str, index: int) -> float:
         v = float(group.evs.setpoint_w[index])
         return float(group.evs.charger_w[index]) if v == math.inf else v
     if kind == "battery":
-        return float(group.battery_setpoint_w[index]) if group.battery_setpoints else math.nan
+        b = group.batteries
+        return float(b.setpoint_w[index]) if b.setpoints else math.nan
     return math.nan

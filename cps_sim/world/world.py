@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import simpy
@@ -29,6 +29,7 @@ from cps_sim.core.rng import RngStreams
 from cps_sim.scenario.schema import Scenario, SiteGroupSpec
 from cps_sim.world.exogenous import LoadBlocks, RunWeather
 from cps_sim.world.group import FLOWS, SiteGroup
+from cps_sim.world.populations import SINKS, SOURCES, TickContext
 from cps_sim.world.trips import plan_day
 
 if TYPE_CHECKING:
@@ -36,6 +37,14 @@ if TYPE_CHECKING:
     from cps_sim.core.bus import Transport
     from cps_sim.world.external import ExternalMember
     from cps_sim.world.wiring import Wiring
+
+
+_EMPTY_EV: dict[str, np.ndarray] = dict(
+    ev_site=np.empty(0, dtype=np.int64), ev_soc=np.empty(0), ev_energy_wh=np.empty(0),
+    ev_capacity_wh=np.empty(0), ev_plugged=np.empty(0, dtype=bool), ev_charger_w=np.empty(0),
+    ev_v2x_w=np.empty(0), ev_soc_min=np.empty(0), ev_target_wh=np.empty(0),
+    ev_departure_s=np.empty(0), ev_energy_max_wh=np.empty(0), ev_charge_efficiency=np.empty(0),
+    ev_energy_taper_wh=np.empty(0), ev_taper_line_w=np.empty(0))
 
 
 class TickHook(Protocol):
@@ -70,6 +79,7 @@ class TickResult:
     residual_wh: float
     site_net_wh: np.ndarray | None
     extra: dict[str, float] | None = None  # columns from tick hooks
+    stored_wh: float = float("nan")  # energy in every store at the end of the tick
 
 
 class World:
@@ -90,7 +100,7 @@ class World:
                                               scenario.emissions.carbon_price_jpy_per_t)
         self.k = -1  # current tick
         self.now_s = 0.0
-        self.ledger = EnergyLedger(self.stored_wh())
+        self.ledger = EnergyLedger(self.stored_wh(), sources=SOURCES, sinks=SINKS)
         self.record_sites = np.asarray(scenario.record.sites, dtype=np.int64)
         self.tick_hooks: list[TickHook] = []
         self.base_dir: Path | None = None  # resolves the scenario's data files
@@ -106,21 +116,16 @@ class World:
 
     # ------------------------------------------------------------------ state
     def stored_wh(self) -> float:
-        return sum(sum(g.stored_wh()) for g in self.groups)
+        return sum(g.stored_wh() for g in self.groups)
 
     def begin_tick(self, k: int) -> None:
         self.k = k
-        t0 = k * self.tick_s
-        hour = None
+        ctx = TickContext(self, k)
         for b in self.bindings:
             g = b.group
             g.set_inputs(b.loads.tick(k), k)
-            if g.hpwh is not None:  # the water heaters' power joins the sites' load
-                if hour is None:
-                    hour = float(self.clock.hour_of_day(np.array([t0 + 0.5 * self.tick_s]))[0])
-                hp_w = g.hpwh.decide(hour, self.tick_s, float(self.weather.temp_air_c[k]),
-                                     g.load_w, g.pv_w)
-                np.add.at(g.load_w, g.hpwh.site, hp_w)
+            for p in g.tick_pops:  # per-tick devices: their power joins the sites' load
+                p.begin_tick(ctx)
 
     def advance_to(self, t_s: float) -> None:
         """Integrate all sites to ``t_s`` (within the current tick), events included.
@@ -162,7 +167,8 @@ class World:
             peak_site_import_wh=peak_site,
             battery_soc_mean=bat_e / self._bat_cap_total if self._bat_cap_total else float("nan"),
             ev_soc_mean=ev_e / self._ev_cap_total if self._ev_cap_total else float("nan"),
-            ev_plugged=plugged, residual_wh=residual, site_net_wh=site_net)
+            ev_plugged=plugged, residual_wh=residual, site_net_wh=site_net,
+            stored_wh=stored_after)
 
     # ------------------------------------------------------------------ control hooks
     def _sync(self) -> None:
@@ -178,105 +184,69 @@ class World:
         raise KeyError(f"no site group named {name!r}")
 
     def observe(self, group_name: str) -> Observation:
-        """What a controller sees of a group now (state integrated exactly to now)."""
+        """What a controller sees of a group now (state integrated exactly to now).
+
+        The fields come from the group's populations (``Population.observe``);
+        fields no :class:`Observation` attribute declares go to ``Observation.extra``.
+        """
         from cps_sim.control.observation import Observation
 
         self._sync()
         g = self.group(group_name)
-        g.track_battery_power = True
-        evs = g.evs
         k = max(self.k, 0)
         n = g.n
-        empty_f = np.empty(0)
-        if evs is not None and evs.n:
-            cap = evs.capacity_wh
-            ev = dict(ev_site=evs.site.copy(), ev_soc=evs.energy_wh / cap,
-                      ev_energy_wh=evs.energy_wh.copy(), ev_capacity_wh=cap.copy(),
-                      ev_plugged=evs.plugged.copy(), ev_charger_w=evs.charger_w.copy(),
-                      ev_v2x_w=evs.v2x_w.copy(), ev_soc_min=evs.energy_min_wh / cap,
-                      ev_target_wh=evs.target_wh.copy(), ev_departure_s=evs.departure_s.copy(),
-                      ev_energy_max_wh=evs.energy_max_wh.copy(),
-                      ev_charge_efficiency=evs.efficiency.copy(),
-                      ev_energy_taper_wh=evs.energy_taper_wh.copy(),
-                      ev_taper_line_w=evs.taper_line_w.copy())
-        else:
-            ev = dict(ev_site=np.empty(0, dtype=np.int64), ev_soc=empty_f,
-                      ev_energy_wh=empty_f, ev_capacity_wh=empty_f,
-                      ev_plugged=np.empty(0, dtype=bool), ev_charger_w=empty_f,
-                      ev_v2x_w=empty_f, ev_soc_min=empty_f, ev_target_wh=empty_f,
-                      ev_departure_s=empty_f, ev_energy_max_wh=empty_f,
-                      ev_charge_efficiency=empty_f, ev_energy_taper_wh=empty_f,
-                      ev_taper_line_w=empty_f)
+        fields: dict[str, Any] = dict(_EMPTY_EV)
+        fields.update(deferrable_max_w=np.zeros(n), deferrable_remaining_wh=np.zeros(n),
+                      deferrable_deadline_s=np.full(n, np.inf))
+        for p in g.populations:
+            fields.update(p.observe())
+        known = Observation.__dataclass_fields__
+        extra = {k_: fields.pop(k_) for k_ in [f for f in fields if f not in known]}
         return Observation(
             now_s=self.now_s, tick_s=self.tick_s,
-            site_load_w=g.load_w.copy(), site_pv_w=g.pv_w.copy(),
             site_import_limit_w=g.import_limit_w.copy(),
-            site_export_limit_w=g.export_limit_w.copy(), battery_spec=g.battery,
-            battery_energy_wh=g.battery_energy_wh.copy(),
-            battery_capacity_wh=g.battery.capacity_wh.copy(),
-            battery_power_w=g.battery_power_w.copy(), **ev,
+            site_export_limit_w=g.export_limit_w.copy(),
             import_price_jpy_per_kwh=np.full(n, self.import_price_jpy_per_kwh[k]),
             export_price_jpy_per_kwh=np.full(n, self.export_price_jpy_per_kwh[k]),
-            deferrable_max_w=g.job_max_w.copy(),
-            deferrable_remaining_wh=g.job_remaining_wh.copy(),
-            deferrable_deadline_s=g.job_deadline_s.copy())
+            setpoint_sizes=g.setpoint_sizes(), extra=extra, **fields)
 
-    def apply(self, group_name: str, ev_setpoint_w: np.ndarray | None = None,
-              battery_setpoint_w: np.ndarray | None = None,
-              import_limit_w: np.ndarray | None = None,
-              deferrable_setpoint_w: np.ndarray | None = None,
-              export_limit_w: np.ndarray | None = None, *,
-              t_s: float | None = None) -> None:
+    def setpoint_sizes(self, group_name: str) -> dict[str, int]:
+        """Control keys the group accepts and the array length of each."""
+        return self.group(group_name).setpoint_sizes()
+
+    def apply(self, group_name: str, t_s: float | None = None,
+              **setpoints: np.ndarray | None) -> None:
         """Apply setpoints from now on (the group is integrated to now first).
 
-        EV setpoints [W] are + charge / − discharge, clipped by the engine to
-        the charger and V2X limits, the SoC window and the plugged state;
-        battery setpoints NaN = built-in self-consumption rule; import and export
-        limits [W] per site (a CEMS allocating a point of common coupling; 0 export
-        while islanded) tighten the site's own connection limits (inf: only those).
+        Keys are those of the group's populations (``SETPOINT_KEYS``, e.g.
+        ``ev_setpoint_w`` [W] per EV, + charge / − discharge, clipped by the engine
+        to the charger and V2X limits, the SoC window and the plugged state;
+        ``battery_setpoint_w`` per site, NaN = the built-in self-consumption rule;
+        ``deferrable_setpoint_w``) and the connection's ``import_limit_w`` and
+        ``export_limit_w`` per site (a CEMS allocating a point of common coupling;
+        0 export while islanded), which tighten the site's own limits.  A key of a
+        device family the group does not have is ignored; an unknown key or an
+        array of the wrong size is a ``ValueError``.
         """
+        from cps_sim.world.populations import SETPOINT_DEFS
+
         g = self.group(group_name)
         if t_s is not None and t_s > self.now_s:
             self.advance_to(t_s)
         else:
             self._sync()
-        if ev_setpoint_w is not None and g.evs is not None:
-            sp = np.asarray(ev_setpoint_w, dtype=float)
-            if sp.shape != (g.evs.n,) or np.isnan(sp).any():
-                raise ValueError(f"ev_setpoint_w must be {g.evs.n} finite-or-inf values")
-            g.evs.setpoint_w = sp.copy()
-            if (sp < 0).any() and not g.any_v2x:
-                pass  # discharge requests are clipped to v2x_w = 0 by the engine
-        if battery_setpoint_w is not None:
-            sp = np.asarray(battery_setpoint_w, dtype=float)
-            if sp.shape != (g.n,):
-                raise ValueError(f"battery_setpoint_w must have {g.n} values")
-            g.battery_setpoint_w = sp.copy()
-            g.battery_setpoints = bool(np.isfinite(sp).any())
-            if g.battery_setpoints:
-                g.battery_active = True
-            g.update_coupling()
-        if deferrable_setpoint_w is not None:
-            sp = np.asarray(deferrable_setpoint_w, dtype=float)
-            if sp.shape != (g.n,) or np.isnan(sp).any():
-                raise ValueError(f"deferrable_setpoint_w must be {g.n} values")
-            g.job_setpoint_w = sp.copy()
-        if import_limit_w is not None:
-            lim = np.asarray(import_limit_w, dtype=float)
-            if lim.shape != (g.n,) or np.isnan(lim).any() or (lim < 0).any():
-                raise ValueError(f"import_limit_w must be {g.n} values >= 0")
-            g.import_limit_w = np.minimum(g.grid_import_limit_w, lim)
-            g.any_import_limit = bool(np.isfinite(g.import_limit_w).any())
-            g.update_coupling()
-        if export_limit_w is not None:
-            lim = np.asarray(export_limit_w, dtype=float)
-            if lim.shape != (g.n,) or np.isnan(lim).any() or (lim < 0).any():
-                raise ValueError(f"export_limit_w must be {g.n} values >= 0")
-            g.export_limit_w = np.minimum(g.grid_export_limit_w, lim)
-            g.any_export_limit = bool(np.isfinite(g.export_limit_w).any())
-            g.update_coupling()
-        keys = {k for k, v in (("ev_setpoint_w", ev_setpoint_w),
-                               ("battery_setpoint_w", battery_setpoint_w)) if v is not None}
+        sizes = g.setpoint_sizes()
+        applied = set()
+        for key, value in setpoints.items():
+            if value is None:
+                continue
+            if key not in SETPOINT_DEFS:
+                raise ValueError(f"unknown setpoint key {key!r}; one of {sorted(SETPOINT_DEFS)}")
+            if key not in sizes:
+                continue  # e.g. EV setpoints for a group without EVs
+            g.apply(key, SETPOINT_DEFS[key][1].check(value, sizes[key]))
+            applied.add(key)
+        keys = applied & {"ev_setpoint_w", "battery_setpoint_w"}
         if keys:
             self._notify_setpoints(group_name, keys)
 
@@ -358,9 +328,9 @@ class World:
             yield env.timeout(t_end - env.now)
             self.advance_to(t_end)
             result = self.end_tick(stored_before)
-            hp_cols = self._hpwh_end_tick(k)
-            if hp_cols:
-                result.extra = dict(hp_cols)
+            cols = self._tick_columns(k)
+            if cols:
+                result.extra = cols
             if self.tick_hooks:
                 result.extra = result.extra or {}
                 for hook in self.tick_hooks:
@@ -396,10 +366,10 @@ class World:
             if working and t_open >= 0.0 and t_close <= end:
                 yield env.timeout(t_open - env.now)
                 self.advance_to(t_open)
-                g.open_jobs(g.job_energy_wh, t_close)
+                g.deferrable.open(t_close)
                 yield env.timeout(t_close - env.now)
                 self.advance_to(t_close)
-                g.close_jobs()
+                g.deferrable.close()
             nxt = self.clock.local_midnight_s(midnight + 36 * 3600.0)
             if nxt >= end:
                 return
@@ -411,19 +381,20 @@ class World:
         k = np.clip((np.asarray(t_s) // self.tick_s).astype(np.int64), 0, self.n_ticks - 1)
         return self.weather.temp_air_c[k]
 
-    def _hpwh_end_tick(self, k: int) -> dict[str, float]:
+    def _tick_columns(self, k: int) -> dict[str, float]:
+        """Close the tick of every per-tick population (e.g. advance water-heater tanks);
+        their columns are summed over groups, those named ``*mean*`` averaged."""
+        ctx = TickContext(self, k)
         cols: dict[str, float] = {}
-        t0 = k * self.tick_s
-        groups = [g for g in self.groups if g.hpwh is not None]
-        if not groups:
-            return cols
-        t0_local = t0 - self.clock.local_midnight_s(t0)
-        for g in groups:
-            for name, v in g.hpwh.end_tick(t0_local, self.tick_s,
-                                           float(self.weather.temp_air_c[k])).items():
-                cols[name] = cols.get(name, 0.0) + v
-        if len(groups) > 1:
-            cols["hpwh_tank_temp_mean_c"] /= len(groups)
+        count: dict[str, int] = {}
+        for g in self.groups:
+            for p in g.tick_pops:
+                for name, v in p.end_tick(ctx).items():
+                    cols[name] = cols.get(name, 0.0) + v
+                    count[name] = count.get(name, 0) + 1
+        for name, c in count.items():
+            if "mean" in name and c > 1:
+                cols[name] /= c
         return cols
 
     def _trip_planner(self, env: simpy.Environment, b: GroupBinding):

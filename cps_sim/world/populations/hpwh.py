@@ -20,14 +20,21 @@ subsidy; the night rule is today's EcoCute default):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
 from cps_sim.models import heat_pump as hp
+from cps_sim.world.populations.base import BuildContext, Population, TickContext
 
 
 @dataclass
-class HpwhPopulation:
+class HpwhPopulation(Population):
+    """Per tick: the rule decides each unit's power, which joins its site's load
+    (``begin_tick``); the tank model advances at the end of the tick (``end_tick``)."""
+
+    key: ClassVar[str] = "hpwh"
+
     site: np.ndarray  # site index (within the group) of each unit
     spec: hp.HeatPumpSpec
     state: hp.HeatPumpState
@@ -40,6 +47,39 @@ class HpwhPopulation:
     night_topup_fraction: float
     power_w: np.ndarray = None  # electric power held over the current tick
     totals: dict[str, float] = None
+
+    @classmethod
+    def build(cls, ctx: BuildContext) -> HpwhPopulation | None:
+        h = ctx.spec.heat_pump_water_heater
+        if h is None:
+            return None
+        site = np.flatnonzero(ctx.has("hpwh", h.share)).astype(np.int64)
+        m = site.size
+        hspec = hp.ecocute_spec(m, tank_volume_l=h.tank_volume_l, setpoint_c=h.setpoint_c,
+                                heat_output_max_w=h.heat_output_kw * 1000.0)
+        draw = ctx.sample(h.daily_draw_kwh_th, "hpwh/daily_draw", m) * 1000.0
+        return cls(site=site, spec=hspec, state=hp.initial_state(hspec, h.initial_temp_c),
+                   daily_draw_wh_th=draw, control=h.control,
+                   night=(h.night_start_h, h.night_end_h),
+                   window=(h.surplus_start_h, h.surplus_end_h),
+                   surplus_fraction=h.surplus_fraction, reserve_fraction=h.reserve_fraction,
+                   night_topup_fraction=h.night_topup_fraction)
+
+    @property
+    def n_devices(self) -> int:
+        return int(self.site.size)
+
+    def begin_tick(self, ctx: TickContext) -> None:
+        g = self.group
+        hp_w = self.decide(ctx.hour, ctx.tick_s, ctx.temp_air_c, g.inputs.load_w, g.inputs.pv_w)
+        g.inputs.add_load_w(self.site, hp_w)
+
+    def end_tick(self, ctx: TickContext) -> dict[str, float]:
+        return self.step_tank(ctx.t0_local_s, ctx.tick_s, ctx.temp_air_c)
+
+    def observe(self) -> dict[str, Any]:
+        return {"hpwh_site": self.site.copy(), "hpwh_tank_temp_c":
+                self.state.tank_temp_c.copy(), "hpwh_power_w": self.power_w.copy()}
 
     def __post_init__(self) -> None:
         self.power_w = np.zeros(self.site.size)
@@ -74,7 +114,7 @@ class HpwhPopulation:
         self.power_w = np.where(run, hi, 0.0)
         return self.power_w
 
-    def end_tick(self, t0_local_s: float, tick_s: float, ambient_c: float) -> dict[str, float]:
+    def step_tank(self, t0_local_s: float, tick_s: float, ambient_c: float) -> dict[str, float]:
         draw = hp.draw_energy_wh_th(t0_local_s, tick_s, self.daily_draw_wh_th)
         self.state, f = hp.step(self.state, self.spec, self.power_w, tick_s, ambient_c, draw)
         t = self.totals

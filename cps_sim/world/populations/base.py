@@ -1,0 +1,241 @@
+"""The population protocol: what a device family declares and does in the engine.
+
+A *population* is every device of one family in one site group (all its EVs,
+all its home batteries, ...), stored as numpy arrays.  The site group
+(:class:`~cps_sim.world.group.SiteGroup`) keeps only the per-site clocks, the
+event rounds and the accumulators; in every segment of constant inputs it asks
+its populations, in registry order, to
+
+1. ``next_event_s(seg)`` — report when a site's power changes by itself within
+   the segment (an EV full, a battery at a limit), so the segment is split there;
+2. ``exchange(seg)`` — add the energy they draw (+) or give (−) at each site to
+   ``seg.net_wh``, by calling pure functions in ``models/``, and register what
+   may be cut under an import limit (:class:`Cut`);
+
+then settles the connection (:func:`cps_sim.world.connection.settle`: import and
+export limits, in one documented priority order) and calls ``commit(seg)``, where
+each population books its flows and updates its state.
+
+Everything the rest of the program needs is derived from the declarations:
+``FLOWS`` (accumulator slots, ledger sources and sinks, one time-series column
+each), ``SETPOINTS`` (the control keys a group accepts, with their sizes and
+checks) and ``observe()`` (the fields a controller sees).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from cps_sim.world.group import SiteGroup
+
+F = NDArray[np.float64]
+I = NDArray[np.int64]  # noqa: E741
+
+Role = Literal["source", "sink", "info"]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One energy accumulator [Wh per tick].
+
+    ``source``/``sink``: a term of the ledger identity (sources = sinks + Δstored);
+    ``info``: a transfer inside the books (e.g. EV charging, which ends up stored or
+    lost) reported for analysis.  Every flow gets a time-series column
+    (``<name without _wh>_w``, the tick-average power).
+    """
+
+    name: str
+    role: Role
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SetpointKey:
+    """A control key a population accepts (``World.apply(group, key=array)``).
+
+    ``per``: one value per ``"site"`` of the group, or per ``"device"`` of the
+    population.  ``nan_ok``: NaN is a valid value; ``min_w``: lower bound.
+    """
+
+    name: str
+    per: Literal["site", "device"]
+    description: str = ""
+    nan_ok: bool = False
+    min_w: float | None = None
+
+    def check(self, value: F, size: int) -> F:
+        v = np.asarray(value, dtype=float)
+        if v.shape != (size,):
+            raise ValueError(f"{self.name} must have {size} values, got shape {v.shape}")
+        if not self.nan_ok and np.isnan(v).any():
+            raise ValueError(f"{self.name}: NaN is not a valid value")
+        if self.min_w is not None and (v < self.min_w).any():
+            raise ValueError(f"{self.name} must be >= {self.min_w:g}")
+        return v.copy()
+
+
+@dataclass
+class Cut:
+    """Energy [Wh] at each site of a segment that an import limit may cut, and how.
+
+    ``apply(cut_wh)`` is called with the energy actually cut at each site
+    (0 <= cut <= site_wh) before the population commits.
+    """
+
+    site_wh: F
+    apply: Callable[[F], None]
+
+
+@dataclass
+class Segment:
+    """One stretch of constant inputs for sites ``s`` of a group (None: every site)."""
+
+    group: SiteGroup
+    s: I | None
+    dt_s: F  # scalar or per site of s
+    h: F  # hours, dt_s / 3600 (the same array or scalar)
+    acc: F  # the group's per-tick accumulators
+    net_wh: F = field(default_factory=lambda: np.zeros(0))  # + import at each site
+    cuts: list[Cut] = field(default_factory=list)  # import-limit order (first cut first)
+    unserved_wh: float = 0.0  # set by the connection
+    curtailed_wh: float = 0.0
+    power_w: F | None = None  # next_event_s: power that feeds back (EVs, processes)
+
+    @property
+    def allsites(self) -> bool:
+        return self.s is None
+
+    @property
+    def sl(self) -> slice | I:
+        return slice(None) if self.s is None else self.s
+
+    @property
+    def nloc(self) -> int:
+        return self.group.n if self.s is None else int(self.s.size)
+
+    def export_room_wh(self) -> F:
+        """Energy the sites may still export within their export limits (what a
+        discharge may add beyond the site's own demand)."""
+        g = self.group
+        return np.maximum(self.net_wh + g.export_limit_w[self.sl] * self.h, 0.0)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a population needs to build itself for one site group (``Population.build``):
+    the group's scenario block, its size, the stem of its random streams
+    (``sites/<group>``), the run's streams, scenario and weather."""
+
+    spec: Any  # scenario.sites_schema.SiteGroupSpec
+    n: int
+    stream: str
+    rng: Any  # core.rng.RngStreams
+    scenario: Any
+    weather: Any
+    path: str = "sites[0]"
+
+    def has(self, name: str, share: float) -> np.ndarray:
+        """Which sites have the device (seeded stream ``<stream>/<name>/has``)."""
+        return self.rng.generator(f"{self.stream}/{name}/has").random(self.n) < share
+
+    def sample(self, quantity: Any, name: str, size: int) -> np.ndarray:
+        """``size`` draws of a scenario quantity from stream ``<stream>/<name>``."""
+        from cps_sim.scenario.distributions import sample
+
+        return sample(quantity, self.rng.generator(f"{self.stream}/{name}"), size)
+
+
+class TickContext:
+    """What per-tick devices need to know about the tick: its index, start, length,
+    local hour (mid-tick) and outdoor air temperature (computed once, on demand)."""
+
+    def __init__(self, world: Any, k: int):
+        self.world = world
+        self.k = k
+        self.tick_s = float(world.tick_s)
+        self.t0_s = k * self.tick_s
+        self._hour: float | None = None
+
+    @property
+    def hour(self) -> float:
+        """Local hour of day at the middle of the tick."""
+        if self._hour is None:
+            t = np.array([self.t0_s + 0.5 * self.tick_s])
+            self._hour = float(self.world.clock.hour_of_day(t)[0])
+        return self._hour
+
+    @property
+    def t0_local_s(self) -> float:
+        """Seconds since local midnight at the start of the tick."""
+        return self.t0_s - self.world.clock.local_midnight_s(self.t0_s)
+
+    @property
+    def temp_air_c(self) -> float:
+        return float(self.world.weather.temp_air_c[self.k])
+
+
+class Population:
+    """Base class of every device population (see the module docstring).
+
+    Subclasses set ``key``, ``FLOWS``, ``SETPOINTS`` and override what they need;
+    the defaults do nothing.  ``build(ctx)`` creates the population of one site
+    group from the scenario (None when the group has none of these devices).
+    """
+
+    key: ClassVar[str] = ""
+    FLOWS: ClassVar[tuple[Flow, ...]] = ()
+    SETPOINTS: ClassVar[tuple[SetpointKey, ...]] = ()
+    # observation fields this population fills (names of Observation fields; others
+    # go to Observation.extra)
+    OBSERVES: ClassVar[tuple[str, ...]] = ()
+    # the physics is in segments (next_event_s/exchange/commit) or per tick only
+    # (begin_tick/end_tick: its power joins the site load for the tick)
+    segment_physics: ClassVar[bool] = False
+
+    group: SiteGroup
+
+    @classmethod
+    def build(cls, ctx: Any) -> Population | None:  # pragma: no cover - interface
+        return None
+
+    def attach(self, group: SiteGroup) -> None:
+        self.group = group
+
+    @property
+    def n_devices(self) -> int:
+        return self.group.n
+
+    def stored_wh(self) -> float:
+        return 0.0
+
+    def observe(self) -> dict[str, Any]:
+        return {}
+
+    def apply(self, key: str, value: F) -> None:  # pragma: no cover - interface
+        raise KeyError(key)
+
+    def begin_tick(self, ctx: TickContext) -> None:
+        return None
+
+    def next_event_s(self, seg: Segment, t_next: F) -> None:
+        return None
+
+    def exchange(self, seg: Segment) -> None:
+        return None
+
+    def commit(self, seg: Segment) -> None:
+        return None
+
+    def end_tick(self, ctx: TickContext) -> dict[str, float]:
+        """Time-series columns of the tick (summed over groups; columns whose name
+        contains ``mean`` are averaged)."""
+        return {}
+
+    def kpis(self, prefix: str) -> dict[str, float]:
+        return {}

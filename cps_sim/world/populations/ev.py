@@ -1,0 +1,342 @@
+"""EVs parked at their sites' chargers between trips.
+
+The charging law is the EV model's (:func:`cps_sim.models.ev_physics.charging_ac_wh`:
+charger limit, room below ``soc_max``, the pack's CC-CV taper integrated exactly);
+V2X discharge goes down to ``energy_min_wh``.  Departures and arrivals are
+scheduled events the site group applies at their exact times
+(:meth:`EvPopulation.apply_events`): a departure records SoC and the energy
+unmet at departure, an arrival deducts the trip energy.
+
+EVs are stored sorted by site, so the EVs of a set of sites are found without
+a search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from cps_sim.models import battery as bat
+from cps_sim.models import ev_physics as ev_model
+from cps_sim.world.populations.base import (
+    Cut,
+    F,
+    Flow,
+    I,
+    Population,
+    Segment,
+    SetpointKey,
+)
+
+DEPARTURE = 0
+ARRIVAL = 1
+
+
+@dataclass
+class EventLog:
+    """Columnar log of discrete events (appended per round, concatenated at the end)."""
+
+    time_s: list[F] = field(default_factory=list)
+    ev_id: list[I] = field(default_factory=list)
+    site: list[I] = field(default_factory=list)
+    kind: list[NDArray[np.int8]] = field(default_factory=list)
+    soc: list[F] = field(default_factory=list)
+    energy_wh: list[F] = field(default_factory=list)  # trip energy (arrival)
+    unmet_wh: list[F] = field(default_factory=list)  # below target (departure) / shortfall
+
+    def append(self, t, ev_id, site, kind, soc, energy_wh, unmet_wh) -> None:
+        self.time_s.append(np.asarray(t, dtype=float))
+        self.ev_id.append(np.asarray(ev_id, dtype=np.int64))
+        self.site.append(np.asarray(site, dtype=np.int64))
+        self.kind.append(np.asarray(kind, dtype=np.int8))
+        self.soc.append(np.asarray(soc, dtype=float))
+        self.energy_wh.append(np.asarray(energy_wh, dtype=float))
+        self.unmet_wh.append(np.asarray(unmet_wh, dtype=float))
+
+    def columns(self) -> dict[str, np.ndarray]:
+        def cat(parts, dtype):
+            return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+        return {"time_s": cat(self.time_s, float), "ev_id": cat(self.ev_id, np.int64),
+                "site": cat(self.site, np.int64), "kind": cat(self.kind, np.int8),
+                "soc": cat(self.soc, float), "energy_wh": cat(self.energy_wh, float),
+                "unmet_wh": cat(self.unmet_wh, float)}
+
+
+class EvPopulation(Population):
+    """The EVs of one site group (arrays over vehicles, sorted by site)."""
+
+    key: ClassVar[str] = "ev"
+    segment_physics: ClassVar[bool] = True
+    FLOWS: ClassVar[tuple[Flow, ...]] = (
+        Flow("ev_charging_wh", "info", "AC energy into EVs"),
+        Flow("ev_discharge_wh", "info", "AC energy out of EVs (V2H/V2G)"),
+        Flow("ev_loss_wh", "sink", "charger and pack conversion losses"),
+        Flow("ev_driving_wh", "sink", "trip energy taken from the packs"),
+        Flow("ev_trip_shortfall_wh", "info", "trip energy the packs could not give"),
+    )
+    SETPOINTS: ClassVar[tuple[SetpointKey, ...]] = (
+        SetpointKey("ev_setpoint_w", "device", "AC power per EV, + charge / − discharge; "
+                    "+inf = as much as allowed (clipped to the charger, V2X limit, SoC window "
+                    "and plugged state)"),
+    )
+    OBSERVES: ClassVar[tuple[str, ...]] = (
+        "ev_site", "ev_soc", "ev_energy_wh", "ev_capacity_wh", "ev_plugged", "ev_charger_w",
+        "ev_v2x_w", "ev_soc_min", "ev_target_wh", "ev_departure_s", "ev_energy_max_wh",
+        "ev_charge_efficiency", "ev_energy_taper_wh", "ev_taper_line_w")
+
+    def __init__(self, site: I, capacity_wh: F, energy_wh: F, charger_w: F, efficiency: F,
+                 energy_max_wh: F, target_wh: F, consumption_wh_per_km: F,
+                 plugged: NDArray[np.bool_], away_until_s: F, ids: I,
+                 setpoint_w: F | None = None, v2x_w: F | None = None,
+                 energy_min_wh: F | None = None, departure_s: F | None = None,
+                 taper_soc: F | None = None, taper_line_w: F | None = None):
+        n = site.size
+        self.site = site
+        self.capacity_wh = capacity_wh
+        self.energy_wh = energy_wh
+        self.charger_w = charger_w
+        self.efficiency = efficiency
+        self.energy_max_wh = energy_max_wh
+        self.target_wh = target_wh
+        self.consumption_wh_per_km = consumption_wh_per_km
+        self.plugged = plugged
+        self.away_until_s = away_until_s  # time of the pending arrival; -inf when at home
+        self.ids = ids  # global EV ids (for event records)
+        # requested AC power, + charge / − discharge; +inf = as much as allowed
+        self.setpoint_w = np.full(n, np.inf) if setpoint_w is None else setpoint_w
+        self.v2x_w = np.zeros(n) if v2x_w is None else v2x_w  # 0 = not bidirectional
+        self.energy_min_wh = np.zeros(n) if energy_min_wh is None else energy_min_wh
+        # next planned departure; inf when none is planned
+        self.departure_s = np.full(n, np.inf) if departure_s is None else departure_s
+        self.taper_soc = np.ones(n) if taper_soc is None else taper_soc  # >= soc_max: none
+        # CC power of the pack's taper line (default: the charger's)
+        self.taper_line_w = charger_w.copy() if taper_line_w is None else taper_line_w
+        # where the taper starts [Wh] (>= energy_max_wh: none)
+        self.energy_taper_wh = np.minimum(self.taper_soc * capacity_wh, energy_max_wh)
+        self.any_v2x = bool(n and (self.v2x_w > 0).any())
+        self.any_taper = bool(n and (self.energy_taper_wh < energy_max_wh).any())
+        self.measured_w: F | None = None  # bound to external devices: NaN where modelled
+        self.measured_wh: F | None = None
+        self.coupled_idx = np.empty(0, dtype=np.int64)
+        self._seg: dict[str, Any] = {}
+
+    @property
+    def n(self) -> int:
+        return int(self.site.size)
+
+    @property
+    def n_devices(self) -> int:
+        return self.n
+
+    def attach(self, group) -> None:
+        super().attach(group)
+        counts = np.bincount(self.site, minlength=group.n)
+        self.start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        if np.any(np.diff(self.site) < 0):
+            raise ValueError("EVs must be sorted by site")
+
+    def stored_wh(self) -> float:
+        return float(self.energy_wh.sum())
+
+    # ------------------------------------------------------------------ control
+    def apply(self, key: str, value: F) -> None:
+        self.setpoint_w = value  # discharge requests beyond v2x_w are clipped in the engine
+
+    def observe(self) -> dict[str, Any]:
+        cap = self.capacity_wh
+        return dict(ev_site=self.site.copy(), ev_soc=self.energy_wh / cap,
+                    ev_energy_wh=self.energy_wh.copy(), ev_capacity_wh=cap.copy(),
+                    ev_plugged=self.plugged.copy(), ev_charger_w=self.charger_w.copy(),
+                    ev_v2x_w=self.v2x_w.copy(), ev_soc_min=self.energy_min_wh / cap,
+                    ev_target_wh=self.target_wh.copy(), ev_departure_s=self.departure_s.copy(),
+                    ev_energy_max_wh=self.energy_max_wh.copy(),
+                    ev_charge_efficiency=self.efficiency.copy(),
+                    ev_energy_taper_wh=self.energy_taper_wh.copy(),
+                    ev_taper_line_w=self.taper_line_w.copy())
+
+    def set_measured(self, index: int, power_w: float) -> None:
+        if self.measured_w is None:
+            self.measured_w = np.full(self.n, np.nan)
+            self.measured_wh = np.zeros(self.n)
+        self.measured_w[index] = power_w
+
+    def update_coupling(self, coupled_sites: NDArray[np.bool_]) -> None:
+        self.coupled_idx = np.flatnonzero(coupled_sites[self.site]) if self.n else \
+            np.empty(0, dtype=np.int64)
+
+    # ------------------------------------------------------------------ events
+    def apply_events(self, t: F, ev: I, kind: NDArray[np.int8], trip_wh: F) -> None:
+        """Departures and arrivals at their exact times (the site is integrated to t)."""
+        acc, ix, log = self.group.acc, self.group.ix, self.group.log
+        offset = self.group.site_offset
+        dep = kind == DEPARTURE
+        if dep.any():
+            i = ev[dep]
+            soc = self.energy_wh[i] / self.capacity_wh[i]
+            unmet = np.maximum(self.target_wh[i] - self.energy_wh[i], 0.0)
+            self.plugged[i] = False
+            self.departure_s[i] = np.inf
+            log.append(t[dep], self.ids[i], self.site[i] + offset,
+                            np.full(i.size, DEPARTURE), soc, np.zeros(i.size), unmet)
+        arr = ~dep
+        if arr.any():
+            i = ev[arr]
+            need = trip_wh[arr]
+            from_battery = np.minimum(need, self.energy_wh[i])
+            self.energy_wh[i] -= from_battery
+            shortfall = need - from_battery
+            self.plugged[i] = True
+            self.away_until_s[i] = -np.inf
+            acc[ix["ev_driving_wh"]] += from_battery.sum()
+            acc[ix["ev_trip_shortfall_wh"]] += shortfall.sum()
+            log.append(t[arr], self.ids[i], self.site[i] + offset,
+                            np.full(i.size, ARRIVAL), self.energy_wh[i] / self.capacity_wh[i],
+                            need, shortfall)
+
+    # ------------------------------------------------------------------ segment
+    def indices(self, s: I) -> tuple[I, I]:
+        """EV indices at sites ``s`` and each one's position in ``s``."""
+        counts = self.start[s + 1] - self.start[s]
+        total = int(counts.sum())
+        offs = np.cumsum(counts) - counts
+        ei = np.arange(total) - np.repeat(offs, counts) + np.repeat(self.start[s], counts)
+        return ei, np.repeat(np.arange(s.size), counts)
+
+    def power_w(self, ei) -> F:
+        """Requested AC power of EVs ``ei`` over the coming segment: the setpoint within
+        the charger's limit and the V2X limit; 0 when not plugged; a bound EV draws
+        what was measured.  (The CC-CV taper is part of the charging law.)"""
+        p = np.minimum(self.setpoint_w[ei], self.charger_w[ei])
+        if self.any_v2x:
+            p = np.maximum(p, -self.v2x_w[ei])
+        p = np.where(self.plugged[ei], p, 0.0)
+        if self.measured_w is not None:
+            m = self.measured_w[ei]
+            p = np.where(np.isnan(m), p, m)
+        return p
+
+    def next_event_s(self, seg: Segment, t_next: F) -> None:
+        """An EV that fills up (or meets its taper line) where its power feeds back (a
+        battery follows the site's net power, or a grid limit binds); elsewhere
+        min(P·dt, room) is already exact, so only coupled EVs are looked at."""
+        g = self.group
+        if seg.s is None:
+            ei = self.coupled_idx
+            local = self.site[ei]
+        else:
+            ei, local = self.indices(seg.s)
+            keep = g.coupled_sites[seg.s][local]
+            ei, local = ei[keep], local[keep]
+        if not ei.size:
+            return
+        eff = self.efficiency[ei]
+        e = self.energy_wh[ei]
+        p = self.power_w(ei)
+        top = (bat.taper_start_wh(self.energy_max_wh[ei], self.energy_taper_wh[ei],
+                                  self.taper_line_w[ei], np.maximum(p, 0.0))
+               if self.any_taper else self.energy_max_wh[ei])
+        room = np.where(p > 0, (top - e) / eff, (e - self.energy_min_wh[ei]) * eff)
+        moving = (p != 0) & (room > 1e-6)
+        if self.measured_w is not None:
+            moving &= np.isnan(self.measured_w[ei])
+        t_full = np.where(moving, room * 3600.0 / np.where(moving, np.abs(p), 1.0), np.inf)
+        dts = np.broadcast_to(seg.dt_s, t_next.shape)
+        cand = t_full < dts[local]
+        if cand.any():
+            np.minimum.at(t_next, local[cand], t_full[cand])
+        if seg.power_w is not None:
+            seg.power_w += np.bincount(local, weights=p * moving, minlength=seg.nloc)
+
+    def exchange(self, seg: Segment) -> None:
+        self._seg = {}
+        if not self.n:
+            return
+        if seg.s is None:
+            ei, local = slice(None), self.site
+        else:
+            ei, local = self.indices(seg.s)
+            if ei.size == 0:
+                return
+        h, dt_s, nloc = seg.h, seg.dt_s, seg.nloc
+        eff = self.efficiency[ei]
+        e = self.energy_wh[ei]
+        hl = h[local] if h.ndim else h
+        p = self.power_w(ei)
+        # the model's charging law (p is already within the charger's limit)
+        ev_ch = ev_model.charging_ac_wh(
+            e, self.energy_max_wh[ei], self.energy_taper_wh[ei], self.taper_line_w[ei],
+            np.inf, eff, np.maximum(p, 0.0) * hl,
+            dt_s[local] if np.ndim(dt_s) else dt_s, self.any_taper)
+        meas = None
+        if self.measured_w is not None:  # measured: what the device drew
+            meas = ~np.isnan(self.measured_w[ei])
+            ev_ch = np.where(meas, np.maximum(p, 0.0) * hl, ev_ch)
+        site_wh = np.bincount(local, weights=ev_ch, minlength=nloc)
+        seg.net_wh += site_wh
+        ev_dis = None
+        if self.any_v2x or meas is not None:
+            avail_ac = np.maximum(e - self.energy_min_wh[ei], 0.0) * eff
+            ev_dis = np.minimum(np.maximum(-p, 0.0) * hl, avail_ac)
+            if meas is not None:
+                ev_dis = np.where(meas, np.maximum(-p, 0.0) * hl, ev_dis)
+            dis_site = np.bincount(local, weights=ev_dis, minlength=nloc)
+            if self.group.any_export_limit:
+                # discharge may serve the site and export up to the limit, no more
+                room = seg.export_room_wh()
+                keep = np.minimum(1.0, room / np.where(dis_site > 0, dis_site, 1.0))
+                if meas is None:
+                    ev_dis = ev_dis * keep[local]
+                    dis_site = dis_site * keep
+                else:  # a measured device is not throttled
+                    ev_dis = ev_dis * np.where(meas, 1.0, keep[local])
+                    dis_site = np.bincount(local, weights=ev_dis, minlength=nloc)
+            seg.net_wh -= dis_site
+        st = self._seg
+        st.update(ei=ei, local=local, e=e, eff=eff, ch=ev_ch, dis=ev_dis, meas=meas)
+        if self.group.any_import_limit:
+            ctl = site_wh if meas is None else np.bincount(
+                local, weights=np.where(meas, 0.0, ev_ch), minlength=nloc)
+            st["ctl"] = ctl
+            seg.cuts.append(Cut(ctl, self._cut))
+
+    def _cut(self, cut: F) -> None:
+        """The breaker protects the home first: EV charging is throttled before load
+        (a measured EV is not: it drew what was measured)."""
+        st = self._seg
+        local, meas, ctl = st["local"], st["meas"], st["ctl"]
+        keep = 1.0 - cut / np.where(ctl > 0, ctl, 1.0)
+        k_ev = keep[local]
+        if meas is not None:
+            k_ev = np.where(meas, 1.0, k_ev)
+        st["ch"] = st["ch"] * k_ev
+
+    def commit(self, seg: Segment) -> None:
+        st = self._seg
+        if not st:
+            return
+        acc, ix = seg.acc, self.group.ix
+        ei, e, eff, ev_ch, ev_dis, meas = (st["ei"], st["e"], st["eff"], st["ch"], st["dis"],
+                                           st["meas"])
+        stored = ev_ch * eff
+        loss = ev_ch - stored
+        if ev_dis is not None:
+            drop = ev_dis / eff
+            stored -= drop
+            loss += drop - ev_dis
+            acc[ix["ev_discharge_wh"]] += ev_dis.sum()
+        new_e = e + stored
+        if meas is not None:
+            # a measured EV's model may leave [0, capacity]: the clip is booked
+            ac_wh = ev_ch if ev_dis is None else ev_ch - ev_dis
+            self.measured_wh[ei] += np.where(meas, ac_wh, 0.0)
+            clipped = np.where(meas, np.clip(new_e, 0.0, self.capacity_wh[ei]), new_e)
+            acc[ix["measured_correction_wh"]] += (clipped - new_e).sum()
+            new_e = clipped
+        self.energy_wh[ei] = new_e
+        acc[ix["ev_charging_wh"]] += ev_ch.sum()
+        acc[ix["ev_loss_wh"]] += loss.sum()
+        self._seg = {}
