@@ -27,8 +27,9 @@ Figures:
 * **real-time lag**: the runner's lag behind the wall clock per tick (``hil_lag_*`` in
   kpis.json), p50/p99/max;
 * **lost**: setpoints never acknowledged (those sent in the last 2 s of the run excepted:
-  their acknowledgement may arrive after the log closed) and telemetry messages missing by
-  sequence number (per device; telemetry is QoS 1).
+  their acknowledgement may arrive after the log closed), telemetry messages missing by
+  sequence number (per device; telemetry is QoS 1), and messages the bridge dropped
+  because its inbound queue was full (``queue_full``; counted, never silent).
 
 Results go to ``benchmarks/out/hil_bench.json`` and a Markdown table on stdout.  Figures
 measured on a loaded machine are marked so (the load average is recorded with them).
@@ -91,6 +92,7 @@ def scenario(n: int, speed: float, minutes: float, prefix: str) -> dict:
             "prefix": prefix,
             "devices": [
                 {
+                    "ttl_s": 60.0 * speed,  # the same wall time at every speed
                     "name": f"battery-{i:04d}",
                     "profile": "generic",
                     "emulated": True,
@@ -141,15 +143,17 @@ def analyse(out_dir: Path, prefix: str, wall_s: float, emulator: dict) -> dict:
         if not topic.startswith(dev):
             continue
         name, leaf = topic[len(dev) :].split("/", 1)
-        if leaf == "state":
+        if leaf == "state" and payload:
             body = json.loads(payload)
             if "setpoint_seq" in body and body.get("reason") is None:
                 key = (name, int(body["setpoint_seq"]))
                 if key not in acked:
                     acked[key] = float(wall)
                     applied_ts[key] = float(body["ts"])
-        elif leaf == "telemetry":
+        elif leaf == "telemetry" and payload:  # dropped messages are logged without payload
             tel_seq.setdefault(name, []).append(int(json.loads(payload)["seq"]))
+    refused = inn[~inn["accepted"].astype(bool)]
+    rejected_by = {str(k): int(v) for k, v in refused["reason"].value_counts().items()}
     lat = np.array([acked[k] - v for k, v in sent.items() if k in acked])
     # the same round trip split at the device (one machine, one wall clock)
     there = np.array([applied_ts[k] - sent_ts[k] for k in sent if k in acked])
@@ -181,6 +185,8 @@ def analyse(out_dir: Path, prefix: str, wall_s: float, emulator: dict) -> dict:
         "telemetry_received": received_tel,
         "telemetry_gaps": gaps,
         "bridge_rejected": kpis.get("bridge_rejected", float("nan")),
+        "bridge_refused_by_reason": rejected_by,
+        "bridge_queue_drops": rejected_by.get("queue_full", 0),
         "emulator_lateness_p99_ms": emulator.get("lateness_p99_s", float("nan")) * 1e3,
         "emulator_commands": emulator.get("commands", -1),
         "emulator_clamped": emulator.get("clamped", -1),
@@ -274,16 +280,16 @@ def run_case(n: int, speed: float, minutes: float, work: Path, quiet: bool) -> d
 def table(rows: list[dict]) -> str:
     head = (
         "| case | min | msgs/s mean | msgs/s min (10 s) | reaction p50 / p99 ms | "
-        "lag p50 / p99 / max ms | setpoints lost | telemetry gaps | load avg |"
+        "lag p50 / p99 / max ms | setpoints lost | telemetry gaps | queue drops | load avg |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         lines.append(
             f"| {r['case']} | {r['minutes']:g} | {r['msgs_per_s_mean']:.0f} | "
             f"{r['msgs_per_s_sustained_min10s']:.0f} | {r['reaction_p50_ms']:.1f} / "
             f"{r['reaction_p99_ms']:.1f} | {r['lag_p50_ms']:.1f} / {r['lag_p99_ms']:.1f} / "
             f"{r['lag_max_ms']:.0f} | {r['setpoints_lost']} of {r['setpoints_sent']} | "
-            f"{r['telemetry_gaps']} | {r['load_avg_before']:.1f} |"
+            f"{r['telemetry_gaps']} | {r['bridge_queue_drops']} | {r['load_avg_before']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -294,12 +300,17 @@ def main() -> None:
     ap.add_argument("--case", action="append", help=f"<devices>@<speed>; default {CASES}")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "hil_bench.json")
     ap.add_argument("--verbose", action="store_true", help="show the hil status line")
+    ap.add_argument("--keep", type=Path, help="keep each case's run folder under this folder")
     args = ap.parse_args()
     rows = []
     for case in args.case or CASES:
         n, speed = case.split("@")
         with tempfile.TemporaryDirectory(prefix="hil-bench-") as tmp:
-            row = run_case(int(n), float(speed), args.minutes, Path(tmp), not args.verbose)
+            work = Path(tmp)
+            if args.keep is not None:
+                work = args.keep / case.replace("@", "x")
+                work.mkdir(parents=True, exist_ok=True)
+            row = run_case(int(n), float(speed), args.minutes, work, not args.verbose)
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

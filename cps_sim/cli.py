@@ -46,21 +46,35 @@ def run(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
         expect: Annotated[str, typer.Option(
             "--expect", help="The scenario's expect: block. check: exit 3 when one fails "
-            "(default); report: print the report, exit 0; off: do not check.")] = "check"):
+            "(default); report: print the report, exit 0; off: do not check.")] = "check",
+        oracle: Annotated[bool, typer.Option("--oracle", help="Run the perfect-foresight "
+                                             "optimum (one LP per site, replayed through the "
+                                             "engine) instead of the scenario's controllers."
+                                             )] = False,
+        objective: Annotated[str | None, typer.Option(help="--oracle: cost, co2, peak or "
+                                                      "curtailment (default: the scenario's "
+                                                      "oracle.objective, else cost).")] = None):
     """Run a scenario and write timeseries, events, KPIs and a manifest."""
     from cps_sim.experiment.run import run_file
 
     if expect not in ("check", "report", "off"):
         _fail(CpsSimError(f"--expect must be check, report or off, got {expect!r}"))
+    if objective is not None and objective not in ("cost", "co2", "peak", "curtailment"):
+        _fail(CpsSimError(f"--objective must be cost, co2, peak or curtailment, got "
+                          f"{objective!r}"))
     try:
         result = run_file(scenario, overrides=set_ or [], seed=seed, out_dir=out, quiet=quiet,
-                          check_expect=expect != "off")
+                          check_expect=expect != "off", oracle=oracle, objective=objective)
     except CpsSimError as exc:
         _fail(exc)
     from cps_sim.experiment.summary import format_blocks, run_blocks
 
     typer.echo(f"results: {result.out_dir}")
     typer.echo(format_blocks(run_blocks(result.out_dir)))
+    from cps_sim.experiment.oracle import summary_lines
+
+    for line in summary_lines(result.kpis):
+        typer.echo(f"  {line}")
     typer.echo(f"  wall time {result.wall_time_s:.2f} s")
     if result.expectations is not None:
         report = result.expectations
@@ -77,6 +91,10 @@ def validate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file."
 
     try:
         sc = load_scenario(scenario, set_ or [])
+        if sc.bridge is not None:  # cross-checks of the bridge block (cps-sim hil runs them too)
+            from cps_sim.bridge.runtime import check_bridge
+
+            check_bridge(sc, sc.bridge, sc.speed, str(scenario))
     except CpsSimError as exc:
         _fail(exc)
     sites = sum(g.count for g in sc.sites)
@@ -136,12 +154,20 @@ def report(results_dir: Annotated[Path, typer.Argument(help="A run or sweep resu
                                                   "and worst runs (lower is better).")]
            = "cost_jpy",
            out: Annotated[Path | None, typer.Option(help="Where to write (default: "
-                                                    "RESULTS_DIR/report).")] = None):
-    """Plot a run (flows, SoC, daily profiles, KPIs) or a sweep (sensitivity, trade-off)."""
+                                                    "RESULTS_DIR/report).")] = None,
+           constraint: Annotated[list[str] | None, typer.Option(
+               "--constraint", help="Sweep reports: a design point ranks only if its mean "
+               "meets this, e.g. 'ev_unmet_at_departure_kwh <= 1'. Repeatable.")] = None,
+           tradeoff: Annotated[str, typer.Option(help="Sweep reports: KPI on the trade-off "
+                                                 "plot's x axis (lower is better; prefix - "
+                                                 "to maximise).")] = "co2_kg"):
+    """Plot a run (flows, SoC, daily profiles, KPIs) or a sweep (design points with
+    confidence intervals, sensitivity, heatmap, ranking under constraints, Pareto front)."""
     from cps_sim.experiment.report import make_report
 
     try:
-        rep = make_report(results_dir, week_start=week, objective=objective, out_dir=out)
+        rep = make_report(results_dir, week_start=week, objective=objective, out_dir=out,
+                          constraints=constraint or [], tradeoff=tradeoff)
     except CpsSimError as exc:
         _fail(exc)
     typer.echo(f"{rep.kind} report: {rep.html} ({len(rep.pngs)} plots)")
@@ -274,6 +300,46 @@ def replay(recording: Annotated[Path, typer.Argument(help="bridge.parquet of a c
                f"{res.wall_time_s:.2f} s")
 
 
+@app.command()
+def compare(runs: Annotated[list[Path], typer.Argument(help="Two or more run folders (the "
+                                                      "first is the baseline).")],
+            week: Annotated[str | None, typer.Option(help="First local day of the week "
+                                                     "overlaid (default: the first run's "
+                                                     "peak-import week).")] = None,
+            out: Annotated[Path | None, typer.Option(help="Where to write (default: "
+                                                     "results/compare-A-vs-B).")] = None):
+    """Compare runs of the same horizon: KPI differences, week and daily-profile overlays."""
+    from cps_sim.experiment.compare import compare_runs, format_summary
+
+    try:
+        res = compare_runs(list(runs), out_dir=out, week_start=week)
+    except CpsSimError as exc:
+        _fail(exc)
+    typer.echo(format_summary(res))
+
+
+def _click_exceptions() -> tuple[tuple[type[BaseException], ...], ...]:
+    """Click's exception classes: typer >= 0.20 vendors click as ``typer._click``."""
+    mods = []
+    try:
+        from typer._click import exceptions as vendored
+
+        mods.append(vendored)
+    except ImportError:
+        pass
+    try:
+        from click import exceptions as upstream
+
+        mods.append(upstream)
+    except ImportError:
+        pass
+
+    def get(name: str) -> tuple[type[BaseException], ...]:
+        return tuple(getattr(m, name) for m in mods if hasattr(m, name))
+
+    return get("ClickException"), get("UsageError"), get("NoArgsIsHelpError"), get("Abort")
+
+
 def main() -> None:
     """Entry point: whatever goes wrong ends in ``error: ...`` and a non-zero exit.
 
@@ -284,8 +350,24 @@ def main() -> None:
     import warnings
 
     warnings.showwarning = _show_warning
+    click_errors, usage_errors, no_args, aborts = _click_exceptions()
     try:
-        app()
+        rc = app(standalone_mode=False)
+    except no_args as exc:  # bare `cps-sim`: the help
+        ctx = getattr(exc, "ctx", None)
+        typer.echo(ctx.get_help() if ctx is not None else str(exc))
+        sys.exit(0)
+    except usage_errors as exc:  # bad option, unknown command, missing argument
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        print(f"error: {exc.format_message()}{hint}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click_errors as exc:
+        print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except aborts:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
     except CpsSimError as exc:  # raised outside a command body
         if _state["debug"]:
             raise
@@ -314,6 +396,7 @@ def main() -> None:
         print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for "
               "the traceback and please report it", file=sys.stderr)
         sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -217,6 +217,7 @@ class MessageLog:
         "accepted",
         "reason",
         "detail",
+        "taken_wall_s",
     )
 
     def __init__(self) -> None:
@@ -235,8 +236,10 @@ class MessageLog:
         accepted: bool,
         reason: str = "",
         detail: str = "",
+        taken_wall_s: float = float("nan"),
     ) -> None:
         r = self.rows
+        r["taken_wall_s"].append(float(taken_wall_s))
         r["drain"].append(int(drain))
         r["sim_time_s"].append(float(sim_s))
         r["wall_time_s"].append(float(wall_s))
@@ -269,6 +272,7 @@ class MessageLog:
                 "accepted": pa.array(r["accepted"], pa.bool_()),
                 "reason": pa.array(r["reason"], pa.string()),
                 "detail": pa.array(r["detail"], pa.string()),
+                "taken_wall_s": pa.array(r["taken_wall_s"], pa.float64()),
             }
         )
 
@@ -615,6 +619,7 @@ class MqttTransport:
         self._carry: list[RawIn] = []  # own messages published at the poll instant
         self._rx_seq = 0
         self._drain_index = -1
+        self._taken_wall = float("nan")  # wall clock of the current live drain
         self._started = False
 
     # ------------------------------------------------------------------ Transport
@@ -755,6 +760,7 @@ class MqttTransport:
                 self._process(raw, now, index)
             return
         batch, dropped = self._collect(now, loopback)
+        self._taken_wall = time.time()
         for wall, topic, size in dropped:
             self._process(RawIn(wall, topic, b"", parsed=("dropped", size)), now, index)
         for raw in batch:
@@ -835,6 +841,7 @@ class MqttTransport:
                 accepted,
                 reason,
                 detail,
+                self._taken_wall if direction != OUT else float("nan"),
             )
 
     def event(self, kind: str, subject: str, detail: str = "") -> None:

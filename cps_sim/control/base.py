@@ -37,7 +37,6 @@ from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.core.bus import SetpointHolder, Topics, Transport
 
 
-
 class Controller(Protocol):
     name: str
     interval_s: float

@@ -30,9 +30,11 @@ as base64, so it can be mailed or opened offline (no CDN, no scripts).
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import html
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,10 +59,12 @@ class Report:
     html: Path
     pngs: list[Path] = field(default_factory=list)
     kind: str = "run"
+    points: pd.DataFrame | None = None  # sweeps: design points, ranked
 
 
 def make_report(results_dir: str | Path, *, week_start: str | None = None,
-                objective: str = "cost_jpy", out_dir: str | Path | None = None) -> Report:
+                objective: str = "cost_jpy", out_dir: str | Path | None = None,
+                constraints: Sequence[str] = (), tradeoff: str = "co2_kg") -> Report:
     """Render the report of a run or a sweep directory (detected from its files)."""
     src = Path(results_dir)
     if not src.is_dir():
@@ -68,26 +72,86 @@ def make_report(results_dir: str | Path, *, week_start: str | None = None,
     out = Path(out_dir) if out_dir is not None else src / "report"
     from cps_sim.experiment.outdir import check_report_out, make_parents
 
-    check_report_out(out)
-    make_parents(out)
+    # Read and check every input before the report folder is touched.
     if (src / "catalog.parquet").exists() or (src / "plan.json").exists():
-        return _sweep_report(src, out, objective)
+        cat = _read_catalog(src)
+        _check_objective(cat, objective)
+        from cps_sim.experiment import sweep_analysis as sa
+
+        kpi_cols = list(cat.attrs.get("kpi_columns", []))
+        for c in constraints:
+            sa.parse_constraint(c, kpi_cols)
+        if kpi_cols and tradeoff:
+            sa.check_kpi(tradeoff.lstrip("-"), kpi_cols, "--tradeoff")
+        check_report_out(out)
+        make_parents(out)
+        return _sweep_report(src, out, objective, cat, constraints, tradeoff)
     if (src / "timeseries.parquet").exists():
-        return _run_report(src, out, week_start)
+        run = _load_run(src)
+        week = choose_week(run[0], week_start)
+        check_report_out(out)
+        make_parents(out)
+        return _run_report(src, out, run, week)
     raise ResultsError(f"{src}: neither a run (timeseries.parquet) nor a sweep "
                        "(catalog.parquet) results directory")
+
+
+def _damaged(path: Path, exc: BaseException) -> ResultsError:
+    return ResultsError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is "
+                        "damaged or not what cps_sim wrote: rerun to regenerate it")
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several kinds for a damaged file
+        raise _damaged(path, exc) from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _damaged(path, exc) from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _read_catalog(src: Path) -> pd.DataFrame:
+    from cps_sim.experiment.catalog import read_catalog
+
+    try:
+        return read_catalog(src)
+    except ResultsError:
+        raise
+    except Exception as exc:
+        raise _damaged(src / "catalog.parquet", exc) from None
+
+
+def _check_objective(cat: pd.DataFrame, objective: str) -> None:
+    kpis = list(cat.attrs.get("kpi_columns", []))
+    if kpis and objective not in kpis:
+        raise ResultsError(f"--objective {objective!r} is not a KPI of this sweep; choose one "
+                           f"of: {', '.join(kpis)}")
 
 
 # ----------------------------------------------------------------------------- run
 
 def _load_run(src: Path) -> tuple[pd.DataFrame, dict[str, float], dict[str, Any]]:
-    ts = pd.read_parquet(src / "timeseries.parquet")
-    kpis = json.loads((src / "kpis.json").read_text()) if (src / "kpis.json").exists() else {}
-    manifest = {}
-    if (src / "manifest.json").exists():
-        manifest = json.loads((src / "manifest.json").read_text())
+    ts = _read_parquet(src / "timeseries.parquet")
+    kpis = _read_json(src / "kpis.json")
+    manifest = _read_json(src / "manifest.json")
     tz = (manifest.get("scenario") or {}).get("timezone", "UTC")
-    ts = ts.set_index(pd.DatetimeIndex(ts["time"]).tz_convert(tz)).drop(columns="time")
+    if "time" not in ts:
+        raise ResultsError(f"{src / 'timeseries.parquet'}: has no 'time' column; not a cps_sim "
+                           "time series")
+    try:
+        ts = ts.set_index(pd.DatetimeIndex(ts["time"]).tz_convert(tz)).drop(columns="time")
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _damaged(src / "timeseries.parquet", exc) from None
     return ts, kpis, manifest
 
 
@@ -100,8 +164,12 @@ def choose_week(ts: pd.DataFrame, week_start: str | None) -> pd.DataFrame:
     if ts.empty:
         return ts
     if week_start is not None:
-        start = pd.Timestamp(week_start)
-        start = start.tz_localize(ts.index.tz) if start.tzinfo is None else start
+        try:
+            start = pd.Timestamp(_dt.date.fromisoformat(str(week_start).strip()))
+        except ValueError:
+            raise ResultsError(f"--week {week_start!r}: expected a local date such as "
+                               f"{ts.index[0]:%Y-%m-%d} (YYYY-MM-DD)") from None
+        start = start.tz_localize(ts.index.tz)
     else:
         daily_peak = _col(ts, "grid_import_w").resample("1D").max()
         weekly = daily_peak.rolling(7, min_periods=1).max()
@@ -201,9 +269,9 @@ def _daily_profiles(ts: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def _run_report(src: Path, out: Path, week_start: str | None) -> Report:
-    ts, kpis, manifest = _load_run(src)
-    week = choose_week(ts, week_start)
+def _run_report(src: Path, out: Path, run: tuple[pd.DataFrame, dict[str, float],
+                                                 dict[str, Any]], week: pd.DataFrame) -> Report:
+    ts, kpis, manifest = run
     rep = Report(out, out / "report.html", kind="run")
     for name, draw in (("energy_flows.png", lambda p: _energy_flows(week, p)),
                        ("soc_price.png", lambda p: _soc_price(week, manifest, p)),
@@ -233,33 +301,67 @@ def _run_report(src: Path, out: Path, week_start: str | None) -> Report:
 
 # ----------------------------------------------------------------------------- sweep
 
-def _sweep_report(src: Path, out: Path, objective: str) -> Report:
-    from cps_sim.experiment.catalog import read_catalog
+def _sweep_report(src: Path, out: Path, objective: str, cat: pd.DataFrame,
+                  constraints: Sequence[str] = (), tradeoff: str = "co2_kg") -> Report:
+    """See :mod:`cps_sim.experiment.sweep_analysis` for what is drawn and ranked."""
+    from cps_sim.experiment import sweep_analysis as sa
 
-    cat = read_catalog(src)
     params = [p for p in cat.attrs.get("param_columns", []) if p in cat]
-    kpi_cols = cat.attrs.get("kpi_columns", [])
+    kpi_cols = list(cat.attrs.get("kpi_columns", []))
+    cons = [sa.parse_constraint(c, kpi_cols) for c in constraints]
+    other = tradeoff.lstrip("-")
     ok = cat[cat.status == "ok"]
     kpis = [k for k in SWEEP_KPIS if k in kpi_cols] or kpi_cols[:6]
     kpis = [k for k in kpis if not ok.empty and (ok[k].fillna(0) != 0).any()] or kpis
+    wanted = list(dict.fromkeys([objective, *([other] if other in kpi_cols else []),
+                                 *(c.kpi for c in cons), *kpis]))
     rep = Report(out, out / "report.html", kind="sweep")
-    if not ok.empty and params and kpis:
-        _sensitivity(ok, params, kpis, out / "sensitivity.png")
-        rep.pngs.append(out / "sensitivity.png")
-    if not ok.empty and "cost_jpy" in ok and "co2_kg" in ok:
-        _tradeoff(ok, params, out / "tradeoff.png")
-        rep.pngs.append(out / "tradeoff.png")
+    points = sa.point_stats(ok, params, wanted) if not ok.empty else pd.DataFrame()
+    ranked = None
+    if not points.empty:
+        if params and kpis:
+            sa.plot_sensitivity(points, params, kpis, out / "sensitivity.png")
+            rep.pngs.append(out / "sensitivity.png")
+        if len(params) >= 2:
+            sa.plot_heatmap(points, params, objective, cons, out / "heatmap.png")
+            rep.pngs.append(out / "heatmap.png")
+        if other in kpi_cols and other != objective:
+            sa.plot_tradeoff(points, params, objective, other, tradeoff.startswith("-"), cons,
+                             out / "tradeoff.png")
+            rep.pngs.append(out / "tradeoff.png")
+        ranked = sa.rank(points, objective, cons)
     counts = cat.status.value_counts().to_dict()
     facts = {"results": str(src), "runs": len(cat),
              **{f"status {k}": v for k, v in sorted(counts.items())},
-             "parameters": ", ".join(params) or "(none)"}
+             "parameters": ", ".join(params) or "(none)",
+             "design points": len(points), "objective": f"{objective} (lower is better)",
+             "constraints": "; ".join(str(c) for c in cons) or "(none)",
+             "intervals": "95 % CI of the replicate mean (Student t)"}
     body = [_table(["", ""], [[k, html.escape(str(v))] for k, v in facts.items()])]
+    if ranked is not None:
+        show = [k for k in wanted][:6]
+        head = ["rank", *params, "n", *[f"{k} (mean ± CI)" for k in show], "violates"]
+        rows = []
+        for _, r in ranked.iterrows():
+            cells = [str(r["rank"]) if r["rank"] else "-", *[_fmt(r[p]) for p in params],
+                     str(r["n"])]
+            for k in show:
+                m, lo, hi = r[f"{k}_mean"], r[f"{k}_ci_low"], r[f"{k}_ci_high"]
+                half = (hi - lo) / 2 if np.isfinite(hi - lo) else math.nan
+                cells.append(_fmt(m) + (f" ± {_fmt(half)}" if np.isfinite(half) else ""))
+            cells.append(r["violates"])
+            rows.append(cells)
+        title = f"Design points ranked by {objective}" + (
+            " under " + "; ".join(str(c) for c in cons) if cons else "")
+        body += [f"<h2>{html.escape(title)}</h2>", _table(head, rows)]
+        points_csv = out / "points.csv"
+        ranked.to_csv(points_csv, index=False)
     body += [_img(p) for p in rep.pngs]
     if objective in ok and not ok.empty:
         shown = ["run_id", *params, "seed", objective, *[k for k in kpis if k != objective]]
-        ranked = ok.sort_values([objective, "run_id"])
-        for title, part in ((f"Best runs (lowest {objective})", ranked.head(5)),
-                            (f"Worst runs (highest {objective})", ranked.tail(5)[::-1])):
+        by_run = ok.sort_values([objective, "run_id"])
+        for title, part in ((f"Best runs (lowest {objective})", by_run.head(5)),
+                            (f"Worst runs (highest {objective})", by_run.tail(5)[::-1])):
             body += [f"<h2>{html.escape(title)}</h2>",
                      _table(shown, [[_fmt(r[c]) for c in shown] for _, r in part.iterrows()])]
     bad = cat[cat.status != "ok"]
@@ -268,67 +370,9 @@ def _sweep_report(src: Path, out: Path, objective: str) -> Report:
         body += ["<h2>Runs that did not finish</h2>",
                  _table(cols, [[_fmt(r[c]) for c in cols] for _, r in bad.head(50).iterrows()])]
     _write_html(rep.html, f"Sweep {src.name}", body)
+    rep.points = ranked
     return rep
 
-
-def _sensitivity(ok: pd.DataFrame, params: list[str], kpis: list[str], path: Path) -> None:
-    fig, axes = plt.subplots(len(kpis), len(params), squeeze=False,
-                             figsize=(3.6 * len(params) + 0.6, 2.4 * len(kpis) + 0.4))
-    for j, p in enumerate(params):
-        numeric = pd.api.types.is_numeric_dtype(ok[p])
-        levels = sorted(ok[p].dropna().unique(), key=lambda v: (str(type(v)), v))
-        xpos = ok[p] if numeric else ok[p].map({v: i for i, v in enumerate(levels)})
-        for i, k in enumerate(kpis):
-            ax = axes[i][j]
-            ax.scatter(xpos, ok[k], s=10, alpha=0.5, color="#3969ac")
-            if ok[p].nunique() <= 25:  # a grid (or categories): mean per value
-                mean = ok.groupby(xpos)[k].mean().sort_index()
-                ax.plot(mean.index, mean.values, color="#e73f74", lw=1.5)
-            if not numeric:
-                ax.set_xticks(range(len(levels)), [str(v) for v in levels], fontsize=7)
-            if i == len(kpis) - 1:
-                ax.set_xlabel(p)
-            if j == 0:
-                ax.set_ylabel(k, fontsize=8)
-            ax.tick_params(labelsize=7)
-    fig.suptitle("Sensitivity: KPI against each parameter (dots: runs, line: mean)")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (2.4 * len(kpis) + 0.4)))
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-
-
-def _tradeoff(ok: pd.DataFrame, params: list[str], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6.5, 5))
-    color = params[0] if params and pd.api.types.is_numeric_dtype(ok[params[0]]) else None
-    sc = ax.scatter(ok["co2_kg"], ok["cost_jpy"], c=ok[color] if color else "#3969ac",
-                    cmap="viridis" if color else None, s=18)
-    if color:
-        fig.colorbar(sc, ax=ax, label=color)
-    pts = ok[["co2_kg", "cost_jpy"]].to_numpy()
-    front = _pareto(pts)
-    if len(front):
-        f = pts[front][np.argsort(pts[front][:, 0])]
-        ax.plot(f[:, 0], f[:, 1], color="#e73f74", lw=1.2, label="Pareto front")
-        ax.legend(fontsize=8)
-    ax.set_xlabel("CO2 [kg]")
-    ax.set_ylabel("cost [JPY]")
-    ax.set_title("Trade-off: cost against CO2 (one dot per run)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-
-
-def _pareto(pts: np.ndarray) -> np.ndarray:
-    """Indices of points not dominated in both coordinates (lower is better)."""
-    keep = []
-    for i, p in enumerate(pts):
-        dominated = np.any(np.all(pts <= p, axis=1) & np.any(pts < p, axis=1))
-        if not dominated:
-            keep.append(i)
-    return np.array(keep, dtype=int)
-
-
-# ----------------------------------------------------------------------------- html
 
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:

@@ -58,6 +58,7 @@ def atomic_directory(final: Path, recheck: Callable[[Path], object] | None = Non
         outdir.remove_created(created)
         raise ResultsError(f"{final}: cannot write results into {parent}: "
                            f"{exc.strerror}") from None
+    keep = False  # True once the staging folder holds results that could not be published
     try:
         yield tmp
         for f in tmp.iterdir():
@@ -74,15 +75,28 @@ def atomic_directory(final: Path, recheck: Callable[[Path], object] | None = Non
                 raise ResultsError(f"{exc} (it changed during the run); the new results are "
                                    f"in {kept}") from None
         old = None
-        if final.exists() and any(final.iterdir()):
-            old = parent / outdir.owned_name(outdir.TMP, final.name)
-            os.replace(final, old)
-        os.replace(tmp, final)
+        try:
+            if final.exists() and any(final.iterdir()):
+                old = parent / outdir.owned_name(outdir.TMP, final.name)
+                os.replace(final, old)
+            os.replace(tmp, final)
+        except OSError as exc:  # keep what was computed, where the user sees it
+            if old is not None and not final.exists():
+                os.replace(old, final)
+            kept = parent / f"{final.name}-unpublished-{os.getpid()}"
+            try:
+                os.replace(tmp, kept)
+            except OSError:
+                kept = tmp
+                keep = True
+            raise ResultsError(f"{final}: cannot put the results in place: {exc.strerror}; "
+                               f"the new results are in {kept}") from None
         _fsync_dir(parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
         outdir.remove_created(created)
         raise
 

@@ -99,6 +99,9 @@ def simulate(scenario: Scenario, *, quiet: bool = True,
     ``interruptible``: Ctrl-C ends the run early and returns what was simulated
     (``recorder.interrupted`` is True).
     """
+    from cps_sim.experiment.memory import check_fits
+
+    check_fits(scenario)  # refuse a run too large for memory before building anything
     world = build_world(scenario, base_dir)
     env = env if env is not None else make_env(scenario.mode, scenario.speed)
     recorder = Recorder(world)
@@ -143,12 +146,17 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
     ⇒ identical Parquet files.  ``simulator(base_dir) -> Recorder`` replaces the
     plain simulation (``cps-sim hil`` / ``replay``); ``extras(recorder, folder,
     kpis)`` may add KPIs and write more files into the folder before the KPIs
-    are written.
+    are written.  With an ``oracle:`` block (and no ``extras``) the KPIs gain the
+    perfect-foresight optimum's (``oracle_*``) and the run's gap to it (``regret*``;
+    docs/oracle.md).
     """
     from cps_sim.experiment.outdir import MARKER, check_run_out
 
     protect = [source_file] if source_file is not None else []
     shown = Path(out_dir) if out_dir is not None else default_out_dir(scenario)
+    from cps_sim.experiment.memory import check_fits
+
+    check_fits(scenario)
     out_dir = check_run_out(shown, protect)  # before anything is simulated
     t0 = time.perf_counter()
     started = time.time()
@@ -167,6 +175,12 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
         kpis = recorder.kpis(events)
         if extras is not None:
             extras(recorder, tmp, kpis)
+        elif scenario.oracle is not None and scenario.oracle.regret:
+            # the perfect-foresight optimum of the same run, and the run's gap to it
+            from cps_sim.experiment.oracle import regret_kpis, solve_oracle
+
+            kpis.update(regret_kpis(kpis, solve_oracle(scenario, base_dir=base_dir,
+                                                       quiet=quiet)))
         timeseries = recorder.timeseries()
         groups = recorder.timeseries_by_group()
         ctl_events = tmp / "bridge_events.parquet"  # written by cps-sim hil's extras
@@ -223,11 +237,26 @@ def _disk_full(exc: OSError) -> bool:
 
 def run_file(path: str | Path, overrides: Sequence[str] = (), seed: int | None = None,
              out_dir: Path | None = None, quiet: bool = True,
-             check_expect: bool = True) -> RunResult:
-    """Load, validate and run a scenario file (``seed`` overrides the file's seed)."""
+             check_expect: bool = True, oracle: bool = False,
+             objective: str | None = None) -> RunResult:
+    """Load, validate and run a scenario file (``seed`` overrides the file's seed).
+
+    ``oracle``: run the perfect-foresight optimum's schedule instead of the scenario's
+    controllers (``objective`` overrides ``oracle.objective``; results in
+    ``<default>-oracle``, with ``oracle.json``; ``expect:`` is not checked).
+    """
     ov = list(overrides)
     if seed is not None:
         ov.append(f"seed={int(seed)}")
     scenario = load_scenario(path, ov)
+    if oracle:
+        from cps_sim.experiment.oracle import oracle_hooks
+
+        if out_dir is None:
+            out_dir = Path(str(default_out_dir(scenario)) + "-oracle")
+        simulator, extras = oracle_hooks(scenario, quiet=quiet, objective=objective)
+        return run_scenario(scenario.model_copy(update={"expect": []}), out_dir, quiet=quiet,
+                            source_file=str(path), overrides=ov, simulator=simulator,
+                            extras=extras, check_expect=False)
     return run_scenario(scenario, out_dir, quiet=quiet, source_file=str(path), overrides=ov,
                         check_expect=check_expect)

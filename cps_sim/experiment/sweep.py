@@ -318,7 +318,7 @@ def run_sweep(sweep_file: str | Path, out_dir: str | Path | None = None, *,
     from cps_sim.experiment.outdir import check_sweep_out
 
     shown = Path(out_dir) if out_dir is not None else Path("results") / sweep.name
-    workers = workers or executors.default_workers()
+    workers = executors.default_workers() if workers is None else workers
     if workers < 1:
         raise CpsSimError(f"--workers must be >= 1, got {workers}")
     # Everything that can be refused is refused before the folder is touched.

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import cps_sim
 from cps_sim.core.errors import Issue, ScenarioError
@@ -43,7 +43,7 @@ from cps_sim.scenario.loader import (
     load_scenario,
     parse_yaml,
     set_path,
-    validation_issues,
+    validate_data,
 )
 
 RESERVED_COLUMNS = ("run_id", "point", "replicate", "seed", "status", "error_type", "error",
@@ -214,10 +214,7 @@ def load_sweep_text(text: str, file: str | None = None) -> SweepFile:
     if not isinstance(data, dict):
         raise ScenarioError.single(file, "", "top level of a sweep file must be a mapping, "
                                    f"got {type(data).__name__}")
-    try:
-        return SweepFile.model_validate(data)
-    except ValidationError as exc:
-        raise ScenarioError(file, validation_issues(exc, SweepFile, root)) from None
+    return validate_data(data, SweepFile, file, root)
 
 
 def load_sweep(path: str | Path) -> SweepFile:
@@ -292,9 +289,9 @@ def expand(sweep: SweepFile, sweep_file: str | Path) -> Plan:
             d["seed"] = seed
             error = None
             try:
-                scen = Scenario.model_validate(d).model_dump(mode="json")
-            except ValidationError as exc:
-                issues = validation_issues(exc, Scenario, None)
+                scen = validate_data(d, Scenario).model_dump(mode="json")
+            except ScenarioError as exc:
+                issues = exc.issues
                 unknown = [iss for iss in issues if iss.message.startswith("unknown key")]
                 if unknown:
                     j = next((k for k, pp in enumerate(paths)

@@ -88,7 +88,8 @@ def read_jepx_spot(path: str | Path, encoding: str = "cp932", tz: str = "Asia/To
     """
     path = Path(path)
     try:
-        raw = pd.read_csv(path, encoding=encoding, dtype=str, skipinitialspace=True)
+        raw = pd.read_csv(path, encoding=encoding, dtype=str, skipinitialspace=True,
+                          skip_blank_lines=False)
     except UnicodeDecodeError as exc:
         raise PriceDataError(f"{path}: cannot decode as {encoding} ({exc.reason} at byte "
                              f"{exc.start})") from None
@@ -114,16 +115,16 @@ def read_jepx_spot(path: str | Path, encoding: str = "cp932", tz: str = "Asia/To
     raw = raw.dropna(how="all")
     dates = pd.to_datetime(raw[date_col].str.strip(), format="mixed", yearfirst=True,
                            errors="coerce")
-    if dates.isna().any():
+    if dates.isna().any():  # the index labels are data-row numbers: line = label + 2
         row = int(np.argmax(dates.isna().to_numpy()))
-        raise PriceDataError(f"{path}: row {row + 2}: bad date {raw[date_col].iloc[row]!r} "
-                             f"in column {date_col!r}")
+        raise PriceDataError(f"{path}:{raw.index[row] + 2}: column {date_col!r}: bad date "
+                             f"{raw[date_col].iloc[row]!r}")
     slot = pd.to_numeric(raw[slot_col], errors="coerce").to_numpy()
     bad = ~np.isfinite(slot) | (slot < 1) | (slot > 48) | (slot != np.round(slot))
     if bad.any():
         row = int(np.argmax(bad))
-        raise PriceDataError(f"{path}: row {row + 2}: {slot_col} must be 1..48, got "
-                             f"{raw[slot_col].iloc[row]!r}")
+        raise PriceDataError(f"{path}:{raw.index[row] + 2}: column {slot_col!r}: must be "
+                             f"1..48, got {raw[slot_col].iloc[row]!r}")
     ts = (pd.DatetimeIndex(dates) + pd.to_timedelta((slot - 1) * 30, unit="min")).tz_localize(tz)
     out = pd.DataFrame(index=pd.DatetimeIndex(ts, name="timestamp"))
     for area in areas:
@@ -131,7 +132,7 @@ def read_jepx_spot(path: str | Path, encoding: str = "cp932", tz: str = "Asia/To
         vals = pd.to_numeric(raw[col].str.replace(",", ""), errors="coerce").to_numpy()
         if np.isnan(vals).any():
             row = int(np.argmax(np.isnan(vals)))
-            raise PriceDataError(f"{path}: row {row + 2}: column {col!r}: not a number: "
+            raise PriceDataError(f"{path}:{raw.index[row] + 2}: column {col!r}: not a number: "
                                  f"{raw[col].iloc[row]!r}")
         out[f"{area}_price_jpy_per_kwh"] = vals
     for jp, name in JEPX_VOLUME_COLUMNS.items():

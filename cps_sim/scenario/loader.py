@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,29 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+# YAML 1.2 scalars instead of PyYAML's YAML 1.1: only true/false are booleans (so
+# `ev_strategy: off` is the text "off", not False), and no base-60 numbers (so
+# `departure_h: 7:30` is an error, not 450).
+_BOOL = "tag:yaml.org,2002:bool"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_StrictLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_StrictLoader.add_implicit_resolver(
+    _INT, re.compile(r"""^(?:[-+]?0b[0-1_]+
+                    |[-+]?0[0-7_]+
+                    |[-+]?(?:0|[1-9][0-9_]*)
+                    |[-+]?0x[0-9a-fA-F_]+)$""", re.X), list("-+0123456789"))
+_StrictLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
 
 
 def _decode(data: bytes, file: str | None) -> str:
@@ -371,10 +395,37 @@ def load_scenario_text(text: str, file: str | None = None, overrides: Iterable[s
         raise ScenarioError.single(file, "", "top level must be a mapping of scenario fields, "
                                    f"got {type(data).__name__}")
     data = apply_overrides(data, overrides, file)
+    return validate_data(data, model, file, root)
+
+
+def kind_issue_list(data: Any, model: type[BaseModel], root: yaml.Node | None) -> list[Issue]:
+    """Strict kinds (booleans only for flags, never for numbers or text) as located issues."""
+    from cps_sim.scenario.strict_types import check
+
+    out = []
+    for loc, msg in check(data, model):
+        node = _node_at(root, list(loc))
+        out.append(Issue(format_loc(loc), msg, node.start_mark.line + 1 if node else None,
+                         node.start_mark.column + 1 if node else None))
+    return out
+
+
+def validate_data(data: Any, model: type[BaseModel], file: str | None = None,
+                  root: yaml.Node | None = None):
+    """Validate raw data into ``model``; every problem (kinds first) as one ScenarioError."""
+    kinds = kind_issue_list(data, model, root)
     try:
-        return model.model_validate(data)
+        result = model.model_validate(data)
+        issues: list[Issue] = []
     except ValidationError as exc:
-        raise ScenarioError(file, validation_issues(exc, model, root)) from None
+        issues = validation_issues(exc, model, root)
+    if kinds:
+        flagged = {i.path for i in kinds}
+        issues = kinds + [i for i in issues if i.path not in flagged]
+        issues.sort(key=lambda i: (i.line or 0, i.column or 0))
+    if issues:
+        raise ScenarioError(file, issues)
+    return result
 
 
 def load_scenario(path: str | Path, overrides: Iterable[str] = (),

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from cps_sim.scenario.bridge_schema import BridgeSpec
 from cps_sim.scenario.ems_schema import EmsSpec
 from cps_sim.scenario.expect_schema import ExpectItem, validate_expectations
+from cps_sim.scenario.oracle_schema import OracleSpec
 from cps_sim.scenario.powerflow_schema import PowerFlowSpec
 from cps_sim.scenario.sites_schema import (  # noqa: F401 - re-exported
     BatterySpec,
@@ -87,7 +88,14 @@ class TariffSpec(_Model):
     levies and margin.  Defaults are assumptions (Japanese household rates).
     """
 
-    type: Literal["flat", "tou", "dynamic"] = "flat"
+    type: Literal["flat", "tou", "dynamic", "jepx"] = "flat"
+    jepx_csv: str | None = Field(None, description="jepx: a JEPX spot file (spot_<FY>.csv, "
+                                 "cp932), relative to the scenario; import = area price + "
+                                 "import_adder, export = export_multiplier x price + "
+                                 "export_adder, as for dynamic.")
+    jepx_area: Literal["system", "hokkaido", "tohoku", "tokyo", "chubu", "hokuriku", "kansai",
+                       "chugoku", "shikoku", "kyushu"] = Field(
+        "tokyo", description="jepx: whose price (system price or an area price).")
     import_jpy_per_kwh: float = Field(31.0, ge=0, description="flat: import price (assumption:"
                                       " Japanese household rate incl. surcharges, ~31 JPY/kWh).")
     export_jpy_per_kwh: float = Field(8.5, ge=0, description="Export (buy-back) price, all "
@@ -108,6 +116,8 @@ class TariffSpec(_Model):
             raise ValueError("type 'tou' needs at least one entry in periods")
         if self.type == "dynamic" and not self.prices_csv:
             raise ValueError("type 'dynamic' needs prices_csv")
+        if self.type == "jepx" and not self.jepx_csv:
+            raise ValueError("type 'jepx' needs jepx_csv (a JEPX spot-price CSV file)")
         return self
 
 
@@ -242,6 +252,8 @@ class Scenario(_Model):
         None, description="Optional AC power flow of one site group on a bundled LV feeder "
         "(pandapower, extra cps_sim[grid]; see docs/powerflow.md for its pandas pin).")
     record: RecordSpec = Field(default_factory=RecordSpec)
+    oracle: OracleSpec | None = Field(None, description="Perfect-foresight optimum and each "
+                                      "run's regret to it (docs/oracle.md).")
     expect: list[ExpectItem] = Field(default_factory=list, max_length=500, description="What "
                                      "the run must show (docs/expectations.md); cps-sim run "
                                      "exits 3 when one fails.")

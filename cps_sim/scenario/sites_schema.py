@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cps_sim.scenario.data_schema import EvSessionsSpec
 from cps_sim.scenario.distributions import Quantity, check_range
 
 
@@ -36,11 +37,18 @@ class LoadSpec(_Model):
     annual_kwh: Quantity = Field(4300.0, description="Annual consumption per site [kWh]. "
                                  "Default 4,300 kWh: a typical Japanese household (assumption).")
     profile: Literal["japan_residential", "bdew_h25", "office", "hospital", "retail", "factory",
-                     "data_centre", "constant"] = Field(
+                     "data_centre", "constant", "csv"] = Field(
         "japan_residential", description="japan_residential: Japanese household shape "
         "(assumption); bdew_h25: BDEW 2025 H25 household (demandlib) with Japanese holidays; "
         "office / hospital / retail / factory / data_centre: archetypes of models/loads.py; "
-        "constant: the same power all year.")
+        "constant: the same power all year; csv: a measured profile (profile_csv, "
+        "cps_sim/data/load_profiles.py) scaled to annual_kwh.")
+    profile_csv: str | None = Field(None, description="csv: measured profiles (timestamp + "
+                                    "one column per profile), relative to the scenario.")
+    profile_column: str | None = Field(None, description="csv: the column to use (default: "
+                                       "the only one).")
+    profile_unit: Literal["kw", "kwh"] = Field("kw", description="csv: values are average "
+                                               "kW, or kWh per interval.")
     factory_shifts: Literal[1, 2, 3] = Field(1, description="factory: shifts per working day.")
     annual_growth_rate: float = Field(0.0, ge=-0.5, le=2.0, description="data_centre: growth "
                                       "of the annual energy per year.")
@@ -52,6 +60,12 @@ class LoadSpec(_Model):
                             "noise of each site's load.")
 
     _annual = _ranged("annual_kwh", gt=0)
+
+    @model_validator(mode="after")
+    def _csv(self) -> LoadSpec:
+        if self.profile == "csv" and not self.profile_csv:
+            raise ValueError("profile 'csv' needs profile_csv (a CSV file of measured loads)")
+        return self
 
 
 class PvSpec(_Model):
@@ -203,6 +217,21 @@ class EvSpec(_Model):
                 raise ValueError("models must name at least one catalog entry")
             if any(not (w >= 0) for w in v.values()) or sum(v.values()) <= 0:
                 raise ValueError("model weights must be >= 0 and sum to > 0")
+        return v
+
+    sessions: EvSessionsSpec | None = Field(
+        None, description="Charging sessions from a CSV (ACN-Data / EV2Gym layout) instead of "
+        "sampled trips; share, per_site, initial_soc and trips do not apply.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sessions_replace_trips(cls, v):
+        if isinstance(v, dict) and v.get("sessions") is not None:
+            if "trips" in v:
+                raise ValueError("sessions and trips exclude each other: the sessions file "
+                                 "gives every arrival and departure")
+            never = {"probability": 0.0}
+            v = {**v, "trips": {"weekday": never, "weekend": never}}
         return v
 
     @model_validator(mode="after")

@@ -44,8 +44,18 @@ class AreaDemandSpec(_Model):
                               "year [GWh]. Default 1,000 GWh = 1 TWh, about 1/1000 of Japan's "
                               "FY2022 demand (ASSUMPTION: national ~1,000 TWh, order read "
                               "from the seed's demand chart axis, seed L5826-5842).")
-    profile: Literal["area_mix", "household", "commercial", "industrial", "flat"] = Field(
-        "area_mix", description="Shape of the background demand.")
+    profile: Literal["area_mix", "household", "commercial", "industrial", "flat",
+                     "tso_csv"] = Field(
+        "area_mix", description="Shape of the background demand; tso_csv: measured area "
+        "demand from a TSO エリア需給実績 file (tso_csv; annual_gwh does not apply).")
+    tso_csv: str | None = Field(None, description="tso_csv: the file, relative to the "
+                                "scenario (cps_sim/data/tso.py).")
+    tso_column: str = Field("area_demand_mw", description="tso_csv: which column is the "
+                            "background demand (area_demand_mw, or e.g. total_mw).")
+    tso_scale: float = Field(1.0, gt=0, le=10, description="tso_csv: factor on the measured "
+                             "demand (e.g. 0.01 for 1 % of the TSO area).")
+    tso_time_label: Literal["start", "end"] = Field("start", description="tso_csv: TIME "
+                                                    "stamps the interval start or end.")
     residential_share: float = Field(0.30, ge=0, le=1, description="area_mix: household "
                                      "share of energy (ASSUMPTION, order of Japan's split).")
     commercial_share: float = Field(0.35, ge=0, le=1, description="area_mix: commercial "
@@ -57,6 +67,8 @@ class AreaDemandSpec(_Model):
 
     @model_validator(mode="after")
     def _shares(self) -> AreaDemandSpec:
+        if self.profile == "tso_csv" and not self.tso_csv:
+            raise ValueError("profile 'tso_csv' needs tso_csv (an エリア需給実績 CSV file)")
         s = self.residential_share + self.commercial_share + self.industrial_share
         if self.profile == "area_mix" and abs(s - 1.0) > 1e-6:
             raise ValueError(f"residential_share + commercial_share + industrial_share must be "

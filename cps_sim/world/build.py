@@ -67,7 +67,8 @@ def _catalog_fleet(e, m: int, rng: RngStreams, stream: str, cap, charger, cons, 
 
 
 def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: RngStreams,
-                scenario: Scenario, weather: RunWeather, path: str = "sites[0]") -> SiteGroup:
+                scenario: Scenario, weather: RunWeather, path: str = "sites[0]",
+                sessions=None) -> SiteGroup:
     n = spec.count
     base = f"sites/{spec.name}"
     # PV (dense per site; 0 W where none): capacity × a unit profile per orientation
@@ -121,7 +122,12 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
     # EVs (sorted by site)
     evs = None
     e = spec.ev
-    if e is not None:
+    session_events = None
+    if e is not None and sessions is not None:  # ev.sessions: one vehicle per session
+        from cps_sim.world.sessions import session_fleet
+
+        evs, session_events = session_fleet(e, sessions, n, ev_id_offset, rng, base)
+    elif e is not None:
         if e.per_site is not None:
             ev_site = np.repeat(np.arange(n, dtype=np.int64), e.per_site)
         else:
@@ -170,7 +176,38 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
         import_limit_w=np.full(n, g.import_limit_kw * 1000.0 if g.import_limit_kw else np.inf),
         export_limit_w=np.full(n, g.export_limit_kw * 1000.0
                                if g.export_limit_kw is not None else np.inf))
+    if session_events is not None:
+        group.schedule(*session_events)
     return group
+
+
+def _sessions(spec: SiteGroupSpec, scenario: Scenario, base_dir: Path | None, path: str):
+    """The group's charging sessions (``ev.sessions``) inside the run, or None."""
+    if spec.ev is None or spec.ev.sessions is None:
+        return None
+    from cps_sim.data.ev_sessions import clip_to_run, read_sessions
+    from cps_sim.scenario.loader import resolve_data_path
+
+    f = resolve_data_path(spec.ev.sessions.csv, base_dir or Path.cwd(),
+                          field=f"{path}.ev.sessions.csv")
+    return clip_to_run(read_sessions(f, scenario.start, scenario.timezone), scenario.duration_s)
+
+
+def _measured_load(spec: SiteGroupSpec, scenario: Scenario, clock: Clock,
+                   base_dir: Path | None, path: str) -> dict:
+    """``load.profile: csv``: the measured shape per tick (W per kWh/a), else nothing."""
+    load = spec.load
+    if load.profile != "csv":
+        return {}
+    from cps_sim.data.load_profiles import profile_w_per_kwh, read_load_profiles
+    from cps_sim.scenario.loader import resolve_data_path
+
+    f = resolve_data_path(load.profile_csv or "", base_dir or Path.cwd(),
+                          field=f"{path}.load.profile_csv")
+    df = read_load_profiles(f, scenario.timezone, load.profile_unit)
+    ticks = clock.index(np.arange(scenario.n_ticks) * scenario.tick_s)
+    return {"series_w_per_kwh": profile_w_per_kwh(df, load.profile_column, ticks,
+                                                  scenario.tick_s)}
 
 
 def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
@@ -183,8 +220,9 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
     site_offset = 0
     ev_offset = 0
     for spec in scenario.sites:
-        group = build_group(spec, site_offset, ev_offset, rng, scenario, weather,
-                            f"sites[{len(bindings)}]")
+        path = f"sites[{len(bindings)}]"
+        group = build_group(spec, site_offset, ev_offset, rng, scenario, weather, path,
+                            _sessions(spec, scenario, base_dir, path))
         n = spec.count
         base = f"sites/{spec.name}"
         annual_wh = sample(spec.load.annual_kwh, rng.generator(f"{base}/load/annual_kwh"), n) \
@@ -194,7 +232,9 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
         loads = LoadBlocks(clock, scenario.tick_s, ticks_per_day, annual_wh, spec.load.profile,
                            shift_min, spec.load.noise_cv, scenario.holidays, rng, f"{base}/load",
                            scenario.n_ticks, {"shifts": spec.load.factory_shifts,
-                                              "annual_growth_rate": spec.load.annual_growth_rate})
+                                              "annual_growth_rate": spec.load.annual_growth_rate,
+                                              **_measured_load(spec, scenario, clock, base_dir,
+                                                               path)})
         if spec.battery is not None and spec.battery.ageing:
             from cps_sim.world.ageing import BatteryAgeing
 
@@ -203,6 +243,7 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
         site_offset += n
         ev_offset += group.evs.n if group.evs is not None else 0
     world = World(scenario, clock, rng, bindings, weather)
+    world.base_dir = base_dir  # data files of hooks (system demand from a TSO file)
     world.import_price_jpy_per_kwh, world.export_price_jpy_per_kwh = tick_prices(
         scenario, clock, base_dir)
     world.carbon_price_jpy_per_t = tick_carbon_prices(scenario, clock)

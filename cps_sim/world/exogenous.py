@@ -316,6 +316,8 @@ def base_profile_w_per_kwh(
             noise_std=0.0,
             tz=clock.timezone,
         )
+    elif profile == "csv":  # a measured shape, already per tick (cps_sim/data/load_profiles)
+        return np.asarray(options["series_w_per_kwh"], dtype=float)
     else:
         raise ValueError(f"unknown load profile {profile!r}")
     return np.asarray(p[:, 0], dtype=float)

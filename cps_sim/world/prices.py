@@ -31,6 +31,16 @@ def tick_prices(scenario: Scenario, clock: Clock, base_dir: Path | None
                                               months=tuple(p.months)) for p in t.periods)
             tariff = tariffs.TouTariff(periods=periods, export_jpy_per_kwh=t.export_jpy_per_kwh,
                                        tz=scenario.timezone)
+        elif t.type == "jepx":
+            from cps_sim.market.prices import read_jepx_spot
+
+            path = resolve_data_path(t.jepx_csv, base_dir or Path.cwd(), field="tariff.jepx_csv")
+            df = read_jepx_spot(path, tz=scenario.timezone, areas=(t.jepx_area,))
+            _covers(df.index, times, scenario.tick_s, path)
+            tariff = tariffs.DynamicTariff(price_jpy_per_kwh=df[f"{t.jepx_area}_price_jpy_per_kwh"],
+                                           import_adder_jpy_per_kwh=t.import_adder_jpy_per_kwh,
+                                           export_multiplier=t.export_multiplier,
+                                           export_adder_jpy_per_kwh=t.export_adder_jpy_per_kwh)
         else:
             path = resolve_data_path(t.prices_csv, base_dir or Path.cwd(),
                                      field="tariff.prices_csv")
@@ -46,6 +56,19 @@ def tick_prices(scenario: Scenario, clock: Clock, base_dir: Path | None
     except (CpsSimError, ValueError, KeyError) as exc:
         raise ScenarioError.single(None, "tariff", str(exc)) from None
     return imp, exp
+
+
+def _covers(index, times, tick_s: float, path: Path) -> None:
+    """A 30-min price file must cover every tick of the run."""
+    import pandas as pd
+
+    from cps_sim.market.prices import PriceDataError
+
+    end = times[-1] + pd.Timedelta(seconds=tick_s)
+    last = index[-1] + pd.Timedelta(minutes=30)
+    if len(index) == 0 or index[0] > times[0] or last < end:
+        raise PriceDataError(f"{path}: the prices cover {index[0]} .. {last}, the run needs "
+                             f"{times[0]} .. {end}")
 
 
 def tick_carbon_prices(scenario: Scenario, clock: Clock) -> np.ndarray:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
 from cps_sim.core.errors import SimulationError
 from cps_sim.grid import dispatch as dp
@@ -79,6 +80,32 @@ def system_weather(spec: SystemSpec, world: World):
     return df, IntervalMap(edges, world.tick_s, world.n_ticks)
 
 
+def _tso_demand_w(d, world: World) -> FloatArray:
+    """Measured area demand of a TSO file, averaged onto the ticks [W]."""
+    from pathlib import Path
+
+    from cps_sim.data.tables import DataFileError, interval_mean
+    from cps_sim.data.tso import read_area_supply_demand
+    from cps_sim.scenario.loader import resolve_data_path
+
+    sc = world.scenario
+    f = resolve_data_path(d.tso_csv, getattr(world, "base_dir", None) or Path.cwd(),
+                          field="system.demand.tso_csv")
+    df = read_area_supply_demand(f, sc.timezone, d.tso_time_label)
+    if d.tso_column not in df.columns:
+        raise DataFileError(f, f"no column {d.tso_column!r} (read: {', '.join(df.columns)})")
+    step = float(df.attrs["step_s"])
+    t0 = pd.Timestamp(sc.start)
+    starts = np.asarray((df.index - t0) / pd.Timedelta(seconds=1), dtype=float)
+    edges = np.arange(world.n_ticks + 1) * world.tick_s
+    if starts[0] > 1e-6 or starts[-1] + step < edges[-1] - 1e-6:
+        end = df.index[-1] + pd.Timedelta(seconds=step)
+        raise DataFileError(f, f"the data cover {df.index[0]} .. {end}, the run needs "
+                            f"{t0} .. {t0 + pd.Timedelta(seconds=float(edges[-1]))}")
+    mw = interval_mean(starts, starts + step, df[d.tso_column].to_numpy(float), edges)
+    return mw * 1e6 * d.tso_scale
+
+
 def area_demand_w(spec: SystemSpec, world: World) -> tuple[FloatArray, FloatArray]:
     """Background and data-centre demand [W], average over each tick, shape (n_ticks,)."""
     sc = world.scenario
@@ -95,6 +122,8 @@ def area_demand_w(spec: SystemSpec, world: World) -> tuple[FloatArray, FloatArra
     elif d.profile != "flat":
         shares[d.profile] = 1.0
     bg = np.zeros(world.n_ticks)
+    if d.profile == "tso_csv":
+        bg += _tso_demand_w(d, world)
     if d.profile == "flat" and kwh > 0:
         bg += loads.data_centre_power_w(index, [kwh], rng, noise_std=d.noise_std,
                                         tz=sc.timezone)[:, 0]

@@ -212,17 +212,38 @@ def test_unwritable_output_is_refused_before_simulating(user: Path, tmp_path):
     refused(cli("sweep", user / "sweep.yaml", "--out", "/proc/cps_sim_sweep", "-q"), "/proc")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_folder_is_refused_before_simulating(user: Path, tmp_path):
+@pytest.fixture
+def read_only_dir(tmp_path: Path):
+    """A folder the test process cannot write into: mode 555, or (as root, who ignores
+    modes) a read-only tmpfs mounted for the test."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        refused(cli("run", user / "tiny.yaml", "--out", ro / "r", "-q"), "cannot write")
-        refused(cli("sweep", user / "sweep.yaml", "--out", ro / "s", "-q"), "cannot write")
-        assert list(ro.iterdir()) == []
-    finally:
+    if os.geteuid() != 0:
+        ro.chmod(0o555)
+        yield ro
         ro.chmod(0o755)
+        return
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"root without permission to mount a read-only tmpfs: {r.stderr.strip()}")
+    try:
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_read_only_folder_is_refused_before_simulating(user: Path, read_only_dir: Path):
+    t0 = time.monotonic()
+    refused(cli("run", user / "tiny.yaml", "--out", read_only_dir / "r", "-q"), "cannot write")
+    refused(cli("sweep", user / "sweep.yaml", "--out", read_only_dir / "s", "-q"), "cannot write")
+    if os.path.ismount(read_only_dir):  # the folder itself can never be swapped
+        refused(cli("run", user / "tiny.yaml", "--out", read_only_dir, "-q"), "mount point")
+    assert list(read_only_dir.iterdir()) == []
+    assert time.monotonic() - t0 < 120
 
 
 # ----------------------------------------------------------------------------- cps-sim sweep

@@ -32,7 +32,10 @@ def _client(broker: MosquittoBroker, **creds: str) -> tuple[mqtt.Client, queue.Q
 
 def test_round_trip_and_restart_on_same_port(mosquitto):
     sub, inbox = _client(mosquitto)
+    subscribed: queue.Queue = queue.Queue()
+    sub.on_subscribe = lambda *_args: subscribed.put(True)
     sub.subscribe("t/#", qos=1)
+    subscribed.get(timeout=5)  # publish only once the subscription is active (SUBACK)
     pub, _ = _client(mosquitto)
     pub.publish("t/a", b"1", qos=1).wait_for_publish(5)
     assert inbox.get(timeout=5) == ("t/a", b"1")

@@ -65,8 +65,8 @@ class Listener:
         self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
 
     def close(self):
+        self.c.disconnect()  # wakes paho's loop, so loop_stop does not wait out its select
         self.c.loop_stop()
-        self.c.disconnect()
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from cps_sim.bridge.hil import HilOptions, run_hil, run_replay
 from cps_sim.core.errors import ScenarioError
@@ -439,3 +441,89 @@ def test_vendor_profile_device_tasmota_plug(mosquitto, tmp_path):
     assert k["bridge_dev_plug9_measurements"] > 20 and k["bridge_rejected"] == 0
     g = group_ts(res.out_dir, "lab")
     np.testing.assert_allclose(g["load_w"][1:], 987.0, rtol=1e-12)  # after the first tick
+
+
+fuzz_payloads = st.one_of(
+    st.binary(max_size=120),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "v",
+                "seq",
+                "ts",
+                "ttl_s",
+                "power_w",
+                "soc",
+                "ev_setpoint_w",
+                "battery_mode",
+                "battery_setpoint_w",
+                "import_limit_w",
+                "plugged",
+                "setpoint_seq",
+                "x",
+            ]
+        ),
+        st.one_of(
+            st.integers(-3, 3),
+            st.floats(allow_nan=False),
+            st.booleans(),
+            st.none(),
+            st.text(max_size=4),
+            st.lists(st.floats(-1e4, 1e4), max_size=4),
+        ),
+        max_size=7,
+    ).map(lambda d: json.dumps(d).encode()),
+    st.sampled_from([b"online", b"offline", b"{}", b'{"v":1,"seq":0,"ts":1e9}']),
+)
+
+
+@settings(
+    max_examples=2, deadline=None, phases=[Phase.generate], suppress_health_check=list(HealthCheck)
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["group/lab/setpoint", "dev/d1/telemetry", "dev/d1/state", "dev/d1/availability"]
+            ),
+            fuzz_payloads,
+        ),
+        min_size=30,
+        max_size=80,
+    )
+)
+def test_fuzzed_traffic_never_stops_a_run_and_is_all_counted(mosquitto, tmp_path_factory, msgs):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    dev = {"name": "d1", "binds": {"group": "lab", "site": 0, "kind": "load"}, "emulated": True}
+    path = write(tmp, {"expose": ["lab"], "devices": [dev]}, sites=[lab(n=2)], minutes=10)
+    c = client(mosquitto.host, mosquitto.port)
+    status = threading.Event()
+    # the first observation comes after the run subscribed to its setpoint topic
+    c.message_callback_add("cps/t/group/lab/observation", lambda *_: status.set())
+    c.subscribe("cps/t/group/lab/observation", qos=1)
+
+    def fuzz():
+        status.wait(10)  # the run has subscribed
+        for topic, data in msgs:
+            c.publish(f"cps/t/{topic}", data, qos=1)
+
+    th = threading.Thread(target=fuzz)
+    th.start()
+    try:
+        res = run_hil(
+            path, HilOptions(broker=mosquitto.url, speed=SPEED, quiet=True), out_dir=tmp / "out"
+        )
+    finally:
+        th.join(10)
+        c.publish("cps/t/dev/d1/availability", b"", qos=1, retain=True).wait_for_publish(5)
+        stop(c)
+    k = res.kpis
+    assert k["ticks"] == 10 and abs(k["balance_residual_wh"]) < 1e-3  # the run completed
+    assert k["bridge_received"] == len(msgs)  # every message arrived and was counted
+    assert k["bridge_accepted"] + k["bridge_rejected"] == k["bridge_received"]
+    assert (
+        sum(v for n, v in k.items() if n.startswith("bridge_rejected_")) == (k["bridge_rejected"])
+    )
+    log = pq.read_table(res.out_dir / "bridge.parquet").to_pandas()
+    inbound = log[log.direction == "in"]
+    assert len(inbound) == len(msgs) and (inbound.accepted | (inbound.reason != "")).all()

@@ -469,3 +469,29 @@ def test_broker_killed_and_restarted_mid_run(mosquitto):  # T2, T7
     assert ds.applied < cs.decisions
     kinds = [e.kind for e in tr.events]
     assert "disconnected" in kinds and "reconnected" in kinds
+
+
+def test_frozen_broker_detected_by_keepalive_and_run_keeps_going(mosquitto):  # T3
+    env = rt_env(10)
+    tr = make_transport(env, mosquitto, keepalive_s=2, reconnect_min_s=0.25, reconnect_max_s=0.5)
+    store = tr.subscribe("cps/g/event/#")
+    tr.start()
+    try:
+        mosquitto.freeze()  # half-open: only the keepalive can tell
+        t0 = time.monotonic()
+        sim0 = env.now
+        assert run_until(env, lambda: tr.counters.disconnects == 1, 0.5, 15)
+        detected = time.monotonic() - t0
+        assert env.now - sim0 >= 10 * (detected - 1.0)  # the simulation never blocked
+        before = tr.counters.dropped_offline  # (the disconnect event itself is one)
+        tr.publish("cps/g/event/x", {"a": 1.0})  # while down: counted, not sent
+        assert tr.counters.dropped_offline == before + 1
+        mosquitto.thaw()
+        assert run_until(env, lambda: tr.counters.reconnects == 1, 0.5, 15)
+        tr.publish("cps/g/event/x", {"a": 2.0})
+        assert run_until(env, lambda: len(store.items) == 1, 0.5, 10)
+    finally:
+        mosquitto.thaw()
+        tr.close()
+    assert 2.0 <= detected <= 8.0  # about 1.5-2 x keepalive
+    assert [m.payload["a"] for m in store.items] == [2.0]

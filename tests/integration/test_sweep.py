@@ -327,11 +327,12 @@ def test_report_renders_sweep_and_run_plots(grid_sweep, tmp_path):
     _, r = grid_sweep
     rep = make_report(r.out_dir, out_dir=tmp_path / "sweeprep")
     assert rep.kind == "sweep"
-    assert sorted(p.name for p in rep.pngs) == ["sensitivity.png", "tradeoff.png"]
+    assert sorted(p.name for p in rep.pngs) == ["heatmap.png", "sensitivity.png",
+                                                "tradeoff.png"]
     for p in rep.pngs:
         _check_png(p)
     page = rep.html.read_text()
-    assert page.count("data:image/png;base64,") == 2
+    assert page.count("data:image/png;base64,") == 3
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "Best runs (lowest cost_jpy)" in page and "Worst runs" in page
 

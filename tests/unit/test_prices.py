@@ -66,7 +66,7 @@ def test_jepx_bad_slot_and_wrong_encoding(tmp_path):
     raw.loc[3, "時刻コード"] = 49
     f = tmp_path / "bad.csv"
     raw.to_csv(f, index=False, encoding="cp932")
-    with pytest.raises(PriceDataError, match=r"row 5: 時刻コード must be 1\.\.48"):
+    with pytest.raises(PriceDataError, match=r":5: column '時刻コード': must be 1\.\.48"):
         read_jepx_spot(f)
     with pytest.raises(PriceDataError, match="cannot decode as utf-8"):
         read_jepx_spot(SAMPLE, encoding="utf-8")

@@ -311,6 +311,23 @@ def test_battery_inverter_sign_convention():
     assert (topic, payload) == ("deye/inv1/battery/power_setpoint/command", b"-3000")
 
 
+def test_opendtu_inverter_real_payloads():
+    p = load_profile("opendtu_inverter")
+    t = "solar/114172220003"
+    assert p.decode(f"{t}/0/power", b"312.4").signals == {"power_w": -312.4}
+    assert p.decode(f"{t}/0/yieldtotal", b"123.456").signals == {
+        "energy_out_wh": pytest.approx(123456.0)
+    }
+    assert p.decode(f"{t}/status/reachable", b"0").signals == {"available": False}
+    assert p.decode(f"{t}/status/producing", b"1").signals == {"status": "producing"}
+    # cap generation at 400 W: load convention -400 W -> OpenDTU limit 400 W
+    [(topic, payload, _, _)] = p.encode_setpoint(t, Setpoint(power_w=-400.0))
+    assert (topic, payload) == (f"{t}/cmd/limit_nonpersistent_absolute", b"400")
+    # a cap beyond the 800 W rating is clamped to it
+    [(_, payload, _, _)] = p.encode_setpoint(t, Setpoint(power_w=-5000.0))
+    assert payload == b"800"
+
+
 def test_generic_v1_is_decided_by_the_schema_module():
     """The generic profile is schema v1: cps_sim.bridge.schema's rules and reason codes."""
     p = load_profile("generic")
