@@ -145,8 +145,9 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
 
 
 @app.command()
-def report(results_dir: Annotated[Path, typer.Argument(help="A run or sweep results "
-                                                       "directory.")],
+def report(results_dir: Annotated[Path | None, typer.Argument(
+               help="A run or sweep results directory (with --gallery: the scenarios "
+               "folder, default scenarios).")] = None,
            week: Annotated[str | None, typer.Option(help="Run reports: first local day of the "
                                                     "week shown (default: the week with the "
                                                     "highest import peak).")] = None,
@@ -160,9 +161,24 @@ def report(results_dir: Annotated[Path, typer.Argument(help="A run or sweep resu
                "meets this, e.g. 'ev_unmet_at_departure_kwh <= 1'. Repeatable.")] = None,
            tradeoff: Annotated[str, typer.Option(help="Sweep reports: KPI on the trade-off "
                                                  "plot's x axis (lower is better; prefix - "
-                                                 "to maximise).")] = "co2_kg"):
+                                                 "to maximise).")] = "co2_kg",
+           gallery: Annotated[bool, typer.Option(
+               "--gallery", help="Run every scenario of the folder and write the gallery "
+               "(OUT/gallery.md + OUT/gallery/*.png; OUT default docs).")] = False):
     """Plot a run (flows, SoC, daily profiles, KPIs) or a sweep (design points with
     confidence intervals, sensitivity, heatmap, ranking under constraints, Pareto front)."""
+    if gallery:
+        from cps_sim.experiment.gallery import build_gallery
+
+        try:
+            entries = build_gallery(results_dir or Path("scenarios"), out or Path("docs"))
+        except CpsSimError as exc:
+            _fail(exc)
+        typer.echo(f"gallery: {(out or Path('docs')) / 'gallery.md'} ({len(entries)} "
+                   "scenarios)")
+        return
+    if results_dir is None:
+        _fail(CpsSimError("give a run or sweep results directory (or --gallery)"))
     from cps_sim.experiment.report import make_report
 
     try:
