@@ -6,6 +6,7 @@ running at 300x real time."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -527,3 +528,31 @@ def test_fuzzed_traffic_never_stops_a_run_and_is_all_counted(mosquitto, tmp_path
     log = pq.read_table(res.out_dir / "bridge.parquet").to_pandas()
     inbound = log[log.direction == "in"]
     assert len(inbound) == len(msgs) and (inbound.accepted | (inbound.reason != "")).all()
+
+
+def test_no_broker_given_starts_an_embedded_one(tmp_path):
+    from cps_sim.bridge.broker import mosquitto_binary
+
+    if mosquitto_binary() is None:
+        pytest.skip("mosquitto not installed")
+    path = write(tmp_path, {"expose": ["lab"]}, minutes=3)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cps_sim",
+            "hil",
+            str(path),
+            "--speed",
+            "300",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"broker mqtt://127\.0\.0\.1:\d+, topic prefix cps/t/", r.stderr)
+    k = json.loads((tmp_path / "out" / "kpis.json").read_text())
+    assert k["ticks"] == 3 and k["bridge_lab_fallbacks"] == 1  # no controller: fallback
