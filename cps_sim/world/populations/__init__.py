@@ -1,10 +1,11 @@
 """Device populations as plug-ins of the site groups, and what is derived from them.
 
-``REGISTRY`` lists the population classes in the order of the site balance
-(inputs first, then loads that may be cut in this order under an import limit,
-then the battery that responds to the rest; per-tick devices anywhere).  A new
-device family is one module here with a :class:`~.base.Population` subclass
-and one line in ``REGISTRY`` (see docs/architecture.md, "Adding a device").
+``REGISTRY`` is every :class:`~.base.Population` subclass defined in a module of
+this package, found at import time and sorted by its ``order``: the order of
+the site balance (inputs first, then loads that may be cut in this order under
+an import limit, then the battery that responds to the rest; per-tick devices
+after).  A new device family is one module here — nothing to register by hand
+(see docs/architecture.md, "Adding a device").
 
 Derived from the registry, never kept in step by hand:
 
@@ -17,6 +18,9 @@ Derived from the registry, never kept in step by hand:
 """
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from cps_sim.world.populations.base import (
     Cut,
@@ -32,13 +36,22 @@ from cps_sim.world.populations.ev import ARRIVAL, DEPARTURE, EventLog, EvPopulat
 from cps_sim.world.populations.hpwh import HpwhPopulation
 from cps_sim.world.populations.inputs import SiteInputs
 
-REGISTRY: tuple[type[Population], ...] = (
-    SiteInputs,
-    EvPopulation,
-    DeferrablePopulation,
-    BatteryPopulation,
-    HpwhPopulation,
-)
+
+def _discover() -> tuple[type[Population], ...]:
+    """Every Population subclass defined in a module of this package, by ``order``."""
+    found: dict[str, type[Population]] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        for obj in vars(mod).values():
+            if (isinstance(obj, type) and issubclass(obj, Population) and obj is not Population
+                    and obj.__module__ == mod.__name__ and obj.key):
+                if obj.key in found:  # pragma: no cover - a packaging mistake
+                    raise RuntimeError(f"two populations with key {obj.key!r}")
+                found[obj.key] = obj
+    return tuple(sorted(found.values(), key=lambda c: (c.order, c.key)))
+
+
+REGISTRY: tuple[type[Population], ...] = _discover()
 
 # flows of the grid connection itself (world/connection.py) and of measurements
 CONNECTION_FLOWS: tuple[Flow, ...] = (

@@ -189,6 +189,8 @@ class Population:
     """
 
     key: ClassVar[str] = ""
+    # position in the site balance (registry order; see world/populations/__init__.py)
+    order: ClassVar[int] = 100
     FLOWS: ClassVar[tuple[Flow, ...]] = ()
     SETPOINTS: ClassVar[tuple[SetpointKey, ...]] = ()
     # observation fields this population fills (names of Observation fields; others

@@ -22,6 +22,7 @@ from cps_sim.world.populations.base import F, Flow, Population, Segment, Setpoin
 
 class BatteryPopulation(Population):
     key: ClassVar[str] = "battery"
+    order: ClassVar[int] = 30
     segment_physics: ClassVar[bool] = True
     FLOWS: ClassVar[tuple[Flow, ...]] = (
         Flow("battery_charge_wh", "info", "AC energy into batteries"),

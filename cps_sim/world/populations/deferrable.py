@@ -27,6 +27,7 @@ from cps_sim.world.populations.base import (
 
 class DeferrablePopulation(Population):
     key: ClassVar[str] = "deferrable"
+    order: ClassVar[int] = 20
     segment_physics: ClassVar[bool] = True
     FLOWS: ClassVar[tuple[Flow, ...]] = (
         Flow("deferrable_wh", "sink", "energy delivered to deferrable processes"),

@@ -70,6 +70,7 @@ class EvPopulation(Population):
     """The EVs of one site group (arrays over vehicles, sorted by site)."""
 
     key: ClassVar[str] = "ev"
+    order: ClassVar[int] = 10
     segment_physics: ClassVar[bool] = True
     FLOWS: ClassVar[tuple[Flow, ...]] = (
         Flow("ev_charging_wh", "info", "AC energy into EVs"),

@@ -34,6 +34,7 @@ class HpwhPopulation(Population):
     (``begin_tick``); the tank model advances at the end of the tick (``end_tick``)."""
 
     key: ClassVar[str] = "hpwh"
+    order: ClassVar[int] = 40
 
     site: np.ndarray  # site index (within the group) of each unit
     spec: hp.HeatPumpSpec

@@ -23,6 +23,7 @@ class SiteInputs(Population):
     """Load and PV of every site of a group (PV capacity 0 where a site has none)."""
 
     key: ClassVar[str] = "inputs"
+    order: ClassVar[int] = 0
     segment_physics: ClassVar[bool] = True
     FLOWS: ClassVar[tuple[Flow, ...]] = (
         Flow("load_wh", "sink", "site load served (household/building and per-tick devices)"),
