@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from cps_sim.scenario.data_schema import EvSessionsSpec
 from cps_sim.scenario.distributions import Quantity, check_range
+from cps_sim.scenario.hvac_schema import SpaceConditioningSpec
 
 
 class _Model(BaseModel):
@@ -316,4 +317,5 @@ class SiteGroupSpec(_Model):
     ev: EvSpec | None = None
     heat_pump_water_heater: HeatPumpWaterHeaterSpec | None = None
     deferrable: DeferrableSpec | None = None
+    space_conditioning: SpaceConditioningSpec | None = None
     grid: GridConnectionSpec = Field(default_factory=GridConnectionSpec)
