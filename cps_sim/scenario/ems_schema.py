@@ -57,16 +57,25 @@ class HemsSpec(_EmsCommon):
         "pv", description="Default pv: EVs charge from PV surplus (solar-optimised).")
     battery_mode: Literal["rule", "mpc", "none"] = Field(
         "rule", description="rule: charge from PV surplus, discharge into site deficit "
-        "(after the EVs); mpc: batched LP (control/optimise.schedule_homes) re-planned every "
-        "mpc_replan_s over mpc_horizon_h with prices and PV/load forecasts; none: no battery "
-        "setpoints (the battery keeps its scenario control).")
+        "(after the EVs); mpc: receding-horizon LP per home (the oracle's, control/oracle) "
+        "co-planning the battery and the plugged-in EVs with their departure targets, "
+        "re-planned every mpc_replan_s over mpc_horizon_h and at once for a home whose "
+        "plugged-in EVs change; none: no battery setpoints (the battery keeps its scenario "
+        "control).")
+    mpc_plan_evs: bool = Field(True, description="mpc: co-plan the plugged-in EVs (their "
+                               "strategy then only covers EVs not yet in a plan); false: the "
+                               "EVs follow ev_strategy and only the battery is planned.")
     mpc_horizon_h: float = Field(24.0, gt=0, le=168, description="MPC look-ahead [h].")
     mpc_replan_s: float = Field(3600.0, gt=0, le=86400, description="MPC re-plan interval [s].")
     mpc_step_s: float = Field(900.0, gt=0, le=3600, description="MPC time step [s].")
-    forecast: Literal["perfect", "noisy"] = Field(
-        "perfect", description="PV and price forecast of the MPC: the engine's own future "
-        "values, or those with multiplicative noise growing with lead time.  Load is forecast "
-        "by persistence (same time yesterday, else now) in both cases.")
+    forecast: Literal["perfect", "persistence", "noisy"] = Field(
+        "perfect", description="PV and load forecast of the MPC: perfect = the run's own "
+        "future PV and load-profile values (a heat-pump water heater's rule power is not in "
+        "it); persistence = what the HEMS measured in the same step the day before (else "
+        "now); noisy = the run's values x (1 + forecast_noise_rel_sigma x sqrt(lead steps) "
+        "x z), z from the seeded streams ems/<group>/forecast (PV) and "
+        "ems/<group>/load_forecast.  Step 0 is always the measurement; prices always come "
+        "from the tariff (known ahead).")
     forecast_noise_rel_sigma: float = Field(0.05, ge=0, le=2, description="noisy: relative "
                                             "sigma per sqrt(step) of lead time.")
     mpc_final_soc: float = Field(0.3, ge=0, le=1, description="MPC: lowest SoC at the horizon "

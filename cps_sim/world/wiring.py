@@ -148,8 +148,10 @@ def price_forecast(world: World):
 def strategy_config(
     world: World, group: SiteGroup, interval_s: float, **options: Any
 ) -> StrategyConfig:
-    """EV-strategy settings bound to this run: the tariff as the price forecast, the
-    local week offset of t = 0, and the group's EV efficiency."""
+    """EV-strategy settings bound to this run: the tariff as the price forecast (import
+    and export), the group's PV from the run's own PV profiles as the PV forecast (the
+    ``cost`` planner's surplus; load is forecast by persistence inside the strategy),
+    the local week offset of t = 0, and the group's EV efficiency."""
     start = world.clock.to_datetime(0.0)
     week_offset = (
         start.weekday() * 86400.0
@@ -161,6 +163,8 @@ def strategy_config(
     return StrategyConfig(
         interval_s=interval_s,
         price_forecast=price_forecast(world),
+        export_price_forecast=_tick_series(world, world.export_price_jpy_per_kwh),
+        pv_forecast=_pv_forecast(world, group),
         week_offset_s=week_offset,
         charge_efficiency=eff,
         discharge_efficiency=eff,
@@ -222,13 +226,18 @@ def _tick_series(world: World, series: np.ndarray):
     return at
 
 
-def _pv_forecast(world: World, group: SiteGroup, spec: HemsSpec, name: str):
+def _pv_forecast(
+    world: World, group: SiteGroup, spec: HemsSpec | None = None, name: str | None = None
+):
+    """The group's PV at simulation times from the run's PV profiles (tick means); with a
+    HEMS spec asking for ``noisy``, with seeded noise growing with lead time."""
     tick = world.tick_s
     unit = group.pv_unit_w_per_w
     cap_w = group.pv_capacity_w.copy()
     orient = group.pv_orientation.copy()
     ac_w = group.pv_ac_limit_w.copy()
-    rng = world.rng.generator(f"ems/{name}/forecast") if spec.forecast == "noisy" else None
+    noisy = spec is not None and spec.forecast == "noisy"
+    rng = world.rng.generator(f"ems/{name}/forecast") if noisy else None
 
     def pv(times_s: np.ndarray) -> np.ndarray:
         k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, unit.shape[0] - 1)
@@ -243,6 +252,31 @@ def _pv_forecast(world: World, group: SiteGroup, spec: HemsSpec, name: str):
     return pv
 
 
+def _load_forecast(world: World, name: str, spec: HemsSpec):
+    """The group's load at simulation times from a copy of the run's own load blocks (same
+    named noise streams, so the same values; the run's cache is not touched); ``noisy``
+    adds seeded noise growing with lead time (stream ``ems/<group>/load_forecast``)."""
+    import copy
+
+    binding = next(b for b in world.bindings if b.spec.name == name)
+    blocks = copy.copy(binding.loads)
+    blocks.block, blocks.values = -1, None
+    tick = world.tick_s
+    n_ticks = world.n_ticks
+    rng = world.rng.generator(f"ems/{name}/load_forecast") if spec.forecast == "noisy" else None
+
+    def load(times_s: np.ndarray) -> np.ndarray:
+        k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, n_ticks - 1)
+        out = np.stack([blocks.tick(int(i)) for i in k], axis=1)
+        if rng is not None:
+            from cps_sim.control.optimise import noisy_forecast
+
+            out = noisy_forecast(out, rng, spec.forecast_noise_rel_sigma)
+        return out
+
+    return load
+
+
 def build_controller(world: World, name: str, spec: EmsSpec):
     """The controller object for one group's EMS spec (CEMS: for all its members)."""
     from cps_sim.scenario.ems_schema import BemsSpec, CemsSpec, FemsSpec, HemsSpec
@@ -253,14 +287,18 @@ def build_controller(world: World, name: str, spec: EmsSpec):
         mpc = None
         if spec.battery_mode == "mpc":
             steps = max(1, round(spec.mpc_horizon_h * SECONDS_PER_HOUR / spec.mpc_step_s))
+            known = spec.forecast != "persistence"
             mpc = MpcConfig(
-                pv_forecast=_pv_forecast(world, g, spec, name),
+                pv_forecast=_pv_forecast(world, g, spec, name) if known else None,
+                load_forecast=_load_forecast(world, name, spec) if known else None,
                 import_price_forecast=_tick_series(world, world.import_price_jpy_per_kwh),
                 export_price_forecast=_tick_series(world, world.export_price_jpy_per_kwh),
                 horizon_steps=steps,
                 step_s=spec.mpc_step_s,
                 replan_s=spec.mpc_replan_s,
                 final_soc=spec.mpc_final_soc,
+                plan_evs=spec.mpc_plan_evs,
+                forecast_name=spec.forecast,
             )
         dr = tuple(
             (_seconds(world, w.start), _seconds(world, w.end), w.reduce_kw * 1000.0)

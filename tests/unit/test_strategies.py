@@ -249,6 +249,57 @@ def test_cost_meets_departure_and_costs_no_more_than_now():
         assert c_cost[k] <= best * 1.002 + 1.0
 
 
+def _sunny_day_run(value_surplus: bool):
+    """One EV plugged in from 10:00 until 07:30 the next day, 10 kWh short of its target;
+    load 0.5 kW, PV 3.5 kW from 10:00 to 14:00 (3 kW surplus), export 8.5 JPY/kWh, TOU
+    import (night 20, day 35, peak 45).  Returns (energy at 14:00, at 07:30, grid import
+    kWh, lost export kWh)."""
+    def pv_at(t):
+        h = (np.asarray(t) % 86400.0) / H
+        return np.where((h >= 10) & (h < 14), 3500.0, 0.0)
+
+    cap = 40_000.0
+    obs = make_obs(ev_capacity_wh=[cap], ev_energy_wh=[20_000.0], ev_target_wh=[29_000.0],
+                   ev_departure_s=[(24 + 7.5) * H])
+    cfg = StrategyConfig(price_forecast=tou_price, export_price_forecast=lambda t: np.full(
+        np.shape(t), 8.5), pv_forecast=lambda t: pv_at(t)[None, :], value_surplus=value_surplus)
+    st = StrategyState.initial(1)
+    e = obs.ev_energy_wh.copy()
+    imp = lost = 0.0
+    e14 = None
+    for t in np.arange(10 * H, (24 + 7.5) * H, 60.0):
+        pv = float(pv_at(t))
+        o = with_(obs, now_s=float(t), ev_energy_wh=e, site_pv_w=np.array([pv]),
+                  import_price_jpy_per_kwh=np.atleast_1d(tou_price(t)),
+                  export_price_jpy_per_kwh=np.array([8.5]))
+        sp, st = STRATEGIES["cost"](float(t), o, st, cfg)
+        e, ev_w = step_evs(e, sp, o.ev_plugged, obs.ev_capacity_wh, 60.0)
+        net = 500.0 - pv + float(ev_w[0])
+        imp += max(net, 0.0) * 60.0 / H / 1000.0
+        lost += min(float(ev_w[0]), max(pv - 500.0, 0.0)) * 60.0 / H / 1000.0
+        if t == 14 * H - 60.0:
+            e14 = float(e[0])
+    return e14, float(e[0]), imp, lost
+
+
+def test_cost_charges_on_free_sun_before_cheap_night_hours():
+    # 9 kWh stored = 10 kWh AC at efficiency 0.9.  The sun offers 3 kW x 4 h = 12 kWh,
+    # worth 8.5 JPY/kWh as export, before the night's 20 JPY/kWh: the planner takes the
+    # 10 kWh it needs from the sun (and the 2 kWh more the sun still offers, since 8.5 is
+    # below any import price it could displace), and imports only the house load.
+    e14, e_dep, imp, lost = _sunny_day_run(True)
+    assert e14 >= 29_000.0 - 1.0 and e_dep >= 29_000.0 - 1.0
+    assert lost == pytest.approx(12.0, abs=0.1)  # all the surplus went into the EV
+    house_kwh = 0.5 * (24 + 7.5 - 10 - 4)  # load when the sun is not up
+    assert imp == pytest.approx(house_kwh, abs=0.05)
+    # pricing every slot at the import price (the former planner): it waits for the
+    # night and imports the 10 kWh at 20 JPY/kWh
+    e14_old, e_dep_old, imp_old, _ = _sunny_day_run(False)
+    assert e14_old == pytest.approx(20_000.0, abs=1.0)
+    assert e_dep_old >= 29_000.0 - 1.0
+    assert imp_old == pytest.approx(house_kwh + 10.0, abs=0.2)
+
+
 def test_cost_infeasible_charges_at_full_power():
     obs = make_obs(ev_energy_wh=[4000.0], ev_target_wh=[36_000.0], ev_departure_s=[20 * H])
     cfg = StrategyConfig(price_forecast=tou_price)
@@ -332,12 +383,17 @@ def test_strategy_controller_caps_at_import_limit_and_one_vs_many():
     n = 1000
     obs = make_obs(n, np.arange(n), site_load_w=rng.uniform(0, 3000, n),
                    site_import_limit_w=np.full(n, 6000.0))
-    ctl = StrategyController("now")
-    sp = ctl.decide(0.0, obs)["ev_setpoint_w"]
-    assert np.all(obs.site_load_w + sp <= 6000.0 + 1e-6)
-    k = 123
-    one = make_obs(1, [0], site_load_w=obs.site_load_w[[k]], site_import_limit_w=[6000.0])
-    assert StrategyController("now").decide(0.0, one)["ev_setpoint_w"][0] == sp[k]
+    for name in ("load", "min_pv", "cost", "v2h"):
+        ctl = StrategyController(name)
+        sp = ctl.decide(0.0, obs)["ev_setpoint_w"]
+        assert np.all(obs.site_load_w + np.maximum(sp, 0.0) <= 6000.0 + 1e-6), name
+        k = 123
+        one = make_obs(1, [0], site_load_w=obs.site_load_w[[k]], site_import_limit_w=[6000.0])
+        assert StrategyController(name).decide(0.0, one)["ev_setpoint_w"][0] == sp[k]
+    # 'now' is uncontrolled: the charger's power, whatever the limit (the engine's breaker
+    # protection throttles it)
+    sp_now = StrategyController("now").decide(0.0, obs)["ev_setpoint_w"]
+    np.testing.assert_array_equal(sp_now, obs.ev_charger_w)
     with pytest.raises(ValueError, match="unknown EV strategy"):
         StrategyController("fast")
 

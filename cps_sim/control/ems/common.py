@@ -58,8 +58,8 @@ class EvDelegate:
         if self.state is None:
             self.state = StrategyState.initial(obs.n_evs)
         sp, self.state = STRATEGIES[self.strategy](now_s, obs, self.state, self.cfg)
-        if np.isfinite(obs.site_import_limit_w).any():
-            sp = load_strategy.limit_to_site(obs, sp, self.cfg)
+        if self.strategy != "now" and np.isfinite(obs.site_import_limit_w).any():
+            sp = load_strategy.limit_to_site(obs, sp, self.cfg)  # 'now': uncontrolled
         return np.asarray(sp, float)
 
 

@@ -270,10 +270,14 @@ def add_batteries(b: Build) -> None:
         bd = cols.add(nb * t_n, 0.0, np.repeat(b.max_discharge_w[bs] / 1000.0, t_n)).reshape(
             nb, t_n
         )
+        be_lb = np.repeat(b.energy_min_wh[bs] / 1000.0, t_n).reshape(nb, t_n)
+        if b.final_energy_min_wh is not None:  # MPC: keep this much at the horizon end
+            be_lb[:, -1] = np.minimum(
+                np.maximum(be_lb[:, -1], b.final_energy_min_wh[bs] / 1000.0),
+                b.energy_max_wh[bs] / 1000.0,
+            )
         be = cols.add(
-            nb * t_n,
-            np.repeat(b.energy_min_wh[bs] / 1000.0, t_n),
-            np.repeat(b.energy_max_wh[bs] / 1000.0, t_n),
+            nb * t_n, be_lb.ravel(), np.repeat(b.energy_max_wh[bs] / 1000.0, t_n)
         ).reshape(nb, t_n)
         for x in (bc, bd, be):
             col_site(x, bs[:, None])

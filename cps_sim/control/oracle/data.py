@@ -40,6 +40,7 @@ class BatteryData:
     energy_wh: FloatArray  # at t = 0
     energy_taper_wh: FloatArray  # CC-CV taper from here (>= energy_max_wh: none)
     self_discharge_per_s: FloatArray  # exponential decay rate of what is stored
+    final_energy_min_wh: FloatArray | None = None  # lowest energy at the horizon end (MPC)
 
     @classmethod
     def none(cls, n: int) -> BatteryData:

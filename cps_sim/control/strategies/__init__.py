@@ -3,8 +3,11 @@
 Each strategy is ``setpoints_w(now_s, obs, state, cfg) -> (ev_setpoint_w,
 state)`` over a whole EV population.  ``StrategyController`` adapts a
 strategy to the controller interface of ``cps_sim.control.base``; every
-strategy's charging is finally capped so that no site exceeds its import
-limit (the ``load`` sharing rule), as a real breaker-aware wallbox does.
+strategy except ``now`` has its charging finally capped so that no site exceeds
+its import limit (the ``load`` sharing rule), as a real breaker-aware wallbox
+does.  ``now`` is uncontrolled charging: the charger knows nothing about the
+site's limit, and only the site's breaker protection (the engine throttles EV
+charging first, all EVs of the site in proportion) keeps the import under it.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class StrategyController:
         if self.state is None:
             self.state = StrategyState.initial(observation.n_evs)
         sp, self.state = STRATEGIES[self.strategy](now_s, observation, self.state, self.cfg)
-        if self.respect_import_limit and np.isfinite(observation.site_import_limit_w).any():
+        if (self.respect_import_limit and self.strategy != "now"
+                and np.isfinite(observation.site_import_limit_w).any()):
             sp = load.limit_to_site(observation, sp, self.cfg)
         return {"ev_setpoint_w": sp}
 

@@ -56,6 +56,11 @@ class StrategyConfig:
     slot_s: float = 1800.0
     horizon_s: float = 48 * 3600.0
     price_forecast: Callable[[FloatArray], FloatArray] | None = None  # times_s -> JPY/kWh
+    export_price_forecast: Callable[[FloatArray], FloatArray] | None = None  # times -> JPY/kWh
+    pv_forecast: Callable[[FloatArray], FloatArray] | None = None
+    # times_s (T,) -> (n_sites, T) PV power [W]; None: persistence (same slot yesterday)
+    value_surplus: bool = True  # cost planner: PV surplus at its opportunity cost
+    store_surplus: bool = True  # cost planner: also store cheap surplus beyond the target
     week_offset_s: float = 0.0  # local seconds since Monday 00:00 at simulation time 0
     default_departure_h: float | None = 6.0  # local hour assumed for an unknown departure
     # (no world departure, no weekly plan); None = unknown stays unknown (inf)
@@ -290,3 +295,39 @@ def reserve_wh(t_s: float, obs: Observation, departure_s: FloatArray, target_wh:
     reach = target_wh + cfg.reserve_margin_soc * obs.ev_capacity_wh \
         - planning_rate_w(obs, cfg) * cfg.charge_efficiency * left_h
     return np.minimum(np.maximum(floor, reach), obs.ev_capacity_wh)
+
+
+# ---------------------------------------------------------------- site forecasts
+def remember_site_inputs(now_s: float, obs: Observation, state: StrategyState,
+                         slot_s: float) -> None:
+    """Keep the load and PV seen in each slot of the day (persistence forecasts)."""
+    per_day = max(1, round(86400.0 / slot_s))
+    hist = state.extra.get("site_hist")
+    if hist is None or hist.shape[1] != obs.n_sites or hist.shape[0] != per_day:
+        hist = state.extra["site_hist"] = np.full((per_day, obs.n_sites, 2), np.nan)
+    hist[int(now_s // slot_s) % per_day] = np.column_stack([obs.site_load_w, obs.site_pv_w])
+
+
+def surplus_forecast_w(now_s: float, obs: Observation, state: StrategyState,
+                       cfg: StrategyConfig, starts_s: FloatArray) -> FloatArray:
+    """PV surplus (PV - load, >= 0) per site in the slots starting at ``starts_s``, (n, T).
+
+    Slot 0 is the observed surplus now.  Later slots: PV from ``cfg.pv_forecast``
+    (at the slot middle) if given, else persistence; load by persistence (the same
+    slot yesterday, else the load now).  Persistence keeps no history across runs: on
+    the first day unknown slots repeat the present (PV: 0 after dark is learnt the
+    first evening).
+    """
+    per_day = max(1, round(86400.0 / cfg.slot_s))
+    hist = state.extra.get("site_hist")
+    idx = (starts_s // cfg.slot_s).astype(np.int64) % per_day
+    past = np.full((starts_s.size, obs.n_sites, 2), np.nan) if hist is None else hist[idx]
+    load = np.where(np.isnan(past[:, :, 0]), obs.site_load_w[None, :], past[:, :, 0]).T
+    if cfg.pv_forecast is not None:
+        pv = np.asarray(cfg.pv_forecast(starts_s + 0.5 * cfg.slot_s), float).reshape(
+            obs.n_sites, -1)
+    else:
+        pv = np.where(np.isnan(past[:, :, 1]), obs.site_pv_w[None, :], past[:, :, 1]).T
+    out = np.maximum(pv - load, 0.0)
+    out[:, 0] = np.maximum(obs.site_pv_w - obs.site_load_w, 0.0)
+    return out

@@ -5,8 +5,21 @@ For each plugged EV the planner takes its next departure and target
 weekly plan; a known upcoming trip raises the target), lays the horizon
 ``[now, departure)`` out in price slots (``cfg.slot_s``, prices from
 ``cfg.price_forecast``), and fills the cheapest slots first (ties: earlier
-first) up to the energy needed — the optimum of this linear problem.  The
-setpoint is the power that delivers the current slot's share in what is left
+first) up to the energy needed — the optimum of this linear problem.
+
+PV surplus is priced at its opportunity cost (``cfg.value_surplus``): in each slot
+the EV's share of the site's forecast surplus (``common.surplus_forecast_w``: PV
+from ``cfg.pv_forecast``, load by persistence; now: the measured surplus) is
+energy worth the export price it would otherwise earn, and surplus beyond the
+site's export limit (which would be curtailed) is free.  So a slot is split into
+up to three tiers — free surplus, exported surplus, grid — and the cheapest tiers
+of all slots are filled first: the EV charges on the sun before the cheap night
+hours whenever the sun comes before its departure.  Surplus present now whose
+opportunity cost is below the cheapest import price of the horizon is also taken
+beyond the target (up to the top of the SoC window): it displaces grid energy the
+EV would need after its next trip.
+
+The setpoint is the power that delivers the current slot's share in what is left
 of the slot (at least the minimum current).  Re-planned at every decision, so
 a late arrival, a changed target or a missed slot is absorbed.  When the
 target cannot be reached (not enough time) every slot is used, i.e. full
@@ -16,6 +29,8 @@ power until departure.  With no known departure the horizon is
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from cps_sim.control.observation import FloatArray, Observation
@@ -24,22 +39,32 @@ from cps_sim.control.strategies.common import (
     StrategyState,
     departure_and_target,
     planning_rate_w,
+    remember_site_inputs,
+    share_by_weight,
+    surplus_forecast_w,
     wants_energy,
 )
 
 
 def plan_charge_w(now_s: float, obs: Observation, cfg: StrategyConfig, departure_s: FloatArray,
-                  target_wh: FloatArray) -> FloatArray:
-    """Charging power now [W] per EV from the cheapest-slots plan."""
+                  target_wh: FloatArray,
+                  surplus_fn: Callable[[FloatArray], FloatArray] | None = None) -> FloatArray:
+    """Charging power now [W] per EV from the cheapest-slots plan.
+
+    ``surplus_fn(slot_starts_s) -> (n_sites, n_slots)``: forecast PV surplus per site and
+    slot (the first slot is the one of ``now_s``); None prices every slot at the import
+    price.
+    """
     n = obs.n_evs
-    active = wants_energy(obs) & (target_wh > obs.ev_energy_wh + 1.0)
-    if n == 0 or not active.any():
+    plugged_room = wants_energy(obs)
+    active = plugged_room & (target_wh > obs.ev_energy_wh + 1.0)
+    if n == 0 or not plugged_room.any():
         return np.zeros(n)
     needed_grid_wh = np.where(active, (target_wh - obs.ev_energy_wh) / cfg.charge_efficiency,
                               0.0)
     end = np.minimum(departure_s, now_s + cfg.horizon_s)
     overdue = active & (end <= now_s)  # departure passed but still plugged: full power
-    last = float(np.max(np.where(active & ~overdue, end, now_s)))
+    last = float(np.max(np.where(plugged_room & ~overdue, np.maximum(end, now_s + 1.0), now_s)))
     t0 = np.floor(now_s / cfg.slot_s) * cfg.slot_s
     n_slots = max(1, int(np.ceil((last - t0) / cfg.slot_s - 1e-9)))
     starts = t0 + cfg.slot_s * np.arange(n_slots)
@@ -47,29 +72,98 @@ def plan_charge_w(now_s: float, obs: Observation, cfg: StrategyConfig, departure
         prices = np.asarray(cfg.price_forecast(starts), float).reshape(n_slots)
     else:
         prices = np.full(n_slots, float(np.mean(obs.import_price_jpy_per_kwh)))
-    order = np.argsort(prices, kind="stable")
     # hours available in each slot for each EV (n_evs x n_slots)
     lo = np.maximum(starts, now_s)[None, :]
     hi = np.minimum(starts + cfg.slot_s, end[:, None])
     avail_h = np.clip(hi - lo, 0.0, None) / 3600.0
+    rate = planning_rate_w(obs, cfg)
     # slot capacity at the planning rate (import headroom, derating), so that a
     # plan that just fits is still met when the home load takes some of the limit
-    cap_wh = np.where(active[:, None], planning_rate_w(obs, cfg)[:, None] * avail_h, 0.0)
-    cap_sorted = cap_wh[:, order]
+    cap_wh = np.where(active[:, None], rate[:, None] * avail_h, 0.0)
+    surplus_w = surplus_fn(starts) if surplus_fn is not None else None
+    if surplus_w is None:
+        tier_price = prices[None, :, None] * np.ones((n, 1, 1))
+        tier_cap = cap_wh[:, :, None]
+    else:
+        tier_price, tier_cap, share_now, opp_now = _surplus_tiers(
+            now_s, obs, cfg, starts, prices, cap_wh, avail_h, surplus_w, plugged_room)
+    k = tier_price.shape[2]
+    flat_price = tier_price.reshape(n, -1)  # slot-major: ties keep the earlier slot first
+    flat_cap = tier_cap.reshape(n, -1)
+    order = np.argsort(flat_price, axis=1, kind="stable")
+    cap_sorted = np.take_along_axis(flat_cap, order, axis=1)
     before = np.cumsum(cap_sorted, axis=1) - cap_sorted
     alloc_sorted = np.clip(needed_grid_wh[:, None] - before, 0.0, cap_sorted)
-    pos_now = int(np.flatnonzero(order == 0)[0])
-    alloc_now = alloc_sorted[:, pos_now]
+    alloc = np.empty_like(alloc_sorted)
+    np.put_along_axis(alloc, order, alloc_sorted, axis=1)
+    alloc_now = alloc[:, :k].sum(axis=1)
     h_now = avail_h[:, 0]
     p = np.divide(alloc_now, h_now, out=np.zeros(n), where=h_now > 0)
     # a slot planned full runs at full power (the derating is the planner's margin)
-    p = np.where(p >= planning_rate_w(obs, cfg) - 1e-6, obs.ev_charger_w, p)
+    p = np.where(p >= rate - 1e-6, obs.ev_charger_w, p)
+    if surplus_w is not None:
+        # below the minimum current a charger cannot follow a trickle of surplus without
+        # importing the rest: charge only where the plan buys grid energy now anyway
+        # (the last slot before departure always charges what the target still needs)
+        grid_now = alloc[:, 2] > 1e-9
+        last_slot = end - now_s <= cfg.slot_s
+        p = np.where((p < cfg.min_1p_w) & ~grid_now & ~overdue & ~last_slot, 0.0, p)
+        if cfg.store_surplus:
+            # surplus now that is cheaper than any grid energy it could displace: store it
+            take = plugged_room & (opp_now < float(np.min(prices))) & (
+                share_now >= cfg.min_1p_w)
+            p = np.where(take, np.maximum(p, share_now), p)
     p = np.where(p > 1e-6, np.maximum(p, cfg.min_1p_w), 0.0)
     p = np.where(overdue, obs.ev_charger_w, p)
-    return np.where(active, np.minimum(p, obs.ev_charger_w), 0.0)
+    return np.where(plugged_room, np.minimum(p, obs.ev_charger_w), 0.0)
+
+
+def _surplus_tiers(now_s, obs, cfg, starts, prices, cap_wh, avail_h, surplus_w, plugged):
+    """Per EV and slot: (price, capacity [Wh]) of the tiers free surplus, exported
+    surplus and grid (n_evs, n_slots, 3); the EV's surplus share now [W] and its
+    opportunity cost [JPY/kWh]."""
+    n = obs.n_evs
+    n_slots = starts.size
+    sur = np.zeros((obs.n_sites, n_slots))
+    m = min(n_slots, surplus_w.shape[1])
+    sur[:, :m] = surplus_w[:, :m]
+    lim = (np.full(obs.n_sites, np.inf) if obs.site_export_limit_w is None
+           else np.asarray(obs.site_export_limit_w, float))
+    free_w = np.maximum(sur - lim[:, None], 0.0)  # would be curtailed
+    paid_w = sur - free_w  # would be exported
+    # each plugged EV's share of its site's surplus, in proportion to its charger
+    weight = np.where(plugged, obs.ev_charger_w, 0.0)
+    tot = np.bincount(obs.ev_site, weights=weight, minlength=obs.n_sites)[obs.ev_site]
+    frac = np.divide(weight, tot, out=np.zeros(n), where=tot > 0)[:, None]
+    free_wh = np.minimum(free_w[obs.ev_site] * frac * avail_h, cap_wh)
+    paid_wh = np.minimum(paid_w[obs.ev_site] * frac * avail_h, cap_wh - free_wh)
+    grid_wh = cap_wh - free_wh - paid_wh
+    if cfg.export_price_forecast is not None:
+        p_exp = np.asarray(cfg.export_price_forecast(starts), float).reshape(n_slots)
+    else:
+        p_exp = np.full(n_slots, float(np.mean(obs.export_price_jpy_per_kwh)))
+    price = np.stack(np.broadcast_arrays(np.zeros((n, n_slots)), p_exp[None, :],
+                                         prices[None, :]), axis=2)
+    cap = np.stack([free_wh, paid_wh, grid_wh], axis=2)
+    share_now = share_by_weight(obs, sur[:, 0], weight)
+    opp_now = np.where((free_w[:, 0] > 0)[obs.ev_site], 0.0, p_exp[0])
+    return price, cap, share_now, opp_now
+
+
+def charge_plan_w(now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig,
+                  departure_s: FloatArray, target_wh: FloatArray) -> FloatArray:
+    """:func:`plan_charge_w` with the PV surplus forecast (``cfg.value_surplus``)."""
+    surplus = None
+    if cfg.value_surplus:
+        remember_site_inputs(now_s, obs, state, cfg.slot_s)
+
+        def surplus(starts: FloatArray) -> FloatArray:
+            return surplus_forecast_w(now_s, obs, state, cfg, starts)
+
+    return plan_charge_w(now_s, obs, cfg, departure_s, target_wh, surplus)
 
 
 def setpoints_w(now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
                 ) -> tuple[FloatArray, StrategyState]:
     dep, target = departure_and_target(now_s, obs, state, cfg)
-    return plan_charge_w(now_s, obs, cfg, dep, target), state
+    return charge_plan_w(now_s, obs, state, cfg, dep, target), state

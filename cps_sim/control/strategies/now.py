@@ -1,4 +1,9 @@
-"""``now``: uncontrolled charging, full charger power from arrival until full."""
+"""``now``: uncontrolled charging, full charger power from arrival until full.
+
+It knows nothing about the site's import limit: the site's breaker protection (the
+engine throttles EV charging first, every EV of the site in the same proportion)
+keeps the import under it.  ``load`` is the breaker-aware wallbox: it shares the
+headroom itself, at the minimum current or not at all, earliest departure first."""
 
 from __future__ import annotations
 

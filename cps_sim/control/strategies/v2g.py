@@ -16,14 +16,14 @@ from cps_sim.control.strategies.common import (
     departure_and_target,
     share_by_weight,
 )
-from cps_sim.control.strategies.cost import plan_charge_w
+from cps_sim.control.strategies.cost import charge_plan_w
 from cps_sim.control.strategies.v2x import discharge_room_w
 
 
 def setpoints_w(now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
                 ) -> tuple[FloatArray, StrategyState]:
     dep, target = departure_and_target(now_s, obs, state, cfg)
-    charge = plan_charge_w(now_s, obs, cfg, dep, target)
+    charge = charge_plan_w(now_s, obs, state, cfg, dep, target)
     room = discharge_room_w(now_s, obs, cfg, dep, target)
     room = np.where(charge > 0, 0.0, room)  # the charging plan comes first
     price_hit = (obs.export_price_jpy_per_kwh >= cfg.v2g_price_jpy_per_kwh)[obs.ev_site]

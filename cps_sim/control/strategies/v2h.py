@@ -20,7 +20,7 @@ from cps_sim.control.strategies.common import (
     local_time,
     share_by_weight,
 )
-from cps_sim.control.strategies.cost import plan_charge_w
+from cps_sim.control.strategies.cost import charge_plan_w
 from cps_sim.control.strategies.v2x import discharge_room_w
 
 
@@ -38,7 +38,7 @@ def home_need_w(obs: Observation, cfg: StrategyConfig) -> FloatArray:
 def setpoints_w(now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
                 ) -> tuple[FloatArray, StrategyState]:
     dep, target = departure_and_target(now_s, obs, state, cfg)
-    charge = plan_charge_w(now_s, obs, cfg, dep, target)
+    charge = charge_plan_w(now_s, obs, state, cfg, dep, target)
     _, sod = local_time(cfg, now_s)
     h0, h1 = cfg.v2h_hours
     hour = sod / 3600.0
