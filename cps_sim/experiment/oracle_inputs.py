@@ -5,9 +5,10 @@ run's populations, by construction: every stochastic quantity comes from its own
 named stream, ``core/rng.py``, so drawing them again changes none of the run's
 draws) and reads, without integrating any physics:
 
-* per tick and site, the load (the heat-pump water heaters' rule power included —
-  it depends on load, PV and the tank only, never on the controlled devices) and
-  the PV potential, by calling the world's own ``begin_tick``;
+* per tick and site, the load (the per-tick populations' rule power included — water
+  heaters and room air-conditioners depend on load, PV, weather and their own state,
+  never on the controlled devices) and the PV potential, by calling the world's own
+  ``begin_tick`` and closing each tick as the settlement does (``_tick_columns``);
 * the EV trips (departure and return times, trip energies) by calling the trip
   sampler ``world.trips.plan_day`` for every local day exactly as the world's trip
   planner does;
@@ -103,14 +104,14 @@ def site_inputs(
     t_n = world.n_ticks
     loads = {g.name: np.empty((g.n, t_n)) for g in world.groups}
     pvs = {g.name: np.empty((g.n, t_n)) for g in world.groups}
-    hp = any(g.hpwh is not None for g in world.groups)
+    per_tick = any(getattr(g, "tick_pops", None) for g in world.groups)
     for k in range(t_n):
         world.begin_tick(k)
         for g in world.groups:
             loads[g.name][:, k] = g.load_w
             pvs[g.name][:, k] = g.pv_w
-        if hp:
-            world._hpwh_end_tick(k)  # the tanks advance with the rule's power
+        if per_tick:  # water-heater tanks, rooms: advance with their rules' power
+            world._tick_columns(k)
     co2 = np.full(t_n, float(scenario.emissions.grid_co2_g_per_kwh))
     carbon = co2 * world.carbon_price_jpy_per_t / 1e6
     out: dict[str, SiteInputs] = {}
@@ -137,8 +138,8 @@ def site_inputs(
         jobs = None
         if g.jobs:
             jobs = JobData(
-                max_w=g.job_max_w.copy(),
-                energy_wh=g.job_energy_wh.copy(),
+                max_w=g.deferrable.max_w.copy(),
+                energy_wh=g.deferrable.energy_wh.copy(),
                 windows_s=_windows(world, b),
             )
         out[g.name] = SiteInputs(

@@ -198,8 +198,9 @@ def test_replay_reproduces_the_lp(objective):
 
 
 def test_replay_with_taper_process_and_heat_pump():
-    # CC-CV taper (EV from 0.7, battery from 0.8), a deferrable process and water heaters:
-    # the replay still equals the LP (the taper line is imposed at each piece end)
+    # CC-CV taper (EV from 0.7, battery from 0.8), a deferrable process, water heaters and
+    # room air-conditioners (per-tick rule loads, read like the run): the replay still
+    # equals the LP (the taper line is imposed at each piece end)
     sites = [
         {
             "name": "homes",
@@ -208,6 +209,7 @@ def test_replay_with_taper_process_and_heat_pump():
             "battery": {"capacity_kwh": 8, "power_kw": 4, "taper_soc": 0.8},
             "ev": {"share": 1.0, "charger_kw": 6, "taper_soc": 0.7, "capacity_kwh": 40},
             "heat_pump_water_heater": {"share": 1.0},
+            "space_conditioning": {"share": 1.0},
             "deferrable": {
                 "energy_kwh": 6,
                 "power_kw": 2,
