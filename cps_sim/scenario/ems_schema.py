@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-EvStrategyName = Literal["off", "now", "min_pv", "pv", "load", "cost", "v2h", "v2g"]
+EvStrategyName = Literal["off", "now", "min_pv", "pv", "load", "cost", "v2h", "v2g", "greedy",
+                     "balanced", "peak_shaving"]
 
 
 class _Model(BaseModel):

@@ -147,8 +147,10 @@ class TransportSpec(_Model):
     loss: float = Field(0.0, ge=0, le=1, description="Probability that a message is lost.")
 
 
-EV_STRATEGIES = ("off", "now", "min_pv", "pv", "load", "cost", "v2h", "v2g")
-EvStrategy = Literal["off", "now", "min_pv", "pv", "load", "cost", "v2h", "v2g"]
+EV_STRATEGIES = ("off", "now", "min_pv", "pv", "load", "cost", "v2h", "v2g", "greedy",
+                 "balanced", "peak_shaving")
+EvStrategy = Literal["off", "now", "min_pv", "pv", "load", "cost", "v2h", "v2g", "greedy",
+                     "balanced", "peak_shaving"]
 
 
 class EvControlSpec(_Model):

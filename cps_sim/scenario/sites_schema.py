@@ -228,7 +228,12 @@ class EvSpec(_Model):
     @classmethod
     def _sessions_replace_trips(cls, v):
         if isinstance(v, dict) and v.get("sessions") is not None:
-            if "trips" in v:
+            trips = v.get("trips")
+            # a dumped scenario (manifest, sweep) carries the never-driving trips set here
+            dumped = (isinstance(trips, dict) and set(trips) == {"weekday", "weekend"}
+                      and all(isinstance(d, dict) and d.get("probability") == 0.0
+                              for d in trips.values()))
+            if trips is not None and not dumped:
                 raise ValueError("sessions and trips exclude each other: the sessions file "
                                  "gives every arrival and departure")
             never = {"probability": 0.0}

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 RequestKind = Literal["absorb", "supply", "dr_reduce"]
 # the EV strategies of cps_sim.scenario.schema (repeated, not imported: schema.py imports
 # this module for Scenario.vpp; a test checks the two lists agree)
-EvStrategy = Literal["off", "now", "min_pv", "pv", "load", "cost", "v2h", "v2g"]
+EvStrategy = Literal["off", "now", "min_pv", "pv", "load", "cost", "v2h", "v2g", "greedy",
+                     "balanced", "peak_shaving"]
 
 
 class _Model(BaseModel):

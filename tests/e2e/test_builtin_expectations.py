@@ -45,6 +45,9 @@ CASES: list[tuple[str, list[str], set[str] | None]] = [
     ("power_to_hydrogen", [], None),
     ("hil_demo", [], None),  # offline: every member modelled
     ("decarbonisation_leading_area", [], None),
+    ("ev_logistics_depot", [], None),  # peak_shaving
+    ("ev_logistics_depot", ["control.ev_strategy=greedy", "duration_days=7"], None),
+    ("ev_logistics_depot", ["control.ev_strategy=balanced", "duration_days=7"], None),
     ("v2g_evening_peak", [], None),
     ("v2g_evening_peak", ["control.ev_strategy=now"], None),  # the comparison case
     # one strategy per case; 20 of the 100 homes (limits are per home), 3 days, decisions

@@ -144,3 +144,17 @@ sites:
 """
     with pytest.raises(ScenarioError, match="sessions and trips exclude each other"):
         load_scenario_text(text, "s.yaml")
+
+
+def test_a_sessions_scenario_survives_its_own_manifest(tmp_path):
+    """Runs are re-read from manifest.json (compare, gallery, sweeps): the dumped form of
+    a sessions scenario must validate again."""
+    import json
+
+    from cps_sim.scenario.schema import Scenario
+
+    ts = run_sessions(tmp_path, "ev_sessions_generic_sample.csv", 7.0, 3)
+    assert len(ts)
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    sc = Scenario.model_validate(m["scenario"])
+    assert sc.sites[0].ev.sessions.csv == "ev_sessions_generic_sample.csv"

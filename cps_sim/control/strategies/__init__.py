@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cps_sim.control.observation import FloatArray, Observation
-from cps_sim.control.strategies import cost, load, min_pv, now, off, pv, v2g, v2h
+from cps_sim.control.strategies import cost, depot, load, min_pv, now, off, pv, v2g, v2h
 from cps_sim.control.strategies.common import StrategyConfig, StrategyState, WeeklyPlan
 
 Strategy = Callable[[float, Observation, StrategyState, StrategyConfig],
@@ -32,6 +32,10 @@ STRATEGIES: dict[str, Strategy] = {
     "cost": cost.setpoints_w,
     "v2h": v2h.setpoints_w,
     "v2g": v2g.setpoints_w,
+    # depot strategies after SpiceEV (control/strategies/depot.py)
+    "greedy": depot.greedy,
+    "balanced": depot.balanced,
+    "peak_shaving": depot.peak_shaving,
 }
 
 
