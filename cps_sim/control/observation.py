@@ -20,14 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from cps_sim.core.types import BoolArray, FloatArray, IntArray
 from cps_sim.models.battery import BatterySpec, feasible_power_w
 from cps_sim.models.ev_physics import feasible_range_w
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 from cps_sim.core.errors import CpsSimError
+from cps_sim.core.types import FloatArray
 
-FloatArray = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike
 
 # variable blocks (each T long) in one home's variable vector; peak is the last entry

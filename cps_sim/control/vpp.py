@@ -33,6 +33,7 @@ import numpy as np
 
 from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.strategies.common import StrategyConfig, reserve_wh
+from cps_sim.core.units import SECONDS_PER_HOUR
 
 Direction = Literal["up", "down"]
 
@@ -76,7 +77,7 @@ def flexibility(obs: Observation, duration_s: float, *, ev_baseline_w: FloatArra
     if not duration_s > 0:
         raise ValueError(f"duration_s must be > 0, got {duration_s}")
     cfg = cfg or StrategyConfig()
-    h = duration_s / 3600.0
+    h = duration_s / SECONDS_PER_HOUR
     n_ev = obs.n_evs
     base_ev = np.zeros(n_ev) if ev_baseline_w is None else np.asarray(ev_baseline_w, float)
     leaving = obs.ev_departure_s < obs.now_s + duration_s
@@ -173,7 +174,7 @@ def delivered_w(before: Observation, after: Observation, *, ev_baseline_w: Float
     positive = consumed more), from the stored-energy changes (EV grid side via the
     assumed efficiencies) and the batteries' measured power."""
     cfg = cfg or StrategyConfig()
-    dt_h = (after.now_s - before.now_s) / 3600.0
+    dt_h = (after.now_s - before.now_s) / SECONDS_PER_HOUR
     if not dt_h > 0:
         raise ValueError("observations must be in time order")
     d_wh = after.ev_energy_wh - before.ev_energy_wh

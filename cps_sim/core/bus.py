@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -181,8 +181,11 @@ class MemoryTransport:
             self.counters.unrouted += 1
             return
         n = len(targets)
-        lost = (self.rng.random(n) < self.loss) if self.loss > 0 else np.zeros(n, bool)
-        extra = self.rng.random(n) * self.jitter_s if self.jitter_s > 0 else np.zeros(n)
+        rng = self.rng  # set whenever jitter or loss is (checked in __init__)
+        lost = (rng.random(n) < self.loss) if rng is not None and self.loss > 0 \
+            else np.zeros(n, bool)
+        extra = rng.random(n) * self.jitter_s if rng is not None and self.jitter_s > 0 \
+            else np.zeros(n)
         now = float(self.env.now)
         for store, is_lost, jit in zip(targets, lost.tolist(), extra.tolist(), strict=True):
             if is_lost:
@@ -193,7 +196,7 @@ class MemoryTransport:
             ev = self.env.timeout(delay)
             ev.callbacks.append(self._deliverer(store, msg))
 
-    def _deliverer(self, store: simpy.Store, msg: Message):
+    def _deliverer(self, store: simpy.Store, msg: Message) -> Callable[[simpy.Event], None]:
         def deliver(_event: simpy.Event) -> None:
             self.counters.delivered += 1
             store.put(msg)

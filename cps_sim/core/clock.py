@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from cps_sim.core.units import SECONDS_PER_DAY
+from cps_sim.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Clock:
     def hour_of_day(self, t_s: np.ndarray) -> np.ndarray:
         """Local fractional hour of day [0, 24) for each time (vectorised, DST-aware)."""
         idx = self.index(t_s)
-        return (idx.hour + idx.minute / 60.0 + idx.second / 3600.0).to_numpy(dtype=float)
+        return (idx.hour + idx.minute / 60.0 + idx.second / SECONDS_PER_HOUR).to_numpy(dtype=float)
 
     def day_of_year(self, t_s: np.ndarray) -> np.ndarray:
         return self.index(t_s).day_of_year.to_numpy()

@@ -15,6 +15,8 @@ Time-series columns are named for the direction they carry
 
 from __future__ import annotations
 
+from typing import Any
+
 SECONDS_PER_HOUR = 3600.0
 SECONDS_PER_DAY = 86400.0
 W_PER_KW = 1000.0
@@ -34,11 +36,11 @@ def wh_to_kwh(energy_wh: float) -> float:
     return energy_wh / WH_PER_KWH
 
 
-def energy_wh(power_w, dt_s):
+def energy_wh(power_w: Any, dt_s: Any) -> Any:
     """Energy [Wh] of a constant power [W] held for dt_s seconds (works on arrays)."""
     return power_w * (dt_s / SECONDS_PER_HOUR)
 
 
-def power_w(energy_wh, dt_s):
+def power_w(energy_wh: Any, dt_s: Any) -> Any:
     """Average power [W] of energy [Wh] spread over dt_s seconds (works on arrays)."""
     return energy_wh * (SECONDS_PER_HOUR / dt_s)

@@ -43,12 +43,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from cps_sim.core.types import FloatArray
+from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.models import battery as bat
 from cps_sim.models import battery_ageing as ag
 from cps_sim.models import plants as pl
-
-FloatArray = npt.NDArray[np.float64]
-SECONDS_PER_HOUR = 3600.0
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import sparse
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-
-SECONDS_PER_HOUR = 3600.0
+from cps_sim.core.types import FloatArray, IntArray
+from cps_sim.core.units import SECONDS_PER_HOUR
 
 
 @dataclass(frozen=True)

@@ -46,14 +46,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from cps_sim.core.units import SECONDS_PER_HOUR
+from cps_sim.core.types import FloatArray
+from cps_sim.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 
-FloatArray = npt.NDArray[np.float64]
 Array = FloatArray  # kept for callers of the former name
-SECONDS_PER_MONTH = 30 * 86400.0  # the convention of datasheet self-discharge rates
+SECONDS_PER_MONTH = 30 * SECONDS_PER_DAY  # the convention of datasheet self-discharge rates
+Selector = slice | npt.NDArray[np.int64]  # which devices a step touches (all, or indices)
+_ALL = slice(None)
 
 
-def _safe_div(num, den, fill: float = 0.0):
+def _safe_div(num: npt.ArrayLike, den: npt.ArrayLike, fill: float = 0.0) -> FloatArray:
     num = np.asarray(num, dtype=float)
     den = np.asarray(den, dtype=float)
     out = np.full(np.broadcast(num, den).shape, fill, dtype=float)
@@ -318,7 +320,7 @@ def feasible_power_w(spec: BatterySpec, energy_wh: FloatArray, dt_s: float
 
 
 def exchange_wh(spec: BatterySpec, energy_wh: FloatArray, desired_wh: FloatArray,
-                dt_s: float | FloatArray, sel=slice(None)) -> tuple[FloatArray, FloatArray]:
+                dt_s: float | FloatArray, sel: Selector = _ALL) -> tuple[FloatArray, FloatArray]:
     """Charge or discharge towards ``desired_wh`` (AC side, + charge / − discharge).
 
     ``desired_wh`` is a constant power held over ``dt_s`` (scalar or per device in
@@ -342,7 +344,7 @@ def exchange_wh(spec: BatterySpec, energy_wh: FloatArray, desired_wh: FloatArray
 
 
 def self_discharge_wh(spec: BatterySpec, energy_wh: FloatArray, dt_s: float | FloatArray,
-                      sel=slice(None)) -> FloatArray:
+                      sel: Selector = _ALL) -> FloatArray:
     """Exponential self-discharge over ``dt_s``: updates ``energy_wh[sel]`` in place and
     returns the energy lost [Wh]."""
     e = energy_wh[sel]
@@ -352,7 +354,7 @@ def self_discharge_wh(spec: BatterySpec, energy_wh: FloatArray, dt_s: float | Fl
 
 
 def measured_exchange_wh(spec: BatterySpec, energy_wh: FloatArray, ac_wh: FloatArray,
-                         sel=slice(None)) -> tuple[FloatArray, FloatArray, FloatArray]:
+                         sel: Selector = _ALL) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Book a *measured* AC exchange ``ac_wh`` (+ charge / − discharge), unclipped.
 
     A device bound to a real battery exchanged what was measured, whatever the

@@ -40,10 +40,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from cps_sim.core.types import FloatArray
 from cps_sim.core.units import SECONDS_PER_DAY
 from cps_sim.models import battery as bat
-
-FloatArray = npt.NDArray[np.float64]
 
 T_REF_K = 308.15  # BLAST-Lite normalising temperature (35 degC)
 UA_REF_V = 0.123  # graphite potential at 50 % SoC used for normalisation
@@ -100,9 +99,13 @@ def ageing_spec(n: int, preset: str = "home", **overrides: npt.ArrayLike) -> Age
                                 if f.startswith("q")}
     if unknown:
         raise TypeError(f"unknown AgeingSpec fields: {sorted(unknown)}")
-    return AgeingSpec(**{k: np.broadcast_to(np.asarray(v, dtype=float), (n,)).astype(float)
-                         for k, v in arrays.items()},
-                      **{k: float(v) for k, v in overrides.items()})  # type: ignore[arg-type]
+    scalars = {k: float(np.asarray(v)) for k, v in overrides.items()}
+    return AgeingSpec(
+        ageing_scale=np.broadcast_to(np.asarray(arrays["ageing_scale"], dtype=float),
+                                     (n,)).astype(float),
+        dod_assumed=np.broadcast_to(np.asarray(arrays["dod_assumed"], dtype=float),
+                                    (n,)).astype(float),
+        **scalars)
 
 
 def initial_state(spec: bat.BatterySpec) -> AgeingState:

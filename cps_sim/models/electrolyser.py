@@ -32,9 +32,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+from cps_sim.core.types import FloatArray
+from cps_sim.core.units import SECONDS_PER_HOUR
 
-SECONDS_PER_HOUR = 3600.0
 H2_HHV_KWH_PER_KG = 39.41
 H2_LHV_KWH_PER_KG = 33.33
 

@@ -34,18 +34,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import yaml
 
 from cps_sim.core.errors import ScenarioError
+from cps_sim.core.types import BoolArray, FloatArray
+from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.models.battery import _safe_div, charge_ac_wh, holdable_charge_power_w
 
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
-
-SECONDS_PER_HOUR = 3600.0
 DEFAULT_CATALOG_DIR = Path(__file__).resolve().parents[2] / "devices" / "ev"
 V2X_KINDS = ("none", "v2h", "v2g")
 
@@ -226,7 +225,7 @@ def plug_in(state: EVState, mask: npt.ArrayLike, charger_max_w: npt.ArrayLike,
     m = np.asarray(mask, dtype=bool)
     n = state.energy_wh.shape[0]
 
-    def bc(x, dtype=float):
+    def bc(x: npt.ArrayLike, dtype: type = float) -> npt.NDArray[Any]:
         return np.broadcast_to(np.asarray(x, dtype=dtype), (n,))
 
     return replace(
@@ -248,7 +247,7 @@ def unplug(state: EVState, mask: npt.ArrayLike) -> EVState:
 
 
 # --------------------------------------------------------------------------- limits
-def _charge_params(spec: EVSpec, state: EVState):
+def _charge_params(spec: EVSpec, state: EVState) -> tuple[FloatArray, FloatArray, FloatArray]:
     vehicle_limit = np.where(state.charger_dc, spec.dc_max_w, spec.ac_max_w)
     cc_limit = np.where(state.plugged, np.minimum(vehicle_limit, state.charger_max_w), 0.0)
     pack_line = np.maximum(spec.dc_max_w, spec.ac_max_w)  # taper line of the pack

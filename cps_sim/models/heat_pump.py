@@ -40,10 +40,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-FloatArray = npt.NDArray[np.float64]
+from cps_sim.core.types import FloatArray
+from cps_sim.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 
-SECONDS_PER_HOUR = 3600.0
-WH_PER_L_K = 4186.0 / 3600.0  # water, 1 kg/L assumed
+WH_PER_L_K = 4186.0 / SECONDS_PER_HOUR  # water, 1 kg/L assumed
 KELVIN = 273.15
 
 # Japanese household hot-water draw shape, share of the daily energy per clock hour
@@ -142,7 +142,7 @@ def stored_energy_wh_th(spec: HeatPumpSpec, state: HeatPumpState,
     return spec.capacity_wh_per_k * (state.tank_temp_c - np.asarray(cold_water_c, dtype=float))
 
 
-def _relax(spec: HeatPumpSpec, dt_s: float):
+def _relax(spec: HeatPumpSpec, dt_s: float) -> tuple[FloatArray, FloatArray]:
     """``e = exp(-t/tau)`` and ``A = (1-e)/UA`` [K per W] with the UA->0 limit."""
     t_h = dt_s / SECONDS_PER_HOUR
     c = spec.capacity_wh_per_k
@@ -152,9 +152,11 @@ def _relax(spec: HeatPumpSpec, dt_s: float):
     return e, t_h / c * phi
 
 
-def _heat_cap_w(spec, t0, t_env, d_w, dt_s):
+def _heat_cap_w(spec: HeatPumpSpec, t0: FloatArray, t_env: npt.ArrayLike, d_w: npt.ArrayLike,
+                dt_s: float) -> FloatArray:
     e, a = _relax(spec, dt_s)
-    room = (spec.setpoint_c - t0 * e - t_env * (1.0 - e)) / a + d_w
+    room = (spec.setpoint_c - t0 * e - np.asarray(t_env, dtype=float) * (1.0 - e)) / a \
+        + np.asarray(d_w, dtype=float)
     return np.clip(np.minimum(room, spec.heat_output_max_w), 0.0, None)
 
 
@@ -243,12 +245,12 @@ def draw_energy_wh_th(
     knots_s = np.arange(25) * SECONDS_PER_HOUR
     cum = np.concatenate([[0.0], np.cumsum(share)])
 
-    def cumulative(t):
+    def cumulative(t: npt.ArrayLike) -> FloatArray:
         t = np.asarray(t, dtype=float)
-        days, rem = np.divmod(t, 86400.0)
+        days, rem = np.divmod(t, SECONDS_PER_DAY)
         return days + np.interp(rem, knots_s, cum)
 
     t0 = np.asarray(t0_s, dtype=float)
     frac = cumulative(t0 + dt_s) - cumulative(t0)
     return np.multiply.outer(frac, np.asarray(daily_draw_wh_th, dtype=float)) \
-        if np.ndim(daily_draw_wh_th) else frac * float(daily_draw_wh_th)
+        if np.ndim(daily_draw_wh_th) else frac * float(np.asarray(daily_draw_wh_th))

@@ -51,9 +51,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from cps_sim.core.types import FloatArray
 from cps_sim.core.units import SECONDS_PER_HOUR
 
-FloatArray = npt.NDArray[np.float64]
 KELVIN = 273.15
 
 
@@ -114,7 +114,7 @@ def indoor_temp_c(spec: HvacSpec, t0_c: FloatArray, outdoor_c: npt.ArrayLike,
     """Indoor temperature after ``dt_s`` at constant outdoor temperature, gains and
     unit heat ``heat_w`` (+ heating / − cooling), exact (1R1C)."""
     e = np.exp(-(dt_s / SECONDS_PER_HOUR) / spec.tau_h)
-    t_eq = outdoor_c + spec.resistance_k_per_w * (spec.gains_w + heat_w)
+    t_eq = np.asarray(outdoor_c, dtype=float) + spec.resistance_k_per_w * (spec.gains_w + heat_w)
     return t_eq + (t0_c - t_eq) * e
 
 
@@ -124,14 +124,14 @@ def heat_to_reach_w(spec: HvacSpec, t0_c: FloatArray, outdoor_c: npt.ArrayLike,
     to ``target_c`` in ``dt_s`` (the inverse of :func:`indoor_temp_c`)."""
     e = np.exp(-(dt_s / SECONDS_PER_HOUR) / spec.tau_h)
     t_eq = (target_c - t0_c * e) / (1.0 - e)
-    return (t_eq - outdoor_c) / spec.resistance_k_per_w - spec.gains_w
+    return (t_eq - np.asarray(outdoor_c, dtype=float)) / spec.resistance_k_per_w - spec.gains_w
 
 
 def mean_indoor_temp_c(spec: HvacSpec, t0_c: FloatArray, outdoor_c: npt.ArrayLike,
                        heat_w: FloatArray, dt_s: float) -> FloatArray:
     """Time-average indoor temperature over the step (exact integral of the exponential)."""
     x = (dt_s / SECONDS_PER_HOUR) / spec.tau_h
-    t_eq = outdoor_c + spec.resistance_k_per_w * (spec.gains_w + heat_w)
+    t_eq = np.asarray(outdoor_c, dtype=float) + spec.resistance_k_per_w * (spec.gains_w + heat_w)
     frac = np.where(x > 1e-12, -np.expm1(-x) / np.maximum(x, 1e-300), 1.0)
     return t_eq + (t0_c - t_eq) * frac
 

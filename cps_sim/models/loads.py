@@ -27,15 +27,16 @@ memory.  Loads consume power, so ``power_w`` is positive (load convention).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import holidays as holidays_lib
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from cps_sim.core.types import FloatArray
 from cps_sim.models.weather import library_deprecations_ignored
 
-FloatArray = npt.NDArray[np.float64]
 BASE_STEP_S = 900.0  # 15-min shape grid
 _BLOCK_ELEMENTS = 4_000_000  # grid points × sites per block
 
@@ -126,7 +127,7 @@ def _localise(index: pd.DatetimeIndex, tz: str) -> pd.DatetimeIndex:
     return index.tz_localize(tz) if index.tz is None else index
 
 
-def _year_grid(year: int, tz) -> pd.DatetimeIndex:
+def _year_grid(year: int, tz: Any) -> pd.DatetimeIndex:
     start = pd.Timestamp(year=year, month=1, day=1).tz_localize(tz)
     end = pd.Timestamp(year=year + 1, month=1, day=1).tz_localize(tz)
     return pd.date_range(start, end, freq=f"{int(BASE_STEP_S)}s", inclusive="left")

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from cps_sim.core.types import BoolArray, FloatArray
 from cps_sim.models import battery as bat
 from cps_sim.models import battery_ageing as ag
-
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def plant_fleet(plants: Sequence[Mapping[str, object]]) -> PlantFleetSpec:
     allowed = {"technology", "capacity_w", "name", "availability", "min_stable_fraction",
                "ramp_up_w_per_s", "ramp_down_w_per_s", "co2_g_per_kwh",
                "variable_cost_jpy_per_kwh", "must_run"}
-    cols: dict[str, list] = {k: [] for k in allowed}
+    cols: dict[str, list[Any]] = {k: [] for k in allowed}
     for i, p in enumerate(plants):
         bad = set(p) - allowed
         if bad:

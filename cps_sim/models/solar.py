@@ -35,10 +35,10 @@ import numpy.typing as npt
 import pandas as pd
 import pvlib
 
+from cps_sim.core.types import FloatArray
 from cps_sim.models.weather import library_deprecations_ignored
 
 ArrayLike = npt.ArrayLike
-FloatArray = npt.NDArray[np.float64]
 
 DEFAULT_LOSSES_PERCENT = 14.08  # pvlib.pvsystem.pvwatts_losses() with its defaults
 SAPM_OPEN_RACK_GLASS_POLYMER = pvlib.temperature.TEMPERATURE_MODEL_PARAMETERS["sapm"][
@@ -239,5 +239,6 @@ def simple_ac_power_w(capacity_w: npt.ArrayLike, ghi_w_m2: npt.ArrayLike,
     together); broadcasts over systems and times.  The full pvlib chain is
     :func:`pv_ac_power_w`.
     """
-    p = np.asarray(capacity_w) * (np.asarray(ghi_w_m2) / STC_IRRADIANCE_W_M2) * performance_ratio
-    return np.minimum(p, ac_limit_w)
+    p = (np.asarray(capacity_w, dtype=float) * (np.asarray(ghi_w_m2, dtype=float)
+         / STC_IRRADIANCE_W_M2) * np.asarray(performance_ratio, dtype=float))
+    return np.minimum(p, np.asarray(ac_limit_w, dtype=float))

@@ -46,6 +46,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -294,7 +295,7 @@ def synthetic_weather(
 
 
 def _from_pvlib_frame(
-    data: pd.DataFrame, path: Path, meta: dict, source: str, shift: pd.Timedelta
+    data: pd.DataFrame, path: Path, meta: dict[str, Any], source: str, shift: pd.Timedelta
 ) -> pd.DataFrame:
     """Columns renamed to ours, index moved by ``shift`` to the interval midpoints."""
     mapping = {

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-FloatArray = npt.NDArray[np.float64]
+from cps_sim.core.types import FloatArray
 
 STANDARD_AIR_DENSITY_KG_M3 = 1.225  # ISA sea level, 15 °C
 GAS_CONSTANT_DRY_AIR_J_KG_K = 287.058

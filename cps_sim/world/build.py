@@ -8,6 +8,7 @@ import numpy as np
 
 from cps_sim.core.clock import Clock
 from cps_sim.core.rng import RngStreams
+from cps_sim.core.units import SECONDS_PER_DAY
 from cps_sim.models import battery as bat
 from cps_sim.models import solar
 from cps_sim.scenario.distributions import sample
@@ -214,7 +215,7 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
     """Sample every population and bind exogenous inputs; ``base_dir`` resolves data files."""
     clock = Clock(scenario.start, scenario.timezone)
     rng = RngStreams(scenario.seed)
-    ticks_per_day = round(86400.0 / scenario.tick_s)
+    ticks_per_day = round(SECONDS_PER_DAY / scenario.tick_s)
     weather = build_weather(scenario, clock, rng, base_dir)
     bindings = []
     site_offset = 0

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.models import battery as bat
 from cps_sim.world.connection import settle
 from cps_sim.world.populations import (
@@ -325,7 +326,7 @@ class SiteGroup:
 
     def _internal_events(self, s: I | None, dt_s: F) -> F:
         """Per-site time [s] until the first internal event within the segment (inf if none)."""
-        seg = Segment(self, s, dt_s, dt_s * (1.0 / 3600.0), self.acc)
+        seg = Segment(self, s, dt_s, dt_s * (1.0 / SECONDS_PER_HOUR), self.acc)
         t_next = np.full(seg.nloc, np.inf)
         if self.batteries.active and (self.any_import_limit or self.any_export_limit):
             seg.power_w = np.zeros(seg.nloc)  # power that feeds back into the battery
@@ -361,7 +362,7 @@ class SiteGroup:
         """Advance sites ``s`` (None = all) over per-site durations ``dt_s`` with constant
         inputs: every population exchanges its energy (in registry order), the
         connection settles the limits, every population books its flows."""
-        seg = Segment(self, s, dt_s, dt_s * (1.0 / 3600.0), self.acc)
+        seg = Segment(self, s, dt_s, dt_s * (1.0 / SECONDS_PER_HOUR), self.acc)
         for p in self.segment_pops:
             p.exchange(seg)
         imp, exp = settle(seg)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cps_sim.core.rng import RngStreams
+from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.scenario.distributions import sample
 from cps_sim.scenario.schema import TripDaySpec
 from cps_sim.world.group import ARRIVAL, DEPARTURE, SiteGroup
@@ -35,8 +36,8 @@ def plan_day(group: SiteGroup, spec: TripDaySpec, day_index: int, midnight_s: fl
     dep_h = sample(spec.departure_h, rng.generator(f"{base}/departure_h"), n)
     dur_h = sample(spec.duration_h, rng.generator(f"{base}/duration_h"), n)
     dist_km = sample(spec.distance_km, rng.generator(f"{base}/distance_km"), n)
-    t_dep = np.round((midnight_s + dep_h * 3600.0) * 1000.0) / 1000.0
-    t_arr = np.round((t_dep + dur_h * 3600.0) * 1000.0) / 1000.0
+    t_dep = np.round((midnight_s + dep_h * SECONDS_PER_HOUR) * 1000.0) / 1000.0
+    t_arr = np.round((t_dep + dur_h * SECONDS_PER_HOUR) * 1000.0) / 1000.0
     ok = drives & (t_dep >= not_before_s) & (t_dep > evs.away_until_s)
     i = np.flatnonzero(ok)
     if i.size == 0:

@@ -57,7 +57,7 @@ from cps_sim.control.ems import (
 from cps_sim.control.strategies import StrategyConfig, StrategyController
 from cps_sim.core.bus import MemoryTransport, Transport
 from cps_sim.core.errors import ScenarioError
-from cps_sim.core.units import SECONDS_PER_HOUR
+from cps_sim.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 
 if TYPE_CHECKING:
     from cps_sim.control.vpp_runtime import VppRuntime
@@ -154,7 +154,7 @@ def strategy_config(
     the local week offset of t = 0, and the group's EV efficiency."""
     start = world.clock.to_datetime(0.0)
     week_offset = (
-        start.weekday() * 86400.0
+        start.weekday() * SECONDS_PER_DAY
         + start.hour * SECONDS_PER_HOUR
         + start.minute * 60.0
         + start.second

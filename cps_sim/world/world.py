@@ -26,6 +26,7 @@ from cps_sim.core.calendar import is_day_off
 from cps_sim.core.clock import Clock
 from cps_sim.core.ledger import EnergyLedger
 from cps_sim.core.rng import RngStreams
+from cps_sim.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 from cps_sim.scenario.schema import Scenario, SiteGroupSpec
 from cps_sim.world.exogenous import LoadBlocks, RunWeather
 from cps_sim.world.group import FLOWS, SiteGroup
@@ -339,7 +340,7 @@ class World:
 
     def _battery_ageing(self, env: simpy.Environment):
         """Once a day: capacity fade of every ageing battery population."""
-        day = 86400.0
+        day = SECONDS_PER_DAY
         t = day
         while t <= self.scenario.duration_s:
             yield env.timeout(t - env.now)
@@ -359,8 +360,8 @@ class World:
         end = self.scenario.duration_s
         midnight = self.clock.local_midnight_s(0.0)
         while midnight < end:
-            t_open = midnight + d.window_start_h * 3600.0
-            t_close = midnight + d.deadline_h * 3600.0
+            t_open = midnight + d.window_start_h * SECONDS_PER_HOUR
+            t_close = midnight + d.deadline_h * SECONDS_PER_HOUR
             working = d.days == "all" or not bool(is_day_off(
                 self.clock.index(np.array([max(t_open, 0.0)])), self.scenario.holidays)[0])
             if working and t_open >= 0.0 and t_close <= end:
@@ -370,7 +371,7 @@ class World:
                 yield env.timeout(t_close - env.now)
                 self.advance_to(t_close)
                 g.deferrable.close()
-            nxt = self.clock.local_midnight_s(midnight + 36 * 3600.0)
+            nxt = self.clock.local_midnight_s(midnight + 36 * SECONDS_PER_HOUR)
             if nxt >= end:
                 return
             yield env.timeout(max(nxt - env.now, 0.0))
@@ -411,7 +412,8 @@ class World:
             plan_day(b.group, spec.trips.weekend if off else spec.trips.weekday, day_index,
                      midnight, 0.0, self.rng, stream,
                      self._temp_at if spec.temperature_dependent_consumption else None)
-            nxt = self.clock.local_midnight_s(midnight + 36 * 3600.0)  # DST-safe next midnight
+            # DST-safe next midnight
+            nxt = self.clock.local_midnight_s(midnight + 36 * SECONDS_PER_HOUR)
             if nxt >= end:
                 return
             yield env.timeout(nxt - env.now)

@@ -33,6 +33,7 @@ from cps_sim.control.ems.common import (
 )
 from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.strategies.common import allocate_under_limit
+from cps_sim.core.units import SECONDS_PER_HOUR
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,11 @@ class BemsController:
             while t < now_s - 1e-9:  # at most a few windows per decision
                 w_end = (np.floor(t / cfg.demand_interval_s + 1e-9) + 1) * cfg.demand_interval_s
                 seg_end = min(w_end, now_s)
-                st.window_wh += st.last_import_w * (seg_end - t) / 3600.0
-                st.window_h += (seg_end - t) / 3600.0
+                st.window_wh += st.last_import_w * (seg_end - t) / SECONDS_PER_HOUR
+                st.window_h += (seg_end - t) / SECONDS_PER_HOUR
                 t = seg_end
                 if t >= w_end - 1e-9:
-                    avg = st.window_wh / (cfg.demand_interval_s / 3600.0)
+                    avg = st.window_wh / (cfg.demand_interval_s / SECONDS_PER_HOUR)
                     np.maximum(st.peak_w, avg, out=st.peak_w)
                     st.window_wh.fill(0.0)
                     st.window_h = 0.0

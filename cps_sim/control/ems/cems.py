@@ -52,6 +52,7 @@ import simpy
 from cps_sim.control.ems.common import EvDelegate, site_sum
 from cps_sim.control.observation import FloatArray, IntArray, Observation
 from cps_sim.core.bus import Topics, Transport
+from cps_sim.core.units import SECONDS_PER_HOUR
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class CemsController:
         eta_d = np.concatenate([o.battery_spec.discharge_efficiency for o in obs])
         usable_wh = float((np.maximum(energy - emin, 0.0) * eta_d)[shared].sum())
         ends = [b for a, b in cfg.outages_s if a <= now_s < b]
-        left_h = (max(ends) - now_s) / 3600.0 if ends else 0.0
+        left_h = (max(ends) - now_s) / SECONDS_PER_HOUR if ends else 0.0
 
         def balance(ev: FloatArray) -> tuple[FloatArray, FloatArray, float]:
             """Battery powers and site nets for EV power ``ev`` (per site)."""

@@ -27,6 +27,7 @@ import numpy as np
 from cps_sim.control.ems.common import ev_effective_w, site_sum
 from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.strategies.common import share_by_weight
+from cps_sim.core.units import SECONDS_PER_HOUR
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,14 @@ class FemsController:
             / cfg.process_efficiency
         active = obs.ev_plugged & (remaining_ac_wh > 1e-6)
         time_left_s = obs.ev_departure_s - now_s
-        need_s = remaining_ac_wh * 3600.0 / (cfg.rate_factor * rated)
+        need_s = remaining_ac_wh * SECONDS_PER_HOUR / (cfg.rate_factor * rated)
         must = active & (need_s >= time_left_s - cfg.margin_s)
         self.must_run_decisions += int(must.sum())
         surplus = np.maximum(obs.site_pv_w - obs.site_load_w, 0.0)
         share = share_by_weight(obs, surplus, np.where(active, rated, 0.0))
         cheap = obs.import_price_jpy_per_kwh[obs.ev_site] <= cfg.cheap_price_jpy_per_kwh
         # never more than the energy still needed within one interval
-        cap_w = remaining_ac_wh * 3600.0 / cfg.interval_s
+        cap_w = remaining_ac_wh * SECONDS_PER_HOUR / cfg.interval_s
         sp = np.where(must | cheap, rated, np.minimum(share, rated))
         sp = np.where(must, rated, np.minimum(sp, cap_w))  # a full process stops by itself
         return np.where(active, sp, 0.0)
@@ -82,12 +83,12 @@ class FemsController:
         cfg = self.cfg
         remaining = obs.deferrable_remaining_wh
         active = (rated > 0) & (remaining > 1e-6)
-        need_s = remaining * 3600.0 / (cfg.rate_factor * np.where(rated > 0, rated, 1.0))
+        need_s = remaining * SECONDS_PER_HOUR / (cfg.rate_factor * np.where(rated > 0, rated, 1.0))
         must = active & (need_s >= obs.deferrable_deadline_s - now_s - cfg.margin_s)
         self.must_run_decisions += int(must.sum())
         surplus = np.maximum(obs.site_pv_w - obs.site_load_w - used_w, 0.0)
         cheap = obs.import_price_jpy_per_kwh <= cfg.cheap_price_jpy_per_kwh
-        cap_w = remaining * 3600.0 / cfg.interval_s
+        cap_w = remaining * SECONDS_PER_HOUR / cfg.interval_s
         sp = np.where(must | cheap, rated, np.minimum(surplus, rated))
         sp = np.where(must, rated, np.minimum(sp, cap_w))
         return np.where(active, sp, 0.0)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.models import battery as bat
 from cps_sim.world.populations.base import F, Flow, Population, Segment, SetpointKey
 
@@ -116,7 +117,7 @@ class BatteryPopulation(Population):
         active = (rate > 0) & (room > 1e-6)
         if self.measured_w is not None:
             active &= np.isnan(self.measured_w[sl])
-        t_bat = np.where(active, room * 3600.0 / np.where(active, rate, 1.0), np.inf)
+        t_bat = np.where(active, room * SECONDS_PER_HOUR / np.where(active, rate, 1.0), np.inf)
         np.minimum(t_next, t_bat, out=t_next)
 
     def exchange(self, seg: Segment) -> None:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.world.populations.base import (
     BuildContext,
     Cut,
@@ -94,7 +95,7 @@ class DeferrablePopulation(Population):
         rem = self.remaining_wh[sl]
         running = (pj > 0) & (rem > 1e-6) & (self.group.coupled_sites[sl])
         if running.any():
-            t_done = np.where(running, rem * 3600.0 / np.where(running, pj, 1.0), np.inf)
+            t_done = np.where(running, rem * SECONDS_PER_HOUR / np.where(running, pj, 1.0), np.inf)
             np.minimum(t_next, t_done, out=t_next)
             if seg.power_w is not None:
                 seg.power_w += np.where(running, pj, 0.0)

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.models import battery as bat
 from cps_sim.models import ev_physics as ev_model
 from cps_sim.world.populations.base import (
@@ -244,7 +245,8 @@ class EvPopulation(Population):
         moving = (p != 0) & (room > 1e-6)
         if self.measured_w is not None:
             moving &= np.isnan(self.measured_w[ei])
-        t_full = np.where(moving, room * 3600.0 / np.where(moving, np.abs(p), 1.0), np.inf)
+        t_full = np.where(moving, room * SECONDS_PER_HOUR / np.where(moving, np.abs(p), 1.0),
+                          np.inf)
         dts = np.broadcast_to(seg.dt_s, t_next.shape)
         cand = t_full < dts[local]
         if cand.any():

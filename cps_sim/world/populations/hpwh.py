@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.models import heat_pump as hp
 from cps_sim.world.populations.base import BuildContext, Population, TickContext
 
@@ -124,7 +125,7 @@ class HpwhPopulation(Population):
         t["draw_wh_th"] += float(f.draw_delivered_wh_th.sum())
         t["draw_unmet_wh_th"] += float(f.draw_unmet_wh_th.sum())
         t["loss_wh_th"] += float(f.loss_wh_th.sum())
-        to_w = 3600.0 / tick_s
+        to_w = SECONDS_PER_HOUR / tick_s
         self.last = {"heat_pump_w": float(f.electric_in_wh.sum()) * to_w,
                      "hot_water_unmet_w_th": float(f.draw_unmet_wh_th.sum()) * to_w,
                      "hpwh_tank_temp_mean_c": float(self.state.tank_temp_c.mean())}
