@@ -385,3 +385,14 @@ def test_site_balance_and_bounds_hold(seed, n):
     assert np.all(s.import_wh >= -1e-9) and np.all(s.export_wh >= -1e-9)
     assert np.all(s.export_wh <= inp.export_limit_w[:, None] + 1e-6)
     assert np.all(s.import_wh <= inp.import_limit_w[:, None] + 1e-6)
+
+
+def test_worker_processes_give_the_same_optimum():
+    # batches solved on 2 worker processes (forkserver) assemble to the same result
+    inp = one_site_many(5, np.random.default_rng(7))
+    obj = Objective(terminal_value=20.0)
+    one = solve(inp, obj, chunk_sites=2, workers=1)
+    two = solve(inp, obj, chunk_sites=2, workers=2)
+    np.testing.assert_allclose(two.objective, one.objective, rtol=1e-9)
+    np.testing.assert_allclose(two.ev_setpoint_w, one.ev_setpoint_w, atol=1e-6)
+    assert two.extra["cpu_s"] > 0

@@ -70,6 +70,7 @@ def solve_sites(inp: SiteInputs, obj: Objective) -> OracleSchedule:
     non-cost objectives, the cheapest schedule among the optima of (2).
     """
     n = inp.n_sites
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     lp = build(inp, obj, relaxed=True)
     build_s = time.perf_counter() - t0
@@ -116,6 +117,7 @@ def solve_sites(inp: SiteInputs, obj: Objective) -> OracleSchedule:
     sched.build_time_s = build_s
     sched.solve_time_s = solve_s
     sched.n_solves = solves
+    sched.extra["cpu_s"] = time.process_time() - cpu0  # in the process that solved it
     sched.floor_repairs = repairs
     sched.n_variables = lp.c_prim.size
     sched.n_constraints = lp.a_eq.shape[0] + (0 if lp.a_ub is None else lp.a_ub.shape[0])
@@ -400,4 +402,5 @@ def _merge(inp: SiteInputs, parts: list, sites: list[IntArray]) -> OracleSchedul
         out.floor_repairs += part.floor_repairs
         out.simultaneous_ev += part.simultaneous_ev
     out.extra["chunks"] = len([p for p in parts if p.n_solves])
+    out.extra["cpu_s"] = float(sum(p.extra.get("cpu_s", 0.0) for p in parts))
     return out
