@@ -72,8 +72,8 @@ class ParameterSpec(_Model):
     name: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
                              description="Catalog column name; default derived from path.")
     values: list[Any] | None = Field(None, min_length=1, description="Categorical values.")
-    low: float | None = None
-    high: float | None = None
+    low: float | None = Field(None, ge=-1e15, le=1e15)
+    high: float | None = Field(None, ge=-1e15, le=1e15)
     num: int | None = Field(None, ge=1, le=100_000,
                             description="Grid design: evenly spaced points in [low, high].")
     log: bool = Field(False, description="Space the range logarithmically (low > 0).")
@@ -123,7 +123,8 @@ class SweepFile(_Model):
     seeds: list[int] | None = Field(None, min_length=1,
                                     description="Explicit seeds per point (replaces "
                                     "replications).")
-    timeout_s: float | None = Field(None, gt=0, description="Wall-time limit of one run [s].")
+    timeout_s: float | None = Field(None, le=30 * 86400, gt=0,
+                                    description="Wall-time limit of one run [s].")
     retries: int = Field(1, ge=0, le=10, description="Re-runs of a run whose worker process "
                          "died (killed, out of memory).")
 

@@ -8,6 +8,16 @@ or a mapping naming a distribution::
     capacity_kw: {distribution: normal, mean: 4.5, std: 1.0, min: 2}
     capacity_kw: {distribution: lognormal, mean: 4300, cv: 0.3}
     capacity_kw: {distribution: choice, values: [40, 60, 80], weights: [0.5, 0.3, 0.2]}
+
+``min``/``max`` of ``normal`` and ``max`` of ``lognormal`` *truncate* the
+distribution: values are drawn from the distribution conditioned on the range
+(inverse CDF of the truncated distribution), so no probability piles up at a
+bound the way clipping would put it there.  ``mean``, ``std`` and ``cv`` are
+the parameters of the distribution before truncation.
+
+Every parameter is a finite number no larger than 1e15 in magnitude; the
+field a distribution is given for checks its physical range against the
+distribution's support (:func:`check_range`).
 """
 
 from __future__ import annotations
@@ -32,10 +42,22 @@ class _Dist(BaseModel):
         raise NotImplementedError
 
 
+LIMIT = 1e15  # magnitude bound on every distribution parameter (no field needs more)
+Finite = Annotated[float, Field(ge=-LIMIT, le=LIMIT)]
+NonNegative = Annotated[float, Field(ge=0, le=LIMIT)]
+
+
+def _truncnorm_ppf(u: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Inverse CDF of the standard normal truncated to [a, b] (robust in the tails)."""
+    from scipy.stats import truncnorm
+
+    return truncnorm.ppf(u, a, b)
+
+
 class Uniform(_Dist):
     distribution: Literal["uniform"]
-    low: float
-    high: float
+    low: Finite
+    high: Finite
 
     @model_validator(mode="after")
     def _order(self) -> Uniform:
@@ -54,19 +76,28 @@ class Uniform(_Dist):
 
 
 class Normal(_Dist):
-    """Normal distribution, clipped to [min, max] when given."""
+    """Normal distribution, truncated to [min, max] when given (resampled, never clipped)."""
 
     distribution: Literal["normal"]
-    mean: float
-    std: float = Field(ge=0)
-    min: float | None = None
-    max: float | None = None
+    mean: Finite
+    std: NonNegative
+    min: Finite | None = None
+    max: Finite | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> Normal:
         if self.min is not None and self.max is not None and not self.min <= self.max:
             raise ValueError(f"min must be <= max, got min={self.min}, max={self.max}")
+        if self.std == 0 and not ((self.min is None or self.min <= self.mean)
+                                  and (self.max is None or self.mean <= self.max)):
+            raise ValueError(f"with std 0 every value is the mean {self.mean}, outside "
+                             f"[min, max]")
         return self
+
+    def _std_bounds(self) -> tuple[float, float]:
+        a = -math.inf if self.min is None else (self.min - self.mean) / self.std
+        b = math.inf if self.max is None else (self.max - self.mean) / self.std
+        return a, b
 
     def support(self) -> tuple[float, float]:
         lo = self.min if self.min is not None else (-math.inf if self.std > 0 else self.mean)
@@ -74,22 +105,38 @@ class Normal(_Dist):
         return lo, hi
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        x = rng.normal(self.mean, self.std, size=n)
-        if self.min is not None or self.max is not None:
-            np.clip(x, self.min, self.max, out=x)
-        return x
+        if (self.min is None and self.max is None) or self.std == 0:
+            return rng.normal(self.mean, self.std, size=n)
+        if self.min == self.max:
+            return np.full(n, float(self.min))
+        a, b = self._std_bounds()
+        return self.mean + self.std * _truncnorm_ppf(rng.uniform(size=n), a, b)
 
     def mean_value(self) -> float:
-        return self.mean
+        """Mean of what :meth:`sample` draws (the truncated mean when bounded)."""
+        if (self.min is None and self.max is None) or self.std == 0:
+            return self.mean
+        if self.min == self.max:
+            return float(self.min)
+        from scipy.stats import truncnorm
+
+        a, b = self._std_bounds()
+        return float(self.mean + self.std * truncnorm.mean(a, b))
 
 
 class LogNormal(_Dist):
-    """Log-normal parameterised by its arithmetic mean and coefficient of variation."""
+    """Log-normal by its arithmetic mean and coefficient of variation; truncated at ``max``."""
 
     distribution: Literal["lognormal"]
-    mean: float = Field(gt=0)
-    cv: float = Field(ge=0)
-    max: float | None = None
+    mean: float = Field(gt=0, le=LIMIT)
+    cv: float = Field(ge=0, le=100)
+    max: float | None = Field(None, gt=0, le=LIMIT)
+
+    @model_validator(mode="after")
+    def _max(self) -> LogNormal:
+        if self.cv == 0 and self.max is not None and self.mean > self.max:
+            raise ValueError(f"with cv 0 every value is the mean {self.mean}, above max")
+        return self
 
     def _params(self) -> tuple[float, float]:
         sigma2 = math.log1p(self.cv**2)
@@ -102,19 +149,26 @@ class LogNormal(_Dist):
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         mu, sigma = self._params()
-        x = rng.lognormal(mu, sigma, size=n)
-        if self.max is not None:
-            np.minimum(x, self.max, out=x)
-        return x
+        if self.max is None or sigma == 0:
+            return rng.lognormal(mu, sigma, size=n)
+        b = (math.log(self.max) - mu) / sigma
+        return np.exp(mu + sigma * _truncnorm_ppf(rng.uniform(size=n), -math.inf, b))
 
     def mean_value(self) -> float:
-        return self.mean
+        """Mean of what :meth:`sample` draws (the truncated mean when ``max`` is given)."""
+        mu, sigma = self._params()
+        if self.max is None or sigma == 0:
+            return self.mean
+        from scipy.special import ndtr
+
+        b = (math.log(self.max) - mu) / sigma
+        return float(self.mean * ndtr(b - sigma) / ndtr(b))
 
 
 class Choice(_Dist):
     distribution: Literal["choice"]
-    values: list[float] = Field(min_length=1)
-    weights: list[float] | None = None
+    values: list[Finite] = Field(min_length=1, max_length=100_000)
+    weights: list[NonNegative] | None = None
 
     @model_validator(mode="after")
     def _weights(self) -> Choice:
@@ -183,3 +237,38 @@ def check_range(q: Quantity, *, gt: float | None = None, ge: float | None = None
     if lt is not None and not hi < lt:
         raise ValueError(f"must be < {lt:g}, got {shown_hi}" if what == "value"
                          else f"{what} must be < {lt:g}, but it can be {shown_hi}")
+
+
+TAIL_PROBABILITY = 1e-6  # an unbounded tail beyond a field's bound may hold at most this
+
+
+def _upper_tail(q: Normal | LogNormal, x: float) -> float:
+    """P(draw > x) of the untruncated distribution."""
+    from scipy.special import ndtr
+
+    if isinstance(q, Normal):
+        return float(ndtr(-(x - q.mean) / q.std))
+    mu, sigma = q._params()
+    return float(ndtr(-(math.log(x) - mu) / sigma))
+
+
+def bounded(q: Quantity, *, gt: float | None = None, ge: float | None = None,
+            le: float | None = None, lt: float | None = None) -> Quantity:
+    """:func:`check_range`, and the quantity to use.
+
+    A normal or log-normal with an unbounded upper tail is truncated at the
+    field's upper bound when the tail beyond it holds less than
+    :data:`TAIL_PROBABILITY` (``annual_kwh: {distribution: lognormal, mean:
+    4300, cv: 0.3}`` gets ``max: 1e9``); a heavier tail is an error that asks
+    for an explicit ``max``.
+    """
+    top = le if le is not None else lt
+    if top is not None and isinstance(q, (Normal, LogNormal)) and math.isinf(support(q)[1]):
+        cap = top if le is not None else math.nextafter(top, -math.inf)
+        tail = _upper_tail(q, cap)
+        if tail >= TAIL_PROBABILITY:
+            raise ValueError(f"every value it can draw must be <= {top:g}, but it draws above "
+                             f"that with probability {tail:.2g}; give 'max'")
+        q = q.model_copy(update={"max": cap})
+    check_range(q, gt=gt, ge=ge, le=le, lt=lt)
+    return q

@@ -42,7 +42,8 @@ class DrWindowSpec(_Model):
 class _EmsCommon(_Model):
     interval_s: float = Field(60.0, gt=0, le=86400, description="Decision interval [s]. "
                               "Default 1 min (EV arrivals are answered within a minute).")
-    ttl_s: float | None = Field(None, gt=0, description="Devices follow a setpoint at most this "
+    ttl_s: float | None = Field(None, le=86400, gt=0,
+                                description="Devices follow a setpoint at most this "
                                 "long, then fall back (default 3 decision intervals).")
     ev_strategy: EvStrategyName | None = Field(
         "now", description="EV charging decisions are delegated to this strategy of "
@@ -90,7 +91,8 @@ class BemsSpec(_EmsCommon):
     """Building EMS: monthly peak-demand-charge minimisation with battery and EV parking."""
 
     kind: Literal["bems"]
-    initial_threshold_kw: float = Field(0.0, ge=0, description="Import threshold per site at "
+    initial_threshold_kw: float = Field(0.0, le=1e7, ge=0,
+                                        description="Import threshold per site at "
                                         "the start of each month [kW]; it rises to the month's "
                                         "peak demand so far.  0: pure adaptation (weak in the "
                                         "first days; give the expected shaved peak).")
@@ -111,9 +113,11 @@ class FemsSpec(_EmsCommon):
 
     kind: Literal["fems"]
     ev_strategy: None = Field(None, description="FEMS decides the process setpoints itself.")
-    cheap_price_jpy_per_kwh: float = Field(0.0, ge=0, description="Processes run at full power "
+    cheap_price_jpy_per_kwh: float = Field(0.0, le=1e4, ge=0,
+                                           description="Processes run at full power "
                                            "when the import price is at or below this.")
-    deadline_margin_s: float | None = Field(None, ge=0, description="Full power once the time "
+    deadline_margin_s: float | None = Field(None, le=7 * 86400, ge=0,
+                                            description="Full power once the time "
                                             "left minus this is what full power needs "
                                             "(default 2 decision intervals + 15 min).")
     rate_factor: float = Field(0.95, gt=0, le=1, description="Share of the rated process power "
@@ -133,7 +137,8 @@ class CemsSpec(_EmsCommon):
                                      "battery); the keyed group is always a member.")
     shared_battery_groups: list[str] = Field(default_factory=list, description="Member groups "
                                              "whose batteries serve the whole community.")
-    pcc_import_limit_kw: float | None = Field(None, ge=0, description="Import limit at the PCC "
+    pcc_import_limit_kw: float | None = Field(None, le=1e7, ge=0,
+                                              description="Import limit at the PCC "
                                               "[kW]; None: unlimited while grid-connected.")
     outages: list[tuple[_dt.datetime, _dt.datetime]] = Field(
         default_factory=list, description="Grid-outage windows [start, end): islanded, PCC "
@@ -142,7 +147,8 @@ class CemsSpec(_EmsCommon):
         0, description="Priority class per site of the members (concatenated in member order: "
         "keyed group first), one class per member group ({clinic: 2, shops: 1}; unnamed "
         "groups 0), or one class for all; higher = more critical, shed last.")
-    margin_w: float = Field(1.0, ge=0, description="Safety margin kept below the allowed PCC "
+    margin_w: float = Field(1.0, le=1e9, ge=0,
+                            description="Safety margin kept below the allowed PCC "
                             "import per decision [W].")
     shared_battery_reserve_soc: float = Field(0.5, ge=0, le=1, description="While connected "
                                               "the shared battery discharges only above this "

@@ -166,7 +166,31 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[Any, yaml.Node | Non
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise _mark_issue(file, exc) from None
+    except (ValueError, OverflowError) as exc:  # a date the calendar does not have
+        raise _bad_scalar(file, node, exc) from None
     return data, node
+
+
+def _bad_scalar(file: str | None, root: yaml.Node | None, exc: Exception) -> ScenarioError:
+    """Locate the scalar (a timestamp such as 2026-02-30) that could not be constructed."""
+    loader = _StrictLoader("")
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag == "tag:yaml.org,2002:timestamp":
+                try:
+                    loader.construct_yaml_timestamp(node)
+                except (ValueError, OverflowError) as e:
+                    m = node.start_mark
+                    return ScenarioError.single(
+                        file, "", f"{node.value!r} is not a valid date/time ({e})",
+                        m.line + 1, m.column + 1)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(c for kv in reversed(node.value) for c in reversed(kv))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(reversed(node.value))
+    return ScenarioError.single(file, "", f"a value cannot be read: {exc}")
 
 
 # ----------------------------------------------------------------------------- paths
@@ -352,9 +376,12 @@ def apply_overrides(data: Any, overrides: Iterable[str], file: str | None = None
         path_s, value_s = item.split("=", 1)
         try:
             path = _parse_path(path_s.strip())
-            value, _ = parse_yaml(value_s, file)
-        except (ValueError, ScenarioError) as exc:
+            value, _ = parse_yaml(value_s, None)
+        except ValueError as exc:
             raise ScenarioError.single(file, path_s, f"--set: {exc}") from None
+        except ScenarioError as exc:
+            raise ScenarioError.single(file, path_s, "--set: " + "; ".join(
+                i.message for i in exc.issues)) from None
         set_path(data, path, value, file, path_s.strip())
     return data
 

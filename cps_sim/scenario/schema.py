@@ -96,19 +96,22 @@ class TariffSpec(_Model):
     jepx_area: Literal["system", "hokkaido", "tohoku", "tokyo", "chubu", "hokuriku", "kansai",
                        "chugoku", "shikoku", "kyushu"] = Field(
         "tokyo", description="jepx: whose price (system price or an area price).")
-    import_jpy_per_kwh: float = Field(31.0, ge=0, description="flat: import price (assumption:"
+    import_jpy_per_kwh: float = Field(31.0, le=1e4, ge=0,
+                                      description="flat: import price (assumption:"
                                       " Japanese household rate incl. surcharges, ~31 JPY/kWh).")
-    export_jpy_per_kwh: float = Field(8.5, ge=0, description="Export (buy-back) price, all "
+    export_jpy_per_kwh: float = Field(8.5, le=1e4, ge=0, description="Export (buy-back) price, all "
                                       "types except dynamic (assumption: post-FIT ~8.5).")
     periods: list[TouPeriodSpec] = Field(default_factory=list, description="tou: periods; "
                                          "the first that matches a time applies.")
     prices_csv: str | None = Field(None, description="dynamic: CSV file (relative to the "
                                    "scenario) with columns timestamp,price_jpy_per_kwh.")
-    import_adder_jpy_per_kwh: float = Field(15.0, description="dynamic: added to the spot "
+    import_adder_jpy_per_kwh: float = Field(15.0, ge=-1e4, le=1e4,
+                                            description="dynamic: added to the spot "
                                             "price (assumption: wheeling + levies + margin).")
-    export_multiplier: float = Field(0.0, ge=0, description="dynamic: export = m × spot + "
+    export_multiplier: float = Field(0.0, le=10, ge=0, description="dynamic: export = m × spot + "
                                      "export_adder.")
-    export_adder_jpy_per_kwh: float = Field(8.5, description="dynamic: export adder.")
+    export_adder_jpy_per_kwh: float = Field(8.5, ge=-1e4, le=1e4,
+                                            description="dynamic: export adder.")
 
     @model_validator(mode="after")
     def _by_type(self) -> TariffSpec:
@@ -161,12 +164,14 @@ class EvControlSpec(_Model):
     interval_s: float | None = Field(None, gt=0, le=86400, description="Decision interval "
                                      "[s]; default: the settlement tick (inputs are constant "
                                      "within a tick, so deciding more often only adds cost).")
-    ttl_s: float | None = Field(None, gt=0, description="Devices follow a setpoint at most "
+    ttl_s: float | None = Field(None, le=86400, gt=0,
+                                description="Devices follow a setpoint at most "
                                 "this long, then fall back to uncharged-controlled charging "
                                 "(default 3 intervals).")
-    enable_delay_s: float = Field(60.0, ge=0, description="Surplus must last this long before "
+    enable_delay_s: float = Field(60.0, le=86400, ge=0,
+                                  description="Surplus must last this long before "
                                   "charging starts (pv, min_pv).")
-    disable_delay_s: float = Field(180.0, ge=0, description="Deficit must last this long "
+    disable_delay_s: float = Field(180.0, le=86400, ge=0, description="Deficit must last this long "
                                    "before charging stops (pv, min_pv).")
     min_current_a: float = Field(6.0, gt=0, le=80, description="Minimum charging current per "
                                  "phase (IEC 61851).")
@@ -175,7 +180,8 @@ class EvControlSpec(_Model):
     priority: Literal["ev", "battery"] = "ev"
     v2h_start_h: float = Field(17.0, ge=0, le=24)
     v2h_end_h: float = Field(23.0, ge=0, le=24)
-    v2g_price_jpy_per_kwh: float = Field(1e9, ge=0, description="v2g: discharge to the grid "
+    v2g_price_jpy_per_kwh: float = Field(1e9, le=1e9, ge=0,
+                                         description="v2g: discharge to the grid "
                                          "when the export price is at least this.")
 
 
@@ -191,21 +197,21 @@ class ControlSpec(EvControlSpec):
 
 
 class EmissionsSpec(_Model):
-    grid_co2_g_per_kwh: float = Field(441.0, ge=0, description="Assumption: Japanese grid "
+    grid_co2_g_per_kwh: float = Field(441.0, le=2000, ge=0, description="Assumption: Japanese grid "
                                       "average emission factor (~0.44 kg/kWh, FY2022 order).")
-    carbon_price_jpy_per_t: float = Field(0.0, ge=0, description="Carbon price on imported "
+    carbon_price_jpy_per_t: float = Field(0.0, le=1e6, ge=0, description="Carbon price on imported "
                                           "energy's CO2 [JPY/t] (carbon_price: flat).")
     carbon_price: Literal["flat", "gx_timeline"] = Field(
         "flat", description="gx_timeline: the GX path by Japanese fiscal year — GX-ETS from "
         "FY2026, fossil-fuel levy from FY2028, paid auction for generators from FY2033 (seed "
         "L204-213); the yen levels below are assumptions ('start low, raise gradually').")
-    ets_start_jpy_per_t: float = Field(1000.0, ge=0)
-    ets_increase_jpy_per_t_per_fy: float = Field(250.0, ge=0)
-    levy_start_jpy_per_t: float = Field(300.0, ge=0)
-    levy_increase_jpy_per_t_per_fy: float = Field(100.0, ge=0)
-    auction_start_jpy_per_t: float = Field(500.0, ge=0)
-    auction_increase_jpy_per_t_per_fy: float = Field(250.0, ge=0)
-    carbon_price_cap_jpy_per_t: float = Field(10000.0, ge=0)
+    ets_start_jpy_per_t: float = Field(1000.0, le=1e6, ge=0)
+    ets_increase_jpy_per_t_per_fy: float = Field(250.0, le=1e5, ge=0)
+    levy_start_jpy_per_t: float = Field(300.0, le=1e6, ge=0)
+    levy_increase_jpy_per_t_per_fy: float = Field(100.0, le=1e5, ge=0)
+    auction_start_jpy_per_t: float = Field(500.0, le=1e6, ge=0)
+    auction_increase_jpy_per_t_per_fy: float = Field(250.0, le=1e5, ge=0)
+    carbon_price_cap_jpy_per_t: float = Field(10000.0, le=1e6, ge=0)
 
 
 class RecordSpec(_Model):
@@ -216,6 +222,12 @@ class RecordSpec(_Model):
                              "per tick in sites.parquet.")
 
 
+# The calendar cps_sim simulates: holidays, solar geometry and pandas' nanosecond
+# timestamps (which end in 2262) all cover it, with room for a 30-year horizon.
+START_MIN = _dt.datetime(1900, 1, 1, tzinfo=_dt.UTC)
+START_MAX = _dt.datetime(2200, 1, 1, tzinfo=_dt.UTC)
+
+
 class Scenario(_Model):
     """One runnable world."""
 
@@ -224,7 +236,8 @@ class Scenario(_Model):
     description: str = ""
     seed: int = Field(0, ge=0, lt=2**63)
     start: _dt.datetime = Field(description="ISO 8601 with UTC offset, e.g. "
-                                "2026-04-01T00:00:00+09:00.")
+                                "2026-04-01T00:00:00+09:00; between 1900-01-01 and "
+                                "2200-01-01.")
     duration_days: float = Field(gt=0, le=366 * 30)
     tick_s: float = Field(900.0, ge=1, le=3600, description="Settlement tick [s]; must divide "
                           "one day.")
@@ -232,7 +245,8 @@ class Scenario(_Model):
     holidays: str | None = Field("JP", description="Country whose public holidays count as "
                                  "days off (weekend profiles and trips); null for none.")
     mode: Literal["fast", "realtime"] = "fast"
-    speed: float = Field(1.0, gt=0, description="Simulated seconds per wall second (realtime).")
+    speed: float = Field(1.0, le=1e6, gt=0,
+                         description="Simulated seconds per wall second (realtime).")
     location: LocationSpec = Field(default_factory=LocationSpec)
     weather: WeatherSpec = Field(default_factory=WeatherSpec)
     tariff: TariffSpec = Field(default_factory=TariffSpec)
@@ -268,6 +282,10 @@ class Scenario(_Model):
     def _aware(cls, v: _dt.datetime) -> _dt.datetime:
         if v.tzinfo is None:
             raise ValueError("must carry a UTC offset, e.g. 2026-04-01T00:00:00+09:00")
+        if not START_MIN <= v < START_MAX:
+            raise ValueError(f"must be between {START_MIN:%Y-%m-%d} and {START_MAX:%Y-%m-%d} "
+                             f"(calendars, weather and pandas timestamps cover that range), "
+                             f"got {v.isoformat()}")
         return v
 
     @field_validator("timezone")

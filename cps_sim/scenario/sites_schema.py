@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cps_sim.scenario.data_schema import EvSessionsSpec
-from cps_sim.scenario.distributions import Quantity, check_range
+from cps_sim.scenario.distributions import Quantity, bounded
 from cps_sim.scenario.hvac_schema import SpaceConditioningSpec
 
 
@@ -21,11 +21,14 @@ class _Model(BaseModel):
 
 
 def _ranged(field: str, **bounds: float):
-    """A field validator that checks a Quantity against physical bounds."""
+    """A field validator that checks a Quantity against physical bounds.
+
+    An unbounded upper tail is truncated at the upper bound when it is
+    negligible there (see :func:`cps_sim.scenario.distributions.bounded`).
+    """
 
     def check(cls, v):
-        check_range(v, **bounds)
-        return v
+        return bounded(v, **bounds)
 
     return field_validator(field)(classmethod(check))
 
@@ -60,7 +63,7 @@ class LoadSpec(_Model):
                             description="Coefficient of variation of the per-tick multiplicative "
                             "noise of each site's load.")
 
-    _annual = _ranged("annual_kwh", gt=0)
+    _annual = _ranged("annual_kwh", gt=0, le=1e9)  # 1 TWh/a: a hyperscale data centre
 
     @model_validator(mode="after")
     def _csv(self) -> LoadSpec:
@@ -93,10 +96,10 @@ class PvSpec(_Model):
     losses_percent: float = Field(14.08, ge=0, lt=100, description="PVWatts system losses.")
     performance_ratio: float = Field(0.8, gt=0, le=1,
                                      description="simple: losses from irradiance to AC.")
-    inverter_kw: float | None = Field(None, gt=0, description="simple: AC limit per system "
+    inverter_kw: float | None = Field(None, gt=0, le=1e6, description="simple: AC limit per system "
                                       "[kW]; default: no clipping.")
 
-    _cap = _ranged("capacity_kw", gt=0)
+    _cap = _ranged("capacity_kw", gt=0, le=1e6)  # 1 GW at one site
     _tilt = _ranged("tilt_deg", ge=0, le=90)
     _az = _ranged("azimuth_deg", ge=0, le=360)
 
@@ -124,8 +127,8 @@ class BatterySpec(_Model):
         "self_consumption", description="Charge from site surplus and discharge to cover the "
         "site's deficit, or stay idle (for controllers added later).")
 
-    _cap = _ranged("capacity_kwh", gt=0)
-    _pow = _ranged("power_kw", gt=0)
+    _cap = _ranged("capacity_kwh", gt=0, le=1e7)  # 10 GWh: the largest grid batteries
+    _pow = _ranged("power_kw", gt=0, le=1e7)
 
     @model_validator(mode="after")
     def _soc_window(self) -> BatterySpec:
@@ -155,7 +158,7 @@ class TripDaySpec(_Model):
 
     _dep = _ranged("departure_h", ge=0, lt=24)
     _dur = _ranged("duration_h", gt=0, le=72)
-    _dist = _ranged("distance_km", ge=0)
+    _dist = _ranged("distance_km", ge=0, le=3000)  # a day's drive
 
 
 class TripsSpec(_Model):
@@ -204,11 +207,11 @@ class EvSpec(_Model):
                                         "shortfall is reported as unmet energy.")
     trips: TripsSpec = Field(default_factory=TripsSpec)
 
-    _cap = _ranged("capacity_kwh", gt=0)
-    _chg = _ranged("charger_kw", gt=0)
-    _cons = _ranged("consumption_kwh_per_100km", gt=0)
+    _cap = _ranged("capacity_kwh", gt=0, le=2000)  # heavy trucks carry < 1 MWh
+    _chg = _ranged("charger_kw", gt=0, le=4000)  # MCS: 3.75 MW
+    _cons = _ranged("consumption_kwh_per_100km", gt=0, le=500)
     _soc0 = _ranged("initial_soc", ge=0, le=1)
-    _v2x = _ranged("v2x_kw", ge=0)
+    _v2x = _ranged("v2x_kw", ge=0, le=4000)
 
     @field_validator("models")
     @classmethod
@@ -271,7 +274,7 @@ class HeatPumpWaterHeaterSpec(_Model):
                                     "heat falls below this share.")
     night_topup_fraction: float = Field(0.5, ge=0, le=1)
 
-    _draw = _ranged("daily_draw_kwh_th", ge=0)
+    _draw = _ranged("daily_draw_kwh_th", ge=0, le=1e4)
 
 
 class DeferrableSpec(_Model):
@@ -292,8 +295,8 @@ class DeferrableSpec(_Model):
     days: Literal["weekdays", "all"] = Field("weekdays", description="weekdays: Monday–Friday "
                                              "except holidays; all: every day.")
 
-    _energy = _ranged("energy_kwh", gt=0)
-    _power = _ranged("power_kw", gt=0)
+    _energy = _ranged("energy_kwh", gt=0, le=1e7)
+    _power = _ranged("power_kw", gt=0, le=1e6)
 
     @model_validator(mode="after")
     def _window(self) -> DeferrableSpec:
@@ -304,9 +307,11 @@ class DeferrableSpec(_Model):
 
 
 class GridConnectionSpec(_Model):
-    import_limit_kw: float | None = Field(None, gt=0, description="Import limit per site [kW]; "
+    import_limit_kw: float | None = Field(None, gt=0, le=1e7,
+                                          description="Import limit per site [kW]; "
                                           "load beyond it is unserved.")
-    export_limit_kw: float | None = Field(None, ge=0, description="Export limit per site [kW]; "
+    export_limit_kw: float | None = Field(None, ge=0, le=1e7,
+                                          description="Export limit per site [kW]; "
                                           "PV beyond it is curtailed (0 = zero export).")
 
 

@@ -40,7 +40,7 @@ class AreaDemandSpec(_Model):
     energy under the shape (a winter week gets more than a spring week).
     """
 
-    annual_gwh: float = Field(1000.0, ge=0, description="Background demand per calendar "
+    annual_gwh: float = Field(1000.0, le=1e7, ge=0, description="Background demand per calendar "
                               "year [GWh]. Default 1,000 GWh = 1 TWh, about 1/1000 of Japan's "
                               "FY2022 demand (ASSUMPTION: national ~1,000 TWh, order read "
                               "from the seed's demand chart axis, seed L5826-5842).")
@@ -83,7 +83,8 @@ class DataCentreDemandSpec(_Model):
     *national*; scale it to the area yourself (e.g. × area share of national demand).
     """
 
-    annual_gwh: float = Field(0.0, ge=0, description="Demand in the first calendar year [GWh].")
+    annual_gwh: float = Field(0.0, le=1e7, ge=0,
+                              description="Demand in the first calendar year [GWh].")
     annual_growth_rate: float = Field(0.0, gt=-1, le=1, description="Continuous growth per "
                                       "year (0.1 = +10 %/yr).")
 
@@ -94,7 +95,7 @@ class LullSpec(_Model):
     """A window with reduced wind and sun (曇天無風, seed L5846-5849): a scenario device,
     not a weather model; the factors multiply the synthetic weather in the window."""
 
-    start_day: float = Field(ge=0, description="Start, days after the run start.")
+    start_day: float = Field(le=366 * 30, ge=0, description="Start, days after the run start.")
     duration_days: float = Field(gt=0, le=366)
     wind_speed_factor: float = Field(0.2, ge=0, le=1, description="Multiplies wind speed.")
     irradiance_factor: float = Field(0.3, ge=0, le=1, description="Multiplies GHI, DNI and "
@@ -125,7 +126,7 @@ class UtilityPvSpec(_Model):
     """A utility-scale PV plant (pvlib PVWatts chain, :mod:`cps_sim.models.solar`)."""
 
     name: str = Field("utility_pv", pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    capacity_mw: float = Field(gt=0, description="DC capacity [MW].")
+    capacity_mw: float = Field(le=1e6, gt=0, description="DC capacity [MW].")
     dc_ac_ratio: float = Field(1.25, ge=1, le=3, description="DC/AC ratio; the inverter "
                                "clips at capacity/ratio (ASSUMPTION: typical 1.2-1.3).")
     tilt_deg: float = Field(20.0, ge=0, le=90)
@@ -162,15 +163,15 @@ class PlantSpec(_Model):
     minimum stable load applies per unit, not to the whole fleet."""
 
     technology: Technology
-    capacity_mw: float = Field(gt=0, description="Total capacity of this entry [MW].")
+    capacity_mw: float = Field(le=1e6, gt=0, description="Total capacity of this entry [MW].")
     units: int = Field(1, ge=1, le=1000, description="Identical units sharing the capacity.")
     availability: float = Field(1.0, ge=0, le=1, description="Derating / outages (0..1).")
     min_stable_fraction: float | None = Field(None, ge=0, le=1,
                                               description="Default: technology default.")
     ramp_percent_per_min: float | None = Field(None, gt=0, le=100, description="Ramp rate, "
                                                "% of capacity per minute, both directions.")
-    variable_cost_jpy_per_kwh: float | None = Field(None, ge=0)
-    co2_g_per_kwh: float | None = Field(None, ge=0)
+    variable_cost_jpy_per_kwh: float | None = Field(None, le=1e4, ge=0)
+    co2_g_per_kwh: float | None = Field(None, le=2000, ge=0)
     must_run: bool | None = None
 
 
@@ -178,8 +179,8 @@ class StorageSpec(_Model):
     """Grid battery (Li-ion preset ``grid`` of :mod:`cps_sim.models.battery`) or pumped hydro."""
 
     kind: Literal["battery", "pumped_hydro"] = "battery"
-    power_mw: float = Field(gt=0)
-    energy_mwh: float = Field(gt=0)
+    power_mw: float = Field(le=1e6, gt=0)
+    energy_mwh: float = Field(le=1e8, gt=0)
     initial_soc: float = Field(0.5, ge=0, le=1, description="Clipped to the kind's SoC window "
                                "(battery 0.05-0.95).")
     round_trip_efficiency: float | None = Field(None, gt=0, le=1, description="Pumped hydro "
@@ -196,14 +197,15 @@ class StorageSpec(_Model):
 class ElectrolyserSystemSpec(_Model):
     """Electrolysers fed by the area's surplus (after storage, before export)."""
 
-    power_mw: float = Field(gt=0)
+    power_mw: float = Field(le=1e6, gt=0)
     preset: Literal["pem", "alkaline"] = Field("pem", description="pem: min load 5 %, 55 "
                                                "kWh/kg; alkaline: 20 %, 52 kWh/kg (IRENA 2020 "
                                                "ranges; labelled assumptions).")
     specific_energy_kwh_per_kg: float | None = Field(None, ge=39.41, le=120,
                                                      description="Default: the preset's.")
     min_load_fraction: float | None = Field(None, ge=0, lt=1)
-    tank_capacity_kg: float | None = Field(None, gt=0, description="None: unlimited (hydrogen "
+    tank_capacity_kg: float | None = Field(None, le=1e10, gt=0,
+                                           description="None: unlimited (hydrogen "
                                            "is piped away).")
 
 
@@ -211,8 +213,8 @@ class DistributionSpec(_Model):
     """Capacity of the area substation that connects the simulated sites (aggregate flow
     check, not enforced: overloads are reported)."""
 
-    import_capacity_mw: float | None = Field(None, gt=0)
-    export_capacity_mw: float | None = Field(None, gt=0)
+    import_capacity_mw: float | None = Field(None, le=1e6, gt=0)
+    export_capacity_mw: float | None = Field(None, le=1e6, gt=0)
 
 
 class SystemSpec(_Model):
@@ -226,9 +228,10 @@ class SystemSpec(_Model):
     plants: list[PlantSpec] = Field(default_factory=list, max_length=1000)
     storage: list[StorageSpec] = Field(default_factory=list, max_length=1000)
     electrolysers: list[ElectrolyserSystemSpec] = Field(default_factory=list, max_length=1000)
-    export_capacity_mw: float = Field(0.0, ge=0, description="Interconnector export limit "
+    export_capacity_mw: float = Field(0.0, le=1e6, ge=0, description="Interconnector export limit "
                                       "[MW] (surplus after storage and electrolysers).")
-    carbon_price_jpy_per_t: float = Field(0.0, ge=0, description="Carbon price in the plants' "
+    carbon_price_jpy_per_t: float = Field(0.0, le=1e6, ge=0,
+                                          description="Carbon price in the plants' "
                                           "marginal cost [JPY/t-CO2]. The seed gives the "
                                           "timeline, not a level (seed L204-213).")
     storage_discharge_cost_jpy_per_kwh: float | None = Field(

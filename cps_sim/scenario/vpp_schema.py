@@ -73,8 +73,9 @@ class CurtailmentAbsorbSpec(_Model):
 
     share: float = Field(1.0, gt=0, le=10, description="Requested power = share x (last "
                          "tick's curtailment + what the VPP absorbed in it).")
-    min_kw: float = Field(1.0, ge=0, description="No request below this power [kW].")
-    max_kw: float | None = Field(None, gt=0, description="Cap of an automatic request [kW].")
+    min_kw: float = Field(1.0, le=1e7, ge=0, description="No request below this power [kW].")
+    max_kw: float | None = Field(None, le=1e7, gt=0,
+                                 description="Cap of an automatic request [kW].")
 
 
 class VppSpec(_Model):
@@ -97,7 +98,8 @@ class VppSpec(_Model):
     absorb_system_curtailment: CurtailmentAbsorbSpec | None = Field(
         None, description="Turn the system layer's curtailment of the previous tick into an "
         "absorb request (needs system:).")
-    ttl_s: float | None = Field(None, gt=0, description="Devices follow a VPP setpoint at "
+    ttl_s: float | None = Field(None, le=86400, gt=0,
+                                description="Devices follow a VPP setpoint at "
                                 "most this long (default 3 intervals).")
     full_delivery_ratio: float = Field(0.99, gt=0, le=1, description="A request counts as "
                                        "fully delivered at this delivered/requested ratio.")
