@@ -96,6 +96,25 @@ def default_scenario() -> Scenario:
                 "ev": {"per_site": 1, "v2x_kw": 6}}])
 
 
+def other_controllers(scenario: Scenario, group: str) -> list[str]:
+    """What besides an agent sends setpoints to ``group``'s devices (empty: nothing)."""
+    out = []
+    if scenario.control.for_group(group).ev_strategy is not None:
+        out.append(f"the EV strategy control.ev_strategy="
+                   f"{scenario.control.for_group(group).ev_strategy!r}")
+    for key, ems in scenario.ems.items():
+        members = [key, *getattr(ems, "member_groups", [])]
+        if group in members:
+            where = f"ems.{key}" + (" (a member group)" if key != group else "")
+            out.append(f"a {ems.kind.upper()} ({where})")
+    if scenario.vpp is not None and group in scenario.vpp.groups:
+        out.append("the VPP (vpp.groups)")
+    bridge = getattr(scenario, "bridge", None)
+    if bridge is not None and any(e.group == group for e in getattr(bridge, "expose", [])):
+        out.append("an external controller over MQTT (bridge.expose)")
+    return out
+
+
 class CpsSimEnv(gymnasium.Env):
     """One site group of a cps_sim scenario under an RL controller (see module docstring)."""
 
@@ -120,9 +139,12 @@ class CpsSimEnv(gymnasium.Env):
         if self.group_name not in specs:
             raise ValueError(f"no site group named {self.group_name!r} (groups: "
                              f"{', '.join(specs)})")
-        if scenario.control.for_group(self.group_name).ev_strategy is not None:
-            raise ValueError(f"group {self.group_name!r} has an ev_strategy under control:; "
-                             "the agent is its controller, remove it")
+        others = other_controllers(scenario, self.group_name)
+        if others:
+            raise ValueError(f"group {self.group_name!r} is already driven by "
+                             f"{' and '.join(others)}; the agent must be its only "
+                             "controller (two controllers would fight over its devices): "
+                             "remove them from the scenario or choose another group")
         if action_mode not in ("per_device", "aggregate"):
             raise ValueError(f"action_mode must be 'per_device' or 'aggregate', "
                              f"got {action_mode!r}")

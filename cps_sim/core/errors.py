@@ -36,7 +36,9 @@ class ScenarioError(CpsSimError):
 
     exit_code = 2
 
-    def __init__(self, file: str | None, issues: list[Issue]):
+    def __init__(self, file: str | None, issues: list[Issue] | None = None):
+        if issues is None:  # ScenarioError("message"): one issue without a location
+            file, issues = None, [Issue("", str(file))]
         self.file = file
         self.issues = list(issues)
         super().__init__("\n".join(i.format(file) for i in self.issues))

@@ -30,7 +30,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -107,6 +107,10 @@ class ParameterSpec(_Model):
                      self.low, self.high, self.num, self.log, self.integer)
 
 
+Seed = Annotated[int, Field(ge=0, lt=2**63, description="A root seed, as the scenario's.")]
+MAX_RUNS = 1_000_000  # planned runs per sweep file (points x seeds), checked before expanding
+
+
 class SweepFile(_Model):
     """A batch of scenario variants."""
 
@@ -120,7 +124,7 @@ class SweepFile(_Model):
     replications: int = Field(1, ge=1, le=100_000,
                               description="Seeds per point: the scenario's seed, then seeds "
                               "spawned from it.")
-    seeds: list[int] | None = Field(None, min_length=1,
+    seeds: list[Seed] | None = Field(None, min_length=1, max_length=100_000,
                                     description="Explicit seeds per point (replaces "
                                     "replications).")
     timeout_s: float | None = Field(None, le=30 * 86400, gt=0,
@@ -150,9 +154,30 @@ class SweepFile(_Model):
             problems.append("'seed' is swept as a parameter; drop replications/seeds")
         if self.seeds and self.replications != 1:
             problems.append("give either 'replications' or 'seeds', not both")
+        if self.seeds and len(set(self.seeds)) != len(self.seeds):
+            dup = sorted({s for s in self.seeds if self.seeds.count(s) > 1})[:5]
+            problems.append(f"seeds must be different, repeated: {dup}")
+        runs, how = self.planned_runs()
+        if runs > MAX_RUNS:
+            problems.append(f"the sweep would plan {runs:,} runs ({how}), more than "
+                            f"{MAX_RUNS:,}; use fewer values, a random or lhs design with "
+                            "fewer samples, or split it into several sweeps")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def planned_runs(self) -> tuple[int, str]:
+        """How many runs the file plans (before repeated points are merged), and how."""
+        if self.design.method == "grid":
+            sizes = [len(p.values) if p.values is not None else (p.num or 1)
+                     for p in self.parameters]
+            points = math.prod(sizes)
+            how = " x ".join(str(n) for n in sizes) or "1 point"
+        else:
+            points = self.design.samples or 0
+            how = f"{points} samples"
+        seeds = len(self.seeds) if self.seeds else self.replications
+        return points * seeds, f"{how} x {seeds} seed(s)"
 
 
 @dataclass(frozen=True)

@@ -141,21 +141,27 @@ def read_jepx_spot(path: str | Path, encoding: str = "cp932", tz: str = "Asia/To
                                       errors="coerce").to_numpy()
     if out.index.has_duplicates:
         raise PriceDataError(f"{path}: duplicate slot {out.index[out.index.duplicated()][0]}")
-    return out.sort_index()
+    out = out.sort_index()
+    check_series_index(out.index, path)
+    return out
 
 
-def read_price_csv(path: str | Path, tz: str = "Asia/Tokyo") -> pd.DataFrame:
+def read_price_csv(path: str | Path, tz: str = "Asia/Tokyo",
+                   value: str = "price_jpy_per_kwh") -> pd.DataFrame:
     """Read a plain price CSV (``timestamp,price_jpy_per_kwh[,export_price_jpy_per_kwh]``).
 
     Returns a DataFrame indexed by tz-aware ``timestamp`` (converted to ``tz``)
-    with float price columns; extra columns are kept as they are.
+    with float price columns; extra columns are kept as they are.  ``value``
+    names the required value column (the same format carries other per-slot
+    series, e.g. ``net_import_kwh`` plans).  The rows must be evenly spaced
+    (:func:`check_series_index`).
     """
     path = Path(path)
     try:
         raw = pd.read_csv(path, encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise PriceDataError(f"{path}: cannot read CSV: {exc}") from None
-    for col in ("timestamp", "price_jpy_per_kwh"):
+    for col in ("timestamp", value):
         if col not in raw.columns:
             raise PriceDataError(f"{path}: missing column {col!r} (columns found: "
                                  f"{', '.join(map(str, raw.columns))})")
@@ -173,7 +179,7 @@ def read_price_csv(path: str | Path, tz: str = "Asia/Tokyo") -> pd.DataFrame:
         raise PriceDataError(f"{path}: row {row + 2}: bad timestamp {raw['timestamp'].iloc[row]!r}")
     idx = pd.DatetimeIndex(ts)
     out = raw.drop(columns="timestamp").set_index(pd.DatetimeIndex(idx, name="timestamp"))
-    for col in [c for c in out.columns if c.endswith("_jpy_per_kwh")]:
+    for col in [c for c in out.columns if c.endswith("_jpy_per_kwh") or c == value]:
         vals = pd.to_numeric(out[col], errors="coerce")
         if vals.isna().any():
             row = int(np.argmax(vals.isna().to_numpy()))
@@ -181,7 +187,29 @@ def read_price_csv(path: str | Path, tz: str = "Asia/Tokyo") -> pd.DataFrame:
         out[col] = vals.astype(float)
     if out.index.has_duplicates:
         raise PriceDataError(f"{path}: duplicate timestamp {out.index[out.index.duplicated()][0]}")
-    return out.sort_index()
+    out = out.sort_index()
+    check_series_index(out.index, path)
+    return out
+
+
+def check_series_index(index: pd.DatetimeIndex, path: str | Path, what: str = "rows") -> None:
+    """A time series file must have rows, evenly spaced (sorted index; no gap).
+
+    Raises :class:`PriceDataError` naming the file and the first gap.
+    """
+    if len(index) == 0:
+        raise PriceDataError(f"{path}: no data rows (only a header)")
+    if len(index) < 2:
+        return
+    steps = np.diff(index.asi8)
+    step = int(steps.min())
+    bad = np.flatnonzero(steps != step)
+    if bad.size:
+        i = int(bad[0])
+        raise PriceDataError(
+            f"{path}: gap in the {what}: {index[i]} is followed by {index[i + 1]}, but the "
+            f"step is {pd.Timedelta(step)} ({bad.size} irregular step(s)); fill the missing "
+            "rows")
 
 
 def write_price_csv(prices: pd.Series | pd.DataFrame, path: str | Path) -> None:

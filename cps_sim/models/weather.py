@@ -405,6 +405,15 @@ def read_tmy3_weather(path: str | Path, coerce_year: int | None = TYPICAL_YEAR) 
     """
     path = Path(path)
     try:
+        with path.open("rb") as fh:
+            lines = sum(1 for line in fh if line.strip())
+    except FileNotFoundError:
+        raise WeatherDataError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise WeatherDataError(f"{path}: cannot read: {exc.strerror}") from None
+    if lines <= 2:  # a station line and the column titles
+        raise WeatherDataError(f"{path}: no data rows (only the TMY3 header lines)")
+    try:
         with library_deprecations_ignored():
             data, meta = pvlib.iotools.read_tmy3(
                 str(path), coerce_year=coerce_year, map_variables=True

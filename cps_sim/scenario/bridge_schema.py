@@ -47,7 +47,7 @@ class BindSpec(_Model):
     """The population member a device stands for."""
 
     group: str = Field(pattern=_ID, description="Site-group name.")
-    site: int = Field(ge=0, description="Site index within the group (0-based).")
+    site: int = Field(ge=0, lt=10_000_000, description="Site index within the group (0-based).")
     kind: MemberKind = Field(
         description="ev: the site's EV charger (first EV of the site); "
         "battery: the home battery; pv: the PV inverter; load: the site "
@@ -95,7 +95,7 @@ class BridgeDeviceSpec(_Model):
         "member's rating, 0 for loads and chargers without V2X.",
     )
     max_ramp_w_per_s: float | None = Field(
-        None, gt=0, description="Largest setpoint change per second; none = no rate limit."
+        None, gt=0, le=1e9, description="Largest setpoint change per second; none = no rate limit."
     )
     max_current_a: float | None = Field(
         None,
@@ -169,7 +169,8 @@ class ExposeSpec(_Model):
         description="Also publish <prefix>/dev/<group>-<site>-<kind>/telemetry for every member.",
     )
     max_ramp_w_per_s: float | None = Field(
-        None, gt=0, description="Largest change of any setpoint per second of simulated time."
+        None, gt=0, le=1e9,
+        description="Largest change of any setpoint per second of simulated time."
     )
 
 

@@ -125,6 +125,9 @@ class FemsSpec(_EmsCommon):
     battery_mode: Literal["rule", "none"] = "rule"
 
 
+Priority = Annotated[int, Field(ge=-1000, le=1000)]
+
+
 class CemsSpec(_EmsCommon):
     """Community EMS behind one point of common coupling (self-owned-line microgrid)."""
 
@@ -143,7 +146,7 @@ class CemsSpec(_EmsCommon):
     outages: list[tuple[_dt.datetime, _dt.datetime]] = Field(
         default_factory=list, description="Grid-outage windows [start, end): islanded, PCC "
         "import forced to 0.")
-    priority: list[int] | int | dict[str, int] = Field(
+    priority: list[Priority] | Priority | dict[str, Priority] = Field(
         0, description="Priority class per site of the members (concatenated in member order: "
         "keyed group first), one class per member group ({clinic: 2, shops: 1}; unnamed "
         "groups 0), or one class for all; higher = more critical, shed last.")

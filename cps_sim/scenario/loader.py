@@ -174,9 +174,9 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[Any, yaml.Node | Non
 def _bad_scalar(file: str | None, root: yaml.Node | None, exc: Exception) -> ScenarioError:
     """Locate the scalar (a timestamp such as 2026-02-30) that could not be constructed."""
     loader = _StrictLoader("")
-    stack = [root] if root is not None else []
+    stack: list[tuple[yaml.Node, list[Any]]] = [(root, [])] if root is not None else []
     while stack:
-        node = stack.pop()
+        node, loc = stack.pop()
         if isinstance(node, yaml.ScalarNode):
             if node.tag == "tag:yaml.org,2002:timestamp":
                 try:
@@ -184,12 +184,13 @@ def _bad_scalar(file: str | None, root: yaml.Node | None, exc: Exception) -> Sce
                 except (ValueError, OverflowError) as e:
                     m = node.start_mark
                     return ScenarioError.single(
-                        file, "", f"{node.value!r} is not a valid date/time ({e})",
+                        file, format_loc(loc), f"{node.value!r} is not a valid date/time ({e})",
                         m.line + 1, m.column + 1)
         elif isinstance(node, yaml.MappingNode):
-            stack.extend(c for kv in reversed(node.value) for c in reversed(kv))
+            stack.extend((v, [*loc, k.value if isinstance(k, yaml.ScalarNode) else "?"])
+                         for k, v in reversed(node.value))
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend(reversed(node.value))
+            stack.extend((v, [*loc, i]) for i, v in reversed(list(enumerate(node.value))))
     return ScenarioError.single(file, "", f"a value cannot be read: {exc}")
 
 
@@ -412,7 +413,7 @@ def set_path(data: Any, path: Sequence[str | int], value: Any, file: str | None 
 # ----------------------------------------------------------------------------- scenarios
 
 def load_scenario_text(text: str, file: str | None = None, overrides: Iterable[str] = (),
-                       model: type[BaseModel] | None = None):
+                       model: type[BaseModel] | None = None, base_dir: Path | None = None):
     """Validate scenario YAML text (see :func:`load_scenario`)."""
     from cps_sim.scenario.schema import Scenario
 
@@ -422,7 +423,22 @@ def load_scenario_text(text: str, file: str | None = None, overrides: Iterable[s
         raise ScenarioError.single(file, "", "top level must be a mapping of scenario fields, "
                                    f"got {type(data).__name__}")
     data = apply_overrides(data, overrides, file)
-    return validate_data(data, model, file, root)
+    result = validate_data(data, model, file, root)
+    if hasattr(result, "sites"):  # a scenario: its cross-references (scenario/references.py)
+        from cps_sim.scenario.references import reference_issues
+
+        if base_dir is None and file is not None and Path(file).is_file():
+            base_dir = Path(file).parent
+        refs = reference_issues(result, base_dir)
+        if refs:
+            issues = []
+            for loc, msg in refs:
+                node = _node_at(root, list(loc))
+                issues.append(Issue(format_loc(loc), msg,
+                                    node.start_mark.line + 1 if node else None,
+                                    node.start_mark.column + 1 if node else None))
+            raise ScenarioError(file, issues)
+    return result
 
 
 def kind_issue_list(data: Any, model: type[BaseModel], root: yaml.Node | None) -> list[Issue]:

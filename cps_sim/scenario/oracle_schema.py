@@ -28,6 +28,7 @@ class OracleSpec(_Model):
     unmet_penalty: float | None = Field(
         None,
         ge=0,
+        le=1e9,
         description="Per kWh of service shortfall (EV energy below target at "
         "departure, trip shortfall, process energy not delivered), in the objective's unit; "
         "unserved load costs 10x.  Default (assumption, above any marginal value of a kWh): "
@@ -36,6 +37,7 @@ class OracleSpec(_Model):
     terminal_value_per_kwh: float | None = Field(
         None,
         ge=0,
+        le=1e6,
         description="Value of a kWh still stored (batteries, EVs) at the end, in "
         "the objective's unit: the oracle and every run are compared on objective + value x "
         "(stored_initial_kwh - stored_final_kwh), so emptying storage before the end is not "

@@ -126,7 +126,7 @@ class TariffSpec(_Model):
 
 class TouPeriodSpec(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")
-    price_jpy_per_kwh: float = Field(ge=0)
+    price_jpy_per_kwh: float = Field(ge=0, le=1e4)
     start_hour: float = Field(0.0, ge=0, le=24)
     end_hour: float = Field(24.0, ge=0, le=24)
     day_types: list[Literal["weekday", "weekend", "holiday"]] = Field(

@@ -17,6 +17,7 @@ a field added anywhere in the schema is covered without extra code.
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from typing import Any, Literal
@@ -105,8 +106,8 @@ def _pick_model(value: dict, models: list[type[BaseModel]]) -> type[BaseModel] |
     if len(models) == 1:
         return models[0]
     for m in models:  # tagged unions (distributions): a Literal field naming the kind
-        for name, field in m.model_fields.items():
-            ann = _strip(field.annotation)
+        for name, (_, ann) in field_annotations(m).items():
+            ann = _strip(ann)
             if (
                 typing.get_origin(ann) is Literal
                 and name in value
@@ -207,13 +208,27 @@ def kind_issues(value: Any, annotation: Any, loc: Loc = ()) -> list[tuple[Loc, s
     return []
 
 
+@functools.cache
+def field_annotations(model: type[BaseModel]) -> dict[str, tuple[str, Any]]:
+    """``{field: (key in the data, resolved annotation)}`` of a model.
+
+    ``FieldInfo.annotation`` can stay a forward reference (a model defined
+    further down its module); the module's type hints resolve it.
+    """
+    try:
+        hints = typing.get_type_hints(model, include_extras=True)
+    except (NameError, TypeError):
+        hints = {}
+    return {name: (field.alias or name, hints.get(name, field.annotation))
+            for name, field in model.model_fields.items()}
+
+
 def model_issues(value: Any, model: type[BaseModel], loc: Loc = ()) -> list[tuple[Loc, str]]:
     """:func:`kind_issues` for every field of ``model`` present in the mapping ``value``."""
     if not isinstance(value, dict):
         return []
     out = []
-    for name, field in model.model_fields.items():
-        key = field.alias or name
+    for key, annotation in field_annotations(model).values():
         if key in value:
-            out += kind_issues(value[key], field.annotation, (*loc, key))
+            out += kind_issues(value[key], annotation, (*loc, key))
     return out

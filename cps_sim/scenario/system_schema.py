@@ -235,10 +235,12 @@ class SystemSpec(_Model):
                                           "marginal cost [JPY/t-CO2]. The seed gives the "
                                           "timeline, not a level (seed L204-213).")
     storage_discharge_cost_jpy_per_kwh: float | None = Field(
-        None, description="Merit-order price of storage discharge; None = before every "
+        None, ge=-1e4, le=1e4,
+        description="Merit-order price of storage discharge; None = before every "
         "plant (must-run, storage, then plants).")
     storage_charge_cost_jpy_per_kwh: float | None = Field(
-        None, description="Valley filling: storage also charges from running plants whose "
+        None, ge=-1e4, le=1e4,
+        description="Valley filling: storage also charges from running plants whose "
         "marginal cost is at most this price (pumped hydro pumping at night on coal), in "
         "ticks where it does not discharge. None = storage charges from surplus only. Must "
         "be below storage_discharge_cost_jpy_per_kwh.")

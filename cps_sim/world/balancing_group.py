@@ -133,20 +133,17 @@ class BalancingGroupHook:
         if s.plan == "previous_day":
             return np.full(self.n_slots, np.nan)  # filled as days close
         if s.plan == "file":
-            df = pd.read_csv(self._path(s.plan_file, base_dir, "plan_file"))
-            for col in ("timestamp", "net_import_kwh"):
-                if col not in df.columns:
-                    raise ScenarioError.single(None, "balancing_group.plan_file",
-                                               f"missing column {col!r}")
-            ts = pd.DatetimeIndex(pd.to_datetime(df["timestamp"], format="ISO8601"))
-            tz = self.world.scenario.timezone
-            ts = ts.tz_localize(tz) if ts.tz is None else ts.tz_convert(tz)
-            ser = pd.Series(df["net_import_kwh"].to_numpy(float) * WH_PER_KWH, index=ts)
+            from cps_sim.market.prices import read_price_csv
+
+            path = self._path(s.plan_file, base_dir, "plan_file")
+            df = read_price_csv(path, self.world.scenario.timezone, value="net_import_kwh")
+            ser = df["net_import_kwh"] * WH_PER_KWH
             idx = self._slot_index()
             missing = ~idx.isin(ser.index)
             if missing.any():
                 raise ScenarioError.single(None, "balancing_group.plan_file",
-                                           f"no plan for slot {idx[np.argmax(missing)]}")
+                                           f"{path}: no plan for slot "
+                                           f"{idx[np.argmax(missing)]}")
             plan = ser.reindex(idx).to_numpy(float)
         else:
             plan = baseline_plan_wh(self.world.scenario, self.members, self.slot_s, base_dir)
@@ -163,13 +160,13 @@ class BalancingGroupHook:
         if s.price == "file":
             from cps_sim.market.prices import read_price_csv
 
-            df = read_price_csv(self._path(s.price_file, base_dir, "price_file"),
-                                self.world.scenario.timezone)
+            path = self._path(s.price_file, base_dir, "price_file")
+            df = read_price_csv(path, self.world.scenario.timezone)
             ser = df["price_jpy_per_kwh"]
             idx = self._slot_index()
             if idx[0] < ser.index[0]:
                 raise ScenarioError.single(None, "balancing_group.price_file",
-                                           f"no price at or before {idx[0]}")
+                                           f"{path}: no price at or before {idx[0]}")
             return ser.reindex(idx, method="ffill").to_numpy(float)
         from cps_sim.market.prices import SyntheticPriceParams, synthetic_day_ahead_prices
 

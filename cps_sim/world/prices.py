@@ -20,6 +20,7 @@ def tick_prices(scenario: Scenario, clock: Clock, base_dir: Path | None
 
     t = scenario.tariff
     times = clock.index(np.arange(scenario.n_ticks) * scenario.tick_s)
+    path: Path | None = None
     try:
         if t.type == "flat":
             tariff = tariffs.FlatTariff(import_jpy_per_kwh=t.import_jpy_per_kwh,
@@ -54,7 +55,10 @@ def tick_prices(scenario: Scenario, clock: Clock, base_dir: Path | None
     except ScenarioError:
         raise
     except (CpsSimError, ValueError, KeyError) as exc:
-        raise ScenarioError.single(None, "tariff", str(exc)) from None
+        msg = str(exc)
+        if path is not None and str(path) not in msg:
+            msg = f"{path}: {msg}"
+        raise ScenarioError.single(None, "tariff", msg) from None
     return imp, exp
 
 

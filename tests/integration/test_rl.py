@@ -95,3 +95,46 @@ def test_rejects_group_with_a_strategy():
         update={"ev_strategy": "now"})})
     with pytest.raises(ValueError, match="ev_strategy"):
         CpsSimEnv(sc)
+
+
+@pytest.mark.parametrize("update,words", [
+    ({"ems": {"homes": {"kind": "hems"}}}, ["HEMS", "ems.homes"]),
+    ({"sites": [*default_scenario().model_dump()["sites"], {"name": "shops", "count": 2,
+                                                           "kind": "building"}],
+      "ems": {"shops": {"kind": "cems", "member_groups": ["homes"]}}},
+     ["CEMS", "ems.shops", "member group"]),
+    ({"vpp": {"groups": ["homes"]}}, ["VPP", "vpp.groups"]),
+    ({"bridge": {"expose": [{"group": "homes"}]}}, ["external controller", "bridge.expose"]),
+], ids=["hems", "cems member", "vpp", "mqtt controller"])
+def test_refuses_a_group_that_another_controller_drives(update, words):
+    from cps_sim.scenario.schema import Scenario
+
+    data = default_scenario().model_dump()
+    data.update(update)
+    sc = Scenario.model_validate(data)
+    with pytest.raises(ValueError) as e:
+        CpsSimEnv(sc)
+    msg = str(e.value)
+    assert "'homes' is already driven by" in msg and "only controller" in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_a_group_next_to_a_controlled_one_is_accepted(tmp_path):
+    data = default_scenario().model_dump()
+    data["sites"].append({"name": "shops", "count": 2, "kind": "building"})
+    data["ems"] = {"shops": {"kind": "bems"}}
+    data["vpp"] = {"groups": ["shops"]}
+    from cps_sim.scenario.schema import Scenario
+
+    env = CpsSimEnv(Scenario.model_validate(data), group="homes")
+    obs, _ = env.reset(seed=1)
+    assert env.observation_space.contains(obs)
+    # the same through a scenario file (the public path)
+    import yaml
+
+    f = tmp_path / "s.yaml"
+    data["ems"] = {"homes": {"kind": "hems"}}
+    f.write_text(yaml.safe_dump(Scenario.model_validate(data).model_dump(mode="json")))
+    with pytest.raises(ValueError, match="HEMS"):
+        CpsSimEnv(f, group="homes")

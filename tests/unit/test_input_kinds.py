@@ -17,7 +17,13 @@ from pydantic import BaseModel
 from cps_sim.experiment.sweep_spec import SweepFile
 from cps_sim.scenario.loader import load_scenario, parse_yaml
 from cps_sim.scenario.schema import Scenario
-from cps_sim.scenario.strict_types import _strip, _union_args, accepts_bool, kind_issues
+from cps_sim.scenario.strict_types import (
+    _strip,
+    _union_args,
+    accepts_bool,
+    field_annotations,
+    kind_issues,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 YAML11_BOOLS = [
@@ -61,9 +67,9 @@ def all_fields() -> list[tuple[str, str, object]]:
         if m in seen:
             continue
         seen.add(m)
-        for name, f in m.model_fields.items():
-            out.append((m.__name__, name, f.annotation))
-            stack = [f.annotation]
+        for name, (_, ann) in field_annotations(m).items():
+            out.append((m.__name__, name, ann))
+            stack = [ann]
             while stack:
                 for a in _members(stack.pop()):
                     if isinstance(a, type) and issubclass(a, BaseModel):
