@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cps_sim.scenario.distributions import Quantity, check_range
+from cps_sim.scenario.distributions import Quantity, bounded
 
 
 class _Model(BaseModel):
@@ -62,9 +62,13 @@ class SpaceConditioningSpec(_Model):
     precondition_k: float = Field(1.0, ge=0, le=5, description="Band narrowing before an event "
                                   "[K].")
 
+    @field_validator("floor_area_m2")
+    @classmethod
+    def _area(cls, v: Quantity) -> Quantity:  # located at the field (issue 10 item 9)
+        return bounded(v, gt=0, le=10_000)
+
     @model_validator(mode="after")
     def _check(self) -> SpaceConditioningSpec:
-        check_range(self.floor_area_m2, gt=0, le=10_000)
         if not self.cool_setpoint_c > self.heat_setpoint_c:
             raise ValueError(f"cool_setpoint_c ({self.cool_setpoint_c}) must be above "
                              f"heat_setpoint_c ({self.heat_setpoint_c})")
