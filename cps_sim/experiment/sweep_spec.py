@@ -72,8 +72,10 @@ class ParameterSpec(_Model):
     name: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
                              description="Catalog column name; default derived from path.")
     values: list[Any] | None = Field(None, min_length=1, description="Categorical values.")
-    low: float | None = Field(None, ge=-1e15, le=1e15)
-    high: float | None = Field(None, ge=-1e15, le=1e15)
+    low: float | None = Field(None, ge=-1e15, le=1e15,
+                              description="Lowest value of a continuous range.")
+    high: float | None = Field(None, ge=-1e15, le=1e15,
+                               description="Highest value of a continuous range.")
     num: int | None = Field(None, ge=1, le=100_000,
                             description="Grid design: evenly spaced points in [low, high].")
     log: bool = Field(False, description="Space the range logarithmically (low > 0).")
@@ -114,13 +116,19 @@ MAX_RUNS = 1_000_000  # planned runs per sweep file (points x seeds), checked be
 class SweepFile(_Model):
     """A batch of scenario variants."""
 
-    version: Literal[1] = 1
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
-    description: str = ""
+    version: Literal[1] = Field(1,
+                                description="Sweep file format version (1).")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+                      description="Name of the sweep (default results folder results/<name>).")
+    description: str = Field("",
+                             description="Free text.")
     scenario: str = Field(min_length=1, description="Base scenario, relative to the sweep file.")
     set: list[str] = Field(default_factory=list, description="Fixed path=value overrides.")
-    design: DesignSpec = Field(default_factory=DesignSpec)
-    parameters: list[ParameterSpec] = Field(default_factory=list, max_length=100)
+    design: DesignSpec = Field(default_factory=DesignSpec,
+                               description="How parameter values are chosen (grid, random, lhs).")
+    parameters: list[ParameterSpec] = Field(default_factory=list, max_length=100,
+                                            description="The swept parameters (paths into the "
+                                            "scenario).")
     replications: int = Field(1, ge=1, le=100_000,
                               description="Seeds per point: the scenario's seed, then seeds "
                               "spawned from it.")

@@ -55,9 +55,10 @@ def _truncnorm_ppf(u: np.ndarray, a: float, b: float) -> np.ndarray:
 
 
 class Uniform(_Dist):
-    distribution: Literal["uniform"]
-    low: Finite
-    high: Finite
+    distribution: Literal["uniform"] = Field(description="uniform: every value in [low, high] "
+                                             "equally likely.")
+    low: Finite = Field(description="Smallest value (in the unit of the field).")
+    high: Finite = Field(description="Largest value (in the unit of the field).")
 
     @model_validator(mode="after")
     def _order(self) -> Uniform:
@@ -78,11 +79,17 @@ class Uniform(_Dist):
 class Normal(_Dist):
     """Normal distribution, truncated to [min, max] when given (resampled, never clipped)."""
 
-    distribution: Literal["normal"]
-    mean: Finite
-    std: NonNegative
-    min: Finite | None = None
-    max: Finite | None = None
+    distribution: Literal["normal"] = Field(description="normal: Gaussian, truncated to [min, max] "
+                                            "when given (resampled, never clipped).")
+    mean: Finite = Field(description="Mean before truncation (in the unit of the field).")
+    std: NonNegative = Field(description="Standard deviation before truncation (in the unit of the "
+                             "field).")
+    min: Finite | None = Field(None,
+                               description="Lower truncation bound; none: unbounded below.")
+    max: Finite | None = Field(None,
+                               description="Upper truncation bound; none: unbounded above (then "
+                               "cut at the field's own upper bound when the tail there is "
+                               "negligible).")
 
     @model_validator(mode="after")
     def _bounds(self) -> Normal:
@@ -127,10 +134,15 @@ class Normal(_Dist):
 class LogNormal(_Dist):
     """Log-normal by its arithmetic mean and coefficient of variation; truncated at ``max``."""
 
-    distribution: Literal["lognormal"]
-    mean: float = Field(gt=0, le=LIMIT)
-    cv: float = Field(ge=0, le=100)
-    max: float | None = Field(None, gt=0, le=LIMIT)
+    distribution: Literal["lognormal"] = Field(description="lognormal: positive, right-skewed "
+                                               "(annual energy, trip distances).")
+    mean: float = Field(gt=0, le=LIMIT,
+                        description="Arithmetic mean before truncation (in the unit of the field).")
+    cv: float = Field(ge=0, le=100,
+                      description="Coefficient of variation (std / mean) before truncation.")
+    max: float | None = Field(None, gt=0, le=LIMIT,
+                              description="Upper truncation bound; none: cut at the field's own "
+                              "upper bound when the tail there is negligible.")
 
     @model_validator(mode="after")
     def _max(self) -> LogNormal:
@@ -166,9 +178,13 @@ class LogNormal(_Dist):
 
 
 class Choice(_Dist):
-    distribution: Literal["choice"]
-    values: list[Finite] = Field(min_length=1, max_length=100_000)
-    weights: list[NonNegative] | None = None
+    distribution: Literal["choice"] = Field(description="choice: one of a list of values.")
+    values: list[Finite] = Field(min_length=1, max_length=100_000,
+                                 description="The values to choose from (in the unit of the "
+                                 "field).")
+    weights: list[NonNegative] | None = Field(None,
+                                              description="Relative weights of the values (need "
+                                              "not sum to 1); none: equally likely.")
 
     @model_validator(mode="after")
     def _weights(self) -> Choice:

@@ -54,7 +54,7 @@ class _EmsCommon(_Model):
 class HemsSpec(_EmsCommon):
     """Home EMS: battery self-consumption (rule or MPC), an EV strategy, DR response."""
 
-    kind: Literal["hems"]
+    kind: Literal["hems"] = Field(description="hems: home EMS (one per home of the group).")
     ev_strategy: EvStrategyName | None = Field(
         "pv", description="Default pv: EVs charge from PV surplus (solar-optimised).")
     battery_mode: Literal["rule", "mpc", "none"] = Field(
@@ -90,7 +90,8 @@ class HemsSpec(_EmsCommon):
 class BemsSpec(_EmsCommon):
     """Building EMS: monthly peak-demand-charge minimisation with battery and EV parking."""
 
-    kind: Literal["bems"]
+    kind: Literal["bems"] = Field(description="bems: building EMS (monthly peak-demand-charge "
+                                  "minimisation).")
     initial_threshold_kw: float = Field(0.0, le=1e7, ge=0,
                                         description="Import threshold per site at "
                                         "the start of each month [kW]; it rises to the month's "
@@ -111,7 +112,8 @@ class FemsSpec(_EmsCommon):
     one daily trip whose departure is the deadline and whose trip energy is the
     process energy; see docs/ems.md)."""
 
-    kind: Literal["fems"]
+    kind: Literal["fems"] = Field(description="fems: factory EMS (deferrable processes against "
+                                  "deadlines and prices).")
     ev_strategy: None = Field(None, description="FEMS decides the process setpoints itself.")
     cheap_price_jpy_per_kwh: float = Field(0.0, le=1e4, ge=0,
                                            description="Processes run at full power "
@@ -122,7 +124,11 @@ class FemsSpec(_EmsCommon):
                                             "(default 2 decision intervals + 15 min).")
     rate_factor: float = Field(0.95, gt=0, le=1, description="Share of the rated process power "
                                "the deadline check counts on.")
-    battery_mode: Literal["rule", "none"] = "rule"
+    battery_mode: Literal["rule", "none"] = Field("rule",
+                                                  description="rule: charge from PV surplus, "
+                                                  "discharge into site deficit; none: no battery "
+                                                  "setpoints (the battery keeps its scenario "
+                                                  "control).")
 
 
 Priority = Annotated[int, Field(ge=-1000, le=1000)]
@@ -131,7 +137,8 @@ Priority = Annotated[int, Field(ge=-1000, le=1000)]
 class CemsSpec(_EmsCommon):
     """Community EMS behind one point of common coupling (self-owned-line microgrid)."""
 
-    kind: Literal["cems"]
+    kind: Literal["cems"] = Field(description="cems: community EMS behind one point of common "
+                                  "coupling.")
     interval_s: float = Field(900.0, gt=0, le=3600, description="Decision interval [s]; must "
                               "divide the settlement tick so that load and PV are constant "
                               "between decisions.")

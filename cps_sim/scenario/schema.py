@@ -38,8 +38,10 @@ from cps_sim.scenario.vpp_schema import BalancingGroupSpec, VppSpec
 
 class LocationSpec(_Model):
     latitude: float = Field(35.68, ge=-90, le=90, description="Default: Tokyo.")
-    longitude: float = Field(139.77, ge=-180, le=180)
-    altitude_m: float = Field(40.0, ge=-500, le=9000)
+    longitude: float = Field(139.77, ge=-180, le=180,
+                             description="Longitude [deg], east positive. Default: Tokyo.")
+    altitude_m: float = Field(40.0, ge=-500, le=9000,
+                              description="Altitude above sea level [m] (clear-sky model).")
 
 
 class WeatherSpec(_Model):
@@ -60,7 +62,9 @@ class WeatherSpec(_Model):
     * ``constant``: fixed values (for tests and checks).
     """
 
-    source: Literal["synthetic", "constant", "epw", "tmy3", "csv"] = "synthetic"
+    source: Literal["synthetic", "constant", "epw", "tmy3", "csv"] = Field(
+        "synthetic", description="synthetic (default, offline), constant, or a weather file: epw, "
+        "tmy3, csv.")
     file: str | None = Field(None, description="epw/tmy3/csv: path relative to the scenario.")
     time_label: Literal["start", "end", "instant"] = Field(
         "start", description="csv: what a timestamp marks: the start or the end of the "
@@ -88,7 +92,9 @@ class TariffSpec(_Model):
     levies and margin.  Defaults are assumptions (Japanese household rates).
     """
 
-    type: Literal["flat", "tou", "dynamic", "jepx"] = "flat"
+    type: Literal["flat", "tou", "dynamic", "jepx"] = Field(
+        "flat", description="flat: one import and one export price; tou: prices by hour, day type "
+        "and month; dynamic: a price series from a CSV; jepx: a JEPX spot price file.")
     jepx_csv: str | None = Field(None, description="jepx: a JEPX spot file (spot_<FY>.csv, "
                                  "cp932), relative to the scenario; import = area price + "
                                  "import_adder, export = export_multiplier x price + "
@@ -125,13 +131,21 @@ class TariffSpec(_Model):
 
 
 class TouPeriodSpec(_Model):
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")
-    price_jpy_per_kwh: float = Field(ge=0, le=1e4)
-    start_hour: float = Field(0.0, ge=0, le=24)
-    end_hour: float = Field(24.0, ge=0, le=24)
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,40}$",
+                      description="Name of the period (e.g. night, peak).")
+    price_jpy_per_kwh: float = Field(ge=0, le=1e4,
+                                     description="Import price in this period [JPY/kWh].")
+    start_hour: float = Field(0.0, ge=0, le=24,
+                              description="Local hour the period starts (inclusive).")
+    end_hour: float = Field(24.0, ge=0, le=24,
+                            description="Local hour the period ends (exclusive); may be below "
+                            "start_hour to span midnight.")
     day_types: list[Literal["weekday", "weekend", "holiday"]] = Field(
-        default_factory=lambda: ["weekday", "weekend", "holiday"])
-    months: list[int] = Field(default_factory=lambda: list(range(1, 13)))
+        default_factory=lambda: ["weekday", "weekend", "holiday"],
+        description="Day types it applies to: weekday, weekend, holiday (public holidays of "
+        "`holidays`).")
+    months: list[int] = Field(default_factory=lambda: list(range(1, 13)),
+                              description="Months it applies to (1..12).")
 
     @field_validator("months")
     @classmethod
@@ -145,8 +159,11 @@ class TouPeriodSpec(_Model):
 class TransportSpec(_Model):
     """The in-memory message bus between controllers and devices."""
 
-    latency_s: float = Field(0.0, ge=0, le=3600)
-    jitter_s: float = Field(0.0, ge=0, le=3600)
+    latency_s: float = Field(0.0, ge=0, le=3600,
+                             description="Delay of every message on the bus [s].")
+    jitter_s: float = Field(0.0, ge=0, le=3600,
+                            description="Extra random delay, uniform in [0, jitter_s] per message "
+                            "[s].")
     loss: float = Field(0.0, ge=0, le=1, description="Probability that a message is lost.")
 
 
@@ -177,9 +194,16 @@ class EvControlSpec(_Model):
                                  "phase (IEC 61851).")
     voltage_v: float = Field(200.0, gt=0, le=1000, description="Single-phase voltage (Japan "
                              "200 V).")
-    priority: Literal["ev", "battery"] = "ev"
-    v2h_start_h: float = Field(17.0, ge=0, le=24)
-    v2h_end_h: float = Field(23.0, ge=0, le=24)
+    priority: Literal["ev", "battery"] = Field("ev",
+                                               description="Who gets PV surplus first: ev (the "
+                                               "EVs) or battery (the home battery keeps its share "
+                                               "until it is charged enough).")
+    v2h_start_h: float = Field(17.0, ge=0, le=24,
+                               description="v2h: local hour from which the EV may discharge into "
+                               "the home.")
+    v2h_end_h: float = Field(23.0, ge=0, le=24,
+                             description="v2h: local hour until which the EV may discharge into "
+                             "the home.")
     v2g_price_jpy_per_kwh: float = Field(1e9, le=1e9, ge=0,
                                          description="v2g: discharge to the grid "
                                          "when the export price is at least this.")
@@ -188,8 +212,12 @@ class EvControlSpec(_Model):
 class ControlSpec(EvControlSpec):
     """Controllers for every site group with EVs; ``groups`` overrides per group name."""
 
-    transport: TransportSpec = Field(default_factory=TransportSpec)
-    groups: dict[str, EvControlSpec] = Field(default_factory=dict)
+    transport: TransportSpec = Field(default_factory=TransportSpec,
+                                     description="The in-memory message bus between controllers "
+                                     "and devices (latency, jitter, loss).")
+    groups: dict[str, EvControlSpec] = Field(default_factory=dict,
+                                             description="Per site-group settings that replace the "
+                                             "ones above for that group.")
 
     def for_group(self, name: str) -> EvControlSpec:
         return self.groups.get(name) or EvControlSpec(**{
@@ -205,13 +233,29 @@ class EmissionsSpec(_Model):
         "flat", description="gx_timeline: the GX path by Japanese fiscal year — GX-ETS from "
         "FY2026, fossil-fuel levy from FY2028, paid auction for generators from FY2033 (seed "
         "L204-213); the yen levels below are assumptions ('start low, raise gradually').")
-    ets_start_jpy_per_t: float = Field(1000.0, le=1e6, ge=0)
-    ets_increase_jpy_per_t_per_fy: float = Field(250.0, le=1e5, ge=0)
-    levy_start_jpy_per_t: float = Field(300.0, le=1e6, ge=0)
-    levy_increase_jpy_per_t_per_fy: float = Field(100.0, le=1e5, ge=0)
-    auction_start_jpy_per_t: float = Field(500.0, le=1e6, ge=0)
-    auction_increase_jpy_per_t_per_fy: float = Field(250.0, le=1e5, ge=0)
-    carbon_price_cap_jpy_per_t: float = Field(10000.0, le=1e6, ge=0)
+    ets_start_jpy_per_t: float = Field(1000.0, le=1e6, ge=0,
+                                       description="gx_timeline: GX-ETS price in FY2026 [JPY/t] "
+                                       "(assumption).")
+    ets_increase_jpy_per_t_per_fy: float = Field(250.0, le=1e5, ge=0,
+                                                 description="gx_timeline: yearly increase of the "
+                                                 "GX-ETS price [JPY/t per fiscal year] "
+                                                 "(assumption).")
+    levy_start_jpy_per_t: float = Field(300.0, le=1e6, ge=0,
+                                        description="gx_timeline: fossil-fuel levy in FY2028 "
+                                        "[JPY/t] (assumption).")
+    levy_increase_jpy_per_t_per_fy: float = Field(100.0, le=1e5, ge=0,
+                                                  description="gx_timeline: yearly increase of the "
+                                                  "levy [JPY/t per fiscal year] (assumption).")
+    auction_start_jpy_per_t: float = Field(500.0, le=1e6, ge=0,
+                                           description="gx_timeline: price of the paid auction for "
+                                           "generators in FY2033 [JPY/t] (assumption).")
+    auction_increase_jpy_per_t_per_fy: float = Field(250.0, le=1e5, ge=0,
+                                                     description="gx_timeline: yearly increase of "
+                                                     "the auction price [JPY/t per fiscal year] "
+                                                     "(assumption).")
+    carbon_price_cap_jpy_per_t: float = Field(10000.0, le=1e6, ge=0,
+                                              description="gx_timeline: the summed carbon price "
+                                              "never exceeds this [JPY/t].")
 
 
 class RecordSpec(_Model):
@@ -231,28 +275,51 @@ START_MAX = _dt.datetime(2200, 1, 1, tzinfo=_dt.UTC)
 class Scenario(_Model):
     """One runnable world."""
 
-    version: Literal[1] = 1
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
-    description: str = ""
-    seed: int = Field(0, ge=0, lt=2**63)
+    version: Literal[1] = Field(1,
+                                description="Scenario file format version (1).")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+                      description="Name of the scenario: results folder names and reports.")
+    description: str = Field("",
+                             description="Free text shown in reports.")
+    seed: int = Field(0, ge=0, lt=2**63,
+                      description="Root seed: every random draw of the run comes from named "
+                      "streams spawned from it (same seed => same results).")
     start: _dt.datetime = Field(description="ISO 8601 with UTC offset, e.g. "
                                 "2026-04-01T00:00:00+09:00; between 1900-01-01 and "
                                 "2200-01-01.")
-    duration_days: float = Field(gt=0, le=366 * 30)
+    duration_days: float = Field(gt=0, le=366 * 30,
+                                 description="Length of the run [days]; a whole number of ticks, "
+                                 "at most 30 years.")
     tick_s: float = Field(900.0, ge=1, le=3600, description="Settlement tick [s]; must divide "
                           "one day.")
-    timezone: str = "Asia/Tokyo"
+    timezone: str = Field("Asia/Tokyo",
+                          description="IANA time zone of the local calendar (day types, tariffs, "
+                          "profiles), e.g. Asia/Tokyo.")
     holidays: str | None = Field("JP", description="Country whose public holidays count as "
                                  "days off (weekend profiles and trips); null for none.")
-    mode: Literal["fast", "realtime"] = "fast"
+    mode: Literal["fast", "realtime"] = Field("fast",
+                                              description="fast: as fast as possible; realtime: "
+                                              "paced to the wall clock at `speed` (hardware in the "
+                                              "loop).")
     speed: float = Field(1.0, le=1e6, gt=0,
                          description="Simulated seconds per wall second (realtime).")
-    location: LocationSpec = Field(default_factory=LocationSpec)
-    weather: WeatherSpec = Field(default_factory=WeatherSpec)
-    tariff: TariffSpec = Field(default_factory=TariffSpec)
-    emissions: EmissionsSpec = Field(default_factory=EmissionsSpec)
-    sites: list[SiteGroupSpec] = Field(min_length=1, max_length=1000)
-    control: ControlSpec = Field(default_factory=ControlSpec)
+    location: LocationSpec = Field(default_factory=LocationSpec,
+                                   description="Where the sites are (solar geometry, synthetic "
+                                   "weather).")
+    weather: WeatherSpec = Field(default_factory=WeatherSpec,
+                                 description="Irradiance, temperature and wind for PV, EVs and the "
+                                 "system layer.")
+    tariff: TariffSpec = Field(default_factory=TariffSpec,
+                               description="Retail tariff of every site (import and export "
+                               "prices).")
+    emissions: EmissionsSpec = Field(default_factory=EmissionsSpec,
+                                     description="Grid emission factor and carbon price.")
+    sites: list[SiteGroupSpec] = Field(min_length=1, max_length=1000,
+                                       description="Site groups: populations of similar sites with "
+                                       "their devices.")
+    control: ControlSpec = Field(default_factory=ControlSpec,
+                                 description="EV charging strategy controllers (per group in "
+                                 "control.groups) and the message bus.")
     ems: dict[str, EmsSpec] = Field(default_factory=dict, description="Energy-management "
                                     "system per site-group name (hems | bems | fems | cems).")
     system: SystemSpec | None = Field(None, description="Bulk power system above the sites: "
@@ -267,7 +334,8 @@ class Scenario(_Model):
     powerflow: PowerFlowSpec | None = Field(
         None, description="Optional AC power flow of one site group on a bundled LV feeder "
         "(pandapower, extra cps_sim[grid]; see docs/powerflow.md for its pandas pin).")
-    record: RecordSpec = Field(default_factory=RecordSpec)
+    record: RecordSpec = Field(default_factory=RecordSpec,
+                               description="Per-site traces to record besides the aggregates.")
     oracle: OracleSpec | None = Field(None, description="Perfect-foresight optimum and each "
                                       "run's regret to it (docs/oracle.md).")
     expect: list[ExpectItem] = Field(default_factory=list, max_length=500, description="What "

@@ -30,6 +30,8 @@ def _ranged(field: str, **bounds: float):
     def check(cls, v):
         return bounded(v, **bounds)
 
+    check.bounds = bounds  # read by the scenario reference (scenario/reference_doc.py)
+
     return field_validator(field)(classmethod(check))
 
 
@@ -84,7 +86,10 @@ class PvSpec(_Model):
 
     share: float = Field(1.0, ge=0, le=1, description="Fraction of sites that have PV.")
     capacity_kw: Quantity = Field(4.5, description="DC capacity per system [kW].")
-    model: Literal["pvwatts", "simple"] = "pvwatts"
+    model: Literal["pvwatts", "simple"] = Field("pvwatts",
+                                                description="pvwatts: pvlib chain (transposition, "
+                                                "cell temperature, inverter clipping); simple: AC "
+                                                "= capacity x GHI/1000 x performance ratio.")
     tilt_deg: Quantity = Field(default_factory=lambda: {
         "distribution": "choice", "values": [10, 20, 30], "weights": [0.2, 0.4, 0.4]},
         description="Panel tilt [deg] (assumption: Japanese pitched roofs 20–30°).")
@@ -110,8 +115,11 @@ class BatterySpec(_Model):
     share: float = Field(1.0, ge=0, le=1, description="Fraction of sites that have a battery.")
     capacity_kwh: Quantity = Field(10.0, description="Usable energy capacity [kWh].")
     power_kw: Quantity = Field(5.0, description="Charge and discharge power limit [kW].")
-    charge_efficiency: float = Field(0.95, gt=0, le=1)
-    discharge_efficiency: float = Field(0.95, gt=0, le=1)
+    charge_efficiency: float = Field(0.95, gt=0, le=1,
+                                     description="Charging efficiency (AC to stored energy), 0..1.")
+    discharge_efficiency: float = Field(0.95, gt=0, le=1,
+                                        description="Discharging efficiency (stored energy to AC), "
+                                        "0..1.")
     taper_soc: float = Field(1.0, ge=0, le=1, description="CC-CV: above this SoC the charge "
                              "limit falls linearly to 0 at soc_max, integrated exactly "
                              "(models/battery.py; >= soc_max = no taper).")
@@ -119,10 +127,15 @@ class BatterySpec(_Model):
                                             "stored energy lost per 30 days (e.g. 0.02).")
     ageing: bool = Field(False, description="Calendar + cycle capacity fade (NREL BLAST-Lite "
                          "form, models/battery_ageing.py), applied once a day.")
-    ageing_preset: Literal["home", "building", "grid", "second_life"] = "home"
-    soc_min: float = Field(0.1, ge=0, le=1)
-    soc_max: float = Field(1.0, ge=0, le=1)
-    initial_soc: float = Field(0.5, ge=0, le=1)
+    ageing_preset: Literal["home", "building", "grid", "second_life"] = Field(
+        "home", description="ageing: parameter set of the fade model (home, building, grid, "
+        "second_life; models/battery_ageing.py).")
+    soc_min: float = Field(0.1, ge=0, le=1,
+                           description="Lowest state of charge the battery is used down to (0..1).")
+    soc_max: float = Field(1.0, ge=0, le=1,
+                           description="Highest state of charge it is charged to (0..1).")
+    initial_soc: float = Field(0.5, ge=0, le=1,
+                               description="State of charge at the start of the run (0..1).")
     control: Literal["self_consumption", "idle"] = Field(
         "self_consumption", description="Charge from site surplus and discharge to cover the "
         "site's deficit, or stay idle (for controllers added later).")
@@ -162,12 +175,14 @@ class TripDaySpec(_Model):
 
 
 class TripsSpec(_Model):
-    weekday: TripDaySpec = Field(default_factory=TripDaySpec)
+    weekday: TripDaySpec = Field(default_factory=TripDaySpec,
+                                 description="Trips on working days.")
     weekend: TripDaySpec = Field(default_factory=lambda: TripDaySpec(
         probability=0.55,
         departure_h={"distribution": "normal", "mean": 10.0, "std": 2.0, "min": 6, "max": 16},
         duration_h={"distribution": "normal", "mean": 5.0, "std": 2.0, "min": 0.5, "max": 12},
-        distance_km={"distribution": "lognormal", "mean": 40.0, "cv": 0.8, "max": 400}))
+        distance_km={"distribution": "lognormal", "mean": 40.0, "cv": 0.8, "max": 400}),
+                                 description="Trips on weekends and public holidays.")
 
 
 class EvSpec(_Model):
@@ -193,7 +208,9 @@ class EvSpec(_Model):
                                  "(Japanese 200 V home charger: 3–6 kW).")
     charge_efficiency: float = Field(0.9, gt=0, le=1, description="Grid-to-battery efficiency.")
     consumption_kwh_per_100km: Quantity = Field(15.0, description="Driving consumption.")
-    initial_soc: Quantity = Field(0.7)
+    initial_soc: Quantity = Field(0.7,
+                                  description="State of charge of each vehicle at the start (0..1; "
+                                  "a number or a distribution).")
     soc_max: float = Field(1.0, gt=0, le=1, description="Charging stops at this SoC.")
     taper_soc: float | None = Field(None, ge=0, le=1, description="CC-CV: above this SoC the "
                                     "charge limit falls linearly to 5 % at soc_max; default: "
@@ -205,7 +222,9 @@ class EvSpec(_Model):
     departure_soc_target: float = Field(0.8, ge=0, le=1,
                                         description="SoC a driver wants at departure; the "
                                         "shortfall is reported as unmet energy.")
-    trips: TripsSpec = Field(default_factory=TripsSpec)
+    trips: TripsSpec = Field(default_factory=TripsSpec,
+                             description="Daily trips (departure, duration, distance) on weekdays "
+                             "and days off.")
 
     _cap = _ranged("capacity_kwh", gt=0, le=2000)  # heavy trucks carry < 1 MWh
     _chg = _ranged("charger_kw", gt=0, le=4000)  # MCS: 3.75 MW
@@ -255,24 +274,33 @@ class HeatPumpWaterHeaterSpec(_Model):
     """EcoCute-like heat-pump water heater (defaults: a 370 L, 4.5 kW_th unit; assumption)."""
 
     share: float = Field(1.0, ge=0, le=1, description="Fraction of sites with a unit.")
-    tank_volume_l: float = Field(370.0, gt=0, le=5000)
+    tank_volume_l: float = Field(370.0, gt=0, le=5000,
+                                 description="Hot-water tank volume [L].")
     heat_output_kw: float = Field(4.5, gt=0, le=100, description="Thermal output limit [kW].")
-    setpoint_c: float = Field(65.0, gt=30, le=95)
-    initial_temp_c: float = Field(55.0, ge=0, le=95)
+    setpoint_c: float = Field(65.0, gt=30, le=95,
+                              description="Water temperature the unit heats to [degC].")
+    initial_temp_c: float = Field(55.0, ge=0, le=95,
+                                  description="Tank temperature at the start [degC].")
     daily_draw_kwh_th: Quantity = Field(10.8, description="Hot water heat drawn per day "
                                         "[kWh_th] (assumption: ~450 L at 40 °C from 17 °C).")
     control: Literal["night", "surplus"] = Field(
         "night", description="night: heat in the night window (today's default); surplus: "
         "heat on daytime PV surplus, top up at night only when low.")
-    night_start_h: float = Field(23.0, ge=0, le=24)
-    night_end_h: float = Field(7.0, ge=0, le=24)
-    surplus_start_h: float = Field(9.0, ge=0, le=24)
-    surplus_end_h: float = Field(16.0, ge=0, le=24)
+    night_start_h: float = Field(23.0, ge=0, le=24,
+                                 description="night: local hour the heating window opens.")
+    night_end_h: float = Field(7.0, ge=0, le=24,
+                               description="night: local hour the heating window closes.")
+    surplus_start_h: float = Field(9.0, ge=0, le=24,
+                                   description="surplus: local hour from which PV surplus is used.")
+    surplus_end_h: float = Field(16.0, ge=0, le=24,
+                                 description="surplus: local hour until which PV surplus is used.")
     surplus_fraction: float = Field(0.5, ge=0, le=2, description="surplus: PV surplus must "
                                     "cover this share of the unit's electric power.")
     reserve_fraction: float = Field(0.15, ge=0, le=1, description="Always heat when usable "
                                     "heat falls below this share.")
-    night_topup_fraction: float = Field(0.5, ge=0, le=1)
+    night_topup_fraction: float = Field(0.5, ge=0, le=1,
+                                        description="surplus: heat at night only when the tank "
+                                        "holds less than this fraction of its usable heat.")
 
     _draw = _ranged("daily_draw_kwh_th", ge=0, le=1e4)
 
@@ -318,14 +346,29 @@ class GridConnectionSpec(_Model):
 class SiteGroupSpec(_Model):
     """A population of similar sites (e.g. 10,000 homes), each with its own grid connection."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    kind: Literal["home", "building", "factory", "community"] = "home"
-    count: int = Field(ge=1, le=10_000_000)
-    load: LoadSpec = Field(default_factory=LoadSpec)
-    pv: PvSpec | None = None
-    battery: BatterySpec | None = None
-    ev: EvSpec | None = None
-    heat_pump_water_heater: HeatPumpWaterHeaterSpec | None = None
-    deferrable: DeferrableSpec | None = None
-    space_conditioning: SpaceConditioningSpec | None = None
-    grid: GridConnectionSpec = Field(default_factory=GridConnectionSpec)
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                      description="Name of the group (unique): used by ems, vpp, control.groups "
+                      "and in the results.")
+    kind: Literal["home", "building", "factory", "community"] = Field(
+        "home", description="What the sites are (home, building, factory, community): a label for "
+        "reports; devices and loads come from the blocks below.")
+    count: int = Field(ge=1, le=10_000_000,
+                       description="Number of sites in the group.")
+    load: LoadSpec = Field(default_factory=LoadSpec,
+                           description="Electric load of each site.")
+    pv: PvSpec | None = Field(None,
+                              description="Rooftop PV; none: no PV in this group.")
+    battery: BatterySpec | None = Field(None,
+                                        description="Stationary batteries; none: no batteries.")
+    ev: EvSpec | None = Field(None,
+                              description="Battery-electric vehicles at the sites; none: no EVs.")
+    heat_pump_water_heater: HeatPumpWaterHeaterSpec | None = Field(
+        None, description="Heat-pump water heaters (EcoCute); none: none.")
+    deferrable: DeferrableSpec | None = Field(None,
+                                              description="Deferrable processes with a daily "
+                                              "energy and deadline; none: none.")
+    space_conditioning: SpaceConditioningSpec | None = Field(
+        None, description="Room air-conditioners / heat pumps for space heating and cooling; none: "
+        "none.")
+    grid: GridConnectionSpec = Field(default_factory=GridConnectionSpec,
+                                     description="Grid connection limits of each site.")

@@ -96,7 +96,8 @@ class LullSpec(_Model):
     not a weather model; the factors multiply the synthetic weather in the window."""
 
     start_day: float = Field(le=366 * 30, ge=0, description="Start, days after the run start.")
-    duration_days: float = Field(gt=0, le=366)
+    duration_days: float = Field(gt=0, le=366,
+                                 description="Length of the window [days].")
     wind_speed_factor: float = Field(0.2, ge=0, le=1, description="Multiplies wind speed.")
     irradiance_factor: float = Field(0.3, ge=0, le=1, description="Multiplies GHI, DNI and "
                                      "DHI (clouds).")
@@ -110,14 +111,19 @@ class SystemWeatherSpec(_Model):
                                        "10 m [m/s]. ASSUMPTION: a coastal site, capacity "
                                        "factor ~30 % at 120 m hubs (the generator's Tokyo "
                                        "default is 3.2 m/s).")
-    wind_weibull_shape: float = Field(2.0, gt=0.5, le=5)
+    wind_weibull_shape: float = Field(2.0, gt=0.5, le=5,
+                                      description="Shape parameter k of the Weibull wind-speed "
+                                      "distribution.")
     wind_time_constant_h: float = Field(6.0, gt=0, le=240, description="Autocorrelation time "
                                         "of the wind speed [h].")
     clear_sky_index_scale: float = Field(1.0, gt=0, le=1.3, description="Multiplies the "
                                          "monthly mean clear-sky indices (Tokyo defaults); "
                                          "results are capped at 0.95.")
-    day_to_day_correlation: float = Field(0.5, ge=0, lt=1)
-    lulls: list[LullSpec] = Field(default_factory=list, max_length=100)
+    day_to_day_correlation: float = Field(0.5, ge=0, lt=1,
+                                          description="Correlation of the daily clear-sky index "
+                                          "from one day to the next (0..1).")
+    lulls: list[LullSpec] = Field(default_factory=list, max_length=100,
+                                  description="Windows with reduced wind and sun (dunkelflaute).")
 
 
 # ----------------------------------------------------------------------------- supply
@@ -125,22 +131,28 @@ class SystemWeatherSpec(_Model):
 class UtilityPvSpec(_Model):
     """A utility-scale PV plant (pvlib PVWatts chain, :mod:`cps_sim.models.solar`)."""
 
-    name: str = Field("utility_pv", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str = Field("utility_pv", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                      description="Name in the results.")
     capacity_mw: float = Field(le=1e6, gt=0, description="DC capacity [MW].")
     dc_ac_ratio: float = Field(1.25, ge=1, le=3, description="DC/AC ratio; the inverter "
                                "clips at capacity/ratio (ASSUMPTION: typical 1.2-1.3).")
-    tilt_deg: float = Field(20.0, ge=0, le=90)
+    tilt_deg: float = Field(20.0, ge=0, le=90,
+                            description="Panel tilt [deg].")
     azimuth_deg: float = Field(180.0, ge=0, lt=360, description="180 = south.")
 
 
 class WindFarmSpec(_Model):
     """A wind farm of identical turbines (windpowerlib's bundled power curves)."""
 
-    name: str = Field("wind", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str = Field("wind", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                      description="Name in the results.")
     turbine_type: str = Field("E-126/4200", description="A type from windpowerlib's bundled "
                               "OEDB library, see cps_sim.models.wind.turbine_types().")
-    n_turbines: int = Field(ge=1, le=100_000)
-    hub_height_m: float = Field(120.0, gt=10, le=300)
+    n_turbines: int = Field(ge=1, le=100_000,
+                            description="Number of turbines.")
+    hub_height_m: float = Field(120.0, gt=10, le=300,
+                                description="Hub height [m]; the 10-m wind speed is scaled to it "
+                                "(logarithmic profile).")
     efficiency: float = Field(0.88, gt=0, le=1, description="Wake and availability losses "
                               "(ASSUMPTION: ~12 %).")
 
@@ -162,7 +174,8 @@ class PlantSpec(_Model):
     TECHNOLOGIES`).  ``capacity_mw`` is split into ``units`` identical units so that
     minimum stable load applies per unit, not to the whole fleet."""
 
-    technology: Technology
+    technology: Technology = Field(description="Plant technology; sets the defaults of cost, CO2, "
+                                   "minimum load and ramps (models/plants.py).")
     capacity_mw: float = Field(le=1e6, gt=0, description="Total capacity of this entry [MW].")
     units: int = Field(1, ge=1, le=1000, description="Identical units sharing the capacity.")
     availability: float = Field(1.0, ge=0, le=1, description="Derating / outages (0..1).")
@@ -170,17 +183,27 @@ class PlantSpec(_Model):
                                               description="Default: technology default.")
     ramp_percent_per_min: float | None = Field(None, gt=0, le=100, description="Ramp rate, "
                                                "% of capacity per minute, both directions.")
-    variable_cost_jpy_per_kwh: float | None = Field(None, le=1e4, ge=0)
-    co2_g_per_kwh: float | None = Field(None, le=2000, ge=0)
-    must_run: bool | None = None
+    variable_cost_jpy_per_kwh: float | None = Field(None, le=1e4, ge=0,
+                                                    description="Merit-order cost [JPY/kWh]; "
+                                                    "default: the technology's.")
+    co2_g_per_kwh: float | None = Field(None, le=2000, ge=0,
+                                        description="Emissions per kWh generated [g/kWh]; default: "
+                                        "the technology's.")
+    must_run: bool | None = Field(None,
+                                  description="Always dispatched at least at minimum load; "
+                                  "default: the technology's (nuclear).")
 
 
 class StorageSpec(_Model):
     """Grid battery (Li-ion preset ``grid`` of :mod:`cps_sim.models.battery`) or pumped hydro."""
 
-    kind: Literal["battery", "pumped_hydro"] = "battery"
-    power_mw: float = Field(le=1e6, gt=0)
-    energy_mwh: float = Field(le=1e8, gt=0)
+    kind: Literal["battery", "pumped_hydro"] = Field("battery",
+                                                     description="battery (Li-ion preset grid) or "
+                                                     "pumped_hydro.")
+    power_mw: float = Field(le=1e6, gt=0,
+                            description="Charge and discharge power limit [MW].")
+    energy_mwh: float = Field(le=1e8, gt=0,
+                              description="Energy capacity [MWh].")
     initial_soc: float = Field(0.5, ge=0, le=1, description="Clipped to the kind's SoC window "
                                "(battery 0.05-0.95).")
     round_trip_efficiency: float | None = Field(None, gt=0, le=1, description="Pumped hydro "
@@ -197,13 +220,16 @@ class StorageSpec(_Model):
 class ElectrolyserSystemSpec(_Model):
     """Electrolysers fed by the area's surplus (after storage, before export)."""
 
-    power_mw: float = Field(le=1e6, gt=0)
+    power_mw: float = Field(le=1e6, gt=0,
+                            description="Rated electrical input [MW].")
     preset: Literal["pem", "alkaline"] = Field("pem", description="pem: min load 5 %, 55 "
                                                "kWh/kg; alkaline: 20 %, 52 kWh/kg (IRENA 2020 "
                                                "ranges; labelled assumptions).")
     specific_energy_kwh_per_kg: float | None = Field(None, ge=39.41, le=120,
                                                      description="Default: the preset's.")
-    min_load_fraction: float | None = Field(None, ge=0, lt=1)
+    min_load_fraction: float | None = Field(None, ge=0, lt=1,
+                                            description="Lowest load while running, as a fraction "
+                                            "of rated power; default: the preset's.")
     tank_capacity_kg: float | None = Field(None, le=1e10, gt=0,
                                            description="None: unlimited (hydrogen "
                                            "is piped away).")
@@ -213,21 +239,36 @@ class DistributionSpec(_Model):
     """Capacity of the area substation that connects the simulated sites (aggregate flow
     check, not enforced: overloads are reported)."""
 
-    import_capacity_mw: float | None = Field(None, le=1e6, gt=0)
-    export_capacity_mw: float | None = Field(None, le=1e6, gt=0)
+    import_capacity_mw: float | None = Field(None, le=1e6, gt=0,
+                                             description="Substation capacity for flow into the "
+                                             "sites [MW]; overloads are reported, not enforced.")
+    export_capacity_mw: float | None = Field(None, le=1e6, gt=0,
+                                             description="Substation capacity for flow out of the "
+                                             "sites [MW]; overloads are reported, not enforced.")
 
 
 class SystemSpec(_Model):
     """The bulk power system (balancing area) above the sites."""
 
-    demand: AreaDemandSpec = Field(default_factory=AreaDemandSpec)
-    data_centres: DataCentreDemandSpec = Field(default_factory=DataCentreDemandSpec)
-    weather: SystemWeatherSpec = Field(default_factory=SystemWeatherSpec)
-    utility_pv: list[UtilityPvSpec] = Field(default_factory=list, max_length=1000)
-    wind: list[WindFarmSpec] = Field(default_factory=list, max_length=1000)
-    plants: list[PlantSpec] = Field(default_factory=list, max_length=1000)
-    storage: list[StorageSpec] = Field(default_factory=list, max_length=1000)
-    electrolysers: list[ElectrolyserSystemSpec] = Field(default_factory=list, max_length=1000)
+    demand: AreaDemandSpec = Field(default_factory=AreaDemandSpec,
+                                   description="Background area demand (everything that is not a "
+                                   "simulated site).")
+    data_centres: DataCentreDemandSpec = Field(default_factory=DataCentreDemandSpec,
+                                               description="Data-centre demand growing year by "
+                                               "year.")
+    weather: SystemWeatherSpec = Field(default_factory=SystemWeatherSpec,
+                                       description="Weather of the wind and utility-PV sites.")
+    utility_pv: list[UtilityPvSpec] = Field(default_factory=list, max_length=1000,
+                                            description="Utility-scale PV plants.")
+    wind: list[WindFarmSpec] = Field(default_factory=list, max_length=1000,
+                                     description="Wind farms.")
+    plants: list[PlantSpec] = Field(default_factory=list, max_length=1000,
+                                    description="Dispatchable plants in merit order.")
+    storage: list[StorageSpec] = Field(default_factory=list, max_length=1000,
+                                       description="Grid storage.")
+    electrolysers: list[ElectrolyserSystemSpec] = Field(default_factory=list, max_length=1000,
+                                                        description="Electrolysers fed by the "
+                                                        "area's surplus.")
     export_capacity_mw: float = Field(0.0, le=1e6, ge=0, description="Interconnector export limit "
                                       "[MW] (surplus after storage and electrolysers).")
     carbon_price_jpy_per_t: float = Field(0.0, le=1e6, ge=0,
@@ -244,7 +285,9 @@ class SystemSpec(_Model):
         "marginal cost is at most this price (pumped hydro pumping at night on coal), in "
         "ticks where it does not discharge. None = storage charges from surplus only. Must "
         "be below storage_discharge_cost_jpy_per_kwh.")
-    distribution: DistributionSpec | None = None
+    distribution: DistributionSpec | None = Field(None,
+                                                  description="Capacity of the substation that "
+                                                  "connects the simulated sites.")
 
     @model_validator(mode="after")
     def _storage_prices(self) -> SystemSpec:

@@ -51,8 +51,10 @@ class VppRequestSpec(_Model):
                            description="Name in the report; default req<i>.")
     start: _dt.datetime = Field(description="ISO 8601; without an offset it is read in the "
                                 "scenario's timezone.")
-    end: _dt.datetime
-    kind: RequestKind
+    end: _dt.datetime = Field(description="End of the request (exclusive); ISO 8601, without an "
+                              "offset read in the scenario's timezone.")
+    kind: RequestKind = Field(description="absorb: consume more (上げDR); supply: consume less or "
+                              "discharge; dr_reduce: consume less (下げDR).")
     power_kw: float = Field(gt=0, le=1e7, description="Requested change of the groups' "
                             "consumption [kW], held for the whole request.")
 
@@ -81,7 +83,8 @@ class CurtailmentAbsorbSpec(_Model):
 class VppSpec(_Model):
     """A VPP aggregator over site groups (the resource aggregator of the seed's VPP roles)."""
 
-    name: str = Field("vpp", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str = Field("vpp", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                      description="Name in the results.")
     groups: list[str] = Field(min_length=1, max_length=1000,
                               description="Names of the site groups it aggregates.")
     interval_s: float | None = Field(None, gt=0, le=86400, description="Decision interval "
@@ -91,7 +94,9 @@ class VppSpec(_Model):
         None, description="EV strategy the aggregator runs between requests (and as the "
         "baseline during them). None: the engine default (charge at full power on arrival). "
         "A group aggregated here must not also have an ev_strategy under control:.")
-    requests: list[VppRequestSpec] = Field(default_factory=list, max_length=100_000)
+    requests: list[VppRequestSpec] = Field(default_factory=list, max_length=100_000,
+                                           description="Grid-operator requests, each over a time "
+                                           "window.")
     requests_file: str | None = Field(None, description="DR events file (YAML/CSV, "
                                       "cps_sim.market.dr format), relative to the scenario; "
                                       "reduce -> dr_reduce, absorb -> absorb.")
@@ -127,20 +132,29 @@ class BalancingGroupSpec(_Model):
     ``timestamp,price_jpy_per_kwh`` per slot).
     """
 
-    name: str = Field("bg", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str = Field("bg", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                      description="Name in the results.")
     groups: list[str] | None = Field(None, description="Member site groups; None = all.")
     slot_s: float = Field(1800.0, ge=60, le=3600, description="Settlement slot [s] (JEPX: "
                           "30 min).")
-    plan: Literal["previous_day", "baseline_run", "file"] = "baseline_run"
-    plan_file: str | None = None
+    plan: Literal["previous_day", "baseline_run", "file"] = Field(
+        "baseline_run", description="previous_day: each day's plan is the previous day's actual; "
+        "baseline_run: a run without VPP and balancing group; file: plan_file.")
+    plan_file: str | None = Field(None,
+                                  description="plan: file: CSV timestamp,net_import_kwh per slot, "
+                                  "relative to the scenario.")
     forecast_noise_std: float = Field(0.0, ge=0, le=2, description="Relative std of a "
                                       "seeded multiplicative noise on the plan per slot.")
-    price: Literal["synthetic", "flat", "file"] = "synthetic"
+    price: Literal["synthetic", "flat", "file"] = Field("synthetic",
+                                                        description="Imbalance price: synthetic, "
+                                                        "flat or file.")
     price_jpy_per_kwh: float = Field(15.0, ge=0, le=1e4, description="flat: the imbalance "
                                      "price; synthetic: base price (assumption).")
     price_slope_jpy_per_kwh: float = Field(10.0, ge=0, le=1e4, description="synthetic: price "
                                            "rise from the lowest to the highest net import.")
-    price_file: str | None = None
+    price_file: str | None = Field(None,
+                                   description="price: file: CSV timestamp,price_jpy_per_kwh per "
+                                   "slot, relative to the scenario.")
 
     @model_validator(mode="after")
     def _files(self) -> BalancingGroupSpec:
