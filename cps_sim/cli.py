@@ -103,8 +103,15 @@ def validate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file."
 
 
 @app.command()
-def schema():
+def schema(markdown: Annotated[bool, typer.Option("--markdown", help="Print the scenario "
+                                                  "reference (docs/scenarios.md) instead.")]
+           = False):
     """Print the JSON Schema of scenario files (for editor autocompletion)."""
+    if markdown:
+        from cps_sim.scenario.reference_doc import render
+
+        typer.echo(render(), nl=False)
+        return
     from cps_sim.scenario.schema import Scenario
 
     typer.echo(json.dumps(Scenario.model_json_schema(), indent=2))

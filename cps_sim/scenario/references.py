@@ -9,7 +9,8 @@ validated scenario and reports, with the path of each problem:
   or a mapping keyed by names), and the keys of ``ems:``, must name a site
   group (site indices of ``bridge:`` are checked by the bridge's own schema);
 * blocks that need another block: ``vpp.absorb_system_curtailment`` needs
-  ``system:``;
+  ``system:``; a group belongs to at most one EMS and then has no
+  ``control.ev_strategy`` of its own;
 * files: every field called ``file``, ``csv`` or ending in ``_file`` /
   ``_csv`` must name an existing file (relative to the scenario's folder);
 * catalog names: ``sites[*].ev.models`` must name vehicle classes of
@@ -59,9 +60,19 @@ def reference_issues(scenario: Any, base_dir: Path | None) -> list[tuple[Loc, st
     def unknown(loc: Loc, name: str) -> None:
         out.append((loc, f"no site group named {name!r} (site groups: {names})"))
 
-    for key in getattr(scenario, "ems", {}) or {}:
+    owner_of: dict[str, str] = {}
+    for key, ems in (getattr(scenario, "ems", {}) or {}).items():
         if key not in counts:
             unknown(("ems", key), key)
+        for m in [key, *(getattr(ems, "member_groups", None) or [])]:
+            if m in owner_of:
+                out.append((("ems", key), f"site group {m!r} belongs to two EMS "
+                            f"({owner_of[m]!r} and {key!r})"))
+            owner_of[m] = key
+            if m in counts and scenario.control.for_group(m).ev_strategy is not None:
+                out.append((("ems", key), f"site group {m!r} also has control.ev_strategy "
+                            "set; the EMS delegates EV decisions itself (give ev_strategy in "
+                            "the EMS entry instead)"))
     for loc, _owner, name, value in _walk(scenario, ()):
         here = (*loc, name)
         if name in GROUP_FIELDS and value is not None:
