@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cps_sim.core.errors import CpsSimError
 
-BASE_BYTES = 400e6  # interpreter, numpy/pandas/pvlib/pyarrow and their caches
+BASE_BYTES = 300e6  # interpreter, numpy, pandas, pvlib, pyarrow, scipy (~230 MB measured)
 PER_SITE = 2.5e3  # population arrays of every device family (per site, per EV below)
 PER_TICK = 5e3  # recorder rows, weather, prices, per-group flows
 PER_SITE_BLOCK_TICK = 30.0  # one day of load shape + noise per site (float64 + float32)
