@@ -10,10 +10,14 @@ with no controller at all (the engine's uncontrolled charging), plus the
 perfect-foresight optimum (``cps_sim.experiment.oracle``: one LP per home over
 the week, replayed through the same engine).
 
+A second optimum row has the EVs' discharge switched off: the best any
+charging-only strategy can reach; its gap to the first is what V2H/V2G are worth.
+
 Columns: energy cost [JPY]; ``J`` = cost + v x (stored energy at the start - at
 the end) with v the week's lowest import price (what the oracle minimises: a
 strategy that ends the week with emptier cars is not cheaper); regret = J - J of
-the optimum [JPY and %]; energy below target at departure [kWh] and the
+the optimum [JPY and %]; the same against the charging-only optimum
+[JPY]; energy below target at departure [kWh] and the
 departures short of it; the same regret with that shortfall priced at the
 oracle's penalty (100 JPY/kWh); PV self-consumption; per-site peak import [kW];
 curtailment [kWh]; EV energy charged and discharged [kWh]; bus messages; wall
@@ -101,6 +105,33 @@ def run_all(
         }
         msgs = rec.world.wiring.transport.counters.delivered
         out["rows"].append(_row("optimum (oracle)", k, obj, ref_j, ref_pen, wall, msgs))
+        # the same optimum with the EVs' discharge switched off: the best any charging-only
+        # strategy (off .. cost) can do; the difference to the row above is what V2H/V2G
+        # are worth here
+        d = base.model_dump(mode="json")
+        for site in d["sites"]:
+            if site.get("ev"):
+                site["ev"]["v2x_kw"] = 0.0
+        t0 = time.perf_counter()
+        sol_c = solve_oracle(
+            Scenario.model_validate(d),
+            OracleSpec(objective="cost", chunk_sites=10),
+            base_dir=base_dir,
+        )
+        rec_c, _ = replay(sol_c, base_dir=base_dir)
+        k_c = rec_c.kpis(rec_c.events())
+        out["rows"].append(
+            _row(
+                "optimum, charging only (no V2X)",
+                k_c,
+                obj,
+                ref_j,
+                ref_pen,
+                time.perf_counter() - t0,
+                rec_c.world.wiring.transport.counters.delivered,
+            )
+        )
+        out["j_charge_only"] = objective_value(k_c, obj)
     for strategy in (None, *EV_STRATEGIES):
         s = with_strategy(sc, strategy, days)
         t0 = time.perf_counter()
@@ -122,6 +153,9 @@ def run_all(
             )
         )
         out["rows"].append(row)
+    if out.get("j_charge_only") is not None:
+        for r in out["rows"]:
+            r["regret_vs_charging_only_jpy"] = r["J_jpy"] - out["j_charge_only"]
     strat_rows = [r for r in out["rows"] if r["strategy"] in EV_STRATEGIES]
     out["coincide"] = [
         (a["strategy"], b["strategy"])
@@ -137,6 +171,7 @@ COLUMNS = [
     ("J_jpy", "{:,.0f}"),
     ("regret_jpy", "{:,.0f}"),
     ("regret_pct", "{:.1f}"),
+    ("regret_vs_charging_only_jpy", "{:,.0f}"),
     ("unmet_kwh", "{:.2f}"),
     ("below_target", "{}"),
     ("regret_pen_jpy", "{:,.0f}"),
@@ -154,7 +189,9 @@ def markdown(result: dict) -> str:
     rows = result["rows"]
     head = "| " + " | ".join(c for c, _ in COLUMNS) + " |"
     sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    body = ["| " + " | ".join(f.format(r[c]) for c, f in COLUMNS) + " |" for r in rows]
+    body = [
+        "| " + " | ".join(f.format(r[c]) if c in r else "" for c, f in COLUMNS) + " |" for r in rows
+    ]
     lines = [head, sep, *body]
     o = result.get("oracle")
     if o is not None:
