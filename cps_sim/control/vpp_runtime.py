@@ -203,20 +203,11 @@ class VppRuntime:
         return {}
 
     def kpis(self) -> dict[str, float]:
-        rep = self.report()
-        req = float(rep["requested_kwh"].sum())
-        dlv = float(rep["delivered_kwh"].sum())
-        p = f"{self.name}_"
-        return {
-            f"{p}requests": float(len(self.requests)),
-            f"{p}requested_kwh": req,
-            f"{p}available_kwh": float(rep["available_kwh"].sum()),
-            f"{p}dispatched_kwh": float(rep["dispatched_kwh"].sum()),
-            f"{p}delivered_kwh": dlv,
-            f"{p}delivered_ratio": dlv / req if req > 0 else 0.0,
-            f"{p}shortfall_kwh": float(rep["shortfall_kwh"].sum()),
-            f"{p}requests_partial": float((rep["status"] != "full").sum()),
-        }
+        """KPIs from the request report (the function that computes them from
+        ``<name>_report.parquet``: experiment/kpis.py)."""
+        from cps_sim.experiment.kpis import vpp_kpis
+
+        return vpp_kpis(self.name, self.report())
 
     # ------------------------------------------------------------------ reports
     def report(self) -> dict[str, np.ndarray]:

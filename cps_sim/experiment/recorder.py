@@ -1,14 +1,26 @@
-"""Recorder: per-tick aggregates into preallocated arrays, events, KPIs accumulated in the run."""
+"""Recorder: per-tick aggregates into preallocated arrays, the result tables, and the KPIs
+computed from those tables (:mod:`cps_sim.experiment.kpis`).
+
+Ticks of a warm-up (``scenario.warmup_days``) run but are not recorded: the tables and
+the KPIs start where the warm-up ends, and times in seconds (``time_s`` of the events,
+``start_s`` of the reports) count from there.
+"""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from cps_sim.core.units import SECONDS_PER_HOUR
+from cps_sim.experiment.columns import GROUP_COLUMNS, SIGN_NOTE, annotate
+from cps_sim.experiment.kpis import META, RunTables, compute_kpis
 from cps_sim.world.group import ARRIVAL, FLOWS
+from cps_sim.world.populations import SINKS, SOURCES
 from cps_sim.world.world import TickResult, World
+
+__all__ = ["POWER_COLUMNS", "SIGN_NOTE", "Recorder"]
 
 # timeseries.parquet columns (tick averages [W] unless named otherwise): one per flow of
 # the registered populations (world.populations.FLOWS), the long-standing ones first
@@ -18,22 +30,20 @@ _FIRST = ("pv_generation_wh", "pv_potential_wh", "curtailment_wh", "load_wh", "e
 POWER_COLUMNS = tuple((f.removesuffix("_wh") + "_w", f)
                       for f in (*[f for f in _FIRST if f in FLOWS],
                                 *[f for f in FLOWS if f not in _FIRST]))
-
-SIGN_NOTE = ("Rows are settlement ticks [time, time + tick_s). Columns ending in _w are tick-"
-             "average powers in W, each named for the direction it carries and so >= 0; "
-             "grid_import_w is power drawn from the grid, grid_export_w power fed into it "
-             "(measured_correction_w, a correction of stored energy from measurements of "
-             "devices bound to hardware, is signed: + added to the stores). stored_wh is the "
-             "energy in every store at the end of the tick. Inside the simulator power into "
-             "a device is positive.")
+# report tables: columns holding simulation times [s] (shifted to the counted period)
+_TIME_S = ("start_s", "end_s", "slot_start_s", "t_end_s")
 
 
 class Recorder:
     def __init__(self, world: World):
         self.world = world
-        n = world.n_ticks
+        self.k0 = int(getattr(world, "warmup_ticks", 0))  # ticks of the warm-up
+        self.t0_s = self.k0 * world.tick_s
+        n = max(world.n_ticks - self.k0, 0)
         self.flows = np.zeros((n, len(FLOWS)))
         self.groups = {g.name: np.zeros((n, len(FLOWS))) for g in world.groups}
+        self.group_stored_wh = {g.name: np.full(n, np.nan) for g in world.groups}
+        self.group_extra: dict[str, dict[str, np.ndarray]] = {g.name: {} for g in world.groups}
         self.peak_site_import_wh = np.zeros(n)
         self.battery_soc = np.full(n, np.nan)
         self.ev_soc = np.full(n, np.nan)
@@ -42,14 +52,28 @@ class Recorder:
         self.stored_wh = np.full(n, np.nan)
         rs = world.record_sites
         self.site_net_wh = np.zeros((n, rs.size)) if rs.size else None
-        self.ticks_done = 0
+        self.ticks_done = 0  # rows recorded (ticks after the warm-up)
         self.extra: dict[str, np.ndarray] = {}
+        # energy in every store where the counted period starts
+        self.stored_initial_wh = world.ledger.stored_initial_wh
 
     def on_tick(self, r: TickResult) -> None:
-        k = r.k
+        if r.k < self.k0:  # warm-up: runs, not recorded
+            self.stored_initial_wh = r.stored_wh
+            return
+        k = r.k - self.k0
+        n = self.flows.shape[0]
         self.flows[k] = [r.flows_wh[f] for f in FLOWS]
         for name, f in r.by_group.items():
             self.groups[name][k] = f
+        for name, v in (r.group_stored_wh or {}).items():
+            self.group_stored_wh[name][k] = v
+        for name, cols in (r.group_columns or {}).items():
+            store = self.group_extra[name]
+            for c, v in cols.items():
+                if c not in store:
+                    store[c] = np.full(n, np.nan)
+                store[c][k] = v
         self.peak_site_import_wh[k] = r.peak_site_import_wh
         self.battery_soc[k] = r.battery_soc_mean
         self.ev_soc[k] = r.ev_soc_mean
@@ -62,22 +86,30 @@ class Recorder:
             for name, v in r.extra.items():
                 col = self.extra.get(name)
                 if col is None:
-                    col = self.extra[name] = np.full(self.world.n_ticks, np.nan)
+                    col = self.extra[name] = np.full(n, np.nan)
                 col[k] = v
         self.ticks_done = k + 1
 
     # ------------------------------------------------------------------ tables
     def _times(self) -> pa.Array:
         w = self.world
-        t = np.arange(self.ticks_done) * w.tick_s
+        t = self.t0_s + np.arange(self.ticks_done) * w.tick_s
         idx = w.clock.utc_index(t)
         return pa.array(idx.as_unit("us"), type=pa.timestamp("us", tz="UTC"))
+
+    def _grid_co2(self, n: int) -> np.ndarray:
+        """CO2 intensity of the imports per tick: the system layer's, else the scenario's."""
+        sys = self.extra.get("system_co2_g_per_kwh")
+        if sys is not None:
+            return np.nan_to_num(sys[:n])
+        return np.full(n, float(self.world.scenario.emissions.grid_co2_g_per_kwh))
 
     def timeseries(self) -> pa.Table:
         n = self.ticks_done
         w = self.world
         to_w = SECONDS_PER_HOUR / w.tick_s
         ix = {f: i for i, f in enumerate(FLOWS)}
+        s = slice(self.k0, self.k0 + n)
         cols: dict[str, pa.Array] = {"time": self._times()}
         for col, flow in POWER_COLUMNS:
             cols[col] = pa.array(self.flows[:n, ix[flow]] * to_w)
@@ -87,28 +119,34 @@ class Recorder:
         cols["battery_soc_mean"] = pa.array(self.battery_soc[:n])
         cols["ev_soc_mean"] = pa.array(self.ev_soc[:n])
         cols["ev_plugged"] = pa.array(self.ev_plugged[:n])
-        cols["irradiance_w_m2"] = pa.array(w.irradiance_w_m2[:n])
-        cols["import_price_jpy_per_kwh"] = pa.array(w.import_price_jpy_per_kwh[:n])
-        cols["export_price_jpy_per_kwh"] = pa.array(w.export_price_jpy_per_kwh[:n])
-        cols["carbon_price_jpy_per_t"] = pa.array(w.carbon_price_jpy_per_t[:n])
+        cols["irradiance_w_m2"] = pa.array(np.asarray(w.irradiance_w_m2)[s])
+        cols["import_price_jpy_per_kwh"] = pa.array(w.import_price_jpy_per_kwh[s])
+        cols["export_price_jpy_per_kwh"] = pa.array(w.export_price_jpy_per_kwh[s])
+        cols["carbon_price_jpy_per_t"] = pa.array(w.carbon_price_jpy_per_t[s])
+        cols["grid_co2_g_per_kwh"] = pa.array(self._grid_co2(n))
         cols["balance_residual_wh"] = pa.array(self.residual_wh[:n])
         cols["stored_wh"] = pa.array(self.stored_wh[:n])  # in every store at the tick's end
         for name in sorted(self.extra):
             cols[name] = pa.array(self.extra[name][:n])
-        return pa.table(cols)
+        return annotate(pa.table(cols))
 
     def timeseries_by_group(self) -> pa.Table:
         n = self.ticks_done
         to_w = SECONDS_PER_HOUR / self.world.tick_s
         ix = {f: i for i, f in enumerate(FLOWS)}
         times = self._times()
+        extra_names = sorted({c for cols in self.group_extra.values() for c in cols})
         parts = []
         for name, arr in self.groups.items():
             cols = {"time": times, "group": pa.array([name] * n, type=pa.string())}
             for col, flow in POWER_COLUMNS:
                 cols[col] = pa.array(arr[:n, ix[flow]] * to_w)
+            cols["stored_wh"] = pa.array(self.group_stored_wh[name][:n])
+            for c in extra_names:
+                v = self.group_extra[name].get(c)
+                cols[c] = pa.array(v[:n] if v is not None else np.full(n, np.nan))
             parts.append(pa.table(cols))
-        return pa.concat_tables(parts) if parts else pa.table({})
+        return annotate(pa.concat_tables(parts), GROUP_COLUMNS) if parts else pa.table({})
 
     def sites(self) -> pa.Table | None:
         if self.site_net_wh is None:
@@ -123,13 +161,15 @@ class Recorder:
     def events(self) -> pa.Table:
         parts = [g.log.columns() for g in self.world.groups]
         cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+        keep = cols["time_s"] >= self.t0_s  # events of the warm-up are not recorded
+        cols = {k: v[keep] for k, v in cols.items()}
         order = np.lexsort((cols["kind"], cols["ev_id"], cols["time_s"]))
         cols = {k: v[order] for k, v in cols.items()}
         idx = self.world.clock.utc_index(cols["time_s"])
         kind = np.where(cols["kind"] == ARRIVAL, "arrival", "departure")
         return pa.table({
             "time": pa.array(idx.as_unit("us"), type=pa.timestamp("us", tz="UTC")),
-            "time_s": pa.array(cols["time_s"]),
+            "time_s": pa.array(cols["time_s"] - self.t0_s),
             "kind": pa.array(kind.tolist(), type=pa.string()),
             "ev_id": pa.array(cols["ev_id"]),
             "site": pa.array(cols["site"]),
@@ -138,71 +178,70 @@ class Recorder:
             "unmet_wh": pa.array(cols["unmet_wh"]),
         })
 
-    # ------------------------------------------------------------------ KPIs
-    def kpis(self, events: pa.Table) -> dict[str, float]:
+    def reports(self) -> dict[str, pa.Table]:
+        """Per-request / per-slot / per-run reports of the tick hooks that keep them
+        (``<name>_report``), without the rows of the warm-up."""
+        out: dict[str, pa.Table] = {}
+        for hook in self.world.tick_hooks:
+            report = getattr(hook, "report", None)
+            if callable(report):
+                out[f"{hook.name}_report"] = self._trim(report())
+        return out
+
+    def _trim(self, rep: dict[str, np.ndarray]) -> pa.Table:
+        if self.k0:
+            if "tick" in rep:
+                t = np.asarray(rep["tick"]) * self.world.tick_s
+            else:
+                key = next((c for c in ("start_s", "slot_start_s") if c in rep), None)
+                t = np.asarray(rep[key]) if key is not None else None
+            if t is not None:
+                keep = t >= self.t0_s - 1e-9
+                rep = {k: np.asarray(v)[keep] for k, v in rep.items()}
+                for c in _TIME_S:
+                    if c in rep:
+                        rep[c] = rep[c] - self.t0_s
+                if "tick" in rep:
+                    rep["tick"] = rep["tick"] - self.k0
+        return pa.table(rep)
+
+    # ------------------------------------------------------------------ facts and KPIs
+    def metadata(self) -> dict[str, str]:
+        """Facts the KPIs need beyond the columns (Parquet schema metadata, ``cps_sim.*``)."""
+        from cps_sim.control.vpp_runtime import VppRuntime
+        from cps_sim.world.balancing_group import BalancingGroupHook
+        from cps_sim.world.system import SystemHook
+
         w = self.world
-        sc = w.scenario
-        n = self.ticks_done
-        tot = {f: float(self.flows[:n, i].sum()) for i, f in enumerate(FLOWS)}
-        kwh = {k.removesuffix("_wh") + "_kwh": v / 1000.0 for k, v in tot.items()}
-        pv = tot["pv_generation_wh"]
-        consumption = tot["load_wh"] + tot["ev_charging_wh"] + tot["battery_loss_wh"]
-        imp = tot["grid_import_wh"]
-        to_kw = SECONDS_PER_HOUR / w.tick_s / 1000.0
-        import_kw = self.flows[:n, FLOWS.index("grid_import_wh")] * to_kw
-        imp_k = self.flows[:n, FLOWS.index("grid_import_wh")]
-        exp_k = self.flows[:n, FLOWS.index("grid_export_wh")]
-        intensity = self.extra.get("system_co2_g_per_kwh")
-        if intensity is None:
-            intensity = np.full(n, sc.emissions.grid_co2_g_per_kwh)
-        # per tick: imported energy × the grid's CO2 intensity (the system layer's when present)
-        co2_kg_k = imp_k * np.nan_to_num(intensity[:n]) / 1e6
-        energy_cost = float(imp_k @ w.import_price_jpy_per_kwh[:n]
-                            - exp_k @ w.export_price_jpy_per_kwh[:n]) / 1000.0
-        co2_kg = float(co2_kg_k.sum())
-        carbon_cost = float(co2_kg_k @ w.carbon_price_jpy_per_t[:n]) / 1000.0
-        ev = events.to_pandas() if events.num_rows else pd.DataFrame(
-            columns=["kind", "soc", "unmet_wh"])
-        dep = ev[ev["kind"] == "departure"]
-        stored_final = w.stored_wh()
-        out: dict[str, float] = {
-            **kwh,
-            # share of PV used on site; per tick, export beyond that tick's PV (V2G at night,
-            # forced battery discharge) is not PV
-            "self_consumption": (pv - float(np.minimum(
-                exp_k, self.flows[:n, FLOWS.index("pv_generation_wh")]).sum())) / pv
-            if pv > 0 else float("nan"),
-            "self_sufficiency": (consumption - imp) / consumption if consumption > 0
-            else float("nan"),
-            "peak_import_kw": float(import_kw.max()) if n else 0.0,
-            "peak_site_import_kw": float(self.peak_site_import_wh[:n].max() * to_kw) if n
-            else 0.0,
-            "cost_jpy": energy_cost + carbon_cost,
-            "energy_cost_jpy": energy_cost,
-            "carbon_cost_jpy": carbon_cost,
-            "co2_kg": co2_kg,
-            "ev_departures": float(len(dep)),
-            "ev_unmet_at_departure_kwh": float(dep["unmet_wh"].sum()) / 1000.0,
-            "ev_departures_below_target": float((dep["unmet_wh"] > 1e-6).sum()),
-            "ev_soc_at_departure_mean": float(dep["soc"].mean()) if len(dep) else float("nan"),
-            "stored_initial_kwh": w.ledger.stored_initial_wh / 1000.0,
-            "stored_final_kwh": stored_final / 1000.0,
-            "balance_residual_wh": w.ledger.run_residual_wh(stored_final),
-            "balance_max_tick_residual_wh": w.ledger.max_abs_tick_residual_wh,
-            "sites": float(sum(g.n for g in w.groups)),
-            "evs": float(sum(g.evs.n for g in w.groups if g.evs is not None)),
-            "ticks": float(n),
+        facts = {
+            "tick_s": repr(float(w.tick_s)),
+            "warmup_s": repr(float(self.t0_s)),
+            "sites": str(sum(g.n for g in w.groups)),
+            "evs": str(sum(g.evs.n for g in w.groups if g.evs is not None)),
+            "stored_initial_wh": repr(float(self.stored_initial_wh)),
+            "hpwh_groups": json.dumps([g.name for g in w.groups if "hpwh" in g.by_key]),
+            "sign_convention": SIGN_NOTE,
         }
         for hook in w.tick_hooks:
-            out.update(hook.kpis())
-        aged = [g for g in w.groups if g.battery_ageing is not None]
-        if aged:
-            soh = np.concatenate([g.battery_ageing.state_of_health(g) for g in aged])
-            if soh.size:
-                out["battery_soh_mean"] = float(soh.mean())
-                out["battery_soh_min"] = float(soh.min())
-        for key in dict.fromkeys(p.key for g in w.groups for p in g.populations):
-            having = [g for g in w.groups if key in g.by_key]
-            for g in having:  # KPIs of device populations (prefixed when in several groups)
-                out.update(g.by_key[key].kpis("" if len(having) == 1 else f"{g.name}."))
+            if isinstance(hook, SystemHook):
+                facts["system"] = json.dumps(hook.kpi_facts(), sort_keys=True)
+            elif isinstance(hook, VppRuntime):
+                facts["vpp"] = hook.name
+            elif isinstance(hook, BalancingGroupHook):
+                facts["balancing_group"] = hook.name
+        return {META + k: v for k, v in facts.items()}
+
+    def tables(self, events: pa.Table | None = None) -> RunTables:
+        """The result tables as they are written (what the KPIs are computed from)."""
+        return RunTables(timeseries=self.timeseries(),
+                         events=events if events is not None else self.events(),
+                         groups=self.timeseries_by_group(), reports=self.reports(),
+                         meta=self.metadata())
+
+    def kpis(self, events: pa.Table | None = None) -> dict[str, float]:
+        out = compute_kpis(self.tables(events), FLOWS, SOURCES, SINKS)
+        for hook in self.world.tick_hooks:  # wall time: measured, not in the tables
+            if getattr(hook, "name", "") == "powerflow" and hasattr(hook, "call_s"):
+                runs = out.get("powerflow_runs", 0.0)
+                out["powerflow_wall_s_per_run"] = hook.call_s / runs if runs else 0.0
         return out

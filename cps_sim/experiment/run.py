@@ -13,7 +13,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import simpy
 
@@ -66,16 +65,6 @@ def _git_commit() -> str | None:
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _extra_tables(world: World) -> dict[str, pa.Table]:
-    """Per-request / per-slot reports of the layers that keep them (VPP, balancing group)."""
-    out: dict[str, pa.Table] = {}
-    for hook in world.tick_hooks:
-        report = getattr(hook, "report", None)
-        if callable(report):
-            out[f"{hook.name}_report"] = pa.table(report())
-    return out
 
 
 def default_out_dir(scenario: Scenario) -> Path:
@@ -187,7 +176,7 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
         expectations = (check_run(scenario, timeseries, events, kpis, groups,
                                   pq.read_table(ctl_events) if ctl_events.exists() else None)
                         if scenario.expect and check_expect else None)
-        meta = {"cps_sim.sign_convention": SIGN_NOTE, "cps_sim.scenario": scenario.name,
+        meta = {**recorder.metadata(), "cps_sim.scenario": scenario.name,
                 "cps_sim.seed": str(scenario.seed),
                 "cps_sim.scenario_hash": scenario_hash(scenario)}
         try:
@@ -197,7 +186,7 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
             sites = recorder.sites()
             if sites is not None:
                 write_parquet(tmp / "sites.parquet", sites, meta)
-            for name, table in _extra_tables(recorder.world).items():
+            for name, table in recorder.reports().items():
                 write_parquet(tmp / f"{name}.parquet", table, meta)
             write_json(tmp / "kpis.json", kpis)
             if expectations is not None:

@@ -40,6 +40,7 @@ BASE_KPIS = frozenset(
         "battery_loss_kwh",
         "carbon_cost_jpy",
         "co2_kg",
+        "consumption_kwh",
         "cost_jpy",
         "curtailment_kwh",
         "deferrable_kwh",
@@ -59,10 +60,12 @@ BASE_KPIS = frozenset(
         "grid_import_kwh",
         "load_kwh",
         "measured_correction_kwh",
+        "peak_import_30min_kw",
         "peak_import_kw",
         "peak_site_import_kw",
         "pv_generation_kwh",
         "pv_potential_kwh",
+        "pv_self_consumed_kwh",
         "self_consumption",
         "self_sufficiency",
         "sites",
@@ -103,6 +106,7 @@ BASE_COLUMNS = frozenset(
         "import_price_jpy_per_kwh",
         "export_price_jpy_per_kwh",
         "carbon_price_jpy_per_t",
+        "grid_co2_g_per_kwh",
         "stored_wh",
         "balance_residual_wh",
     }
@@ -129,6 +133,7 @@ GROUP_COLUMNS = frozenset(
         "deferrable_w",
         "deferrable_unmet_w",
         "measured_correction_w",
+        "stored_wh",
     }
 )
 HPWH_PREFIXES = ("heat_pump_", "hot_water_", "hpwh_")

@@ -2,7 +2,7 @@
 
 The member site groups' net import (grid import - export) is summed per
 settlement slot (default 30 min) and settled against a plan with
-:func:`cps_sim.market.balancing.settle_imbalance` at an imbalance price:
+:mod:`cps_sim.market.balancing`'s rules at an imbalance price:
 ``imbalance = actual - plan`` (> 0 shortage, paid; < 0 surplus, credited).
 
 Plans (``BalancingGroupSpec.plan``):
@@ -33,7 +33,6 @@ import pandas as pd
 
 from cps_sim.core.errors import ScenarioError
 from cps_sim.core.units import SECONDS_PER_HOUR, WH_PER_KWH
-from cps_sim.market.balancing import settle_imbalance
 from cps_sim.scenario.vpp_schema import BalancingGroupSpec
 from cps_sim.world.group import IX
 
@@ -223,25 +222,11 @@ class BalancingGroupHook:
         }
 
     def kpis(self) -> dict[str, float]:
-        m = self._settled()
-        p = self.name
-        if not m.any():
-            return {f"{p}_slots_settled": 0.0}
-        idx = self._slot_index()[m]
-        st = settle_imbalance(pd.Series(self.plan_wh[m], index=idx),
-                              pd.Series(self.actual_wh[m], index=idx),
-                              self.price_jpy_per_kwh[m])
-        row = st.summary().iloc[0]
-        return {
-            f"{p}_slots_settled": float(m.sum()),
-            f"{p}_plan_kwh": float(row["plan_wh"]) / WH_PER_KWH,
-            f"{p}_actual_kwh": float(row["actual_wh"]) / WH_PER_KWH,
-            f"{p}_shortage_kwh": float(row["shortage_wh"]) / WH_PER_KWH,
-            f"{p}_surplus_kwh": float(row["surplus_wh"]) / WH_PER_KWH,
-            f"{p}_imbalance_kwh": float(row["abs_imbalance_wh"]) / WH_PER_KWH,
-            f"{p}_imbalance_ratio": float(row["imbalance_ratio"]),
-            f"{p}_imbalance_cost_jpy": float(row["cost_jpy"]),
-        }
+        """KPIs of the settled slots (the function that computes them from
+        ``<name>_report.parquet``: experiment/kpis.py)."""
+        from cps_sim.experiment.kpis import balancing_kpis
+
+        return balancing_kpis(self.name, self.report())
 
 
 def build_balancing_group(scenario: Any, world: Any, spec: BalancingGroupSpec | None = None,

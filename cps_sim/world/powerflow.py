@@ -108,8 +108,6 @@ class PowerFlowHook:
         self.ticks: list[int] = []
         self.rows: dict[str, list[float]] = {c: [] for c in COLUMNS}
         self.failures = 0
-        self.violation_s = 0.0
-        self.losses_wh = 0.0
         self.call_s = 0.0  # wall time spent in runpp
         self._warm = False  # the last run converged: the next one may recycle it
 
@@ -174,12 +172,6 @@ class PowerFlowHook:
             raise CpsSimError(f"powerflow: site group {self.group.name!r} did not track its "
                               f"per-site net import (track_site_net is off)")
         out = self.solve(*self.bus_powers_w(net_wh))
-        # this run stands for the ticks until the next one (fewer at the end of the run)
-        span_s = min(self.spec.every_ticks, self.n_ticks - k) * self.tick_s
-        if out["powerflow_converged"]:
-            if out["powerflow_buses_out_of_band"] > 0:
-                self.violation_s += span_s
-            self.losses_wh += out["powerflow_losses_w"] * span_s / 3600.0
         self.ticks.append(k)
         for c in COLUMNS:
             self.rows[c].append(out[c])
@@ -187,32 +179,22 @@ class PowerFlowHook:
 
     # ------------------------------------------------------------------ end of run
     def kpis(self) -> dict[str, float]:
-        vmin = np.asarray(self.rows["powerflow_vm_min_pu"])
-        vmax = np.asarray(self.rows["powerflow_vm_max_pu"])
-        line = np.asarray(self.rows["powerflow_line_loading_max_percent"])
-        trafo = np.asarray(self.rows["powerflow_trafo_loading_max_percent"])
-        ok = np.isfinite(vmin)
+        """KPIs of the runs so far (the function that computes them from
+        ``powerflow_report.parquet``: experiment/kpis.py) and the wall time per run."""
+        from cps_sim.experiment.kpis import powerflow_kpis
 
-        def agg(fn, a: np.ndarray) -> float:
-            return float(fn(a[ok])) if ok.any() else float("nan")
-
-        return {
-            "powerflow_runs": float(len(self.ticks)),
-            "powerflow_failures": float(self.failures),
-            "powerflow_voltage_violation_hours": self.violation_s / 3600.0,
-            "powerflow_vm_min_pu": agg(np.min, vmin),
-            "powerflow_vm_max_pu": agg(np.max, vmax),
-            "powerflow_line_loading_max_percent": agg(np.max, line),
-            "powerflow_trafo_loading_max_percent": agg(np.max, trafo),
-            "powerflow_losses_kwh": self.losses_wh / 1000.0,
-            "powerflow_wall_s_per_run": self.call_s / len(self.ticks) if self.ticks else 0.0,
-        }
+        out = powerflow_kpis(self.report())
+        out["powerflow_wall_s_per_run"] = self.call_s / len(self.ticks) if self.ticks else 0.0
+        return out
 
     def report(self) -> dict[str, np.ndarray]:
         """One row per power-flow run (``powerflow_report.parquet``)."""
         rep: dict[str, np.ndarray] = {"tick": np.asarray(self.ticks, dtype=np.int64),
                                       "t_end_s": (np.asarray(self.ticks, dtype=float) + 1.0)
                                       * self.tick_s}
+        # each run stands for the ticks until the next one (fewer at the end of the run)
+        rep["span_s"] = np.minimum(self.spec.every_ticks, self.n_ticks - rep["tick"]) \
+            * self.tick_s
         for c in COLUMNS:
             rep[c.removeprefix("powerflow_")] = np.asarray(self.rows[c], dtype=float)
         return rep

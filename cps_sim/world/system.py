@@ -258,18 +258,9 @@ class SystemHook:
             exp = d.export_capacity_mw * 1e6 if d.export_capacity_mw else np.inf
             self.tree = nw.node_tree([-1], imp, exp, names=["area_substation"],
                                      kind=["substation"])
-        self._acc: dict[str, float] = {}
-        self._storage_min_soc = np.inf
-        self._peak_demand_w = 0.0
-        self._peak_residual_w = -np.inf
-        self._max_balance_error_w = 0.0
-        self._lol_ticks = 0
-        self._ticks = 0
+        self._rows: list[dict[str, float]] = []  # this hook's columns, tick by tick
 
     # ------------------------------------------------------------------ per tick
-    def _add(self, key: str, wh: float) -> None:
-        self._acc[key] = self._acc.get(key, 0.0) + wh
-
     def on_tick(self, world: World, result: TickResult) -> dict[str, float]:
         k = result.k
         dt = self.tick_s
@@ -304,6 +295,13 @@ class SystemHook:
         curt0 = float(res.curtailment_w)
         curt = curt0 + min(rest, max(renewable - curt0, 0.0))
         overgen = float(res.overgeneration_w) + rest - (curt - curt0)
+        # Where the electrolysers' energy came from: the same tick without them.  Storage
+        # charges before the electrolysers and plants do not see them, so only the split of
+        # the surplus between export, curtailment and overgeneration would differ.
+        surplus = sink + curt0 + float(res.overgeneration_w)
+        export_cf = min(surplus, self.export_cap_w)
+        curt_cf = min(surplus - export_cf, max(renewable, 0.0))
+        overgen_cf = surplus - export_cf - curt_cf
         storage_w = float(res.storage_power_w)
         unserved = float(res.unserved_w)
         plants_w = float(gen.sum())
@@ -323,11 +321,9 @@ class SystemHook:
         if self.storage is not None:
             soc = max(float(self.storage.energy_wh.sum()
                             / self.storage.spec.capacity_wh.sum()), 0.0)
-            self._storage_min_soc = min(self._storage_min_soc, soc)
         else:
             soc = float("nan")
 
-        h = dt / SECONDS_PER_HOUR
         cols: dict[str, float] = {
             "system_demand_w": demand,
             "system_background_demand_w": float(self.background_w[k]),
@@ -341,91 +337,49 @@ class SystemHook:
         for t in self.technologies:  # loop over technologies, not units
             p = float(gen[self._tech_idx[t]].sum())
             cols[f"system_{t}_w"] = p
-            self._add(f"system_{t}_mwh", p * h)
         cols.update({
             "system_plants_w": plants_w,
             "system_storage_w": storage_w,
             "system_storage_soc": soc,
             "system_electrolyser_w": elec_w,
+            "system_electrolyser_curtailment_avoided_w": curt_cf - curt,
+            "system_electrolyser_export_displaced_w": export_cf - export,
+            "system_electrolyser_overgeneration_avoided_w": overgen_cf - overgen,
             "system_h2_kg": h2_kg,
             "system_export_w": export,
             "system_curtailment_w": curt,
             "system_unserved_w": unserved,
             "system_overgeneration_w": overgen,
             "system_co2_g_per_kwh": float(res.co2_intensity_g_per_kwh),
+            "system_co2_kg": co2_g / 1000.0,
+            "system_cost_jpy": cost,
             "system_cost_jpy_per_kwh": cost_per_kwh,
             "system_balance_error_w": err,
         })
         if self.tree is not None:
             rep = nw.check_capacity(self.tree, np.array([site_imp - site_exp]), dt)
             cols["system_substation_overload_w"] = float(rep.overload_w[0])
-            self._add("system_substation_overload_mwh", float(rep.overload_w[0]) * h)
 
-        for key, w in (("demand", demand), ("background_demand", self.background_w[k]),
-                       ("data_centre", self.data_centre_w[k]), ("site_import", site_imp),
-                       ("site_export", site_exp), ("wind", self.wind_w[k]),
-                       ("utility_pv", self.utility_pv_w[k]), ("plants", plants_w),
-                       ("storage_charge", max(storage_w, 0.0)),
-                       ("storage_discharge", max(-storage_w, 0.0)),
-                       ("electrolyser", elec_w), ("export", export), ("curtailed", curt),
-                       ("unserved", unserved), ("overgeneration", overgen)):
-            self._add(f"system_{key}_mwh", float(w) * h)
-        self._add("co2_g", co2_g)
-        self._add("cost_jpy", cost)
-        self._add("h2_kg", h2_kg)
-        self._peak_demand_w = max(self._peak_demand_w, demand)
-        self._peak_residual_w = max(self._peak_residual_w, demand - renewable)
-        self._max_balance_error_w = max(self._max_balance_error_w, abs(err))
-        self._lol_ticks += unserved > 1e-3
-        self._ticks += 1
+        self._rows.append(cols)
         return cols
 
     # ------------------------------------------------------------------ end of run
+    def kpi_facts(self) -> dict:
+        """What the KPIs need beyond the columns (written to the Parquet metadata)."""
+        rated = float(self.elec_spec.rated_power_w.sum()) if self.elec_spec else 0.0
+        return {"technologies": self.technologies, "electrolyser_rated_w": rated,
+                "carbon_price_jpy_per_t": float(self.spec.carbon_price_jpy_per_t)}
+
     def kpis(self) -> dict[str, float]:
-        a = {k: v / 1e6 if k.endswith("_mwh") else v for k, v in self._acc.items()}  # Wh->MWh
-        served = a.get("system_demand_mwh", 0.0) - a.get("system_unserved_mwh", 0.0)
-        co2_t = a.get("co2_g", 0.0) / 1e6
-        re = (a.get("system_wind_mwh", 0.0) + a.get("system_utility_pv_mwh", 0.0)
-              + a.get("system_site_export_mwh", 0.0))
-        hours = self._ticks * self.tick_s / SECONDS_PER_HOUR
-        out = {k: v for k, v in a.items() if k.startswith("system_")}
-        # generation mix: each technology's share of the energy generated in the area
-        # (plants + wind + utility PV + rooftop feed-in, net of curtailment; storage is
-        # not a source and its charging energy is counted where it was generated)
-        re_net = max(re - a.get("system_curtailed_mwh", 0.0), 0.0)
-        gen_mwh = a.get("system_plants_mwh", 0.0) + re_net
-        out["system_generation_mwh"] = gen_mwh
-        for t in self.technologies:
-            out[f"system_share_{t}"] = (a.get(f"system_{t}_mwh", 0.0) / gen_mwh if gen_mwh > 0
-                                        else 0.0)
-        out["system_share_renewable"] = re_net / gen_mwh if gen_mwh > 0 else 0.0
-        rated_mw = float(self.elec_spec.rated_power_w.sum()) / 1e6 if self.elec_spec else 0.0
-        out.update({
-            "system_co2_t": co2_t,
-            "system_co2_intensity_g_per_kwh": co2_t * 1e6 / (served * 1e3) if served > 0 else 0.0,
-            "system_cost_jpy": a.get("cost_jpy", 0.0),
-            "system_cost_jpy_per_kwh": a.get("cost_jpy", 0.0) / (served * 1e3) if served > 0
-            else 0.0,
-            "system_carbon_cost_jpy": co2_t * self.spec.carbon_price_jpy_per_t,
-            "system_h2_kg": a.get("h2_kg", 0.0),
-            "system_electrolyser_utilisation": (a.get("system_electrolyser_mwh", 0.0)
-                                                / (rated_mw * hours) if rated_mw and hours
-                                                else 0.0),
-            # share of served demand not met by plants (RE directly or via storage,
-            # which charges only from surplus)
-            "system_re_share": (1.0 - a.get("system_plants_mwh", 0.0) / served) if served > 0
-            else 0.0,
-            "system_curtailment_share": a.get("system_curtailed_mwh", 0.0) / re if re > 0
-            else 0.0,
-            "system_loss_of_load_hours": self._lol_ticks * self.tick_s / SECONDS_PER_HOUR,
-            "system_storage_min_soc": (self._storage_min_soc if np.isfinite(self._storage_min_soc)
-                                       else float("nan")),
-            "system_peak_demand_mw": self._peak_demand_w / 1e6,
-            "system_peak_residual_demand_mw": (self._peak_residual_w / 1e6 if self._ticks
-                                               else 0.0),
-            "system_max_balance_error_w": self._max_balance_error_w,
-        })
-        return out
+        """The system KPIs of the ticks so far, from this hook's own columns (the same
+        function computes them from ``timeseries.parquet``: experiment/kpis.py)."""
+        from cps_sim.experiment.kpis import system_kpis_from
+
+        names = set().union(*self._rows) if self._rows else set()
+        cols = {c: np.array([r.get(c, np.nan) for r in self._rows]) for c in names}
+        return system_kpis_from(lambda c: cols[c] if c in cols else np.zeros(len(self._rows)),
+                                lambda c: c in cols, len(self._rows),
+                                self.tick_s / SECONDS_PER_HOUR, self.kpi_facts())
 
 
 def build_system(scenario: object, world: World, spec: SystemSpec | None = None) -> SystemHook:

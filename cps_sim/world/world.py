@@ -81,6 +81,8 @@ class TickResult:
     site_net_wh: np.ndarray | None
     extra: dict[str, float] | None = None  # columns from tick hooks
     stored_wh: float = float("nan")  # energy in every store at the end of the tick
+    group_stored_wh: dict[str, float] | None = None  # the same per site group
+    group_columns: dict[str, dict[str, float]] | None = None  # per-tick devices, per group
 
 
 class World:
@@ -101,6 +103,9 @@ class World:
                                               scenario.emissions.carbon_price_jpy_per_t)
         self.k = -1  # current tick
         self.now_s = 0.0
+        # ticks of the warm-up at the start of the run: simulated, not recorded (set by
+        # the caller that stretched the scenario, experiment.run.simulate)
+        self.warmup_ticks = 0
         self.ledger = EnergyLedger(self.stored_wh(), sources=SOURCES, sinks=SINKS)
         self.record_sites = np.asarray(scenario.record.sites, dtype=np.int64)
         self.tick_hooks: list[TickHook] = []
@@ -149,12 +154,14 @@ class World:
         by_group: dict[str, np.ndarray] = {}
         peak_site = 0.0
         nets = []
+        group_stored: dict[str, float] = {}
         for g in self.groups:
             f, peak, net = g.take_tick()
             flows += f
             by_group[g.name] = f
             peak_site = max(peak_site, peak)
             nets.append(net)
+            group_stored[g.name] = g.stored_wh()
         flows_d = dict(zip(FLOWS, flows.tolist(), strict=True))
         stored_after = self.stored_wh()
         residual = self.ledger.add_tick(flows_d, stored_before_wh, stored_after)
@@ -169,7 +176,7 @@ class World:
             battery_soc_mean=bat_e / self._bat_cap_total if self._bat_cap_total else float("nan"),
             ev_soc_mean=ev_e / self._ev_cap_total if self._ev_cap_total else float("nan"),
             ev_plugged=plugged, residual_wh=residual, site_net_wh=site_net,
-            stored_wh=stored_after)
+            stored_wh=stored_after, group_stored_wh=group_stored)
 
     # ------------------------------------------------------------------ control hooks
     def _sync(self) -> None:
@@ -329,7 +336,7 @@ class World:
             yield env.timeout(t_end - env.now)
             self.advance_to(t_end)
             result = self.end_tick(stored_before)
-            cols = self._tick_columns(k)
+            cols, result.group_columns = self._tick_columns(k)
             if cols:
                 result.extra = cols
             if self.tick_hooks:
@@ -382,21 +389,30 @@ class World:
         k = np.clip((np.asarray(t_s) // self.tick_s).astype(np.int64), 0, self.n_ticks - 1)
         return self.weather.temp_air_c[k]
 
-    def _tick_columns(self, k: int) -> dict[str, float]:
-        """Close the tick of every per-tick population (e.g. advance water-heater tanks);
-        their columns are summed over groups, those named ``*mean*`` averaged."""
+    def _tick_columns(self, k: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """Close the tick of every per-tick population (e.g. advance water-heater tanks).
+        Returns their columns over all groups (summed, those named ``*mean*`` averaged)
+        and per group; with ageing batteries also their state of health."""
         ctx = TickContext(self, k)
         cols: dict[str, float] = {}
         count: dict[str, int] = {}
+        per_group: dict[str, dict[str, float]] = {}
         for g in self.groups:
             for p in g.tick_pops:
                 for name, v in p.end_tick(ctx).items():
                     cols[name] = cols.get(name, 0.0) + v
                     count[name] = count.get(name, 0) + 1
+                    per_group.setdefault(g.name, {})[name] = v
         for name, c in count.items():
             if "mean" in name and c > 1:
                 cols[name] /= c
-        return cols
+        aged = [g for g in self.groups if g.battery_ageing is not None]
+        if aged:
+            soh = np.concatenate([g.battery_ageing.state_of_health(g) for g in aged])
+            if soh.size:
+                cols["battery_soh_mean"] = float(soh.mean())
+                cols["battery_soh_min"] = float(soh.min())
+        return cols, per_group
 
     def _trip_planner(self, env: simpy.Environment, b: GroupBinding):
         spec = b.spec.ev

@@ -234,6 +234,46 @@ def test_electrolyser_absorbs_surplus_that_would_be_curtailed():
         k1["system_electrolyser_mwh"], rel=1e-9)
 
 
+
+@pytest.mark.parametrize("export_mw", [0.0, 15.0, 1000.0])
+def test_electrolyser_energy_splits_into_curtailment_avoided_and_export_displaced(export_mw):
+    """With an interconnector, part of the electrolysers' energy would have been exported,
+    not curtailed (issue 14).  The per-tick split must equal the differences to the same
+    run without electrolysers, part by part, and add up to the electrolysers' energy."""
+    base = dict(demand={"annual_gwh": 100}, utility_pv=[{"capacity_mw": 400}],
+                plants=[{"technology": "gas_ocgt", "capacity_mw": 40, "units": 4}],
+                storage=[{"power_mw": 10, "energy_mwh": 30}], export_capacity_mw=export_mw)
+    h0, _ = run(base)
+    h1, cols = run({**base, "electrolysers": [{"power_mw": 20}, {"power_mw": 10}]})
+    k0, k1 = h0.kpis(), h1.kpis()
+    elec = k1["system_electrolyser_mwh"]
+    assert elec > 0
+    avoided = k1["system_electrolyser_curtailment_avoided_mwh"]
+    displaced = k1["system_electrolyser_export_displaced_mwh"]
+    overgen = k1["system_electrolyser_overgeneration_avoided_mwh"]
+    assert avoided + displaced + overgen == pytest.approx(elec, rel=1e-9)
+    assert k0["system_curtailed_mwh"] - k1["system_curtailed_mwh"] == pytest.approx(
+        avoided, rel=1e-9, abs=1e-9)
+    assert k0["system_export_mwh"] - k1["system_export_mwh"] == pytest.approx(
+        displaced, rel=1e-9, abs=1e-9)
+    assert k0["system_overgeneration_mwh"] - k1["system_overgeneration_mwh"] == pytest.approx(
+        overgen, rel=1e-9, abs=1e-9)
+    if export_mw == 0.0:
+        assert displaced == 0.0
+    if export_mw == 15.0:  # both: the doc claim "electrolyser energy = curtailment avoided"
+        assert displaced > 0.01 * elec and avoided > 0.01 * elec  # holds only without export
+    if export_mw == 1000.0:  # the interconnector takes any surplus: nothing was curtailed
+        assert avoided == pytest.approx(0.0, abs=1e-9)
+        assert displaced == pytest.approx(elec, rel=1e-9)
+    # each tick's parts are >= 0 and add up to that tick's electrolyser power
+    parts = (cols["system_electrolyser_curtailment_avoided_w"]
+             + cols["system_electrolyser_export_displaced_w"]
+             + cols["system_electrolyser_overgeneration_avoided_w"])
+    assert close(parts, cols["system_electrolyser_w"], tol=1e-6)
+    for c in ("curtailment_avoided", "export_displaced", "overgeneration_avoided"):
+        assert (cols[f"system_electrolyser_{c}_w"] >= -1e-6).all()
+
+
 # --------------------------------------------------------------------------- monotonicity
 
 def test_more_wind_never_increases_co2():

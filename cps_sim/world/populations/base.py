@@ -240,4 +240,7 @@ class Population:
         return {}
 
     def kpis(self, prefix: str) -> dict[str, float]:
+        """Not used by runs: every KPI is computed from the recorded columns in one place,
+        :mod:`cps_sim.experiment.kpis` (a family's per-tick columns come from
+        ``end_tick``; add its KPI definitions to :mod:`cps_sim.experiment.kpi_registry`)."""
         return {}

@@ -48,7 +48,6 @@ class HpwhPopulation(Population):
     reserve_fraction: float
     night_topup_fraction: float
     power_w: np.ndarray = None  # electric power held over the current tick
-    totals: dict[str, float] = None
 
     @classmethod
     def build(cls, ctx: BuildContext) -> HpwhPopulation | None:
@@ -85,10 +84,9 @@ class HpwhPopulation(Population):
 
     def __post_init__(self) -> None:
         self.power_w = np.zeros(self.site.size)
-        self.totals = {k: 0.0 for k in ("electric_wh", "heat_in_wh_th", "draw_wh_th",
-                                        "draw_unmet_wh_th", "loss_wh_th",
-                                        "surplus_hours_wh")}
-        self.last = {"heat_pump_w": 0.0, "hot_water_unmet_w_th": 0.0,
+        self.last = {"heat_pump_w": 0.0, "heat_pump_heat_w_th": 0.0,
+                     "hot_water_delivered_w_th": 0.0, "hot_water_unmet_w_th": 0.0,
+                     "hpwh_tank_loss_w_th": 0.0,
                      "hpwh_tank_temp_mean_c": float(self.state.tank_temp_c.mean())}
 
     def _usable_fraction(self) -> np.ndarray:
@@ -119,23 +117,12 @@ class HpwhPopulation(Population):
     def step_tank(self, t0_local_s: float, tick_s: float, ambient_c: float) -> dict[str, float]:
         draw = hp.draw_energy_wh_th(t0_local_s, tick_s, self.daily_draw_wh_th)
         self.state, f = hp.step(self.state, self.spec, self.power_w, tick_s, ambient_c, draw)
-        t = self.totals
-        t["electric_wh"] += float(f.electric_in_wh.sum())
-        t["heat_in_wh_th"] += float(f.heat_in_wh_th.sum())
-        t["draw_wh_th"] += float(f.draw_delivered_wh_th.sum())
-        t["draw_unmet_wh_th"] += float(f.draw_unmet_wh_th.sum())
-        t["loss_wh_th"] += float(f.loss_wh_th.sum())
         to_w = SECONDS_PER_HOUR / tick_s
+        # per-tick columns; the KPIs are their sums (experiment/kpis.py)
         self.last = {"heat_pump_w": float(f.electric_in_wh.sum()) * to_w,
+                     "heat_pump_heat_w_th": float(f.heat_in_wh_th.sum()) * to_w,
+                     "hot_water_delivered_w_th": float(f.draw_delivered_wh_th.sum()) * to_w,
                      "hot_water_unmet_w_th": float(f.draw_unmet_wh_th.sum()) * to_w,
+                     "hpwh_tank_loss_w_th": float(f.loss_wh_th.sum()) * to_w,
                      "hpwh_tank_temp_mean_c": float(self.state.tank_temp_c.mean())}
         return self.last
-
-    def kpis(self, prefix: str) -> dict[str, float]:
-        t = self.totals
-        return {f"{prefix}heat_pump_kwh": t["electric_wh"] / 1000.0,
-                f"{prefix}hot_water_delivered_kwh_th": t["draw_wh_th"] / 1000.0,
-                f"{prefix}hot_water_unmet_kwh_th": t["draw_unmet_wh_th"] / 1000.0,
-                f"{prefix}hpwh_tank_loss_kwh_th": t["loss_wh_th"] / 1000.0,
-                f"{prefix}hpwh_cop_mean": t["heat_in_wh_th"] / t["electric_wh"]
-                if t["electric_wh"] > 0 else float("nan")}
