@@ -88,6 +88,15 @@ SITE_COLUMNS: tuple[Column, ...] = (
     Column("hot_water_unmet_w_th", "W_th", "Hot water the tanks could not supply."),
     Column("hpwh_tank_loss_w_th", "W_th", "Standing losses of the tanks."),
     Column("hpwh_tank_temp_mean_c", "°C", "Mean tank temperature at the tick's end."),
+    Column("hvac_w", "W", "Electric power of the space-conditioning units (included in "
+           "load_w)."),
+    Column("hvac_heat_w_th", "W_th (signed)", "Heat the units move into the rooms (+ heating, "
+           "− cooling)."),
+    Column("hvac_heating_w_th", "W_th", "Heat delivered to the rooms."),
+    Column("hvac_cooling_w_th", "W_th", "Heat removed from the rooms."),
+    Column("hvac_discomfort_kh", "K·h", "Degree-hours outside the comfort band in the tick, "
+           "summed over the units (an amount)."),
+    Column("hvac_indoor_temp_mean_c", "°C", "Mean indoor temperature."),
 )
 
 GROUP_COLUMNS: tuple[Column, ...] = (

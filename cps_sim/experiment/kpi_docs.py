@@ -29,7 +29,8 @@ FACTS = (
     ("cps_sim.evs", "number of EVs"),
     ("cps_sim.stored_initial_wh", "energy in all batteries and EVs where the first row "
      "starts [Wh]"),
-    ("cps_sim.hpwh_groups", "JSON list of the site groups with heat-pump water heaters"),
+    ("cps_sim.device_groups", "JSON: the site groups with heat-pump water heaters (`hpwh`) "
+     "and with space conditioning (`hvac`)"),
     ("cps_sim.system", "JSON: plant technologies, rated electrolyser power [W], the system's "
      "carbon price (with a `system:` block)"),
     ("cps_sim.vpp", "name of the aggregator (with a `vpp:` block)"),
@@ -88,8 +89,9 @@ mix of loads, processes, EVs, V2X, batteries and heat pumps (property-tested); a
 export time-shifted through a store counts as self-consumed, so the self-sufficiency is
 capped at 1 by `min(self-consumed PV, consumption)`.
 
-Both are computed over all sites together per tick: a site's export and another site's
-import in the same tick are both counted (they are separate metered connections).
+Both are computed over all sites together, per tick. Energy that one site exports from a
+store while other sites import in the same tick (a community battery serving the homes
+of a microgrid) is therefore the sites' own energy, not the grid's.
 
 ## Peak import and the metering interval
 
@@ -151,8 +153,8 @@ def render() -> str:
     lines += ["", "## timeseries_groups.parquet", "",
               "The flow columns above per site group (long format), and:", ""]
     lines += _columns(GROUP_COLUMNS)
-    lines += ["", "Per-tick device columns (heat-pump water heaters) appear per group too "
-              "(NaN in groups without those devices).", "",
+    lines += ["", "Per-tick device columns (heat-pump water heaters, space conditioning) "
+              "appear per group too (NaN in groups without those devices).", "",
               "## Run facts (Parquet schema metadata)", ""]
     lines += _table([(f"`{k}`", v) for k, v in FACTS], ("key", "meaning"))
     lines += ["", "Each field also carries `unit` and `description` in its own metadata.", "",

@@ -167,6 +167,24 @@ HEAT_PUMPS = Family(
     intro="The `<group.>` prefix (the site group's name and a dot) appears only when "
           "more than one group has water heaters.")
 
+SPACE = Family(
+    "space_conditioning", "Space conditioning (room air-conditioners, space-heating heat pumps)",
+    "`sites[*].space_conditioning`", "timeseries_groups.parquet (the group's rows)",
+    (
+        Kpi("<group.>hvac_kwh", "kWh", "Σ hvac_w · h / 1000",
+            "Electricity of the units (it is part of `load_w`)."),
+        Kpi("<group.>hvac_heating_kwh_th", "kWh_th", "Σ hvac_heating_w_th · h / 1000",
+            "Heat delivered to the rooms."),
+        Kpi("<group.>hvac_cooling_kwh_th", "kWh_th", "Σ hvac_cooling_w_th · h / 1000",
+            "Heat removed from the rooms."),
+        Kpi("<group.>hvac_cop_mean", "1",
+            "Σ (hvac_heating_w_th + hvac_cooling_w_th) / Σ hvac_w",
+            "Seasonal COP / EER: heat moved per unit of electricity (NaN if none)."),
+        Kpi("<group.>hvac_discomfort_kh", "K·h", "Σ hvac_discomfort_kh",
+            "Degree-hours outside the comfort band, summed over the units."),
+    ),
+    intro="The `<group.>` prefix appears only when more than one group has these units.")
+
 AGEING = Family(
     "battery_ageing", "Battery ageing", "`sites[*].battery.ageing`", "timeseries.parquet",
     (
@@ -341,7 +359,7 @@ BRIDGE = Family(
         Kpi("hil_<fact>", "-", "run setting", "Speed and whether the run was interrupted."),
     ), computed_here=False)
 
-FAMILIES: tuple[Family, ...] = (ENERGY, SITES, EV_EVENTS, HEAT_PUMPS, AGEING, SYSTEM, VPP,
+FAMILIES: tuple[Family, ...] = (ENERGY, SITES, EV_EVENTS, HEAT_PUMPS, SPACE, AGEING, SYSTEM, VPP,
                                 BALANCING, POWERFLOW, ORACLE, BRIDGE)
 
 

@@ -169,28 +169,49 @@ def event_kpis(events: pa.Table) -> dict[str, float]:
     }
 
 
-def hpwh_kpis(t: RunTables) -> dict[str, float]:
-    groups = json.loads(t.fact("hpwh_groups", "[]"))
+def _group_sums(t: RunTables, family: str):
+    """(prefix, column-sum function) per site group with devices of ``family``."""
+    groups = json.loads(t.fact("device_groups", "{}")).get(family, [])
     if not groups or t.groups is None:
-        return {}
-    h = t.h
+        return
     gname = np.asarray(t.groups.column("group").to_pylist(), dtype=object)
-    out: dict[str, float] = {}
     for name in groups:
         m = gname == name
-        prefix = "" if len(groups) == 1 else f"{name}."
 
-        def e(col: str, m=m) -> float:
+        def total(col: str, m=m) -> float:
             return float(np.asarray(t.groups.column(col).to_numpy(zero_copy_only=False),
-                                    dtype=float)[m].sum()) * h
+                                    dtype=float)[m].sum())
 
-        el = e("heat_pump_w")
+        yield ("" if len(groups) == 1 else f"{name}."), total
+
+
+def hpwh_kpis(t: RunTables) -> dict[str, float]:
+    h = t.h
+    out: dict[str, float] = {}
+    for p, total in _group_sums(t, "hpwh"):
+        el = total("heat_pump_w") * h
         out.update({
-            f"{prefix}heat_pump_kwh": el / 1000.0,
-            f"{prefix}hot_water_delivered_kwh_th": e("hot_water_delivered_w_th") / 1000.0,
-            f"{prefix}hot_water_unmet_kwh_th": e("hot_water_unmet_w_th") / 1000.0,
-            f"{prefix}hpwh_tank_loss_kwh_th": e("hpwh_tank_loss_w_th") / 1000.0,
-            f"{prefix}hpwh_cop_mean": _nan_div(e("heat_pump_heat_w_th"), el),
+            f"{p}heat_pump_kwh": el / 1000.0,
+            f"{p}hot_water_delivered_kwh_th": total("hot_water_delivered_w_th") * h / 1000.0,
+            f"{p}hot_water_unmet_kwh_th": total("hot_water_unmet_w_th") * h / 1000.0,
+            f"{p}hpwh_tank_loss_kwh_th": total("hpwh_tank_loss_w_th") * h / 1000.0,
+            f"{p}hpwh_cop_mean": _nan_div(total("heat_pump_heat_w_th") * h, el),
+        })
+    return out
+
+
+def hvac_kpis(t: RunTables) -> dict[str, float]:
+    h = t.h
+    out: dict[str, float] = {}
+    for p, total in _group_sums(t, "hvac"):
+        el = total("hvac_w") * h
+        heat, cool = total("hvac_heating_w_th") * h, total("hvac_cooling_w_th") * h
+        out.update({
+            f"{p}hvac_kwh": el / 1000.0,
+            f"{p}hvac_heating_kwh_th": heat / 1000.0,
+            f"{p}hvac_cooling_kwh_th": cool / 1000.0,
+            f"{p}hvac_cop_mean": _nan_div(heat + cool, el),
+            f"{p}hvac_discomfort_kh": total("hvac_discomfort_kh"),
         })
     return out
 
@@ -346,6 +367,7 @@ def compute_kpis(t: RunTables, flows: tuple[str, ...], sources: tuple[str, ...],
     out.update(event_kpis(t.events))
     out.update(ageing_kpis(t))
     out.update(hpwh_kpis(t))
+    out.update(hvac_kpis(t))
     out.update(system_kpis(t))
     vpp = t.meta.get(META + "vpp")
     if vpp is not None and f"{vpp}_report" in t.reports:

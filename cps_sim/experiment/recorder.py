@@ -219,7 +219,8 @@ class Recorder:
             "sites": str(sum(g.n for g in w.groups)),
             "evs": str(sum(g.evs.n for g in w.groups if g.evs is not None)),
             "stored_initial_wh": repr(float(self.stored_initial_wh)),
-            "hpwh_groups": json.dumps([g.name for g in w.groups if "hpwh" in g.by_key]),
+            "device_groups": json.dumps({key: [g.name for g in w.groups if key in g.by_key]
+                                         for key in ("hpwh", "hvac")}, sort_keys=True),
             "sign_convention": SIGN_NOTE,
         }
         for hook in w.tick_hooks:

@@ -46,6 +46,7 @@ sites:
               self_discharge_per_month: 0.03}
     ev: {share: 1.0, charger_kw: 6, v2x_kw: 6}
     heat_pump_water_heater: {share: 0.5}
+    space_conditioning: {share: 0.5}
     grid: {export_limit_kw: 4}
   - name: plant
     count: 3
@@ -53,6 +54,7 @@ sites:
     pv: {share: 1.0, capacity_kw: 30}
     deferrable: {share: 1.0, energy_kwh: 60, power_kw: 15, days: all}
     heat_pump_water_heater: {share: 1.0}
+    space_conditioning: {share: 1.0, floor_area_m2: 300}
     grid: {import_limit_kw: 20}
 """
 
@@ -69,8 +71,16 @@ CASES = [
     ("hil_demo", []),
     ("ev_strategies_compare", ["sites[0].count=10", "duration_days=2", "control.interval_s=900",
                                "control.ev_strategy=v2h"]),
+    ("decarbonisation_leading_area", ["duration_days=2"]),
+    ("v2g_evening_peak", ["duration_days=2"]),
     ("everything", []),
 ]
+
+
+
+def test_every_built_in_scenario_is_covered():
+    assert {f.stem for f in SCENARIOS.glob("*.yaml")} <= {c[0] for c in CASES}
+
 
 SOURCES = ("grid_import_w", "pv_generation_w", "measured_correction_w")
 SINKS = ("load_w", "grid_export_w", "ev_driving_w", "battery_loss_w", "ev_loss_w",
@@ -151,7 +161,7 @@ def _expected_kpis(d: Path) -> dict[str, float]:
     k: dict[str, float] = {}
     for c in ts.columns:  # one energy KPI per ledger-flow column
         if c.endswith("_w") and c in groups.columns and c not in ("stored_wh",):
-            if c.startswith(("heat_pump", "hot_water", "hpwh")):
+            if c.startswith(("heat_pump", "hot_water", "hpwh", "hvac")):
                 continue
             k[c[:-2] + "_kwh"] = _energy(ts, c, h) / 1000
     pv, imp, exp = ts.pv_generation_w, ts.grid_import_w, ts.grid_export_w
@@ -197,7 +207,8 @@ def _expected_kpis(d: Path) -> dict[str, float]:
     if "battery_soh_mean" in ts:
         k["battery_soh_mean"] = ts.battery_soh_mean.iloc[-1]
         k["battery_soh_min"] = ts.battery_soh_min.iloc[-1]
-    hp = json.loads(meta["cps_sim.hpwh_groups"])
+    devices = json.loads(meta["cps_sim.device_groups"])
+    hp = devices.get("hpwh", [])
     for g in hp:
         rows = groups[groups.group == g]
         p = "" if len(hp) == 1 else f"{g}."
@@ -207,6 +218,17 @@ def _expected_kpis(d: Path) -> dict[str, float]:
         k[p + "hot_water_unmet_kwh_th"] = rows.hot_water_unmet_w_th.sum() * h / 1000
         k[p + "hpwh_tank_loss_kwh_th"] = rows.hpwh_tank_loss_w_th.sum() * h / 1000
         k[p + "hpwh_cop_mean"] = rows.heat_pump_heat_w_th.sum() * h / el if el > 0 else math.nan
+    ac = devices.get("hvac", [])
+    for g in ac:
+        rows = groups[groups.group == g]
+        p = "" if len(ac) == 1 else f"{g}."
+        el = rows.hvac_w.sum() * h
+        heat, cool = rows.hvac_heating_w_th.sum() * h, rows.hvac_cooling_w_th.sum() * h
+        k[p + "hvac_kwh"] = el / 1000
+        k[p + "hvac_heating_kwh_th"] = heat / 1000
+        k[p + "hvac_cooling_kwh_th"] = cool / 1000
+        k[p + "hvac_cop_mean"] = (heat + cool) / el if el > 0 else math.nan
+        k[p + "hvac_discomfort_kh"] = rows.hvac_discomfort_kh.sum()
     if "cps_sim.system" in meta:
         k.update(_system(ts, json.loads(meta["cps_sim.system"]), h))
     if "cps_sim.vpp" in meta:

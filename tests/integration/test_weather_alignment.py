@@ -432,6 +432,8 @@ def test_cli_json_kpis_are_identical_for_repeated_synthetic_runs(tmp_path, repo)
                 "duration_days=1",
                 "--set",
                 "tick_s=300",
+                "--expect",  # the scenario's claims are for its week, not one day
+                "report",
             ],
             repo,
         )

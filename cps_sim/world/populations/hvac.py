@@ -50,8 +50,6 @@ class HvacPopulation(Population):
         self.precondition_k = precondition_k
         self.shift_k = np.zeros(0)  # per site, set in attach
         self.step: hvac.HvacStep | None = None
-        self.totals = dict.fromkeys(("electric_wh", "heat_wh_th", "cool_wh_th",
-                                     "discomfort_kh"), 0.0)
 
     @classmethod
     def build(cls, ctx: BuildContext) -> HvacPopulation | None:
@@ -112,22 +110,10 @@ class HvacPopulation(Population):
         if st is None:
             return {}
         self.state = hvac.advance(self.state, st)
-        h = ctx.tick_s / SECONDS_PER_HOUR
-        t = self.totals
-        t["electric_wh"] += float(st.electric_w.sum()) * h
-        t["heat_wh_th"] += float(np.maximum(st.heat_w, 0.0).sum()) * h
-        t["cool_wh_th"] += float(np.maximum(-st.heat_w, 0.0).sum()) * h
-        t["discomfort_kh"] += float(st.discomfort_kh.sum())
         mean = float(st.indoor_mean_c.mean()) if st.indoor_mean_c.size else float("nan")
+        # per-tick columns; the KPIs are their sums (experiment/kpis.py)
         return {"hvac_w": float(st.electric_w.sum()), "hvac_heat_w_th": float(st.heat_w.sum()),
+                "hvac_heating_w_th": float(np.maximum(st.heat_w, 0.0).sum()),
+                "hvac_cooling_w_th": float(np.maximum(-st.heat_w, 0.0).sum()),
+                "hvac_discomfort_kh": float(st.discomfort_kh.sum()),
                 "hvac_indoor_temp_mean_c": mean}
-
-    def kpis(self, prefix: str) -> dict[str, float]:
-        t = self.totals
-        moved = t["heat_wh_th"] + t["cool_wh_th"]
-        return {f"{prefix}hvac_kwh": t["electric_wh"] / 1000.0,
-                f"{prefix}hvac_heating_kwh_th": t["heat_wh_th"] / 1000.0,
-                f"{prefix}hvac_cooling_kwh_th": t["cool_wh_th"] / 1000.0,
-                f"{prefix}hvac_cop_mean": moved / t["electric_wh"] if t["electric_wh"] > 0
-                else float("nan"),
-                f"{prefix}hvac_discomfort_kh": t["discomfort_kh"]}
