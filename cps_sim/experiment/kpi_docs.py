@@ -78,16 +78,24 @@ exactly 0.
 **Self-consumption** (share of the PV generation used on site) and **self-sufficiency**
 (share of the consumption covered by the sites' own PV; also called autarky) follow the
 PV-storage literature (Luthander et al., *Photovoltaic self-consumption in buildings: a
-review*, Applied Energy 142 (2015) 80-94): both divide the same quantity, the
-self-consumed PV, by the PV generation and by the consumption respectively. PV that
-charges a battery or an EV counts as self-consumed, and the batteries' losses are part of
-the consumption. In each tick exported energy counts as PV first, so V2G or battery export
-beyond the tick's PV is not PV; such exports count as grid energy re-exported, so the grid
-energy used is the import less those exports, at least 0, and
-`self_sufficiency = 1 − grid energy used / consumption`. Both stay in [0, 1] whatever the
-mix of loads, processes, EVs, V2X, batteries and heat pumps (property-tested); a PV
-export time-shifted through a store counts as self-consumed, so the self-sufficiency is
-capped at 1 by `min(self-consumed PV, consumption)`.
+review*, Applied Energy 142 (2015) 80-94): both start from the self-consumed PV and divide
+by the PV generation and by the consumption respectively. PV that charges a battery or an
+EV counts as self-consumed, and the batteries' losses are part of the consumption. Per
+tick:
+
+    self-consumed PV = pv_generation − min(grid_export, pv_generation)
+    covered          = min(self-consumed PV, consumption)
+    self_consumption = Σ self-consumed PV / Σ pv_generation
+    self_sufficiency = max(Σ covered, 0) / Σ consumption
+
+Exported energy counts as PV first, so V2G or battery export beyond the tick's PV is not
+PV. `covered` is the self-consumed PV less what stores exported to the grid beyond the
+tick's imports; equivalently, a tick's grid energy used is its import less the export no
+PV covered, and `self_sufficiency = 1 − Σ grid energy used / Σ consumption`. When no tick
+exports from stores more than it imports, `self_sufficiency · consumption =
+self_consumption · pv_generation`, Luthander's common numerator. Both stay in [0, 1]
+whatever the mix of loads, processes, EVs, V2X, batteries and heat pumps
+(property-tested); without PV the self-sufficiency is 0.
 
 Both are computed over all sites together, per tick. Energy that one site exports from a
 store while other sites import in the same tick (a community battery serving the homes

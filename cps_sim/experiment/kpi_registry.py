@@ -88,13 +88,15 @@ SITES = Family(
             "PV-storage literature, Luthander et al. 2015, Appl. Energy 142:80-94: PV "
             "stored in a battery or EV counts as self-consumed). In [0, 1]."),
         Kpi("self_sufficiency", "1",
-            "min(pv_self_consumed_kwh, consumption_kwh) / consumption_kwh "
-            "(NaN when consumption_kwh ≤ 0)",
+            "max(Σ min(pv_generation_w − min(grid_export_w, pv_generation_w), "
+            f"{CONSUMPTION}) · h, 0) / 1000 / consumption_kwh (NaN when consumption_kwh ≤ 0)",
             "Share of the sites' consumption covered by their own PV (self-sufficiency or "
-            "autarky rate, Luthander et al. 2015: the same numerator as self-consumption). "
-            "Equivalently 1 − grid energy used / consumption, where the grid energy used is "
-            "the import less the exports no PV covered in their tick (stores re-exporting "
-            "energy), at least 0. 0 without PV. In [0, 1]."),
+            "autarky rate, Luthander et al. 2015). Per tick the covered part is the "
+            "self-consumed PV (the numerator of self-consumption), less any energy stores "
+            "exported to the grid beyond that tick's imports; equivalently 1 − grid energy "
+            "used / consumption, where a tick's grid energy used is its import less the "
+            "export no PV covered (a community battery serving the neighbours). 0 without "
+            "PV. In [0, 1]."),
         Kpi("peak_import_kw", "kW", "max(grid_import_w) / 1000",
             "Largest import of all sites together averaged over one settlement tick (the "
             "interval at which the simulator reads the meters, `tick_s`)."),

@@ -117,8 +117,13 @@ def site_kpis(t: RunTables, sources: tuple[str, ...], sinks: tuple[str, ...]
     exp = t.col("grid_export_w")
     pv = t.col("pv_generation_w")
     pv_wh = float(pv.sum()) * h
-    cons_wh = float(consumption_w(t.col).sum()) * h
-    self_used_wh = float((pv - np.minimum(exp, pv)).sum()) * h
+    cons_k = consumption_w(t.col)
+    cons_wh = float(cons_k.sum()) * h
+    self_used_k = pv - np.minimum(exp, pv)
+    self_used_wh = float(self_used_k.sum()) * h
+    # per tick, the consumption covered by the sites' PV: the self-consumed PV, less what
+    # stores exported to the grid beyond the tick's imports
+    covered_wh = float(np.minimum(self_used_k, cons_k).sum()) * h
     intensity = t.col("grid_co2_g_per_kwh")
     imp_kwh_k = imp * h / 1000.0
     co2_kg_k = imp_kwh_k * intensity / 1000.0
@@ -136,7 +141,7 @@ def site_kpis(t: RunTables, sources: tuple[str, ...], sinks: tuple[str, ...]
         "consumption_kwh": cons_wh / 1000.0,
         "pv_self_consumed_kwh": self_used_wh / 1000.0,
         "self_consumption": _nan_div(self_used_wh, pv_wh),
-        "self_sufficiency": min(self_used_wh, cons_wh) / cons_wh if cons_wh > 0
+        "self_sufficiency": max(covered_wh, 0.0) / cons_wh if cons_wh > 0
         else float("nan"),
         "peak_import_kw": float(imp.max()) / 1000.0 if n else 0.0,
         "peak_import_30min_kw": peak_over_interval_w(time_us, imp, t.tick_s) / 1000.0,

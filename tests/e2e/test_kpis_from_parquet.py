@@ -73,6 +73,7 @@ CASES = [
                                "control.ev_strategy=v2h"]),
     ("decarbonisation_leading_area", ["duration_days=2"]),
     ("v2g_evening_peak", ["duration_days=2"]),
+    ("ev_logistics_depot", ["duration_days=2"]),
     ("everything", []),
 ]
 
@@ -172,9 +173,9 @@ def _expected_kpis(d: Path) -> dict[str, float]:
     k["consumption_kwh"] = cons / 1000
     k["pv_self_consumed_kwh"] = self_pv / 1000
     k["self_consumption"] = self_pv / (pv.sum() * h) if pv.sum() > 0 else math.nan
-    # self-consumed PV over consumption; the same: 1 - (import - exports beyond PV) / cons
-    grid_used = max(float(imp.sum() - np.maximum(exp - pv, 0).sum()) * h, 0.0)
-    k["self_sufficiency"] = 1 - min(grid_used, cons) / cons if cons > 0 else math.nan
+    # per tick: grid energy used = import less the export no PV covered (stores)
+    grid_used = float(np.maximum(imp - np.maximum(exp - pv, 0), 0).sum()) * h
+    k["self_sufficiency"] = max(1 - grid_used / cons, 0.0) if cons > 0 else math.nan
     k["peak_import_kw"] = imp.max() / 1000
     tick_s = float(meta["cps_sim.tick_s"])
     if 1800 % tick_s == 0:
