@@ -40,14 +40,15 @@ class Column:
     def matches(self, name: str) -> bool:
         if "<" not in self.name:
             return self.name == name
-        rx = re.sub(r"<[^>]+>", ".+", re.escape(self.name).replace(r"\<", "<")
-                    .replace(r"\>", ">"))
+        rx = re.sub(r"<[^>]+>", ".+", re.escape(self.name).replace(r"\<", "<").replace(r"\>", ">"))
         return re.fullmatch(rx, name) is not None
 
 
-_ROLE = {"source": "ledger source", "sink": "ledger sink",
-         "info": "not a ledger term: a transfer inside the books, or a quantity reported "
-                 "for analysis"}
+_ROLE = {
+    "source": "ledger source",
+    "sink": "ledger sink",
+    "info": "not a ledger term: a transfer inside the books, or a quantity reported for analysis",
+}
 
 
 def flow_columns() -> list[Column]:
@@ -57,8 +58,13 @@ def flow_columns() -> list[Column]:
     out = []
     for f in FLOW_DEFS:
         unit = "W (signed)" if f.name == "measured_correction_wh" else "W"
-        out.append(Column(f.name.removesuffix("_wh") + "_w", unit,
-                          f"{f.description[:1].upper()}{f.description[1:]} ({_ROLE[f.role]})."))
+        out.append(
+            Column(
+                f.name.removesuffix("_wh") + "_w",
+                unit,
+                f"{f.description[:1].upper()}{f.description[1:]} ({_ROLE[f.role]}).",
+            )
+        )
     return out
 
 
@@ -66,36 +72,50 @@ SITE_COLUMNS: tuple[Column, ...] = (
     Column("time", "UTC timestamp", "Start of the tick."),
     Column("losses_w", "W", "battery_loss_w + ev_loss_w."),
     Column("peak_site_import_w", "W", "Largest import of a single site in the tick."),
-    Column("battery_soc_mean", "1", "Energy in all stationary batteries / their capacity at "
-           "the tick's end (NaN without batteries)."),
+    Column(
+        "battery_soc_mean",
+        "1",
+        "Energy in all stationary batteries / their capacity at "
+        "the tick's end (NaN without batteries).",
+    ),
     Column("ev_soc_mean", "1", "Energy in all EVs / their capacity at the tick's end."),
     Column("ev_plugged", "count", "EVs plugged in at the tick's end."),
     Column("irradiance_w_m2", "W/m²", "Global horizontal irradiance, tick mean."),
     Column("import_price_jpy_per_kwh", "JPY/kWh", "Import tariff of the tick."),
     Column("export_price_jpy_per_kwh", "JPY/kWh", "Export (feed-in) tariff of the tick."),
     Column("carbon_price_jpy_per_t", "JPY/t", "Carbon price of the tick."),
-    Column("grid_co2_g_per_kwh", "g/kWh", "CO2 intensity of the imported electricity in the "
-           "tick: the system layer's (system_co2_g_per_kwh) with a system: block, else "
-           "emissions.grid_co2_g_per_kwh."),
+    Column(
+        "grid_co2_g_per_kwh",
+        "g/kWh",
+        "CO2 intensity of the imported electricity in the "
+        "tick: the system layer's (system_co2_g_per_kwh) with a system: block, else "
+        "emissions.grid_co2_g_per_kwh.",
+    ),
     Column("balance_residual_wh", "Wh", "Sources − sinks − Δstored of the tick (noise)."),
     Column("stored_wh", "Wh", "Energy in all batteries and EVs at the tick's end."),
     Column("battery_soh_mean", "1", "Mean state of health of the ageing batteries."),
     Column("battery_soh_min", "1", "Lowest state of health of the ageing batteries."),
-    Column("heat_pump_w", "W", "Electric power of the heat-pump water heaters (included in "
-           "load_w)."),
+    Column(
+        "heat_pump_w", "W", "Electric power of the heat-pump water heaters (included in load_w)."
+    ),
     Column("heat_pump_heat_w_th", "W_th", "Heat the water heaters put into their tanks."),
     Column("hot_water_delivered_w_th", "W_th", "Hot water drawn from the tanks."),
     Column("hot_water_unmet_w_th", "W_th", "Hot water the tanks could not supply."),
     Column("hpwh_tank_loss_w_th", "W_th", "Standing losses of the tanks."),
     Column("hpwh_tank_temp_mean_c", "°C", "Mean tank temperature at the tick's end."),
-    Column("hvac_w", "W", "Electric power of the space-conditioning units (included in "
-           "load_w)."),
-    Column("hvac_heat_w_th", "W_th (signed)", "Heat the units move into the rooms (+ heating, "
-           "− cooling)."),
+    Column("hvac_w", "W", "Electric power of the space-conditioning units (included in load_w)."),
+    Column(
+        "hvac_heat_w_th",
+        "W_th (signed)",
+        "Heat the units move into the rooms (+ heating, − cooling).",
+    ),
     Column("hvac_heating_w_th", "W_th", "Heat delivered to the rooms."),
     Column("hvac_cooling_w_th", "W_th", "Heat removed from the rooms."),
-    Column("hvac_discomfort_kh", "K·h", "Degree-hours outside the comfort band in the tick, "
-           "summed over the units (an amount)."),
+    Column(
+        "hvac_discomfort_kh",
+        "K·h",
+        "Degree-hours outside the comfort band in the tick, summed over the units (an amount).",
+    ),
     Column("hvac_indoor_temp_mean_c", "°C", "Mean indoor temperature."),
 )
 
@@ -105,28 +125,40 @@ GROUP_COLUMNS: tuple[Column, ...] = (
 )
 
 SYSTEM_COLUMNS: tuple[Column, ...] = (
-    Column("system_demand_w", "W", "Area demand: background + data centres + the sites' "
-           "import."),
+    Column("system_demand_w", "W", "Area demand: background + data centres + the sites' import."),
     Column("system_background_demand_w", "W", "Area demand outside the modelled sites."),
     Column("system_data_centre_w", "W", "Data-centre demand."),
     Column("system_site_import_w", "W", "The sites' import (= grid_import_w)."),
-    Column("system_site_export_w", "W", "The sites' feed-in (= grid_export_w), counted as "
-           "renewable supply."),
+    Column(
+        "system_site_export_w",
+        "W",
+        "The sites' feed-in (= grid_export_w), counted as renewable supply.",
+    ),
     Column("system_wind_w", "W", "Wind farms."),
     Column("system_utility_pv_w", "W", "Utility PV."),
     Column("system_residual_demand_w", "W", "Demand − wind − utility PV − the sites' feed-in."),
-    Column("system_<technology>_w", "W", "Generation of one plant technology (e.g. "
-           "system_coal_w)."),
+    Column(
+        "system_<technology>_w", "W", "Generation of one plant technology (e.g. system_coal_w)."
+    ),
     Column("system_plants_w", "W", "Generation of all plants."),
     Column("system_storage_w", "W (signed)", "Grid storage, + charging / − discharging."),
     Column("system_storage_soc", "1", "Grid storage state of charge at the tick's end."),
     Column("system_electrolyser_w", "W", "Electrolysers' electric power."),
-    Column("system_electrolyser_curtailment_avoided_w", "W", "Part of the electrolysers' "
-           "power that would otherwise have been curtailed."),
-    Column("system_electrolyser_export_displaced_w", "W", "Part that would otherwise have "
-           "been exported over the interconnector."),
-    Column("system_electrolyser_overgeneration_avoided_w", "W", "Part that would otherwise "
-           "have been must-run overgeneration."),
+    Column(
+        "system_electrolyser_curtailment_avoided_w",
+        "W",
+        "Part of the electrolysers' power that would otherwise have been curtailed.",
+    ),
+    Column(
+        "system_electrolyser_export_displaced_w",
+        "W",
+        "Part that would otherwise have been exported over the interconnector.",
+    ),
+    Column(
+        "system_electrolyser_overgeneration_avoided_w",
+        "W",
+        "Part that would otherwise have been must-run overgeneration.",
+    ),
     Column("system_h2_kg", "kg", "Hydrogen produced in the tick (an amount, not a rate)."),
     Column("system_export_w", "W", "Export over the interconnector."),
     Column("system_curtailment_w", "W", "Renewables curtailed."),
@@ -147,10 +179,8 @@ OTHER_COLUMNS: tuple[Column, ...] = (
     Column("powerflow_vm_min_pu", "pu", "Power flow: lowest bus voltage (NaN between runs)."),
     Column("powerflow_vm_max_pu", "pu", "Power flow: highest bus voltage."),
     Column("powerflow_line_loading_max_percent", "%", "Power flow: highest line loading."),
-    Column("powerflow_trafo_loading_max_percent", "%", "Power flow: highest transformer "
-           "loading."),
-    Column("powerflow_buses_out_of_band", "count", "Power flow: buses outside the voltage "
-           "band."),
+    Column("powerflow_trafo_loading_max_percent", "%", "Power flow: highest transformer loading."),
+    Column("powerflow_buses_out_of_band", "count", "Power flow: buses outside the voltage band."),
     Column("powerflow_losses_w", "W", "Power flow: network losses."),
     Column("powerflow_converged", "1", "Power flow: 1 if the run converged."),
 )
@@ -175,6 +205,7 @@ def annotate(table: pa.Table, extra: tuple[Column, ...] = ()) -> pa.Table:
     fields = []
     for f in table.schema:
         c = describe(f.name, cols)
-        fields.append(f.with_metadata({"unit": c.unit, "description": c.description})
-                      if c is not None else f)
+        fields.append(
+            f.with_metadata({"unit": c.unit, "description": c.description}) if c is not None else f
+        )
     return table.cast(pa.schema(fields, metadata=table.schema.metadata))

@@ -27,15 +27,22 @@ FACTS = (
     ("cps_sim.warmup_s", "length of the warm-up that ran before the first row [s]"),
     ("cps_sim.sites", "number of sites"),
     ("cps_sim.evs", "number of EVs"),
-    ("cps_sim.stored_initial_wh", "energy in all batteries and EVs where the first row "
-     "starts [Wh]"),
-    ("cps_sim.device_groups", "JSON: the site groups with heat-pump water heaters (`hpwh`) "
-     "and with space conditioning (`hvac`)"),
-    ("cps_sim.system", "JSON: plant technologies, rated electrolyser power [W], the system's "
-     "carbon price (with a `system:` block)"),
+    (
+        "cps_sim.stored_initial_wh",
+        "energy in all batteries and EVs where the first row starts [Wh]",
+    ),
+    (
+        "cps_sim.device_groups",
+        "JSON: the site groups with heat-pump water heaters (`hpwh`) "
+        "and with space conditioning (`hvac`)",
+    ),
+    (
+        "cps_sim.system",
+        "JSON: plant technologies, rated electrolyser power [W], the system's "
+        "carbon price (with a `system:` block)",
+    ),
     ("cps_sim.vpp", "name of the aggregator (with a `vpp:` block)"),
-    ("cps_sim.balancing_group", "name of the balancing group (with a `balancing_group:` "
-     "block)"),
+    ("cps_sim.balancing_group", "name of the balancing group (with a `balancing_group:` block)"),
     ("cps_sim.sign_convention", "the sign convention below"),
     ("cps_sim.scenario, cps_sim.seed, cps_sim.scenario_hash", "which run this is"),
 )
@@ -132,25 +139,37 @@ def _table(rows: list[tuple[str, ...]], head: tuple[str, ...]) -> list[str]:
 
 
 def _columns(cols: list[Column] | tuple[Column, ...]) -> list[str]:
-    return _table([(f"`{c.name}`", c.unit, c.description) for c in cols],
-                  ("column", "unit", "meaning"))
+    return _table(
+        [(f"`{c.name}`", c.unit, c.description) for c in cols], ("column", "unit", "meaning")
+    )
 
 
 def _family(f: Family) -> list[str]:
-    lines = [f"### {f.title}", "", f"Present: {f.when}. Computed from: {f.source}."
-             + ("" if f.computed_here else " (Not computed in experiment/kpis.py.)"), ""]
+    lines = [
+        f"### {f.title}",
+        "",
+        f"Present: {f.when}. Computed from: {f.source}."
+        + ("" if f.computed_here else " (Not computed in experiment/kpis.py.)"),
+        "",
+    ]
     if f.intro:
         lines += [f.intro, ""]
-    lines += _table([(f"`{k.name}`", k.unit, f"`{k.formula}`", k.meaning) for k in f.kpis],
-                    ("KPI", "unit", "formula", "meaning"))
+    lines += _table(
+        [(f"`{k.name}`", k.unit, f"`{k.formula}`", k.meaning) for k in f.kpis],
+        ("KPI", "unit", "formula", "meaning"),
+    )
     return [*lines, ""]
 
 
 def render() -> str:
     lines = [INTRO + SIGN_NOTE, ""]
-    lines += ["## timeseries.parquet", "",
-              "One row per settlement tick. Energy flows of the sites' ledger (declared by "
-              "the device populations, `cps_sim/world/populations/`):", ""]
+    lines += [
+        "## timeseries.parquet",
+        "",
+        "One row per settlement tick. Energy flows of the sites' ledger (declared by "
+        "the device populations, `cps_sim/world/populations/`):",
+        "",
+    ]
     lines += _columns(flow_columns())
     lines += ["", "Other columns of every run, and of per-tick devices when present:", ""]
     lines += _columns(SITE_COLUMNS)
@@ -158,15 +177,30 @@ def render() -> str:
     lines += _columns(SYSTEM_COLUMNS)
     lines += ["", "With a `balancing_group:` (`<bg>` = its name) or `powerflow:` block:", ""]
     lines += _columns(OTHER_COLUMNS)
-    lines += ["", "## timeseries_groups.parquet", "",
-              "The flow columns above per site group (long format), and:", ""]
+    lines += [
+        "",
+        "## timeseries_groups.parquet",
+        "",
+        "The flow columns above per site group (long format), and:",
+        "",
+    ]
     lines += _columns(GROUP_COLUMNS)
-    lines += ["", "Per-tick device columns (heat-pump water heaters, space conditioning) "
-              "appear per group too (NaN in groups without those devices).", "",
-              "## Run facts (Parquet schema metadata)", ""]
+    lines += [
+        "",
+        "Per-tick device columns (heat-pump water heaters, space conditioning) "
+        "appear per group too (NaN in groups without those devices).",
+        "",
+        "## Run facts (Parquet schema metadata)",
+        "",
+    ]
     lines += _table([(f"`{k}`", v) for k, v in FACTS], ("key", "meaning"))
-    lines += ["", "Each field also carries `unit` and `description` in its own metadata.", "",
-              "## KPIs", ""]
+    lines += [
+        "",
+        "Each field also carries `unit` and `description` in its own metadata.",
+        "",
+        "## KPIs",
+        "",
+    ]
     for f in FAMILIES:
         lines += _family(f)
     return "\n".join(lines).rstrip() + "\n"

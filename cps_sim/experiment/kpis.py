@@ -46,8 +46,7 @@ class RunTables:
     meta: dict[str, str] = field(default_factory=dict)  # "cps_sim.*" facts (str values)
 
     def col(self, name: str) -> np.ndarray:
-        return np.asarray(self.timeseries.column(name).to_numpy(zero_copy_only=False),
-                          dtype=float)
+        return np.asarray(self.timeseries.column(name).to_numpy(zero_copy_only=False), dtype=float)
 
     def has(self, name: str) -> bool:
         return name in self.timeseries.column_names
@@ -82,18 +81,27 @@ def _nan_div(a: float, b: float) -> float:
 
 def flow_kpis(t: RunTables, flows: tuple[str, ...]) -> dict[str, float]:
     h = t.h
-    return {f.removesuffix("_wh") + "_kwh": float(t.col(f.removesuffix("_wh") + "_w").sum())
-            * h / 1000.0 for f in flows}
+    return {
+        f.removesuffix("_wh") + "_kwh": float(t.col(f.removesuffix("_wh") + "_w").sum())
+        * h
+        / 1000.0
+        for f in flows
+    }
 
 
 def consumption_w(col: Callable[[str], np.ndarray]) -> np.ndarray:
     """Per-tick net consumption of the sites [W] (see ``consumption_kwh``)."""
-    return (col("load_w") + col("deferrable_w") + (col("ev_charging_w") - col("ev_discharge_w"))
-            + (col("battery_charge_w") - col("battery_discharge_w")))
+    return (
+        col("load_w")
+        + col("deferrable_w")
+        + (col("ev_charging_w") - col("ev_discharge_w"))
+        + (col("battery_charge_w") - col("battery_discharge_w"))
+    )
 
 
-def peak_over_interval_w(time_us: np.ndarray, power_w: np.ndarray, tick_s: float,
-                         interval_s: float = METERING_INTERVAL_S) -> float:
+def peak_over_interval_w(
+    time_us: np.ndarray, power_w: np.ndarray, tick_s: float, interval_s: float = METERING_INTERVAL_S
+) -> float:
     """Largest mean of ``power_w`` over clock-aligned intervals (NaN if the tick does not
     divide the interval; 0 without rows)."""
     if power_w.size == 0:
@@ -109,8 +117,7 @@ def peak_over_interval_w(time_us: np.ndarray, power_w: np.ndarray, tick_s: float
     return float((energy[used] / count[used]).max())
 
 
-def site_kpis(t: RunTables, sources: tuple[str, ...], sinks: tuple[str, ...]
-              ) -> dict[str, float]:
+def site_kpis(t: RunTables, sources: tuple[str, ...], sinks: tuple[str, ...]) -> dict[str, float]:
     h = t.h
     n = t.timeseries.num_rows
     imp = t.col("grid_import_w")
@@ -127,22 +134,26 @@ def site_kpis(t: RunTables, sources: tuple[str, ...], sinks: tuple[str, ...]
     intensity = t.col("grid_co2_g_per_kwh")
     imp_kwh_k = imp * h / 1000.0
     co2_kg_k = imp_kwh_k * intensity / 1000.0
-    energy_cost = float((imp_kwh_k * t.col("import_price_jpy_per_kwh")
-                         - exp * h / 1000.0 * t.col("export_price_jpy_per_kwh")).sum())
+    energy_cost = float(
+        (
+            imp_kwh_k * t.col("import_price_jpy_per_kwh")
+            - exp * h / 1000.0 * t.col("export_price_jpy_per_kwh")
+        ).sum()
+    )
     carbon_cost = float((co2_kg_k * t.col("carbon_price_jpy_per_t")).sum()) / 1000.0
     stored = t.col("stored_wh")
     stored0 = float(t.fact("stored_initial_wh"))
     stored1 = float(stored[-1]) if n else stored0
-    flow_sum = sum(float(t.col(f.removesuffix("_wh") + "_w").sum()) for f in sources) \
-        - sum(float(t.col(f.removesuffix("_wh") + "_w").sum()) for f in sinks)
+    flow_sum = sum(float(t.col(f.removesuffix("_wh") + "_w").sum()) for f in sources) - sum(
+        float(t.col(f.removesuffix("_wh") + "_w").sum()) for f in sinks
+    )
     residual = t.col("balance_residual_wh")
     time_us = t.timeseries.column("time").cast(pa.int64()).to_numpy()
     return {
         "consumption_kwh": cons_wh / 1000.0,
         "pv_self_consumed_kwh": self_used_wh / 1000.0,
         "self_consumption": _nan_div(self_used_wh, pv_wh),
-        "self_sufficiency": max(covered_wh, 0.0) / cons_wh if cons_wh > 0
-        else float("nan"),
+        "self_sufficiency": max(covered_wh, 0.0) / cons_wh if cons_wh > 0 else float("nan"),
         "peak_import_kw": float(imp.max()) / 1000.0 if n else 0.0,
         "peak_import_30min_kw": peak_over_interval_w(time_us, imp, t.tick_s) / 1000.0,
         "peak_site_import_kw": float(t.col("peak_site_import_w").max()) / 1000.0 if n else 0.0,
@@ -161,8 +172,11 @@ def site_kpis(t: RunTables, sources: tuple[str, ...], sinks: tuple[str, ...]
 
 
 def event_kpis(events: pa.Table) -> dict[str, float]:
-    kind = np.asarray(events.column("kind").to_pylist(), dtype=object) if events.num_rows \
+    kind = (
+        np.asarray(events.column("kind").to_pylist(), dtype=object)
+        if events.num_rows
         else np.empty(0, dtype=object)
+    )
     dep = kind == "departure"
     unmet = events.column("unmet_wh").to_numpy()[dep] if events.num_rows else np.empty(0)
     soc = events.column("soc").to_numpy()[dep] if events.num_rows else np.empty(0)
@@ -184,8 +198,11 @@ def _group_sums(t: RunTables, family: str):
         m = gname == name
 
         def total(col: str, m=m) -> float:
-            return float(np.asarray(t.groups.column(col).to_numpy(zero_copy_only=False),
-                                    dtype=float)[m].sum())
+            return float(
+                np.asarray(t.groups.column(col).to_numpy(zero_copy_only=False), dtype=float)[
+                    m
+                ].sum()
+            )
 
         yield ("" if len(groups) == 1 else f"{name}."), total
 
@@ -195,13 +212,15 @@ def hpwh_kpis(t: RunTables) -> dict[str, float]:
     out: dict[str, float] = {}
     for p, total in _group_sums(t, "hpwh"):
         el = total("heat_pump_w") * h
-        out.update({
-            f"{p}heat_pump_kwh": el / 1000.0,
-            f"{p}hot_water_delivered_kwh_th": total("hot_water_delivered_w_th") * h / 1000.0,
-            f"{p}hot_water_unmet_kwh_th": total("hot_water_unmet_w_th") * h / 1000.0,
-            f"{p}hpwh_tank_loss_kwh_th": total("hpwh_tank_loss_w_th") * h / 1000.0,
-            f"{p}hpwh_cop_mean": _nan_div(total("heat_pump_heat_w_th") * h, el),
-        })
+        out.update(
+            {
+                f"{p}heat_pump_kwh": el / 1000.0,
+                f"{p}hot_water_delivered_kwh_th": total("hot_water_delivered_w_th") * h / 1000.0,
+                f"{p}hot_water_unmet_kwh_th": total("hot_water_unmet_w_th") * h / 1000.0,
+                f"{p}hpwh_tank_loss_kwh_th": total("hpwh_tank_loss_w_th") * h / 1000.0,
+                f"{p}hpwh_cop_mean": _nan_div(total("heat_pump_heat_w_th") * h, el),
+            }
+        )
     return out
 
 
@@ -211,13 +230,15 @@ def hvac_kpis(t: RunTables) -> dict[str, float]:
     for p, total in _group_sums(t, "hvac"):
         el = total("hvac_w") * h
         heat, cool = total("hvac_heating_w_th") * h, total("hvac_cooling_w_th") * h
-        out.update({
-            f"{p}hvac_kwh": el / 1000.0,
-            f"{p}hvac_heating_kwh_th": heat / 1000.0,
-            f"{p}hvac_cooling_kwh_th": cool / 1000.0,
-            f"{p}hvac_cop_mean": _nan_div(heat + cool, el),
-            f"{p}hvac_discomfort_kh": total("hvac_discomfort_kh"),
-        })
+        out.update(
+            {
+                f"{p}hvac_kwh": el / 1000.0,
+                f"{p}hvac_heating_kwh_th": heat / 1000.0,
+                f"{p}hvac_cooling_kwh_th": cool / 1000.0,
+                f"{p}hvac_cop_mean": _nan_div(heat + cool, el),
+                f"{p}hvac_discomfort_kh": total("hvac_discomfort_kh"),
+            }
+        )
     return out
 
 
@@ -237,8 +258,9 @@ def system_kpis(t: RunTables) -> dict[str, float]:
     return system_kpis_from(t.col, t.has, t.timeseries.num_rows, t.h, json.loads(raw))
 
 
-def system_kpis_from(col: Callable[[str], np.ndarray], has: Callable[[str], bool], n: int,
-                     h: float, facts: Mapping) -> dict[str, float]:
+def system_kpis_from(
+    col: Callable[[str], np.ndarray], has: Callable[[str], bool], n: int, h: float, facts: Mapping
+) -> dict[str, float]:
     """System KPIs from the ``system_*`` columns (``col(name)``, ``n`` rows, ``h`` hours
     per tick) and the facts ``technologies``, ``electrolyser_rated_w`` and
     ``carbon_price_jpy_per_t``."""
@@ -270,27 +292,33 @@ def system_kpis_from(col: Callable[[str], np.ndarray], has: Callable[[str], bool
     rated_mw = float(facts["electrolyser_rated_w"]) / 1e6
     hours = n * h
     soc = col("system_storage_soc")
-    out.update({
-        "system_co2_t": co2_t,
-        "system_co2_intensity_g_per_kwh": co2_t * 1e6 / (served * 1e3) if served > 0 else 0.0,
-        "system_cost_jpy": cost,
-        "system_cost_jpy_per_kwh": cost / (served * 1e3) if served > 0 else 0.0,
-        "system_carbon_cost_jpy": co2_t * float(facts["carbon_price_jpy_per_t"]),
-        "system_h2_kg": float(col("system_h2_kg").sum()),
-        "system_electrolyser_utilisation": out["system_electrolyser_mwh"] / (rated_mw * hours)
-        if rated_mw and hours else 0.0,
-        "system_re_share": 1.0 - out["system_plants_mwh"] / served if served > 0 else 0.0,
-        "system_curtailment_share": out["system_curtailed_mwh"] / re if re > 0 else 0.0,
-        "system_loss_of_load_hours": float((col("system_unserved_w") > LOL_THRESHOLD_W).sum())
-        * h,
-        "system_storage_min_soc": float(np.nanmin(soc)) if n and np.isfinite(soc).any()
-        else float("nan"),
-        "system_peak_demand_mw": float(col("system_demand_w").max()) / 1e6 if n else 0.0,
-        "system_peak_residual_demand_mw": float(col("system_residual_demand_w").max()) / 1e6
-        if n else 0.0,
-        "system_max_balance_error_w": float(np.abs(col("system_balance_error_w")).max())
-        if n else 0.0,
-    })
+    out.update(
+        {
+            "system_co2_t": co2_t,
+            "system_co2_intensity_g_per_kwh": co2_t * 1e6 / (served * 1e3) if served > 0 else 0.0,
+            "system_cost_jpy": cost,
+            "system_cost_jpy_per_kwh": cost / (served * 1e3) if served > 0 else 0.0,
+            "system_carbon_cost_jpy": co2_t * float(facts["carbon_price_jpy_per_t"]),
+            "system_h2_kg": float(col("system_h2_kg").sum()),
+            "system_electrolyser_utilisation": out["system_electrolyser_mwh"] / (rated_mw * hours)
+            if rated_mw and hours
+            else 0.0,
+            "system_re_share": 1.0 - out["system_plants_mwh"] / served if served > 0 else 0.0,
+            "system_curtailment_share": out["system_curtailed_mwh"] / re if re > 0 else 0.0,
+            "system_loss_of_load_hours": float((col("system_unserved_w") > LOL_THRESHOLD_W).sum())
+            * h,
+            "system_storage_min_soc": float(np.nanmin(soc))
+            if n and np.isfinite(soc).any()
+            else float("nan"),
+            "system_peak_demand_mw": float(col("system_demand_w").max()) / 1e6 if n else 0.0,
+            "system_peak_residual_demand_mw": float(col("system_residual_demand_w").max()) / 1e6
+            if n
+            else 0.0,
+            "system_max_balance_error_w": float(np.abs(col("system_balance_error_w")).max())
+            if n
+            else 0.0,
+        }
+    )
     return out
 
 
@@ -360,8 +388,9 @@ def _report_dict(table: pa.Table) -> dict[str, np.ndarray]:
     return {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
 
 
-def compute_kpis(t: RunTables, flows: tuple[str, ...], sources: tuple[str, ...],
-                 sinks: tuple[str, ...]) -> dict[str, float]:
+def compute_kpis(
+    t: RunTables, flows: tuple[str, ...], sources: tuple[str, ...], sinks: tuple[str, ...]
+) -> dict[str, float]:
     """Every KPI of a run from its tables (see the module docstring).
 
     ``flows``, ``sources`` and ``sinks`` are the sites' ledger flows (``<flow>_wh``
@@ -382,5 +411,7 @@ def compute_kpis(t: RunTables, flows: tuple[str, ...], sources: tuple[str, ...],
         out.update(balancing_kpis(bg, _report_dict(t.reports[f"{bg}_report"])))
     if "powerflow_report" in t.reports:
         out.update(powerflow_kpis(_report_dict(t.reports["powerflow_report"])))
-    return {k: (float(v) if not (isinstance(v, float) and math.isnan(v)) else float("nan"))
-            for k, v in out.items()}
+    return {
+        k: (float(v) if not (isinstance(v, float) and math.isnan(v)) else float("nan"))
+        for k, v in out.items()
+    }

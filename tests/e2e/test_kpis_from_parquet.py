@@ -69,8 +69,15 @@ CASES = [
     ("demand_growth_2050", ["duration_days=2"]),
     ("power_to_hydrogen", ["duration_days=2"]),
     ("hil_demo", []),
-    ("ev_strategies_compare", ["sites[0].count=10", "duration_days=2", "control.interval_s=900",
-                               "control.ev_strategy=v2h"]),
+    (
+        "ev_strategies_compare",
+        [
+            "sites[0].count=10",
+            "duration_days=2",
+            "control.interval_s=900",
+            "control.ev_strategy=v2h",
+        ],
+    ),
     ("decarbonisation_leading_area", ["duration_days=2"]),
     ("v2g_evening_peak", ["duration_days=2"]),
     ("ev_logistics_depot", ["duration_days=2"]),
@@ -78,14 +85,20 @@ CASES = [
 ]
 
 
-
 def test_every_built_in_scenario_is_covered():
     assert {f.stem for f in SCENARIOS.glob("*.yaml")} <= {c[0] for c in CASES}
 
 
 SOURCES = ("grid_import_w", "pv_generation_w", "measured_correction_w")
-SINKS = ("load_w", "grid_export_w", "ev_driving_w", "battery_loss_w", "ev_loss_w",
-         "battery_fade_w", "deferrable_w")
+SINKS = (
+    "load_w",
+    "grid_export_w",
+    "ev_driving_w",
+    "battery_loss_w",
+    "ev_loss_w",
+    "battery_fade_w",
+    "deferrable_w",
+)
 
 
 def _run(name: str, overrides: list[str], tmp: Path) -> Path:
@@ -113,6 +126,7 @@ def _read(d: Path, name: str) -> tuple[pd.DataFrame, dict[str, str]]:
 
 # ----------------------------------------------------------------------------- balance
 
+
 def _ledger_check(df: pd.DataFrame, stored0: float, h: float) -> None:
     src = sum(df[c].to_numpy() for c in SOURCES) * h
     snk = sum(df[c].to_numpy() for c in SINKS) * h
@@ -129,8 +143,7 @@ def test_ledger_closes_every_tick_from_the_parquet_files(run_dir):
     _ledger_check(ts, float(meta["cps_sim.stored_initial_wh"]), h)
     # the sites' AC side: what came in = what went out, every tick
     into = ts.grid_import_w + ts.pv_generation_w + ts.battery_discharge_w + ts.ev_discharge_w
-    out = (ts.load_w + ts.deferrable_w + ts.ev_charging_w + ts.battery_charge_w
-           + ts.grid_export_w)
+    out = ts.load_w + ts.deferrable_w + ts.ev_charging_w + ts.battery_charge_w + ts.grid_export_w
     assert np.allclose(into, out, rtol=1e-9, atol=1e-6)
     # each group's own books (its stored energy is a column of the group table)
     groups, _ = _read(run_dir, "timeseries_groups.parquet")
@@ -142,11 +155,16 @@ def test_ledger_closes_every_tick_from_the_parquet_files(run_dir):
         _ledger_check(g, float(g.stored_wh.iloc[0] - d0), h)
     # the group rows add up to the site totals
     summed = groups.groupby("time", sort=True)[list(SOURCES + SINKS)].sum()
-    assert np.allclose(summed.to_numpy(), ts.set_index("time")[list(SOURCES + SINKS)]
-                       .sort_index().to_numpy(), rtol=1e-9, atol=1e-6)
+    assert np.allclose(
+        summed.to_numpy(),
+        ts.set_index("time")[list(SOURCES + SINKS)].sort_index().to_numpy(),
+        rtol=1e-9,
+        atol=1e-6,
+    )
 
 
 # ----------------------------------------------------------------------------- KPIs
+
 
 def _energy(ts: pd.DataFrame, col: str, h: float) -> float:
     return float(ts[col].sum()) * h
@@ -166,8 +184,14 @@ def _expected_kpis(d: Path) -> dict[str, float]:
                 continue
             k[c[:-2] + "_kwh"] = _energy(ts, c, h) / 1000
     pv, imp, exp = ts.pv_generation_w, ts.grid_import_w, ts.grid_export_w
-    used = (ts.load_w + ts.deferrable_w + ts.ev_charging_w - ts.ev_discharge_w
-            + ts.battery_charge_w - ts.battery_discharge_w)
+    used = (
+        ts.load_w
+        + ts.deferrable_w
+        + ts.ev_charging_w
+        - ts.ev_discharge_w
+        + ts.battery_charge_w
+        - ts.battery_discharge_w
+    )
     cons = float(used.sum()) * h
     self_pv = float((pv - np.minimum(exp, pv)).sum()) * h
     k["consumption_kwh"] = cons / 1000
@@ -185,8 +209,10 @@ def _expected_kpis(d: Path) -> dict[str, float]:
         k["peak_import_30min_kw"] = math.nan
     k["peak_site_import_kw"] = ts.peak_site_import_w.max() / 1000
     kwh = imp * h / 1000
-    k["energy_cost_jpy"] = float((kwh * ts.import_price_jpy_per_kwh).sum()
-                                 - (exp * h / 1000 * ts.export_price_jpy_per_kwh).sum())
+    k["energy_cost_jpy"] = float(
+        (kwh * ts.import_price_jpy_per_kwh).sum()
+        - (exp * h / 1000 * ts.export_price_jpy_per_kwh).sum()
+    )
     co2 = kwh * ts.grid_co2_g_per_kwh / 1000
     k["co2_kg"] = float(co2.sum())
     k["carbon_cost_jpy"] = float((co2 * ts.carbon_price_jpy_per_t).sum()) / 1000
@@ -194,8 +220,9 @@ def _expected_kpis(d: Path) -> dict[str, float]:
     s0 = float(meta["cps_sim.stored_initial_wh"])
     s1 = float(ts.stored_wh.iloc[-1])
     k["stored_initial_kwh"], k["stored_final_kwh"] = s0 / 1000, s1 / 1000
-    k["balance_residual_wh"] = (sum(_energy(ts, c, h) for c in SOURCES)
-                                - sum(_energy(ts, c, h) for c in SINKS) - (s1 - s0))
+    k["balance_residual_wh"] = (
+        sum(_energy(ts, c, h) for c in SOURCES) - sum(_energy(ts, c, h) for c in SINKS) - (s1 - s0)
+    )
     k["balance_max_tick_residual_wh"] = ts.balance_residual_wh.abs().max()
     k["sites"] = float(meta["cps_sim.sites"])
     k["evs"] = float(meta["cps_sim.evs"])
@@ -236,13 +263,18 @@ def _expected_kpis(d: Path) -> dict[str, float]:
         name = meta["cps_sim.vpp"]
         rep = pd.read_parquet(d / f"{name}_report.parquet")
         req, dlv = rep.requested_kwh.sum(), rep.delivered_kwh.sum()
-        k.update({f"{name}_requests": float(len(rep)), f"{name}_requested_kwh": req,
-                  f"{name}_available_kwh": rep.available_kwh.sum(),
-                  f"{name}_dispatched_kwh": rep.dispatched_kwh.sum(),
-                  f"{name}_delivered_kwh": dlv,
-                  f"{name}_delivered_ratio": dlv / req if req > 0 else 0.0,
-                  f"{name}_shortfall_kwh": rep.shortfall_kwh.sum(),
-                  f"{name}_requests_partial": float((rep.status != "full").sum())})
+        k.update(
+            {
+                f"{name}_requests": float(len(rep)),
+                f"{name}_requested_kwh": req,
+                f"{name}_available_kwh": rep.available_kwh.sum(),
+                f"{name}_dispatched_kwh": rep.dispatched_kwh.sum(),
+                f"{name}_delivered_kwh": dlv,
+                f"{name}_delivered_ratio": dlv / req if req > 0 else 0.0,
+                f"{name}_shortfall_kwh": rep.shortfall_kwh.sum(),
+                f"{name}_requests_partial": float((rep.status != "full").sum()),
+            }
+        )
     return k
 
 
@@ -250,11 +282,26 @@ def _system(ts: pd.DataFrame, facts: dict, h: float) -> dict[str, float]:
     def mwh(c: str) -> float:
         return float(ts[c].sum()) * h / 1e6 if c in ts else 0.0
 
-    k = {f"system_{q}_mwh": mwh(f"system_{q}_w") for q in (
-        "demand", "background_demand", "data_centre", "site_import", "site_export", "wind",
-        "utility_pv", "plants", "electrolyser", "export", "unserved", "overgeneration",
-        "electrolyser_curtailment_avoided", "electrolyser_export_displaced",
-        "electrolyser_overgeneration_avoided")}
+    k = {
+        f"system_{q}_mwh": mwh(f"system_{q}_w")
+        for q in (
+            "demand",
+            "background_demand",
+            "data_centre",
+            "site_import",
+            "site_export",
+            "wind",
+            "utility_pv",
+            "plants",
+            "electrolyser",
+            "export",
+            "unserved",
+            "overgeneration",
+            "electrolyser_curtailment_avoided",
+            "electrolyser_export_displaced",
+            "electrolyser_overgeneration_avoided",
+        )
+    }
     k["system_curtailed_mwh"] = mwh("system_curtailment_w")
     k["system_storage_charge_mwh"] = ts.system_storage_w.clip(lower=0).sum() * h / 1e6
     k["system_storage_discharge_mwh"] = (-ts.system_storage_w).clip(lower=0).sum() * h / 1e6
@@ -277,8 +324,9 @@ def _system(ts: pd.DataFrame, facts: dict, h: float) -> dict[str, float]:
     k["system_carbon_cost_jpy"] = co2_t * facts["carbon_price_jpy_per_t"]
     k["system_h2_kg"] = ts.system_h2_kg.sum()
     rated = facts["electrolyser_rated_w"] / 1e6
-    k["system_electrolyser_utilisation"] = (k["system_electrolyser_mwh"] / (rated * len(ts) * h)
-                                            if rated else 0.0)
+    k["system_electrolyser_utilisation"] = (
+        k["system_electrolyser_mwh"] / (rated * len(ts) * h) if rated else 0.0
+    )
     k["system_re_share"] = 1 - k["system_plants_mwh"] / served if served > 0 else 0.0
     k["system_curtailment_share"] = k["system_curtailed_mwh"] / re if re > 0 else 0.0
     k["system_loss_of_load_hours"] = float((ts.system_unserved_w > 1e-3).sum()) * h
@@ -294,11 +342,15 @@ NOISE = ("balance_residual_wh", "balance_max_tick_residual_wh", "system_max_bala
 
 
 def test_every_kpi_is_rebuilt_from_the_parquet_files(run_dir):
-    kpis = {k: (math.nan if v is None else v)
-            for k, v in json.loads((run_dir / "kpis.json").read_text()).items()}
+    kpis = {
+        k: (math.nan if v is None else v)
+        for k, v in json.loads((run_dir / "kpis.json").read_text()).items()
+    }
     expected = _expected_kpis(run_dir)
-    assert set(kpis) == set(expected), (sorted(set(kpis) - set(expected)),
-                                        sorted(set(expected) - set(kpis)))
+    assert set(kpis) == set(expected), (
+        sorted(set(kpis) - set(expected)),
+        sorted(set(expected) - set(kpis)),
+    )
     for name, want in expected.items():
         got = kpis[name]
         if name in NOISE:  # floating-point noise: the same noise to within 1e-6 Wh (W)

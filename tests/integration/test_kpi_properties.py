@@ -35,16 +35,27 @@ def _table(rows: list[tuple[float, ...]], tick_s: float) -> RunTables:
         "time": pa.array(time.as_unit("us")),
         "grid_import_w": np.maximum(net, 0.0) + a["both"],
         "grid_export_w": np.maximum(-net, 0.0) + a["both"],
-        "pv_generation_w": a["pv"], "load_w": a["load"], "deferrable_w": a["deferrable"],
-        "ev_charging_w": a["ev_ch"], "ev_discharge_w": a["ev_dis"],
-        "battery_charge_w": a["b_ch"], "battery_discharge_w": a["b_dis"],
-        "peak_site_import_w": np.maximum(net, 0.0), "import_price_jpy_per_kwh": np.full(n, 30.0),
-        "export_price_jpy_per_kwh": np.full(n, 8.0), "carbon_price_jpy_per_t": np.zeros(n),
-        "grid_co2_g_per_kwh": np.full(n, 400.0), "stored_wh": np.zeros(n),
+        "pv_generation_w": a["pv"],
+        "load_w": a["load"],
+        "deferrable_w": a["deferrable"],
+        "ev_charging_w": a["ev_ch"],
+        "ev_discharge_w": a["ev_dis"],
+        "battery_charge_w": a["b_ch"],
+        "battery_discharge_w": a["b_dis"],
+        "peak_site_import_w": np.maximum(net, 0.0),
+        "import_price_jpy_per_kwh": np.full(n, 30.0),
+        "export_price_jpy_per_kwh": np.full(n, 8.0),
+        "carbon_price_jpy_per_t": np.zeros(n),
+        "grid_co2_g_per_kwh": np.full(n, 400.0),
+        "stored_wh": np.zeros(n),
         "balance_residual_wh": np.zeros(n),
     }
-    meta = {META + "tick_s": repr(tick_s), META + "stored_initial_wh": "0.0",
-            META + "sites": "1", META + "evs": "0"}
+    meta = {
+        META + "tick_s": repr(tick_s),
+        META + "stored_initial_wh": "0.0",
+        META + "sites": "1",
+        META + "evs": "0",
+    }
     return RunTables(timeseries=pa.table(cols), events=pa.table({}), meta=meta)
 
 
@@ -63,8 +74,10 @@ def _check(k: dict[str, float], pv_wh: float, consumption_wh: float) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(rows=st.lists(st.tuples(*[power] * 8), min_size=1, max_size=30),
-       tick_s=st.sampled_from([60.0, 900.0, 3600.0]))
+@given(
+    rows=st.lists(st.tuples(*[power] * 8), min_size=1, max_size=30),
+    tick_s=st.sampled_from([60.0, 900.0, 3600.0]),
+)
 def test_bounds_hold_for_any_flows(rows, tick_s):
     t = _table(rows, tick_s)
     k = site_kpis(t, ("grid_import_wh", "pv_generation_wh"), ("load_wh", "grid_export_wh"))
@@ -77,11 +90,14 @@ def test_bounds_hold_for_any_flows(rows, tick_s):
 def test_no_pv_means_no_self_sufficiency_whatever_the_stores_do():
     """The audit's case: a factory process and batteries without PV is 0 % self-sufficient
     (the old definition gave -14 %), and emptying stores does not count as PV."""
-    rows = [(0.0, 800.0, 5000.0, 0.0, 0.0, 0.0, 3000.0, 0.0),  # battery covers part
-            (0.0, 800.0, 5000.0, 0.0, 0.0, 4000.0, 0.0, 0.0),  # recharged from the grid
-            (0.0, 500.0, 0.0, 6000.0, 0.0, 0.0, 0.0, 0.0)]
-    k = site_kpis(_table(rows, 900.0), ("grid_import_wh", "pv_generation_wh"),
-                  ("load_wh", "grid_export_wh"))
+    rows = [
+        (0.0, 800.0, 5000.0, 0.0, 0.0, 0.0, 3000.0, 0.0),  # battery covers part
+        (0.0, 800.0, 5000.0, 0.0, 0.0, 4000.0, 0.0, 0.0),  # recharged from the grid
+        (0.0, 500.0, 0.0, 6000.0, 0.0, 0.0, 0.0, 0.0),
+    ]
+    k = site_kpis(
+        _table(rows, 900.0), ("grid_import_wh", "pv_generation_wh"), ("load_wh", "grid_export_wh")
+    )
     assert k["self_sufficiency"] == 0.0
     assert math.isnan(k["self_consumption"])
 
@@ -103,22 +119,36 @@ def mixes(draw) -> Scenario:
     groups = []
     any_ev = False
     for i in range(choice(st.integers(1, 2))):
-        g: dict = {"name": f"g{i}", "count": choice(st.integers(1, 3)),
-                   "load": {"annual_kwh": choice(st.sampled_from([300.0, 4000.0, 40000.0]))}}
+        g: dict = {
+            "name": f"g{i}",
+            "count": choice(st.integers(1, 3)),
+            "load": {"annual_kwh": choice(st.sampled_from([300.0, 4000.0, 40000.0]))},
+        }
         if choice(st.booleans()):
-            g["pv"] = {"share": choice(st.sampled_from([0.5, 1.0])),
-                       "capacity_kw": choice(st.sampled_from([1.0, 5.0, 40.0]))}
+            g["pv"] = {
+                "share": choice(st.sampled_from([0.5, 1.0])),
+                "capacity_kw": choice(st.sampled_from([1.0, 5.0, 40.0])),
+            }
         if choice(st.booleans()):
-            g["battery"] = {"capacity_kwh": choice(st.sampled_from([5.0, 20.0])),
-                            "power_kw": 5.0, "self_discharge_per_month": 0.05,
-                            "control": choice(st.sampled_from(["self_consumption", "idle"]))}
+            g["battery"] = {
+                "capacity_kwh": choice(st.sampled_from([5.0, 20.0])),
+                "power_kw": 5.0,
+                "self_discharge_per_month": 0.05,
+                "control": choice(st.sampled_from(["self_consumption", "idle"])),
+            }
         if choice(st.booleans()):
             any_ev = True
-            g["ev"] = {"share": 1.0, "charger_kw": choice(st.sampled_from([3.0, 6.0])),
-                       "v2x_kw": choice(st.sampled_from([0.0, 6.0]))}
+            g["ev"] = {
+                "share": 1.0,
+                "charger_kw": choice(st.sampled_from([3.0, 6.0])),
+                "v2x_kw": choice(st.sampled_from([0.0, 6.0])),
+            }
         if choice(st.booleans()):
-            g["deferrable"] = {"energy_kwh": choice(st.sampled_from([5.0, 60.0])),
-                               "power_kw": 10.0, "days": "all"}
+            g["deferrable"] = {
+                "energy_kwh": choice(st.sampled_from([5.0, 60.0])),
+                "power_kw": 10.0,
+                "days": "all",
+            }
         if choice(st.booleans()):
             g["heat_pump_water_heater"] = {"share": 1.0}
         lim = choice(st.sampled_from([None, "import", "export"]))
@@ -127,11 +157,19 @@ def mixes(draw) -> Scenario:
         groups.append(g)
     kw: dict = {}
     if any_ev:
-        kw["control"] = {"ev_strategy": choice(st.sampled_from(["now", "pv", "v2h", "v2g"])),
-                         "v2g_price_jpy_per_kwh": 0.0}
-    return Scenario(name="mix", seed=choice(st.integers(0, 2**16)),
-                    start="2026-05-11T00:00:00+09:00", duration_days=1, tick_s=3600,
-                    sites=groups, **kw)
+        kw["control"] = {
+            "ev_strategy": choice(st.sampled_from(["now", "pv", "v2h", "v2g"])),
+            "v2g_price_jpy_per_kwh": 0.0,
+        }
+    return Scenario(
+        name="mix",
+        seed=choice(st.integers(0, 2**16)),
+        start="2026-05-11T00:00:00+09:00",
+        duration_days=1,
+        tick_s=3600,
+        sites=groups,
+        **kw,
+    )
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])

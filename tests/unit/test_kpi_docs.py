@@ -10,7 +10,8 @@ from cps_sim.world.populations import FLOW_DEFS, FLOWS
 
 def test_docs_kpis_md_is_current():
     assert kpi_docs.DOC.read_text(encoding="utf-8") == kpi_docs.render(), (
-        "docs/kpis.md is stale: run python -m cps_sim.experiment.kpi_docs")
+        "docs/kpis.md is stale: run python -m cps_sim.experiment.kpi_docs"
+    )
     assert kpi_docs.main(["--check"]) == 0
 
 
