@@ -649,7 +649,10 @@ class DeviceLink:
         from cps_sim.bridge.profile_codec import Setpoint
 
         spec = self.spec
-        if math.isnan(value):
+        mode = self.member.setpoint_mode
+        if mode == "none":
+            return  # no controller has set this member yet
+        if mode == "auto":
             if not self.takes_mode:
                 return  # the device keeps its own behaviour
             sp = Setpoint(mode="auto", ttl_s=spec.ttl_s)

@@ -18,7 +18,8 @@ what the bridge runs.  Summary:
   (``power_kw``, ``unit``...) are rejected as ``wrong_unit``.
 * Sign: load convention, power into the device is positive.
 * Group setpoints carry the battery's built-in rule as an explicit
-  ``battery_mode: "auto"``; NaN is never valid on the wire.  ``null`` in
+  ``battery_mode: "auto"`` (internally the ``battery_mode`` key,
+  ``BATTERY_AUTO``); NaN is never valid, on the wire or inside.  ``null`` in
   ``import_limit_w`` means "no limit", in ``ev_setpoint_w`` "the charger's
   maximum".
 
@@ -38,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from cps_sim.core.bus import BusError
+from cps_sim.core.bus import BATTERY_AUTO, BATTERY_FOLLOW, BusError
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -617,42 +618,36 @@ GROUP_SETPOINT_KEYS = (
     "deferrable_setpoint_w",
     "export_limit_w",
 )
+# internal battery_mode codes <-> wire strings
+MODE_CODE = {"auto": BATTERY_AUTO, "setpoint": BATTERY_FOLLOW}
 LIMIT_KEYS = ("import_limit_w", "export_limit_w")  # >= 0, null = no limit
 BATTERY_MODES = ("auto", "setpoint")
 
 
-def _array_to_json(key: str, arr: np.ndarray) -> tuple[list[Any], list[str] | None]:
-    """One internal setpoint array on the wire: (values, battery modes or None)."""
+def _array_to_json(key: str, arr: np.ndarray) -> list[Any]:
+    """One internal setpoint array on the wire (NaN never; +inf limits -> ``null``)."""
     a = np.asarray(arr, dtype=float)
-    if key == "battery_setpoint_w":
-        auto = np.isnan(a)
-        if np.isinf(a).any():
-            raise BusError("battery_setpoint_w must be finite or NaN (auto)")
-        values = np.where(auto, 0.0, a).tolist()
-        return values, (
-            ["auto" if x else "setpoint" for x in auto.tolist()] if auto.any() else None
-        )
     if np.isnan(a).any():
         raise BusError(f"{key}: NaN is not a valid setpoint")
-    if key in LIMIT_KEYS:
+    if key == "battery_mode":
+        if not np.isin(a, (BATTERY_AUTO, BATTERY_FOLLOW)).all():
+            raise BusError("battery_mode values must be BATTERY_AUTO or BATTERY_FOLLOW")
+        return ["auto" if x == BATTERY_AUTO else "setpoint" for x in a.tolist()]
+    if key in (*LIMIT_KEYS, "ev_setpoint_w"):
         if (a == -np.inf).any():
-            raise BusError(f"{key}: -inf is not a valid limit")
-        return [None if math.isinf(x) else x for x in a.tolist()], None
-    if key == "ev_setpoint_w":
-        if (a == -np.inf).any():
-            raise BusError("ev_setpoint_w: -inf is not a valid setpoint")
-        return [None if math.isinf(x) else x for x in a.tolist()], None
+            raise BusError(f"{key}: -inf is not a valid setpoint")
+        return [None if math.isinf(x) else x for x in a.tolist()]
     if np.isinf(a).any():
         raise BusError(f"{key}: infinite values cannot be sent")
-    return a.tolist(), None
+    return a.tolist()
 
 
 def encode_bus_payload(payload: Mapping[str, Any], env: Envelope) -> bytes:
     """An internal bus payload (``core.bus.validate_payload`` output) as wire JSON.
 
-    Setpoint arrays follow the group-setpoint rules (battery NaN -> ``battery_mode``
-    ``"auto"``, infinite limits -> ``null``); other arrays must be finite, other
-    floats finite.  Raises :class:`BusError` on what cannot be sent.
+    Setpoint arrays follow the group-setpoint rules (``battery_mode`` codes ->
+    ``"auto"`` / ``"setpoint"``, infinite limits -> ``null``); other arrays must be
+    finite, other floats finite.  Raises :class:`BusError` on what cannot be sent.
     """
     body: dict[str, Any] = {"v": env.v, "seq": env.seq, "ts": env.ts}
     if env.sid is not None:
@@ -660,13 +655,10 @@ def encode_bus_payload(payload: Mapping[str, Any], env: Envelope) -> bytes:
     if env.sim_time_s is not None:
         body["sim_time_s"] = env.sim_time_s
     for key, value in payload.items():
-        if key in ENVELOPE_KEYS or key == "battery_mode":
+        if key in ENVELOPE_KEYS:
             raise BusError(f"payload key {key!r} is reserved by the wire schema")
         if isinstance(value, np.ndarray):
-            values, modes = _array_to_json(key, value)
-            body[key] = values
-            if modes is not None:
-                body["battery_mode"] = modes
+            body[key] = _array_to_json(key, value)
         elif isinstance(value, float) and not math.isfinite(value):
             raise BusError(f"payload[{key!r}] = {value}: only finite numbers can be sent")
         else:
@@ -681,8 +673,9 @@ def decode_group_setpoint(
     """A group setpoint object (envelope already checked) -> internal bus payload.
 
     ``sizes`` (expected array length per key) rejects wrong lengths as
-    ``bad_length``; unknown keys are rejected.  Internal form: float arrays, battery
-    ``auto`` -> NaN, ``null`` limits -> inf, plus ``ttl_s`` when given.
+    ``bad_length``; unknown keys are rejected.  Internal form: float arrays,
+    ``battery_mode`` as codes (``BATTERY_AUTO`` / ``BATTERY_FOLLOW``), ``null``
+    limits -> inf, plus ``ttl_s`` when given.
     """
     bad = wrong_unit(obj)
     if bad is not None:
@@ -757,15 +750,14 @@ def decode_group_setpoint(
             modes = mode
         else:
             return Reject(WRONG_TYPE, "battery_mode must be a string or an array of strings")
-        auto = np.array([m == "auto" for m in modes], dtype=bool)
+        codes = np.array([MODE_CODE[m] for m in modes], dtype=float)
         sp = out.get("battery_setpoint_w")
         if sp is None:
-            if not auto.all():
+            if (codes != BATTERY_AUTO).any():
                 return Reject(MISSING_FIELD, "battery_mode 'setpoint' needs battery_setpoint_w")
-            sp = np.zeros(len(modes))
-        elif sp.shape[0] != auto.shape[0]:
+        elif sp.shape[0] != codes.shape[0]:
             return Reject(BAD_LENGTH, "battery_mode and battery_setpoint_w differ in length")
-        out["battery_setpoint_w"] = np.where(auto, np.nan, sp)
+        out["battery_mode"] = codes
     return out
 
 

@@ -57,6 +57,7 @@ from cps_sim.bridge import schema as S
 from cps_sim.core.bus import (
     Message,
     Payload,
+    check_setpoint_payload,
     topic_matches,
     validate_pattern,
     validate_payload,
@@ -635,6 +636,7 @@ class MqttTransport:
     def publish(self, topic: str, payload: Payload) -> None:
         validate_topic(topic)
         body = validate_payload(payload)
+        check_setpoint_payload(topic, body)
         wire = self.topics.from_bus(topic)
         now = float(self.env.now)
         seq = self._next_seq(wire)

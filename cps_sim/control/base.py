@@ -5,7 +5,9 @@ A controller never touches device objects.  It is an object with
 * ``name`` (str) and ``interval_s`` (float, its decision interval), and
 * ``decide(now_s, observation) -> dict[str, np.ndarray]`` returning setpoints
   by key: ``ev_setpoint_w`` (per EV, + charge / - discharge),
-  ``battery_setpoint_w`` (per site, NaN = the built-in self-consumption rule),
+  ``battery_setpoint_w`` (per site) with ``battery_mode`` (per site:
+  ``BATTERY_FOLLOW`` follows the setpoint, ``BATTERY_AUTO`` the battery's built-in
+  self-consumption rule; :func:`battery_setpoints` builds both; NaN is never valid),
   ``import_limit_w`` and ``export_limit_w`` (per site; they tighten the site's own
   connection limits) and ``deferrable_setpoint_w`` (per site).
 
@@ -34,7 +36,7 @@ import numpy as np
 import simpy
 
 from cps_sim.control.observation import FloatArray, Observation
-from cps_sim.core.bus import SetpointHolder, Topics, Transport
+from cps_sim.core.bus import BATTERY_AUTO, BATTERY_FOLLOW, SetpointHolder, Topics, Transport
 
 
 class Controller(Protocol):
@@ -60,17 +62,31 @@ Fallback = Callable[[Observation], Mapping[str, np.ndarray]]
 Guard = Callable[[float, dict[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
+def battery_setpoints(power_w: np.ndarray, follow: np.ndarray | bool = True
+                      ) -> dict[str, FloatArray]:
+    """``battery_setpoint_w`` and ``battery_mode`` for sites that follow ``power_w``
+    where ``follow`` is true and run the built-in rule elsewhere."""
+    power = np.asarray(power_w, dtype=float)
+    follow = np.broadcast_to(np.asarray(follow, dtype=bool), power.shape)
+    return {"battery_setpoint_w": np.where(follow, power, 0.0),
+            "battery_mode": np.where(follow, BATTERY_FOLLOW, BATTERY_AUTO)}
+
+
+def battery_auto(n_sites: int) -> dict[str, FloatArray]:
+    """Every site's battery on its built-in self-consumption rule."""
+    return {"battery_mode": np.full(n_sites, BATTERY_AUTO)}
+
+
 def fallback_uncontrolled(obs: Observation) -> dict[str, FloatArray]:
     """Safe behaviour of a charger that lost its EMS: charge at its own limit;
     the home battery returns to its built-in self-consumption rule."""
     return {"ev_setpoint_w": np.asarray(obs.ev_charger_w, dtype=float).copy(),
-            "battery_setpoint_w": np.full(obs.n_sites, np.nan)}
+            **battery_auto(obs.n_sites)}
 
 
 def fallback_off(obs: Observation) -> dict[str, FloatArray]:
     """Safe behaviour 'stop': no EV power; battery on its built-in rule."""
-    return {"ev_setpoint_w": np.zeros(obs.n_evs),
-            "battery_setpoint_w": np.full(obs.n_sites, np.nan)}
+    return {"ev_setpoint_w": np.zeros(obs.n_evs), **battery_auto(obs.n_sites)}
 
 
 def setpoint_sizes(obs: Observation) -> dict[str, int]:
@@ -80,8 +96,8 @@ def setpoint_sizes(obs: Observation) -> dict[str, int]:
     if obs.setpoint_sizes is not None:
         return dict(obs.setpoint_sizes)
     return {"ev_setpoint_w": obs.n_evs, "battery_setpoint_w": obs.n_sites,
-            "import_limit_w": obs.n_sites, "deferrable_setpoint_w": obs.n_sites,
-            "export_limit_w": obs.n_sites}
+            "battery_mode": obs.n_sites, "import_limit_w": obs.n_sites,
+            "deferrable_setpoint_w": obs.n_sites, "export_limit_w": obs.n_sites}
 
 
 @dataclass

@@ -13,14 +13,16 @@ from __future__ import annotations
 import numpy as np
 
 from cps_sim.control.observation import FloatArray, Observation
+from cps_sim.core.bus import BATTERY_AUTO, BATTERY_FOLLOW
 
 
 class ScheduleController:
     """Sends column ``k`` of each schedule at the start of tick ``k``.
 
     ``ev_setpoint_w`` is (n_evs, T), ``battery_setpoint_w`` and
-    ``deferrable_setpoint_w`` are (n_sites, T) (NaN battery = the built-in rule);
-    any of them may be None (the key is not sent).
+    ``deferrable_setpoint_w`` are (n_sites, T); any of them may be None (the key
+    is not sent).  A NaN in the battery schedule stands for the built-in rule: it
+    is sent as ``battery_mode`` = ``BATTERY_AUTO`` (NaN never goes on the bus).
     """
 
     def __init__(
@@ -44,6 +46,11 @@ class ScheduleController:
             )
             if v is not None
         }
+        bat = self.plans.get("battery_setpoint_w")
+        if bat is not None:
+            auto = np.isnan(bat)
+            self.plans["battery_setpoint_w"] = np.where(auto, 0.0, bat)
+            self.plans["battery_mode"] = np.where(auto, BATTERY_AUTO, BATTERY_FOLLOW)
         lengths = {v.shape[1] for v in self.plans.values()}
         if len(lengths) > 1:
             raise ValueError(f"schedules of different lengths: {sorted(lengths)} ticks")

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
+from cps_sim.control.base import battery_auto, battery_setpoints
 from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.strategies.common import StrategyConfig, reserve_wh
 from cps_sim.core.units import SECONDS_PER_HOUR
@@ -140,7 +142,8 @@ class Dispatch:
     ev_delta_w: FloatArray  # signed change of each EV's power vs baseline (load convention)
     battery_delta_w: FloatArray
     ev_setpoint_w: FloatArray
-    battery_setpoint_w: FloatArray
+    battery_setpoint_w: FloatArray  # 0 where untouched (battery_follow false)
+    battery_follow: NDArray[np.bool_]  # false: the battery stays on its built-in rule
 
     @property
     def shortfall_w(self) -> float:
@@ -164,8 +167,10 @@ def dispatch(obs: Observation, request: FlexRequest, flex: Flexibility, *,
     base_ev = flex.ev_baseline_w
     base_b = (np.asarray(obs.battery_power_w, float) if battery_baseline_w is None
               else np.nan_to_num(np.asarray(battery_baseline_w, float)))
-    b_sp = np.where(b_head > 0, base_b + b_delta, np.nan)  # untouched: built-in rule
-    return Dispatch(request, available, dispatched, ev_delta, b_delta, base_ev + ev_delta, b_sp)
+    follow = b_head > 0  # untouched: built-in rule
+    b_sp = np.where(follow, base_b + b_delta, 0.0)
+    return Dispatch(request, available, dispatched, ev_delta, b_delta, base_ev + ev_delta, b_sp,
+                    follow)
 
 
 def delivered_w(before: Observation, after: Observation, *, ev_baseline_w: FloatArray,
@@ -224,7 +229,8 @@ class VppController:
         base_ev = np.asarray(out.get("ev_setpoint_w", np.zeros(observation.n_evs)), float)
         active = [r for r in self.requests if r.active(now_s)]
         if not active:
-            out.setdefault("battery_setpoint_w", np.full(observation.n_sites, np.nan))
+            if "battery_setpoint_w" not in out and "battery_mode" not in out:
+                out.update(battery_auto(observation.n_sites))
             return out
         req = active[0]
         left_s = req.start_s + req.duration_s - now_s
@@ -234,5 +240,5 @@ class VppController:
         d = dispatch(observation, req, flex, battery_baseline_w=base_b)
         self.report.add(now_s, d)
         out["ev_setpoint_w"] = d.ev_setpoint_w
-        out["battery_setpoint_w"] = d.battery_setpoint_w
+        out.update(battery_setpoints(d.battery_setpoint_w, d.battery_follow))
         return out

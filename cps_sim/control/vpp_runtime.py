@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from cps_sim.control.base import battery_setpoints
 from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.vpp import FlexRequest, dispatch, flexibility
 from cps_sim.core.bus import Topics, Transport
@@ -307,8 +308,7 @@ class VppRuntime:
                 g.obs0 = None
                 g.sh_ev_wh = g.sh_bat_wh = None
                 if g.base is not None or g.pinned:
-                    rest = np.full(o.n_sites, np.nan if g.bat_rule else 0.0)
-                    self._publish(g, ev_b, rest)
+                    self._publish(g, ev_b, np.zeros(o.n_sites), follow=not g.bat_rule)
                     g.pinned = False
             self._current = None
             return
@@ -335,8 +335,8 @@ class VppRuntime:
                          battery_baseline_w=bat_b)
             moved = d.ev_delta_w != 0
             ev_sp = np.where(moved, ev_on + d.ev_delta_w, ev_b)
-            bat_sp = np.where(g.has_battery, bat_b + d.battery_delta_w, np.nan)
-            self._publish(g, ev_sp, bat_sp)
+            bat_sp = np.where(g.has_battery, bat_b + d.battery_delta_w, 0.0)
+            self._publish(g, ev_sp, bat_sp, follow=g.has_battery)
             g.pinned = True
             g.obs0 = o
             g.ev_mask = moved & o.ev_plugged
@@ -372,9 +372,11 @@ class VppRuntime:
         bat_b = np.where(g.has_battery & g.bat_rule, np.clip(-net, lo, hi), 0.0)
         return ev_b, ev_on, bat_b
 
-    def _publish(self, g: VppGroup, ev_sp: FloatArray, bat_sp: FloatArray) -> None:
+    def _publish(self, g: VppGroup, ev_sp: FloatArray, bat_sp: FloatArray,
+                 follow: np.ndarray | bool) -> None:
+        """``follow``: sites whose battery follows ``bat_sp`` (the others: built-in rule)."""
         payload: dict[str, Any] = {"ev_setpoint_w": np.asarray(ev_sp, float),
-                                   "battery_setpoint_w": np.asarray(bat_sp, float),
+                                   **battery_setpoints(bat_sp, follow),
                                    "ttl_s": float(self.spec.ttl_s or 3.0 * self.interval_s)}
         self.transport.publish(Topics.setpoints(g.name), payload)
 

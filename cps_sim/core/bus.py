@@ -41,6 +41,11 @@ TOPIC_RE = re.compile(rf"^{_LEVEL}(/{_LEVEL})*$")
 _LEVEL_RE = re.compile(rf"^{_LEVEL}$")
 
 PayloadValue = float | int | bool | str | np.ndarray
+
+# ``battery_mode`` setpoint values (one per site): follow ``battery_setpoint_w``, or the
+# battery's built-in self-consumption rule.  NaN is never a valid setpoint value.
+BATTERY_FOLLOW = 0.0
+BATTERY_AUTO = 1.0
 Payload = Mapping[str, PayloadValue]
 
 
@@ -105,6 +110,33 @@ def validate_payload(payload: Payload) -> dict[str, PayloadValue]:
             raise BusError(f"payload[{key!r}]: unsupported type {type(value).__name__} "
                            "(float, int, bool, str or numpy array)")
     return out
+
+
+def is_setpoint_topic(topic: str) -> bool:
+    """``cps/<group>/setpoints`` (:meth:`Topics.setpoints`)."""
+    levels = topic.split("/")
+    return len(levels) == 3 and levels[0] == Topics.ROOT and levels[2] == "setpoints"
+
+
+def nan_setpoint(payload: Mapping[str, Any]) -> str | None:
+    """The first key of a setpoint payload holding NaN (never a valid setpoint: the
+    battery's built-in rule is ``battery_mode`` = :data:`BATTERY_AUTO`), else None."""
+    for key, value in payload.items():
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind == "f" and np.isnan(value).any():
+                return key
+        elif isinstance(value, float) and math.isnan(value):
+            return key
+    return None
+
+
+def check_setpoint_payload(topic: str, payload: Mapping[str, Any]) -> None:
+    """Refuse NaN in a message on a setpoint topic (a controller bug, raised at publish)."""
+    if is_setpoint_topic(topic):
+        key = nan_setpoint(payload)
+        if key is not None:
+            raise BusError(f"{topic}: {key} holds NaN, which is never a valid setpoint "
+                           "(the battery's built-in rule is battery_mode = BATTERY_AUTO)")
 
 
 @dataclass(frozen=True)
@@ -173,6 +205,7 @@ class MemoryTransport:
     def publish(self, topic: str, payload: Payload) -> None:
         validate_topic(topic)
         body = validate_payload(payload)
+        check_setpoint_payload(topic, body)
         self.counters.published += 1
         seq = self._seq
         self._seq += 1
@@ -268,6 +301,8 @@ class SetpointHolder:
             n = self.sizes[key]
             if value.ndim != 1 or value.shape[0] != n:
                 return f"{key}: expected an array of length {n}, got shape {value.shape}"
+            if np.isnan(value).any():
+                return f"{key}: NaN is not a valid setpoint (battery_mode selects the rule)"
         ttl = payload.get("ttl_s", self.default_ttl_s)
         if not isinstance(ttl, (int, float)) or not ttl > 0:
             return f"ttl_s must be > 0, got {ttl!r}"

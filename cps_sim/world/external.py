@@ -11,10 +11,12 @@ The MQTT bridge binds a device to one member of a site group with
 * releases it when the measurement is stale or lost: ``m.release(t_s, reason)``
   — from ``t_s`` the member runs on its model again (flagged: ``m.measured`` is
   False, ``m.releases`` counts the releases, ``m.release_reasons`` keeps them);
-* forwards setpoints: ``m.setpoint_w`` is the latest setpoint the scenario's
-  controllers applied to this member (NaN: none, or the built-in rule), and
+* forwards setpoints: ``m.setpoint_mode`` says what the scenario's controllers
+  last applied to this member — ``"none"`` (nothing yet), ``"setpoint"`` (a power,
+  ``m.setpoint_w`` [W]) or ``"auto"`` (a battery on its built-in rule,
+  ``battery_mode``); ``m.setpoint_w`` is NaN unless the mode is ``"setpoint"``.
   ``m.on_setpoint(callback)`` registers ``callback(t_s, setpoint_w)``, called
-  whenever it changes;
+  whenever the setpoint or the mode changes;
 * reads what the model knows for clamping and display: ``m.state``
   (:class:`MemberState`: stored energy, SoC, plugged, rated power limits).
 
@@ -39,6 +41,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cps_sim.core.bus import BATTERY_AUTO
+
 if TYPE_CHECKING:
     from cps_sim.world.group import SiteGroup
     from cps_sim.world.world import World
@@ -46,6 +50,9 @@ if TYPE_CHECKING:
 KINDS = ("ev", "battery", "pv", "load")
 # which control setpoint key reaches a member of each kind (None: not controllable)
 SETPOINT_KEY = {"ev": "ev_setpoint_w", "battery": "battery_setpoint_w", "pv": None, "load": None}
+# the keys that change a member's setpoint or mode
+SETPOINT_KEYS_OF = {"ev": ("ev_setpoint_w",), "battery": ("battery_setpoint_w", "battery_mode"),
+                    "pv": (), "load": ()}
 
 SetpointCallback = Callable[[float, float], None]
 
@@ -77,6 +84,7 @@ class ExternalMember:
     releases: int = 0
     release_reasons: list[str] = field(default_factory=list)
     setpoint_w: float = math.nan
+    setpoint_mode: str = "none"  # "none" | "setpoint" | "auto"
     _callbacks: list[SetpointCallback] = field(default_factory=list)
 
     @property
@@ -136,13 +144,13 @@ class ExternalMember:
         """Call ``callback(t_s, setpoint_w)`` whenever the member's setpoint changes."""
         self._callbacks.append(callback)
 
-    def _offer_setpoint(self, t_s: float, value: float) -> None:
-        old = self.setpoint_w
-        if (math.isnan(old) and math.isnan(value)) or old == value:
+    def _offer_setpoint(self, t_s: float, value: float, mode: str) -> None:
+        if mode == self.setpoint_mode and (mode != "setpoint" or value == self.setpoint_w):
             return
-        self.setpoint_w = value
+        self.setpoint_mode = mode
+        self.setpoint_w = value if mode == "setpoint" else math.nan
         for cb in list(self._callbacks):
-            cb(t_s, value)
+            cb(t_s, self.setpoint_w)
 
     # ------------------------------------------------------------------ state
     @property
@@ -178,13 +186,16 @@ class ExternalMember:
         return MemberState("load", nan, nan, nan, True, math.inf, 0.0)
 
 
-def member_setpoint_w(group: SiteGroup, kind: str, index: int) -> float:
-    """The setpoint [W] a controller applied to one member (NaN: none / the rule);
-    an EV's "as much as allowed" (+inf) is its charger's rating."""
+def member_setpoint(group: SiteGroup, kind: str, index: int) -> tuple[float, str]:
+    """``(setpoint_w, mode)`` a controller applied to one member: mode ``"setpoint"``
+    with the power [W] (an EV's "as much as allowed", +inf, is its charger's rating),
+    ``"auto"`` for a battery on its built-in rule (value NaN), ``"none"`` otherwise."""
     if kind == "ev":
         v = float(group.evs.setpoint_w[index])
-        return float(group.evs.charger_w[index]) if v == math.inf else v
+        return (float(group.evs.charger_w[index]) if v == math.inf else v), "setpoint"
     if kind == "battery":
         b = group.batteries
-        return float(b.setpoint_w[index]) if b.setpoints else math.nan
-    return math.nan
+        if b.mode[index] == BATTERY_AUTO:
+            return math.nan, "auto"
+        return float(b.target_w[index]), "setpoint"
+    return math.nan, "none"

@@ -229,7 +229,9 @@ class World:
         Keys are those of the group's populations (``SETPOINT_KEYS``, e.g.
         ``ev_setpoint_w`` [W] per EV, + charge / − discharge, clipped by the engine
         to the charger and V2X limits, the SoC window and the plugged state;
-        ``battery_setpoint_w`` per site, NaN = the built-in self-consumption rule;
+        ``battery_setpoint_w`` per site and ``battery_mode`` per site (``BATTERY_FOLLOW``
+        follows the setpoint, ``BATTERY_AUTO`` the built-in self-consumption rule; NaN
+        is never valid);
         ``deferrable_setpoint_w``) and the connection's ``import_limit_w`` and
         ``export_limit_w`` per site (a CEMS allocating a point of common coupling;
         0 export while islanded), which tighten the site's own limits.  A key of a
@@ -244,7 +246,7 @@ class World:
         else:
             self._sync()
         sizes = g.setpoint_sizes()
-        applied = set()
+        checked = {}
         for key, value in setpoints.items():
             if value is None:
                 continue
@@ -252,9 +254,13 @@ class World:
                 raise ValueError(f"unknown setpoint key {key!r}; one of {sorted(SETPOINT_DEFS)}")
             if key not in sizes:
                 continue  # e.g. EV setpoints for a group without EVs
-            g.apply(key, SETPOINT_DEFS[key][1].check(value, sizes[key]))
-            applied.add(key)
-        keys = applied & {"ev_setpoint_w", "battery_setpoint_w"}
+            checked[key] = SETPOINT_DEFS[key][1].check(value, sizes[key])
+        # every value checked before any is applied; keys in declaration order
+        # (battery_setpoint_w before battery_mode)
+        for key in SETPOINT_DEFS:
+            if key in checked:
+                g.apply(key, checked[key])
+        keys = set(checked) & {"ev_setpoint_w", "battery_setpoint_w", "battery_mode"}
         if keys:
             self._notify_setpoints(group_name, keys)
 
@@ -268,7 +274,7 @@ class World:
         n-th vehicle.  See :mod:`cps_sim.world.external` for what the returned
         member does.  A member can be bound once.
         """
-        from cps_sim.world.external import KINDS, ExternalMember, member_setpoint_w
+        from cps_sim.world.external import KINDS, SETPOINT_KEYS_OF, ExternalMember, member_setpoint
 
         g = self.group(group)
         if kind not in KINDS:
@@ -293,20 +299,20 @@ class World:
                 raise ValueError(f"{m.name} is already bound")
         member = ExternalMember(self, g, kind, site, index)
         applied = self._applied_keys.get(group, set())
-        if member.kind in ("ev", "battery") and f"{kind}_setpoint_w" in applied:
-            member.setpoint_w = member_setpoint_w(g, kind, index)
+        if any(k in applied for k in SETPOINT_KEYS_OF[kind]):
+            member.setpoint_w, member.setpoint_mode = member_setpoint(g, kind, index)
         self.external.append(member)
         return member
 
     def _notify_setpoints(self, group: str, keys: set[str]) -> None:
-        from cps_sim.world.external import SETPOINT_KEY, member_setpoint_w
+        from cps_sim.world.external import SETPOINT_KEYS_OF, member_setpoint
 
         self._applied_keys.setdefault(group, set()).update(keys)
         if not self.external:
             return
         for m in self.external:
-            if m.group.name == group and SETPOINT_KEY[m.kind] in keys:
-                m._offer_setpoint(self.now_s, member_setpoint_w(m.group, m.kind, m.index))
+            if m.group.name == group and keys.intersection(SETPOINT_KEYS_OF[m.kind]):
+                m._offer_setpoint(self.now_s, *member_setpoint(m.group, m.kind, m.index))
 
     # ------------------------------------------------------------------ processes
     def start(self, env: simpy.Environment, on_tick: Callable[[TickResult], None],

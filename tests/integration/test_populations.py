@@ -56,7 +56,7 @@ def test_a_group_takes_exactly_the_keys_of_its_populations():
     g = world.group("mix")
     sizes = world.setpoint_sizes("mix")
     assert sizes == {"import_limit_w": 12, "export_limit_w": 12, "ev_setpoint_w": g.evs.n,
-                     "battery_setpoint_w": 12, "deferrable_setpoint_w": 12}
+                     "battery_setpoint_w": 12, "battery_mode": 12, "deferrable_setpoint_w": 12}
     obs = world.observe("mix")
     assert dict(obs.setpoint_sizes) == sizes
     assert "hpwh_tank_temp_c" in obs.extra  # a field without an Observation attribute
@@ -64,8 +64,12 @@ def test_a_group_takes_exactly_the_keys_of_its_populations():
         world.apply("mix", heater_setpoint_w=np.zeros(12))
     with pytest.raises(ValueError, match="battery_setpoint_w must have 12 values"):
         world.apply("mix", battery_setpoint_w=np.zeros(3))
-    with pytest.raises(ValueError, match="NaN is not a valid value"):
+    with pytest.raises(ValueError, match="NaN is not a valid setpoint value"):
         world.apply("mix", ev_setpoint_w=np.full(g.evs.n, np.nan))
+    with pytest.raises(ValueError, match="battery_setpoint_w: NaN is not a valid"):
+        world.apply("mix", battery_setpoint_w=np.full(12, np.nan))
+    with pytest.raises(ValueError, match="battery_mode: 2 is not one of"):
+        world.apply("mix", battery_mode=np.full(12, 2.0))
 
 
 def test_the_books_close_from_the_parquet_columns_alone(tmp_path):

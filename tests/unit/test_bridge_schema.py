@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cps_sim.bridge import schema as S
-from cps_sim.core.bus import BusError, validate_payload
+from cps_sim.core.bus import BATTERY_AUTO, BATTERY_FOLLOW, BusError, validate_payload
 
 ENV = {"v": 1, "seq": 0, "ts": 1.7e9}
 
@@ -288,12 +288,14 @@ def test_group_setpoint_explicit_battery_mode_and_null_limits():
     out = S.decode_group_setpoint(d, sizes)
     assert out["ttl_s"] == 60
     np.testing.assert_array_equal(out["ev_setpoint_w"], [3000, np.inf])
-    np.testing.assert_array_equal(out["battery_setpoint_w"], [1000, np.nan, -500])
+    np.testing.assert_array_equal(out["battery_setpoint_w"], [1000, 0, -500])
+    modes = [BATTERY_FOLLOW, BATTERY_AUTO, BATTERY_FOLLOW]
+    np.testing.assert_array_equal(out["battery_mode"], modes)
     np.testing.assert_array_equal(out["import_limit_w"], [np.inf, 4000, 0])
+    assert not any(np.isnan(v).any() for v in out.values() if isinstance(v, np.ndarray))
     all_auto = S.decode_group_setpoint({**ENV, "battery_mode": "auto"}, sizes)
-    assert np.isnan(all_auto["battery_setpoint_w"]).all() and all_auto[
-        "battery_setpoint_w"
-    ].shape == (3,)
+    assert "battery_setpoint_w" not in all_auto
+    np.testing.assert_array_equal(all_auto["battery_mode"], np.full(3, BATTERY_AUTO))
     for bad, reason in [
         ({**ENV, "ev_setpoint_w": [1, 2, 3]}, S.BAD_LENGTH),
         ({**ENV, "battery_setpoint_w": [1, None, 2]}, S.WRONG_TYPE),  # NaN/null never valid
@@ -321,12 +323,19 @@ finite = st.floats(-1e6, 1e6, allow_nan=False)
     )
 )
 def test_bus_payload_round_trip(rows):
-    """What an internal controller publishes arrives unchanged (NaN battery = auto, inf limit)."""
-    bat = np.array([np.nan if auto else v for v, auto, *_ in rows])
+    """What an internal controller publishes arrives unchanged (battery_mode, inf limit)."""
+    bat = np.array([v for v, *_ in rows])
+    mode = np.array([BATTERY_AUTO if auto else BATTERY_FOLLOW for _, auto, *_ in rows])
     lim = np.array([np.inf if nolim else abs(v) for *_, v, nolim, _ in rows])
     ev = np.array([r[4] for r in rows])
     body = validate_payload(
-        {"battery_setpoint_w": bat, "import_limit_w": lim, "ev_setpoint_w": ev, "ttl_s": 30.0}
+        {
+            "battery_setpoint_w": bat,
+            "battery_mode": mode,
+            "import_limit_w": lim,
+            "ev_setpoint_w": ev,
+            "ttl_s": 30.0,
+        }
     )
     data = S.encode_bus_payload(body, S.Envelope(1, 4, 1.7e9, "me", 12.5))
     parsed = S.parse_json(data)
@@ -334,6 +343,8 @@ def test_bus_payload_round_trip(rows):
     assert S.check_envelope(parsed) == S.Envelope(1, 4, 1.7e9, "me", 12.5)
     out = S.decode_group_setpoint(parsed, {k: len(rows) for k in S.GROUP_SETPOINT_KEYS})
     np.testing.assert_array_equal(out["battery_setpoint_w"], bat)
+    np.testing.assert_array_equal(out["battery_mode"], mode)
+    assert parsed["battery_mode"] == ["auto" if m == BATTERY_AUTO else "setpoint" for m in mode]
     np.testing.assert_array_equal(out["import_limit_w"], lim)
     np.testing.assert_array_equal(out["ev_setpoint_w"], ev)  # floats round-trip exactly
     assert out["ttl_s"] == 30.0
@@ -343,6 +354,8 @@ def test_unsendable_payloads_refused_at_publish():
     env = S.Envelope(1, 0, 1.7e9)
     for bad in [
         {"ev_setpoint_w": np.array([np.nan])},
+        {"battery_setpoint_w": np.array([np.nan])},  # the rule is battery_mode, never NaN
+        {"battery_mode": np.array([0.5])},
         {"battery_setpoint_w": np.array([np.inf])},
         {"x": float("nan")},
         {"seq": 1},

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cps_sim.bridge import schema as S
+from cps_sim.core.bus import BATTERY_AUTO, BATTERY_FOLLOW
 from cps_sim.core.environment import make_env
 from cps_sim.scenario.schema import Scenario
 from cps_sim.world.build import build_world
@@ -39,7 +40,9 @@ def test_group_setpoint_example():
                                         "import_limit_w": 3})
     assert not isinstance(out, S.Reject), out
     np.testing.assert_array_equal(out["ev_setpoint_w"], [3000, 0, np.inf])
-    np.testing.assert_array_equal(out["battery_setpoint_w"], [1500, np.nan, -2000])
+    np.testing.assert_array_equal(out["battery_setpoint_w"], [1500, 0, -2000])
+    np.testing.assert_array_equal(out["battery_mode"], [BATTERY_FOLLOW, BATTERY_AUTO,
+                                                        BATTERY_FOLLOW])
     np.testing.assert_array_equal(out["import_limit_w"], [np.inf, 4000, 4000])
     keys = set(re.findall(r"^\| `(\w+)` \|", section("Group setpoint"), re.M))
     assert keys == {"ttl_s", "battery_mode", *S.GROUP_SETPOINT_KEYS}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cps_sim.control.base import battery_auto
 from cps_sim.control.ems.bems import BemsConfig, BemsController
 from cps_sim.control.ems.cems import CemsConfig, CemsController, cems_process
 from cps_sim.control.ems.common import Calendar, EvDelegate
@@ -35,7 +36,7 @@ def cems_fallback(ctl: CemsController):
         island = limited(obs.now_s)
         closed = island or np.isfinite(ctl.cfg.pcc_import_limit_w)
         return {"ev_setpoint_w": np.zeros(obs.n_evs),
-                "battery_setpoint_w": np.full(obs.n_sites, np.nan),
+                **battery_auto(obs.n_sites),
                 "import_limit_w": np.zeros(obs.n_sites) if closed
                 else np.full(obs.n_sites, np.inf),
                 "export_limit_w": np.zeros(obs.n_sites) if island

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cps_sim.control.base import battery_setpoints
 from cps_sim.control.ems.common import (
     Calendar,
     EvDelegate,
@@ -118,7 +119,7 @@ class BemsController:
                             np.maximum(cfg.headroom_fraction * thr - net, 0.0), 0.0)
         bat = np.where(net > thr, thr - net, np.where(net < 0, -net, recharge))
         bat = np.clip(bat, lo, hi)
-        out["battery_setpoint_w"] = np.where(cap > 0, bat, np.nan)
+        out.update(battery_setpoints(bat, cap > 0))
         st.last_import_w = np.maximum(net + np.where(cap > 0, bat, 0.0), 0.0)
         st.last_t_s = now_s
         st.history_thr_w.append(float(thr.max()))

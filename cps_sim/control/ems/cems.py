@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from cps_sim.control.base import battery_setpoints
 from cps_sim.control.ems.common import EvDelegate, site_sum
 from cps_sim.control.observation import FloatArray, IntArray, Observation
 from cps_sim.core.bus import Topics, Transport
@@ -214,7 +215,7 @@ class CemsController:
         for i, (g, o) in enumerate(zip(cfg.groups, obs, strict=True)):
             s = slice(bounds[i], bounds[i + 1])
             out[g] = {"ev_setpoint_w": ev_sp[i],
-                      "battery_setpoint_w": np.where(o.battery_capacity_wh > 0, bat[s], np.nan),
+                      **battery_setpoints(bat[s], o.battery_capacity_wh > 0),
                       "import_limit_w": np.maximum(limit[s], 0.0),
                       "export_limit_w": np.maximum(export_limit[s], 0.0)}
         return out

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cps_sim.control.base import battery_setpoints
 from cps_sim.control.ems.common import ev_effective_w, site_sum
 from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.strategies.common import share_by_weight
@@ -104,6 +105,5 @@ class FemsController:
         if self.cfg.battery_mode == "rule":
             net = obs.site_load_w - obs.site_pv_w + slot_w
             lo, hi = obs.battery_range_w(self.cfg.interval_s)
-            out["battery_setpoint_w"] = np.where(obs.battery_capacity_wh > 0,
-                                                 np.clip(-net, lo, hi), np.nan)
+            out.update(battery_setpoints(np.clip(-net, lo, hi), obs.battery_capacity_wh > 0))
         return out

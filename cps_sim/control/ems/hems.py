@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cps_sim.control.base import battery_setpoints
 from cps_sim.control.ems.common import (
     EvDelegate,
     ev_effective_w,
@@ -139,5 +140,5 @@ class HemsController:
         if ev_controlled:
             out["ev_setpoint_w"] = ev_sp
         if bat is not None:
-            out["battery_setpoint_w"] = np.where(obs.battery_capacity_wh > 0, bat, np.nan)
+            out.update(battery_setpoints(bat, obs.battery_capacity_wh > 0))
         return out

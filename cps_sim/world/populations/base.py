@@ -60,23 +60,27 @@ class SetpointKey:
     """A control key a population accepts (``World.apply(group, key=array)``).
 
     ``per``: one value per ``"site"`` of the group, or per ``"device"`` of the
-    population.  ``nan_ok``: NaN is a valid value; ``min_w``: lower bound.
+    population.  NaN is never a valid value (a mode is a key of its own, e.g.
+    ``battery_mode``); ``min_w``: lower bound; ``choices``: the only values allowed.
     """
 
     name: str
     per: Literal["site", "device"]
     description: str = ""
-    nan_ok: bool = False
     min_w: float | None = None
+    choices: tuple[float, ...] | None = None
 
     def check(self, value: F, size: int) -> F:
         v = np.asarray(value, dtype=float)
         if v.shape != (size,):
             raise ValueError(f"{self.name} must have {size} values, got shape {v.shape}")
-        if not self.nan_ok and np.isnan(v).any():
-            raise ValueError(f"{self.name}: NaN is not a valid value")
+        if np.isnan(v).any():
+            raise ValueError(f"{self.name}: NaN is not a valid setpoint value")
         if self.min_w is not None and (v < self.min_w).any():
             raise ValueError(f"{self.name} must be >= {self.min_w:g}")
+        if self.choices is not None and not np.isin(v, self.choices).all():
+            bad = v[~np.isin(v, self.choices)][0]
+            raise ValueError(f"{self.name}: {bad:g} is not one of {list(self.choices)}")
         return v.copy()
 
 

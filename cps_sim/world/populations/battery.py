@@ -3,8 +3,11 @@
 The battery responds to what the other devices of its site did in the segment:
 by default (``control: self_consumption``) it charges from the site's surplus
 and discharges into its deficit; a controller's ``battery_setpoint_w`` fixes its
-power instead (NaN: the built-in rule), never exporting a forced discharge
-beyond the site's export limit.  The step is the battery model's own
+power instead, never exporting a forced discharge beyond the site's export
+limit.  ``battery_mode`` (per site) says which applies: ``BATTERY_FOLLOW`` (0)
+follows ``battery_setpoint_w``, ``BATTERY_AUTO`` (1) the built-in rule; a
+``battery_setpoint_w`` applied without ``battery_mode`` puts every site on
+``BATTERY_FOLLOW``.  NaN is never a valid setpoint.  The step is the battery model's own
 (:func:`cps_sim.models.battery.exchange_wh`: power limits, energy window,
 efficiencies, exact CC-CV taper), followed by self-discharge.  Capacity fade
 runs once a day (``world/ageing.py``) and replaces the spec.
@@ -16,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cps_sim.core.bus import BATTERY_AUTO, BATTERY_FOLLOW
 from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.models import battery as bat
 from cps_sim.world.populations.base import F, Flow, Population, Segment, SetpointKey
@@ -32,8 +36,11 @@ class BatteryPopulation(Population):
         Flow("battery_fade_wh", "sink", "energy stranded above an aged battery's window"),
     )
     SETPOINTS: ClassVar[tuple[SetpointKey, ...]] = (
-        SetpointKey("battery_setpoint_w", "site", "AC power per site, + charge / − discharge; "
-                    "NaN = the built-in self-consumption rule", nan_ok=True),
+        SetpointKey("battery_setpoint_w", "site", "AC power per site, + charge / − discharge "
+                    "(sites whose battery_mode is BATTERY_FOLLOW)"),
+        SetpointKey("battery_mode", "site", "BATTERY_FOLLOW (0) = follow battery_setpoint_w, "
+                    "BATTERY_AUTO (1) = the built-in self-consumption rule",
+                    choices=(BATTERY_FOLLOW, BATTERY_AUTO)),
     )
     OBSERVES: ClassVar[tuple[str, ...]] = (
         "battery_energy_wh", "battery_capacity_wh", "battery_power_w", "battery_spec")
@@ -43,9 +50,11 @@ class BatteryPopulation(Population):
         self.spec = spec
         self.energy_wh = energy_wh
         self.active = control == "self_consumption"
-        # NaN = built-in self-consumption rule; finite = a controller's power setpoint
+        self.target_w = np.zeros(n)  # battery_setpoint_w as applied
+        self.mode = np.full(n, BATTERY_AUTO)  # battery_mode as applied
+        # internal: the setpoint where a site follows one, NaN where it runs the rule
         self.setpoint_w = np.full(n, np.nan)
-        self.setpoints = False
+        self.setpoints = False  # some site follows a setpoint
         self.power_w = np.zeros(n)  # average of the latest segment, + charge
         self.track_power = False  # switched on when a controller observes the group
         self.ageing = None  # world.ageing.BatteryAgeing when capacity fade is modelled
@@ -67,11 +76,20 @@ class BatteryPopulation(Population):
                     battery_power_w=self.power_w.copy(), battery_spec=self.spec)
 
     def apply(self, key: str, value: F) -> None:
-        self.setpoint_w = value
-        self.setpoints = bool(np.isfinite(value).any())
+        """``World.apply`` calls ``battery_setpoint_w`` before ``battery_mode``."""
+        if key == "battery_setpoint_w":
+            self.target_w = value
+            self.mode = np.full(self.spec.n, BATTERY_FOLLOW)
+        else:
+            self.mode = value
+        self._derive()
         if self.setpoints:
             self.active = True
         self.group.update_coupling()
+
+    def _derive(self) -> None:
+        self.setpoint_w = np.where(self.mode == BATTERY_AUTO, np.nan, self.target_w)
+        self.setpoints = bool((self.mode == BATTERY_FOLLOW).any())
 
     def set_measured(self, index: int, power_w: float) -> None:
         if self.measured_w is None:
@@ -80,8 +98,9 @@ class BatteryPopulation(Population):
             self.measured_wh = np.zeros(n)
             if not self.active:  # the others stay idle (0 W)
                 self.active = True
-                self.setpoint_w = np.zeros(n)
-                self.setpoints = True
+                self.target_w = np.zeros(n)
+                self.mode = np.full(n, BATTERY_FOLLOW)
+                self._derive()
                 self.group.update_coupling()
         self.measured_w[index] = power_w
 
@@ -125,7 +144,7 @@ class BatteryPopulation(Population):
         sl, h, dt_s = seg.sl, seg.h, seg.dt_s
         if self.active:
             net_wh = seg.net_wh
-            if self.setpoints:  # NaN: the built-in self-consumption rule
+            if self.setpoints:  # NaN (battery_mode auto): the built-in rule
                 sp = self.setpoint_w[sl]
                 desired = np.where(np.isnan(sp), -net_wh, sp * h)
                 if g.any_export_limit:  # forced discharge must not export beyond it
