@@ -3,14 +3,16 @@
 :class:`BridgeRuntime` is set up after ``world.start`` (``simulate(setup=...)``)
 on a world whose transport is an :class:`~cps_sim.bridge.transport.MqttTransport`:
 
-* **Real controller, simulated world** — for each group in ``bridge.expose``:
-  a ``control.base.device_process`` (the same setpoint holder, ttl and
-  fallback as the simulator's own controllers) listens on
-  ``<prefix>/group/<group>/setpoint``; a guard clamps every received setpoint to
-  the members' rated limits (``setpoint_clamped`` events) and applies the
-  optional rate limit; every ``interval_s`` the group's observation goes out on
+* **Real controller, simulated world** — for each group in ``bridge.expose`` an
+  :class:`~cps_sim.bridge.exposed.ExposedGroup` takes group setpoints on
+  ``<prefix>/group/<group>/setpoint`` (the same setpoint holder, ttl and fallback
+  as the simulator's own controllers) and member setpoints on
+  ``<prefix>/dev/<group>-<site>-<kind>/setpoint`` (newest valid setpoint per
+  member wins), clamps every value to the members' rated limits
+  (``setpoint_clamped`` events) with the optional rate limit; every
+  ``interval_s`` the group's observation goes out on
   ``<prefix>/group/<group>/observation`` and, per member, on
-  ``<prefix>/dev/<group>-<site>-<kind>/telemetry``.
+  ``<prefix>/dev/<group>-<site>-<kind>/telemetry`` (the booked power).
 * **Real device, simulated world** — for each entry of ``bridge.devices``: the
   member is bound with ``world.bind_external``; the device's telemetry
   (decoded by its profile) replaces the model's power from the instant it is
@@ -28,6 +30,7 @@ transport delivers, so a recorded run replays exactly (``cps-sim replay``).
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,16 +40,10 @@ import numpy as np
 import simpy
 
 from cps_sim.bridge import schema as S
+from cps_sim.bridge.exposed import ExposedGroup
 from cps_sim.bridge.transport import MqttTransport, RawIn
-from cps_sim.control.base import (
-    DeviceStats,
-    device_process,
-    fallback_off,
-    fallback_uncontrolled,
-    setpoint_sizes,
-)
 from cps_sim.core.errors import Issue, ScenarioError
-from cps_sim.scenario.bridge_schema import BridgeDeviceSpec, BridgeSpec, ExposeSpec
+from cps_sim.scenario.bridge_schema import BridgeDeviceSpec, BridgeSpec
 
 PROFILE_REJECT = "invalid_payload"
 
@@ -80,9 +77,19 @@ def check_bridge(scenario: Any, spec: BridgeSpec, speed: float, file: str | None
                     "is driven by the external controller only",
                 )
             )
+    exposed = {e.group for e in spec.expose if e.per_device}
     for i, d in enumerate(spec.devices):
         b = d.binds
         path = f"bridge.devices[{i}].binds"
+        m = re.fullmatch(r"(.+)-\d+-(ev\d*|battery|pv|load)", d.name)
+        if m and m.group(1) in exposed and d.topic is None:
+            issues.append(
+                Issue(
+                    f"bridge.devices[{i}].name",
+                    f"{d.name!r} is the device id of a member of the exposed group "
+                    f"{m.group(1)!r} (<prefix>/dev/{d.name}/...); choose another name",
+                )
+            )
         g = groups.get(b.group)
         if g is None:
             issues.append(
@@ -110,14 +117,6 @@ def check_bridge(scenario: Any, spec: BridgeSpec, speed: float, file: str | None
 
 
 # ----------------------------------------------------------------------------- runtime
-
-
-@dataclass
-class GroupStats:
-    clamped: int = 0  # setpoint values changed by the rating clamp
-    ramped: int = 0  # setpoint values changed by the rate limit
-    observations: int = 0
-    device: DeviceStats = field(default_factory=DeviceStats)
 
 
 @dataclass
@@ -150,7 +149,7 @@ class BridgeRuntime:
         self.speed = float(speed)
         self.live = live
         self.base_dir = base_dir
-        self.groups: dict[str, GroupStats] = {}
+        self.exposed: dict[str, ExposedGroup] = {}
         self.links: list[DeviceLink] = []
         self.lag_s: list[float] = []
         self.tick_wall_s: list[float] = []
@@ -163,7 +162,7 @@ class BridgeRuntime:
         """Start the bridge's processes (call after ``world.start``)."""
         self.env, self.world = env, world
         for e in self.spec.expose:
-            self._expose(env, world, e)
+            self.exposed[e.group] = ExposedGroup(self, env, world, e)
         for i, d in enumerate(self.spec.devices):
             self.links.append(DeviceLink(self, env, world, d, i))
         self.tr.publish_wire(self.tr.topics.status(), b"online", 1, retain=True)
@@ -178,68 +177,45 @@ class BridgeRuntime:
                 sync()
             self.wall0 = time.time()
 
-    def _expose(self, env: simpy.Environment, world: Any, e: ExposeSpec) -> None:
-        g = e.group
-        obs = world.observe(g)
-        self.tr.group_sizes[g] = setpoint_sizes(obs)
-        stats = self.groups[g] = GroupStats()
-        fb = fallback_uncontrolled if e.fallback == "uncontrolled" else fallback_off
-        guard = _Guard(self, world, g, e, stats)
-
-        def on_fallback(t: float, active: bool) -> None:
-            self.tr.event(
-                "fallback" if active else "fallback_end",
-                g,
-                "no valid setpoint: the group's fallback applies" if active else "setpoints again",
-            )
-
-        env.process(
-            device_process(
-                env,
-                world,
-                self.tr,
-                g,
-                fallback=fb,
-                default_ttl_s=e.ttl_s,
-                stats=stats.device,
-                guard=guard,
-                on_fallback=on_fallback,
-            )
-        )
-        members = _members(world, g) if e.per_device else []
-        for dev_id, _kind, _i in members:
-            self.tr.publish_wire(
-                self.tr.topics.dev(dev_id, "availability"), b"online", 1, retain=True
-            )
-        env.process(self._observe(env, world, g, e.interval_s or world.tick_s, members, stats))
-
     # ------------------------------------------------------------------ Home Assistant
     def _discovery(self, world: Any) -> list[tuple[str, bytes]]:
-        """Discovery configs for the members of exposed groups (sensors; they are
-        controlled through the group topic, so no controls)."""
+        """Discovery configs for the members of exposed groups: sensors for what they
+        report; for EV chargers and batteries a power ``number`` and an ``auto`` button
+        on their member setpoint topic."""
         from cps_sim.bridge.homeassistant import discovery_messages
+        from cps_sim.bridge.profile_spec import Rated
         from cps_sim.bridge.profiles import load_profile
 
         generic = load_profile("generic")
         kinds = {"ev": "ev_charger", "battery": "battery", "pv": "pv", "load": "meter"}
         signals = {
-            "ev": ["power_w", "soc", "energy_wh", "plugged"],
-            "battery": ["power_w", "soc", "energy_wh"],
+            "ev": ["power_w", "soc", "energy_wh", "plugged", "fallback"],
+            "battery": ["power_w", "soc", "energy_wh", "mode", "fallback"],
             "pv": ["power_w"],
             "load": ["power_w"],
         }
         out: list[tuple[str, bytes]] = []
-        for e in self.spec.expose:
-            if not e.per_device:
-                continue
-            every = e.interval_s or world.tick_s
-            for dev_id, kind, _i in _members(world, e.group):
-                bound = generic.bind(f"{self.tr.topics.prefix}/dev/{dev_id}")
+        for eg in self.exposed.values():
+            every = eg.spec.interval_s or world.tick_s
+            for m in eg.members:
+                bound = generic.bind(f"{self.tr.topics.prefix}/dev/{m.dev_id}")
+                rated = None
+                if m.kind == "ev":
+                    ev = eg.ev
+                    rated = Rated(-float(ev.v2x_w[m.index]), float(ev.charger_w[m.index]))
+                elif m.kind == "battery":
+                    b = eg.bat.spec
+                    rated = Rated(
+                        -float(b.max_discharge_power_w[m.index]),
+                        float(b.max_charge_power_w[m.index]),
+                    )
                 out += discovery_messages(
                     bound,
-                    dev_id,
-                    kinds[kind],
-                    signals[kind],
+                    m.dev_id,
+                    kinds[m.kind],
+                    signals[m.kind],
+                    controls=("power_w", "mode") if rated is not None else (),
+                    rated=rated,
                     expire_after_s=3 * every / self.speed,
                     prefix=self.spec.discovery_prefix,
                 )
@@ -253,59 +229,6 @@ class BridgeRuntime:
         if raw.payload == b"online":  # Home Assistant (re)started: announce again
             self._announce()
         return None
-
-    def _observe(self, env, world, g: str, interval: float, members, stats: GroupStats):
-        k = 0
-        topic = self.tr.topics.group(g, "observation")
-        while True:
-            obs = world.observe(g)
-            iso = world.clock.to_datetime(float(env.now)).isoformat()
-            data = S.observation_json(obs, g, self.tr.envelope(topic), iso)
-            self.tr.publish_wire(topic, data, 0)
-            stats.observations += 1
-            if members:
-                self._member_telemetry(world, g, obs, members)
-            k += 1
-            yield env.timeout(max(k * interval - env.now, 0.0))
-
-    def _member_telemetry(self, world, g: str, obs, members) -> None:
-        ev_p = _ev_power_w(world.group(g), obs)
-        for dev_id, kind, i in members:
-            body: dict[str, Any]
-            if kind == "ev":
-                body = {
-                    "power_w": float(ev_p[i]),
-                    "soc": float(obs.ev_soc[i]),
-                    "energy_wh": float(obs.ev_energy_wh[i]),
-                    "plugged": bool(obs.ev_plugged[i]),
-                }
-            elif kind == "battery":
-                cap = float(obs.battery_capacity_wh[i])
-                body = {
-                    "power_w": float(obs.battery_power_w[i]),
-                    "soc": float(obs.battery_energy_wh[i]) / cap,
-                    "energy_wh": float(obs.battery_energy_wh[i]),
-                }
-            elif kind == "pv":
-                body = {"power_w": -float(obs.site_pv_w[i])}
-            else:
-                body = {"power_w": float(obs.site_load_w[i])}
-            topic = self.tr.topics.dev(dev_id, "telemetry")
-            env_ = self.tr.envelope(topic)
-            self.tr.publish_wire(
-                topic,
-                S.dumps(
-                    {
-                        "v": env_.v,
-                        "seq": env_.seq,
-                        "ts": env_.ts,
-                        "sid": env_.sid,
-                        "sim_time_s": env_.sim_time_s,
-                        **body,
-                    }
-                ),
-                0,
-            )
 
     # ------------------------------------------------------------------ per tick
     def on_tick(self, world: Any, result: Any) -> None:
@@ -337,12 +260,8 @@ class BridgeRuntime:
         """Fail-safe setpoints to bound devices, members offline, then disconnect."""
         for link in self.links:
             link.final()
-        for e in self.spec.expose:
-            if e.per_device and self.world is not None:
-                for dev_id, _k, _i in _members(self.world, e.group):
-                    self.tr.publish_wire(
-                        self.tr.topics.dev(dev_id, "availability"), b"offline", 1, retain=True
-                    )
+        for eg in self.exposed.values():
+            eg.close()
         self.tr.close()
 
     def kpis(self) -> dict[str, float]:
@@ -354,10 +273,13 @@ class BridgeRuntime:
                 hil_lag_p99_s=float(np.percentile(lag, 99)),
                 hil_lag_max_s=float(lag.max()),
             )
-        for g, st in sorted(self.groups.items()):
+        for g, eg in sorted(self.exposed.items()):
+            st = eg.stats
             d = st.device
             out[f"bridge_{g}_setpoints_applied"] = float(d.applied)
             out[f"bridge_{g}_setpoints_clamped"] = float(st.clamped)
+            out[f"bridge_{g}_member_setpoints"] = float(st.member_setpoints)
+            out[f"bridge_{g}_member_setpoints_expired"] = float(st.member_expired)
             out[f"bridge_{g}_fallbacks"] = float(d.fallbacks)
             now = float(self.env.now) if self.env is not None else 0.0
             out[f"bridge_{g}_fallback_time_s"] = float(d.time_in_fallback_s(now))
@@ -396,99 +318,6 @@ class BridgeRuntime:
                 "lag_s": pa.array(self.lag_s, pa.float64()),
             }
         )
-
-
-# ----------------------------------------------------------------------------- exposed groups
-
-
-def _members(world: Any, g: str) -> list[tuple[str, str, int]]:
-    """(device id, kind, index) of every member of group ``g`` (index: EV or site)."""
-    group = world.group(g)
-    out = []
-    evs = group.evs
-    if evs is not None and evs.n:
-        seen: dict[int, int] = {}
-        for k, s in enumerate(evs.site.tolist()):
-            j = seen.get(s, 0)
-            seen[s] = j + 1
-            out.append((S.member_id(g, s, "ev" if j == 0 else f"ev{j}"), "ev", k))
-    for s in range(group.n):
-        if group.battery.capacity_wh[s] > 0:
-            out.append((S.member_id(g, s, "battery"), "battery", s))
-        if group.pv_capacity_w[s] > 0:
-            out.append((S.member_id(g, s, "pv"), "pv", s))
-        out.append((S.member_id(g, s, "load"), "load", s))
-    return out
-
-
-def _ev_power_w(group: Any, obs: Any) -> np.ndarray:
-    """EV power now: the applied setpoint within the charger/V2X limits, 0 when
-    unplugged (the CC-CV taper and a full battery are not included)."""
-    if not obs.n_evs:
-        return np.zeros(0)
-    sp = np.asarray(group.evs.setpoint_w, dtype=float)
-    p = np.clip(sp, -np.asarray(obs.ev_v2x_w, float), np.asarray(obs.ev_charger_w, float))
-    return np.where(obs.ev_plugged, p, 0.0)
-
-
-class _Guard:
-    """Clamp an exposed group's setpoints to its members' ratings; optional rate limit."""
-
-    def __init__(self, rt: BridgeRuntime, world: Any, g: str, spec: ExposeSpec, stats: GroupStats):
-        self.rt, self.world, self.g, self.spec, self.stats = rt, world, g, spec, stats
-        self.last: dict[str, np.ndarray] = {}
-        self.last_t = math.nan
-
-    def __call__(self, now: float, sp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        obs = self.world.observe(self.g)
-        group = self.world.group(self.g)
-        out: dict[str, np.ndarray] = {}
-        notes = []
-        for key, x in sp.items():
-            x = np.asarray(x, dtype=float)
-            if key == "ev_setpoint_w":
-                lo, hi = -np.asarray(obs.ev_v2x_w, float), np.asarray(obs.ev_charger_w, float)
-                x = np.where(np.isposinf(x), hi, x)
-            elif key == "battery_setpoint_w":
-                b = group.battery
-                lo = -np.asarray(b.max_discharge_power_w, float)
-                hi = np.asarray(b.max_charge_power_w, float)
-            elif key == "deferrable_setpoint_w":
-                lo = np.zeros(obs.n_sites)
-                hi = np.asarray(obs.deferrable_max_w, float)
-                x = np.where(np.isposinf(x), hi, x)
-            else:
-                out[key] = x
-                continue
-            y = np.where(np.isnan(x), x, np.clip(x, lo, hi))
-            changed = ~np.isnan(x) & (y != x)
-            if changed.any():
-                i = int(np.flatnonzero(changed)[0])
-                self.stats.clamped += int(changed.sum())
-                notes.append(
-                    f"{key}: {int(changed.sum())} value(s) clamped to the rating, "
-                    f"e.g. [{i}] {x[i]:g} -> {y[i]:g} W"
-                )
-            out[key] = y
-        ramp = self.spec.max_ramp_w_per_s
-        if ramp is not None and math.isfinite(self.last_t):
-            step = ramp * (now - self.last_t)
-            for key, y in out.items():
-                prev = self.last.get(key)
-                if prev is None or prev.shape != y.shape or key in S.LIMIT_KEYS:
-                    continue
-                both = ~np.isnan(y) & ~np.isnan(prev)
-                z = np.where(both, prev + np.clip(y - prev, -step, step), y)
-                n = int((z != y)[both].sum())
-                if n:
-                    self.stats.ramped += n
-                    notes.append(f"{key}: {n} value(s) rate-limited to {ramp:g} W/s")
-                out[key] = z
-        self.last = {k: v.copy() for k, v in out.items()}
-        self.last_t = now
-        for note in notes:
-            self.rt.tr.event("setpoint_clamped", self.g, note)
-        return out
 
 
 # ----------------------------------------------------------------------------- devices

@@ -551,6 +551,12 @@ def decode_setpoint(payload: bytes) -> tuple[Setpoint, Envelope] | Reject:
     env = check_envelope(obj)
     if isinstance(env, Reject):
         return env
+    sp = decode_setpoint_obj(obj)
+    return sp if isinstance(sp, Reject) else (sp, env)
+
+
+def decode_setpoint_obj(obj: Mapping[str, Any]) -> Setpoint | Reject:
+    """:func:`decode_setpoint` of a parsed object whose envelope was checked."""
     bad = wrong_unit(obj)
     if bad is not None:
         return bad
@@ -594,7 +600,7 @@ def decode_setpoint(payload: bytes) -> tuple[Setpoint, Envelope] | Reject:
     if problem is not None:
         return problem
     val = float(value) if key in ("power_w", "current_a") else value
-    return Setpoint(ttl_s=float(ttl), **{key: val}), env
+    return Setpoint(ttl_s=float(ttl), **{key: val})
 
 
 def decode_availability(payload: bytes) -> bool | Reject:

@@ -677,6 +677,13 @@ class MqttTransport:
             raise BridgeError("setpoints are never retained")
         self._send(topic, data, qos, retain=retain, setpoint=setpoint, ttl_s=ttl_s, seq=seq)
 
+    def arrival(self) -> int:
+        """A number that orders what this run takes in: the ``seq`` of every delivered bus
+        message and of anything a wire handler stamps with it (one counter)."""
+        n = self._rx_seq
+        self._rx_seq += 1
+        return n
+
     def next_seq(self, topic: str) -> int:
         """Next sequence number of this run's stream on ``topic``."""
         return self._next_seq(topic)
@@ -999,8 +1006,7 @@ class MqttTransport:
         )
         if own and env.sim_time_s is not None and env.sim_time_s > now:
             sent = now
-        msg = Message(internal, payload, float(sent), self._rx_seq, now)
-        self._rx_seq += 1
+        msg = Message(internal, payload, float(sent), self.arrival(), now)
         for pattern, store in self._subs:
             if topic_matches(pattern, internal):
                 store.put(msg)

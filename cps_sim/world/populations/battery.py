@@ -61,6 +61,8 @@ class BatteryPopulation(Population):
         self.throughput_wh: F | None = None  # AC charge + discharge since the last ageing
         self.measured_w: F | None = None  # bound to external devices: NaN where modelled
         self.measured_wh: F | None = None
+        # AC energy booked per site since track_ac_energy() (+ charge / − discharge)
+        self.ac_energy_wh: F | None = None
 
     @property
     def has(self) -> np.ndarray:
@@ -90,6 +92,12 @@ class BatteryPopulation(Population):
     def _derive(self) -> None:
         self.setpoint_w = np.where(self.mode == BATTERY_AUTO, np.nan, self.target_w)
         self.setpoints = bool((self.mode == BATTERY_FOLLOW).any())
+
+    def track_ac_energy(self) -> F:
+        """Start keeping :attr:`ac_energy_wh` (booked AC energy per site) and return it."""
+        if self.ac_energy_wh is None:
+            self.ac_energy_wh = np.zeros(self.spec.n)
+        return self.ac_energy_wh
 
     def set_measured(self, index: int, power_w: float) -> None:
         if self.measured_w is None:
@@ -167,6 +175,8 @@ class BatteryPopulation(Population):
                 acc[ix["measured_correction_wh"]] += corr.sum()
                 self.measured_wh[sl] += bw_m
             seg.net_wh = net_wh + bw
+            if self.ac_energy_wh is not None:
+                self.ac_energy_wh[sl] += bw
             if self.track_power:  # only controllers read it
                 moved = h > 0
                 if np.ndim(moved) == 0 or moved.all():

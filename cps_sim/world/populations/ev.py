@@ -123,6 +123,9 @@ class EvPopulation(Population):
         self.any_taper = bool(n and (self.energy_taper_wh < energy_max_wh).any())
         self.measured_w: F | None = None  # bound to external devices: NaN where modelled
         self.measured_wh: F | None = None
+        # AC energy booked per EV since track_ac_energy() (+ charge / − discharge); the
+        # MQTT bridge differences it into each member's power (None: not kept)
+        self.ac_energy_wh: F | None = None
         self.coupled_idx = np.empty(0, dtype=np.int64)
         self._seg: dict[str, Any] = {}
 
@@ -159,6 +162,12 @@ class EvPopulation(Population):
                     ev_charge_efficiency=self.efficiency.copy(),
                     ev_energy_taper_wh=self.energy_taper_wh.copy(),
                     ev_taper_line_w=self.taper_line_w.copy())
+
+    def track_ac_energy(self) -> F:
+        """Start keeping :attr:`ac_energy_wh` (booked AC energy per EV) and return it."""
+        if self.ac_energy_wh is None:
+            self.ac_energy_wh = np.zeros(self.n)
+        return self.ac_energy_wh
 
     def set_measured(self, index: int, power_w: float) -> None:
         if self.measured_w is None:
@@ -340,6 +349,8 @@ class EvPopulation(Population):
             acc[ix["measured_correction_wh"]] += (clipped - new_e).sum()
             new_e = clipped
         self.energy_wh[ei] = new_e
+        if self.ac_energy_wh is not None:
+            self.ac_energy_wh[ei] += ev_ch if ev_dis is None else ev_ch - ev_dis
         acc[ix["ev_charging_wh"]] += ev_ch.sum()
         acc[ix["ev_loss_wh"]] += loss.sum()
         self._seg = {}
