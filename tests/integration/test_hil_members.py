@@ -6,6 +6,7 @@ included) and integrates to the booked energy; the recording replays exactly."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -135,8 +136,9 @@ class Operator:
     def step(self, t: float) -> None:
         g = "cps/t/group/lab/setpoint"
         if self.once("G1", t, 300):
-            self.pub(g, self.env(ttl_s=3000, ev_setpoint_w=[3000, 3000],
-                                 battery_setpoint_w=[500, 500]))
+            self.pub(
+                g, self.env(ttl_s=3000, ev_setpoint_w=[3000, 3000], battery_setpoint_w=[500, 500])
+            )
         if self.once("HA", t, 600):
             self.ha("lab-0-ev", "power_setpoint", 1500)  # HA number: one charger
             self.ha("lab-0-battery", "auto", None)  # HA button: battery back to its rule
@@ -148,8 +150,9 @@ class Operator:
             late["ts"] -= 30  # older than its ttl (but within max_skew_s)
             self.pub("cps/t/dev/lab-1-battery/setpoint", json.dumps(late).encode())
         if self.once("G2", t, 1500):
-            self.pub(g, self.env(ttl_s=3000, ev_setpoint_w=[2000, 2000],
-                                 battery_setpoint_w=[400, 400]))
+            self.pub(
+                g, self.env(ttl_s=3000, ev_setpoint_w=[2000, 2000], battery_setpoint_w=[400, 400])
+            )
         if self.once("M2", t, 1800):
             self.pub("cps/t/dev/lab-0-battery/setpoint", self.env(ttl_s=9000, power_w=-9000))
 
@@ -188,7 +191,7 @@ def expected_setpoint(rows, member: str, index: int, fallback: float):
 def tick_average(at, t0: float, t1: float, changes: list[float]) -> float:
     cuts = sorted({t0, t1, *[c for c in changes if t0 < c < t1]})
     total = 0.0
-    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+    for a, b in itertools.pairwise(cuts):
         total += at(b - 1e-9)[0] * (b - a)  # value in force on (a, b]
     return total / (t1 - t0)
 
@@ -265,8 +268,7 @@ def test_member_and_group_setpoints_combine_and_telemetry_is_booked(mosquitto, t
         assert checked >= 10
     # the HA button put battery 0 on its rule: its state said so until the next setpoint
     st0 = out_rows(log, "cps/t/dev/lab-0-battery/state")
-    assert any(s["mode"] == "auto" and s["reason"] == "following the member setpoint"
-               for s in st0)
+    assert any(s["mode"] == "auto" and s["reason"] == "following the member setpoint" for s in st0)
     assert st0[-1]["mode"] == "setpoint" and st0[-1]["setpoint_power_w"] == -3000.0  # clamped
     ev_clamp = log[(log.topic == "cps/t/event/setpoint_clamped")]
     assert any(json.loads(p)["subject"] == "lab-0-battery" for p in ev_clamp.payload)
