@@ -55,6 +55,10 @@ def test_device_examples_decode_without_unknown_keys():
     assert isinstance(st, S.Measurement) and st.unknown_keys == ()
     sp = S.decode_setpoint(example("device_setpoint"))
     assert not isinstance(sp, S.Reject) and sp[0].power_w == 3600.0
+    msp = S.decode_setpoint(example("member_setpoint"))
+    assert not isinstance(msp, S.Reject) and msp[0].power_w == 1500.0
+    controls = set(re.findall(r"^\| [^|]+ \| `(\w+)`", section("Member setpoint"), re.M))
+    assert controls == set(S.SETPOINT_CONTROLS) - {"current_a"}
     for name in ("clock", "event"):
         assert isinstance(S.check_envelope(S.parse_json(example(name))), S.Envelope)
     tel = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)? \|", section("Telemetry"), re.M))
@@ -73,7 +77,7 @@ def test_lists_match_the_code():
     for row in re.findall(r"^\| ((?:`\w+`(?:, )?)+) \|", section("Events"), re.M):
         kinds |= set(re.findall(r"`(\w+)`", row))
     code = "".join((REPO / "cps_sim/bridge" / f).read_text() for f in
-                   ("transport.py", "runtime.py"))
+                   ("transport.py", "runtime.py", "exposed.py"))
     used = set(re.findall(r"\.event\(\s*\"(\w+)\"", code))
     used |= set(re.findall(r"\"(\w+)\" if (?:active|online) else \"(\w+)\"", code)[0])
     used |= set(re.findall(r"\"(\w+)\" if online else \"(\w+)\"", code)[0])
