@@ -279,16 +279,26 @@ def hil(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file (with 
                                                     "here (for cps-sim replay).")] = None,
         emulate: Annotated[bool, typer.Option("--emulate", help="Start emulators for the "
                                               "devices marked emulated: true.")] = False,
+        strict_lag_s: Annotated[float | None, typer.Option(
+            "--strict-lag-s", help="Strict real time: stop (results written, exit 4) when a "
+            "tick settles more than this many wall seconds late (default: the scenario's "
+            "bridge.max_lag_s; none = measure and report only).")] = None,
+        expect: Annotated[str, typer.Option(
+            "--expect", help="The scenario's expect: block. check: exit 3 when one fails "
+            "(default); report: print the report, exit 0; off: do not check.")] = "check",
         out: Annotated[Path | None, typer.Option(help="Results directory.")] = None,
         set_: SetOpt = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No status line.")] = False):
     """Run a scenario in real time over MQTT: real, emulated and simulated devices, external
     controllers (docs/hil.md)."""
     from cps_sim.bridge.hil import HilOptions, parse_duration, run_hil
+    from cps_sim.core.errors import RealTimeOverrun
 
+    if expect not in ("check", "report", "off"):
+        _fail(CpsSimError(f"--expect must be check, report or off, got {expect!r}"))
     try:
         opts = HilOptions(broker=broker, speed=speed, record=record, quiet=quiet,
-                          emulate=emulate,
+                          emulate=emulate, strict_lag_s=strict_lag_s, check_expect=expect != "off",
                           duration_s=parse_duration(duration) if duration else None)
         res = run_hil(scenario, opts, set_ or [], out)
     except CpsSimError as exc:
@@ -303,6 +313,13 @@ def hil(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file (with 
                f", rejected {k['bridge_rejected']:.0f}, dropped {k['bridge_queue_drops']:.0f})"
                f", out {k['bridge_published']:.0f}; disconnects {k['bridge_disconnects']:.0f}")
     typer.echo(f"  grid import {k['grid_import_kwh']:.2f} kWh, wall time {res.wall_time_s:.1f} s")
+    if res.overrun is not None:
+        _fail(RealTimeOverrun(f"{res.overrun}; results up to then in {res.out_dir}"))
+    if res.expectations is not None:
+        report = res.expectations
+        typer.echo(report.format(), err=not report.passed)
+        if not report.passed and expect == "check":
+            raise typer.Exit(3)  # an expectation failed (results are written)
 
 
 @app.command()

@@ -223,6 +223,9 @@ class ExposedGroup:
     def _run(self):
         env, holder, d = self.env, self.holder, self.stats.device
         self._apply(float(env.now), self._enter_fallback(float(env.now)))
+        for m in self.members:  # what each controllable member follows from the start
+            if m.kind in CONTROLLABLE:
+                self._state(m, float(env.now))
         in_fallback = True
         get = self.store.get()
         woke = self.wake.get()

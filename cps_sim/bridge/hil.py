@@ -68,6 +68,8 @@ class HilOptions:
     emulate: bool = False  # start emulators for devices marked emulated
     loopback_s: float = 0.0
     poll_wall_s: float = 0.02
+    strict_lag_s: float | None = None  # stop when a tick settles later (default bridge.max_lag_s)
+    check_expect: bool = True  # check the scenario's expect: block
 
 
 @dataclass
@@ -77,6 +79,8 @@ class HilResult:
     wall_time_s: float
     interrupted: bool
     broker_url: str
+    overrun: str | None = None  # why a strict real-time run stopped early
+    expectations: Any = None  # the scenario's expect: report (RunResult.expectations)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -213,6 +217,8 @@ def run_hil(
     speed = float(options.speed if options.speed is not None else scenario.speed)
     if not speed > 0:
         raise BridgeError(f"--speed must be > 0, got {speed:g}")
+    if options.strict_lag_s is not None and not options.strict_lag_s > 0:
+        raise BridgeError(f"--strict-lag-s must be > 0, got {options.strict_lag_s:g}")
     check_bridge(scenario, spec, speed, file)
     prefix = spec.prefix_for(scenario.name)
     url = options.broker or spec.url
@@ -242,7 +248,9 @@ def run_hil(
             max_skew_s=spec.max_skew_s,
             queue_size=spec.queue_size,
         )
-        rt = BridgeRuntime(spec, tr, speed=speed, live=True, base_dir=base_dir)
+        rt = BridgeRuntime(
+            spec, tr, speed=speed, live=True, base_dir=base_dir, max_lag_s=options.strict_lag_s
+        )
         status = HilStatus(options.quiet, scenario.name)
         meta = _recording_meta(scenario, tr, speed, spec, url)
 
@@ -276,8 +284,11 @@ def run_hil(
             meta["kpis_live"] = {
                 k: v
                 for k, v in kpis.items()
-                if k.startswith("hil_lag") or k == "hil_interrupted" or "_ack_p" in k
+                if k.startswith(("hil_lag", "hil_overrun", "hil_max_lag"))
+                or k == "hil_interrupted"
+                or "_ack_p" in k
             }
+            meta["ticks_done"] = int(recorder.ticks_done)
             _write_tables(folder, rt, meta)
             if options.record is not None:
                 _write_recording(Path(options.record), tr, meta)
@@ -291,6 +302,7 @@ def run_hil(
             base_dir=base_dir,
             simulator=simulator,
             extras=extras,
+            check_expect=options.check_expect,
         )
     finally:
         for fleet in fleets:
@@ -300,7 +312,13 @@ def run_hil(
         if tmp is not None:
             tmp.cleanup()
     return HilResult(
-        res.out_dir, res.kpis, time.perf_counter() - t0, state.get("interrupted", False), url
+        res.out_dir,
+        res.kpis,
+        time.perf_counter() - t0,
+        state.get("interrupted", False),
+        url,
+        rt.overrun_message() if rt.overrun is not None else None,
+        res.expectations,
     )
 
 
@@ -477,6 +495,9 @@ def run_replay(recording: str | Path, out_dir: Path | None = None, quiet: bool =
     data = dict(meta["scenario"])
     data["mode"] = "fast"
     scenario = Scenario.model_validate(data)
+    done = meta.get("ticks_done")
+    if done is not None and 0 < done < scenario.n_ticks:  # stopped early (Ctrl-C, overrun)
+        scenario = with_duration(scenario, done * scenario.tick_s)
     spec = scenario.bridge or BridgeSpec()
     devices = meta.get("devices")
     if devices:  # --emulate may have pointed device topics at the emulators

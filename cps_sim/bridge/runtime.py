@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import simpy
+from simpy.core import StopSimulation
 
 from cps_sim.bridge import schema as S
 from cps_sim.bridge.exposed import ExposedGroup
@@ -143,8 +144,12 @@ class BridgeRuntime:
         speed: float = 1.0,
         live: bool = True,
         base_dir: Path | None = None,
+        max_lag_s: float | None = None,
     ):
         self.spec = spec
+        # strict real time: stop when a tick settles later than this [wall s]
+        self.max_lag_s = max_lag_s if max_lag_s is not None else spec.max_lag_s
+        self.overrun: tuple[float, float] | None = None  # (sim time, lag) that stopped it
         self.tr = transport
         self.speed = float(speed)
         self.live = live
@@ -254,6 +259,19 @@ class BridgeRuntime:
         if math.isfinite(lag):
             body["lag_s"] = lag
         self.tr.publish_wire(topic, S.dumps(body), 0)
+        if self.max_lag_s is not None and lag > self.max_lag_s and self.overrun is None:
+            self.overrun = (t, lag)
+            self.tr.event("overrun", self.tr.topics.status(), self.overrun_message())
+            raise StopSimulation(self.overrun_message())  # env.run returns; results written
+
+    def overrun_message(self) -> str:
+        assert self.overrun is not None
+        t, lag = self.overrun
+        return (
+            f"real-time overrun: the tick ending at simulated {t:g} s settled {lag:.3f} s "
+            f"late, more than the allowed {self.max_lag_s:g} s (--strict-lag-s / "
+            "bridge.max_lag_s); the run stopped there"
+        )
 
     # ------------------------------------------------------------------ end
     def close(self) -> None:
@@ -266,6 +284,11 @@ class BridgeRuntime:
 
     def kpis(self) -> dict[str, float]:
         out = self.tr.summary()
+        if self.max_lag_s is not None:
+            out["hil_max_lag_s"] = float(self.max_lag_s)
+            out["hil_overrun"] = float(self.overrun is not None)
+            if self.overrun is not None:
+                out["hil_overrun_sim_time_s"], out["hil_overrun_lag_s"] = self.overrun
         if self.lag_s:
             lag = np.asarray(self.lag_s)
             out.update(

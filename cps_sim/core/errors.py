@@ -75,3 +75,10 @@ class BridgeAuthError(BridgeError):
 
 class BridgeTlsError(BridgeError):
     """The TLS handshake failed (untrusted or wrong certificate, bad key, old protocol)."""
+
+
+class RealTimeOverrun(BridgeError):
+    """A strict real-time run (``--strict-lag-s`` / ``bridge.max_lag_s``) fell further
+    behind the wall clock than allowed; the results up to that tick are written."""
+
+    exit_code = 4

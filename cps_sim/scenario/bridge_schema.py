@@ -227,6 +227,15 @@ class BridgeSpec(_Model):
         "from the receive time are flagged clock_skew (receive time "
         "used).",
     )
+    max_lag_s: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="Strict real time: when a tick is settled more than this many wall "
+        "seconds late, the run stops (results up to then written, reason in kpis.json and "
+        "bridge_events.parquet, cps-sim hil exits 4); default: lag is only measured and "
+        "reported (cps-sim hil --strict-lag-s overrides).",
+    )
     queue_size: int = Field(
         10_000,
         ge=10,

@@ -6,6 +6,7 @@ running at 300x real time."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -385,12 +386,19 @@ def test_home_assistant_discovery_of_exposed_members(mosquitto, tmp_path):
     )
     time.sleep(0.5)  # the retained configs arrive
     stop(c)
-    # 2 sites x (ev: 4 signals, battery: 3, pv: 1, load: 1) retained sensor configs
-    assert len(got) == 2 * 9
+    # 2 sites x (ev: 5 sensors + power number + auto button, battery: 5 + 2, pv: 1, load: 1)
+    assert len(got) == 2 * 16
+    numbers = {t for t in got if t.startswith("homeassistant/number/")}
+    assert len(numbers) == 4  # the chargers and batteries: commands on their setpoint topic
+    for t in numbers:
+        assert got[t]["command_topic"] == got[t]["availability_topic"].replace(
+            "/availability", "/setpoint"
+        )
     log = pq.read_table(res.out_dir / "bridge.parquet").to_pandas()
     published = set(log[log.direction == "out"].topic)
     for cfg in got.values():
-        assert cfg["state_topic"] in published  # every sensor reads a topic the run fills
+        if "state_topic" in cfg:
+            assert cfg["state_topic"] in published  # every sensor reads a topic the run fills
         assert cfg["availability_topic"].startswith("cps/t/dev/lab-")
         assert cfg["device"]["manufacturer"] == "cps_sim"
     assert {"cps/t/dev/lab-0-ev/telemetry", "cps/t/dev/lab-1-load/telemetry"} <= published
@@ -556,3 +564,48 @@ def test_no_broker_given_starts_an_embedded_one(tmp_path):
     assert re.search(r"broker mqtt://127\.0\.0\.1:\d+, topic prefix cps/t/", r.stderr)
     k = json.loads((tmp_path / "out" / "kpis.json").read_text())
     assert k["ticks"] == 3 and k["bridge_lab_fallbacks"] == 1  # no controller: fallback
+
+
+def test_strict_real_time_stops_cleanly_on_overrun(mosquitto, tmp_path):  # T15 / C4 OVERRUN
+    """A run that cannot keep up (400 exposed homes publish ~1,600 member messages every
+    simulated second; at speed 1000 a tick has 1 ms of wall time) stops at the first tick
+    settled more than --strict-lag-s late: results up to it written, the reason in
+    kpis.json and bridge_events.parquet, one error line, exit 4."""
+    sites = [lab(n=400)]
+    path = write(tmp_path, {"expose": ["lab"]}, sites=sites, minutes=60, tick_s=1)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cps_sim",
+            "hil",
+            str(path),
+            "--broker",
+            mosquitto.url,
+            "--speed",
+            "1000",
+            "--strict-lag-s",
+            "0.5",
+            "--out",
+            str(tmp_path / "out"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env={**os.environ, "CI": "true"},
+    )
+    assert r.returncode == 4, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "real-time overrun" in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+    k = json.loads((tmp_path / "out" / "kpis.json").read_text())
+    assert k["hil_overrun"] == 1 and k["hil_max_lag_s"] == 0.5
+    assert k["hil_overrun_lag_s"] > 0.5 and k["hil_lag_max_s"] == k["hil_overrun_lag_s"]
+    assert 0 < k["ticks"] < 3600 and k["hil_overrun_sim_time_s"] == k["ticks"] * 1.0
+    ticks = pq.read_table(tmp_path / "out" / "hil_ticks.parquet").to_pandas()
+    assert len(ticks) == k["ticks"] and (ticks.lag_s[:-1] <= 0.5).all()
+    ev = pq.read_table(tmp_path / "out" / "bridge_events.parquet").to_pandas()
+    over = ev[ev.kind == "overrun"]
+    assert len(over) == 1 and float(over.sim_time_s.iloc[0]) == k["hil_overrun_sim_time_s"]
+    assert abs(k["balance_residual_wh"]) < 1e-3  # the books of what ran close
