@@ -288,12 +288,18 @@ def test_device_death_by_last_will_and_clamped_setpoints(mosquitto, tmp_path):  
 
 def test_scaled_time_refused_for_real_hardware(tmp_path):  # T15
     dev = {"name": "plug1", "binds": {"group": "lab", "site": 0, "kind": "load"}}
-    path = write(tmp_path, {"devices": [dev], "expose": ["nope"]})
+    path = write(tmp_path, {"devices": [dev], "expose": ["lab"]})
     with pytest.raises(ScenarioError) as exc:
         run_hil(path, HilOptions(broker="mqtt://127.0.0.1:1", speed=10, quiet=True))
     msg = str(exc.value)
     assert "bridge.devices[0].emulated: speed 10" in msg
-    assert "bridge.expose[0].group: unknown site group 'nope'" in msg
+    path = write(tmp_path, {"devices": [dev], "expose": ["nope"]})
+    with pytest.raises(
+        ScenarioError,
+        match=r"s\.yaml:\d+:\d+: bridge\.expose\[0\]\.group: no "
+        "site group named 'nope'",
+    ):
+        run_hil(path, HilOptions(broker="mqtt://127.0.0.1:1", speed=1, quiet=True))
 
 
 def test_cli_password_in_yaml_is_one_error_line(tmp_path):  # S5
