@@ -172,6 +172,53 @@ SYSTEM_COLUMNS: tuple[Column, ...] = (
     Column("system_substation_overload_w", "W", "Flow above the substations' capacity."),
 )
 
+SMART_METER_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "time",
+        "UTC",
+        "A local 30-minute boundary at which the registers were fixed "
+        "(ECHONET Lite 0xEA/0xEB); the first row of a site is where the counted period "
+        "starts.",
+    ),
+    Column("time_s", "s", "Seconds since the start of the counted period."),
+    Column("group", "-", "Site group of the meter."),
+    Column("site", "-", "Site index over all groups (the numbering of record.sites)."),
+    Column(
+        "import_register",
+        "count",
+        "Cumulative energy register, normal direction (import "
+        "from the grid; 0xE0/0xEA): whole units of resolution_wh, wrapping at the digit "
+        "count.",
+    ),
+    Column(
+        "export_register",
+        "count",
+        "Cumulative energy register, reverse direction (export; 0xE3/0xEB), as import_register.",
+    ),
+    Column(
+        "import_cumulative_wh", "Wh", "import_register × resolution_wh (the wrap is not undone)."
+    ),
+    Column("export_cumulative_wh", "Wh", "export_register × resolution_wh."),
+    Column(
+        "import_interval_wh",
+        "Wh",
+        "Import in the 30 minutes up to this boundary, from the "
+        "registers (across a wrap); NaN in a site's first row.",
+    ),
+    Column(
+        "export_interval_wh",
+        "Wh",
+        "Export in the 30 minutes up to this boundary; NaN in a site's first row.",
+    ),
+    Column(
+        "instantaneous_power_w",
+        "W (signed)",
+        "Instantaneous power (0xE7) at the boundary: "
+        "the site's grid power just before it, whole watts, + import / − export.",
+    ),
+    Column("resolution_wh", "Wh", "Energy of one register count (0xE1 unit × 0xD3 coefficient)."),
+)
+
 OTHER_COLUMNS: tuple[Column, ...] = (
     Column("<bg>_actual_w", "W", "Balancing group: members' net import."),
     Column("<bg>_plan_w", "W", "Balancing group: planned net import of the slot."),

@@ -14,6 +14,7 @@ from cps_sim.experiment.columns import (
     OTHER_COLUMNS,
     SIGN_NOTE,
     SITE_COLUMNS,
+    SMART_METER_COLUMNS,
     SYSTEM_COLUMNS,
     Column,
     flow_columns,
@@ -189,6 +190,14 @@ def render() -> str:
         "",
         "Per-tick device columns (heat-pump water heaters, space conditioning) "
         "appear per group too (NaN in groups without those devices).",
+        "",
+        "## smart_meter.parquet",
+        "",
+        "With `sites[].smart_meter`: one row per metered site and local 30-minute boundary "
+        "(the B-route readings of a Japanese smart meter, `cps_sim/models/smart_meter.py`; "
+        "see docs/models.md).",
+        "",
+        *_columns(SMART_METER_COLUMNS),
         "",
         "## Run facts (Parquet schema metadata)",
         "",

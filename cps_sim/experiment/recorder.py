@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from cps_sim.core.units import SECONDS_PER_HOUR
-from cps_sim.experiment.columns import GROUP_COLUMNS, SIGN_NOTE, annotate
+from cps_sim.experiment.columns import GROUP_COLUMNS, SIGN_NOTE, SMART_METER_COLUMNS, annotate
 from cps_sim.experiment.kpis import META, RunTables, compute_kpis
 from cps_sim.world.group import ARRIVAL, FLOWS
 from cps_sim.world.populations import SINKS, SOURCES
@@ -157,6 +157,50 @@ class Recorder:
         for j, s in enumerate(self.world.record_sites.tolist()):
             cols[f"site_{s}_net_import_w"] = pa.array(self.site_net_wh[:n, j] * to_w)
         return pa.table(cols)
+
+    def smart_meter(self) -> pa.Table | None:
+        """The smart meters' readings at every local 30-minute boundary from the start
+        of the counted period (``smart_meter.parquet``), or None without meters."""
+        from cps_sim.models import smart_meter as sm
+
+        parts = []
+        for g in self.world.groups:
+            m = g.meter
+            if m is None:
+                continue
+            rows = [r for r in m.readings if r[0] >= self.t0_s - 1e-6]
+            if not rows:
+                continue
+            t = np.array([r[0] for r in rows])
+            imp = np.stack([r[1] for r in rows]).astype(np.int64)  # (boundaries, sites)
+            exp = np.stack([r[2] for r in rows]).astype(np.int64)
+            pw = np.stack([r[3] for r in rows]).astype(np.int64)
+            d_imp = np.full(imp.shape, np.nan)
+            d_exp = np.full(exp.shape, np.nan)
+            d_imp[1:] = sm.interval_wh(imp[1:], imp[:-1], m.spec)
+            d_exp[1:] = sm.interval_wh(exp[1:], exp[:-1], m.spec)
+            nb, n = imp.shape
+            parts.append({
+                "time_s": np.repeat(t - self.t0_s, n),
+                "group": [g.name] * (nb * n),
+                "site": np.tile(np.arange(n, dtype=np.int64) + g.site_offset, nb),
+                "import_register": imp.ravel(), "export_register": exp.ravel(),
+                "import_cumulative_wh": sm.register_wh(imp, m.spec).ravel(),
+                "export_cumulative_wh": sm.register_wh(exp, m.spec).ravel(),
+                "import_interval_wh": d_imp.ravel(), "export_interval_wh": d_exp.ravel(),
+                "instantaneous_power_w": pw.ravel(),
+                "resolution_wh": np.full(nb * n, m.spec.resolution_wh),
+            })
+        if not parts:
+            return None
+        cols = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+        order = np.lexsort((cols["site"], cols["time_s"]))
+        times = self.world.clock.utc_index(cols["time_s"][order] + self.t0_s)
+        out = {"time": pa.array(times.as_unit("us"), type=pa.timestamp("us", tz="UTC"))}
+        for k, v in cols.items():
+            v = np.asarray(v)[order]
+            out[k] = pa.array(v.tolist(), type=pa.string()) if k == "group" else pa.array(v)
+        return annotate(pa.table(out), SMART_METER_COLUMNS)
 
     def events(self) -> pa.Table:
         parts = [g.log.columns() for g in self.world.groups]

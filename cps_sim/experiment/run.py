@@ -131,7 +131,8 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
 
     Files: ``timeseries.parquet``, ``timeseries_groups.parquet``,
     ``events.parquet``, ``kpis.json``, ``manifest.json`` (and ``sites.parquet``
-    when the scenario names sites under ``record:``).  Same scenario and seed
+    when the scenario names sites under ``record:``, ``smart_meter.parquet`` with
+    ``sites[].smart_meter``).  Same scenario and seed
     ⇒ identical Parquet files.  ``simulator(base_dir) -> Recorder`` replaces the
     plain simulation (``cps-sim hil`` / ``replay``); ``extras(recorder, folder,
     kpis)`` may add KPIs and write more files into the folder before the KPIs
@@ -186,6 +187,9 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
             sites = recorder.sites()
             if sites is not None:
                 write_parquet(tmp / "sites.parquet", sites, meta)
+            meter = recorder.smart_meter()
+            if meter is not None:
+                write_parquet(tmp / "smart_meter.parquet", meter, meta)
             for name, table in recorder.reports().items():
                 write_parquet(tmp / f"{name}.parquet", table, meta)
             write_json(tmp / "kpis.json", kpis)

@@ -83,6 +83,12 @@ class HemsSpec(_EmsCommon):
     mpc_final_soc: float = Field(0.3, ge=0, le=1, description="MPC: lowest SoC at the horizon "
                                  "end (stops the LP emptying the battery before the horizon).")
     dr_windows: list[DrWindowSpec] = Field(default_factory=list, description="DR requests.")
+    observe: Literal["truth", "meter"] = Field(
+        "truth", description="What the battery rule sees of the home's own net demand: truth "
+        "= the tick's load and PV; meter = the group's smart meter over the B-route (the "
+        "polled instantaneous power, else the last 30-minute registers, minus the battery "
+        "and EV power the HEMS reads from its own devices); needs sites[].smart_meter and "
+        "battery_mode rule.")
     dr_precharge_h: float = Field(3.0, ge=0, le=48, description="Hours before a DR window in "
                                   "which the battery stops discharging (keeps energy for it).")
 

@@ -99,7 +99,49 @@ def reference_issues(scenario: Any, base_dir: Path | None) -> list[tuple[Loc, st
                     "curtailment, but the scenario has no system: block (add one, or remove "
                     "absorb_system_curtailment)"))
     out += _catalog_issues(scenario)
+    out += _meter_issues(scenario)
     return out
+
+
+def _meter_issues(scenario: Any) -> list[tuple[Loc, str]]:
+    """Smart meters read at local 30-minute boundaries, which must be tick ends (no
+    interpolation: a tick that does not divide 30 minutes is refused), and a HEMS that
+    observes the meter needs one."""
+    out: list[tuple[Loc, str]] = []
+    metered = set()
+    tick = float(scenario.tick_s)
+    for i, g in enumerate(scenario.sites):
+        m = getattr(g, "smart_meter", None)
+        if m is None or not m.enabled:
+            continue
+        metered.add(g.name)
+        if 1800.0 % tick != 0.0:
+            out.append((("sites", i, "smart_meter"), f"the meter's registers are fixed every "
+                        f"30 minutes, which must be tick ends: tick_s must divide 1800 s, got "
+                        f"{tick:g}"))
+            continue
+        start = scenario.start.astimezone(_zone(scenario.timezone))
+        s_of_day = start.hour * 3600 + start.minute * 60 + start.second + start.microsecond * 1e-6
+        if s_of_day % tick != 0.0:
+            out.append((("sites", i, "smart_meter"), f"ticks must end on local 30-minute "
+                        f"boundaries: the start {start.isoformat()} ({scenario.timezone}) is not "
+                        f"a whole number of ticks of {tick:g} s after local midnight"))
+    for key, ems in (getattr(scenario, "ems", {}) or {}).items():
+        if getattr(ems, "observe", "truth") != "meter":
+            continue
+        if key not in metered:
+            out.append((("ems", key, "observe"), f"observe: meter needs a smart meter on site "
+                        f"group {key!r} (sites[].smart_meter)"))
+        if getattr(ems, "battery_mode", "rule") != "rule":
+            out.append((("ems", key, "observe"), "observe: meter works with battery_mode: rule "
+                        f"only, got {ems.battery_mode!r}"))
+    return out
+
+
+def _zone(name: str):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
 
 
 def _catalog_issues(scenario: Any) -> list[tuple[Loc, str]]:

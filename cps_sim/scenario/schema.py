@@ -27,6 +27,7 @@ from cps_sim.scenario.sites_schema import (  # noqa: F401 - re-exported
     LoadSpec,
     PvSpec,
     SiteGroupSpec,
+    SmartMeterSpec,
     TripDaySpec,
     TripsSpec,
     _Model,

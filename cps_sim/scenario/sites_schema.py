@@ -334,6 +334,29 @@ class DeferrableSpec(_Model):
         return self
 
 
+class SmartMeterSpec(_Model):
+    """The site's smart meter as a HEMS reads it over the B-route (ECHONET Lite class
+    0x0288, see ``cps_sim/models/smart_meter.py``): import/export registers fixed at
+    every local 30-minute boundary (written to ``smart_meter.parquet``) and the
+    instantaneous power polled by the HEMS."""
+
+    enabled: bool = Field(True, description="Read the meters of this group (a false block is "
+                          "the same as none).")
+    resolution_kwh: Literal[0.0001, 0.001, 0.01, 0.1, 1.0, 10.0] = Field(
+        0.1, description="Register unit (EPC 0xE1) [kWh per count]; 0.1 kWh is the usual "
+        "home meter (assumption, each meter reports its own).")
+    digits: int = Field(6, ge=1, le=8, description="Effective digits of the registers (EPC "
+                        "0xD7): they wrap to 0 after 10**digits - 1 counts.")
+    initial_import_kwh: float = Field(0.0, ge=0, le=1e8, description="Import register at the "
+                                      "start of the run [kWh].")
+    initial_export_kwh: float = Field(0.0, ge=0, le=1e8, description="Export register at the "
+                                      "start of the run [kWh].")
+    instantaneous_poll_s: float | None = Field(
+        60.0, gt=0, le=1800, description="Interval at which a HEMS observing the meter polls "
+        "the instantaneous power (EPC 0xE7) [s]; null: the HEMS uses only the 30-minute "
+        "registers.")
+
+
 class GridConnectionSpec(_Model):
     import_limit_kw: float | None = Field(None, gt=0, le=1e7,
                                           description="Import limit per site [kW]; "
@@ -370,5 +393,8 @@ class SiteGroupSpec(_Model):
     space_conditioning: SpaceConditioningSpec | None = Field(
         None, description="Room air-conditioners / heat pumps for space heating and cooling; none: "
         "none.")
+    smart_meter: SmartMeterSpec | None = Field(
+        None, description="Smart meters read over the B-route (30-min registers, polled "
+        "instantaneous power); none: not recorded.")
     grid: GridConnectionSpec = Field(default_factory=GridConnectionSpec,
                                      description="Grid connection limits of each site.")

@@ -95,6 +95,7 @@ class SiteGroup:
         self.export_limit_w = export_limit_w
         self.any_import_limit = bool(np.isfinite(import_limit_w).any())
         self.any_export_limit = bool(np.isfinite(export_limit_w).any())
+        self.meter = None  # a smart-meter population sees every segment's grid flows
         for p in pops:
             p.attach(self)
         self.log = EventLog()  # discrete events (EV departures and arrivals)
@@ -379,6 +380,8 @@ class SiteGroup:
             self.site_import_wh[s] += imp
             if self.track_site_net:
                 self.site_net_wh[s] += imp - exp
+        if self.meter is not None:
+            self.meter.on_segment(s, imp, exp, dt_s)
 
     def take_tick(self) -> tuple[np.ndarray, float, F | None]:
         """Return and reset this tick's accumulators: (flows, max site import Wh, site net Wh)."""

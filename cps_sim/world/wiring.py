@@ -311,7 +311,13 @@ def build_controller(world: World, name: str, spec: EmsSpec):
             dr_windows=dr,
             dr_precharge_s=spec.dr_precharge_h * SECONDS_PER_HOUR,
             mpc=mpc,
+            observe=spec.observe,
         )
+        if spec.observe == "meter" and g.meter is None:
+            raise _err(
+                f"ems.{name}.observe",
+                f"observe: meter needs a smart meter on site group {name!r} (sites[].smart_meter)",
+            )
         return HemsController(cfg, name=f"hems_{name}")
     if isinstance(spec, BemsSpec):
         cfg = BemsConfig(
@@ -443,6 +449,13 @@ def start_ems(env: simpy.Environment, world: World, ems: Any = None) -> dict[str
                 env.process(device_process(env, world, transport, m, fallback=fb, stats=ds))
             env.process(cems_process(env, world, ctl, transport, ttl_s=spec.ttl_s))
         else:
+            meter = world.group(name).meter
+            if (
+                getattr(getattr(ctl, "cfg", None), "observe", "truth") == "meter"
+                and meter is not None
+                and meter.poll_s is not None
+            ):
+                env.process(meter_poll_process(env, world, meter))  # before the HEMS
             cs, ds = ControllerStats(), DeviceStats()
             w.ems_stats[name] = (cs, ds)
             env.process(device_process(env, world, transport, name, stats=ds))
@@ -451,6 +464,23 @@ def start_ems(env: simpy.Environment, world: World, ems: Any = None) -> dict[str
             )
     w.ems_controllers.update(controllers)
     return controllers
+
+
+def meter_poll_process(env: simpy.Environment, world: World, meter: Any):
+    """A HEMS polls its smart meters' instantaneous power every ``meter.poll_s`` from
+    the start (the world is integrated to the poll instant first; started before the
+    HEMS, so a poll and a decision at one instant see the same reading)."""
+    end = world.scenario.duration_s
+    k = 0
+    while True:
+        t = k * meter.poll_s
+        if t > end:
+            return
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        world._sync()
+        meter.poll(float(env.now))
+        k += 1
 
 
 def start_controller(

@@ -14,6 +14,11 @@ Per decision (all homes of a group at once, no per-home loop):
      current step is followed.  With ``plan_evs`` off the EVs follow their strategy
      and only the battery is planned;
    * ``none`` — no battery setpoints.
+
+   With ``observe="meter"`` the rule balances the home's net demand as the smart
+   meter lets the HEMS estimate it (``meter_view.own_net_w``: polled B-route power
+   minus its own battery and EVs, else the last 30-minute registers) instead of the
+   tick's true load and PV.
 3. DR (reduce import by ``X`` W per site during ``[start, end)``): the battery
    first discharges up to ``X`` more (never into export), then EV charging at
    the site is cut by what is still missing.  In the ``precharge_s`` before a
@@ -34,6 +39,7 @@ from cps_sim.control.ems.common import (
     site_sum,
 )
 from cps_sim.control.ems.hems_mpc import HomeMpc, MpcConfig, MpcState
+from cps_sim.control.ems.meter_view import own_net_w
 from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.strategies.common import StrategyConfig, StrategyState, departure_and_target
 
@@ -46,6 +52,7 @@ class HemsConfig:
     dr_windows: tuple[tuple[float, float, float], ...] = ()  # (start_s, end_s, reduce_w/site)
     dr_precharge_s: float = 3 * 3600.0
     mpc: MpcConfig | None = None
+    observe: str = "truth"  # truth | meter: the home's net demand from the smart meter
 
 
 @dataclass
@@ -61,6 +68,10 @@ class HemsController:
     def __init__(self, cfg: HemsConfig, name: str = "hems"):
         if cfg.battery_mode not in ("rule", "mpc", "none"):
             raise ValueError(f"battery_mode must be rule, mpc or none, got {cfg.battery_mode!r}")
+        if cfg.observe not in ("truth", "meter"):
+            raise ValueError(f"observe must be truth or meter, got {cfg.observe!r}")
+        if cfg.observe == "meter" and cfg.battery_mode == "mpc":
+            raise ValueError("observe 'meter' works with battery_mode 'rule' (or 'none')")
         if cfg.battery_mode == "mpc" and cfg.mpc is None:
             raise ValueError("battery_mode 'mpc' needs an MpcConfig")
         self.cfg = cfg
@@ -103,7 +114,9 @@ class HemsController:
         else:
             ev_controlled = True
         ev_site_w = site_sum(obs, ev_effective_w(obs, ev_sp))
-        net_w = obs.site_load_w - obs.site_pv_w + ev_site_w
+        own_w = (own_net_w(obs) if cfg.observe == "meter"
+                 else obs.site_load_w - obs.site_pv_w)
+        net_w = own_w + ev_site_w
         lo, hi = obs.battery_range_w(cfg.interval_s)
         if cfg.battery_mode == "rule":
             bat = np.clip(-net_w, lo, hi)
