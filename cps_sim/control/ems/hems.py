@@ -35,13 +35,17 @@ from cps_sim.control.base import battery_setpoints
 from cps_sim.control.ems.common import (
     EvDelegate,
     ev_effective_w,
-    scale_ev_charging,
     site_sum,
 )
 from cps_sim.control.ems.hems_mpc import HomeMpc, MpcConfig, MpcState
 from cps_sim.control.ems.meter_view import own_net_w
 from cps_sim.control.observation import FloatArray, Observation
-from cps_sim.control.strategies.common import StrategyConfig, StrategyState, departure_and_target
+from cps_sim.control.strategies.common import (
+    StrategyConfig,
+    StrategyState,
+    departure_and_target,
+    reserve_wh,
+)
 
 
 @dataclass(frozen=True)
@@ -88,20 +92,39 @@ class HemsController:
         """Each EV's next departure and target, as its delegated strategy assumes them."""
         d = self.cfg.ev
         cfg = d.cfg if isinstance(d, EvDelegate) and d.cfg is not None else StrategyConfig()
-        state = (d.state if isinstance(d, EvDelegate) and d.state is not None
-                 else StrategyState.initial(obs.n_evs))
+        state = (
+            d.state
+            if isinstance(d, EvDelegate) and d.state is not None
+            else StrategyState.initial(obs.n_evs)
+        )
         return departure_and_target(now_s, obs, state, cfg)
 
     # ------------------------------------------------------------------ DR
-    def _dr(self, now_s: float) -> tuple[float, bool]:
-        """(reduction requested now [W per site], a window starts within the precharge time)."""
-        red, pre = 0.0, False
+    def _dr(self, now_s: float) -> tuple[float, float, bool]:
+        """(reduction requested now [W per site], end of the active window [s],
+        a window starts within the precharge time)."""
+        red, end, pre = 0.0, now_s, False
         for a, b, x in self.cfg.dr_windows:
             if a <= now_s < b:
-                red = max(red, x)
+                red, end = max(red, x), max(end, b)
             elif 0.0 < a - now_s <= self.cfg.dr_precharge_s:
                 pre = True
-        return red, pre
+        return red, end, pre
+
+    def _ev_floor_w(self, now_s: float, end_s: float, obs: Observation) -> FloatArray:
+        """Least charging power [W] per EV during a DR window that keeps its departure
+        target reachable: the energy it must hold at the window's end (or at its
+        departure, if earlier) under ``reserve_wh``, spread over the time to then."""
+        d = self.cfg.ev
+        scfg = d.cfg if isinstance(d, EvDelegate) and d.cfg is not None else StrategyConfig()
+        dep, target = self._departures(now_s, obs)
+        t = np.minimum(dep, end_s)
+        must_wh = reserve_wh(end_s, obs, dep, target, scfg)
+        must_wh = np.where(dep <= end_s, target, must_wh)
+        short_wh = np.maximum(must_wh - obs.ev_soc * obs.ev_capacity_wh, 0.0)
+        left_s = np.maximum(t - now_s, self.cfg.interval_s)
+        floor_w = short_wh / scfg.charge_efficiency / left_s * 3600.0
+        return np.where(obs.ev_plugged, np.minimum(floor_w, obs.ev_charger_w), 0.0)
 
     # ------------------------------------------------------------------ decide
     def decide(self, now_s: float, obs: Observation) -> dict[str, np.ndarray]:
@@ -121,8 +144,7 @@ class HemsController:
         if cfg.battery_mode == "rule":
             bat = np.clip(-net_w, lo, hi)
         elif cfg.battery_mode == "mpc":
-            plan_b, plan_ev = self.mpc.step(now_s, obs, ev_sp if ev_controlled else None,
-                                            ev_site_w)
+            plan_b, plan_ev = self.mpc.step(now_s, obs, ev_sp if ev_controlled else None, ev_site_w)
             if plan_ev is not None:
                 ev_sp, ev_controlled = plan_ev, True
                 ev_site_w = site_sum(obs, ev_effective_w(obs, ev_sp))
@@ -130,23 +152,29 @@ class HemsController:
             bat = np.clip(plan_b, lo, hi)
         else:
             bat = None
-        red_w, precharge = self._dr(now_s)
+        red_w, end_s, precharge = self._dr(now_s)
         if precharge and bat is not None:
             bat = np.maximum(bat, 0.0)
         if red_w > 0:
+            # A DR window: EV charging pauses down to what departures still need (it
+            # is the deferrable load: it catches up after the window), then the
+            # battery covers what the home still imports and is not charged from
+            # the grid.  The battery never feeds EV charging that could wait, so its
+            # energy lasts the window.
             b0 = bat if bat is not None else np.zeros(obs.n_sites)
-            imp0 = np.maximum(net_w + b0, 0.0)
-            want = np.minimum(red_w, imp0)
-            # battery first: discharge more, but never into export
-            more = np.minimum(want, np.maximum(b0 - lo, 0.0)) if bat is not None else 0.0 * b0
-            if bat is not None:
-                bat = b0 - more
-            still = want - more
-            ev_pos = site_sum(obs, np.maximum(ev_effective_w(obs, ev_sp), 0.0))
-            cut = np.minimum(still, ev_pos)
+            want = np.minimum(red_w, np.maximum(net_w + b0, 0.0))
+            eff = ev_effective_w(obs, ev_sp)
+            keep = np.minimum(np.maximum(eff, 0.0), self._ev_floor_w(now_s, end_s, obs))
+            new_sp = np.where(eff > 0, keep, ev_sp)
+            cut = site_sum(obs, np.maximum(eff, 0.0) - np.where(eff > 0, keep, 0.0))
             if cut.any():
-                ev_sp = scale_ev_charging(obs, ev_sp, cut)
-                ev_controlled = True
+                ev_sp, ev_controlled = new_sp, True
+                net_w = net_w - cut
+            more = np.zeros(obs.n_sites)
+            if bat is not None:
+                cover = np.clip(-net_w, lo, hi)  # discharge to cover the import
+                bat = np.where(net_w > 0, cover, np.clip(np.minimum(b0, -net_w), lo, hi))
+                more = np.maximum(b0 - bat, 0.0)
             self.stats.dr_requested_w.append(float(want.sum()))
             self.stats.dr_battery_w.append(float(np.sum(more)))
             self.stats.dr_ev_cut_w.append(float(cut.sum()))
