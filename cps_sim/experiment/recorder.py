@@ -253,8 +253,8 @@ class Recorder:
     def metadata(self) -> dict[str, str]:
         """Facts the KPIs need beyond the columns (Parquet schema metadata, ``cps_sim.*``)."""
         from cps_sim.control.vpp_runtime import VppRuntime
-        from cps_sim.world.balancing_group import BalancingGroupHook
-        from cps_sim.world.system import SystemHook
+        from cps_sim.grid.system import SystemHook
+        from cps_sim.market.balancing_group import BalancingGroupHook
 
         w = self.world
         facts = {

@@ -2,7 +2,7 @@
 
 One site group is placed on the load buses of a low-voltage network that ships with
 pandapower (``pandapower.networks``; no download).  Every ``every_ticks`` settlement ticks
-:func:`cps_sim.world.powerflow.build_powerflow` turns the sites' net import into bus
+:func:`cps_sim.grid.powerflow.build_powerflow` turns the sites' net import into bus
 loads and runs ``pandapower.runpp`` (Newton-Raphson), giving bus voltages, line and
 transformer loading and feeder losses.  Needs the extra ``cps_sim[grid]``.
 

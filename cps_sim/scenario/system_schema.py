@@ -3,7 +3,7 @@
 The sites (homes, buildings, ...) are simulated by the engine; the *system* is the
 balancing area they sit in: background demand, data centres, utility PV, wind farms,
 the dispatchable plant fleet, grid storage, electrolysers and an interconnector.
-:func:`cps_sim.world.system.build_system` turns a :class:`SystemSpec` into a World
+:func:`cps_sim.grid.system.build_system` turns a :class:`SystemSpec` into a World
 tick hook that dispatches the area every settlement tick.
 
 Frozen pydantic models, ``extra="forbid"``, units in field names (MW, MWh, GWh at the

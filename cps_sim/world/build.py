@@ -249,16 +249,16 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
         scenario, clock, base_dir)
     world.carbon_price_jpy_per_t = tick_carbon_prices(scenario, clock)
     if scenario.system is not None:
-        from cps_sim.world.system import build_system
+        from cps_sim.grid.system import build_system
 
         world.tick_hooks.append(build_system(scenario, world))
     world.base_dir = base_dir
     if scenario.balancing_group is not None:
-        from cps_sim.world.balancing_group import build_balancing_group
+        from cps_sim.market.balancing_group import build_balancing_group
 
         world.tick_hooks.append(build_balancing_group(scenario, world, base_dir=base_dir))
     if scenario.powerflow is not None:
-        from cps_sim.world.powerflow import build_powerflow
+        from cps_sim.grid.powerflow import build_powerflow
 
         world.tick_hooks.append(build_powerflow(scenario, world))
     return world

@@ -8,9 +8,9 @@ import pytest
 
 from cps_sim.core.environment import make_env
 from cps_sim.experiment.recorder import Recorder
+from cps_sim.market.balancing_group import BalancingGroupHook, build_balancing_group
 from cps_sim.scenario.schema import Scenario
 from cps_sim.scenario.vpp_schema import BalancingGroupSpec, VppSpec
-from cps_sim.world.balancing_group import BalancingGroupHook, build_balancing_group
 from cps_sim.world.build import build_world
 from cps_sim.world.group import IX
 from cps_sim.world.wiring import start_vpp

@@ -1,4 +1,4 @@
-"""The optional feeder power flow (cps_sim.world.powerflow) on small real worlds."""
+"""The optional feeder power flow (cps_sim.grid.powerflow) on small real worlds."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ pp = pytest.importorskip("pandapower")
 from cps_sim.core.environment import make_env  # noqa: E402
 from cps_sim.core.errors import ScenarioError  # noqa: E402
 from cps_sim.experiment.recorder import Recorder  # noqa: E402
-from cps_sim.scenario.powerflow_schema import PowerFlowSpec  # noqa: E402
-from cps_sim.scenario.schema import Scenario  # noqa: E402
-from cps_sim.world.build import build_world  # noqa: E402
-from cps_sim.world.powerflow import (  # noqa: E402
+from cps_sim.grid.powerflow import (  # noqa: E402
     PowerFlowHook,
     build_powerflow,
     map_sites_to_loads,
 )
+from cps_sim.scenario.powerflow_schema import PowerFlowSpec  # noqa: E402
+from cps_sim.scenario.schema import Scenario  # noqa: E402
+from cps_sim.world.build import build_world  # noqa: E402
 
 QUIET = {"annual_kwh": 0.001, "noise_cv": 0.0}  # ~0.1 mW per site: no load at all
 

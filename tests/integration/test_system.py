@@ -1,4 +1,4 @@
-"""The bulk power system tick hook (cps_sim.world.system) on small real worlds."""
+"""The bulk power system tick hook (cps_sim.grid.system) on small real worlds."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pydantic import ValidationError
 
 from cps_sim.core.environment import make_env
 from cps_sim.experiment.recorder import Recorder
+from cps_sim.grid.system import SystemHook, build_system
 from cps_sim.scenario.schema import Scenario
 from cps_sim.scenario.system_schema import SystemSpec
 from cps_sim.world.build import build_world
-from cps_sim.world.system import SystemHook, build_system
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 

@@ -26,10 +26,11 @@ units) and loops only over plant *technologies* to build columns.
 from __future__ import annotations
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
 from cps_sim.core.errors import SimulationError
+from cps_sim.core.types import FloatArray
+from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.grid import dispatch as dp
 from cps_sim.grid import network as nw
 from cps_sim.models import battery_ageing as ag
@@ -39,8 +40,6 @@ from cps_sim.models import plants as pl
 from cps_sim.scenario.system_schema import SystemSpec
 from cps_sim.world.world import TickResult, World
 
-FloatArray = npt.NDArray[np.float64]
-SECONDS_PER_HOUR = 3600.0
 BALANCE_REL_TOL = 1e-9
 
 
