@@ -20,7 +20,7 @@ def on_observation(client, userdata, msg):
     seq += 1
 
 
-client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)  # MQTT 3.1.1: any broker
 client.on_message = on_observation
 client.connect(sys.argv[1], int(sys.argv[2]))
 client.subscribe(f"{PREFIX}/group/lab/observation", qos=1)

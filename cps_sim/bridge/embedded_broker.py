@@ -3,10 +3,10 @@
 ``start_embedded_broker(folder)`` is what ``cps-sim hil`` and ``cps-sim emulate`` call
 when no ``--broker`` is given: it prefers the ``mosquitto`` binary (a
 :class:`~cps_sim.bridge.broker.MosquittoBroker` on a free port) and falls back to
-:class:`AmqttBroker`, an `amqtt <https://github.com/Yakifo/amqtt>`_ broker running
-on an asyncio loop in a daemon thread of this process.  Both have the same
-``start() / stop() / restart() / kill() / freeze() / thaw() / running() / url / host /
-port`` interface; amqtt runs in a child Python process.
+:class:`AmqttBroker`, an `amqtt <https://github.com/Yakifo/amqtt>`_ broker served by
+a child Python process.  Both have the same ``start() / stop() / restart() / kill() /
+freeze() / thaw() / running() / url / host / port / mqtt_versions`` interface;
+``cps-sim hil`` and ``cps-sim emulate`` connect to amqtt with MQTT 3.1.1.
 
 amqtt is an optional extra (``pip install "cps-sim[broker]"``; it pins
 ``websockets==15.0.1``).  It speaks MQTT 3.1.1 only (``mqtt_versions``) and has no

@@ -74,10 +74,14 @@ class EmulatorFleet:
         self.n = n
         idp = cfg.id_prefix or kind.replace("_", "-")
         width = max(4, len(str(n - 1)))
-        self.device_ids = [f"{idp}-{i:0{width}d}" for i in range(n)]
-        for d in self.device_ids[:1]:
+        if cfg.device_ids is not None:
+            self.device_ids = list(cfg.device_ids)
+        else:
+            self.device_ids = [f"{idp}-{i:0{width}d}" for i in range(n)]
+        for d in self.device_ids[: n if cfg.device_ids is not None else 1]:
             if not ID_RE.match(d):
-                raise BridgeError(f"id prefix {idp!r} gives invalid device id {d!r}")
+                src = "" if cfg.device_ids is not None else f" from id prefix {idp!r}"
+                raise BridgeError(f"invalid device id {d!r}{src}: ids are [A-Za-z0-9_-]{{1,64}}")
         if self.profile.name == "generic":
             self.device_topics = [f"{cfg.prefix}/dev/{d}" for d in self.device_ids]
         else:

@@ -231,8 +231,16 @@ def run_hil(
             tmp = tempfile.TemporaryDirectory(prefix="cps-sim-broker-")
             broker = start_broker(Path(tmp.name))
             url = broker.url
+            versions = getattr(broker, "mqtt_versions", ("3.1.1", "5"))
+            if spec.protocol not in versions:  # amqtt speaks MQTT 3.1.1 only
+                spec = spec.model_copy(update={"protocol": versions[0]})
         if not options.quiet:
-            print(f"broker {url}, topic prefix {prefix}/", file=sys.stderr, flush=True)
+            kind = f"embedded {broker.kind} " if broker is not None else ""
+            print(
+                f"broker {kind}{url} (MQTT {spec.protocol}), topic prefix {prefix}/",
+                file=sys.stderr,
+                flush=True,
+            )
         cfg = connection_config(spec, url, base_dir)
         if options.emulate:
             fleets, spec = start_scenario_emulators(spec, url, prefix, speed, cfg, scenario)
@@ -365,6 +373,8 @@ def start_scenario_emulators(
             url,
             prefix=prefix,
             id_prefix=d.name,
+            # the generic profile's topic is <prefix>/dev/<name> (docs/mqtt.md): that id
+            device_ids=[d.name] if d.profile == "generic" and d.topic is None else None,
             speed=speed,
             username=cfg.username,
             password=cfg.password,

@@ -567,7 +567,10 @@ def test_no_broker_given_starts_an_embedded_one(tmp_path):
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    assert re.search(r"broker mqtt://127\.0\.0\.1:\d+, topic prefix cps/t/", r.stderr)
+    assert re.search(
+        r"broker embedded mosquitto mqtt://127\.0\.0\.1:\d+ \(MQTT 5\), topic prefix cps/t/",
+        r.stderr,
+    )
     k = json.loads((tmp_path / "out" / "kpis.json").read_text())
     assert k["ticks"] == 3 and k["bridge_lab_fallbacks"] == 1  # no controller: fallback
 
