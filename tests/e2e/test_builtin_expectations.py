@@ -48,6 +48,14 @@ CASES: list[tuple[str, list[str], set[str] | None]] = [
     ("ev_logistics_depot", [], None),  # peak_shaving
     ("ev_logistics_depot", ["control.ev_strategy=greedy", "duration_days=7"], None),
     ("ev_logistics_depot", ["control.ev_strategy=balanced", "duration_days=7"], None),
+    # per-home claims: 20 of the 100 homes, 2 of the 7 days; polled meter, then the
+    # 30-min registers only (the documented comparison case)
+    ("smart_meter_b_route", ["sites[0].count=20", "duration_days=2"], None),
+    (
+        "smart_meter_b_route",
+        ["sites[0].count=20", "duration_days=2", "sites[0].smart_meter.instantaneous_poll_s=null"],
+        None,
+    ),
     ("v2g_evening_peak", [], None),
     ("v2g_evening_peak", ["control.ev_strategy=now"], None),  # the comparison case
     # one strategy per case; 20 of the 100 homes (limits are per home), 3 days, decisions

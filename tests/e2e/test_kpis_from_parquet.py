@@ -81,6 +81,7 @@ CASES = [
     ("decarbonisation_leading_area", ["duration_days=2"]),
     ("v2g_evening_peak", ["duration_days=2"]),
     ("ev_logistics_depot", ["duration_days=2"]),
+    ("smart_meter_b_route", ["sites[0].count=10", "duration_days=2"]),
     ("everything", []),
 ]
 
