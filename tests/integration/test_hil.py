@@ -618,3 +618,69 @@ def test_strict_real_time_stops_cleanly_on_overrun(mosquitto, tmp_path):  # T15 
     over = ev[ev.kind == "overrun"]
     assert len(over) == 1 and float(over.sim_time_s.iloc[0]) == k["hil_overrun_sim_time_s"]
     assert abs(k["balance_residual_wh"]) < 1e-3  # the books of what ran close
+
+
+def test_rate_limits_on_exposed_group_and_bound_device(mosquitto, tmp_path):  # item 8
+    """max_ramp_w_per_s = 10 W/s: the exposed group's EV goes 6000 -> 0 W (a controller
+    answering every observation switches at 600 s) no faster than 10 W/s; the bound charger
+    (rated 3.6 kW) gets its HEMS setpoint 3600 -> 0 W at departure in steps of at most
+    10 W/s x the time since the previous setpoint (refreshed every ttl/3 = 10 s)."""
+    no_trips = {"probability": 0, "departure_h": 8, "duration_h": 1, "distance_km": 1}
+    ev = {"share": 1, "charger_kw": 6, "initial_soc": 0.3}
+    sites = [
+        {**lab(n=1), "ev": {**ev, "trips": {"weekday": no_trips, "weekend": no_trips}}},
+        {**lab(n=1), "name": "homes"},  # its EV leaves at 07:45
+    ]
+    dev = {
+        "name": "ev1",
+        "binds": {"group": "homes", "site": 0, "kind": "ev"},
+        "emulated": True,
+        "max_power_w": 3600,
+        "max_age_s": 600,
+        "ttl_s": 30,
+        "max_ramp_w_per_s": 10,
+    }
+    path = write(
+        tmp_path,
+        {"expose": [{"group": "lab", "max_ramp_w_per_s": 10}], "devices": [dev]},
+        sites=sites,
+        ems={"homes": {"kind": "hems", "interval_s": 60, "ev_strategy": "now"}},
+    )
+    seq = [0]
+
+    def on_obs(c, _u, m):
+        w = 6000.0 if json.loads(m.payload)["sim_time_s"] < 600 else 0.0
+        sp = {"v": 1, "seq": seq[0], "ts": time.time(), "ttl_s": 300, "ev_setpoint_w": [w]}
+        c.publish("cps/t/group/lab/setpoint", json.dumps(sp), qos=1)
+        seq[0] += 1
+
+    ctl = client(
+        mosquitto.host, mosquitto.port, on_message=on_obs, subscribe=["cps/t/group/lab/observation"]
+    )
+    d = FakeDevice(mosquitto, "cps/t/dev/ev1", 0.0, follow=True).start()
+    try:
+        res = run_hil(
+            path, HilOptions(broker=mosquitto.url, speed=SPEED, quiet=True), out_dir=tmp_path / "o"
+        )
+    finally:
+        d.halt()
+        stop(d.c)
+        stop(ctl)
+    assert res.kpis["bridge_rejected"] == 0
+    # the exposed group: never below the 10 W/s ramp from 6000 W starting at 600 s
+    p = group_ts(res.out_dir, "lab")["ev_charging_w"].to_numpy()
+    t_end = 60.0 * np.arange(1, len(p) + 1)
+    floor = 6000.0 - 10.0 * np.clip(t_end - 600.0, 0.0, None)
+    assert (p >= floor - 1e-6).all(), p
+    assert np.allclose(p[:9], 6000.0) and p[-1] == 0.0
+    assert ((p > 1.0) & (p < 5999.0)).sum() >= 8  # ~10 minutes on the ramp
+    ev = pq.read_table(res.out_dir / "bridge_events.parquet").to_pandas()
+    assert ev[ev.kind == "setpoint_clamped"].detail.str.contains("rate-limited to 10 W/s").any()
+    # the bound device: every step within 10 W/s of the previous setpoint sent
+    log = pq.read_table(res.out_dir / "bridge.parquet").to_pandas()
+    out = log[(log.direction == "out") & (log.topic == "cps/t/dev/ev1/setpoint")]
+    t = out.sim_time_s.to_numpy()
+    w = np.array([json.loads(x)["power_w"] for x in out.payload])
+    assert w[0] == 3600.0 and w[-1] == 0.0  # clamped to the rating, then down to 0 W
+    assert (np.abs(np.diff(w)) <= 10.0 * np.diff(t) + 1e-6).all()
+    assert ((w > 0) & (w < 3600)).sum() >= 30  # 360 s on the ramp, a setpoint every 10 s
