@@ -202,3 +202,35 @@ def test_hems_on_meter_data_loses_self_sufficiency_and_the_books_close(tmp_path)
     # discharges into export and charges from import
     ts = read(half_hourly, "timeseries.parquet")
     assert (ts["battery_discharge_w"] * ts["grid_export_w"] > 0).any()
+
+
+def test_polled_power_is_the_truth_just_before_each_poll(tmp_path):
+    # load and PV only (constant power per tick); a HEMS observing the meter makes the
+    # poll process run every 300 s; a probe started after it reads each poll
+    from cps_sim.experiment.run import simulate
+
+    rest = "ems:\n  homes: {kind: hems, ev_strategy: null, observe: meter, interval_s: 300}\n"
+    sc = load_scenario_text(
+        write(tmp_path, meter="{instantaneous_poll_s: 300}", rest=rest).read_text()
+    )
+    seen = []
+
+    def probe(env, world):
+        meter = world.group("homes").meter
+
+        def run_probe():
+            t = 0.0
+            while t <= sc.duration_s:
+                yield env.timeout(t - env.now)
+                seen.append((meter.poll_t, meter.poll_w.copy()))
+                t += 300.0
+
+        env.process(run_probe())
+
+    rec = simulate(sc, setup=probe)
+    net_w = rec.site_net_wh * 4.0  # (ticks, sites) Wh per 15 min -> W
+    assert len(seen) == 24 * 12 + 1
+    for t, polled in seen[1:]:
+        k = int(np.ceil(t / 900.0)) - 1  # the tick just before the poll instant
+        np.testing.assert_array_equal(polled, np.rint(net_w[k]))
+    assert seen[0][0] == 0.0 and (seen[0][1] == 0).all()  # nothing measured at the start
