@@ -166,6 +166,24 @@ SYSTEM_COLUMNS: tuple[Column, ...] = (
     Column("system_overgeneration_w", "W", "Must-run surplus nobody could take."),
     Column("system_co2_g_per_kwh", "g/kWh", "Plants' emissions per kWh served in the tick."),
     Column("system_co2_kg", "kg", "Plants' emissions in the tick (an amount)."),
+    Column(
+        "system_carbon_price_jpy_per_t",
+        "JPY/t",
+        "Carbon price in the plants' merit "
+        "order in the tick (system.carbon_price: flat, or the scenario's GX path).",
+    ),
+    Column(
+        "system_carbon_cost_jpy",
+        "JPY",
+        "Carbon price paid on the plants' emissions in "
+        "the tick (an amount; part of system_cost_jpy).",
+    ),
+    Column(
+        "system_fiscal_year",
+        "year",
+        "Japanese fiscal year (April-March) of the tick's "
+        "start, e.g. 2026 from 2026-04-01 to 2027-03-31.",
+    ),
     Column("system_cost_jpy", "JPY", "Generation cost in the tick (an amount)."),
     Column("system_cost_jpy_per_kwh", "JPY/kWh", "Generation cost per kWh served."),
     Column("system_balance_error_w", "W", "Error of the system balance (noise)."),

@@ -456,8 +456,9 @@ SYSTEM = Family(
         Kpi(
             "system_carbon_cost_jpy",
             "JPY",
-            "system_co2_t · system.carbon_price_jpy_per_t",
-            "Carbon price paid on the plants' emissions.",
+            "Σ system_carbon_cost_jpy (= Σ system_co2_kg / 1000 · system_carbon_price_jpy_per_t)",
+            "Carbon price paid on the plants' emissions (the price of each tick: flat, or the "
+            "GX path by fiscal year with system.carbon_price: emissions).",
         ),
         Kpi("system_h2_kg", "kg", "Σ system_h2_kg", "Hydrogen produced."),
         Kpi(
@@ -492,6 +493,106 @@ SYSTEM = Family(
             "Largest error of the system's per-tick balance (noise).",
         ),
     ),
+)
+
+_FY = "Σ over the ticks whose system_fiscal_year is <year> of "
+SYSTEM_FY = Family(
+    "system_fy",
+    "Power system per fiscal year",
+    "a `system:` block and a run that spans two or more Japanese fiscal years",
+    "timeseries.parquet (system_* columns, system_fiscal_year)",
+    (
+        Kpi(
+            "system_fy<year>_hours",
+            "h",
+            "count(ticks of the year) · h",
+            "Hours of the run "
+            "in that fiscal year (a partial year at either end is shorter than 8,760 h).",
+        ),
+        Kpi(
+            "system_fy<year>_carbon_price_jpy_per_t",
+            "JPY/t",
+            "mean of system_carbon_price_jpy_per_t over the year's ticks",
+            "Carbon price the plants paid in that fiscal year.",
+        ),
+        Kpi(
+            "system_fy<year>_demand_mwh",
+            "MWh",
+            _FY + "system_demand_w · h / 1e6",
+            "Area demand in that fiscal year.",
+        ),
+        Kpi(
+            "system_fy<year>_<technology>_mwh",
+            "MWh",
+            _FY + "system_<technology>_w · h / 1e6",
+            "Generation of one plant technology in that fiscal year (the dispatch shift).",
+        ),
+        Kpi(
+            "system_fy<year>_share_<technology>",
+            "1",
+            "system_fy<year>_<technology>_mwh / (plants + renewables net of curtailment)",
+            "Share of that year's generation, as system_share_<technology>.",
+        ),
+        Kpi(
+            "system_fy<year>_renewable_mwh",
+            "MWh",
+            "max(wind + utility PV + sites' feed-in − curtailment, 0) of the year",
+            "Renewable generation used in that fiscal year.",
+        ),
+        Kpi(
+            "system_fy<year>_share_renewable",
+            "1",
+            "system_fy<year>_renewable_mwh / (plants + renewables net of curtailment)",
+            "Renewable share of that year's generation.",
+        ),
+        Kpi(
+            "system_fy<year>_curtailed_mwh",
+            "MWh",
+            _FY + "system_curtailment_w · h / 1e6",
+            "Renewables curtailed in that fiscal year.",
+        ),
+        Kpi(
+            "system_fy<year>_unserved_mwh",
+            "MWh",
+            _FY + "system_unserved_w · h / 1e6",
+            "Demand not served in that fiscal year.",
+        ),
+        Kpi(
+            "system_fy<year>_co2_t",
+            "t",
+            _FY + "system_co2_kg / 1000",
+            "Plants' emissions in that fiscal year.",
+        ),
+        Kpi(
+            "system_fy<year>_co2_intensity_g_per_kwh",
+            "g/kWh",
+            "system_fy<year>_co2_t · 1e6 / (served MWh of the year · 1000)",
+            "Average intensity of the demand served in that fiscal year.",
+        ),
+        Kpi(
+            "system_fy<year>_cost_jpy",
+            "JPY",
+            _FY + "system_cost_jpy",
+            "Generation cost in that fiscal year (fuel, O&M and carbon price).",
+        ),
+        Kpi(
+            "system_fy<year>_cost_jpy_per_kwh",
+            "JPY/kWh",
+            "system_fy<year>_cost_jpy / (served MWh of the year · 1000)",
+            "Average generation cost of that year's served demand.",
+        ),
+        Kpi(
+            "system_fy<year>_carbon_cost_jpy",
+            "JPY",
+            _FY + "system_carbon_cost_jpy",
+            "Carbon price paid on that year's emissions.",
+        ),
+    ),
+    intro="The system KPIs of each Japanese fiscal year (April to March, by the start of "
+    "each tick) that a multi-year run touches, e.g. `system_fy2028_coal_mwh`, "
+    "`system_fy2033_co2_t`: how dispatch, CO2 and cost move as the carbon price steps up "
+    "along the GX path (scenarios/carbon_price_path.yaml). Their sums over the years "
+    "equal the run's system KPIs (tested).",
 )
 
 VPP = Family(
@@ -664,6 +765,7 @@ FAMILIES: tuple[Family, ...] = (
     HEAT_PUMPS,
     SPACE,
     AGEING,
+    SYSTEM_FY,
     SYSTEM,
     VPP,
     BALANCING,

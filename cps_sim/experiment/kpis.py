@@ -298,7 +298,9 @@ def system_kpis_from(
             "system_co2_intensity_g_per_kwh": co2_t * 1e6 / (served * 1e3) if served > 0 else 0.0,
             "system_cost_jpy": cost,
             "system_cost_jpy_per_kwh": cost / (served * 1e3) if served > 0 else 0.0,
-            "system_carbon_cost_jpy": co2_t * float(facts["carbon_price_jpy_per_t"]),
+            "system_carbon_cost_jpy": float(col("system_carbon_cost_jpy").sum())
+            if has("system_carbon_cost_jpy")
+            else co2_t * float(facts["carbon_price_jpy_per_t"]),
             "system_h2_kg": float(col("system_h2_kg").sum()),
             "system_electrolyser_utilisation": out["system_electrolyser_mwh"] / (rated_mw * hours)
             if rated_mw and hours
@@ -319,6 +321,106 @@ def system_kpis_from(
             else 0.0,
         }
     )
+    out.update(fiscal_year_kpis(col, has, h, techs))
+    out.update(storage_unit_kpis(col, has, n, h, facts.get("storage_units") or []))
+    return out
+
+
+HOURS_PER_YEAR = 8760.0
+
+
+def storage_unit_kpis(
+    col: Callable[[str], np.ndarray], has: Callable[[str], bool], n: int, h: float, units: list
+) -> dict[str, float]:
+    """``system_storage_<name>_*`` of each named grid-storage unit: energy shifted, surplus
+    absorbed, capacity fade, cycles and the capital cost per MWh shifted."""
+    out: dict[str, float] = {}
+    if has("system_storage_absorbed_w"):
+        out["system_storage_absorbed_mwh"] = float(col("system_storage_absorbed_w").sum()) * h / 1e6
+    years = n * h / HOURS_PER_YEAR
+    for u in units:
+        p = f"system_storage_{u['name']}_"
+        w = col(p + "w")
+        charge = float(np.maximum(w, 0.0).sum()) * h / 1e6
+        discharge = float(np.maximum(-w, 0.0).sum()) * h / 1e6
+        soh0 = float(u["initial_soh"])
+        soh = col(p + "soh")
+        soh_end = float(soh[-1]) if n else soh0
+        nominal_mwh = float(u["energy_mwh"]) / soh0
+        out[p + "charge_mwh"] = charge
+        out[p + "discharge_mwh"] = discharge
+        out[p + "absorbed_surplus_mwh"] = float(col(p + "absorbed_w").sum()) * h / 1e6
+        out[p + "soh_start"] = soh0
+        out[p + "soh_end"] = soh_end
+        out[p + "fade"] = soh0 - soh_end
+        out[p + "capacity_lost_mwh"] = (soh0 - soh_end) * nominal_mwh
+        out[p + "equivalent_full_cycles"] = (
+            (charge + discharge) / (2.0 * float(u["energy_mwh"])) if u["energy_mwh"] else 0.0
+        )
+        if u.get("capex_jpy_per_kwh") is not None:
+            cost = (
+                float(u["capex_jpy_per_kwh"])
+                * float(u["energy_mwh"])
+                * 1000.0
+                * years
+                / float(u["lifetime_years"])
+            )
+            out[p + "capex_share_jpy"] = cost
+            out[p + "cost_jpy_per_mwh_shifted"] = cost / discharge if discharge > 0 else math.nan
+    return out
+
+
+FY_MIN_YEARS = 2  # per-fiscal-year KPIs only for runs that span at least two
+
+
+def fiscal_year_kpis(
+    col: Callable[[str], np.ndarray], has: Callable[[str], bool], h: float, techs: list[str]
+) -> dict[str, float]:
+    """``system_fy<year>_<quantity>``: the system KPIs of each Japanese fiscal year
+    (April-March, by the tick's start) the run touches, when it touches two or more."""
+    if not has("system_fiscal_year"):
+        return {}
+    fy = col("system_fiscal_year")
+    years = np.unique(fy[np.isfinite(fy)]).astype(int)
+    if years.size < FY_MIN_YEARS:
+        return {}
+    out: dict[str, float] = {}
+    for y in years:
+        m = fy == y
+        p = f"system_fy{y}_"
+
+        def mwh(name: str, m: np.ndarray = m) -> float:
+            return float(col(name)[m].sum()) * h / 1e6 if has(name) else 0.0
+
+        served = mwh("system_demand_w") - mwh("system_unserved_w")
+        re = mwh("system_wind_w") + mwh("system_utility_pv_w") + mwh("system_site_export_w")
+        re_net = max(re - mwh("system_curtailment_w"), 0.0)
+        plants = mwh("system_plants_w")
+        gen = plants + re_net
+        co2_t = float(col("system_co2_kg")[m].sum()) / 1000.0
+        cost = float(col("system_cost_jpy")[m].sum())
+        out[p + "hours"] = float(m.sum()) * h
+        out[p + "carbon_price_jpy_per_t"] = (
+            float(col("system_carbon_price_jpy_per_t")[m].mean())
+            if has("system_carbon_price_jpy_per_t")
+            else 0.0
+        )
+        out[p + "demand_mwh"] = mwh("system_demand_w")
+        for tech in techs:
+            e = mwh(f"system_{tech}_w")
+            out[f"{p}{tech}_mwh"] = e
+            out[f"{p}share_{tech}"] = e / gen if gen > 0 else 0.0
+        out[p + "renewable_mwh"] = re_net
+        out[p + "share_renewable"] = re_net / gen if gen > 0 else 0.0
+        out[p + "curtailed_mwh"] = mwh("system_curtailment_w")
+        out[p + "unserved_mwh"] = mwh("system_unserved_w")
+        out[p + "co2_t"] = co2_t
+        out[p + "co2_intensity_g_per_kwh"] = co2_t * 1e6 / (served * 1e3) if served > 0 else 0.0
+        out[p + "cost_jpy"] = cost
+        out[p + "cost_jpy_per_kwh"] = cost / (served * 1e3) if served > 0 else 0.0
+        out[p + "carbon_cost_jpy"] = (
+            float(col("system_carbon_cost_jpy")[m].sum()) if has("system_carbon_cost_jpy") else 0.0
+        )
     return out
 
 

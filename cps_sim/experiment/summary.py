@@ -427,6 +427,25 @@ def _system_block(system: dict[str, Any], k: dict[str, float]) -> Block:
         "gen renewable", f"{re_mwh:,.0f} MWh ({100 * k.get('system_share_renewable', 0.0):.1f} %)"
     )
     b.values["system_share_renewable"] = k.get("system_share_renewable", 0.0)
+    years = sorted(
+        {int(key[9:13]) for key in k if key.startswith("system_fy") and key[9:13].isdigit()}
+    )
+    for y in years:  # a multi-year run: one line per fiscal year (dispatch shift, CO2, cost)
+        p = f"system_fy{y}_"
+        shares = " ".join(
+            f"{t} {100 * k.get(f'{p}share_{t}', 0.0):.1f}"
+            for t in dict.fromkeys(techs)
+            if k.get(f"{p}share_{t}", 0.0) >= 0.0005
+        )
+        b.text(
+            f"FY{y}",
+            f"{k.get(p + 'carbon_price_jpy_per_t', 0.0):,.0f} JPY/t, "
+            f"{k.get(p + 'co2_intensity_g_per_kwh', 0.0):,.0f} g/kWh, "
+            f"{k.get(p + 'cost_jpy_per_kwh', 0.0):,.2f} JPY/kWh, % {shares} "
+            f"RE {100 * k.get(p + 'share_renewable', 0.0):.1f}",
+        )
+        for q in ("carbon_price_jpy_per_t", "co2_t", "co2_intensity_g_per_kwh", "cost_jpy_per_kwh"):
+            b.values[p + q] = k.get(p + q, 0.0)
     return b
 
 

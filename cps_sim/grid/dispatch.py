@@ -38,7 +38,7 @@ the time axis; otherwise it loops over ticks (never over devices).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -69,6 +69,12 @@ class DispatchResult:
     co2_g: FloatArray
     cost_jpy: FloatArray
     co2_intensity_g_per_kwh: FloatArray
+    storage_surplus_charge_w: FloatArray | float = 0.0
+    """Storage charging from the surplus (before valley filling): energy that would
+    otherwise have been exported, curtailed or overgenerated."""
+    storage_unit_power_w: FloatArray | None = None
+    """Power of each storage unit (load convention), shape (..., n_units); None without
+    storage or for the vectorised series."""
 
     @property
     def balance_error_w(self) -> FloatArray:
@@ -127,6 +133,7 @@ def _core(demand, renewable, lo, hi, start_min, cost, co2, s_dis, s_chg, s_cost,
     dis = dis - r
     surplus = surplus - r
     chg = np.minimum(surplus, s_chg)
+    chg_surplus = chg
     surplus = surplus - chg
     if np.isfinite(s_charge_cost):
         # valley filling from running plants at or below the charge price (step 4)
@@ -139,7 +146,7 @@ def _core(demand, renewable, lo, hi, start_min, cost, co2, s_dis, s_chg, s_cost,
     surplus = surplus - export
     curt = np.minimum(surplus, np.maximum(renewable, 0.0))
     overgen = surplus - curt
-    return gen, chg - dis, export, curt, unserved, overgen
+    return gen, chg - dis, export, curt, unserved, overgen, chg_surplus
 
 
 def _result(spec, demand, renewable, gen, storage_power, export, curt, unserved, overgen, dt_s,
@@ -197,12 +204,13 @@ def dispatch_tick(
         s_lo = s_hi = np.zeros(0)
         s_dis = s_chg = 0.0
     _check_storage_prices(storage_discharge_cost_jpy_per_kwh, storage_charge_cost_jpy_per_kwh)
-    gen, sp, export, curt, unserved, overgen = _core(
+    gen, sp, export, curt, unserved, overgen, chg_surplus = _core(
         demand_w, renewable_w, lo, hi, smin, cost, spec.co2_g_per_kwh, s_dis, s_chg,
         storage_discharge_cost_jpy_per_kwh, export_capacity_w, dt_s,
         storage_charge_cost_jpy_per_kwh)
     sp = float(sp)
     new_state = storage
+    unit_w = None
     if storage is not None:
         if sp > 0:
             unit = s_hi * (sp / s_chg)
@@ -211,14 +219,18 @@ def dispatch_tick(
         else:
             unit = np.zeros(storage.spec.n)
         new_state, flows = ag.step(storage, unit, dt_s, temperature_c)
-        actual = float(flows.power_w.sum())
+        unit_w = np.asarray(flows.power_w, dtype=float)
+        actual = float(unit_w.sum())
         delta = actual - sp  # >0: storage took more (or gave less) than planned
         unserved = unserved + max(delta, 0.0)
         overgen = overgen + max(-delta, 0.0)
         sp = actual
     res = _result(spec, demand_w, renewable_w, gen, np.asarray(sp), export, curt, unserved,
                   overgen, dt_s, carbon_price_jpy_per_t_co2)
-    return res, new_state
+    # surplus charging as booked: never more than the storage actually took
+    surplus_w = min(float(chg_surplus), max(sp, 0.0))
+    return replace(res, storage_surplus_charge_w=surplus_w, storage_unit_power_w=unit_w
+                   ), new_state
 
 
 def dispatch_series(
@@ -248,7 +260,7 @@ def dispatch_series(
         t = demand.shape[0]
         lo2, hi2, sm2 = (np.broadcast_to(a, (t, spec.n)) for a in (lo, hi, smin))
         cost = pl.marginal_cost_jpy_per_kwh(spec, carbon_price_jpy_per_t_co2)
-        gen, sp, export, curt, unserved, overgen = _core(
+        gen, sp, export, curt, unserved, overgen, _ = _core(
             demand, renew, lo2, hi2, sm2, cost, spec.co2_g_per_kwh, 0.0, 0.0,
             storage_discharge_cost_jpy_per_kwh, export_capacity_w, dt_s)
         return _result(spec, demand, renew, gen, sp, export, curt, unserved, overgen, dt_s,
@@ -264,5 +276,7 @@ def dispatch_series(
         prev = res.plant_generation_w
         rows.append(res)
     stacked = {f: np.stack([np.asarray(getattr(r, f)) for r in rows])
-               for f in DispatchResult.__dataclass_fields__}
+               for f in DispatchResult.__dataclass_fields__ if f != "storage_unit_power_w"}
+    if state is not None:
+        stacked["storage_unit_power_w"] = np.stack([r.storage_unit_power_w for r in rows])
     return DispatchResult(**stacked), state

@@ -6,8 +6,9 @@ Every settlement tick the engine settles the sites and hands their aggregate flo
 * demand ``D = background + data centres + sites' grid import``;
 * must-take renewables ``R = wind + utility PV + sites' grid export`` (rooftop feed-in);
 * :func:`cps_sim.grid.dispatch.dispatch_tick`: must-run plants, grid storage, then the
-  plant fleet in merit order (marginal cost incl. the carbon price) with minimum stable
-  load and ramp limits from the previous tick;
+  plant fleet in merit order (marginal cost incl. the carbon price of the tick: flat, or
+  the scenario's GX path by fiscal year with ``carbon_price: emissions``) with minimum
+  stable load and ramp limits from the previous tick;
 * surplus: storage charging, then electrolysers (:mod:`cps_sim.models.electrolyser`),
   then export up to the interconnector limit, then curtailment of renewables, then
   overgeneration (must-run above demand); a shortfall is unserved energy.
@@ -24,6 +25,8 @@ units) and loops only over plant *technologies* to build columns.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -180,7 +183,18 @@ def storage_population(spec: SystemSpec) -> ag.AgedBatteries | None:
                                        s.round_trip_efficiency or 0.75)
         soc = float(np.clip(s.initial_soc, one.soc_min[0], one.soc_max[0]))
         parts.append(("battery" if s.kind == "battery" else "pumped_hydro", one, soc))
-    return pl.grid_storage(parts)
+    pop = pl.grid_storage(parts)
+    soh = np.array([s.initial_soh for s in spec.storage])
+    scale = np.array([s.ageing_scale if s.ageing_scale is not None else a
+                      for s, a in zip(spec.storage, pop.params.ageing_scale, strict=True)])
+    if np.all(soh == 1.0) and np.array_equal(scale, pop.params.ageing_scale):
+        return pop
+    # a used pack: the loss so far sits in the ageing state (half calendar, half cycle),
+    # so the power laws continue from it (equivalent-time rule); capacity stays energy_mwh
+    loss = 1.0 - soh
+    state = replace(pop.state, nominal_capacity_wh=pop.spec.capacity_wh / soh,
+                    q_loss_cal=0.5 * loss, q_loss_cyc=0.5 * loss)
+    return replace(pop, params=replace(pop.params, ageing_scale=scale), state=state)
 
 
 def electrolyser_population(spec: SystemSpec) -> el.ElectrolyserSpec | None:
@@ -237,11 +251,20 @@ class SystemHook:
                 pv = solar.pv_ac_power_w(wx, [p.tilt_deg for p in spec.utility_pv],
                                          [p.azimuth_deg for p in spec.utility_pv], dc_w, ac_w)
                 self.utility_pv_w = to_ticks.mean(pv.sum(axis=1))
+        if spec.carbon_price == "emissions":  # the scenario's price per tick (flat or GX path)
+            self.carbon_price_jpy_per_t = np.asarray(world.carbon_price_jpy_per_t, dtype=float)
+        else:
+            self.carbon_price_jpy_per_t = np.full(n, float(spec.carbon_price_jpy_per_t))
+        from cps_sim.market.carbon import fiscal_year
+
+        self.fiscal_year = fiscal_year(world.clock.index(np.arange(n) * world.tick_s))
         self.fleet = plant_fleet(spec)
         self.technologies = list(dict.fromkeys(self.fleet.technology))
         self._tech_idx = {t: np.flatnonzero(np.asarray(self.fleet.technology) == t)
                           for t in self.technologies}
         self.storage = storage_population(spec)
+        self._named_storage = [(i, s.name) for i, s in enumerate(spec.storage)
+                               if s.name is not None]
         self.elec_spec = electrolyser_population(spec)
         self.elec_state = el.initial_state(self.elec_spec) if self.elec_spec else None
         self.export_cap_w = spec.export_capacity_mw * 1e6
@@ -275,7 +298,7 @@ class SystemHook:
         res, self.storage = dp.dispatch_tick(
             self.fleet, self.prev_output_w, demand, renewable, dt, self.storage,
             export_capacity_w=float(e_hi.sum()) + self.export_cap_w,
-            carbon_price_jpy_per_t_co2=self.spec.carbon_price_jpy_per_t,
+            carbon_price_jpy_per_t_co2=float(self.carbon_price_jpy_per_t[k]),
             storage_discharge_cost_jpy_per_kwh=self.storage_cost,
             storage_charge_cost_jpy_per_kwh=self.storage_charge_cost)
         gen = np.asarray(res.plant_generation_w, dtype=float)
@@ -351,10 +374,27 @@ class SystemHook:
             "system_overgeneration_w": overgen,
             "system_co2_g_per_kwh": float(res.co2_intensity_g_per_kwh),
             "system_co2_kg": co2_g / 1000.0,
+            "system_carbon_price_jpy_per_t": float(self.carbon_price_jpy_per_t[k]),
+            "system_carbon_cost_jpy": co2_g / 1e6 * float(self.carbon_price_jpy_per_t[k]),
+            "system_fiscal_year": float(self.fiscal_year[k]),
             "system_cost_jpy": cost,
             "system_cost_jpy_per_kwh": cost_per_kwh,
             "system_balance_error_w": err,
         })
+        if self._named_storage and self.storage is not None:
+            unit_w = (res.storage_unit_power_w if res.storage_unit_power_w is not None
+                      else np.zeros(self.storage.spec.n))
+            charging = np.maximum(unit_w, 0.0)
+            total = float(charging.sum())
+            # surplus charging is shared over the units as their charging power is
+            share = float(res.storage_surplus_charge_w) / total if total > 0 else 0.0
+            soh = self.storage.state.state_of_health(self.storage.spec)
+            cols["system_storage_absorbed_w"] = float(res.storage_surplus_charge_w)
+            for i, name in self._named_storage:
+                cols[f"system_storage_{name}_w"] = float(unit_w[i])
+                cols[f"system_storage_{name}_absorbed_w"] = float(charging[i]) * share
+                cols[f"system_storage_{name}_soh"] = float(soh[i])
+                cols[f"system_storage_{name}_stored_wh"] = float(self.storage.energy_wh[i])
         if self.tree is not None:
             rep = nw.check_capacity(self.tree, np.array([site_imp - site_exp]), dt)
             cols["system_substation_overload_w"] = float(rep.overload_w[0])
@@ -366,8 +406,16 @@ class SystemHook:
     def kpi_facts(self) -> dict:
         """What the KPIs need beyond the columns (written to the Parquet metadata)."""
         rated = float(self.elec_spec.rated_power_w.sum()) if self.elec_spec else 0.0
+        units = [{"name": name, "energy_mwh": self.spec.storage[i].energy_mwh,
+                  "power_mw": self.spec.storage[i].power_mw,
+                  "initial_soh": self.spec.storage[i].initial_soh,
+                  "capex_jpy_per_kwh": self.spec.storage[i].capex_jpy_per_kwh,
+                  "lifetime_years": self.spec.storage[i].lifetime_years}
+                 for i, name in self._named_storage]
         return {"technologies": self.technologies, "electrolyser_rated_w": rated,
-                "carbon_price_jpy_per_t": float(self.spec.carbon_price_jpy_per_t)}
+                "storage_units": units,
+                "carbon_price_jpy_per_t": float(self.carbon_price_jpy_per_t.mean())
+                if self.carbon_price_jpy_per_t.size else 0.0}
 
     def kpis(self) -> dict[str, float]:
         """The system KPIs of the ticks so far, from this hook's own columns (the same

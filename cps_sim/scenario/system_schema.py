@@ -208,12 +208,34 @@ class StorageSpec(_Model):
                                "(battery 0.05-0.95).")
     round_trip_efficiency: float | None = Field(None, gt=0, le=1, description="Pumped hydro "
                                                 "only; default 0.75 (ASSUMPTION, 0.70-0.80).")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_]{1,40}$", description="Named units "
+                             "get their own columns (system_storage_<name>_w, _soh, ...) and "
+                             "KPIs (fade, surplus absorbed, cost per MWh shifted).")
+    initial_soh: float = Field(1.0, ge=0.3, le=1, description="Battery only: state of health "
+                               "at the start, as a share of the cells' original capacity "
+                               "(second-life EV packs ~0.7-0.8). energy_mwh is the capacity "
+                               "at the start; the loss so far is put into the ageing model's "
+                               "state, half calendar and half cycle (ASSUMPTION), and ageing "
+                               "continues from there (models/battery_ageing.py).")
+    ageing_scale: float | None = Field(None, ge=0, le=10, description="Battery only: "
+                                       "multiplier on the calendar and cycle fade rates; "
+                                       "default 1.0 (preset grid; the second_life preset uses "
+                                       "1.5, an ASSUMPTION); 0 disables ageing.")
+    capex_jpy_per_kwh: float | None = Field(None, ge=0, le=1e7, description="Named units: "
+                                            "capital cost per kWh of energy_mwh [JPY/kWh], for "
+                                            "the cost per MWh shifted.")
+    lifetime_years: float = Field(15.0, gt=0, le=100, description="Named units: years over "
+                                  "which capex is spread (straight line, no discounting); the "
+                                  "run is charged capex x run years / lifetime_years.")
 
     @model_validator(mode="after")
     def _rte(self) -> StorageSpec:
         if self.kind == "battery" and self.round_trip_efficiency is not None:
             raise ValueError("round_trip_efficiency applies to pumped_hydro only (the battery "
                              "uses the 'grid' preset: ~86 % AC round trip)")
+        if self.kind != "battery" and (self.initial_soh != 1.0 or self.ageing_scale is not None):
+            raise ValueError("initial_soh and ageing_scale apply to kind: battery only "
+                             "(pumped hydro does not age)")
         return self
 
 
@@ -273,8 +295,13 @@ class SystemSpec(_Model):
                                       "[MW] (surplus after storage and electrolysers).")
     carbon_price_jpy_per_t: float = Field(0.0, le=1e6, ge=0,
                                           description="Carbon price in the plants' "
-                                          "marginal cost [JPY/t-CO2]. The seed gives the "
-                                          "timeline, not a level (seed L204-213).")
+                                          "marginal cost [JPY/t-CO2] (carbon_price: flat). The "
+                                          "seed gives the timeline, not a level (seed L204-213).")
+    carbon_price: Literal["flat", "emissions"] = Field(
+        "flat", description="flat: carbon_price_jpy_per_t in every tick; emissions: the "
+        "scenario's emissions: carbon price of each tick (with emissions.carbon_price: "
+        "gx_timeline the GX path by fiscal year: GX-ETS from FY2026, fossil-fuel levy from "
+        "FY2028, paid auction for generators from FY2033), the same price the sites pay.")
     storage_discharge_cost_jpy_per_kwh: float | None = Field(
         None, ge=-1e4, le=1e4,
         description="Merit-order price of storage discharge; None = before every "
@@ -301,7 +328,8 @@ class SystemSpec(_Model):
 
     @model_validator(mode="after")
     def _names(self) -> SystemSpec:
-        for kind, items in (("utility_pv", self.utility_pv), ("wind", self.wind)):
+        for kind, items in (("utility_pv", self.utility_pv), ("wind", self.wind),
+                            ("storage", [x for x in self.storage if x.name is not None])):
             names = [x.name for x in items]
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
