@@ -6,10 +6,11 @@ Each row is a run of the same scenario and seed; the optimum is the oracle
 (``cps_sim.experiment.oracle``) replayed through the same engine.  Columns as in
 ``ev_strategies_compare.py``: cost, J (cost + terminal value of the stored energy
 used), regret to the optimum, service shortfall (EV energy below target at
-departure, deferrable energy not delivered), penalised regret, self-consumption,
+departure, deferrable energy and hot water not delivered), penalised regret, self-consumption,
 wall time; for MPC rows also the re-plans and the LP time per re-plan.
 
-Scenarios: ``benchmarks/hems_regret.yaml`` (40 homes, batteries, V2H EVs) and
+Scenarios: ``benchmarks/hems_regret.yaml`` (40 homes, batteries, V2H EVs),
+``benchmarks/hpwh_regret.yaml`` (20 homes, batteries, V2H EVs, heat-pump water heaters) and
 ``benchmarks/fems_regret.yaml`` (three factories with a deferrable process).
 """
 
@@ -65,6 +66,26 @@ HEMS_VARIANTS = {
         }
     },
 }
+_MPC = {"kind": "hems", "battery_mode": "mpc", "ev_strategy": "cost"}
+HPWH_VARIANTS = {
+    "(no controller; water heaters' night rule)": {},
+    "water heaters' surplus rule, no HEMS": {"hpwh": {"control": "surplus"}},
+    "HEMS rule, EVs 'cost', water heaters' surplus rule": {
+        "ems": {"kind": "hems", "ev_strategy": "cost"},
+        "hpwh": {"control": "surplus"},
+    },
+    "HEMS MPC battery + EVs, water heaters' surplus rule": {
+        "ems": {**_MPC, "mpc_plan_hpwh": False},
+        "hpwh": {"control": "surplus"},
+    },
+    "HEMS MPC battery + EVs + water heater, perfect": {"ems": {**_MPC, "forecast": "perfect"}},
+    "HEMS MPC battery + EVs + water heater, persistence": {
+        "ems": {**_MPC, "forecast": "persistence"}
+    },
+    "HEMS MPC battery + EVs + water heater, noisy 10 %": {
+        "ems": {**_MPC, "forecast": "noisy", "forecast_noise_rel_sigma": 0.1}
+    },
+}
 FEMS_VARIANTS = {
     "(no controller: as soon as the window opens)": {},
     "FEMS (surplus, deadline laxity, battery rule)": {"ems": {"kind": "fems", "interval_s": 300}},
@@ -79,6 +100,8 @@ def variant(sc: Scenario, over: dict, days: float | None) -> Scenario:
     group = d["sites"][0]["name"]
     if "control" in over:
         d["control"].update(over["control"])
+    if "hpwh" in over:
+        d["sites"][0]["heat_pump_water_heater"].update(over["hpwh"])
     d["ems"] = {group: over["ems"]} if "ems" in over else {}
     if days is not None:
         d["duration_days"] = days
@@ -120,7 +143,11 @@ def run_variants(sc: Scenario, variants: dict, days: float | None = None) -> dic
 
 def _row(name, k, obj, ref_j, ref_pen, wall) -> dict:
     j, pen = objective_value(k, obj), penalised(k, obj)
-    short = k["ev_unmet_at_departure_kwh"] + k.get("deferrable_unmet_kwh", 0.0)
+    short = (
+        k["ev_unmet_at_departure_kwh"]
+        + k.get("deferrable_unmet_kwh", 0.0)
+        + k.get("hot_water_unmet_kwh_th", 0.0)
+    )
     return {
         "variant": name,
         "cost_jpy": k["cost_jpy"],
@@ -175,7 +202,7 @@ def markdown(title: str, res: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", choices=["hems", "fems"], default=None)
+    p.add_argument("--only", choices=["hems", "hpwh", "fems"], default=None)
     p.add_argument("--days", type=float, default=None)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
@@ -183,6 +210,10 @@ def main() -> None:
     if a.only in (None, "hems"):
         res = run_variants(load_scenario(HERE / "hems_regret.yaml"), HEMS_VARIANTS, a.days)
         parts.append(markdown("HEMS (benchmarks/hems_regret.yaml)", res))
+        print(parts[-1], flush=True)
+    if a.only in (None, "hpwh"):
+        res = run_variants(load_scenario(HERE / "hpwh_regret.yaml"), HPWH_VARIANTS, a.days)
+        parts.append(markdown("HEMS with water heaters (benchmarks/hpwh_regret.yaml)", res))
         print(parts[-1], flush=True)
     if a.only in (None, "fems"):
         res = run_variants(load_scenario(HERE / "fems_regret.yaml"), FEMS_VARIANTS, a.days)

@@ -36,7 +36,14 @@ import numpy as np
 import simpy
 
 from cps_sim.control.observation import FloatArray, Observation
-from cps_sim.core.bus import BATTERY_AUTO, BATTERY_FOLLOW, SetpointHolder, Topics, Transport
+from cps_sim.core.bus import (
+    BATTERY_AUTO,
+    BATTERY_FOLLOW,
+    HPWH_AUTO,
+    SetpointHolder,
+    Topics,
+    Transport,
+)
 
 
 class Controller(Protocol):
@@ -77,16 +84,23 @@ def battery_auto(n_sites: int) -> dict[str, FloatArray]:
     return {"battery_mode": np.full(n_sites, BATTERY_AUTO)}
 
 
+def hpwh_auto(n_sites: int) -> dict[str, FloatArray]:
+    """Every site's heat-pump water heater on its own rule (night / surplus)."""
+    return {"hpwh_mode": np.full(n_sites, HPWH_AUTO)}
+
+
 def fallback_uncontrolled(obs: Observation) -> dict[str, FloatArray]:
     """Safe behaviour of a charger that lost its EMS: charge at its own limit;
-    the home battery returns to its built-in self-consumption rule."""
+    the home battery returns to its built-in self-consumption rule, the water heater
+    to its own rule."""
     return {"ev_setpoint_w": np.asarray(obs.ev_charger_w, dtype=float).copy(),
-            **battery_auto(obs.n_sites)}
+            **battery_auto(obs.n_sites), **hpwh_auto(obs.n_sites)}
 
 
 def fallback_off(obs: Observation) -> dict[str, FloatArray]:
-    """Safe behaviour 'stop': no EV power; battery on its built-in rule."""
-    return {"ev_setpoint_w": np.zeros(obs.n_evs), **battery_auto(obs.n_sites)}
+    """Safe behaviour 'stop': no EV power; battery and water heater on their own rules."""
+    return {"ev_setpoint_w": np.zeros(obs.n_evs), **battery_auto(obs.n_sites),
+            **hpwh_auto(obs.n_sites)}
 
 
 def setpoint_sizes(obs: Observation) -> dict[str, int]:

@@ -46,6 +46,9 @@ PayloadValue = float | int | bool | str | np.ndarray
 # battery's built-in self-consumption rule.  NaN is never a valid setpoint value.
 BATTERY_FOLLOW = 0.0
 BATTERY_AUTO = 1.0
+# hpwh_mode (per site): follow hpwh_setpoint_w / the water heater's own rule (night, surplus)
+HPWH_FOLLOW = 0.0
+HPWH_AUTO = 1.0
 Payload = Mapping[str, PayloadValue]
 
 

@@ -70,10 +70,18 @@ def terminal_values(spec: OracleSpec, inputs: dict[str, SiteInputs]) -> tuple[fl
     return default.get(spec.objective, 0.0), jpy
 
 
+def terminal_cop(inputs: dict[str, SiteInputs]) -> float:
+    """Mean COP of the scheduled water heaters in the last tick (0: none scheduled)."""
+    cops = [i.hpwh.cop[i.hpwh.has, -1] for i in inputs.values() if i.hpwh is not None]
+    cops = [c for c in cops if c.size]
+    return float(np.mean(np.concatenate(cops))) if cops else 0.0
+
+
 def objective_of(spec: OracleSpec, scenario: Scenario, inputs: dict[str, SiteInputs]) -> Objective:
     min_w = spec.min_current_a * scenario.control.voltage_v
     v, v_jpy = terminal_values(spec, inputs)
     return Objective(
+        terminal_cop=terminal_cop(inputs),
         kind=spec.objective,
         unmet_penalty=spec.unmet_penalty,
         min_charge_w=min_w,
@@ -94,7 +102,7 @@ def solve_oracle(
     block, else the defaults)."""
     spec = spec or scenario.oracle or OracleSpec()
     t0 = time.perf_counter()
-    inputs = site_inputs(scenario, base_dir)
+    inputs = site_inputs(scenario, base_dir, hpwh=spec.hpwh)
     obj = objective_of(spec, scenario, inputs)
     schedules = {}
     for name, inp in inputs.items():
@@ -111,11 +119,41 @@ def solve_oracle(
     return OracleSolution(scenario, spec, obj, inputs, schedules, time.perf_counter() - t0)
 
 
+def _sum_kpi(kpis: dict[str, float], name: str) -> float:
+    """A per-family KPI over every group (``name`` or ``<group>.name``), NaN as 0."""
+    if name in kpis:
+        v = kpis[name]
+        return 0.0 if v != v else float(v)
+    return float(sum(v for k, v in kpis.items() if k.endswith("." + name) and v == v))
+
+
+def hpwh_heat_used_kwh_th(kpis: dict[str, float]) -> float:
+    """Heat the water-heater tanks lost over the run [kWh_th]: hot water delivered + tank
+    losses - heat put in (``hpwh_heat_used_kwh_th`` of the oracle; for a run from its
+    KPIs, heat in = ``hpwh_cop_mean x heat_pump_kwh`` per group)."""
+    if "hpwh_heat_used_kwh_th" in kpis:
+        return float(kpis["hpwh_heat_used_kwh_th"])
+    keys = [k for k in kpis if k == "heat_pump_kwh" or k.endswith(".heat_pump_kwh")]
+    used = 0.0
+    for k in keys:
+        p = k[: -len("heat_pump_kwh")]
+        el = kpis[k]
+        cop = kpis.get(p + "hpwh_cop_mean", 0.0)
+        heat_in = el * cop if el > 0 and cop == cop else 0.0
+        used += kpis.get(p + "hot_water_delivered_kwh_th", 0.0)
+        used += kpis.get(p + "hpwh_tank_loss_kwh_th", 0.0) - heat_in
+    return used
+
+
 def objective_value(kpis: dict[str, float], obj: Objective) -> float:
     """The objective the oracle minimises, from a run's KPIs: the objective's KPI plus
-    ``terminal_value x (stored_initial_kwh - stored_final_kwh)``."""
+    ``terminal_value x (stored_initial_kwh - stored_final_kwh)``, plus, where the oracle
+    schedules water heaters, ``terminal_value / terminal_cop x`` the tanks' heat used."""
     used = kpis["stored_initial_kwh"] - kpis["stored_final_kwh"]
-    return kpis[PRIMARY_KPI[obj.kind]] + obj.terminal_value * used
+    out = kpis[PRIMARY_KPI[obj.kind]] + obj.terminal_value * used
+    if obj.terminal_cop > 0:
+        out += obj.terminal_value / obj.terminal_cop * hpwh_heat_used_kwh_th(kpis)
+    return out
 
 
 def penalised(kpis: dict[str, float], obj: Objective) -> float:
@@ -124,12 +162,35 @@ def penalised(kpis: dict[str, float], obj: Objective) -> float:
         kpis.get("ev_unmet_at_departure_kwh", 0.0)
         + kpis.get("ev_trip_shortfall_kwh", 0.0)
         + kpis.get("deferrable_unmet_kwh", 0.0)
+        + (_sum_kpi(kpis, "hot_water_unmet_kwh_th") if obj.terminal_cop > 0 else 0.0)
     )
     return (
         objective_value(kpis, obj)
         + obj.penalty * short
         + obj.penalty * obj.unserved_factor * kpis.get("unserved_kwh", 0.0)
     )
+
+
+def _hpwh_kpis(sol: OracleSolution) -> dict[str, float]:
+    """The scheduled water heaters' energy, heat used and hot water not delivered."""
+    pairs = [
+        (sol.inputs[n], s)
+        for n, s in sol.schedules.items()
+        if sol.inputs[n].hpwh is not None and s.hpwh_w is not None
+    ]
+    if not pairs:
+        return {}
+    h = sol.scenario.tick_s / 3600.0
+    el = sum(float(np.nansum(s.hpwh_w)) for _, s in pairs) * h / 1000.0
+    heat_in = sum(float(s.hpwh_heat_in_wh_th.sum()) for _, s in pairs) / 1000.0
+    stored0 = sum(float(i.hpwh.stored_wh_th[i.hpwh.has].sum()) for i, _ in pairs) / 1000.0
+    stored1 = sum(float(s.hpwh_stored_final_wh_th.sum()) for _, s in pairs) / 1000.0
+    return {
+        "heat_pump_kwh": el,
+        "hpwh_heat_in_kwh_th": heat_in,
+        "hpwh_heat_used_kwh_th": stored0 - stored1,
+        "hot_water_unmet_kwh_th": sum(float(s.hpwh_unmet_wh_th.sum()) for _, s in pairs) / 1000.0,
+    }
 
 
 def oracle_kpis(sol: OracleSolution) -> dict[str, float]:
@@ -163,6 +224,7 @@ def oracle_kpis(sol: OracleSolution) -> dict[str, float]:
         )
         / 1000.0,
         "stored_final_kwh": tot("stored_final_wh") / 1000.0,
+        **_hpwh_kpis(sol),
         "lp_objective": tot("objective"),
         "lp_bound": tot("bound"),
         "solve_time_s": float(sum(s.solve_time_s for s in scheds)),
@@ -214,13 +276,15 @@ def replay(
             nets[g.name] = np.zeros((g.n, world.n_ticks))
             has_ev = g.evs is not None and g.evs.n
             has_b = bool((g.battery.capacity_wh > 0).any())
-            if not (has_ev or has_b or g.jobs):
+            has_h = s.hpwh_w is not None and bool(np.isfinite(s.hpwh_w).any())
+            if not (has_ev or has_b or g.jobs or has_h):
                 continue
             ctl = ScheduleController(
                 world.tick_s,
                 ev_setpoint_w=s.ev_setpoint_w if has_ev else None,
                 battery_setpoint_w=s.battery_w if has_b else None,
                 deferrable_setpoint_w=s.deferrable_w if g.jobs else None,
+                hpwh_setpoint_w=s.hpwh_w if has_h else None,
                 name=f"oracle_{g.name}",
             )
             start_controller(env, world, g.name, ctl, ttl_s=2.0 * world.tick_s)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from cps_sim.control.oracle import BatteryData, EvData, JobData, SiteInputs, TripEvents
+from cps_sim.control.oracle.data import HpwhData
 from cps_sim.core.calendar import is_day_off
 from cps_sim.scenario.schema import Scenario
 from cps_sim.world.build import build_world
@@ -95,21 +96,76 @@ def _windows(world: World, binding) -> np.ndarray:
     return np.asarray(out, float).reshape(-1, 2)
 
 
+def _hpwh_pop(g):
+    return next((p for p in g.populations if p.key == "hpwh"), None)
+
+
+def _hpwh_data(world: World, g, pop, temp0: np.ndarray, draw_wh: np.ndarray) -> HpwhData:
+    """The group's water heaters for the LP (per site; see ``control.oracle.HpwhData``)."""
+    from cps_sim.models import heat_pump as hp
+
+    n, t_n = g.n, world.n_ticks
+    spec = pop.spec
+    cold = 17.0  # the model's default mains temperature (models.heat_pump.step)
+    amb = np.asarray(world.weather.temp_air_c[:t_n], float)
+    site = pop.site
+    cap = spec.capacity_wh_per_k
+    lo, top = spec.min_usable_c, spec.setpoint_c
+    # the comfort floor is the unit's own reserve (where its rule heats at full power)
+    comfort = lo + pop.reserve_fraction * (top - lo)
+
+    def per_site(v, fill=0.0):
+        out = np.full((n, *np.shape(v)[1:]), fill)
+        out[site] = v
+        return out
+
+    has = np.zeros(n, bool)
+    has[site] = True
+    return HpwhData(
+        has=has,
+        capacity_wh_per_k=per_site(cap, 1.0),
+        ua_w_per_k=per_site(spec.tank_ua_w_per_k),
+        heat_max_w=per_site(spec.heat_output_max_w),
+        stored_wh_th=per_site(cap * (temp0 - cold)),
+        floor_wh_th=per_site(cap * np.maximum(lo - cold, 0.0)),
+        comfort_wh_th=per_site(cap * (comfort - cold)),
+        max_wh_th=per_site(cap * (top - cold)),
+        ambient_c=amb,
+        cold_water_c=cold,
+        cop=per_site(hp.cop(spec, amb[:, None], cold).T, 1.0),
+        draw_wh_th=per_site(draw_wh),
+    )
+
+
 def site_inputs(
-    scenario: Scenario, base_dir: Path | None = None, world: World | None = None
+    scenario: Scenario,
+    base_dir: Path | None = None,
+    world: World | None = None,
+    hpwh: bool = True,
 ) -> dict[str, SiteInputs]:
     """Oracle inputs per site group (a fresh world is built unless one is given; a given
-    world must not have been started)."""
+    world must not have been started).  ``hpwh``: the heat-pump water heaters are
+    scheduled (their power leaves the load; tank, COP and draws go to ``SiteInputs.hpwh``),
+    else their rule's power stays in the load."""
     world = world if world is not None else build_world(scenario, base_dir)
     t_n = world.n_ticks
     loads = {g.name: np.empty((g.n, t_n)) for g in world.groups}
     pvs = {g.name: np.empty((g.n, t_n)) for g in world.groups}
+    pops = {g.name: _hpwh_pop(g) for g in world.groups} if hpwh else {}
+    pops = {k: p for k, p in pops.items() if p is not None and p.site.size}
+    temp0 = {k: p.state.tank_temp_c.copy() for k, p in pops.items()}
+    draws = {k: np.empty((p.site.size, t_n)) for k, p in pops.items()}
+    tick_h = world.tick_s / 3600.0
     per_tick = any(getattr(g, "tick_pops", None) for g in world.groups)
     for k in range(t_n):
         world.begin_tick(k)
         for g in world.groups:
             loads[g.name][:, k] = g.load_w
             pvs[g.name][:, k] = g.pv_w
+            p = pops.get(g.name)
+            if p is not None:  # scheduled: the rule's power is not load
+                np.subtract.at(loads[g.name][:, k], p.site, p.power_w)
+                draws[g.name][:, k] = p.draw_w_th * tick_h
         if per_tick:  # water-heater tanks, rooms: advance with their rules' power
             world._tick_columns(k)
     co2 = np.full(t_n, float(scenario.emissions.grid_co2_g_per_kwh))
@@ -156,5 +212,10 @@ def site_inputs(
             evs=evs,
             trips=trips,
             jobs=jobs,
+            hpwh=(
+                _hpwh_data(world, g, pops[g.name], temp0[g.name], draws[g.name])
+                if g.name in pops
+                else None
+            ),
         )
     return out

@@ -67,6 +67,12 @@ class HemsSpec(_EmsCommon):
     mpc_plan_evs: bool = Field(True, description="mpc: co-plan the plugged-in EVs (their "
                                "strategy then only covers EVs not yet in a plan); false: the "
                                "EVs follow ev_strategy and only the battery is planned.")
+    mpc_plan_hpwh: bool = Field(True, description="mpc: co-plan the heat-pump water heaters "
+                                "(sites[*].heat_pump_water_heater) in the same LP: tank heat "
+                                "with losses, COP per step from the outdoor temperature, the "
+                                "hot-water draw forecast, the unit's reserve as comfort floor; "
+                                "sent as hpwh_setpoint_w; false: the units keep their own "
+                                "rule.")
     mpc_horizon_h: float = Field(24.0, gt=0, le=168, description="MPC look-ahead [h].")
     mpc_replan_s: float = Field(3600.0, gt=0, le=86400, description="MPC re-plan interval [s].")
     mpc_step_s: float = Field(900.0, gt=0, le=3600, description="MPC time step [s].")
@@ -77,7 +83,10 @@ class HemsSpec(_EmsCommon):
         "now); noisy = the run's values x (1 + forecast_noise_rel_sigma x sqrt(lead steps) "
         "x z), z from the seeded streams ems/<group>/forecast (PV) and "
         "ems/<group>/load_forecast.  Step 0 is always the measurement; prices always come "
-        "from the tariff (known ahead).")
+        "from the tariff (known ahead).  Water heaters (mpc_plan_hpwh): the hot-water draw "
+        "follows the same source (noisy: stream ems/<group>/draw_forecast); the outdoor "
+        "temperature (COP) is the run's own for perfect and noisy, the same hour of the day "
+        "before for persistence.")
     forecast_noise_rel_sigma: float = Field(0.05, ge=0, le=2, description="noisy: relative "
                                             "sigma per sqrt(step) of lead time.")
     mpc_final_soc: float = Field(0.3, ge=0, le=1, description="MPC: lowest SoC at the horizon "

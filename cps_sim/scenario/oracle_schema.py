@@ -58,6 +58,15 @@ class OracleSpec(_Model):
         "imposed at each piece end (the engine can always follow it); relax = ignored.  The "
         "relaxed LP is solved first in any case and reported as the bound.",
     )
+    hpwh: bool = Field(
+        True,
+        description="Schedule the heat-pump water heaters (sites[*].heat_pump_water_heater) "
+        "too: tank heat with losses, COP per tick from the outdoor temperature, the run's "
+        "hot-water draws, the unit's reserve as comfort floor; the replay sends "
+        "hpwh_setpoint_w.  Heat left in the tanks at the end is worth the terminal value / "
+        "the COP of the last tick per kWh_th (in the oracle and in every run's regret).  "
+        "false: the units run their own rule and their power is load.",
+    )
     chunk_sites: int = Field(25, ge=1, le=100_000, description="Sites per LP batch.")
     workers: int = Field(1, ge=1, le=256, description="Processes solving batches in parallel.")
     regret: bool = Field(

@@ -277,6 +277,45 @@ def _load_forecast(world: World, name: str, spec: HemsSpec):
     return load
 
 
+def _draw_forecast(world: World, group: SiteGroup, spec: HemsSpec, name: str):
+    """The water heaters' hot-water heat demand per MPC step [Wh_th] at simulation times,
+    ``(n_units, T)``, from the units' own daily draw and hourly shape (the model's
+    :func:`~cps_sim.models.heat_pump.draw_energy_wh_th`); ``noisy`` adds seeded noise
+    (stream ``ems/<group>/draw_forecast``).  None when the group has no water heaters."""
+    from cps_sim.models.heat_pump import draw_energy_wh_th
+
+    pop = next((p for p in group.populations if p.key == "hpwh"), None)
+    if pop is None:
+        return None
+    daily = pop.daily_draw_wh_th.copy()
+    clock = world.clock
+    step = spec.mpc_step_s
+    rng = world.rng.generator(f"ems/{name}/draw_forecast") if spec.forecast == "noisy" else None
+
+    def draw(times_s: np.ndarray) -> np.ndarray:
+        t = np.asarray(times_s, dtype=float)
+        local = t - np.array([clock.local_midnight_s(float(x)) for x in t])
+        out = np.asarray(draw_energy_wh_th(local, step, daily)).reshape(t.size, -1).T
+        if rng is not None:
+            from cps_sim.control.optimise import noisy_forecast
+
+            out = noisy_forecast(out, rng, spec.forecast_noise_rel_sigma)
+        return out
+
+    return draw
+
+
+def _temp_forecast(world: World, spec: HemsSpec):
+    """Outdoor air temperature at simulation times: the run's own (perfect, noisy) or the
+    same time the day before (persistence; the first day: the run's start value)."""
+    lag = SECONDS_PER_DAY if spec.forecast == "persistence" else 0.0
+
+    def temp(times_s: np.ndarray) -> np.ndarray:
+        return world._temp_at(np.maximum(np.asarray(times_s, dtype=float) - lag, 0.0))
+
+    return temp
+
+
 def build_controller(world: World, name: str, spec: EmsSpec):
     """The controller object for one group's EMS spec (CEMS: for all its members)."""
     from cps_sim.scenario.ems_schema import BemsSpec, CemsSpec, FemsSpec, HemsSpec
@@ -299,6 +338,9 @@ def build_controller(world: World, name: str, spec: EmsSpec):
                 final_soc=spec.mpc_final_soc,
                 plan_evs=spec.mpc_plan_evs,
                 forecast_name=spec.forecast,
+                plan_hpwh=spec.mpc_plan_hpwh,
+                draw_forecast=_draw_forecast(world, g, spec, name) if known else None,
+                temp_forecast=_temp_forecast(world, spec),
             )
         dr = tuple(
             (_seconds(world, w.start), _seconds(world, w.end), w.reduce_kw * 1000.0)

@@ -56,7 +56,8 @@ def test_a_group_takes_exactly_the_keys_of_its_populations():
     g = world.group("mix")
     sizes = world.setpoint_sizes("mix")
     assert sizes == {"import_limit_w": 12, "export_limit_w": 12, "ev_setpoint_w": g.evs.n,
-                     "battery_setpoint_w": 12, "battery_mode": 12, "deferrable_setpoint_w": 12}
+                     "battery_setpoint_w": 12, "battery_mode": 12, "deferrable_setpoint_w": 12,
+                     "hpwh_setpoint_w": 12, "hpwh_mode": 12}
     obs = world.observe("mix")
     assert dict(obs.setpoint_sizes) == sizes
     assert "hpwh_tank_temp_c" in obs.extra  # a field without an Observation attribute
@@ -70,6 +71,10 @@ def test_a_group_takes_exactly_the_keys_of_its_populations():
         world.apply("mix", battery_setpoint_w=np.full(12, np.nan))
     with pytest.raises(ValueError, match="battery_mode: 2 is not one of"):
         world.apply("mix", battery_mode=np.full(12, 2.0))
+    with pytest.raises(ValueError, match="hpwh_setpoint_w must be >= 0"):
+        world.apply("mix", hpwh_setpoint_w=np.full(12, -1.0))
+    with pytest.raises(ValueError, match="hpwh_mode: 3 is not one of"):
+        world.apply("mix", hpwh_mode=np.full(12, 3.0))
 
 
 def test_the_books_close_from_the_parquet_columns_alone(tmp_path):

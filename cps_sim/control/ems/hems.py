@@ -7,7 +7,8 @@ Per decision (all homes of a group at once, no per-home loop):
    * ``rule`` — after the EVs, the battery charges from the PV surplus and
      discharges into the deficit: ``p = clip(-(load - pv + ev), lo, hi)`` with
      ``lo/hi`` the power it can hold for one decision interval;
-   * ``mpc`` — receding-horizon co-planning of the battery and the plugged-in EVs
+   * ``mpc`` — receding-horizon co-planning of the battery, the plugged-in EVs and the
+     heat-pump water heaters
      (``hems_mpc.HomeMpc``: the oracle's per-site LP over ``horizon_steps`` with
      price, PV and load forecasts, departure targets; re-planned every ``replan_s``
      and, per home, when its plugged-in EVs change); between re-plans the plan's
@@ -182,4 +183,6 @@ class HemsController:
             out["ev_setpoint_w"] = ev_sp
         if bat is not None:
             out.update(battery_setpoints(bat, obs.battery_capacity_wh > 0))
+        if self.mpc is not None:  # the planned water heaters (hpwh_setpoint_w, hpwh_mode)
+            out.update(self.mpc.device_setpoints(now_s, obs))
         return out

@@ -17,6 +17,16 @@ Each re-plan solves, for the homes due, the same per-site LP as the oracle
   the horizon end is worth the horizon's lowest import price (``terminal value``),
   and the battery keeps ``final_soc`` there.
 
+* every heat-pump water heater (``plan_hpwh``): its tank heat per step (one mixed
+  node, UA losses to the outdoor air, exact per step), COP per step from the
+  forecast outdoor temperature (a coefficient: the LP stays linear), the hot-water
+  draw forecast (``draw_forecast``: the units' own daily draw and hourly shape;
+  noisy with the same sigma; ``None``: persistence of the draws measured the day
+  before, else now), the rated output, the setpoint temperature as the top and the
+  unit's reserve (+1 % of its usable range) as the comfort floor; heat left at the
+  horizon end is worth the terminal value / COP there.  Its power goes out as
+  ``hpwh_setpoint_w`` for the tick starting now (at a tick start) or next.
+
 A home is re-planned every ``replan_s`` and at once when the set of its plugged-in
 EVs changes (an arrival or a departure), the others keep their plans: LPs are per
 site, so an arrival costs one small LP.  Between re-plans each device follows its
@@ -27,7 +37,7 @@ the immediate re-plan) follow the delegated strategy.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -41,6 +51,11 @@ from cps_sim.control.oracle import (
     TripEvents,
     solve,
 )
+from cps_sim.control.oracle.data import HpwhData
+from cps_sim.core.bus import HPWH_AUTO, HPWH_FOLLOW
+
+COMFORT_MARGIN = 0.01  # above the unit's reserve, share of its usable range
+COLD_WATER_C = 17.0  # mains temperature of the water-heater model (models.heat_pump)
 
 SiteSeries = Callable[[FloatArray], FloatArray]  # times_s (T,) -> (n_sites, T) [W]
 PriceSeries = Callable[[FloatArray], FloatArray]  # times_s (T,) -> (T,) [JPY/kWh]
@@ -60,6 +75,9 @@ class MpcConfig:
     chunk_homes: int = 25
     plan_evs: bool = True  # co-plan the plugged-in EVs (else they enter as load now)
     forecast_name: str = "perfect"  # what the forecasts are (for stats and docs)
+    plan_hpwh: bool = True  # co-plan the heat-pump water heaters (obs.extra["hpwh_*"])
+    draw_forecast: Callable[[FloatArray], FloatArray] | None = None  # -> (units, T) Wh_th
+    temp_forecast: Callable[[FloatArray], FloatArray] | None = None  # -> (T,) degC
 
 
 @dataclass
@@ -71,6 +89,9 @@ class MpcState:
     ev_in_plan: np.ndarray | None = None  # (n_evs,) bool
     plugged_at_plan: np.ndarray | None = None  # (n_evs,) bool
     hist: FloatArray | None = None  # (steps per day, n_sites, 2): load, PV seen
+    hpwh_w: FloatArray | None = None  # (n_sites, H) water-heater plan, NaN: none
+    draw_hist: FloatArray | None = None  # (steps per day, n_units) draws seen [W_th]
+    hpwh_lp_heat_wh_th: float = 0.0  # heat the plans' first steps put in (for stats)
     solves: int = 0  # periodic re-plans
     event_solves: int = 0  # re-plans of homes whose plugged-in EVs changed
     sites_planned: int = 0
@@ -87,14 +108,34 @@ class HomeMpc:
         self.state = MpcState()
 
     # ------------------------------------------------------------------ forecasts
+    def _hpwh(self, obs: Observation) -> dict | None:
+        """The water heaters of the observation, when they are planned."""
+        x = obs.extra
+        if not self.cfg.plan_hpwh or "hpwh_site" not in x or not np.size(x["hpwh_site"]):
+            return None
+        return x
+
+    def _base_load_w(self, obs: Observation) -> FloatArray:
+        """Site load without the planned water heaters' power (they are LP variables)."""
+        x = self._hpwh(obs)
+        if x is None:
+            return obs.site_load_w
+        out = obs.site_load_w.copy()
+        np.subtract.at(out, x["hpwh_site"], x["hpwh_power_w"])
+        return np.maximum(out, 0.0)
+
     def _remember(self, now_s: float, obs: Observation) -> None:
         per_day = max(1, round(86400.0 / self.cfg.step_s))
         st = self.state
         if st.hist is None:
             st.hist = np.full((per_day, obs.n_sites, 2), np.nan)
-        st.hist[int(now_s // self.cfg.step_s) % per_day] = np.column_stack(
-            [obs.site_load_w, obs.site_pv_w]
-        )
+        slot = int(now_s // self.cfg.step_s) % per_day
+        st.hist[slot] = np.column_stack([self._base_load_w(obs), obs.site_pv_w])
+        x = self._hpwh(obs)
+        if x is not None:
+            if st.draw_hist is None:
+                st.draw_hist = np.full((per_day, x["hpwh_site"].size), np.nan)
+            st.draw_hist[slot] = x["hpwh_draw_w_th"]
 
     def _series(
         self,
@@ -144,7 +185,7 @@ class HomeMpc:
         c, st = self.cfg, self.state
         h = c.horizon_steps
         times = now_s + c.step_s * np.arange(h)
-        load = self._series(c.load_forecast, 0, obs.site_load_w, times, sites)
+        load = self._series(c.load_forecast, 0, self._base_load_w(obs), times, sites)
         if ev_site_w is not None:  # EVs decided by their strategy: load now
             load[:, 0] += np.maximum(ev_site_w[sites], 0.0)
         pv = self._series(c.pv_forecast, 1, obs.site_pv_w, times, sites)
@@ -229,7 +270,10 @@ class HomeMpc:
             evs=evs,
             trips=trips,
         )
-        obj = Objective(kind="cost", terminal_value=float(np.min(p_imp)))
+        hw, cop_end = self._hpwh_data(now_s, obs, sites, times)
+        if hw is not None:
+            inp = replace(inp, hpwh=hw)
+        obj = Objective(kind="cost", terminal_value=float(np.min(p_imp)), terminal_cop=cop_end)
         sched = solve(inp, obj, chunk_sites=c.chunk_homes)
         n = obs.n_sites
         if st.plan_start_s is None:
@@ -240,6 +284,10 @@ class HomeMpc:
             st.plugged_at_plan = obs.ev_plugged.copy()
         st.plan_start_s[sites] = now_s
         st.battery_w[sites] = np.nan_to_num(sched.battery_w)
+        if hw is not None:
+            if st.hpwh_w is None:
+                st.hpwh_w = np.full((n, h), np.nan)
+            st.hpwh_w[sites] = sched.hpwh_w
         if obs.n_evs:
             at = np.isin(obs.ev_site, sites)
             st.ev_in_plan[at] = False
@@ -250,6 +298,89 @@ class HomeMpc:
         st.sites_planned += sites.size
         st.solve_time_s += sched.solve_time_s
         st.replan_wall_s.append(time.perf_counter() - t0)
+
+    def _hpwh_data(
+        self, now_s: float, obs: Observation, sites: np.ndarray, times: FloatArray
+    ) -> tuple[HpwhData | None, float]:
+        """The planned sites' water heaters for the LP, and the COP at the horizon end."""
+        x = self._hpwh(obs)
+        if x is None:
+            return None, 0.0
+        c = self.cfg
+        unit_site = x["hpwh_site"]
+        units = np.flatnonzero(np.isin(unit_site, sites))
+        if not units.size:
+            return None, 0.0
+        from cps_sim.models import heat_pump as hp
+
+        spec = x["hpwh_spec"]
+        h = times.size
+        step_h = c.step_s / 3600.0
+        amb = (
+            np.asarray(c.temp_forecast(times), float).reshape(h)
+            if c.temp_forecast is not None
+            else np.full(h, 15.0)
+        )
+        if c.draw_forecast is not None:
+            draw = np.asarray(c.draw_forecast(times), float).reshape(-1, h)
+        else:  # persistence: the same step the day before, else the draw now
+            st = self.state
+            per_day = st.draw_hist.shape[0]
+            idx = (times // c.step_s).astype(np.int64) % per_day
+            past = st.draw_hist[idx].T
+            draw = np.where(np.isnan(past), x["hpwh_draw_w_th"][:, None], past) * step_h
+        draw = np.maximum(draw, 0.0)
+        draw[:, 0] = x["hpwh_draw_w_th"] * step_h  # step 0: measured
+        local = np.searchsorted(sites, unit_site[units])
+        n = sites.size
+
+        def per_site(v: FloatArray, fill: float = 0.0) -> FloatArray:
+            out = np.full((n, *np.shape(v)[1:]), fill)
+            out[local] = v
+            return out
+
+        cap = spec.capacity_wh_per_k[units]
+        lo, top = spec.min_usable_c[units], spec.setpoint_c[units]
+        comfort_c = lo + (float(x["hpwh_reserve_fraction"]) + COMFORT_MARGIN) * (top - lo)
+        cop = hp.cop(spec, amb[:, None], COLD_WATER_C).T[units]  # (units, H)
+        has = np.zeros(n, bool)
+        has[local] = True
+        data = HpwhData(
+            has=has,
+            capacity_wh_per_k=per_site(cap, 1.0),
+            ua_w_per_k=per_site(spec.tank_ua_w_per_k[units]),
+            heat_max_w=per_site(spec.heat_output_max_w[units]),
+            stored_wh_th=per_site(cap * (x["hpwh_tank_temp_c"][units] - COLD_WATER_C)),
+            floor_wh_th=per_site(cap * np.maximum(lo - COLD_WATER_C, 0.0)),
+            comfort_wh_th=per_site(cap * (comfort_c - COLD_WATER_C)),
+            max_wh_th=per_site(cap * (top - COLD_WATER_C)),
+            ambient_c=amb,
+            cold_water_c=COLD_WATER_C,
+            cop=per_site(cop, 1.0),
+            draw_wh_th=per_site(draw[units]),
+        )
+        return data, float(np.mean(cop[:, -1]))
+
+    def device_setpoints(self, now_s: float, obs: Observation) -> dict[str, FloatArray]:
+        """``hpwh_setpoint_w``/``hpwh_mode`` per site from the plans (empty without water
+        heaters in a plan): the plan's value for the tick that starts now (a setpoint
+        applied at a tick start re-decides that tick) or next (applied mid-tick, it takes
+        effect at the next tick)."""
+        st, c = self.state, self.cfg
+        if st.hpwh_w is None or self._hpwh(obs) is None:
+            return {}
+        tick = float(obs.tick_s)
+        at_start = abs(now_s / tick - round(now_s / tick)) < 1e-9
+        t_send = now_s if at_start else (np.floor(now_s / tick) + 1.0) * tick
+        k = np.clip(
+            ((t_send - st.plan_start_s) // c.step_s).astype(np.int64), 0, c.horizon_steps - 1
+        )
+        w = st.hpwh_w[np.arange(obs.n_sites), k]
+        planned = np.isfinite(w)
+        return {
+            "hpwh_setpoint_w": np.where(planned, np.maximum(w, 0.0), 0.0),
+            "hpwh_mode": np.where(planned, HPWH_FOLLOW, HPWH_AUTO),
+        }
 
     # ------------------------------------------------------------------ decide
     def step(

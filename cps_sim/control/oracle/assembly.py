@@ -185,6 +185,8 @@ def build(
     b = Build(inp, obj, relaxed, no_discharge)
     add_grid(b)
     add_batteries(b)
+    if inp.hpwh is not None and inp.hpwh.has.any():
+        add_hpwh(b)
     if inp.evs is not None and inp.evs.n:
         add_evs(b)
     add_processes(b)
@@ -310,6 +312,57 @@ def add_batteries(b: Build) -> None:
         maps.update(bs=bs, bc=bc, bd=bd, be=be)
 
 
+def add_hpwh(b: Build) -> None:
+    """Heat-pump water heaters: electric power per tick, tank heat at each tick end.
+
+    ``S[t] = e S[t-1] + C (1 - e)(T_env - T_cold) + phi (COP[t] w[t] h - draw[t] + u[t])``
+    (kWh_th; ``u``: hot water not delivered, penalised), ``floor <= S <= max``, and
+    ``S + c >= comfort`` with ``c`` penalised per kWh_th and tick hour; ``w <= Q_max/COP``.
+    """
+    inp, obj = b.inp, b.obj
+    hw = inp.hpwh
+    t_n, tick_h = b.t_n, b.tick_h
+    hs = np.flatnonzero(hw.has)
+    nh = hs.size
+    cap = hw.capacity_wh_per_k[hs] / 1000.0  # kWh_th/K
+    x = hw.ua_w_per_k[hs] / 1000.0 * tick_h / cap
+    e = np.exp(-x)
+    phi = np.where(x > 1e-12, -np.expm1(-x) / np.where(x > 1e-12, x, 1.0), 1.0)
+    cop = np.maximum(hw.cop[hs], 1e-6)
+    draw = hw.draw_wh_th[hs] / 1000.0
+    w = b.cols.add(nh * t_n, 0.0, (hw.heat_max_w[hs][:, None] / 1000.0 / cop).ravel()).reshape(
+        nh, t_n
+    )
+    st = b.cols.add(
+        nh * t_n,
+        np.repeat(hw.floor_wh_th[hs] / 1000.0, t_n),
+        np.repeat(hw.max_wh_th[hs] / 1000.0, t_n),
+    ).reshape(nh, t_n)
+    un = b.cols.add(nh * t_n, 0.0, draw.ravel()).reshape(nh, t_n)
+    cf = b.cols.add(nh * t_n, 0.0, np.inf).reshape(nh, t_n)
+    for v in (w, st, un, cf):
+        b.col_site(v, hs[:, None])
+    b.c_pen.append((un, np.full(un.shape, obj.penalty)))
+    b.c_pen.append((cf, np.full(cf.shape, obj.penalty * tick_h)))
+    # balance: the unit's tick power in every piece of the tick
+    hidx = np.full(b.n, -1)
+    hidx[hs] = np.arange(nh)
+    ph = np.flatnonzero(hidx[b.p_site] >= 0)
+    b.eq.add(b.bal[ph], w[hidx[b.p_site[ph]], b.p_k[ph]], -1.0)
+    env = (hw.ambient_c - hw.cold_water_c)[None, :] * (cap * (1.0 - e))[:, None]
+    rhs = env - phi[:, None] * draw
+    rhs[:, 0] += e * hw.stored_wh_th[hs] / 1000.0
+    dyn = b.eq.new(nh * t_n, rhs.ravel()).reshape(nh, t_n)
+    b.eq.add(dyn, st, 1.0)
+    b.eq.add(dyn[:, 1:], st[:, :-1], -e[:, None] * np.ones(t_n - 1))
+    b.eq.add(dyn, w, -(phi[:, None] * cop * tick_h))
+    b.eq.add(dyn, un, -phi[:, None] * np.ones(t_n))
+    r = b.ub.new(nh * t_n, np.repeat(-hw.comfort_wh_th[hs] / 1000.0, t_n)).reshape(nh, t_n)
+    b.ub.add(r, st, -1.0)
+    b.ub.add(r, cf, -1.0)
+    b.maps.update(hs=hs, hw=w, hst=st, hun=un, hcf=cf, h_phi=phi, h_cop=cop)
+
+
 def add_processes(b: Build) -> None:
     """Deferrable-process set-points per tick and energy per window."""
     inp = b.inp
@@ -419,10 +472,18 @@ def finish(b: Build) -> Lp:
         end_cols.append(maps["ee"][last])
         e0_site += np.bincount(inp.evs.site, weights=inp.evs.energy_wh / 1000.0, minlength=n)
     end = np.concatenate(end_cols) if end_cols else np.empty(0, np.int64)
+    end_w = np.ones(end.size)
+    if "hs" in maps and obj.terminal_cop > 0:  # tank heat, in kWh of electricity to reheat
+        k_th = 1.0 / obj.terminal_cop
+        end = np.concatenate([end, maps["hst"][:, -1]])
+        end_w = np.concatenate([end_w, np.full(maps["hs"].size, k_th)])
+        e0_site += np.bincount(
+            maps["hs"], weights=k_th * inp.hpwh.stored_wh_th[maps["hs"]] / 1000.0, minlength=n
+        )
     pen = vec(c_pen)
     v_cost = obj.terminal_value_jpy_per_kwh if obj.kind != "cost" else obj.terminal_value
-    cost = vec(c_cost) + pen + vec([(end, -v_cost)])
-    term = vec([(end, -obj.terminal_value)])
+    cost = vec(c_cost) + pen + vec([(end, -v_cost * end_w)])
+    term = vec([(end, -obj.terminal_value * end_w)])
     prim = {
         "cost": cost,
         "co2": vec(c_co2) + pen + term,

@@ -106,6 +106,41 @@ class JobData:
 
 
 @dataclass(frozen=True)
+class HpwhData:
+    """Per-site heat-pump water heaters (``has`` False where a site has none).
+
+    Heat is counted above the mains temperature: ``stored = C (T - T_cold)`` [Wh_th]
+    with ``C`` the tank's capacity [Wh/K].  Per tick (ambient constant within it) the
+    one-node tank of :mod:`cps_sim.models.heat_pump` is *linear* in the heat input:
+    ``S_end = e S_0 + C (1 - e)(T_env - T_cold) + phi (COP w h - draw)``, ``e = exp(-x)``,
+    ``phi = (1 - e)/x``, ``x = UA h / C`` — exact, not a linearisation.
+    """
+
+    has: npt.NDArray[np.bool_]  # (n,)
+    capacity_wh_per_k: FloatArray  # (n,)
+    ua_w_per_k: FloatArray  # (n,)
+    heat_max_w: FloatArray  # (n,) thermal output limit
+    stored_wh_th: FloatArray  # (n,) at t = 0
+    floor_wh_th: FloatArray  # (n,) the tank's usable floor (draws are cut there)
+    comfort_wh_th: FloatArray  # (n,) lowest stored heat at tick ends (soft, penalised)
+    max_wh_th: FloatArray  # (n,) at the setpoint temperature
+    ambient_c: FloatArray  # (T,) outdoor air = the tank's surroundings
+    cold_water_c: float
+    cop: FloatArray  # (n, T) per tick, from the ambient temperature
+    draw_wh_th: FloatArray  # (n, T) hot-water heat demanded per tick
+
+    def subset(self, s: IntArray) -> HpwhData:
+        return replace(
+            self,
+            **{
+                f.name: getattr(self, f.name)[s]
+                for f in fields(self)
+                if f.name not in ("ambient_c", "cold_water_c")
+            },
+        )
+
+
+@dataclass(frozen=True)
 class SiteInputs:
     """Everything the oracle knows about ``n`` sites over ``T`` ticks."""
 
@@ -122,6 +157,7 @@ class SiteInputs:
     evs: EvData | None = None
     trips: TripEvents | None = None
     jobs: JobData | None = None
+    hpwh: HpwhData | None = None
 
     @property
     def n_sites(self) -> int:
@@ -164,6 +200,7 @@ class SiteInputs:
             jobs = replace(self.jobs, max_w=self.jobs.max_w[s], energy_wh=self.jobs.energy_wh[s])
         return replace(
             self,
+            hpwh=None if self.hpwh is None else self.hpwh.subset(s),
             load_w=self.load_w[s],
             pv_w=self.pv_w[s],
             import_limit_w=self.import_limit_w[s],
@@ -191,6 +228,9 @@ class Objective:
     ``terminal_value x (stored at start - stored at end)``, so emptying batteries and
     EVs before the horizon ends is not free."""
     terminal_value_jpy_per_kwh: float = 0.0  # the same in JPY (cost stage of other kinds)
+    terminal_cop: float = 0.0
+    """Heat left in water-heater tanks is worth ``terminal_value / terminal_cop`` per kWh_th
+    (the electricity that would reheat it); 0: not valued."""
 
     def __post_init__(self) -> None:
         if self.kind not in OBJECTIVES:
@@ -237,6 +277,10 @@ class OracleSchedule:
     floor_repairs: int = 0
     simultaneous_ev: int = 0  # EV-ticks with charge and discharge both > 0 (netted)
     extra: dict = field(default_factory=dict)
+    hpwh_w: FloatArray | None = None  # (n, T) water-heater electric power; NaN: no unit
+    hpwh_heat_in_wh_th: FloatArray | None = None  # (n,) heat put into the tanks
+    hpwh_unmet_wh_th: FloatArray | None = None  # (n,) hot water not delivered
+    hpwh_stored_final_wh_th: FloatArray | None = None  # (n,) tank heat at the end
 
     @property
     def peak_kw(self) -> FloatArray:

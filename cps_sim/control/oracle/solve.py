@@ -206,7 +206,9 @@ def _extract(inp: SiteInputs, lp: Lp, x: FloatArray) -> OracleSchedule:
     energy_cost = (imp @ pi - exp @ pe) / 1000.0
     carbon = imp @ inp.carbon_jpy_per_kwh / 1000.0
     co2 = imp @ inp.co2_g_per_kwh / 1e6
+    hp = _hpwh_parts(inp, mp, x)
     return OracleSchedule(
+        **hp,
         tick_s=inp.tick_s,
         battery_w=bat,
         ev_setpoint_w=ev_sp,
@@ -228,6 +230,28 @@ def _extract(inp: SiteInputs, lp: Lp, x: FloatArray) -> OracleSchedule:
     )
 
 
+def _hpwh_parts(inp: SiteInputs, mp: dict, x: FloatArray) -> dict:
+    """Water heaters' power per tick, heat in, hot water not delivered, heat at the end."""
+    if inp.hpwh is None:
+        return {}
+    n, t_n = inp.n_sites, inp.n_ticks
+    hw = np.full((n, t_n), np.nan)
+    heat, unmet, final = np.zeros(n), np.zeros(n), np.zeros(n)
+    if "hs" in mp:
+        hs = mp["hs"]
+        w = x[mp["hw"]]
+        hw[hs] = w * 1000.0
+        heat[hs] = (w * mp["h_cop"]).sum(axis=1) * inp.tick_s / 3.6
+        unmet[hs] = x[mp["hun"]].sum(axis=1) * 1000.0
+        final[hs] = x[mp["hst"][:, -1]] * 1000.0
+    return {
+        "hpwh_w": hw,
+        "hpwh_heat_in_wh_th": heat,
+        "hpwh_unmet_wh_th": unmet,
+        "hpwh_stored_final_wh_th": final,
+    }
+
+
 # ----------------------------------------------------------------------------- batches
 def _solve_chunk(args: tuple[SiteInputs, Objective]) -> OracleSchedule:
     return solve_sites(*args)
@@ -243,6 +267,8 @@ def chunks_of(inp: SiteInputs, chunk_sites: int) -> list[IntArray]:
         busy[inp.evs.site] = True
     if inp.jobs is not None:
         busy |= inp.jobs.max_w > 0
+    if inp.hpwh is not None:
+        busy |= inp.hpwh.has
     idx = np.flatnonzero(busy)
     return [idx[i : i + chunk_sites] for i in range(0, idx.size, chunk_sites)]
 
@@ -372,7 +398,20 @@ def _merge(inp: SiteInputs, parts: list, sites: list[IntArray]) -> OracleSchedul
         objective=site_arr(False),
         bound=site_arr(False),
     )
+    if inp.hpwh is not None:
+        out.hpwh_w = site_arr(True, np.nan)
+        out.hpwh_heat_in_wh_th = site_arr(False)
+        out.hpwh_unmet_wh_th = site_arr(False)
+        out.hpwh_stored_final_wh_th = site_arr(False)
     for part, s in zip(parts, sites, strict=True):
+        if inp.hpwh is not None and part.hpwh_w is not None:
+            for name in (
+                "hpwh_w",
+                "hpwh_heat_in_wh_th",
+                "hpwh_unmet_wh_th",
+                "hpwh_stored_final_wh_th",
+            ):
+                getattr(out, name)[s] = getattr(part, name)
         for name in (
             "battery_w",
             "deferrable_w",
