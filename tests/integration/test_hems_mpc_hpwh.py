@@ -128,8 +128,8 @@ def test_oracle_schedules_the_water_heater_and_the_replay_equals_the_lp():
 @pytest.mark.parametrize("forecast", ["persistence", "noisy"])
 def test_mpc_water_heater_forecast_sources(forecast):
     mode = {**MPC, "forecast": forecast, "forecast_noise_rel_sigma": 0.2, "mpc_horizon_h": 12}
-    _, a, _ = run(home(days=2, ems=mode))
-    _, b, _ = run(home(days=2, ems=mode))
+    _, a, _ = run(home(days=1, ems=mode))
+    _, b, _ = run(home(days=1, ems=mode))
     np.testing.assert_equal(a, b)  # seeded
     assert a["hot_water_unmet_kwh_th"] == 0.0
     assert a["heat_pump_kwh"] > 0

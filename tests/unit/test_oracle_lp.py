@@ -396,3 +396,58 @@ def test_worker_processes_give_the_same_optimum():
     np.testing.assert_allclose(two.objective, one.objective, rtol=1e-9)
     np.testing.assert_allclose(two.ev_setpoint_w, one.ev_setpoint_w, atol=1e-6)
     assert two.extra["cpu_s"] > 0
+
+
+def test_water_heater_heats_on_the_pv_surplus_hand_value():
+    # 8 one-hour ticks, no load, 2 kW PV in ticks 2-3; import 30, export 10 JPY/kWh.  A
+    # lossless tank (UA 0) at 1 kWh_th, COP 3, 4.5 kW_th (1.5 kW electric), a 3 kWh_th draw
+    # in tick 6; heat left at the end worth 27/3 = 9 JPY/kWh_th.  Heating on the surplus
+    # costs the forgone export 10/3 < 9 per kWh_th, from the grid 30/3 = 10 > 9: the
+    # optimum heats at 1.5 kW in ticks 2 and 3 only (9 kWh_th), exports the remaining
+    # 1 kWh and ends with 1 + 9 - 3 = 7 kWh_th:
+    # J = -10 + 9 x (1 - 7) = -64 JPY.
+    from cps_sim.control.oracle.data import HpwhData
+
+    t_n = 8
+    pv = np.zeros((1, t_n))
+    pv[0, 2:4] = 2000.0
+    draw = np.zeros((1, t_n))
+    draw[0, 6] = 3000.0
+    one = np.ones(1)
+    hw = HpwhData(
+        has=np.array([True]),
+        capacity_wh_per_k=1000.0 * one,
+        ua_w_per_k=0.0 * one,
+        heat_max_w=4500.0 * one,
+        stored_wh_th=1000.0 * one,
+        floor_wh_th=0.0 * one,
+        comfort_wh_th=0.0 * one,
+        max_wh_th=100_000.0 * one,
+        ambient_c=np.full(t_n, 15.0),
+        cold_water_c=17.0,
+        cop=np.full((1, t_n), 3.0),
+        draw_wh_th=draw,
+    )
+    inp = SiteInputs(
+        tick_s=H,
+        load_w=np.zeros((1, t_n)),
+        pv_w=pv,
+        import_price_jpy_per_kwh=np.full(t_n, 30.0),
+        export_price_jpy_per_kwh=np.full(t_n, 10.0),
+        carbon_jpy_per_kwh=np.zeros(t_n),
+        co2_g_per_kwh=np.zeros(t_n),
+        import_limit_w=np.array([np.inf]),
+        export_limit_w=np.array([np.inf]),
+        battery=BatteryData.none(1),
+        hpwh=hw,
+    )
+    s = solve(inp, Objective(terminal_value=27.0, terminal_cop=3.0))
+    want = np.zeros(t_n)
+    want[2:4] = 1500.0
+    np.testing.assert_allclose(s.hpwh_w[0], want, atol=1e-6)
+    assert s.objective[0] == pytest.approx(-64.0, abs=1e-6)
+    assert s.cost_jpy[0] == pytest.approx(-10.0, abs=1e-6)
+    assert s.hpwh_unmet_wh_th[0] == pytest.approx(0.0, abs=1e-6)
+    assert s.hpwh_stored_final_wh_th[0] == pytest.approx(7000.0, abs=1e-3)
+    assert s.hpwh_heat_in_wh_th[0] == pytest.approx(9000.0, abs=1e-3)
+    np.testing.assert_allclose(s.import_wh, 0.0, atol=1e-6)
