@@ -348,6 +348,12 @@ def test_demo_mixed_run_closes_the_loop_and_replays(mosquitto, tmp_path):
                 str(tmp_path / "live"),
                 "--record",
                 str(tmp_path / "rec.parquet"),
+                # 30 simulated s = 0.25 wall s at 120x: a loaded CI machine stalls longer
+                # (staleness has its own test above)
+                "--set",
+                "bridge.devices[0].max_age_s=300",
+                "--set",
+                "bridge.devices[1].max_age_s=300",
                 "-q",
             ],
             capture_output=True,
@@ -368,14 +374,21 @@ def test_demo_mixed_run_closes_the_loop_and_replays(mosquitto, tmp_path):
         assert k[f"bridge_dev_{dev}_stale"] == 0
     assert k["bridge_lab_setpoints_applied"] > 0  # the external controller drove the lab
     assert k["bridge_rejected"] == 0 and abs(k["balance_residual_wh"]) < 1e-3
-    rep = run_replay(tmp_path / "rec.parquet", tmp_path / "replay")
-    assert json.loads((rep.out_dir / "kpis.json").read_text()) == json.loads(
+    # `cps-sim replay` on the live run's results directory (its bridge.parquet)
+    from typer.testing import CliRunner
+
+    from cps_sim.cli import app
+
+    rep = CliRunner().invoke(app, ["replay", str(tmp_path / "live"), "--out", str(tmp_path / "r")])
+    assert rep.exit_code == 0, rep.output
+    assert f"results: {tmp_path / 'r'}" in rep.output
+    assert json.loads((tmp_path / "r" / "kpis.json").read_text()) == json.loads(
         (tmp_path / "live" / "kpis.json").read_text()
     )
     for name in ("timeseries.parquet", "timeseries_groups.parquet", "events.parquet"):
-        assert pq.read_table(rep.out_dir / name).equals(pq.read_table(tmp_path / "live" / name)), (
-            name
-        )
+        assert pq.read_table(tmp_path / "r" / name).equals(
+            pq.read_table(tmp_path / "live" / name)
+        ), name
 
 
 def test_home_assistant_discovery_of_exposed_members(mosquitto, tmp_path):
