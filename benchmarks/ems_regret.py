@@ -131,6 +131,11 @@ def run_variants(sc: Scenario, variants: dict, days: float | None = None) -> dic
             walls = np.asarray(mpc.replan_wall_s)
             row["replans"] = f"{mpc.solves}+{mpc.event_solves}"
             row["ms_per_replan"] = 1000.0 * float(walls.mean()) if walls.size else 0.0
+            if mpc.hpwh_pred_checks:
+                row["tank_err_k"] = (
+                    mpc.hpwh_pred_err_max_k,
+                    mpc.hpwh_pred_err_sum_k / mpc.hpwh_pred_checks,
+                )
         rows.append(row)
     return {
         "rows": rows,
@@ -197,6 +202,16 @@ def markdown(title: str, res: dict) -> str:
         f"JPY/kWh, shortfall penalty {res['penalty']:g} JPY/kWh; LP solved in "
         f"{lp['solve_time_s']:.1f} s."
     )
+    tank = [
+        f"{r['variant']}: max {r['tank_err_k'][0]:.2g} K, mean {r['tank_err_k'][1]:.2g} K"
+        for r in res["rows"]
+        if "tank_err_k" in r
+    ]
+    if tank:
+        note += (
+            " MPC plan vs engine, water-heater tank temperature at each re-plan against the "
+            "previous plan's prediction: " + "; ".join(tank) + "."
+        )
     return "\n".join([f"### {title}", "", head, sep, *body, "", note])
 
 

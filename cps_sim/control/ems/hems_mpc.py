@@ -91,7 +91,12 @@ class MpcState:
     hist: FloatArray | None = None  # (steps per day, n_sites, 2): load, PV seen
     hpwh_w: FloatArray | None = None  # (n_sites, H) water-heater plan, NaN: none
     draw_hist: FloatArray | None = None  # (steps per day, n_units) draws seen [W_th]
-    hpwh_lp_heat_wh_th: float = 0.0  # heat the plans' first steps put in (for stats)
+    hpwh_pred_c: FloatArray | None = None  # (n_sites, H) planned tank temperature, step ends
+    # plan vs engine: |observed tank temperature - the previous plan's prediction| at every
+    # re-plan of a home with a water heater (LP-vs-engine agreement of the tank)
+    hpwh_pred_err_max_k: float = 0.0
+    hpwh_pred_err_sum_k: float = 0.0
+    hpwh_pred_checks: int = 0
     solves: int = 0  # periodic re-plans
     event_solves: int = 0  # re-plans of homes whose plugged-in EVs changed
     sites_planned: int = 0
@@ -270,6 +275,7 @@ class HomeMpc:
             evs=evs,
             trips=trips,
         )
+        self._check_prediction(now_s, obs, sites)
         hw, cop_end = self._hpwh_data(now_s, obs, sites, times)
         if hw is not None:
             inp = replace(inp, hpwh=hw)
@@ -288,6 +294,11 @@ class HomeMpc:
             if st.hpwh_w is None:
                 st.hpwh_w = np.full((n, h), np.nan)
             st.hpwh_w[sites] = sched.hpwh_w
+            if st.hpwh_pred_c is None:
+                st.hpwh_pred_c = np.full((n, h), np.nan)
+            st.hpwh_pred_c[sites] = COLD_WATER_C + sched.hpwh_stored_wh_th / np.maximum(
+                hw.capacity_wh_per_k[:, None], 1e-9
+            )
         if obs.n_evs:
             at = np.isin(obs.ev_site, sites)
             st.ev_in_plan[at] = False
@@ -298,6 +309,32 @@ class HomeMpc:
         st.sites_planned += sites.size
         st.solve_time_s += sched.solve_time_s
         st.replan_wall_s.append(time.perf_counter() - t0)
+
+    def _check_prediction(self, now_s: float, obs: Observation, sites: np.ndarray) -> None:
+        """Compare each planned tank's temperature now with its plan's prediction for the
+        end of the step that ended now (only at step ends, i.e. not for event re-plans
+        inside a step)."""
+        st, c = self.state, self.cfg
+        x = self._hpwh(obs)
+        if x is None or st.hpwh_pred_c is None:
+            return
+        unit_site = x["hpwh_site"]
+        units = np.flatnonzero(np.isin(unit_site, sites))
+        if not units.size:
+            return
+        s = unit_site[units]
+        steps = (now_s - st.plan_start_s[s]) / c.step_s
+        k = np.round(steps).astype(np.int64)
+        ok = (np.abs(steps - k) < 1e-9) & (k >= 1) & (k <= c.horizon_steps)
+        if not ok.any():
+            return
+        pred = st.hpwh_pred_c[s[ok], k[ok] - 1]
+        err = np.abs(x["hpwh_tank_temp_c"][units[ok]] - pred)
+        err = err[np.isfinite(err)]
+        if err.size:
+            st.hpwh_pred_err_max_k = max(st.hpwh_pred_err_max_k, float(err.max()))
+            st.hpwh_pred_err_sum_k += float(err.sum())
+            st.hpwh_pred_checks += int(err.size)
 
     def _hpwh_data(
         self, now_s: float, obs: Observation, sites: np.ndarray, times: FloatArray

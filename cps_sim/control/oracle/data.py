@@ -281,6 +281,7 @@ class OracleSchedule:
     hpwh_heat_in_wh_th: FloatArray | None = None  # (n,) heat put into the tanks
     hpwh_unmet_wh_th: FloatArray | None = None  # (n,) hot water not delivered
     hpwh_stored_final_wh_th: FloatArray | None = None  # (n,) tank heat at the end
+    hpwh_stored_wh_th: FloatArray | None = None  # (n, T) tank heat at each tick end; NaN: none
 
     @property
     def peak_kw(self) -> FloatArray:

@@ -237,6 +237,7 @@ def _hpwh_parts(inp: SiteInputs, mp: dict, x: FloatArray) -> dict:
     n, t_n = inp.n_sites, inp.n_ticks
     hw = np.full((n, t_n), np.nan)
     heat, unmet, final = np.zeros(n), np.zeros(n), np.zeros(n)
+    stored = np.full((n, t_n), np.nan)
     if "hs" in mp:
         hs = mp["hs"]
         w = x[mp["hw"]]
@@ -244,11 +245,13 @@ def _hpwh_parts(inp: SiteInputs, mp: dict, x: FloatArray) -> dict:
         heat[hs] = (w * mp["h_cop"]).sum(axis=1) * inp.tick_s / 3.6
         unmet[hs] = x[mp["hun"]].sum(axis=1) * 1000.0
         final[hs] = x[mp["hst"][:, -1]] * 1000.0
+        stored[hs] = x[mp["hst"]] * 1000.0
     return {
         "hpwh_w": hw,
         "hpwh_heat_in_wh_th": heat,
         "hpwh_unmet_wh_th": unmet,
         "hpwh_stored_final_wh_th": final,
+        "hpwh_stored_wh_th": stored,
     }
 
 
@@ -403,6 +406,7 @@ def _merge(inp: SiteInputs, parts: list, sites: list[IntArray]) -> OracleSchedul
         out.hpwh_heat_in_wh_th = site_arr(False)
         out.hpwh_unmet_wh_th = site_arr(False)
         out.hpwh_stored_final_wh_th = site_arr(False)
+        out.hpwh_stored_wh_th = site_arr(True, np.nan)
     for part, s in zip(parts, sites, strict=True):
         if inp.hpwh is not None and part.hpwh_w is not None:
             for name in (
@@ -410,6 +414,7 @@ def _merge(inp: SiteInputs, parts: list, sites: list[IntArray]) -> OracleSchedul
                 "hpwh_heat_in_wh_th",
                 "hpwh_unmet_wh_th",
                 "hpwh_stored_final_wh_th",
+                "hpwh_stored_wh_th",
             ):
                 getattr(out, name)[s] = getattr(part, name)
         for name in (
