@@ -234,3 +234,14 @@ def test_polled_power_is_the_truth_just_before_each_poll(tmp_path):
         k = int(np.ceil(t / 900.0)) - 1  # the tick just before the poll instant
         np.testing.assert_array_equal(polled, np.rint(net_w[k]))
     assert seen[0][0] == 0.0 and (seen[0][1] == 0).all()  # nothing measured at the start
+
+
+def test_meter_file_is_listed_and_deterministic(tmp_path):
+    p = write(tmp_path, devices="battery: {share: 0.5, capacity_kwh: 5}\n")
+    a, b = run(tmp_path, p, "a"), run(tmp_path, p, "b")
+    assert (a / "smart_meter.parquet").read_bytes() == (b / "smart_meter.parquet").read_bytes()
+    manifest = __import__("json").loads((a / "manifest.json").read_text())
+    assert "smart_meter.parquet" in manifest["files"]
+    # every column carries its unit and description (experiment/columns.py)
+    for f in pq.read_schema(a / "smart_meter.parquet"):
+        assert f.metadata and b"unit" in f.metadata and b"description" in f.metadata, f.name
