@@ -138,6 +138,33 @@ SYSTEM_COLUMNS: tuple[Column, ...] = (
     Column("system_utility_pv_w", "W", "Utility PV."),
     Column("system_residual_demand_w", "W", "Demand − wind − utility PV − the sites' feed-in."),
     Column(
+        "system_storage_absorbed_w",
+        "W",
+        "Grid storage charging from the surplus (renewables and must-run above demand) that "
+        "would otherwise be exported, curtailed or overgenerated; written with named storage "
+        "units.",
+    ),
+    Column(
+        "system_storage_<unit>_absorbed_w",
+        "W",
+        "The part of system_storage_absorbed_w that one named storage unit took (in proportion "
+        "to its charging power).",
+    ),
+    Column(
+        "system_storage_<unit>_soh",
+        "1",
+        "State of health of a named storage unit at the tick's end: capacity / the cells' "
+        "original capacity (starts at its initial_soh).",
+    ),
+    Column(
+        "system_storage_<unit>_stored_wh", "Wh", "Energy stored in a named unit at the tick's end."
+    ),
+    Column(
+        "system_storage_<unit>_w",
+        "W (signed)",
+        "Power of a named storage unit, + charging / − discharging.",
+    ),
+    Column(
         "system_<technology>_w", "W", "Generation of one plant technology (e.g. system_coal_w)."
     ),
     Column("system_plants_w", "W", "Generation of all plants."),

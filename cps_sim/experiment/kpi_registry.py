@@ -595,6 +595,80 @@ SYSTEM_FY = Family(
     "equal the run's system KPIs (tested).",
 )
 
+_U = "system_storage_<unit>_"
+STORAGE_UNITS = Family(
+    "storage_units",
+    "Named grid-storage units",
+    "`system.storage[*].name` (e.g. a new and a second-life battery side by side)",
+    "timeseries.parquet (system_storage_<unit>_* columns) and the unit's settings",
+    (
+        Kpi(
+            "system_storage_absorbed_mwh",
+            "MWh",
+            "Σ system_storage_absorbed_w · h / 1e6",
+            "Surplus (renewables and must-run above demand) that all grid storage took "
+            "instead of it being exported, curtailed or overgenerated.",
+        ),
+        Kpi(
+            _U + "charge_mwh",
+            "MWh",
+            "Σ max(system_storage_<unit>_w, 0) · h / 1e6",
+            "Energy the unit took (AC).",
+        ),
+        Kpi(
+            _U + "discharge_mwh",
+            "MWh",
+            "Σ max(−system_storage_<unit>_w, 0) · h / 1e6",
+            "Energy the unit gave back (AC): the energy it shifted.",
+        ),
+        Kpi(
+            _U + "absorbed_surplus_mwh",
+            "MWh",
+            "Σ system_storage_<unit>_absorbed_w · h / 1e6",
+            "Surplus the unit absorbed (curtailment avoided when there is no export).",
+        ),
+        Kpi(
+            _U + "soh_start",
+            "1",
+            "storage.initial_soh",
+            "State of health at the start (share of the cells' original capacity).",
+        ),
+        Kpi(_U + "soh_end", "1", "last system_storage_<unit>_soh", "State of health at the end."),
+        Kpi(
+            _U + "fade",
+            "1",
+            "soh_start − soh_end",
+            "Capacity fade over the run, in points of the original capacity.",
+        ),
+        Kpi(
+            _U + "capacity_lost_mwh",
+            "MWh",
+            "fade · energy_mwh / initial_soh",
+            "Capacity lost over the run.",
+        ),
+        Kpi(
+            _U + "equivalent_full_cycles",
+            "1",
+            "(charge_mwh + discharge_mwh) / (2 · energy_mwh)",
+            "AC throughput in full cycles of the capacity at the start.",
+        ),
+        Kpi(
+            _U + "capex_share_jpy",
+            "JPY",
+            "capex_jpy_per_kwh · energy_mwh · 1000 · run years / lifetime_years",
+            "Capital cost charged to the run (straight line over lifetime_years, no "
+            "discounting; run years = ticks · h / 8760). Only with capex_jpy_per_kwh.",
+        ),
+        Kpi(
+            _U + "cost_jpy_per_mwh_shifted",
+            "JPY/MWh",
+            "capex_share_jpy / discharge_mwh (NaN when nothing was discharged)",
+            "Capital cost per MWh the unit shifted in time (charging energy and losses "
+            "are not priced). Only with capex_jpy_per_kwh.",
+        ),
+    ),
+)
+
 VPP = Family(
     "vpp",
     "VPP",
@@ -766,6 +840,7 @@ FAMILIES: tuple[Family, ...] = (
     SPACE,
     AGEING,
     SYSTEM_FY,
+    STORAGE_UNITS,
     SYSTEM,
     VPP,
     BALANCING,

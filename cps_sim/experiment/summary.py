@@ -460,6 +460,26 @@ def _grid_storage_block(k: dict[str, float]) -> Block:
         key="system_storage_discharge_mwh",
     )
     b.add("min SoC", k["system_storage_min_soc"], "%", ".1f", key="system_storage_min_soc")
+    units = sorted(
+        {
+            key[15:-10]
+            for key in k
+            if key.startswith("system_storage_") and key.endswith("_soh_start")
+        }
+    )
+    for u in units:  # named units: fade, what they absorbed and shifted, and at what cost
+        p = f"system_storage_{u}_"
+        cost = k.get(p + "cost_jpy_per_mwh_shifted")
+        b.text(
+            u,
+            f"SoH {100 * k[p + 'soh_start']:.1f} -> {100 * k[p + 'soh_end']:.1f} %, "
+            f"absorbed {k[p + 'absorbed_surplus_mwh']:,.0f} MWh, "
+            f"shifted {k[p + 'discharge_mwh']:,.0f} MWh, "
+            f"{k[p + 'equivalent_full_cycles']:,.0f} cycles"
+            + ("" if cost is None else f", {cost:,.0f} JPY/MWh shifted"),
+        )
+        for q in ("soh_end", "fade", "absorbed_surplus_mwh", "discharge_mwh"):
+            b.values[p + q] = k.get(p + q, 0.0)
     return b
 
 

@@ -189,12 +189,24 @@ def storage_population(spec: SystemSpec) -> ag.AgedBatteries | None:
                       for s, a in zip(spec.storage, pop.params.ageing_scale, strict=True)])
     if np.all(soh == 1.0) and np.array_equal(scale, pop.params.ageing_scale):
         return pop
-    # a used pack: the loss so far sits in the ageing state (half calendar, half cycle),
-    # so the power laws continue from it (equivalent-time rule); capacity stays energy_mwh
-    loss = 1.0 - soh
-    state = replace(pop.state, nominal_capacity_wh=pop.spec.capacity_wh / soh,
+    # a used pack, soh_history "continue": the loss so far sits in the ageing state (half
+    # calendar, half cycle) and the power laws go on from it (equivalent-time rule);
+    # "restart": the laws start again from the pack's present capacity (as new cells).
+    # The capacity at the start is energy_mwh either way.
+    cont = np.array([s.soh_history == "continue" for s in spec.storage])
+    loss = np.where(cont, 1.0 - soh, 0.0)
+    state = replace(pop.state,
+                    nominal_capacity_wh=np.where(cont, pop.spec.capacity_wh / soh,
+                                                 pop.spec.capacity_wh),
                     q_loss_cal=0.5 * loss, q_loss_cyc=0.5 * loss)
     return replace(pop, params=replace(pop.params, ageing_scale=scale), state=state)
+
+
+def storage_soh_factor(spec: SystemSpec) -> FloatArray:
+    """Multiplies the ageing model's capacity/nominal to give SoH against the cells'
+    original capacity: initial_soh for soh_history "restart", else 1."""
+    return np.array([s.initial_soh if s.soh_history == "restart" else 1.0
+                     for s in spec.storage])
 
 
 def electrolyser_population(spec: SystemSpec) -> el.ElectrolyserSpec | None:
@@ -263,6 +275,7 @@ class SystemHook:
         self._tech_idx = {t: np.flatnonzero(np.asarray(self.fleet.technology) == t)
                           for t in self.technologies}
         self.storage = storage_population(spec)
+        self._soh_factor = storage_soh_factor(spec)
         self._named_storage = [(i, s.name) for i, s in enumerate(spec.storage)
                                if s.name is not None]
         self.elec_spec = electrolyser_population(spec)
@@ -388,7 +401,7 @@ class SystemHook:
             total = float(charging.sum())
             # surplus charging is shared over the units as their charging power is
             share = float(res.storage_surplus_charge_w) / total if total > 0 else 0.0
-            soh = self.storage.state.state_of_health(self.storage.spec)
+            soh = self._soh_factor * self.storage.state.state_of_health(self.storage.spec)
             cols["system_storage_absorbed_w"] = float(res.storage_surplus_charge_w)
             for i, name in self._named_storage:
                 cols[f"system_storage_{name}_w"] = float(unit_w[i])

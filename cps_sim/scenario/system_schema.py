@@ -214,9 +214,14 @@ class StorageSpec(_Model):
     initial_soh: float = Field(1.0, ge=0.3, le=1, description="Battery only: state of health "
                                "at the start, as a share of the cells' original capacity "
                                "(second-life EV packs ~0.7-0.8). energy_mwh is the capacity "
-                               "at the start; the loss so far is put into the ageing model's "
-                               "state, half calendar and half cycle (ASSUMPTION), and ageing "
-                               "continues from there (models/battery_ageing.py).")
+                               "at the start; how ageing goes on: soh_history "
+                               "(models/battery_ageing.py).")
+    soh_history: Literal["continue", "restart"] = Field(
+        "continue", description="Battery with initial_soh < 1: continue = the loss so far is "
+        "put into the ageing state (half calendar, half cycle; ASSUMPTION) and the power laws "
+        "go on from there, which is slow (they flatten with age; BLAST-Lite has no knee); "
+        "restart = the laws start again from the pack's present capacity, as for new cells "
+        "(a pessimistic bound). SoH is reported against the original capacity either way.")
     ageing_scale: float | None = Field(None, ge=0, le=10, description="Battery only: "
                                        "multiplier on the calendar and cycle fade rates; "
                                        "default 1.0 (preset grid; the second_life preset uses "
@@ -233,6 +238,9 @@ class StorageSpec(_Model):
         if self.kind == "battery" and self.round_trip_efficiency is not None:
             raise ValueError("round_trip_efficiency applies to pumped_hydro only (the battery "
                              "uses the 'grid' preset: ~86 % AC round trip)")
+        if self.name in ("absorbed", "soc"):
+            raise ValueError(f"name {self.name!r} is reserved (system_storage_{self.name}_* "
+                             "is a column of all storage)")
         if self.kind != "battery" and (self.initial_soh != 1.0 or self.ageing_scale is not None):
             raise ValueError("initial_soh and ageing_scale apply to kind: battery only "
                              "(pumped hydro does not age)")
