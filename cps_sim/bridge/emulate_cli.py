@@ -14,6 +14,7 @@ from typing import Any
 
 from cps_sim.bridge.emulate import EmulatorConfig, EmulatorFleet, resolve_kind
 from cps_sim.core.errors import BridgeError
+from cps_sim.core.files import write_text_atomic
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ms|s|m|min|h|d)?\s*$")
 _UNIT_S = {None: 1.0, "s": 1.0, "ms": 1e-3, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
@@ -147,7 +148,5 @@ def run_emulate(
     summary = fleet.summary()
     print(json.dumps(summary), flush=True)
     if summary_json is not None:
-        tmp = Path(str(summary_json) + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, summary_json)
+        write_text_atomic(summary_json, json.dumps(summary, indent=2))
     return summary

@@ -50,6 +50,7 @@ from cps_sim.bridge.transport import (
     poll_period,
 )
 from cps_sim.core.errors import BridgeError, ResultsError, ScenarioError
+from cps_sim.core.files import write_atomic
 from cps_sim.experiment.progress import progress_enabled
 from cps_sim.scenario.bridge_schema import BridgeDeviceSpec, BridgeSpec
 from cps_sim.scenario.schema import Scenario
@@ -436,9 +437,7 @@ def _write_recording(path: Path, tr: MqttTransport, meta: dict[str, Any]) -> Non
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(path.name + ".part")
-        pq.write_table(table, part)
-        os.replace(part, path)
+        write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     except OSError as exc:
         raise ResultsError(f"{path}: cannot write the recording: {exc.strerror or exc}") from None
 

@@ -33,7 +33,6 @@ or DuckDB, together with the runs' time series (hive partitioning turns the
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cps_sim.core.errors import ResultsError
+from cps_sim.core.files import write_atomic
 from cps_sim.experiment.sweep_spec import RESERVED_COLUMNS
 from cps_sim.experiment.worker import failed_path, read_record
 
@@ -130,18 +130,7 @@ def write_catalog(out: str | Path, df: pd.DataFrame | None = None) -> Path:
     meta[b"cps_sim.param_columns"] = json.dumps(read_plan(out)["param_columns"]).encode()
     table = table.replace_schema_metadata(meta)
     path = out / CATALOG
-    from cps_sim.experiment.outdir import TMP, owned_name
-
-    tmp = out / owned_name(TMP, CATALOG)
-    try:
-        pq.write_table(table, tmp)
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_catalog(out: str | Path) -> pd.DataFrame:

@@ -25,19 +25,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from cps_sim.core.errors import ResultsError
+from cps_sim.core.files import PREFIX, host_tag
 from cps_sim.experiment.summary import BLOCK_PLOT_FILES
 
 MARKER = "cps_sim"  # key in manifest.json (runs) and plan.json (sweeps)
-PREFIX = ".cps_sim-"
-STAGING = f"{PREFIX}staging"
-TMP = f"{PREFIX}tmp"
 # What `cps-sim report` writes into RESULTS_DIR/report (a report folder may be replaced
 # with a run result when it holds only these).
 REPORT_FILES = (
@@ -55,15 +51,6 @@ REPORT_FILES = (
     )
     | BLOCK_PLOT_FILES
 )
-
-
-def _host() -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40]
-
-
-def owned_name(kind: str, name: str) -> str:
-    """A temporary name owned by this process: ``.cps_sim-<kind>.<pid>.<host>.<uuid>.<name>``."""
-    return f"{kind}.{os.getpid()}.{_host()}.{uuid.uuid4().hex[:8]}.{name}"
 
 
 def _owner(entry: str) -> tuple[int, str] | None:
@@ -97,7 +84,7 @@ def clean_stale(folder: Path) -> list[Path]:
         entries = os.listdir(folder)
     except OSError:
         return removed
-    host = _host()
+    host = host_tag()
     for entry in entries:
         owner = _owner(entry)
         if owner is None or owner[1] != host or _alive(owner[0]) or owner[0] == os.getpid():

@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from cps_sim.core.errors import ResultsError
+from cps_sim.core.files import write_text_atomic
 
 SWEEP_KPIS = ("self_sufficiency", "self_consumption", "cost_jpy", "co2_kg", "peak_import_kw",
               "grid_import_kwh", "unserved_kwh", "ev_unmet_at_departure_kwh")
@@ -404,6 +405,4 @@ def _write_html(path: Path, title: str, body: list[str]) -> None:
     doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
            f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
            + "\n".join(body) + "</body></html>\n")
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, doc)

@@ -15,19 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cps_sim.core.errors import ResultsError
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+from cps_sim.core.files import STAGING, TMP, fsync_dir, owned_name
 
 
 @contextlib.contextmanager
@@ -51,7 +39,7 @@ def atomic_directory(final: Path, recheck: Callable[[Path], object] | None = Non
     parent = final.parent
     created = outdir.make_parents(parent)
     outdir.clean_stale(parent)
-    tmp = parent / outdir.owned_name(outdir.STAGING, final.name)
+    tmp = parent / owned_name(STAGING, final.name)
     try:
         tmp.mkdir()
     except OSError as exc:
@@ -65,7 +53,7 @@ def atomic_directory(final: Path, recheck: Callable[[Path], object] | None = Non
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if recheck is not None:
             try:
                 recheck(final)
@@ -77,7 +65,7 @@ def atomic_directory(final: Path, recheck: Callable[[Path], object] | None = Non
         old = None
         try:
             if final.exists() and any(final.iterdir()):
-                old = parent / outdir.owned_name(outdir.TMP, final.name)
+                old = parent / owned_name(TMP, final.name)
                 os.replace(final, old)
             os.replace(tmp, final)
         except OSError as exc:  # keep what was computed, where the user sees it
@@ -91,7 +79,7 @@ def atomic_directory(final: Path, recheck: Callable[[Path], object] | None = Non
                 keep = True
             raise ResultsError(f"{final}: cannot put the results in place: {exc.strerror}; "
                                f"the new results are in {kept}") from None
-        _fsync_dir(parent)
+        fsync_dir(parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import cps_sim
 from cps_sim.core.errors import CpsSimError, ResultsError
+from cps_sim.core.files import write_atomic, write_json_atomic
 from cps_sim.experiment import executors
 from cps_sim.experiment.catalog import CATALOG, PLAN, build_catalog, read_plan, write_catalog
 from cps_sim.experiment.outdir import MARKER
@@ -49,7 +50,6 @@ from cps_sim.experiment.worker import (
     read_record,
     record_failure,
     run_dir,
-    write_json_atomic,
 )
 
 LOCK = ".cps_sim-lock"
@@ -248,14 +248,7 @@ def _prepare(out: Path, plan: Plan, resume: bool) -> list[str]:
     shutil.rmtree(out / INFLIGHT, ignore_errors=True)
     damaged = _verify_finished(out, plan) if resume else []
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    from cps_sim.experiment.outdir import TMP, owned_name
-
-    tmp = out / owned_name(TMP, "sweep.yaml")
-    try:
-        shutil.copyfile(plan.sweep_file, tmp)
-        os.replace(tmp, out / "sweep.yaml")
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(out / "sweep.yaml", lambda tmp: shutil.copyfile(plan.sweep_file, tmp))
     write_json_atomic(out / PLAN, record)
     return damaged
 

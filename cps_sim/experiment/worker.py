@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cps_sim.core.files import STAGING, fsync_dir, owned_name, write_json_atomic
+
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 Runner = Callable[..., Any]
@@ -58,41 +60,12 @@ def inflight_path(out: Path, run_id: str) -> Path:
     return out / INFLIGHT / f"{run_id}.json"
 
 
-def write_json_atomic(path: Path, obj: Any, durable: bool = True) -> None:
-    """Write JSON to ``path`` via a temp file in the same folder (fsync if durable), rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from cps_sim.experiment.outdir import TMP, owned_name
-
-    tmp = path.with_name(owned_name(TMP, path.name))
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1, sort_keys=True, default=str)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _fsync_tree(root: Path) -> None:
     for p in sorted(root.rglob("*")):
         if p.is_file():
             with p.open("rb") as fh:
                 os.fsync(fh.fileno())
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 @contextlib.contextmanager
@@ -202,8 +175,6 @@ def execute_run(task: dict[str, Any], out_root: str, runner: Runner | None = Non
     if existing is not None:
         existing["skipped"] = True
         return existing
-    from cps_sim.experiment.outdir import STAGING, owned_name
-
     inflight = inflight_path(out, run_id)
     staging = out / "runs" / owned_name(STAGING, run_id)
     t0 = time.perf_counter()
@@ -241,7 +212,7 @@ def execute_run(task: dict[str, Any], out_root: str, runner: Runner | None = Non
                 done["skipped"] = True
                 return done
             raise
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         failed_path(out, run_id).unlink(missing_ok=True)
         return rec
     except Exception as exc:  # a run's fault is recorded, never propagated
