@@ -67,8 +67,8 @@ from cps_sim.core.environment import make_env
 from cps_sim.core.units import SECONDS_PER_HOUR, WH_PER_KWH
 from cps_sim.experiment.recorder import Recorder
 from cps_sim.scenario.schema import Scenario
-from cps_sim.world.build import build_world
 from cps_sim.world.group import DEPARTURE, IX
+from cps_sim.world.run import start_run
 
 ENV_ID = "cps_sim/Hems-v0"
 
@@ -170,10 +170,6 @@ class CpsSimEnv(gymnasium.Env):
         world_seed = int(seed) if seed is not None else int(
             self.np_random.integers(0, 2**63 - 1))
         sc = self.scenario.model_copy(update={"seed": world_seed})
-        self.world = world = build_world(sc, self.base_dir)
-        self.group = world.group(self.group_name)
-        self.sim = make_env("fast")
-        self.recorder = Recorder(world)
         self._cost_jpy = 0.0
         self._import_wh = 0.0
         self._export_wh = 0.0
@@ -189,7 +185,11 @@ class CpsSimEnv(gymnasium.Env):
             self._cost_jpy += (imp * world.import_price_jpy_per_kwh[r.k]
                                - exp * world.export_price_jpy_per_kwh[r.k]) / WH_PER_KWH
 
-        world.start(self.sim, on_tick)
+        run = start_run(sc, on_tick, base_dir=self.base_dir, env=make_env("fast"))
+        self.world = world = run.world
+        self.sim = run.env
+        self.group = world.group(self.group_name)
+        self.recorder = Recorder(world)
         self._drain(0.0)
         g = self.group
         if g.evs is not None and g.evs.n:

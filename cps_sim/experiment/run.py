@@ -17,20 +17,18 @@ import pyarrow.parquet as pq
 import simpy
 
 from cps_sim import __version__
-from cps_sim.core.environment import make_env
-from cps_sim.core.errors import DiskFullError, ResultsError, ScenarioError, SimulationError
+from cps_sim.core.errors import DiskFullError, ResultsError, ScenarioError
 from cps_sim.experiment.expect import ExpectationReport, check_run
 from cps_sim.experiment.progress import TickProgress, progress_enabled
 from cps_sim.experiment.recorder import SIGN_NOTE, Recorder
 from cps_sim.experiment.results import atomic_directory, write_json, write_parquet
 from cps_sim.scenario.loader import load_scenario
 from cps_sim.scenario.schema import Scenario
-from cps_sim.world.build import build_world
+from cps_sim.world.run import start_run
 from cps_sim.world.world import TickResult, World
 
 PACKAGES = ("numpy", "pandas", "simpy", "pyarrow", "pydantic", "pvlib", "pyyaml", "paho-mqtt")
 # Energy conservation tolerance per tick: relative to the energy that moved.
-RESIDUAL_REL_TOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -91,26 +89,22 @@ def simulate(scenario: Scenario, *, quiet: bool = True,
     from cps_sim.experiment.memory import check_fits
 
     check_fits(scenario)  # refuse a run too large for memory before building anything
-    world = build_world(scenario, base_dir)
-    env = env if env is not None else make_env(scenario.mode, scenario.speed)
+
+    def _on_tick(r: TickResult) -> None:
+        recorder.on_tick(r)
+        if on_tick is not None:
+            on_tick(world, r)
+        bar.update(r.k + 1)
+
+    run = start_run(scenario, _on_tick, base_dir=base_dir, env=env, transport=transport)
+    world = run.world
     recorder = Recorder(world)
     recorder.interrupted = False
     with TickProgress(world.n_ticks, scenario.name, progress_enabled(quiet)) as bar:
-        def _on_tick(r):
-            scale = max(abs(v) for v in r.flows_wh.values()) + world.stored_wh() * 1e-3 + 1.0
-            if abs(r.residual_wh) > RESIDUAL_REL_TOL * scale * 1e3:
-                raise SimulationError(
-                    f"energy balance broken in tick {r.k}: residual {r.residual_wh:.6g} Wh")
-            recorder.on_tick(r)
-            if on_tick is not None:
-                on_tick(world, r)
-            bar.update(r.k + 1)
-
-        world.start(env, _on_tick, transport=transport)
         if setup is not None:
-            setup(env, world)
+            setup(run.env, world)
         try:
-            env.run(until=scenario.duration_s + scenario.tick_s * 0.5)
+            run.run_to_end()
         except KeyboardInterrupt:
             if not interruptible:
                 raise

@@ -64,20 +64,18 @@ def baseline_plan_wh(scenario: Any, members: list[str], slot_s: float,
     """Net import [Wh] per slot of ``members`` with the scenario run without VPP and
     balancing group (a perfect forecast of the uncontrolled groups)."""
     from cps_sim.core.environment import make_env
-    from cps_sim.world.build import build_world
+    from cps_sim.world.run import start_run
 
     drop = {k: None for k in ("vpp", "balancing_group") if k in type(scenario).model_fields}
     sc = scenario.model_copy(update=drop) if drop else scenario
-    world = build_world(sc, base_dir)
-    env = make_env("fast")
-    per_tick = np.zeros(world.n_ticks)
 
     def on_tick(r) -> None:
         per_tick[r.k] = members_net_wh(r.by_group, members)
 
-    world.start(env, on_tick)
-    env.run(until=sc.duration_s + 1)
-    return _to_slots(per_tick, world.tick_s, slot_s)
+    run = start_run(sc, on_tick, base_dir=base_dir, env=make_env("fast"))
+    per_tick = np.zeros(run.world.n_ticks)
+    run.run_to_end()
+    return _to_slots(per_tick, run.world.tick_s, slot_s)
 
 
 def _to_slots(per_tick_wh: np.ndarray, tick_s: float, slot_s: float) -> np.ndarray:
