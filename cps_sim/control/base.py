@@ -19,6 +19,19 @@ it receives setpoint messages, keeps the newest valid one
 (:class:`~cps_sim.core.bus.SetpointHolder`), applies it to the world, and
 applies the *safe behaviour* once the setpoint is older than its ``ttl_s``.
 
+**One shape for the three control loops** — observe, ``decide(now_s, observations)
+-> setpoints``, publish one setpoint message per group:
+
+* :func:`controller_process` (EV strategies, schedules, HEMS/BEMS/FEMS): one group,
+  ``decide(now_s, Observation) -> setpoints`` (:class:`Controller`);
+* :func:`cps_sim.control.ems.cems.cems_process` (CEMS) and
+  :meth:`cps_sim.control.vpp_runtime.VppRuntime.process` (VPP aggregator): several
+  groups, ``decide(now_s, {group: Observation}) -> {group: setpoints}``
+  (:class:`GroupsController`).
+
+``decide`` never publishes and never sees a ``SiteGroup``: observations carry the
+device limits and the model functions (``Observation.battery_range_w``).
+
 The world is anything with ``advance_to(t_s)``, ``observe(group) ->
 Observation`` and ``apply(group, ev_setpoint_w=None, battery_setpoint_w=None,
 import_limit_w=None)``; both processes integrate the world to ``env.now``
@@ -51,6 +64,16 @@ class Controller(Protocol):
     interval_s: float
 
     def decide(self, now_s: float, observation: Observation) -> dict[str, np.ndarray]: ...
+
+
+class GroupsController(Protocol):
+    """A controller of several groups at once (CEMS, VPP aggregator)."""
+
+    name: str
+    interval_s: float
+
+    def decide(self, now_s: float, observations: Mapping[str, Observation]
+               ) -> dict[str, dict[str, np.ndarray]]: ...
 
 
 class ControlledWorld(Protocol):

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,7 +267,10 @@ class VppRuntime:
             if now >= self.end_s:
                 return
             self._auto_request(now)
-            self._decide(now)
+            obs = {g.name: self.world.observe(g.name) for g in self.groups}
+            ttl = float(self.spec.ttl_s or 3.0 * self.interval_s)
+            for name, sp in self.decide(now, obs).items():
+                self.transport.publish(Topics.setpoints(name), {**sp, "ttl_s": ttl})
             yield env.timeout(self._next_wake(now) - now)
 
     def _auto_request(self, now: float) -> None:
@@ -294,10 +297,16 @@ class VppRuntime:
         self.requests.append(r)
         self._last_auto = r
 
-    def _decide(self, now: float) -> None:
-        world = self.world
+    def decide(self, now_s: float, observations: Mapping[str, Observation]
+               ) -> dict[str, dict[str, np.ndarray]]:
+        """The aggregator's decision, the same shape as every control loop's
+        (:mod:`cps_sim.control.base`): ``{group: Observation} -> {group: setpoints}``.
+        Setpoints go only to the groups whose devices must change (a request, its end, or
+        a base strategy); the caller publishes them.  Updates the interval bookkeeping."""
+        now = now_s
+        out: dict[str, dict[str, np.ndarray]] = {}
         active = [r for r in self.requests if r.active(now)]
-        obs = [world.observe(g.name) for g in self.groups]
+        obs = [observations[g.name] for g in self.groups]
         for g, o in zip(self.groups, obs, strict=True):
             if not active or g.sh_ev_wh is None:  # a new request episode: shadow = actual
                 g.sh_ev_wh = o.ev_energy_wh.copy()
@@ -308,10 +317,11 @@ class VppRuntime:
                 g.obs0 = None
                 g.sh_ev_wh = g.sh_bat_wh = None
                 if g.base is not None or g.pinned:
-                    self._publish(g, ev_b, np.zeros(o.n_sites), follow=not g.bat_rule)
+                    out[g.name] = self._setpoints(ev_b, np.zeros(o.n_sites),
+                                                  follow=not g.bat_rule)
                     g.pinned = False
             self._current = None
-            return
+            return out
         first = min(active, key=lambda r: (r.start_s, r.id))
         direction = first.direction
         serve = [r for r in active if r.direction == direction]
@@ -336,7 +346,7 @@ class VppRuntime:
             moved = d.ev_delta_w != 0
             ev_sp = np.where(moved, ev_on + d.ev_delta_w, ev_b)
             bat_sp = np.where(g.has_battery, bat_b + d.battery_delta_w, 0.0)
-            self._publish(g, ev_sp, bat_sp, follow=g.has_battery)
+            out[g.name] = self._setpoints(ev_sp, bat_sp, follow=g.has_battery)
             g.pinned = True
             g.obs0 = o
             g.ev_mask = moved & o.ev_plugged
@@ -344,6 +354,7 @@ class VppRuntime:
             g.bat_mask = g.has_battery.copy()
             g.bat_base_w = bat_b
         self._current = _Interval(now, direction, serve, power, total_avail, total)
+        return out
 
     def _baseline(self, g: VppGroup, o: Observation, now: float
                   ) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -372,13 +383,11 @@ class VppRuntime:
         bat_b = np.where(g.has_battery & g.bat_rule, np.clip(-net, lo, hi), 0.0)
         return ev_b, ev_on, bat_b
 
-    def _publish(self, g: VppGroup, ev_sp: FloatArray, bat_sp: FloatArray,
-                 follow: np.ndarray | bool) -> None:
+    @staticmethod
+    def _setpoints(ev_sp: FloatArray, bat_sp: FloatArray, follow: np.ndarray | bool
+                   ) -> dict[str, np.ndarray]:
         """``follow``: sites whose battery follows ``bat_sp`` (the others: built-in rule)."""
-        payload: dict[str, Any] = {"ev_setpoint_w": np.asarray(ev_sp, float),
-                                   **battery_setpoints(bat_sp, follow),
-                                   "ttl_s": float(self.spec.ttl_s or 3.0 * self.interval_s)}
-        self.transport.publish(Topics.setpoints(g.name), payload)
+        return {"ev_setpoint_w": np.asarray(ev_sp, float), **battery_setpoints(bat_sp, follow)}
 
     def _close_interval(self, now: float) -> None:
         cur = self._current

@@ -10,7 +10,8 @@ validated scenario and reports, with the path of each problem:
   group (site indices of ``bridge:`` are checked by the bridge's own schema);
 * blocks that need another block: ``vpp.absorb_system_curtailment`` needs
   ``system:``; a group belongs to at most one EMS and then has no
-  ``control.ev_strategy`` of its own;
+  ``control.ev_strategy`` of its own; a VPP group with EVs has no
+  ``control.ev_strategy`` either (the aggregator drives them; ``vpp.base_strategy``);
 * files: every field called ``file``, ``csv`` or ending in ``_file`` /
   ``_csv`` must name an existing file (relative to the scenario's folder);
 * catalog names: ``sites[*].ev.models`` must name vehicle classes of
@@ -98,8 +99,28 @@ def reference_issues(scenario: Any, base_dir: Path | None) -> list[tuple[Loc, st
         out.append((("vpp", "absorb_system_curtailment"), "absorbs the system layer's "
                     "curtailment, but the scenario has no system: block (add one, or remove "
                     "absorb_system_curtailment)"))
+    out += _vpp_strategy_issues(scenario)
     out += _catalog_issues(scenario)
     out += _meter_issues(scenario)
+    return out
+
+
+def _vpp_strategy_issues(scenario: Any) -> list[tuple[Loc, str]]:
+    """A VPP group's EVs are driven by the aggregator (and its ``base_strategy``): the
+    group may not also have a ``control.ev_strategy`` of its own."""
+    vpp = getattr(scenario, "vpp", None)
+    if vpp is None:
+        return []
+    with_evs = {g.name for g in scenario.sites if getattr(g, "ev", None) is not None}
+    out: list[tuple[Loc, str]] = []
+    for i, name in enumerate(vpp.groups):
+        if name not in with_evs:
+            continue
+        strategy = scenario.control.for_group(name).ev_strategy
+        if strategy is not None:
+            out.append((("vpp", "groups", i), f"group {name!r} already has the EV strategy "
+                        f"{strategy!r} under control:; two controllers cannot drive one group "
+                        "— remove it there and set vpp.base_strategy instead"))
     return out
 
 

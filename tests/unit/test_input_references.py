@@ -49,6 +49,8 @@ CASES = [
      "belongs to two EMS"),
     ("control: {ev_strategy: pv}\nems: {homes: {kind: hems}}\n", "ems.homes",
      "also has control.ev_strategy"),
+    ("control: {ev_strategy: pv}\nvpp: {groups: [shops, homes]}\n", "vpp.groups[1]",
+     "already has the EV strategy 'pv'"),
     ("weather: {source: epw, file: nowhere.epw}\n", "weather.file", "file not found"),
     ("tariff: {type: dynamic, prices_csv: prices.csv}\n", "tariff.prices_csv",
      "file not found"),
