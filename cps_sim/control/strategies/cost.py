@@ -82,20 +82,20 @@ def plan_charge_w(now_s: float, obs: Observation, cfg: StrategyConfig, departure
     cap_wh = np.where(active[:, None], rate[:, None] * avail_h, 0.0)
     surplus_w = surplus_fn(starts) if surplus_fn is not None else None
     if surplus_w is None:
-        tier_price = prices[None, :, None] * np.ones((n, 1, 1))
+        tier_price = prices[:, None]
         tier_cap = cap_wh[:, :, None]
     else:
         tier_price, tier_cap, share_now, opp_now = _surplus_tiers(
             now_s, obs, cfg, starts, prices, cap_wh, avail_h, surplus_w, plugged_room)
-    k = tier_price.shape[2]
-    flat_price = tier_price.reshape(n, -1)  # slot-major: ties keep the earlier slot first
-    flat_cap = tier_cap.reshape(n, -1)
-    order = np.argsort(flat_price, axis=1, kind="stable")
-    cap_sorted = np.take_along_axis(flat_cap, order, axis=1)
+    k = tier_price.shape[1]
+    # the tier prices are the same for every EV, so one stable sort orders all of them
+    # (slot-major: ties keep the earlier slot first); only the capacities differ
+    order = np.argsort(tier_price.reshape(-1), kind="stable")
+    cap_sorted = tier_cap.reshape(n, -1)[:, order]
     before = np.cumsum(cap_sorted, axis=1) - cap_sorted
     alloc_sorted = np.clip(needed_grid_wh[:, None] - before, 0.0, cap_sorted)
     alloc = np.empty_like(alloc_sorted)
-    np.put_along_axis(alloc, order, alloc_sorted, axis=1)
+    alloc[:, order] = alloc_sorted
     alloc_now = alloc[:, :k].sum(axis=1)
     h_now = avail_h[:, 0]
     p = np.divide(alloc_now, h_now, out=np.zeros(n), where=h_now > 0)
@@ -119,9 +119,9 @@ def plan_charge_w(now_s: float, obs: Observation, cfg: StrategyConfig, departure
 
 
 def _surplus_tiers(now_s, obs, cfg, starts, prices, cap_wh, avail_h, surplus_w, plugged):
-    """Per EV and slot: (price, capacity [Wh]) of the tiers free surplus, exported
-    surplus and grid (n_evs, n_slots, 3); the EV's surplus share now [W] and its
-    opportunity cost [JPY/kWh]."""
+    """The tiers free surplus, exported surplus and grid: their price per slot (n_slots, 3;
+    the same for every EV) and capacity [Wh] per EV and slot (n_evs, n_slots, 3); the
+    EV's surplus share now [W] and its opportunity cost [JPY/kWh]."""
     n = obs.n_evs
     n_slots = starts.size
     sur = np.zeros((obs.n_sites, n_slots))
@@ -142,8 +142,7 @@ def _surplus_tiers(now_s, obs, cfg, starts, prices, cap_wh, avail_h, surplus_w, 
         p_exp = np.asarray(cfg.export_price_forecast(starts), float).reshape(n_slots)
     else:
         p_exp = np.full(n_slots, float(np.mean(obs.export_price_jpy_per_kwh)))
-    price = np.stack(np.broadcast_arrays(np.zeros((n, n_slots)), p_exp[None, :],
-                                         prices[None, :]), axis=2)
+    price = np.stack([np.zeros(n_slots), p_exp, prices], axis=1)
     cap = np.stack([free_wh, paid_wh, grid_wh], axis=2)
     share_now = share_by_weight(obs, sur[:, 0], weight)
     opp_now = np.where((free_w[:, 0] > 0)[obs.ev_site], 0.0, p_exp[0])
