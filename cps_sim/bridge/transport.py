@@ -560,6 +560,34 @@ class ReplayLink:
 WireHandler = Callable[[RawIn, float], "S.Reject | str | None"]
 
 
+class _HandlerIndex:
+    """Wire handlers by pattern: exact topics in a dict, wildcard patterns scanned.
+
+    A run binds hundreds to thousands of device topics; scanning every pattern for every
+    inbound message cost O(messages x devices).  ``match`` returns the handlers in the
+    order they were added, as the plain list did.
+    """
+
+    def __init__(self) -> None:
+        self._exact: dict[str, list[tuple[int, WireHandler]]] = {}
+        self._wild: list[tuple[int, str, WireHandler]] = []
+        self._n = 0
+
+    def add(self, pattern: str, handler: WireHandler) -> None:
+        if "+" in pattern.split("/") or pattern.split("/")[-1] == "#":
+            self._wild.append((self._n, pattern, handler))
+        else:
+            self._exact.setdefault(pattern, []).append((self._n, handler))
+        self._n += 1
+
+    def match(self, topic: str) -> list[WireHandler]:
+        hits = list(self._exact.get(topic, ()))
+        hits += [(i, h) for i, p, h in self._wild if topic_matches(p, topic)]
+        if len(hits) > 1:
+            hits.sort(key=lambda ih: ih[0])
+        return [h for _, h in hits]
+
+
 class MqttTransport:
     """The ``core.bus.Transport`` protocol over MQTT (see the module docstring).
 
@@ -613,7 +641,7 @@ class MqttTransport:
         self.inbound_queue = getattr(link, "queue", None)
         self._subs: list[tuple[str, simpy.Store]] = []  # internal pattern -> store
         self._wire_subs: set[str] = set()  # wire patterns of the internal subscriptions
-        self._handlers: list[tuple[str, WireHandler]] = []
+        self._handlers = _HandlerIndex()  # wire pattern -> handler
         self._seq: dict[str, int] = {}
         self._held: dict[str, tuple[bytes, int, float, float]] = {}  # topic->(body,qos,t,ttl)
         self._expected: dict[tuple[str, int], float] = {}  # own loopback (topic, seq) -> t
@@ -657,7 +685,7 @@ class MqttTransport:
         note when it used the message; the transport counts and records either.
         """
         validate_pattern(pattern)
-        self._handlers.append((pattern, handler))
+        self._handlers.add(pattern, handler)
         self.link.subscribe(pattern, qos)
 
     def publish_wire(
@@ -921,13 +949,12 @@ class MqttTransport:
                 self._reject(raw, now, result)
                 return
             used = True
-        for pattern, handler in self._handlers:
-            if topic_matches(pattern, topic):
-                result = handler(raw, now)
-                if isinstance(result, S.Reject):
-                    self._reject(raw, now, result)
-                    return
-                used = True
+        for handler in self._handlers.match(topic):
+            result = handler(raw, now)
+            if isinstance(result, S.Reject):
+                self._reject(raw, now, result)
+                return
+            used = True
         if not used:
             self._reject(raw, now, S.Reject(S.UNKNOWN_TOPIC, "no subscriber for this topic"))
             return
