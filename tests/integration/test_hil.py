@@ -5,6 +5,7 @@ running at 300x real time."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -394,6 +395,27 @@ def test_demo_mixed_run_closes_the_loop_and_replays(mosquitto, tmp_path):
         assert k[f"bridge_dev_{dev}_stale"] == 0
     assert k["bridge_lab_setpoints_applied"] > 0  # the external controller drove the lab
     assert k["bridge_rejected"] == 0 and abs(k["balance_residual_wh"]) < 1e-3
+    # sim -> emulator -> sim, exactly: every battery0 telemetry interval that lies wholly
+    # between two acknowledgements reports the acknowledged setpoint's power
+    log = pq.read_table(tmp_path / "live" / "bridge.parquet").to_pandas()
+    base = "cps/hil_demo/dev/battery0"
+    sent = {
+        json.loads(p)["seq"]: json.loads(p).get("power_w")
+        for p in log[(log.direction == "out") & (log.topic == f"{base}/setpoint")].payload
+    }
+    acks = [json.loads(p) for p in log[log.topic == f"{base}/state"].payload]
+    acks = [a for a in acks if "setpoint_seq" in a and not a.get("reason")]
+    tel = [json.loads(p) for p in log[log.topic == f"{base}/telemetry"].payload]
+    checked = 0
+    for prev, t in itertools.pairwise(tel):
+        before = [a for a in acks if a["ts"] <= prev["ts"]]
+        if not before or any(prev["ts"] < a["ts"] <= t["ts"] for a in acks):
+            continue  # no setpoint yet, or the interval straddles a change
+        want = sent[before[-1]["setpoint_seq"]]
+        if want is not None and 0.05 < t["soc"] < 0.95:
+            assert t["power_w"] == pytest.approx(want, rel=1e-9, abs=1e-9), (t, want)
+            checked += 1
+    assert checked >= 20, checked
     # `cps-sim replay` on the live run's results directory (its bridge.parquet)
     from typer.testing import CliRunner
 
