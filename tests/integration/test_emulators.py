@@ -308,7 +308,7 @@ def test_last_will_marks_devices_offline_when_the_process_is_killed(mosquitto, l
     try:
         topics = [f"tele/lwt-{i:04d}/LWT" for i in range(3)]
         for t in topics:
-            listener.wait_for(lambda m, t=t: m[1] == t and m[2] == b"Online", timeout_s=20)
+            listener.wait_for(lambda m, t=t: m[1] == t and m[2] == b"Online", timeout_s=60)
         killed = time.time()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)

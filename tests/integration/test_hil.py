@@ -86,6 +86,24 @@ def wait_for_controller(broker, timeout_s: float = 60.0) -> None:
     raise AssertionError("the external controller did not connect")
 
 
+class AtSimTime:
+    """Call ``action`` once the run's ``cps/t/clock`` reports ``sim_time_s >= t_s``."""
+
+    def __init__(self, broker, t_s: float, action):
+        self.done = threading.Event()
+
+        def on_clock(c, _u, m):
+            if not self.done.is_set() and json.loads(m.payload)["sim_time_s"] >= t_s:
+                self.done.set()
+                threading.Thread(target=action).start()  # not in paho's network thread
+
+        self.c = client(broker.host, broker.port, on_message=on_clock, subscribe=["cps/t/clock"])
+
+    def join(self, timeout_s: float) -> None:
+        stop(self.c)
+        assert self.done.wait(timeout_s), "the run never reached the trigger time"
+
+
 def group_ts(out: Path, group: str):
     t = pq.read_table(out / "timeseries_groups.parquet").to_pandas()
     return t[t["group"] == group].reset_index(drop=True)
@@ -220,12 +238,9 @@ def test_bound_device_replaces_model_power_then_goes_stale(mosquitto, tmp_path):
     )
     d = FakeDevice(mosquitto, "cps/t/dev/plug1", 1234.0).start()
 
-    def halt_later():
-        time.sleep(3.0)  # ~900 simulated seconds of telemetry, then silence
-        d.halt()
-
-    th = threading.Thread(target=halt_later)
-    th.start()
+    # ~900 simulated seconds of telemetry, then silence (by the run's clock topic: a
+    # wall-clock delay from here raced the run's start on a loaded machine)
+    th = AtSimTime(mosquitto, 900.0, d.halt)
     try:
         res = run_hil(
             path,
@@ -272,12 +287,7 @@ def test_device_death_by_last_will_and_clamped_setpoints(mosquitto, tmp_path):  
     path = write(tmp_path, {"devices": [dev]}, sites=[lab(n=2)], control={"ev_strategy": "now"})
     d = FakeDevice(mosquitto, "cps/t/dev/ev1", 0.0, follow=True).start()
 
-    def crash_later():
-        time.sleep(3.0)
-        d.die()
-
-    th = threading.Thread(target=crash_later)
-    th.start()
+    th = AtSimTime(mosquitto, 900.0, d.die)
     try:
         res = run_hil(
             path,
