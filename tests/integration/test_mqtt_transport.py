@@ -469,6 +469,16 @@ def test_broker_killed_and_restarted_mid_run(mosquitto):  # T2, T7
     assert ds.applied < cs.decisions
     kinds = [e.kind for e in tr.events]
     assert "disconnected" in kinds and "reconnected" in kinds
+    # subscribed again on the fresh broker (no persistence): the HEMS's setpoints come
+    # back through it after the reconnect and are applied
+    t_re = max(e.sim_time_s for e in tr.events if e.kind == "reconnected")
+    rows = tr.log.table().to_pydict()
+    back = [
+        t
+        for d, t, ok in zip(rows["direction"], rows["sim_time_s"], rows["accepted"], strict=True)
+        if d == "in" and t > t_re and ok
+    ]
+    assert len(back) >= 3, (t_re, back)
 
 
 def test_frozen_broker_detected_by_keepalive_and_run_keeps_going(mosquitto):  # T3
