@@ -99,7 +99,8 @@ def validate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file."
         _fail(exc)
     sites = sum(g.count for g in sc.sites)
     typer.echo(f"{scenario}: OK ({sc.name}: {len(sc.sites)} site group(s), {sites} sites, "
-               f"{sc.duration_days:g} days at {sc.tick_s:g} s ticks)")
+               f"{sc.duration_days:g} days at {sc.tick_s:g} s ticks"
+               + (f", after a {sc.warmup_days}-day warm-up)" if sc.warmup_days else ")"))
 
 
 @app.command()

@@ -162,6 +162,7 @@ class CpsSimEnv(gymnasium.Env):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n_act,), dtype=np.float32)
         self.observation_space = spaces.Box(_OBS_LOW, _OBS_HIGH, dtype=np.float32)
         self.world = None
+        self._t0_s = 0.0  # end of the warm-up [s of the world's clock]
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -178,6 +179,8 @@ class CpsSimEnv(gymnasium.Env):
 
         def on_tick(r) -> None:
             self.recorder.on_tick(r)
+            if r.k < world.warmup_ticks:  # scenario.warmup_days: before the episode
+                return
             f = r.by_group[self.group_name]
             imp, exp = f[IX["grid_import_wh"]], f[IX["grid_export_wh"]]
             self._import_wh += imp
@@ -190,7 +193,11 @@ class CpsSimEnv(gymnasium.Env):
         self.sim = run.env
         self.group = world.group(self.group_name)
         self.recorder = Recorder(world)
-        self._drain(0.0)
+        self._t0_s = world.warmup_ticks * world.tick_s
+        if self._t0_s:  # the warm-up runs under the engine's own rules, without the agent
+            self.sim.run(until=self._t0_s)
+        self._drain(self._t0_s)
+        self._log_read = len(self.group.log.kind)  # departures of the warm-up not counted
         g = self.group
         if g.evs is not None and g.evs.n:
             site = g.evs.site
@@ -206,7 +213,7 @@ class CpsSimEnv(gymnasium.Env):
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(self.action_space.shape),
                     -1.0, 1.0)
         self._apply(a)
-        end = float(self.scenario.duration_s)
+        end = self._t0_s + float(self.scenario.duration_s)
         target = min(float(self.sim.now) + self.dt_s, end)
         cost0, unmet0 = self._cost_jpy, self._unmet_wh
         if target > self.sim.now:
@@ -272,11 +279,11 @@ class CpsSimEnv(gymnasium.Env):
             float(o.export_price_jpy_per_kwh[0]) if o.n_sites else 0.0,
             float(o.site_pv_w.mean()), float(o.site_load_w.mean()),
             bat_soc, ev_soc, float(plugged.mean()) if n_ev else 0.0, need,
-            max(float(self.scenario.duration_s) - now, 0.0)], dtype=np.float64)
+            max(self._t0_s + float(self.scenario.duration_s) - now, 0.0)], dtype=np.float64)
         return np.clip(x, _OBS_LOW, _OBS_HIGH).astype(np.float32)
 
     def _info(self, d_cost: float, d_unmet_kwh: float) -> dict[str, Any]:
-        return {"time_s": float(self.world.now_s), "cost_jpy": float(d_cost),
+        return {"time_s": float(self.world.now_s) - self._t0_s, "cost_jpy": float(d_cost),
                 "unmet_ev_kwh": float(d_unmet_kwh),
                 "episode_cost_jpy": float(self._cost_jpy),
                 "episode_import_kwh": float(self._import_wh) / WH_PER_KWH,

@@ -101,6 +101,8 @@ def solve_oracle(
     """The perfect-foresight optimum of ``scenario`` (spec: the scenario's ``oracle:``
     block, else the defaults)."""
     spec = spec or scenario.oracle or OracleSpec()
+    if scenario.warmup_days:  # the optimum and its replay start from the sampled state
+        scenario = scenario.model_copy(update={"warmup_days": 0})
     t0 = time.perf_counter()
     inputs = site_inputs(scenario, base_dir, hpwh=spec.hpwh)
     obj = objective_of(spec, scenario, inputs)

@@ -242,7 +242,9 @@ def run_file(path: str | Path, overrides: Sequence[str] = (), seed: int | None =
         if out_dir is None:
             out_dir = Path(str(default_out_dir(scenario)) + "-oracle")
         simulator, extras = oracle_hooks(scenario, quiet=quiet, objective=objective)
-        return run_scenario(scenario.model_copy(update={"expect": []}), out_dir, quiet=quiet,
+        # the optimum and its replay start from the sampled state (no warm-up)
+        ran = scenario.model_copy(update={"expect": [], "warmup_days": 0})
+        return run_scenario(ran, out_dir, quiet=quiet,
                             source_file=str(path), overrides=ov, simulator=simulator,
                             extras=extras, check_expect=False)
     return run_scenario(scenario, out_dir, quiet=quiet, source_file=str(path), overrides=ov,

@@ -293,6 +293,15 @@ class Scenario(_Model):
                                  "at most 30 years.")
     tick_s: float = Field(900.0, ge=1, le=3600, description="Settlement tick [s]; must divide "
                           "one day.")
+    warmup_days: int = Field(
+        0, ge=0, le=30, description="Whole days simulated before `start` and not recorded: EV "
+        "trips and charging, batteries and tanks settle from their sampled initial state under "
+        "the scenario's own control.  Nothing of the warm-up is written or counted (time "
+        "series, events, reports, KPIs, plots, expectations); `start` stays the first "
+        "recorded instant and `duration_days` the recorded length.  Weather, prices and data "
+        "files are read for the warm-up days too.  Default 0: the run starts from the sampled "
+        "state; built-in scenarios use 1.  cps-sim hil refuses a warm-up; the oracle solves "
+        "the scenario without it.")
     timezone: str = Field("Asia/Tokyo",
                           description="IANA time zone of the local calendar (day types, tariffs, "
                           "profiles), e.g. Asia/Tokyo.")
@@ -399,6 +408,13 @@ class Scenario(_Model):
         bad = [i for i in self.record.sites if not 0 <= i < total]
         if bad:
             raise ValueError(f"record.sites: indices {bad[:5]} outside 0..{total - 1}")
+        if self.warmup_days and self.start - _dt.timedelta(days=self.warmup_days) < START_MIN:
+            raise ValueError(f"warmup_days ({self.warmup_days}) would start the warm-up before "
+                             f"{START_MIN:%Y-%m-%d}")
+        if self.warmup_days and self.oracle is not None and self.oracle.regret:
+            raise ValueError("warmup_days must be 0 with an oracle: block (regret compares the "
+                             "run with an optimum that starts from the sampled state, without "
+                             "warm-up); use cps-sim run --oracle, or set oracle.regret: false")
         if (self.duration_days * 86400) % self.tick_s != 0:
             raise ValueError(f"duration_days ({self.duration_days}) must be a whole number of "
                              f"ticks of {self.tick_s:g} s")
@@ -415,3 +431,19 @@ class Scenario(_Model):
     @property
     def n_ticks(self) -> int:
         return round(self.duration_s / self.tick_s)
+
+    def with_warmup(self) -> Scenario:
+        """The scenario the engine runs: ``warmup_days`` earlier and that much longer (a
+        copy without warm-up; ``LullSpec.start_day`` windows stay on the same dates).
+        Itself when there is no warm-up."""
+        w = self.warmup_days
+        if not w:
+            return self
+        update: dict = {"start": self.start - _dt.timedelta(days=w),
+                        "duration_days": self.duration_days + w, "warmup_days": 0}
+        if self.system is not None and self.system.weather.lulls:
+            lulls = [lull.model_copy(update={"start_day": lull.start_day + w})
+                     for lull in self.system.weather.lulls]
+            update["system"] = self.system.model_copy(update={
+                "weather": self.system.weather.model_copy(update={"lulls": lulls})})
+        return self.model_copy(update=update)

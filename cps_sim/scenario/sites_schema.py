@@ -134,21 +134,27 @@ class BatterySpec(_Model):
                            description="Lowest state of charge the battery is used down to (0..1).")
     soc_max: float = Field(1.0, ge=0, le=1,
                            description="Highest state of charge it is charged to (0..1).")
-    initial_soc: float = Field(0.5, ge=0, le=1,
-                               description="State of charge at the start of the run (0..1).")
+    initial_soc: Quantity = Field(
+        default_factory=lambda: {"distribution": "uniform", "low": 0.2, "high": 0.8},
+        description="State of charge at the start of the run (0..1; a number or a "
+        "distribution, sampled per battery from its own stream and clipped to [soc_min, "
+        "soc_max]).  Default uniform 0.2-0.8 (assumption: a battery is somewhere in its "
+        "daily cycle at the start; warmup_days lets the control set it).")
     control: Literal["self_consumption", "idle"] = Field(
         "self_consumption", description="Charge from site surplus and discharge to cover the "
         "site's deficit, or stay idle (for controllers added later).")
 
     _cap = _ranged("capacity_kwh", gt=0, le=1e7)  # 10 GWh: the largest grid batteries
     _pow = _ranged("power_kw", gt=0, le=1e7)
+    _soc0 = _ranged("initial_soc", ge=0, le=1)
 
     @model_validator(mode="after")
     def _soc_window(self) -> BatterySpec:
         if not self.soc_min < self.soc_max:
             raise ValueError(f"soc_min must be < soc_max, got soc_min={self.soc_min}, "
                              f"soc_max={self.soc_max}")
-        if not self.soc_min <= self.initial_soc <= self.soc_max:
+        if isinstance(self.initial_soc, (int, float)) and not (
+                self.soc_min <= self.initial_soc <= self.soc_max):
             raise ValueError(f"initial_soc must lie in [soc_min, soc_max] = "
                              f"[{self.soc_min}, {self.soc_max}], got {self.initial_soc}")
         return self
@@ -208,9 +214,13 @@ class EvSpec(_Model):
                                  "(Japanese 200 V home charger: 3–6 kW).")
     charge_efficiency: float = Field(0.9, gt=0, le=1, description="Grid-to-battery efficiency.")
     consumption_kwh_per_100km: Quantity = Field(15.0, description="Driving consumption.")
-    initial_soc: Quantity = Field(0.7,
-                                  description="State of charge of each vehicle at the start (0..1; "
-                                  "a number or a distribution).")
+    initial_soc: Quantity = Field(
+        default_factory=lambda: {"distribution": "uniform", "low": 0.6, "high": 1.0},
+        description="State of charge of each vehicle at the start (0..1; a number or a "
+        "distribution, sampled per vehicle and capped at soc_max).  Default uniform 0.6-1.0 "
+        "(assumption: a car kept near the default departure target, 0.8, less or more a "
+        "day's driving of 5-25 % of the pack).  Where the trips put a vehicle at the "
+        "start: away if the start falls inside a trip (it returns then), else at home.")
     soc_max: float = Field(1.0, gt=0, le=1, description="Charging stops at this SoC.")
     taper_soc: float | None = Field(None, ge=0, le=1, description="CC-CV: above this SoC the "
                                     "charge limit falls linearly to 5 % at soc_max; default: "

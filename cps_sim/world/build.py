@@ -114,7 +114,8 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
                                discharge_efficiency=b.discharge_efficiency, soc_min=b.soc_min,
                                soc_max=b.soc_max, taper_soc=b.taper_soc,
                                self_discharge_per_month=b.self_discharge_per_month)
-        e0 = cap_wh * b.initial_soc
+        soc0 = sample(b.initial_soc, rng.generator(f"{base}/battery/initial_soc"), n)
+        e0 = cap_wh * np.clip(soc0, b.soc_min, b.soc_max)
         control = b.control
     else:
         spec_b = bat.no_batteries(n)
@@ -147,11 +148,12 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
                 e, m, rng, f"{base}/ev", cap, charger, cons, v2x, eff, taper, path)
         evs = EvPopulation(
             site=ev_site, capacity_wh=cap,
-            energy_wh=cap * sample(e.initial_soc, rng.generator(f"{base}/ev/initial_soc"), m),
+            energy_wh=cap * np.minimum(
+                sample(e.initial_soc, rng.generator(f"{base}/ev/initial_soc"), m), e.soc_max),
             charger_w=charger, efficiency=eff,
             energy_max_wh=cap * e.soc_max, target_wh=cap * e.departure_soc_target,
             consumption_wh_per_km=cons,
-            plugged=np.ones(m, dtype=bool),  # every vehicle starts the run at home
+            plugged=np.ones(m, dtype=bool),  # at home; place_at_start sends some away
             away_until_s=np.full(m, -np.inf),
             ids=np.arange(ev_id_offset, ev_id_offset + m, dtype=np.int64),
             v2x_w=v2x, energy_min_wh=cap * e.v2x_soc_min, taper_soc=taper,
@@ -211,8 +213,44 @@ def _measured_load(spec: SiteGroupSpec, scenario: Scenario, clock: Clock,
                                                   scenario.tick_s)}
 
 
+def _place_evs_at_start(group: SiteGroup, spec: SiteGroupSpec, scenario: Scenario,
+                        clock: Clock, rng: RngStreams, weather: RunWeather) -> int:
+    """Vehicles away at the start per their trips of the days begun before it
+    (:func:`cps_sim.world.trips.place_at_start`): the day before the start's local day,
+    and the start's own day when the start is not a local midnight."""
+    from cps_sim.core.calendar import is_day_off
+    from cps_sim.world.trips import place_at_start
+
+    e = spec.ev
+    midnight0 = clock.local_midnight_s(0.0)
+    before = clock.local_midnight_s(midnight0 - 1.0)
+    days = [(-1, before)] + ([(0, midnight0)] if midnight0 < 0.0 else [])
+
+    def trips(midnight_s: float):
+        off = bool(is_day_off(clock.index(np.array([midnight_s])), scenario.holidays)[0])
+        return e.trips.weekend if off else e.trips.weekday
+
+    temp = weather.temp_air_c
+    tick_s = scenario.tick_s
+
+    def temp_at(t_s: np.ndarray) -> np.ndarray:  # as World._temp_at (held before the run)
+        k = np.clip((np.asarray(t_s) // tick_s).astype(np.int64), 0, len(temp) - 1)
+        return temp[k]
+
+    return place_at_start(group, trips, days, rng, f"sites/{spec.name}/ev/trips",
+                          temp_at if e.temperature_dependent_consumption else None)
+
+
 def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
-    """Sample every population and bind exogenous inputs; ``base_dir`` resolves data files."""
+    """Sample every population and bind exogenous inputs; ``base_dir`` resolves data files.
+
+    With ``scenario.warmup_days`` the world runs :meth:`Scenario.with_warmup` (from
+    ``start`` minus the warm-up) and ``world.warmup_ticks`` tells the recorder how many
+    ticks to leave out."""
+    if scenario.warmup_days:
+        world = build_world(scenario.with_warmup(), base_dir)
+        world.warmup_ticks = round(scenario.warmup_days * SECONDS_PER_DAY / scenario.tick_s)
+        return world
     clock = Clock(scenario.start, scenario.timezone)
     rng = RngStreams(scenario.seed)
     ticks_per_day = round(SECONDS_PER_DAY / scenario.tick_s)
@@ -236,6 +274,8 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
                                               "annual_growth_rate": spec.load.annual_growth_rate,
                                               **_measured_load(spec, scenario, clock, base_dir,
                                                                path)})
+        if group.evs is not None and group.evs.n and spec.ev.sessions is None:
+            _place_evs_at_start(group, spec, scenario, clock, rng, weather)
         if spec.battery is not None and spec.battery.ageing:
             from cps_sim.world.ageing import BatteryAgeing
 

@@ -12,6 +12,10 @@ Gymnasium environment in :mod:`cps_sim.rl`, the balancing group's baseline run i
 4. every settled tick is checked for energy balance (:func:`check_balance`: a residual
    stops the run) before the caller's ``on_tick`` sees it.
 
+A scenario's ``warmup_days`` is part of the world (``world.warmup_ticks``; the recorder
+leaves those ticks out); a real-time environment runs them unpaced and paces from
+``start`` on.
+
 The caller then runs it to the end (:meth:`Run.run_to_end`) or steps it (RL).
 """
 
@@ -72,9 +76,17 @@ def start_run(
     ``on_tick(result)`` after every settled tick whose energy balance closes."""
     world = build_world(scenario, base_dir)
     env = env if env is not None else make_env(scenario.mode, scenario.speed)
+    k0 = world.warmup_ticks  # scenario.warmup_days: simulated before start, not recorded
+    factor = getattr(env, "factor", None) if k0 else None
+    if factor is not None:  # a real-time environment runs the warm-up unpaced
+        env._factor = 0.0  # type: ignore[attr-defined]  # simpy.rt's wall s per sim s
 
     def settled(r: TickResult) -> None:
         check_balance(world, r)
+        if r.k == k0 - 1 and factor is not None:  # pacing starts at `start`
+            env._factor = factor  # type: ignore[attr-defined]
+            env.env_start = env.now  # type: ignore[attr-defined]  # sync() resets the wall side
+            env.sync()  # type: ignore[attr-defined]
         if on_tick is not None:
             on_tick(r)
 

@@ -10,6 +10,7 @@ gymnasium = pytest.importorskip("gymnasium")
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
 from cps_sim.rl import ENV_ID, OBS_FEATURES, CpsSimEnv, default_scenario  # noqa: E402
+from cps_sim.scenario.schema import Scenario  # noqa: E402
 
 
 def rollout(env, seed, policy):
@@ -81,7 +82,10 @@ def test_charging_at_night_beats_idle_on_unmet_penalty():
 
 
 def test_battery_action_moves_the_battery():
-    env = CpsSimEnv(action_mode="aggregate")
+    # every battery half full, so that +0.475 fits (the default start SoC is sampled)
+    d = default_scenario().model_dump(mode="json")
+    d["sites"][0]["battery"]["initial_soc"] = 0.5
+    env = CpsSimEnv(Scenario.model_validate(d), action_mode="aggregate")
     env.reset(seed=2)
     soc0 = env._obs()[OBS_FEATURES.index("battery_soc_mean")]
     for _ in range(4):  # 1 h charging at full power: 5 kW x 0.95 / 10 kWh = +0.475

@@ -9,6 +9,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from cps_sim.control.oracle.data import (
+    ARRIVAL,
     FloatArray,
     IntArray,
     Objective,
@@ -96,9 +97,17 @@ def pieces(inp: SiteInputs) -> dict:
     grid = np.arange(t_n + 1, dtype=np.int64) * tick_ms
     keys = [(np.arange(n, dtype=np.int64)[:, None] * span + grid[None, :]).ravel()]
     ev = None
+    # EVs at home at t = 0: all but those whose first trip event is a return (they start
+    # the run away: world.trips.place_at_start, charging sessions)
+    home0 = np.ones(inp.evs.n if inp.evs is not None else 0, bool)
     if inp.evs is not None and inp.evs.n and inp.trips is not None and inp.trips.ev.size:
         tr = inp.trips
         t_ms = np.round(tr.time_s * 1000.0).astype(np.int64)
+        first = np.lexsort((t_ms, tr.ev))
+        lead = np.ones(first.size, bool)
+        lead[1:] = tr.ev[first][1:] != tr.ev[first][:-1]
+        f = first[lead]
+        home0[tr.ev[f]] = tr.kind[f] != ARRIVAL
         ok = (t_ms >= 0) & (t_ms < d_ms)  # the engine applies events strictly before the end
         order = np.lexsort((t_ms[ok], tr.ev[ok]))
         ev = {
@@ -135,6 +144,7 @@ def pieces(inp: SiteInputs) -> dict:
         "d_ms": d_ms,
         "tick_ms": tick_ms,
         "ev": ev,
+        "home0": home0,
         "win": win,
     }
 

@@ -76,7 +76,7 @@ class EvData:
     efficiency: FloatArray
     energy_max_wh: FloatArray
     energy_min_wh: FloatArray  # V2X floor
-    energy_wh: FloatArray  # at t = 0 (every EV starts the run plugged in)
+    energy_wh: FloatArray  # at t = 0 (at home unless its first trip event is a return)
     target_wh: FloatArray
     energy_taper_wh: FloatArray  # CC-CV taper from here (>= energy_max_wh: none)
     taper_line_w: FloatArray  # CC power of the pack's taper line

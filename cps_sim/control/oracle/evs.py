@@ -52,6 +52,8 @@ def add_evs(b: Build) -> None:
         has_event = j_event >= 0
         has_event[has_event] = ev["ev"][j_event[has_event]] == q_ev[has_event]
         plugged = np.where(has_event, ev["kind"][np.maximum(j_event, 0)] == ARRIVAL, True)
+    # before its first event an EV is at home unless it starts the run away
+    plugged &= has_event | pc["home0"][q_ev]
     q_h = p_h[q_p] * plugged
     q_k = p_k[q_p]
     plug_h = np.bincount(q_ev * t_n + q_k, weights=q_h, minlength=m * t_n).reshape(m, t_n)
