@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 from pathlib import Path
 
 import numpy as np
@@ -248,7 +249,18 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
     ``start`` minus the warm-up) and ``world.warmup_ticks`` tells the recorder how many
     ticks to leave out."""
     if scenario.warmup_days:
-        world = build_world(scenario.with_warmup(), base_dir)
+        from dataclasses import replace
+
+        from cps_sim.core.errors import ScenarioError
+
+        first = scenario.start - _dt.timedelta(days=scenario.warmup_days)
+        try:
+            world = build_world(scenario.with_warmup(), base_dir)
+        except ScenarioError as exc:  # e.g. a data file that does not cover the warm-up
+            hint = (f" (warmup_days: {scenario.warmup_days} runs from {first.isoformat()}; "
+                    "data files must cover the warm-up too, or set warmup_days: 0)")
+            raise ScenarioError(exc.file, [replace(i, message=i.message + hint)
+                                           for i in exc.issues]) from None
         world.warmup_ticks = round(scenario.warmup_days * SECONDS_PER_DAY / scenario.tick_s)
         return world
     clock = Clock(scenario.start, scenario.timezone)

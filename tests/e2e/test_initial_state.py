@@ -217,3 +217,29 @@ def test_gymnasium_episode_starts_after_the_warmup(tmp_path):
         obs, _r, term, trunc, info = env.step(np.zeros(env.action_space.shape))
         steps, done = steps + 1, term or trunc
     assert steps == 24 and info["time_s"] == 0.25 * 86400.0
+
+
+def test_a_data_file_that_misses_the_warmup_is_one_clear_error(tmp_path):
+    # the price file starts on 10 May: a three-day warm-up before 11 May is not covered
+    out = tmp_path / "out"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cps_sim",
+            "run",
+            str(REPO / "scenarios" / "v2g_evening_peak.yaml"),
+            "--set",
+            "warmup_days=3",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert lines[-1].startswith("error:"), r.stderr
+    assert "warmup_days: 3 runs from 2026-05-08T00:00:00+09:00" in lines[-1]
+    assert not out.exists()
