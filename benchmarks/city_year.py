@@ -33,16 +33,24 @@ def _device_count(homes: int, kpis: dict) -> int:
 # Model variants of the same workload (issue 4: full physics vs foundation models;
 # issue 5: controller overhead).
 VARIANTS: dict[str, list[str]] = {
-    "foundation": ["sites[0].pv.model=simple",
-                   "sites[0].ev.temperature_dependent_consumption=false"],
-    "full_physics": ["sites[0].battery.ageing=true",
-                     "sites[0].ev.models={compact_40kwh: 0.5, mid_60kwh: 0.3, suv_80kwh: 0.2}"],
-    "full_physics+pv_control": ["sites[0].battery.ageing=true",
-                                "sites[0].ev.models={compact_40kwh: 0.5, mid_60kwh: 0.3, "
-                                "suv_80kwh: 0.2}", "control.ev_strategy=pv"],
-    "full_physics+cost_control": ["sites[0].battery.ageing=true",
-                                  "sites[0].ev.models={compact_40kwh: 0.5, mid_60kwh: 0.3, "
-                                  "suv_80kwh: 0.2}", "control.ev_strategy=cost"],
+    "foundation": [
+        "sites[0].pv.model=simple",
+        "sites[0].ev.temperature_dependent_consumption=false",
+    ],
+    "full_physics": [
+        "sites[0].battery.ageing=true",
+        "sites[0].ev.models={compact_40kwh: 0.5, mid_60kwh: 0.3, suv_80kwh: 0.2}",
+    ],
+    "full_physics+pv_control": [
+        "sites[0].battery.ageing=true",
+        "sites[0].ev.models={compact_40kwh: 0.5, mid_60kwh: 0.3, suv_80kwh: 0.2}",
+        "control.ev_strategy=pv",
+    ],
+    "full_physics+cost_control": [
+        "sites[0].battery.ageing=true",
+        "sites[0].ev.models={compact_40kwh: 0.5, mid_60kwh: 0.3, suv_80kwh: 0.2}",
+        "control.ev_strategy=cost",
+    ],
 }
 
 
@@ -50,20 +58,28 @@ def case_vectorised(homes: int, days: float, out: Path, variant: str = "full_phy
     from cps_sim.experiment.run import run_scenario
     from cps_sim.scenario.loader import load_scenario
 
-    sc = load_scenario(WORKLOAD, [f"sites[0].count={homes}", f"duration_days={days}",
-                                  *VARIANTS[variant]])
+    sc = load_scenario(
+        WORKLOAD, [f"sites[0].count={homes}", f"duration_days={days}", *VARIANTS[variant]]
+    )
     t0 = time.perf_counter()
     res = run_scenario(sc, out, quiet=True)
     wall = time.perf_counter() - t0
     devices = _device_count(homes, res.kpis)
     ticks = sc.n_ticks
     sim_s = json.loads((out / "manifest.json").read_text())["simulation_wall_time_s"]
-    return {"case": variant, "homes": homes, "evs": int(res.kpis["evs"]), "days": days,
-            "ticks": ticks, "wall_s": wall, "sim_s": sim_s,
-            "device_steps_per_s": devices * ticks / wall,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "balance_residual_wh": res.kpis["balance_residual_wh"],
-            "ev_departures": res.kpis["ev_departures"]}
+    return {
+        "case": variant,
+        "homes": homes,
+        "evs": int(res.kpis["evs"]),
+        "days": days,
+        "ticks": ticks,
+        "wall_s": wall,
+        "sim_s": sim_s,
+        "device_steps_per_s": devices * ticks / wall,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "balance_residual_wh": res.kpis["balance_residual_wh"],
+        "ev_departures": res.kpis["ev_departures"],
+    }
 
 
 def case_baseline(homes: int, days: float) -> dict:
@@ -93,9 +109,11 @@ def case_baseline(homes: int, days: float) -> dict:
     wk, we = load_model.WEEKDAY_MINUTES.tolist(), load_model.WEEKEND_MINUTES.tolist()
     annual = sample(g.load.annual_kwh, rng.generator("b/annual"), homes) * 1000.0
     scale = (annual / 8760.0).tolist()
-    pv_cap = np.where(rng.generator("b/pvhas").random(homes) < g.pv.share,
-                      sample(g.pv.capacity_kw, rng.generator("b/pvcap"), homes) * 1000.0,
-                      0.0).tolist()
+    pv_cap = np.where(
+        rng.generator("b/pvhas").random(homes) < g.pv.share,
+        sample(g.pv.capacity_kw, rng.generator("b/pvcap"), homes) * 1000.0,
+        0.0,
+    ).tolist()
     has_bat = (rng.generator("b/bathas").random(homes) < g.battery.share).tolist()
     has_ev = (rng.generator("b/evhas").random(homes) < g.ev.share).tolist()
     noise = rng.generator("b/noise")
@@ -192,16 +210,28 @@ def case_baseline(homes: int, days: float) -> dict:
     env.run(until=n_ticks * tick)
     wall = time.perf_counter() - t0
     devices = int(homes + sum(1 for c in pv_cap if c > 0) + sum(has_bat) + n_ev)
-    return {"case": "baseline_process_per_device", "homes": homes, "evs": n_ev, "days": days,
-            "ticks": n_ticks, "wall_s": wall, "sim_s": wall,
-            "device_steps_per_s": devices * n_ticks / wall,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "case": "baseline_process_per_device",
+        "homes": homes,
+        "evs": n_ev,
+        "days": days,
+        "ticks": n_ticks,
+        "wall_s": wall,
+        "sim_s": wall,
+        "device_steps_per_s": devices * n_ticks / wall,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 # ----------------------------------------------------------------------------- driver
 def _child(args: list[str]) -> dict:
-    r = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True,
-                       text=True, check=False, env={**os.environ, "CI": "true"})
+    r = subprocess.run(
+        [sys.executable, __file__, "--child", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "CI": "true"},
+    )
     if r.returncode != 0:
         raise SystemExit(f"benchmark case {args} failed:\n{r.stderr}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -210,8 +240,12 @@ def _child(args: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="short horizons (smoke run)")
-    ap.add_argument("--scaling-days", type=float, default=None,
-                    help="horizon of the scaling runs (default 30 days; quick: 3)")
+    ap.add_argument(
+        "--scaling-days",
+        type=float,
+        default=None,
+        help="horizon of the scaling runs (default 30 days; quick: 3)",
+    )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -232,14 +266,14 @@ def main() -> None:
     cities = {}
     for variant in VARIANTS:
         print(f"city-year [{variant}]: 10,000 homes + EVs, {year} days at 15 min …", flush=True)
-        cities[variant] = _child(["vec", "10000", str(year), str(out_dir / f"city_{variant}"),
-                                  variant])
+        cities[variant] = _child(
+            ["vec", "10000", str(year), str(out_dir / f"city_{variant}"), variant]
+        )
         rows.append(cities[variant])
     city = cities["foundation"]
     for n in (1_000, 10_000, 100_000):
         print(f"scaling: {n:,} homes, {sdays:g} days …", flush=True)
-        rows.append(_child(["vec", str(n), str(sdays), str(out_dir / f"scale_{n}"),
-                            "foundation"]))
+        rows.append(_child(["vec", str(n), str(sdays), str(out_dir / f"scale_{n}"), "foundation"]))
     print(f"baseline vs vectorised: 10,000 homes, {bdays:g} days …", flush=True)
     base = _child(["base", "10000", str(bdays)])
     vec_same = _child(["vec", "10000", str(bdays), str(out_dir / "vec_same"), "foundation"])
@@ -251,34 +285,52 @@ def main() -> None:
     tput_speedup = city["device_steps_per_s"] / base["device_steps_per_s"]
 
     print()
-    print(f"{'case':<30}{'homes':>8}{'EVs':>7}{'days':>6}{'wall s':>9}"
-          f"{'Mdev-steps/s':>14}{'peak RSS MiB':>14}")
+    print(
+        f"{'case':<30}{'homes':>8}{'EVs':>7}{'days':>6}{'wall s':>9}"
+        f"{'Mdev-steps/s':>14}{'peak RSS MiB':>14}"
+    )
     for r in rows:
-        print(f"{r['case']:<30}{r['homes']:>8}{r['evs']:>7}{r['days']:>6g}{r['wall_s']:>9.2f}"
-              f"{r['device_steps_per_s'] / 1e6:>14.2f}{r['peak_rss_mib']:>14.0f}")
+        print(
+            f"{r['case']:<30}{r['homes']:>8}{r['evs']:>7}{r['days']:>6g}{r['wall_s']:>9.2f}"
+            f"{r['device_steps_per_s'] / 1e6:>14.2f}{r['peak_rss_mib']:>14.0f}"
+        )
     scal = [r for r in rows if r["days"] == sdays and r["case"] == "foundation"][:3]
     per_home = [r["wall_s"] / r["homes"] for r in scal]
     print()
-    print(f"city-year (foundation) wall {city['wall_s']:.1f} s (target ≤ 60 s), peak RSS "
-          f"{city['peak_rss_mib']:.0f} MiB (target ≤ 2048 MiB)")
+    print(
+        f"city-year (foundation) wall {city['wall_s']:.1f} s (target ≤ 60 s), peak RSS "
+        f"{city['peak_rss_mib']:.0f} MiB (target ≤ 2048 MiB)"
+    )
     full = cities["full_physics"]
-    print(f"full physics / foundation wall: {full['wall_s'] / city['wall_s']:.2f}× "
-          "(target ≤ 2×)")
+    print(f"full physics / foundation wall: {full['wall_s'] / city['wall_s']:.2f}× (target ≤ 2×)")
     for v in ("full_physics+pv_control", "full_physics+cost_control"):
-        print(f"{v} / full_physics wall: {cities[v]['wall_s'] / full['wall_s']:.2f}× "
-              "(target ≤ 2× for rule-based strategies)")
-    print("scaling, wall per home [ms]: " + ", ".join(
-        f"N={r['homes']:,}: {p * 1e3:.3f}" for r, p in zip(scal, per_home, strict=True)))
-    print(f"speed-up over one process per device, same workload (10,000 homes, {bdays:g} days, "
-          f"simulation time): {speedup:.0f}×; city-year throughput / baseline throughput: "
-          f"{tput_speedup:.0f}× (target ≥ 100×)")
-    result = {"rows": rows, "speedup_wall": speedup, "speedup_throughput": tput_speedup,
-              "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-              "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    (out_dir / "city_year.json").write_text(json.dumps(result, indent=2,
-                                                       default=lambda o: None
-                                                       if isinstance(o, float) and
-                                                       not math.isfinite(o) else o))
+        print(
+            f"{v} / full_physics wall: {cities[v]['wall_s'] / full['wall_s']:.2f}× "
+            "(target ≤ 2× for rule-based strategies)"
+        )
+    print(
+        "scaling, wall per home [ms]: "
+        + ", ".join(f"N={r['homes']:,}: {p * 1e3:.3f}" for r, p in zip(scal, per_home, strict=True))
+    )
+    print(
+        f"speed-up over one process per device, same workload (10,000 homes, {bdays:g} days, "
+        f"simulation time): {speedup:.0f}×; city-year throughput / baseline throughput: "
+        f"{tput_speedup:.0f}× (target ≥ 100×)"
+    )
+    result = {
+        "rows": rows,
+        "speedup_wall": speedup,
+        "speedup_throughput": tput_speedup,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (out_dir / "city_year.json").write_text(
+        json.dumps(
+            result,
+            indent=2,
+            default=lambda o: None if isinstance(o, float) and not math.isfinite(o) else o,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,14 @@ ROOT = HERE.parent
 def _scenario(**kw):
     from cps_sim.scenario.schema import Scenario
 
-    d = dict(name="bench", seed=1, start="2026-04-06T00:00:00+09:00", duration_days=1,
-             tick_s=900, weather={"source": "synthetic"})
+    d = dict(
+        name="bench",
+        seed=1,
+        start="2026-04-06T00:00:00+09:00",
+        duration_days=1,
+        tick_s=900,
+        weather={"source": "synthetic"},
+    )
     d.update(kw)
     return Scenario(**d)
 
@@ -76,14 +82,24 @@ def _simulate_only(sc) -> tuple[float, object]:
 
 def case_ev_only_10k() -> dict:
     n = 10_000
-    sc = _scenario(sites=[{"name": "evs", "count": n,
-                           "load": {"annual_kwh": 8.76, "profile": "constant", "noise_cv": 0},
-                           "ev": {"per_site": 1}}])
+    sc = _scenario(
+        sites=[
+            {
+                "name": "evs",
+                "count": n,
+                "load": {"annual_kwh": 8.76, "profile": "constant", "noise_cv": 0},
+                "ev": {"per_site": 1},
+            }
+        ]
+    )
     sim_s, rec = _simulate_only(sc)
     steps = n * sc.n_ticks
-    return {"sim_s": sim_s, "ev_steps_per_s_m": steps / sim_s / 1e6,
-            "ev_charging_kwh": float(rec.flows[:, list(_flows()).index("ev_charging_wh")].sum())
-            / 1000.0}
+    return {
+        "sim_s": sim_s,
+        "ev_steps_per_s_m": steps / sim_s / 1e6,
+        "ev_charging_kwh": float(rec.flows[:, list(_flows()).index("ev_charging_wh")].sum())
+        / 1000.0,
+    }
 
 
 def _flows():
@@ -130,12 +146,24 @@ def case_bare_numpy_10k() -> dict:
 
 
 def case_small_n_10() -> dict:
-    sc = _scenario(tick_s=60, sites=[{"name": "homes", "count": 10, "pv": {"share": 1.0},
-                                      "battery": {"share": 1.0},
-                                      "ev": {"per_site": 1, "v2x_kw": 6}}])
+    sc = _scenario(
+        tick_s=60,
+        sites=[
+            {
+                "name": "homes",
+                "count": 10,
+                "pv": {"share": 1.0},
+                "battery": {"share": 1.0},
+                "ev": {"per_site": 1, "v2x_kw": 6},
+            }
+        ],
+    )
     sim_s, _ = _simulate_only(sc)
-    return {"sim_s": sim_s, "us_per_tick": sim_s / sc.n_ticks * 1e6,
-            "ev_steps_per_s_m": 10 * sc.n_ticks / sim_s / 1e6}
+    return {
+        "sim_s": sim_s,
+        "us_per_tick": sim_s / sc.n_ticks * 1e6,
+        "ev_steps_per_s_m": 10 * sc.n_ticks / sim_s / 1e6,
+    }
 
 
 def case_hems_env() -> dict:
@@ -163,9 +191,19 @@ def case_hems_env() -> dict:
 
 def _homes(strategy: str | None, n: int = 2000, days: int = 7) -> dict:
     control = {"ev_strategy": strategy} if strategy else {}
-    sc = _scenario(duration_days=days, control=control,
-                   sites=[{"name": "homes", "count": n, "pv": {"share": 0.6},
-                           "battery": {"share": 0.3}, "ev": {"share": 0.5}}])
+    sc = _scenario(
+        duration_days=days,
+        control=control,
+        sites=[
+            {
+                "name": "homes",
+                "count": n,
+                "pv": {"share": 0.6},
+                "battery": {"share": 0.3},
+                "ev": {"share": 0.5},
+            }
+        ],
+    )
     sim_s, _ = _simulate_only(sc)
     return {"sim_s": sim_s}
 
@@ -185,8 +223,9 @@ def case_strategy_cost() -> dict:
 def _city(homes: int, days: int = 7) -> dict:
     from cps_sim.scenario.loader import load_scenario
 
-    sc = load_scenario(HERE / "city_year.yaml", [f"sites[0].count={homes}",
-                                                 f"duration_days={days}"])
+    sc = load_scenario(
+        HERE / "city_year.yaml", [f"sites[0].count={homes}", f"duration_days={days}"]
+    )
     t0 = time.perf_counter()
     sim_s, _rec = _simulate_only(sc)
     total = time.perf_counter() - t0
@@ -204,17 +243,31 @@ def case_scale_100k() -> dict:
 def case_quickstart() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "cps_sim", "run", "scenarios/quickstart.yaml",
-                            "-q", "--out", str(Path(tmp) / "q")], cwd=os.environ["BENCH_REPO"],
-                           capture_output=True, text=True, env=os.environ.copy())
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cps_sim",
+                "run",
+                "scenarios/quickstart.yaml",
+                "-q",
+                "--out",
+                str(Path(tmp) / "q"),
+            ],
+            cwd=os.environ["BENCH_REPO"],
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),
+        )
         wall = time.perf_counter() - t0
     if r.returncode not in (0, 3):  # 3: expectations failed, the run itself completed
         raise RuntimeError(r.stderr[-2000:])
     return {"sim_s": wall, "wall_s": wall}
 
 
-CASES = {name.removeprefix("case_"): fn for name, fn in globals().items()
-         if name.startswith("case_")}
+CASES = {
+    name.removeprefix("case_"): fn for name, fn in globals().items() if name.startswith("case_")
+}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -229,8 +282,13 @@ def run_case(case: str, repo: Path) -> dict:
     env["PYTHONPATH"] = str(repo)
     env["BENCH_REPO"] = str(repo)
     env["CI"] = "true"
-    r = subprocess.run([sys.executable, __file__, "--child", case], cwd=repo, env=env,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, __file__, "--child", case],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     for line in r.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
@@ -255,7 +313,7 @@ def main() -> None:
     results: dict[str, dict[str, list[dict]]] = {c: {k: [] for k in repos} for c in a.case}
     for r in range(a.rounds):
         for case in a.case:
-            for name, repo in (repos.items() if r % 2 == 0 else reversed(repos.items())):
+            for name, repo in repos.items() if r % 2 == 0 else reversed(repos.items()):
                 res = run_case(case, repo)
                 results[case][name].append(res)
                 print(f"round {r + 1} {case:<16} {name:<6} {json.dumps(res)}", flush=True)
@@ -266,9 +324,15 @@ def main() -> None:
         for name, runs in per.items():
             row[name] = {k: statistics.median(x[k] for x in runs) for k in runs[0]}
         summary[case] = row
-    out = {"repos": {k: str(v) for k, v in repos.items()}, "rounds": a.rounds,
-           "loadavg_before": load0, "loadavg_after": load1, "cpu_count": os.cpu_count(),
-           "summary": summary, "runs": results}
+    out = {
+        "repos": {k: str(v) for k, v in repos.items()},
+        "rounds": a.rounds,
+        "loadavg_before": load0,
+        "loadavg_after": load1,
+        "cpu_count": os.cpu_count(),
+        "summary": summary,
+        "runs": results,
+    }
     (HERE / "out").mkdir(exist_ok=True)
     (HERE / "out" / "engine_v2.json").write_text(json.dumps(out, indent=1))
     print(f"\nload average before {load0[0]:.2f}, after {load1[0]:.2f} ({os.cpu_count()} cores)")

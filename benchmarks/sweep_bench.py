@@ -50,7 +50,8 @@ BASE = REPO / "configs" / "sweeps" / "base" / "city_1day.yaml"
 
 def sweep_file(tmp: Path, runs: int, homes: int) -> Path:
     p = tmp / "bench_sweep.yaml"
-    p.write_text(textwrap.dedent(f"""\
+    p.write_text(
+        textwrap.dedent(f"""\
         version: 1
         name: sweep_bench
         scenario: {BASE}
@@ -60,7 +61,8 @@ def sweep_file(tmp: Path, runs: int, homes: int) -> Path:
           - {{name: pv_share, path: "sites[0].pv.share", low: 0.0, high: 1.0}}
           - {{name: battery_kwh, path: "sites[0].battery.capacity_kwh", low: 4, high: 20}}
           - {{name: ev_share, path: "sites[0].ev.share", low: 0.0, high: 1.0}}
-        """))
+        """)
+    )
     return p
 
 
@@ -117,11 +119,17 @@ def main() -> None:
     run_sweep(f1, tmp / "one" / "out", workers=1, quiet=True)
     startup = time.perf_counter() - t0 - t_seq / args.runs
 
-    out: dict = {"runs": args.runs, "homes": args.homes, "cpus": os.cpu_count(),
-                 "python": platform.python_version(), "t_seq_s": round(t_seq, 2),
-                 "run_s": round(t_seq / args.runs, 4), "sweep_startup_s": round(startup, 2),
-                 "cpu_burn_speedup_2_procs": round(cpu_burn_speedup(), 2),
-                 "load_avg_before": os.getloadavg()[0]}
+    out: dict = {
+        "runs": args.runs,
+        "homes": args.homes,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "t_seq_s": round(t_seq, 2),
+        "run_s": round(t_seq / args.runs, 4),
+        "sweep_startup_s": round(startup, 2),
+        "cpu_burn_speedup_2_procs": round(cpu_burn_speedup(), 2),
+        "load_avg_before": os.getloadavg()[0],
+    }
     # Alternate worker counts, best of --repeat: the machine may be shared.
     best: dict[int, float] = {}
     steady: dict[int, float] = {}
@@ -142,9 +150,23 @@ def main() -> None:
             # Cold, as a user runs it: a fresh `cps-sim sweep` process (imports, fork
             # server start-up, plan, runs, catalog).
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "cps_sim", "sweep", str(f), "--out",
-                            str(tmp / f"cli{w}-{rep}"), "--workers", str(w), "--quiet"],
-                           check=True, capture_output=True, env=env)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "cps_sim",
+                    "sweep",
+                    str(f),
+                    "--out",
+                    str(tmp / f"cli{w}-{rep}"),
+                    "--workers",
+                    str(w),
+                    "--quiet",
+                ],
+                check=True,
+                capture_output=True,
+                env=env,
+            )
             t = time.perf_counter() - t0
             cold[w] = min(cold.get(w, t), t)
             shutil.rmtree(tmp / f"cli{w}-{rep}", ignore_errors=True)

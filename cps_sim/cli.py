@@ -15,8 +15,12 @@ import typer
 
 from cps_sim.core.errors import CpsSimError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="cps_sim: event-driven cyber-physical energy-management simulator.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="cps_sim: event-driven cyber-physical energy-management simulator.",
+)
 
 _state = {"debug": False}
 
@@ -33,38 +37,68 @@ def _fail(exc: CpsSimError) -> None:
     raise typer.Exit(exc.exit_code)
 
 
-SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a scenario value: path=value (sites[0].pv.share=0.8). Repeatable.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override a scenario value: path=value (sites[0].pv.share=0.8). Repeatable."
+    ),
+]
 
 
 @app.command()
-def run(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
-        seed: Annotated[int | None, typer.Option(help="Root seed (overrides the file).")] = None,
-        out: Annotated[Path | None, typer.Option(help="Results directory (default: "
-                                                 "results/<name>-seed<seed>-<hash>).")] = None,
-        set_: SetOpt = None,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-        expect: Annotated[str, typer.Option(
-            "--expect", help="The scenario's expect: block. check: exit 3 when one fails "
-            "(default); report: print the report, exit 0; off: do not check.")] = "check",
-        oracle: Annotated[bool, typer.Option("--oracle", help="Run the perfect-foresight "
-                                             "optimum (one LP per site, replayed through the "
-                                             "engine) instead of the scenario's controllers."
-                                             )] = False,
-        objective: Annotated[str | None, typer.Option(help="--oracle: cost, co2, peak or "
-                                                      "curtailment (default: the scenario's "
-                                                      "oracle.objective, else cost).")] = None):
+def run(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    seed: Annotated[int | None, typer.Option(help="Root seed (overrides the file).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Results directory (default: results/<name>-seed<seed>-<hash>)."),
+    ] = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    expect: Annotated[
+        str,
+        typer.Option(
+            "--expect",
+            help="The scenario's expect: block. check: exit 3 when one fails "
+            "(default); report: print the report, exit 0; off: do not check.",
+        ),
+    ] = "check",
+    oracle: Annotated[
+        bool,
+        typer.Option(
+            "--oracle",
+            help="Run the perfect-foresight "
+            "optimum (one LP per site, replayed through the "
+            "engine) instead of the scenario's controllers.",
+        ),
+    ] = False,
+    objective: Annotated[
+        str | None,
+        typer.Option(
+            help="--oracle: cost, co2, peak or "
+            "curtailment (default: the scenario's "
+            "oracle.objective, else cost)."
+        ),
+    ] = None,
+):
     """Run a scenario and write timeseries, events, KPIs and a manifest."""
     from cps_sim.experiment.run import run_file
 
     if expect not in ("check", "report", "off"):
         _fail(CpsSimError(f"--expect must be check, report or off, got {expect!r}"))
     if objective is not None and objective not in ("cost", "co2", "peak", "curtailment"):
-        _fail(CpsSimError(f"--objective must be cost, co2, peak or curtailment, got "
-                          f"{objective!r}"))
+        _fail(CpsSimError(f"--objective must be cost, co2, peak or curtailment, got {objective!r}"))
     try:
-        result = run_file(scenario, overrides=set_ or [], seed=seed, out_dir=out, quiet=quiet,
-                          check_expect=expect != "off", oracle=oracle, objective=objective)
+        result = run_file(
+            scenario,
+            overrides=set_ or [],
+            seed=seed,
+            out_dir=out,
+            quiet=quiet,
+            check_expect=expect != "off",
+            oracle=oracle,
+            objective=objective,
+        )
     except CpsSimError as exc:
         _fail(exc)
     from cps_sim.experiment.summary import format_blocks, run_blocks
@@ -84,8 +118,9 @@ def run(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
 
 
 @app.command()
-def validate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
-             set_: SetOpt = None):
+def validate(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")], set_: SetOpt = None
+):
     """Check a scenario file; print every problem with file, line and path."""
     from cps_sim.scenario.loader import load_scenario
 
@@ -98,15 +133,22 @@ def validate(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file."
     except CpsSimError as exc:
         _fail(exc)
     sites = sum(g.count for g in sc.sites)
-    typer.echo(f"{scenario}: OK ({sc.name}: {len(sc.sites)} site group(s), {sites} sites, "
-               f"{sc.duration_days:g} days at {sc.tick_s:g} s ticks"
-               + (f", after a {sc.warmup_days}-day warm-up)" if sc.warmup_days else ")"))
+    typer.echo(
+        f"{scenario}: OK ({sc.name}: {len(sc.sites)} site group(s), {sites} sites, "
+        f"{sc.duration_days:g} days at {sc.tick_s:g} s ticks"
+        + (f", after a {sc.warmup_days}-day warm-up)" if sc.warmup_days else ")")
+    )
 
 
 @app.command()
-def schema(markdown: Annotated[bool, typer.Option("--markdown", help="Print the scenario "
-                                                  "reference (docs/scenarios.md) instead.")]
-           = False):
+def schema(
+    markdown: Annotated[
+        bool,
+        typer.Option(
+            "--markdown", help="Print the scenario reference (docs/scenarios.md) instead."
+        ),
+    ] = False,
+):
     """Print the JSON Schema of scenario files (for editor autocompletion)."""
     if markdown:
         from cps_sim.scenario.reference_doc import render
@@ -119,18 +161,25 @@ def schema(markdown: Annotated[bool, typer.Option("--markdown", help="Print the 
 
 
 @app.command()
-def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
-          workers: Annotated[int | None, typer.Option(help="Parallel runs (default: all "
-                                                      "cores).")] = None,
-          backend: Annotated[str, typer.Option(help="local (process pool) or dask.")] = "local",
-          address: Annotated[str | None, typer.Option(help="Dask scheduler, e.g. "
-                                                      "tcp://host:8786 (default: a "
-                                                      "LocalCluster).")] = None,
-          out: Annotated[Path | None, typer.Option(help="Results directory (default: "
-                                                   "results/<sweep name>).")] = None,
-          resume: Annotated[bool, typer.Option("--resume", help="Continue a sweep in OUT: "
-                                               "skip finished runs, redo the rest.")] = False,
-          quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False):
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
+    workers: Annotated[int | None, typer.Option(help="Parallel runs (default: all cores).")] = None,
+    backend: Annotated[str, typer.Option(help="local (process pool) or dask.")] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler, e.g. tcp://host:8786 (default: a LocalCluster)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Results directory (default: results/<sweep name>).")
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue a sweep in OUT: skip finished runs, redo the rest."
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+):
     """Run a batch of scenario variants (grid / random / LHS) and write a catalog."""
     if backend == "local":  # workers import the engine while this process imports the rest
         from cps_sim.experiment.executors import start_fork_server
@@ -141,8 +190,15 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
     if backend not in ("local", "dask"):
         _fail(CpsSimError(f"--backend must be local or dask, got {backend!r}"))
     try:
-        result = run_sweep(sweep_file, out, workers=workers, backend=backend,  # type: ignore[arg-type]
-                           address=address, resume=resume, quiet=True if quiet else None)
+        result = run_sweep(
+            sweep_file,
+            out,
+            workers=workers,
+            backend=backend,  # type: ignore[arg-type]
+            address=address,
+            resume=resume,
+            quiet=True if quiet else None,
+        )
     except CpsSimError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -153,26 +209,54 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML file.")],
 
 
 @app.command()
-def report(results_dir: Annotated[Path | None, typer.Argument(
-               help="A run or sweep results directory (with --gallery: the scenarios "
-               "folder, default scenarios).")] = None,
-           week: Annotated[str | None, typer.Option(help="Run reports: first local day of the "
-                                                    "week shown (default: the week with the "
-                                                    "highest import peak).")] = None,
-           objective: Annotated[str, typer.Option(help="Sweep reports: KPI that ranks best "
-                                                  "and worst runs (lower is better).")]
-           = "cost_jpy",
-           out: Annotated[Path | None, typer.Option(help="Where to write (default: "
-                                                    "RESULTS_DIR/report).")] = None,
-           constraint: Annotated[list[str] | None, typer.Option(
-               "--constraint", help="Sweep reports: a design point ranks only if its mean "
-               "meets this, e.g. 'ev_unmet_at_departure_kwh <= 1'. Repeatable.")] = None,
-           tradeoff: Annotated[str, typer.Option(help="Sweep reports: KPI on the trade-off "
-                                                 "plot's x axis (lower is better; prefix - "
-                                                 "to maximise).")] = "co2_kg",
-           gallery: Annotated[bool, typer.Option(
-               "--gallery", help="Run every scenario of the folder and write the gallery "
-               "(OUT/gallery.md + OUT/gallery/*.png; OUT default docs).")] = False):
+def report(
+    results_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A run or sweep results directory (with --gallery: the scenarios "
+            "folder, default scenarios)."
+        ),
+    ] = None,
+    week: Annotated[
+        str | None,
+        typer.Option(
+            help="Run reports: first local day of the "
+            "week shown (default: the week with the "
+            "highest import peak)."
+        ),
+    ] = None,
+    objective: Annotated[
+        str,
+        typer.Option(help="Sweep reports: KPI that ranks best and worst runs (lower is better)."),
+    ] = "cost_jpy",
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write (default: RESULTS_DIR/report).")
+    ] = None,
+    constraint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--constraint",
+            help="Sweep reports: a design point ranks only if its mean "
+            "meets this, e.g. 'ev_unmet_at_departure_kwh <= 1'. Repeatable.",
+        ),
+    ] = None,
+    tradeoff: Annotated[
+        str,
+        typer.Option(
+            help="Sweep reports: KPI on the trade-off "
+            "plot's x axis (lower is better; prefix - "
+            "to maximise)."
+        ),
+    ] = "co2_kg",
+    gallery: Annotated[
+        bool,
+        typer.Option(
+            "--gallery",
+            help="Run every scenario of the folder and write the gallery "
+            "(OUT/gallery.md + OUT/gallery/*.png; OUT default docs).",
+        ),
+    ] = False,
+):
     """Plot a run (flows, SoC, daily profiles, KPIs) or a sweep (design points with
     confidence intervals, sensitivity, heatmap, ranking under constraints, Pareto front)."""
     if gallery:
@@ -182,16 +266,21 @@ def report(results_dir: Annotated[Path | None, typer.Argument(
             entries = build_gallery(results_dir or Path("scenarios"), out or Path("docs"))
         except CpsSimError as exc:
             _fail(exc)
-        typer.echo(f"gallery: {(out or Path('docs')) / 'gallery.md'} ({len(entries)} "
-                   "scenarios)")
+        typer.echo(f"gallery: {(out or Path('docs')) / 'gallery.md'} ({len(entries)} scenarios)")
         return
     if results_dir is None:
         _fail(CpsSimError("give a run or sweep results directory (or --gallery)"))
     from cps_sim.experiment.report import make_report
 
     try:
-        rep = make_report(results_dir, week_start=week, objective=objective, out_dir=out,
-                          constraints=constraint or [], tradeoff=tradeoff)
+        rep = make_report(
+            results_dir,
+            week_start=week,
+            objective=objective,
+            out_dir=out,
+            constraints=constraint or [],
+            tradeoff=tradeoff,
+        )
     except CpsSimError as exc:
         _fail(exc)
     typer.echo(f"{rep.kind} report: {rep.html} ({len(rep.pngs)} plots)")
@@ -199,61 +288,117 @@ def report(results_dir: Annotated[Path | None, typer.Argument(
 
 @app.command()
 def emulate(
-    profile: Annotated[str, typer.Argument(help="Device profile: a name from devices/profiles "
-                                           "(generic, tasmota_plug, shelly_gen2, openevse, goe, "
-                                           "battery_inverter) or a .yaml path.")],
-    kind: Annotated[str | None, typer.Option(help="ev_charger, battery, pv, plug, meter or "
-                                             "heat_pump (default: the profile's first kind; "
-                                             "the generic profile needs it).")] = None,
+    profile: Annotated[
+        str,
+        typer.Argument(
+            help="Device profile: a name from devices/profiles "
+            "(generic, tasmota_plug, shelly_gen2, openevse, goe, "
+            "battery_inverter) or a .yaml path."
+        ),
+    ],
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            help="ev_charger, battery, pv, plug, meter or "
+            "heat_pump (default: the profile's first kind; "
+            "the generic profile needs it)."
+        ),
+    ] = None,
     count: Annotated[int, typer.Option(help="Number of devices.")] = 1,
-    broker: Annotated[str | None, typer.Option(help="mqtt://host:port or mqtts://host:port "
-                                               "(default: start an embedded broker).")] = None,
-    prefix: Annotated[str, typer.Option(help="Topic prefix (generic profile: "
-                                        "<prefix>/dev/<id>/...).")] = "cps/emu",
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            help="mqtt://host:port or mqtts://host:port (default: start an embedded broker)."
+        ),
+    ] = None,
+    prefix: Annotated[
+        str, typer.Option(help="Topic prefix (generic profile: <prefix>/dev/<id>/...).")
+    ] = "cps/emu",
     interval: Annotated[float, typer.Option(help="Telemetry period [wall s].")] = 1.0,
-    speed: Annotated[float, typer.Option(help="Device clock speed (60 = one hour per "
-                                         "minute).")] = 1.0,
-    duration: Annotated[str | None, typer.Option(help="Stop after this wall time (90s, 10m, "
-                                                 "1h; default: until Ctrl-C).")] = None,
-    id_prefix: Annotated[str | None, typer.Option(help="Device ids <id-prefix>-0000... "
-                                                  "(default: the kind).")] = None,
+    speed: Annotated[
+        float, typer.Option(help="Device clock speed (60 = one hour per minute).")
+    ] = 1.0,
+    duration: Annotated[
+        str | None,
+        typer.Option(help="Stop after this wall time (90s, 10m, 1h; default: until Ctrl-C)."),
+    ] = None,
+    id_prefix: Annotated[
+        str | None, typer.Option(help="Device ids <id-prefix>-0000... (default: the kind).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the device population.")] = 0,
-    ttl: Annotated[float, typer.Option(help="Fail-safe after this many device seconds "
-                                       "without a command (when the command has no "
-                                       "ttl_s).")] = 60.0,
-    clients: Annotated[str, typer.Option(help="device: one MQTT connection and last will "
-                                         "per device; shared: one for the fleet.")] = "device",
+    ttl: Annotated[
+        float,
+        typer.Option(
+            help="Fail-safe after this many device seconds "
+            "without a command (when the command has no "
+            "ttl_s)."
+        ),
+    ] = 60.0,
+    clients: Annotated[
+        str,
+        typer.Option(
+            help="device: one MQTT connection and last will per device; shared: one for the fleet."
+        ),
+    ] = "device",
     protocol: Annotated[str, typer.Option(help="MQTT protocol: 3.1.1 or 5.")] = "3.1.1",
-    username: Annotated[str | None, typer.Option(help="Broker user name (password from the "
-                                                 "environment variable --password-env).")]
-    = None,
-    password_env: Annotated[str, typer.Option(help="Environment variable holding the "
-                                              "password.")] = "CPS_SIM_MQTT_PASSWORD",
-    ca_file: Annotated[str | None, typer.Option(help="CA certificate (PEM) for mqtts://.")]
-    = None,
-    homeassistant: Annotated[bool, typer.Option("--homeassistant", help="Announce the "
-                                                "devices to Home Assistant (MQTT "
-                                                "discovery).")] = False,
-    ha_remove: Annotated[bool, typer.Option("--ha-remove", help="Remove the Home Assistant "
-                                            "entities on exit.")] = False,
-    weather: Annotated[str, typer.Option(help="pv/heat_pump weather: synthetic or clear.")]
-    = "synthetic",
-    start: Annotated[str | None, typer.Option(help="Device clock start, ISO 8601 (default: "
-                                              "now).")] = None,
-    telemetry_qos: Annotated[int | None, typer.Option(help="QoS of telemetry (default: the "
-                                                      "profile's, 0 for generic).")] = None,
+    username: Annotated[
+        str | None,
+        typer.Option(
+            help="Broker user name (password from the environment variable --password-env)."
+        ),
+    ] = None,
+    password_env: Annotated[
+        str, typer.Option(help="Environment variable holding the password.")
+    ] = "CPS_SIM_MQTT_PASSWORD",
+    ca_file: Annotated[str | None, typer.Option(help="CA certificate (PEM) for mqtts://.")] = None,
+    homeassistant: Annotated[
+        bool,
+        typer.Option(
+            "--homeassistant", help="Announce the devices to Home Assistant (MQTT discovery)."
+        ),
+    ] = False,
+    ha_remove: Annotated[
+        bool, typer.Option("--ha-remove", help="Remove the Home Assistant entities on exit.")
+    ] = False,
+    weather: Annotated[
+        str, typer.Option(help="pv/heat_pump weather: synthetic or clear.")
+    ] = "synthetic",
+    start: Annotated[
+        str | None, typer.Option(help="Device clock start, ISO 8601 (default: now).")
+    ] = None,
+    telemetry_qos: Annotated[
+        int | None, typer.Option(help="QoS of telemetry (default: the profile's, 0 for generic).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
 ):
     """Emulated MQTT devices driven by the models, speaking a device profile."""
     from cps_sim.bridge.emulate_cli import run_emulate
 
     try:
-        run_emulate(profile, kind=kind, count=count, broker=broker, prefix=prefix,
-                    interval_s=interval, speed=speed, duration=duration, id_prefix=id_prefix,
-                    seed=seed, ttl_s=ttl, clients=clients, protocol=protocol,
-                    username=username, password_env=password_env, ca_file=ca_file,
-                    homeassistant=homeassistant, ha_remove=ha_remove, weather=weather,
-                    start=start, telemetry_qos=telemetry_qos, quiet=quiet)
+        run_emulate(
+            profile,
+            kind=kind,
+            count=count,
+            broker=broker,
+            prefix=prefix,
+            interval_s=interval,
+            speed=speed,
+            duration=duration,
+            id_prefix=id_prefix,
+            seed=seed,
+            ttl_s=ttl,
+            clients=clients,
+            protocol=protocol,
+            username=username,
+            password_env=password_env,
+            ca_file=ca_file,
+            homeassistant=homeassistant,
+            ha_remove=ha_remove,
+            weather=weather,
+            start=start,
+            telemetry_qos=telemetry_qos,
+            quiet=quiet,
+        )
     except CpsSimError as exc:
         _fail(exc)
 
@@ -264,32 +409,55 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 @app.command()
-def hil(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file (with a bridge: "
-                                                 "block).")],
-        broker: Annotated[str | None, typer.Option(help="Broker URL mqtt://host:port or "
-                                                   "mqtts://... (default: the scenario's "
-                                                   "bridge.url, else an embedded broker).")]
-        = None,
-        speed: Annotated[float | None, typer.Option(help="Simulated seconds per wall second "
-                                                    "(1 = real time; default: the "
-                                                    "scenario's speed).")] = None,
-        duration: Annotated[str | None, typer.Option(help="Run length, e.g. 600, 10m, 2h "
-                                                     "(whole ticks; default: the "
-                                                     "scenario's).")] = None,
-        record: Annotated[Path | None, typer.Option(help="Also write the message recording "
-                                                    "here (for cps-sim replay).")] = None,
-        emulate: Annotated[bool, typer.Option("--emulate", help="Start emulators for the "
-                                              "devices marked emulated: true.")] = False,
-        strict_lag_s: Annotated[float | None, typer.Option(
-            "--strict-lag-s", help="Strict real time: stop (results written, exit 4) when a "
+def hil(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file (with a bridge: block).")],
+    broker: Annotated[
+        str | None,
+        typer.Option(
+            help="Broker URL mqtt://host:port or "
+            "mqtts://... (default: the scenario's "
+            "bridge.url, else an embedded broker)."
+        ),
+    ] = None,
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            help="Simulated seconds per wall second (1 = real time; default: the scenario's speed)."
+        ),
+    ] = None,
+    duration: Annotated[
+        str | None,
+        typer.Option(help="Run length, e.g. 600, 10m, 2h (whole ticks; default: the scenario's)."),
+    ] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(help="Also write the message recording here (for cps-sim replay)."),
+    ] = None,
+    emulate: Annotated[
+        bool,
+        typer.Option("--emulate", help="Start emulators for the devices marked emulated: true."),
+    ] = False,
+    strict_lag_s: Annotated[
+        float | None,
+        typer.Option(
+            "--strict-lag-s",
+            help="Strict real time: stop (results written, exit 4) when a "
             "tick settles more than this many wall seconds late (default: the scenario's "
-            "bridge.max_lag_s; none = measure and report only).")] = None,
-        expect: Annotated[str, typer.Option(
-            "--expect", help="The scenario's expect: block. check: exit 3 when one fails "
-            "(default); report: print the report, exit 0; off: do not check.")] = "check",
-        out: Annotated[Path | None, typer.Option(help="Results directory.")] = None,
-        set_: SetOpt = None,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No status line.")] = False):
+            "bridge.max_lag_s; none = measure and report only).",
+        ),
+    ] = None,
+    expect: Annotated[
+        str,
+        typer.Option(
+            "--expect",
+            help="The scenario's expect: block. check: exit 3 when one fails "
+            "(default); report: print the report, exit 0; off: do not check.",
+        ),
+    ] = "check",
+    out: Annotated[Path | None, typer.Option(help="Results directory.")] = None,
+    set_: SetOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No status line.")] = False,
+):
     """Run a scenario in real time over MQTT: real, emulated and simulated devices, external
     controllers (docs/hil.md)."""
     from cps_sim.bridge.hil import HilOptions, parse_duration, run_hil
@@ -298,21 +466,35 @@ def hil(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file (with 
     if expect not in ("check", "report", "off"):
         _fail(CpsSimError(f"--expect must be check, report or off, got {expect!r}"))
     try:
-        opts = HilOptions(broker=broker, speed=speed, record=record, quiet=quiet,
-                          emulate=emulate, strict_lag_s=strict_lag_s, check_expect=expect != "off",
-                          duration_s=parse_duration(duration) if duration else None)
+        opts = HilOptions(
+            broker=broker,
+            speed=speed,
+            record=record,
+            quiet=quiet,
+            emulate=emulate,
+            strict_lag_s=strict_lag_s,
+            check_expect=expect != "off",
+            duration_s=parse_duration(duration) if duration else None,
+        )
         res = run_hil(scenario, opts, set_ or [], out)
     except CpsSimError as exc:
         _fail(exc)
     k = res.kpis
-    typer.echo(f"results: {res.out_dir}" + ("  (interrupted: partial run)" if res.interrupted
-                                            else ""))
-    lag = (f"lag p50 {k['hil_lag_p50_s'] * 1e3:.1f} ms, p99 {k['hil_lag_p99_s'] * 1e3:.1f} ms,"
-           f" max {k['hil_lag_max_s'] * 1e3:.1f} ms" if "hil_lag_p50_s" in k else "no ticks")
+    typer.echo(
+        f"results: {res.out_dir}" + ("  (interrupted: partial run)" if res.interrupted else "")
+    )
+    lag = (
+        f"lag p50 {k['hil_lag_p50_s'] * 1e3:.1f} ms, p99 {k['hil_lag_p99_s'] * 1e3:.1f} ms,"
+        f" max {k['hil_lag_max_s'] * 1e3:.1f} ms"
+        if "hil_lag_p50_s" in k
+        else "no ticks"
+    )
     typer.echo(f"  broker {res.broker_url}; {lag}")
-    typer.echo(f"  messages in {k['bridge_received']:.0f} (accepted {k['bridge_accepted']:.0f}"
-               f", rejected {k['bridge_rejected']:.0f}, dropped {k['bridge_queue_drops']:.0f})"
-               f", out {k['bridge_published']:.0f}; disconnects {k['bridge_disconnects']:.0f}")
+    typer.echo(
+        f"  messages in {k['bridge_received']:.0f} (accepted {k['bridge_accepted']:.0f}"
+        f", rejected {k['bridge_rejected']:.0f}, dropped {k['bridge_queue_drops']:.0f})"
+        f", out {k['bridge_published']:.0f}; disconnects {k['bridge_disconnects']:.0f}"
+    )
     typer.echo(f"  grid import {k['grid_import_kwh']:.2f} kWh, wall time {res.wall_time_s:.1f} s")
     if res.overrun is not None:
         _fail(RealTimeOverrun(f"{res.overrun}; results up to then in {res.out_dir}"))
@@ -324,11 +506,19 @@ def hil(scenario: Annotated[Path, typer.Argument(help="Scenario YAML file (with 
 
 
 @app.command()
-def replay(recording: Annotated[Path, typer.Argument(help="bridge.parquet of a cps-sim hil "
-                                                     "run (or its results directory, or a "
-                                                     "--record file).")],
-           out: Annotated[Path | None, typer.Option(help="Results directory (default: "
-                                                    "results/<name>-replay).")] = None):
+def replay(
+    recording: Annotated[
+        Path,
+        typer.Argument(
+            help="bridge.parquet of a cps-sim hil "
+            "run (or its results directory, or a "
+            "--record file)."
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Results directory (default: results/<name>-replay).")
+    ] = None,
+):
     """Re-run a recorded hil run offline; reproduces its KPIs and time series."""
     from cps_sim.bridge.hil import run_replay
 
@@ -337,18 +527,26 @@ def replay(recording: Annotated[Path, typer.Argument(help="bridge.parquet of a c
     except CpsSimError as exc:
         _fail(exc)
     typer.echo(f"results: {res.out_dir}")
-    typer.echo(f"  grid import {res.kpis['grid_import_kwh']:.2f} kWh, wall time "
-               f"{res.wall_time_s:.2f} s")
+    typer.echo(
+        f"  grid import {res.kpis['grid_import_kwh']:.2f} kWh, wall time {res.wall_time_s:.2f} s"
+    )
 
 
 @app.command()
-def compare(runs: Annotated[list[Path], typer.Argument(help="Two or more run folders (the "
-                                                      "first is the baseline).")],
-            week: Annotated[str | None, typer.Option(help="First local day of the week "
-                                                     "overlaid (default: the first run's "
-                                                     "peak-import week).")] = None,
-            out: Annotated[Path | None, typer.Option(help="Where to write (default: "
-                                                     "results/compare-A-vs-B).")] = None):
+def compare(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Two or more run folders (the first is the baseline).")
+    ],
+    week: Annotated[
+        str | None,
+        typer.Option(
+            help="First local day of the week overlaid (default: the first run's peak-import week)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write (default: results/compare-A-vs-B).")
+    ] = None,
+):
     """Compare runs of the same horizon: KPI differences, week and daily-profile overlays."""
     from cps_sim.experiment.compare import compare_runs, format_summary
 
@@ -422,8 +620,11 @@ def main() -> None:
     except MemoryError:
         if _state["debug"]:
             raise
-        print("error: out of memory; make the run smaller (fewer sites, a shorter horizon or "
-              "a longer tick_s)", file=sys.stderr)
+        print(
+            "error: out of memory; make the run smaller (fewer sites, a shorter horizon or "
+            "a longer tick_s)",
+            file=sys.stderr,
+        )
         sys.exit(1)
     except OSError as exc:
         if _state["debug"]:
@@ -434,8 +635,11 @@ def main() -> None:
     except Exception as exc:
         if _state["debug"]:
             raise
-        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for "
-              "the traceback and please report it", file=sys.stderr)
+        print(
+            f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for "
+            "the traceback and please report it",
+            file=sys.stderr,
+        )
         sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)
 

@@ -72,10 +72,19 @@ from cps_sim.world.run import start_run
 
 ENV_ID = "cps_sim/Hems-v0"
 
-OBS_FEATURES = ("time_of_day_sin", "time_of_day_cos", "import_price_jpy_per_kwh",
-                "export_price_jpy_per_kwh", "pv_w_per_site", "load_w_per_site",
-                "battery_soc_mean", "ev_soc_mean", "ev_plugged_fraction",
-                "ev_energy_to_target_wh_per_ev", "time_left_s")
+OBS_FEATURES = (
+    "time_of_day_sin",
+    "time_of_day_cos",
+    "import_price_jpy_per_kwh",
+    "export_price_jpy_per_kwh",
+    "pv_w_per_site",
+    "load_w_per_site",
+    "battery_soc_mean",
+    "ev_soc_mean",
+    "ev_plugged_fraction",
+    "ev_energy_to_target_wh_per_ev",
+    "time_left_s",
+)
 _OBS_LOW = np.array([-1, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0], dtype=np.float32)
 _OBS_HIGH = np.array([1, 1, 1e4, 1e4, 1e7, 1e7, 1, 1, 1, 1e6, 4e8], dtype=np.float32)
 
@@ -84,24 +93,40 @@ def default_scenario() -> Scenario:
     """Ten Tokyo homes, one spring day: PV, a 10 kWh battery and a V2H-capable EV each,
     time-of-use tariff (cheap nights, dear evenings)."""
     return Scenario(
-        name="hems_rl", seed=0, start="2026-04-06T00:00:00+09:00", duration_days=1,
+        name="hems_rl",
+        seed=0,
+        start="2026-04-06T00:00:00+09:00",
+        duration_days=1,
         tick_s=900,
-        tariff={"type": "tou", "export_jpy_per_kwh": 8.5, "periods": [
-            {"name": "night", "price_jpy_per_kwh": 20, "start_hour": 0, "end_hour": 7},
-            {"name": "night_late", "price_jpy_per_kwh": 20, "start_hour": 23, "end_hour": 24},
-            {"name": "peak", "price_jpy_per_kwh": 45, "start_hour": 17, "end_hour": 21},
-            {"name": "day", "price_jpy_per_kwh": 32}]},
-        sites=[{"name": "homes", "count": 10, "pv": {"share": 1.0},
+        tariff={
+            "type": "tou",
+            "export_jpy_per_kwh": 8.5,
+            "periods": [
+                {"name": "night", "price_jpy_per_kwh": 20, "start_hour": 0, "end_hour": 7},
+                {"name": "night_late", "price_jpy_per_kwh": 20, "start_hour": 23, "end_hour": 24},
+                {"name": "peak", "price_jpy_per_kwh": 45, "start_hour": 17, "end_hour": 21},
+                {"name": "day", "price_jpy_per_kwh": 32},
+            ],
+        },
+        sites=[
+            {
+                "name": "homes",
+                "count": 10,
+                "pv": {"share": 1.0},
                 "battery": {"share": 1.0, "control": "self_consumption"},
-                "ev": {"per_site": 1, "v2x_kw": 6}}])
+                "ev": {"per_site": 1, "v2x_kw": 6},
+            }
+        ],
+    )
 
 
 def other_controllers(scenario: Scenario, group: str) -> list[str]:
     """What besides an agent sends setpoints to ``group``'s devices (empty: nothing)."""
     out = []
     if scenario.control.for_group(group).ev_strategy is not None:
-        out.append(f"the EV strategy control.ev_strategy="
-                   f"{scenario.control.for_group(group).ev_strategy!r}")
+        out.append(
+            f"the EV strategy control.ev_strategy={scenario.control.for_group(group).ev_strategy!r}"
+        )
     for key, ems in scenario.ems.items():
         members = [key, *getattr(ems, "member_groups", [])]
         if group in members:
@@ -120,10 +145,15 @@ class CpsSimEnv(gymnasium.Env):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
-    def __init__(self, scenario: Scenario | str | Path | None = None, group: str | None = None,
-                 decision_interval_s: float | None = None,
-                 action_mode: str = "per_device", unmet_penalty_jpy_per_kwh: float = 50.0,
-                 base_dir: str | Path | None = None):
+    def __init__(
+        self,
+        scenario: Scenario | str | Path | None = None,
+        group: str | None = None,
+        decision_interval_s: float | None = None,
+        action_mode: str = "per_device",
+        unmet_penalty_jpy_per_kwh: float = 50.0,
+        base_dir: str | Path | None = None,
+    ):
         if scenario is None:
             scenario = default_scenario()
         elif not isinstance(scenario, Scenario):
@@ -137,17 +167,21 @@ class CpsSimEnv(gymnasium.Env):
         specs = {s.name: s for s in scenario.sites}
         self.group_name = group or scenario.sites[0].name
         if self.group_name not in specs:
-            raise ValueError(f"no site group named {self.group_name!r} (groups: "
-                             f"{', '.join(specs)})")
+            raise ValueError(
+                f"no site group named {self.group_name!r} (groups: {', '.join(specs)})"
+            )
         others = other_controllers(scenario, self.group_name)
         if others:
-            raise ValueError(f"group {self.group_name!r} is already driven by "
-                             f"{' and '.join(others)}; the agent must be its only "
-                             "controller (two controllers would fight over its devices): "
-                             "remove them from the scenario or choose another group")
+            raise ValueError(
+                f"group {self.group_name!r} is already driven by "
+                f"{' and '.join(others)}; the agent must be its only "
+                "controller (two controllers would fight over its devices): "
+                "remove them from the scenario or choose another group"
+            )
         if action_mode not in ("per_device", "aggregate"):
-            raise ValueError(f"action_mode must be 'per_device' or 'aggregate', "
-                             f"got {action_mode!r}")
+            raise ValueError(
+                f"action_mode must be 'per_device' or 'aggregate', got {action_mode!r}"
+            )
         self.action_mode = action_mode
         self.dt_s = float(decision_interval_s or scenario.tick_s)
         if not self.dt_s > 0:
@@ -157,19 +191,20 @@ class CpsSimEnv(gymnasium.Env):
         self.n_sites = spec.count
         self.ev_per_site = 0 if spec.ev is None else (spec.ev.per_site or 1)
         self.n_bat_slots = self.n_sites if spec.battery is not None else 0
-        n_act = (self.n_sites * self.ev_per_site + self.n_bat_slots
-                 if action_mode == "per_device" else 2)
+        n_act = (
+            self.n_sites * self.ev_per_site + self.n_bat_slots if action_mode == "per_device" else 2
+        )
         self.action_space = spaces.Box(-1.0, 1.0, shape=(n_act,), dtype=np.float32)
         self.observation_space = spaces.Box(_OBS_LOW, _OBS_HIGH, dtype=np.float32)
         self.world = None
         self._t0_s = 0.0  # end of the warm-up [s of the world's clock]
 
     # ------------------------------------------------------------------ gymnasium API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        world_seed = int(seed) if seed is not None else int(
-            self.np_random.integers(0, 2**63 - 1))
+        world_seed = int(seed) if seed is not None else int(self.np_random.integers(0, 2**63 - 1))
         sc = self.scenario.model_copy(update={"seed": world_seed})
         self._cost_jpy = 0.0
         self._import_wh = 0.0
@@ -185,8 +220,10 @@ class CpsSimEnv(gymnasium.Env):
             imp, exp = f[IX["grid_import_wh"]], f[IX["grid_export_wh"]]
             self._import_wh += imp
             self._export_wh += exp
-            self._cost_jpy += (imp * world.import_price_jpy_per_kwh[r.k]
-                               - exp * world.export_price_jpy_per_kwh[r.k]) / WH_PER_KWH
+            self._cost_jpy += (
+                imp * world.import_price_jpy_per_kwh[r.k]
+                - exp * world.export_price_jpy_per_kwh[r.k]
+            ) / WH_PER_KWH
 
         run = start_run(sc, on_tick, base_dir=self.base_dir, env=make_env("fast"))
         self.world = world = run.world
@@ -210,8 +247,9 @@ class CpsSimEnv(gymnasium.Env):
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self.world is None:
             raise RuntimeError("call reset() before step()")
-        a = np.clip(np.asarray(action, dtype=np.float64).reshape(self.action_space.shape),
-                    -1.0, 1.0)
+        a = np.clip(
+            np.asarray(action, dtype=np.float64).reshape(self.action_space.shape), -1.0, 1.0
+        )
         self._apply(a)
         end = self._t0_s + float(self.scenario.duration_s)
         target = min(float(self.sim.now) + self.dt_s, end)
@@ -247,14 +285,16 @@ class CpsSimEnv(gymnasium.Env):
             ev_sp = np.where(ev_frac >= 0, ev_frac * g.evs.charger_w, ev_frac * g.evs.v2x_w)
         if bat_frac is not None:
             b = g.battery
-            bat_sp = np.where(bat_frac >= 0, bat_frac * b.max_charge_power_w,
-                              bat_frac * b.max_discharge_power_w)
+            bat_sp = np.where(
+                bat_frac >= 0, bat_frac * b.max_charge_power_w, bat_frac * b.max_discharge_power_w
+            )
         self.world.apply(self.group_name, ev_setpoint_w=ev_sp, battery_setpoint_w=bat_sp)
 
     def _read_unmet(self) -> None:
         log = self.group.log
-        for kind, unmet in zip(log.kind[self._log_read:], log.unmet_wh[self._log_read:],
-                               strict=True):
+        for kind, unmet in zip(
+            log.kind[self._log_read :], log.unmet_wh[self._log_read :], strict=True
+        ):
             self._unmet_wh += float(unmet[kind == DEPARTURE].sum())
         self._log_read = len(log.kind)
 
@@ -273,22 +313,34 @@ class CpsSimEnv(gymnasium.Env):
             need = float(np.maximum(o.ev_target_wh - o.ev_energy_wh, 0.0)[plugged].mean())
         else:
             ev_soc = need = 0.0
-        x = np.array([
-            math.sin(ang), math.cos(ang),
-            float(o.import_price_jpy_per_kwh[0]) if o.n_sites else 0.0,
-            float(o.export_price_jpy_per_kwh[0]) if o.n_sites else 0.0,
-            float(o.site_pv_w.mean()), float(o.site_load_w.mean()),
-            bat_soc, ev_soc, float(plugged.mean()) if n_ev else 0.0, need,
-            max(self._t0_s + float(self.scenario.duration_s) - now, 0.0)], dtype=np.float64)
+        x = np.array(
+            [
+                math.sin(ang),
+                math.cos(ang),
+                float(o.import_price_jpy_per_kwh[0]) if o.n_sites else 0.0,
+                float(o.export_price_jpy_per_kwh[0]) if o.n_sites else 0.0,
+                float(o.site_pv_w.mean()),
+                float(o.site_load_w.mean()),
+                bat_soc,
+                ev_soc,
+                float(plugged.mean()) if n_ev else 0.0,
+                need,
+                max(self._t0_s + float(self.scenario.duration_s) - now, 0.0),
+            ],
+            dtype=np.float64,
+        )
         return np.clip(x, _OBS_LOW, _OBS_HIGH).astype(np.float32)
 
     def _info(self, d_cost: float, d_unmet_kwh: float) -> dict[str, Any]:
-        return {"time_s": float(self.world.now_s) - self._t0_s, "cost_jpy": float(d_cost),
-                "unmet_ev_kwh": float(d_unmet_kwh),
-                "episode_cost_jpy": float(self._cost_jpy),
-                "episode_import_kwh": float(self._import_wh) / WH_PER_KWH,
-                "episode_export_kwh": float(self._export_wh) / WH_PER_KWH,
-                "step_hours": self.dt_s / SECONDS_PER_HOUR}
+        return {
+            "time_s": float(self.world.now_s) - self._t0_s,
+            "cost_jpy": float(d_cost),
+            "unmet_ev_kwh": float(d_unmet_kwh),
+            "episode_cost_jpy": float(self._cost_jpy),
+            "episode_import_kwh": float(self._import_wh) / WH_PER_KWH,
+            "episode_export_kwh": float(self._export_wh) / WH_PER_KWH,
+            "step_hours": self.dt_s / SECONDS_PER_HOUR,
+        }
 
 
 if ENV_ID not in gymnasium.registry:

@@ -215,9 +215,11 @@ def run_hil(
         scenario = with_duration(scenario, options.duration_s)
     base_dir = Path(path).parent
     if scenario.warmup_days:
-        raise BridgeError(f"{file}: warmup_days: cps-sim hil runs from `start` in real time "
-                          f"and cannot simulate a warm-up first; set it to 0 "
-                          f"(--set warmup_days=0)")
+        raise BridgeError(
+            f"{file}: warmup_days: cps-sim hil runs from `start` in real time "
+            f"and cannot simulate a warm-up first; set it to 0 "
+            f"(--set warmup_days=0)"
+        )
     spec = scenario.bridge or BridgeSpec()
     speed = float(options.speed if options.speed is not None else scenario.speed)
     if not speed > 0:

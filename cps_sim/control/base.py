@@ -72,8 +72,9 @@ class GroupsController(Protocol):
     name: str
     interval_s: float
 
-    def decide(self, now_s: float, observations: Mapping[str, Observation]
-               ) -> dict[str, dict[str, np.ndarray]]: ...
+    def decide(
+        self, now_s: float, observations: Mapping[str, Observation]
+    ) -> dict[str, dict[str, np.ndarray]]: ...
 
 
 class ControlledWorld(Protocol):
@@ -81,25 +82,32 @@ class ControlledWorld(Protocol):
 
     def observe(self, group_name: str) -> Observation: ...
 
-    def apply(self, group_name: str, ev_setpoint_w: np.ndarray | None = None,
-              battery_setpoint_w: np.ndarray | None = None,
-              import_limit_w: np.ndarray | None = None,
-              deferrable_setpoint_w: np.ndarray | None = None,
-              export_limit_w: np.ndarray | None = None) -> None: ...
+    def apply(
+        self,
+        group_name: str,
+        ev_setpoint_w: np.ndarray | None = None,
+        battery_setpoint_w: np.ndarray | None = None,
+        import_limit_w: np.ndarray | None = None,
+        deferrable_setpoint_w: np.ndarray | None = None,
+        export_limit_w: np.ndarray | None = None,
+    ) -> None: ...
 
 
 Fallback = Callable[[Observation], Mapping[str, np.ndarray]]
 Guard = Callable[[float, dict[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
-def battery_setpoints(power_w: np.ndarray, follow: np.ndarray | bool = True
-                      ) -> dict[str, FloatArray]:
+def battery_setpoints(
+    power_w: np.ndarray, follow: np.ndarray | bool = True
+) -> dict[str, FloatArray]:
     """``battery_setpoint_w`` and ``battery_mode`` for sites that follow ``power_w``
     where ``follow`` is true and run the built-in rule elsewhere."""
     power = np.asarray(power_w, dtype=float)
     follow = np.broadcast_to(np.asarray(follow, dtype=bool), power.shape)
-    return {"battery_setpoint_w": np.where(follow, power, 0.0),
-            "battery_mode": np.where(follow, BATTERY_FOLLOW, BATTERY_AUTO)}
+    return {
+        "battery_setpoint_w": np.where(follow, power, 0.0),
+        "battery_mode": np.where(follow, BATTERY_FOLLOW, BATTERY_AUTO),
+    }
 
 
 def battery_auto(n_sites: int) -> dict[str, FloatArray]:
@@ -116,14 +124,20 @@ def fallback_uncontrolled(obs: Observation) -> dict[str, FloatArray]:
     """Safe behaviour of a charger that lost its EMS: charge at its own limit;
     the home battery returns to its built-in self-consumption rule, the water heater
     to its own rule."""
-    return {"ev_setpoint_w": np.asarray(obs.ev_charger_w, dtype=float).copy(),
-            **battery_auto(obs.n_sites), **hpwh_auto(obs.n_sites)}
+    return {
+        "ev_setpoint_w": np.asarray(obs.ev_charger_w, dtype=float).copy(),
+        **battery_auto(obs.n_sites),
+        **hpwh_auto(obs.n_sites),
+    }
 
 
 def fallback_off(obs: Observation) -> dict[str, FloatArray]:
     """Safe behaviour 'stop': no EV power; battery and water heater on their own rules."""
-    return {"ev_setpoint_w": np.zeros(obs.n_evs), **battery_auto(obs.n_sites),
-            **hpwh_auto(obs.n_sites)}
+    return {
+        "ev_setpoint_w": np.zeros(obs.n_evs),
+        **battery_auto(obs.n_sites),
+        **hpwh_auto(obs.n_sites),
+    }
 
 
 def setpoint_sizes(obs: Observation) -> dict[str, int]:
@@ -132,9 +146,14 @@ def setpoint_sizes(obs: Observation) -> dict[str, int]:
     observation built by hand, the keys of the built-in device families."""
     if obs.setpoint_sizes is not None:
         return dict(obs.setpoint_sizes)
-    return {"ev_setpoint_w": obs.n_evs, "battery_setpoint_w": obs.n_sites,
-            "battery_mode": obs.n_sites, "import_limit_w": obs.n_sites,
-            "deferrable_setpoint_w": obs.n_sites, "export_limit_w": obs.n_sites}
+    return {
+        "ev_setpoint_w": obs.n_evs,
+        "battery_setpoint_w": obs.n_sites,
+        "battery_mode": obs.n_sites,
+        "import_limit_w": obs.n_sites,
+        "deferrable_setpoint_w": obs.n_sites,
+        "export_limit_w": obs.n_sites,
+    }
 
 
 @dataclass
@@ -159,10 +178,17 @@ class DeviceStats:
         return self.fallback_time_s + open_s
 
 
-def controller_process(env: simpy.Environment, world: ControlledWorld, controller: Controller,
-                       transport: Transport, group: str, *, ttl_s: float | None = None,
-                       wake_pattern: str | None = None, stats: ControllerStats | None = None,
-                       ) -> Generator[simpy.Event, Any, None]:
+def controller_process(
+    env: simpy.Environment,
+    world: ControlledWorld,
+    controller: Controller,
+    transport: Transport,
+    group: str,
+    *,
+    ttl_s: float | None = None,
+    wake_pattern: str | None = None,
+    stats: ControllerStats | None = None,
+) -> Generator[simpy.Event, Any, None]:
     """Observe -> decide -> publish, every ``controller.interval_s`` and on wake messages.
 
     ``ttl_s`` (default: 3 decision intervals) travels in each message: the
@@ -199,11 +225,18 @@ def controller_process(env: simpy.Environment, world: ControlledWorld, controlle
                 stats.event_wakeups += 1
 
 
-def device_process(env: simpy.Environment, world: ControlledWorld, transport: Transport,
-                   group: str, *, fallback: Fallback = fallback_uncontrolled,
-                   default_ttl_s: float = math.inf, stats: DeviceStats | None = None,
-                   guard: Guard | None = None, on_fallback: Callable[[float, bool], None]
-                   | None = None) -> Generator[simpy.Event, Any, None]:
+def device_process(
+    env: simpy.Environment,
+    world: ControlledWorld,
+    transport: Transport,
+    group: str,
+    *,
+    fallback: Fallback = fallback_uncontrolled,
+    default_ttl_s: float = math.inf,
+    stats: DeviceStats | None = None,
+    guard: Guard | None = None,
+    on_fallback: Callable[[float, bool], None] | None = None,
+) -> Generator[simpy.Event, Any, None]:
     """Apply delivered setpoints to ``group``; switch to ``fallback`` when they go stale.
 
     Starts in the safe behaviour (no setpoint received yet).  ``guard(now_s,

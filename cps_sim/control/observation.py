@@ -72,8 +72,9 @@ class Observation:
     # --- fields of device populations that have no attribute above -------
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    def ev_range_w(self, hold_s: float, energy_wh: FloatArray | None = None
-                   ) -> tuple[FloatArray, FloatArray]:
+    def ev_range_w(
+        self, hold_s: float, energy_wh: FloatArray | None = None
+    ) -> tuple[FloatArray, FloatArray]:
         """(lowest, highest) power [W, + charge] each EV can hold for ``hold_s`` from
         ``energy_wh`` (default: its present energy): the EV model's
         :func:`cps_sim.models.ev_physics.feasible_range_w` with the limits that come
@@ -81,14 +82,26 @@ class Observation:
         e = self.ev_energy_wh if energy_wh is None else energy_wh
         cap = self.ev_capacity_wh
         e_max = self.ev_energy_max_wh if self.ev_energy_max_wh is not None else cap
-        eff = (self.ev_charge_efficiency if self.ev_charge_efficiency is not None
-               else np.ones_like(cap))
+        eff = (
+            self.ev_charge_efficiency
+            if self.ev_charge_efficiency is not None
+            else np.ones_like(cap)
+        )
         taper = self.ev_energy_taper_wh if self.ev_energy_taper_wh is not None else e_max
         line = self.ev_taper_line_w if self.ev_taper_line_w is not None else self.ev_charger_w
         on = self.ev_plugged
-        return feasible_range_w(e, self.ev_soc_min * cap, e_max, taper, line,
-                                np.where(on, self.ev_charger_w, 0.0),
-                                np.where(on, self.ev_v2x_w, 0.0), eff, eff, hold_s)
+        return feasible_range_w(
+            e,
+            self.ev_soc_min * cap,
+            e_max,
+            taper,
+            line,
+            np.where(on, self.ev_charger_w, 0.0),
+            np.where(on, self.ev_v2x_w, 0.0),
+            eff,
+            eff,
+            hold_s,
+        )
 
     def battery_range_w(self, hold_s: float) -> tuple[FloatArray, FloatArray]:
         """(lowest, highest) battery power [W, + charge] each site's battery can hold for

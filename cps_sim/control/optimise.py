@@ -244,8 +244,14 @@ def _prepare(p: HomeProblem) -> _Prepared:
     carbon = co2 * q(p.carbon_price_jpy_per_t, "carbon_price_jpy_per_t")[:, None] / 1e6
 
     b = p.battery or BatteryParams(capacity_wh=0.0, max_charge_w=0.0, max_discharge_w=0.0)
-    e = p.ev or EvParams(capacity_wh=0.0, max_charge_w=0.0, arrival_step=0, departure_step=0,
-                         soc_init=0.0, target_soc=0.0)
+    e = p.ev or EvParams(
+        capacity_wh=0.0,
+        max_charge_w=0.0,
+        arrival_step=0,
+        departure_step=0,
+        soc_init=0.0,
+        target_soc=0.0,
+    )
     b_cap = q(b.capacity_wh, "battery.capacity_wh") / 1000.0
     e_cap = q(e.capacity_wh, "ev.capacity_wh") / 1000.0
     for name, arr in [("battery.capacity_wh", b_cap), ("ev.capacity_wh", e_cap)]:
@@ -255,8 +261,12 @@ def _prepare(p: HomeProblem) -> _Prepared:
     b_etad = q(b.efficiency_discharge, "battery.efficiency_discharge")
     e_etac = q(e.efficiency_charge, "ev.efficiency_charge")
     e_etad = q(e.efficiency_discharge, "ev.efficiency_discharge")
-    for name, arr in [("battery.efficiency", b_etac), ("battery.efficiency", b_etad),
-                      ("ev.efficiency", e_etac), ("ev.efficiency", e_etad)]:
+    for name, arr in [
+        ("battery.efficiency", b_etac),
+        ("battery.efficiency", b_etad),
+        ("ev.efficiency", e_etac),
+        ("ev.efficiency", e_etad),
+    ]:
         if np.any((arr <= 0) | (arr > 1)):
             raise ValueError(f"{name}: must be in (0, 1]")
     return _Prepared(
@@ -382,8 +392,15 @@ def _assemble(pp: _Prepared):
     r_bat = hh * neq + t + tt
     r_ev = hh * neq + 2 * t + tt
     # power balance: g_imp - g_exp - curt - b_ch + b_dis - e_ch + e_dis = load - pv
-    for k, s in [(_G_IMP, 1), (_G_EXP, -1), (_CURT, -1), (_B_CH, -1), (_B_DIS, 1),
-                 (_E_CH, -1), (_E_DIS, 1)]:
+    for k, s in [
+        (_G_IMP, 1),
+        (_G_EXP, -1),
+        (_CURT, -1),
+        (_B_CH, -1),
+        (_B_DIS, 1),
+        (_E_CH, -1),
+        (_E_DIS, 1),
+    ]:
         add(r_bal, col(k), s * ones)
     # storage dynamics
     for r, e_blk, ch, dis, etac, etad in [
@@ -404,11 +421,11 @@ def _assemble(pp: _Prepared):
     b_eq[:, 2 * t] = pp.e_e0
 
     c = np.zeros((h, nv))
-    c[:, _G_IMP * t:(_G_IMP + 1) * t] = dt * (pp.p_imp + pp.carbon_jpy_per_kwh)
-    c[:, _G_EXP * t:(_G_EXP + 1) * t] = -dt * pp.p_exp
-    c[:, _CURT * t:(_CURT + 1) * t] = dt * pp.curt_pen
-    c[:, _B_DIS * t:(_B_DIS + 1) * t] = dt * pp.b_wear[:, None]
-    c[:, _E_DIS * t:(_E_DIS + 1) * t] = dt * pp.e_wear[:, None]
+    c[:, _G_IMP * t : (_G_IMP + 1) * t] = dt * (pp.p_imp + pp.carbon_jpy_per_kwh)
+    c[:, _G_EXP * t : (_G_EXP + 1) * t] = -dt * pp.p_exp
+    c[:, _CURT * t : (_CURT + 1) * t] = dt * pp.curt_pen
+    c[:, _B_DIS * t : (_B_DIS + 1) * t] = dt * pp.b_wear[:, None]
+    c[:, _E_DIS * t : (_E_DIS + 1) * t] = dt * pp.e_wear[:, None]
     c[:, -1] = pp.demand_jpy_per_kw
 
     rows_l, cols_l, vals_l = [], [], []
@@ -446,8 +463,15 @@ def _solve_prepared(pp: _Prepared, diagnose: bool = True) -> Schedule:
     nv = _N_BLOCKS * t + 1
     c, a_eq, b_eq, a_ub, b_ub, lb, ub, reasons = _assemble(pp)
     t0 = time.perf_counter()
-    res = linprog(c.ravel(), A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq,
-                  bounds=np.column_stack([lb.ravel(), ub.ravel()]), method="highs")
+    res = linprog(
+        c.ravel(),
+        A_ub=a_ub,
+        b_ub=b_ub,
+        A_eq=a_eq,
+        b_eq=b_eq,
+        bounds=np.column_stack([lb.ravel(), ub.ravel()]),
+        method="highs",
+    )
     solve_s = time.perf_counter() - t0
     if res.status == 2:
         bad = [i for i, r in enumerate(reasons) if r]
@@ -457,13 +481,14 @@ def _solve_prepared(pp: _Prepared, diagnose: bool = True) -> Schedule:
         detail = "; ".join(f"home {i}: {reasons[i] or generic}" for i in bad[:20])
         more = f" (+{len(bad) - 20} more)" if len(bad) > 20 else ""
         raise InfeasibleScheduleError(
-            f"home schedule infeasible for {len(bad) or 'some'} of {h} home(s): {detail}{more}",
-            bad)
+            f"home schedule infeasible for {len(bad) or 'some'} of {h} home(s): {detail}{more}", bad
+        )
     if res.status != 0:
         raise SolverError(
-            f"HiGHS did not solve the home schedule (status {res.status}): {res.message}")
+            f"HiGHS did not solve the home schedule (status {res.status}): {res.message}"
+        )
     x = res.x.reshape(h, nv)
-    blk = lambda k: x[:, k * t:(k + 1) * t] * 1000.0  # noqa: E731  kW -> W, kWh -> Wh
+    blk = lambda k: x[:, k * t : (k + 1) * t] * 1000.0  # noqa: E731  kW -> W, kWh -> Wh
     cost = (c * x).sum(axis=1)
     imp, exp = blk(_G_IMP), blk(_G_EXP)
     energy_cost = ((imp * pp.p_imp - exp * pp.p_exp) * pp.dt_h / 1000.0).sum(axis=1)
@@ -479,10 +504,15 @@ def _solve_prepared(pp: _Prepared, diagnose: bool = True) -> Schedule:
         energy_cost_jpy=energy_cost,
         solve_time_s=solve_s,
         n_homes=h,
-        extra={"battery_charge_w": blk(_B_CH), "battery_discharge_w": blk(_B_DIS),
-               "ev_charge_w": blk(_E_CH), "ev_discharge_w": blk(_E_DIS),
-               "peak_import_w": x[:, -1] * 1000.0, "n_variables": h * nv,
-               "n_constraints": a_eq.shape[0] + (0 if a_ub is None else a_ub.shape[0])},
+        extra={
+            "battery_charge_w": blk(_B_CH),
+            "battery_discharge_w": blk(_B_DIS),
+            "ev_charge_w": blk(_E_CH),
+            "ev_discharge_w": blk(_E_DIS),
+            "peak_import_w": x[:, -1] * 1000.0,
+            "n_variables": h * nv,
+            "n_constraints": a_eq.shape[0] + (0 if a_ub is None else a_ub.shape[0]),
+        },
     )
 
 
@@ -529,31 +559,48 @@ def schedule_homes_chunked(problem: HomeProblem, chunk_homes: int = 50) -> Sched
     """
     pp = _prepare(problem)
     h = pp.shape[0]
-    parts = [_solve_prepared(pp.subset(np.arange(i, min(i + chunk_homes, h))))
-             for i in range(0, h, chunk_homes)]
+    parts = [
+        _solve_prepared(pp.subset(np.arange(i, min(i + chunk_homes, h))))
+        for i in range(0, h, chunk_homes)
+    ]
     return _concat(parts)
 
 
 def _concat(parts: list[Schedule]) -> Schedule:
     cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
     return Schedule(
-        grid_import_w=cat("grid_import_w"), grid_export_w=cat("grid_export_w"),
-        pv_curtailment_w=cat("pv_curtailment_w"), battery_power_w=cat("battery_power_w"),
-        battery_energy_wh=cat("battery_energy_wh"), ev_power_w=cat("ev_power_w"),
-        ev_energy_wh=cat("ev_energy_wh"), cost_jpy=cat("cost_jpy"),
+        grid_import_w=cat("grid_import_w"),
+        grid_export_w=cat("grid_export_w"),
+        pv_curtailment_w=cat("pv_curtailment_w"),
+        battery_power_w=cat("battery_power_w"),
+        battery_energy_wh=cat("battery_energy_wh"),
+        ev_power_w=cat("ev_power_w"),
+        ev_energy_wh=cat("ev_energy_wh"),
+        cost_jpy=cat("cost_jpy"),
         energy_cost_jpy=cat("energy_cost_jpy"),
-        solve_time_s=sum(p.solve_time_s for p in parts), n_homes=sum(p.n_homes for p in parts),
-        extra={k: (np.concatenate([p.extra[k] for p in parts])
-                   if isinstance(v, np.ndarray) else sum(p.extra[k] for p in parts))
-               for k, v in parts[0].extra.items()},
+        solve_time_s=sum(p.solve_time_s for p in parts),
+        n_homes=sum(p.n_homes for p in parts),
+        extra={
+            k: (
+                np.concatenate([p.extra[k] for p in parts])
+                if isinstance(v, np.ndarray)
+                else sum(p.extra[k] for p in parts)
+            )
+            for k, v in parts[0].extra.items()
+        },
     )
 
 
 # --------------------------------------------------------------------------- forecasts and MPC
 
 
-def noisy_forecast(actual: ArrayLike, rng: np.random.Generator, rel_sigma_per_sqrt_step: float,
-                   lead_axis: int = -1, clip_min: float | None = 0.0) -> FloatArray:
+def noisy_forecast(
+    actual: ArrayLike,
+    rng: np.random.Generator,
+    rel_sigma_per_sqrt_step: float,
+    lead_axis: int = -1,
+    clip_min: float | None = 0.0,
+) -> FloatArray:
     """Multiplicative forecast error growing with lead time: ``x*(1 + sigma*sqrt(lead)*z)``.
 
     ``lead`` counts steps from the first element along ``lead_axis`` (first = 0,
@@ -587,8 +634,12 @@ class MpcResult:
 ForecastFn = Callable[[str, FloatArray, int], FloatArray]
 
 
-def rolling_horizon(problem: HomeProblem, horizon_steps: int, replan_every: int = 1,
-                    forecast: ForecastFn | None = None) -> MpcResult:
+def rolling_horizon(
+    problem: HomeProblem,
+    horizon_steps: int,
+    replan_every: int = 1,
+    forecast: ForecastFn | None = None,
+) -> MpcResult:
     """Model-predictive control: re-plan every ``replan_every`` steps, apply the first ones.
 
     ``problem`` holds the *actual* series over the whole period (N steps).  At
@@ -623,16 +674,23 @@ def rolling_horizon(problem: HomeProblem, horizon_steps: int, replan_every: int 
         def fc(name: str, arr: FloatArray, s: int = s, w: slice = w) -> FloatArray:
             return arr[:, w] if forecast is None else np.asarray(forecast(name, arr[:, w], s))
 
-        sub = _Prepared(**{**{k: getattr(pp, k) for k in pp.__dataclass_fields__},
-                           "load_kw": fc("load_w", pp.load_kw * 1000) / 1000,
-                           "pv_kw": fc("pv_w", pp.pv_kw * 1000) / 1000,
-                           "p_imp": fc("import_price_jpy_per_kwh", pp.p_imp),
-                           "p_exp": fc("export_price_jpy_per_kwh", pp.p_exp),
-                           "carbon_jpy_per_kwh": pp.carbon_jpy_per_kwh[:, w],
-                           "imp_lim_kw": pp.imp_lim_kw[:, w], "exp_lim_kw": pp.exp_lim_kw[:, w],
-                           "b_e0": b_e, "e_e0": e_e, "peak_floor_kw": peak_kw,
-                           "e_a": np.maximum(pp.e_a - s, 0),
-                           "e_d": pp.e_d - s})
+        sub = _Prepared(
+            **{
+                **{k: getattr(pp, k) for k in pp.__dataclass_fields__},
+                "load_kw": fc("load_w", pp.load_kw * 1000) / 1000,
+                "pv_kw": fc("pv_w", pp.pv_kw * 1000) / 1000,
+                "p_imp": fc("import_price_jpy_per_kwh", pp.p_imp),
+                "p_exp": fc("export_price_jpy_per_kwh", pp.p_exp),
+                "carbon_jpy_per_kwh": pp.carbon_jpy_per_kwh[:, w],
+                "imp_lim_kw": pp.imp_lim_kw[:, w],
+                "exp_lim_kw": pp.exp_lim_kw[:, w],
+                "b_e0": b_e,
+                "e_e0": e_e,
+                "peak_floor_kw": peak_kw,
+                "e_a": np.maximum(pp.e_a - s, 0),
+                "e_d": pp.e_d - s,
+            }
+        )
         # the EV energy before arrival is the arrival energy itself
         sub = replace(sub, e_e0=np.where(pp.e_a > s, pp.e_e0, e_e))
         sched = _solve_prepared(sub)
@@ -656,7 +714,15 @@ def rolling_horizon(problem: HomeProblem, horizon_steps: int, replan_every: int 
             out["bp"][:, t], out["be"][:, t] = (bch - bdis) * 1000, b_e * 1000
             out["ep"][:, t], out["ee"][:, t] = (ech - edis) * 1000, e_e * 1000
     cost = ((out["imp"] * pp.p_imp - out["exp"] * pp.p_exp) * pp.dt_h / 1000).sum(axis=1)
-    return MpcResult(grid_import_w=out["imp"], grid_export_w=out["exp"],
-                     battery_power_w=out["bp"], battery_energy_wh=out["be"],
-                     ev_power_w=out["ep"], ev_energy_wh=out["ee"], energy_cost_jpy=cost,
-                     import_limit_violations=violations, n_solves=n_solves, solve_time_s=solve_s)
+    return MpcResult(
+        grid_import_w=out["imp"],
+        grid_export_w=out["exp"],
+        battery_power_w=out["bp"],
+        battery_energy_wh=out["be"],
+        ev_power_w=out["ep"],
+        ev_energy_wh=out["ee"],
+        energy_cost_jpy=cost,
+        import_limit_violations=violations,
+        n_solves=n_solves,
+        solve_time_s=solve_s,
+    )

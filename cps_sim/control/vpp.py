@@ -66,15 +66,24 @@ class Flexibility:
 
     def by_site(self, obs: Observation) -> dict[str, FloatArray]:
         """Per-site totals (for a grid operator looking at feeders)."""
+
         def ev(x):
             return np.bincount(obs.ev_site, weights=x, minlength=obs.n_sites)
-        return {"up_w": ev(self.ev_up_w) + self.battery_up_w,
-                "down_w": ev(self.ev_down_w) + self.battery_down_w}
+
+        return {
+            "up_w": ev(self.ev_up_w) + self.battery_up_w,
+            "down_w": ev(self.ev_down_w) + self.battery_down_w,
+        }
 
 
-def flexibility(obs: Observation, duration_s: float, *, ev_baseline_w: FloatArray | None = None,
-                battery_baseline_w: FloatArray | None = None,
-                cfg: StrategyConfig | None = None) -> Flexibility:
+def flexibility(
+    obs: Observation,
+    duration_s: float,
+    *,
+    ev_baseline_w: FloatArray | None = None,
+    battery_baseline_w: FloatArray | None = None,
+    cfg: StrategyConfig | None = None,
+) -> Flexibility:
     """Headroom of every EV and battery of a group for a window of ``duration_s``."""
     if not duration_s > 0:
         raise ValueError(f"duration_s must be > 0, got {duration_s}")
@@ -98,16 +107,27 @@ def flexibility(obs: Observation, duration_s: float, *, ev_baseline_w: FloatArra
     down_wh = ev_down * h
     # home batteries
     cap = obs.battery_capacity_wh
-    base_b = (np.asarray(obs.battery_power_w, float) if battery_baseline_w is None
-              else np.nan_to_num(np.asarray(battery_baseline_w, float)))
+    base_b = (
+        np.asarray(obs.battery_power_w, float)
+        if battery_baseline_w is None
+        else np.nan_to_num(np.asarray(battery_baseline_w, float))
+    )
     b_lo, b_hi = obs.battery_range_w(duration_s)
     has = cap > 0
     b_up = np.where(has, np.clip(b_hi - base_b, 0.0, None), 0.0)
     b_down = np.where(has, np.clip(base_b - b_lo, 0.0, None), 0.0)
     return Flexibility(
-        duration_s=duration_s, ev_baseline_w=base_ev, ev_up_w=ev_up, ev_down_w=ev_down,
-        ev_up_wh=ev_up * h, ev_down_wh=down_wh, battery_up_w=b_up, battery_down_w=b_down,
-        battery_up_wh=b_up * h, battery_down_wh=b_down * h)
+        duration_s=duration_s,
+        ev_baseline_w=base_ev,
+        ev_up_w=ev_up,
+        ev_down_w=ev_down,
+        ev_up_wh=ev_up * h,
+        ev_down_wh=down_wh,
+        battery_up_w=b_up,
+        battery_down_w=b_down,
+        battery_up_wh=b_up * h,
+        battery_down_wh=b_down * h,
+    )
 
 
 @dataclass(frozen=True)
@@ -125,8 +145,9 @@ class FlexRequest:
         if self.direction not in ("up", "down"):
             raise ValueError(f"direction must be 'up' or 'down', got {self.direction!r}")
         if not (self.power_w >= 0 and self.duration_s > 0):
-            raise ValueError(f"power_w must be >= 0 and duration_s > 0, got "
-                             f"{self.power_w}, {self.duration_s}")
+            raise ValueError(
+                f"power_w must be >= 0 and duration_s > 0, got {self.power_w}, {self.duration_s}"
+            )
 
     def active(self, now_s: float) -> bool:
         return self.start_s <= now_s < self.start_s + self.duration_s
@@ -150,8 +171,13 @@ class Dispatch:
         return max(self.request.power_w - self.dispatched_w, 0.0)
 
 
-def dispatch(obs: Observation, request: FlexRequest, flex: Flexibility, *,
-             battery_baseline_w: FloatArray | None = None) -> Dispatch:
+def dispatch(
+    obs: Observation,
+    request: FlexRequest,
+    flex: Flexibility,
+    *,
+    battery_baseline_w: FloatArray | None = None,
+) -> Dispatch:
     """Split ``request`` over the devices in proportion to their headroom.
 
     EV setpoints are the baseline held in ``flex`` plus each EV's share."""
@@ -165,16 +191,26 @@ def dispatch(obs: Observation, request: FlexRequest, flex: Flexibility, *,
     ev_delta = sign * frac * ev_head
     b_delta = sign * frac * b_head
     base_ev = flex.ev_baseline_w
-    base_b = (np.asarray(obs.battery_power_w, float) if battery_baseline_w is None
-              else np.nan_to_num(np.asarray(battery_baseline_w, float)))
+    base_b = (
+        np.asarray(obs.battery_power_w, float)
+        if battery_baseline_w is None
+        else np.nan_to_num(np.asarray(battery_baseline_w, float))
+    )
     follow = b_head > 0  # untouched: built-in rule
     b_sp = np.where(follow, base_b + b_delta, 0.0)
-    return Dispatch(request, available, dispatched, ev_delta, b_delta, base_ev + ev_delta, b_sp,
-                    follow)
+    return Dispatch(
+        request, available, dispatched, ev_delta, b_delta, base_ev + ev_delta, b_sp, follow
+    )
 
 
-def delivered_w(before: Observation, after: Observation, *, ev_baseline_w: FloatArray,
-                battery_baseline_w: FloatArray, cfg: StrategyConfig | None = None) -> float:
+def delivered_w(
+    before: Observation,
+    after: Observation,
+    *,
+    ev_baseline_w: FloatArray,
+    battery_baseline_w: FloatArray,
+    cfg: StrategyConfig | None = None,
+) -> float:
     """Power actually delivered vs baseline between two observations (load convention:
     positive = consumed more), from the stored-energy changes (EV grid side via the
     assumed efficiencies) and the batteries' measured power."""
@@ -183,8 +219,9 @@ def delivered_w(before: Observation, after: Observation, *, ev_baseline_w: Float
     if not dt_h > 0:
         raise ValueError("observations must be in time order")
     d_wh = after.ev_energy_wh - before.ev_energy_wh
-    ev_grid_w = np.where(d_wh > 0, d_wh / cfg.charge_efficiency,
-                         d_wh * cfg.discharge_efficiency) / dt_h
+    ev_grid_w = (
+        np.where(d_wh > 0, d_wh / cfg.charge_efficiency, d_wh * cfg.discharge_efficiency) / dt_h
+    )
     ev = float((ev_grid_w - ev_baseline_w).sum())
     bat = float((after.battery_power_w - np.nan_to_num(battery_baseline_w)).sum())
     return ev + bat
@@ -215,8 +252,14 @@ class VppController:
     baseline).  While a request is active it adds the request's split.
     """
 
-    def __init__(self, base, requests: list[FlexRequest], *, cfg: StrategyConfig | None = None,
-                 name: str = "vpp"):
+    def __init__(
+        self,
+        base,
+        requests: list[FlexRequest],
+        *,
+        cfg: StrategyConfig | None = None,
+        name: str = "vpp",
+    ):
         self.base = base
         self.requests = sorted(requests, key=lambda r: r.start_s)
         self.cfg = cfg or getattr(base, "cfg", None) or StrategyConfig()
@@ -235,8 +278,9 @@ class VppController:
         req = active[0]
         left_s = req.start_s + req.duration_s - now_s
         base_b = np.zeros(observation.n_sites)
-        flex = flexibility(observation, left_s, ev_baseline_w=base_ev,
-                           battery_baseline_w=base_b, cfg=self.cfg)
+        flex = flexibility(
+            observation, left_s, ev_baseline_w=base_ev, battery_baseline_w=base_b, cfg=self.cfg
+        )
         d = dispatch(observation, req, flex, battery_baseline_w=base_b)
         self.report.add(now_s, d)
         out["ev_setpoint_w"] = d.ev_setpoint_w

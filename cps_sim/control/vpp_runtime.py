@@ -171,8 +171,15 @@ class VppRuntime:
     simulation seconds, ``transport`` carries the setpoints.
     """
 
-    def __init__(self, env: simpy.Environment, world: Any, cfg: VppConfig,
-                 groups: list[VppGroup], requests: list[VppRequest], transport: Transport):
+    def __init__(
+        self,
+        env: simpy.Environment,
+        world: Any,
+        cfg: VppConfig,
+        groups: list[VppGroup],
+        requests: list[VppRequest],
+        transport: Transport,
+    ):
         self.env = env
         self.world = world
         self.spec = cfg
@@ -197,8 +204,11 @@ class VppRuntime:
         if self.spec.absorb_system_curtailment is not None:
             extra = result.extra or {}
             if "system_curtailment_w" not in extra:
-                raise ScenarioError.single(None, "vpp.absorb_system_curtailment",
-                                           "needs the system layer (a system: block)")
+                raise ScenarioError.single(
+                    None,
+                    "vpp.absorb_system_curtailment",
+                    "needs the system layer (a system: block)",
+                )
             self._curtailment_w = float(extra["system_curtailment_w"])
             self._curtailment_t_s = float(result.t_end_s)
         return {}
@@ -242,9 +252,12 @@ class VppRuntime:
     # ------------------------------------------------------------------ process
     def _next_wake(self, now: float) -> float:
         nxt = self.end_s
-        busy = (self._current is not None or any(g.base is not None for g in self.groups)
-                or any(r.active(now) for r in self.requests)
-                or self.spec.absorb_system_curtailment is not None)
+        busy = (
+            self._current is not None
+            or any(g.base is not None for g in self.groups)
+            or any(r.active(now) for r in self.requests)
+            or self.spec.absorb_system_curtailment is not None
+        )
         if busy:
             nxt = min(nxt, (math.floor(now / self.interval_s + 1e-9) + 1) * self.interval_s)
         if self.spec.absorb_system_curtailment is not None:
@@ -297,8 +310,9 @@ class VppRuntime:
         self.requests.append(r)
         self._last_auto = r
 
-    def decide(self, now_s: float, observations: Mapping[str, Observation]
-               ) -> dict[str, dict[str, np.ndarray]]:
+    def decide(
+        self, now_s: float, observations: Mapping[str, Observation]
+    ) -> dict[str, dict[str, np.ndarray]]:
         """The aggregator's decision, the same shape as every control loop's
         (:mod:`cps_sim.control.base`): ``{group: Observation} -> {group: setpoints}``.
         Setpoints go only to the groups whose devices must change (a request, its end, or
@@ -317,8 +331,7 @@ class VppRuntime:
                 g.obs0 = None
                 g.sh_ev_wh = g.sh_bat_wh = None
                 if g.base is not None or g.pinned:
-                    out[g.name] = self._setpoints(ev_b, np.zeros(o.n_sites),
-                                                  follow=not g.bat_rule)
+                    out[g.name] = self._setpoints(ev_b, np.zeros(o.n_sites), follow=not g.bat_rule)
                     g.pinned = False
             self._current = None
             return out
@@ -332,17 +345,18 @@ class VppRuntime:
             f = flexibility(o, window, ev_baseline_w=ev_on, battery_baseline_w=bat_b)
             if any(r.kind == "dr_reduce" for r in serve) and direction == "down":
                 # 下げDR: EVs only charge less, no discharge below zero
-                f = dataclasses.replace(f, ev_down_w=np.minimum(f.ev_down_w,
-                                                                np.maximum(f.ev_baseline_w, 0.0)))
+                f = dataclasses.replace(
+                    f, ev_down_w=np.minimum(f.ev_down_w, np.maximum(f.ev_baseline_w, 0.0))
+                )
             flexes.append(f)
         avail = [f.up_w if direction == "up" else f.down_w for f in flexes]
         total_avail = float(sum(avail))
         total = min(power, total_avail)
-        for g, o, (ev_b, ev_on, bat_b), f, a in zip(self.groups, obs, base, flexes, avail,
-                                                    strict=True):
+        for g, o, (ev_b, ev_on, bat_b), f, a in zip(
+            self.groups, obs, base, flexes, avail, strict=True
+        ):
             share = total * a / total_avail if total_avail > 0 else 0.0
-            d = dispatch(o, FlexRequest(direction, share, now, window), f,
-                         battery_baseline_w=bat_b)
+            d = dispatch(o, FlexRequest(direction, share, now, window), f, battery_baseline_w=bat_b)
             moved = d.ev_delta_w != 0
             ev_sp = np.where(moved, ev_on + d.ev_delta_w, ev_b)
             bat_sp = np.where(g.has_battery, bat_b + d.battery_delta_w, 0.0)
@@ -356,17 +370,20 @@ class VppRuntime:
         self._current = _Interval(now, direction, serve, power, total_avail, total)
         return out
 
-    def _baseline(self, g: VppGroup, o: Observation, now: float
-                  ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    def _baseline(
+        self, g: VppGroup, o: Observation, now: float
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Baselines [W] at the decision instant for the devices' counterfactual
         (shadow) state: each EV's setpoint (base strategy or full charger power),
         the power a plugged EV would draw with it over the interval, and each
         battery's self-consumption power."""
         cap = o.ev_capacity_wh
-        o = dataclasses.replace(o, ev_energy_wh=g.sh_ev_wh,
-                                ev_soc=np.divide(g.sh_ev_wh, cap, out=np.zeros_like(cap),
-                                                 where=cap > 0),
-                                battery_energy_wh=g.sh_bat_wh)
+        o = dataclasses.replace(
+            o,
+            ev_energy_wh=g.sh_ev_wh,
+            ev_soc=np.divide(g.sh_ev_wh, cap, out=np.zeros_like(cap), where=cap > 0),
+            battery_energy_wh=g.sh_bat_wh,
+        )
         if g.base is not None:
             ev_b = np.asarray(g.base.decide(now, o).get("ev_setpoint_w", o.ev_charger_w), float)
         else:
@@ -375,8 +392,13 @@ class VppRuntime:
         # what each plugged EV would draw over the interval from its counterfactual state
         ev_room_w = np.maximum(g.ev_max_wh - g.sh_ev_wh, 0.0) / g.ev_eff / h
         ev_avail_w = np.maximum(g.sh_ev_wh - g.ev_min_wh, 0.0) * g.ev_eff / h
-        ev_on = np.where(o.ev_plugged, np.clip(ev_b, -np.minimum(o.ev_v2x_w, ev_avail_w),
-                                               np.minimum(o.ev_charger_w, ev_room_w)), 0.0)
+        ev_on = np.where(
+            o.ev_plugged,
+            np.clip(
+                ev_b, -np.minimum(o.ev_v2x_w, ev_avail_w), np.minimum(o.ev_charger_w, ev_room_w)
+            ),
+            0.0,
+        )
         ev_site_w = np.bincount(o.ev_site, weights=ev_on, minlength=o.n_sites)
         net = o.site_load_w + ev_site_w - o.site_pv_w
         lo, hi = o.battery_range_w(self.interval_s)  # the model's range, shadow state
@@ -384,8 +406,9 @@ class VppRuntime:
         return ev_b, ev_on, bat_b
 
     @staticmethod
-    def _setpoints(ev_sp: FloatArray, bat_sp: FloatArray, follow: np.ndarray | bool
-                   ) -> dict[str, np.ndarray]:
+    def _setpoints(
+        ev_sp: FloatArray, bat_sp: FloatArray, follow: np.ndarray | bool
+    ) -> dict[str, np.ndarray]:
         """``follow``: sites whose battery follows ``bat_sp`` (the others: built-in rule)."""
         return {"ev_setpoint_w": np.asarray(ev_sp, float), **battery_setpoints(bat_sp, follow)}
 

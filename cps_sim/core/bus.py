@@ -59,8 +59,9 @@ class BusError(CpsSimError):
 def validate_topic(topic: str) -> str:
     """Return ``topic`` if it is a valid publish topic, else raise :class:`BusError`."""
     if not isinstance(topic, str) or not TOPIC_RE.match(topic):
-        raise BusError(f"invalid topic {topic!r}: levels of [A-Za-z0-9_-] separated by '/', "
-                       "no wildcards")
+        raise BusError(
+            f"invalid topic {topic!r}: levels of [A-Za-z0-9_-] separated by '/', no wildcards"
+        )
     return topic
 
 
@@ -74,8 +75,10 @@ def validate_pattern(pattern: str) -> str:
             continue
         if level == "+" or _LEVEL_RE.match(level):
             continue
-        raise BusError(f"invalid subscription pattern {pattern!r}: level {i} is {level!r} "
-                       "('#' only as the last level, '+' alone in a level)")
+        raise BusError(
+            f"invalid subscription pattern {pattern!r}: level {i} is {level!r} "
+            "('#' only as the last level, '+' alone in a level)"
+        )
     return pattern
 
 
@@ -110,8 +113,10 @@ def validate_payload(payload: Payload) -> dict[str, PayloadValue]:
         elif isinstance(value, (bool, int, float, str, np.floating, np.integer)):
             out[key] = value.item() if isinstance(value, np.generic) else value
         else:
-            raise BusError(f"payload[{key!r}]: unsupported type {type(value).__name__} "
-                           "(float, int, bool, str or numpy array)")
+            raise BusError(
+                f"payload[{key!r}]: unsupported type {type(value).__name__} "
+                "(float, int, bool, str or numpy array)"
+            )
     return out
 
 
@@ -138,8 +143,10 @@ def check_setpoint_payload(topic: str, payload: Mapping[str, Any]) -> None:
     if is_setpoint_topic(topic):
         key = nan_setpoint(payload)
         if key is not None:
-            raise BusError(f"{topic}: {key} holds NaN, which is never a valid setpoint "
-                           "(the battery's built-in rule is battery_mode = BATTERY_AUTO)")
+            raise BusError(
+                f"{topic}: {key} holds NaN, which is never a valid setpoint "
+                "(the battery's built-in rule is battery_mode = BATTERY_AUTO)"
+            )
 
 
 @dataclass(frozen=True)
@@ -183,8 +190,14 @@ class MemoryTransport:
     loss : probability that a delivery is dropped (0..1).
     """
 
-    def __init__(self, env: simpy.Environment, rng: np.random.Generator | None = None,
-                 latency_s: float = 0.0, jitter_s: float = 0.0, loss: float = 0.0):
+    def __init__(
+        self,
+        env: simpy.Environment,
+        rng: np.random.Generator | None = None,
+        latency_s: float = 0.0,
+        jitter_s: float = 0.0,
+        loss: float = 0.0,
+    ):
         if not (latency_s >= 0 and jitter_s >= 0):
             raise BusError(f"latency_s and jitter_s must be >= 0, got {latency_s}, {jitter_s}")
         if not 0.0 <= loss <= 1.0:
@@ -218,10 +231,12 @@ class MemoryTransport:
             return
         n = len(targets)
         rng = self.rng  # set whenever jitter or loss is (checked in __init__)
-        lost = (rng.random(n) < self.loss) if rng is not None and self.loss > 0 \
-            else np.zeros(n, bool)
-        extra = rng.random(n) * self.jitter_s if rng is not None and self.jitter_s > 0 \
-            else np.zeros(n)
+        lost = (
+            (rng.random(n) < self.loss) if rng is not None and self.loss > 0 else np.zeros(n, bool)
+        )
+        extra = (
+            rng.random(n) * self.jitter_s if rng is not None and self.jitter_s > 0 else np.zeros(n)
+        )
         now = float(self.env.now)
         for store, is_lost, jit in zip(targets, lost.tolist(), extra.tolist(), strict=True):
             if is_lost:
@@ -236,6 +251,7 @@ class MemoryTransport:
         def deliver(_event: simpy.Event) -> None:
             self.counters.delivered += 1
             store.put(msg)
+
         return deliver
 
 
@@ -330,5 +346,6 @@ class SetpointHolder:
         if self.is_fallback(now_s):
             return None
         assert self._msg is not None
-        return {k: np.asarray(v, dtype=float) for k, v in self._msg.payload.items()
-                if k in self.sizes}
+        return {
+            k: np.asarray(v, dtype=float) for k, v in self._msg.payload.items() if k in self.sizes
+        }

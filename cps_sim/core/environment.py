@@ -10,8 +10,9 @@ import simpy.rt
 Mode = Literal["fast", "realtime"]
 
 
-def make_env(mode: Mode = "fast", speed: float = 1.0, strict: bool = False,
-             initial_time: float = 0.0) -> simpy.Environment:
+def make_env(
+    mode: Mode = "fast", speed: float = 1.0, strict: bool = False, initial_time: float = 0.0
+) -> simpy.Environment:
     """Create the event environment of one run.
 
     Parameters
@@ -31,6 +32,7 @@ def make_env(mode: Mode = "fast", speed: float = 1.0, strict: bool = False,
     if mode == "realtime":
         if not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
-        return simpy.rt.RealtimeEnvironment(initial_time=initial_time, factor=1.0 / speed,
-                                            strict=strict)
+        return simpy.rt.RealtimeEnvironment(
+            initial_time=initial_time, factor=1.0 / speed, strict=strict
+        )
     raise ValueError(f"unknown environment mode {mode!r} (expected 'fast' or 'realtime')")

@@ -44,8 +44,14 @@ class ScenarioError(CpsSimError):
         super().__init__("\n".join(i.format(file) for i in self.issues))
 
     @classmethod
-    def single(cls, file: str | None, path: str, message: str,
-               line: int | None = None, column: int | None = None) -> ScenarioError:
+    def single(
+        cls,
+        file: str | None,
+        path: str,
+        message: str,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> ScenarioError:
         return cls(file, [Issue(path, message, line, column)])
 
 

@@ -21,8 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SOURCES = ("grid_import_wh", "pv_generation_wh", "measured_correction_wh")
-SINKS = ("load_wh", "grid_export_wh", "ev_driving_wh", "battery_loss_wh", "ev_loss_wh",
-         "battery_fade_wh", "deferrable_wh")
+SINKS = (
+    "load_wh",
+    "grid_export_wh",
+    "ev_driving_wh",
+    "battery_loss_wh",
+    "ev_loss_wh",
+    "battery_fade_wh",
+    "deferrable_wh",
+)
 
 
 @dataclass
@@ -36,15 +43,17 @@ class EnergyLedger:
     sources: tuple[str, ...] = SOURCES
     sinks: tuple[str, ...] = SINKS
 
-    def residual_wh(self, flows: dict[str, float], stored_before_wh: float,
-                    stored_after_wh: float) -> float:
+    def residual_wh(
+        self, flows: dict[str, float], stored_before_wh: float, stored_after_wh: float
+    ) -> float:
         """Sources − sinks − Δstored for one interval (should be ~0)."""
         src = sum(flows.get(k, 0.0) for k in self.sources)
         snk = sum(flows.get(k, 0.0) for k in self.sinks)
         return src - snk - (stored_after_wh - stored_before_wh)
 
-    def add_tick(self, flows: dict[str, float], stored_before_wh: float,
-                 stored_after_wh: float) -> float:
+    def add_tick(
+        self, flows: dict[str, float], stored_before_wh: float, stored_after_wh: float
+    ) -> float:
         for k, v in flows.items():
             self.totals[k] = self.totals.get(k, 0.0) + v
         r = self.residual_wh(flows, stored_before_wh, stored_after_wh)

@@ -22,7 +22,7 @@ import numpy as np
 
 def _name_key(name: str) -> tuple[int, ...]:
     digest = hashlib.blake2b(name.encode("utf-8"), digest_size=16).digest()
-    return tuple(int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4))
+    return tuple(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4))
 
 
 class RngStreams:

@@ -67,8 +67,12 @@ def build_catalog(out: str | Path) -> pd.DataFrame:
     kpi_names: list[str] = []
     for run in plan["runs"]:
         run_id = run["run_id"]
-        row: dict[str, Any] = {"run_id": run_id, "point": run["point"],
-                               "replicate": run["replicate"], "seed": run["seed"]}
+        row: dict[str, Any] = {
+            "run_id": run_id,
+            "point": run["point"],
+            "replicate": run["replicate"],
+            "seed": run["seed"],
+        }
         row.update({c: run["params"].get(c) for c in param_cols})
         rec = read_record(out, run_id)
         if rec is None:
@@ -77,12 +81,15 @@ def build_catalog(out: str | Path) -> pd.DataFrame:
             except (FileNotFoundError, json.JSONDecodeError):
                 rec = None
         if rec is None:
-            row.update(status="missing", wall_time_s=None, attempts=0, error_type=None,
-                       error=None)
+            row.update(status="missing", wall_time_s=None, attempts=0, error_type=None, error=None)
         else:
-            row.update(status=rec["status"], wall_time_s=rec.get("wall_time_s"),
-                       attempts=rec.get("attempts", 1), error_type=rec.get("error_type"),
-                       error=rec.get("error"))
+            row.update(
+                status=rec["status"],
+                wall_time_s=rec.get("wall_time_s"),
+                attempts=rec.get("attempts", 1),
+                error_type=rec.get("error_type"),
+                error=rec.get("error"),
+            )
             for k, v in (rec.get("kpis") or {}).items():
                 col = k if k not in param_cols and k not in RESERVED_COLUMNS else f"kpi_{k}"
                 row[col] = float(v)
@@ -113,8 +120,9 @@ def _uniform_column(col: pd.Series) -> pd.Series:
     vals = [v for v in col if v is not None]
     if any(isinstance(v, (dict, list)) for v in vals):
         return col.map(lambda v: None if v is None else json.dumps(v, sort_keys=True))
-    kinds = {bool if isinstance(v, bool) else
-             float if isinstance(v, (int, float)) else str for v in vals}
+    kinds = {
+        bool if isinstance(v, bool) else float if isinstance(v, (int, float)) else str for v in vals
+    }
     if len(kinds) > 1:
         return col.map(lambda v: None if v is None else str(v))
     return col

@@ -75,8 +75,10 @@ def grid_points(params: Sequence[Param]) -> list[dict[str, Any]]:
     if not params:
         return [{}]
     axes = [p.grid_values() for p in params]
-    return [dict(zip([p.name for p in params], combo, strict=True))
-            for combo in itertools.product(*axes)]
+    return [
+        dict(zip([p.name for p in params], combo, strict=True))
+        for combo in itertools.product(*axes)
+    ]
 
 
 def _from_unit_matrix(params: Sequence[Param], u: np.ndarray) -> list[dict[str, Any]]:
@@ -97,8 +99,9 @@ def lhs_points(params: Sequence[Param], n: int, seed: int) -> list[dict[str, Any
     return _from_unit_matrix(params, sampler.random(n))
 
 
-def design_points(method: str, params: Sequence[Param], samples: int | None,
-                  seed: int) -> list[dict[str, Any]]:
+def design_points(
+    method: str, params: Sequence[Param], samples: int | None, seed: int
+) -> list[dict[str, Any]]:
     """Dispatch on the design ``method`` (``grid``, ``random`` or ``lhs``)."""
     if method == "grid":
         return grid_points(params)

@@ -46,9 +46,17 @@ OnRecord = Callable[[dict[str, Any]], None]
 MAX_TASKS_PER_CHILD = 100
 # Imported once in the fork server, so each worker starts warm (the engine imports pvlib,
 # holidays and scipy lazily on its first run: ~0.4 s per worker otherwise).
-_PRELOAD = ["cps_sim.experiment.forkserver_lifeline", "cps_sim.experiment.worker",
-            "cps_sim.scenario.schema", "cps_sim.experiment.run",
-            "pvlib", "holidays", "scipy.optimize", "pandas", "pyarrow.parquet"]
+_PRELOAD = [
+    "cps_sim.experiment.forkserver_lifeline",
+    "cps_sim.experiment.worker",
+    "cps_sim.scenario.schema",
+    "cps_sim.experiment.run",
+    "pvlib",
+    "holidays",
+    "scipy.optimize",
+    "pandas",
+    "pyarrow.parquet",
+]
 
 
 def default_workers() -> int:
@@ -59,6 +67,7 @@ def default_workers() -> int:
 
 
 # ----------------------------------------------------------------------------- local
+
 
 def _worker_init(fork_server_pid: int | None) -> None:
     """Pool workers die with their fork server, which dies with the sweep (see lifeline).
@@ -108,13 +117,24 @@ def _new_pool(workers: int, max_tasks_per_child: int | None) -> ProcessPoolExecu
     from multiprocessing import forkserver
 
     forkserver.ensure_running()
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                               initargs=(_fork_server_pid(),),
-                               max_tasks_per_child=max_tasks_per_child)
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(_fork_server_pid(),),
+        max_tasks_per_child=max_tasks_per_child,
+    )
 
 
-def run_local(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_record: OnRecord,
-              *, retries: int = 1, max_tasks_per_child: int | None = MAX_TASKS_PER_CHILD) -> None:
+def run_local(
+    tasks: Sequence[dict[str, Any]],
+    out: Path,
+    workers: int,
+    on_record: OnRecord,
+    *,
+    retries: int = 1,
+    max_tasks_per_child: int | None = MAX_TASKS_PER_CHILD,
+) -> None:
     """Run ``tasks`` on a process pool of ``workers`` processes."""
     queue: deque[dict[str, Any]] = deque(tasks)
     attempts: dict[str, int] = {}
@@ -140,8 +160,16 @@ def run_local(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_recor
                     broken = True
                     _retry_or_fail(task, attempts, retries, queue, out, on_record)
                 except Exception as exc:  # e.g. the task could not be pickled
-                    on_record(record_failure(out, task, "error", f"{type(exc).__name__}: {exc}",
-                                             traceback.format_exc(), attempts[task["run_id"]]))
+                    on_record(
+                        record_failure(
+                            out,
+                            task,
+                            "error",
+                            f"{type(exc).__name__}: {exc}",
+                            traceback.format_exc(),
+                            attempts[task["run_id"]],
+                        )
+                    )
             if broken:
                 fruitless_breaks += 1
                 if fruitless_breaks >= 3:
@@ -150,7 +178,8 @@ def run_local(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_recor
                     raise CpsSimError(
                         "the process pool broke 3 times in a row without finishing a run: "
                         "worker processes die at start-up or on every run (see the messages "
-                        "above; a script read from stdin cannot start forkserver workers)")
+                        "above; a script read from stdin cannot start forkserver workers)"
+                    )
                 # Every run still in flight died with the pool: retry them on a new one.
                 for fut, task in list(inflight.items()):
                     try:
@@ -164,8 +193,14 @@ def run_local(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_recor
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _retry_or_fail(task: dict[str, Any], attempts: dict[str, int], retries: int,
-                   queue: deque, out: Path, on_record: OnRecord) -> None:
+def _retry_or_fail(
+    task: dict[str, Any],
+    attempts: dict[str, int],
+    retries: int,
+    queue: deque,
+    out: Path,
+    on_record: OnRecord,
+) -> None:
     marker = inflight_path(out, task["run_id"])
     if not marker.exists():  # never started (it was queued): not its fault
         attempts[task["run_id"]] -= 1
@@ -176,12 +211,21 @@ def _retry_or_fail(task: dict[str, Any], attempts: dict[str, int], retries: int,
     if n <= retries:
         queue.appendleft(task)
     else:
-        on_record(record_failure(
-            out, task, "worker_died", f"the worker process died while running this run "
-            f"(killed by a signal or out of memory), {n} attempt(s)", "", n))
+        on_record(
+            record_failure(
+                out,
+                task,
+                "worker_died",
+                f"the worker process died while running this run "
+                f"(killed by a signal or out of memory), {n} attempt(s)",
+                "",
+                n,
+            )
+        )
 
 
 # ----------------------------------------------------------------------------- dask
+
 
 def check_dask(address: str | None, timeout_s: float = 10.0) -> None:
     """Fail early (before the results folder is touched) when Dask cannot be used.
@@ -194,23 +238,33 @@ def check_dask(address: str | None, timeout_s: float = 10.0) -> None:
     try:
         from distributed import Client
     except ImportError:
-        raise CpsSimError("--backend dask needs dask[distributed]: "
-                          "pip install 'cps-sim[dist]'") from None
+        raise CpsSimError(
+            "--backend dask needs dask[distributed]: pip install 'cps-sim[dist]'"
+        ) from None
     if not address:
         return
     try:
         client = Client(address, timeout=timeout_s, set_as_default=False)
     except (OSError, TimeoutError) as exc:
-        raise CpsSimError(f"cannot reach the Dask scheduler at {address} within {timeout_s:g} "
-                          f"s ({type(exc).__name__}: {exc}); start it (dask scheduler) or "
-                          "check --address; nothing was written") from None
+        raise CpsSimError(
+            f"cannot reach the Dask scheduler at {address} within {timeout_s:g} "
+            f"s ({type(exc).__name__}: {exc}); start it (dask scheduler) or "
+            "check --address; nothing was written"
+        ) from None
     except ValueError as exc:  # malformed address
         raise CpsSimError(f"--address {address!r}: {exc}") from None
     client.close()
 
 
-def run_dask(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_record: OnRecord,
-             *, address: str | None = None, retries: int = 1) -> None:
+def run_dask(
+    tasks: Sequence[dict[str, Any]],
+    out: Path,
+    workers: int,
+    on_record: OnRecord,
+    *,
+    address: str | None = None,
+    retries: int = 1,
+) -> None:
     """Run ``tasks`` on Dask: a LocalCluster, or the scheduler at ``address``."""
     try:
         import dask
@@ -218,25 +272,44 @@ def run_dask(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_record
     except ImportError as exc:  # pragma: no cover - dask is an extra
         from cps_sim.core.errors import CpsSimError
 
-        raise CpsSimError("--backend dask needs dask[distributed]: "
-                          "pip install 'cps-sim[dist]'") from exc
+        raise CpsSimError(
+            "--backend dask needs dask[distributed]: pip install 'cps-sim[dist]'"
+        ) from exc
 
     with contextlib.ExitStack() as stack:
         if address:
             client = stack.enter_context(Client(address, set_as_default=False))
         else:
-            stack.enter_context(dask.config.set(
-                {"distributed.scheduler.allowed-failures": retries,
-                 "distributed.worker.daemon": False}))
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=40))
+            stack.enter_context(
+                dask.config.set(
+                    {
+                        "distributed.scheduler.allowed-failures": retries,
+                        "distributed.worker.daemon": False,
+                    }
+                )
+            )
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=40,
+                )
+            )
             client = stack.enter_context(Client(cluster, set_as_default=False))
         by_key = {}
         futures = []
         for task in tasks:
-            fut = client.submit(execute_run, task, str(out), None, 1,
-                                key=f"cps-sim-run-{task['run_id']}", pure=False)
+            fut = client.submit(
+                execute_run,
+                task,
+                str(out),
+                None,
+                1,
+                key=f"cps-sim-run-{task['run_id']}",
+                pure=False,
+            )
             by_key[fut.key] = task
             futures.append(fut)
         for fut in as_completed(futures, loop=client.loop):
@@ -244,10 +317,20 @@ def run_dask(tasks: Sequence[dict[str, Any]], out: Path, workers: int, on_record
             try:
                 on_record(fut.result())
             except KilledWorker:
-                on_record(record_failure(out, task, "worker_died",
-                                         "the Dask worker running this run died "
-                                         f"{retries + 1} time(s)", "", retries + 1))
+                on_record(
+                    record_failure(
+                        out,
+                        task,
+                        "worker_died",
+                        f"the Dask worker running this run died {retries + 1} time(s)",
+                        "",
+                        retries + 1,
+                    )
+                )
             except Exception as exc:
-                on_record(record_failure(out, task, "error", f"{type(exc).__name__}: {exc}",
-                                         traceback.format_exc()))
+                on_record(
+                    record_failure(
+                        out, task, "error", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+                    )
+                )
             fut.release()

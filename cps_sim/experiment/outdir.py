@@ -206,9 +206,11 @@ def check_run_out(
         except OSError as exc:
             raise ResultsError(f"{shown}: cannot read the folder: {exc.strerror}") from None
         if os.path.ismount(p):
-            raise ResultsError(f"{shown}: is a mount point; a run's results folder is put in "
-                               "place as a whole, so it cannot be a mount point: give a new "
-                               "folder inside it")
+            raise ResultsError(
+                f"{shown}: is a mount point; a run's results folder is put in "
+                "place as a whole, so it cannot be a mount point: give a new "
+                "folder inside it"
+            )
         if entries:
             kind = result_kind(p)
             if kind == "sweep":

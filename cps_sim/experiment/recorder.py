@@ -24,12 +24,23 @@ __all__ = ["POWER_COLUMNS", "SIGN_NOTE", "Recorder"]
 
 # timeseries.parquet columns (tick averages [W] unless named otherwise): one per flow of
 # the registered populations (world.populations.FLOWS), the long-standing ones first
-_FIRST = ("pv_generation_wh", "pv_potential_wh", "curtailment_wh", "load_wh", "ev_charging_wh",
-          "battery_charge_wh", "battery_discharge_wh", "grid_import_wh", "grid_export_wh",
-          "unserved_wh", "ev_driving_wh")
-POWER_COLUMNS = tuple((f.removesuffix("_wh") + "_w", f)
-                      for f in (*[f for f in _FIRST if f in FLOWS],
-                                *[f for f in FLOWS if f not in _FIRST]))
+_FIRST = (
+    "pv_generation_wh",
+    "pv_potential_wh",
+    "curtailment_wh",
+    "load_wh",
+    "ev_charging_wh",
+    "battery_charge_wh",
+    "battery_discharge_wh",
+    "grid_import_wh",
+    "grid_export_wh",
+    "unserved_wh",
+    "ev_driving_wh",
+)
+POWER_COLUMNS = tuple(
+    (f.removesuffix("_wh") + "_w", f)
+    for f in (*[f for f in _FIRST if f in FLOWS], *[f for f in FLOWS if f not in _FIRST])
+)
 # report tables: columns holding simulation times [s] (shifted to the counted period)
 _TIME_S = ("start_s", "end_s", "slot_start_s", "t_end_s")
 
@@ -113,8 +124,9 @@ class Recorder:
         cols: dict[str, pa.Array] = {"time": self._times()}
         for col, flow in POWER_COLUMNS:
             cols[col] = pa.array(self.flows[:n, ix[flow]] * to_w)
-        cols["losses_w"] = pa.array((self.flows[:n, ix["battery_loss_wh"]]
-                                     + self.flows[:n, ix["ev_loss_wh"]]) * to_w)
+        cols["losses_w"] = pa.array(
+            (self.flows[:n, ix["battery_loss_wh"]] + self.flows[:n, ix["ev_loss_wh"]]) * to_w
+        )
         cols["peak_site_import_w"] = pa.array(self.peak_site_import_wh[:n] * to_w)
         cols["battery_soc_mean"] = pa.array(self.battery_soc[:n])
         cols["ev_soc_mean"] = pa.array(self.ev_soc[:n])
@@ -180,17 +192,21 @@ class Recorder:
             d_imp[1:] = sm.interval_wh(imp[1:], imp[:-1], m.spec)
             d_exp[1:] = sm.interval_wh(exp[1:], exp[:-1], m.spec)
             nb, n = imp.shape
-            parts.append({
-                "time_s": np.repeat(t - self.t0_s, n),
-                "group": [g.name] * (nb * n),
-                "site": np.tile(np.arange(n, dtype=np.int64) + g.site_offset, nb),
-                "import_register": imp.ravel(), "export_register": exp.ravel(),
-                "import_cumulative_wh": sm.register_wh(imp, m.spec).ravel(),
-                "export_cumulative_wh": sm.register_wh(exp, m.spec).ravel(),
-                "import_interval_wh": d_imp.ravel(), "export_interval_wh": d_exp.ravel(),
-                "instantaneous_power_w": pw.ravel(),
-                "resolution_wh": np.full(nb * n, m.spec.resolution_wh),
-            })
+            parts.append(
+                {
+                    "time_s": np.repeat(t - self.t0_s, n),
+                    "group": [g.name] * (nb * n),
+                    "site": np.tile(np.arange(n, dtype=np.int64) + g.site_offset, nb),
+                    "import_register": imp.ravel(),
+                    "export_register": exp.ravel(),
+                    "import_cumulative_wh": sm.register_wh(imp, m.spec).ravel(),
+                    "export_cumulative_wh": sm.register_wh(exp, m.spec).ravel(),
+                    "import_interval_wh": d_imp.ravel(),
+                    "export_interval_wh": d_exp.ravel(),
+                    "instantaneous_power_w": pw.ravel(),
+                    "resolution_wh": np.full(nb * n, m.spec.resolution_wh),
+                }
+            )
         if not parts:
             return None
         cols = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
@@ -211,16 +227,18 @@ class Recorder:
         cols = {k: v[order] for k, v in cols.items()}
         idx = self.world.clock.utc_index(cols["time_s"])
         kind = np.where(cols["kind"] == ARRIVAL, "arrival", "departure")
-        return pa.table({
-            "time": pa.array(idx.as_unit("us"), type=pa.timestamp("us", tz="UTC")),
-            "time_s": pa.array(cols["time_s"] - self.t0_s),
-            "kind": pa.array(kind.tolist(), type=pa.string()),
-            "ev_id": pa.array(cols["ev_id"]),
-            "site": pa.array(cols["site"]),
-            "soc": pa.array(cols["soc"]),
-            "trip_energy_wh": pa.array(cols["energy_wh"]),
-            "unmet_wh": pa.array(cols["unmet_wh"]),
-        })
+        return pa.table(
+            {
+                "time": pa.array(idx.as_unit("us"), type=pa.timestamp("us", tz="UTC")),
+                "time_s": pa.array(cols["time_s"] - self.t0_s),
+                "kind": pa.array(kind.tolist(), type=pa.string()),
+                "ev_id": pa.array(cols["ev_id"]),
+                "site": pa.array(cols["site"]),
+                "soc": pa.array(cols["soc"]),
+                "trip_energy_wh": pa.array(cols["energy_wh"]),
+                "unmet_wh": pa.array(cols["unmet_wh"]),
+            }
+        )
 
     def reports(self) -> dict[str, pa.Table]:
         """Per-request / per-slot / per-run reports of the tick hooks that keep them
@@ -263,8 +281,10 @@ class Recorder:
             "sites": str(sum(g.n for g in w.groups)),
             "evs": str(sum(g.evs.n for g in w.groups if g.evs is not None)),
             "stored_initial_wh": repr(float(self.stored_initial_wh)),
-            "device_groups": json.dumps({key: [g.name for g in w.groups if key in g.by_key]
-                                         for key in ("hpwh", "hvac")}, sort_keys=True),
+            "device_groups": json.dumps(
+                {key: [g.name for g in w.groups if key in g.by_key] for key in ("hpwh", "hvac")},
+                sort_keys=True,
+            ),
             "sign_convention": SIGN_NOTE,
         }
         for hook in w.tick_hooks:
@@ -278,10 +298,13 @@ class Recorder:
 
     def tables(self, events: pa.Table | None = None) -> RunTables:
         """The result tables as they are written (what the KPIs are computed from)."""
-        return RunTables(timeseries=self.timeseries(),
-                         events=events if events is not None else self.events(),
-                         groups=self.timeseries_by_group(), reports=self.reports(),
-                         meta=self.metadata())
+        return RunTables(
+            timeseries=self.timeseries(),
+            events=events if events is not None else self.events(),
+            groups=self.timeseries_by_group(),
+            reports=self.reports(),
+            meta=self.metadata(),
+        )
 
     def kpis(self, events: pa.Table | None = None) -> dict[str, float]:
         out = compute_kpis(self.tables(events), FLOWS, SOURCES, SINKS)

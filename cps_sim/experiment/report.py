@@ -49,8 +49,16 @@ import pandas as pd
 from cps_sim.core.errors import ResultsError
 from cps_sim.core.files import write_text_atomic
 
-SWEEP_KPIS = ("self_sufficiency", "self_consumption", "cost_jpy", "co2_kg", "peak_import_kw",
-              "grid_import_kwh", "unserved_kwh", "ev_unmet_at_departure_kwh")
+SWEEP_KPIS = (
+    "self_sufficiency",
+    "self_consumption",
+    "cost_jpy",
+    "co2_kg",
+    "peak_import_kw",
+    "grid_import_kwh",
+    "unserved_kwh",
+    "ev_unmet_at_departure_kwh",
+)
 DPI = 110
 
 
@@ -63,9 +71,15 @@ class Report:
     points: pd.DataFrame | None = None  # sweeps: design points, ranked
 
 
-def make_report(results_dir: str | Path, *, week_start: str | None = None,
-                objective: str = "cost_jpy", out_dir: str | Path | None = None,
-                constraints: Sequence[str] = (), tradeoff: str = "co2_kg") -> Report:
+def make_report(
+    results_dir: str | Path,
+    *,
+    week_start: str | None = None,
+    objective: str = "cost_jpy",
+    out_dir: str | Path | None = None,
+    constraints: Sequence[str] = (),
+    tradeoff: str = "co2_kg",
+) -> Report:
     """Render the report of a run or a sweep directory (detected from its files)."""
     src = Path(results_dir)
     if not src.is_dir():
@@ -93,13 +107,16 @@ def make_report(results_dir: str | Path, *, week_start: str | None = None,
         check_report_out(out)
         make_parents(out)
         return _run_report(src, out, run, week)
-    raise ResultsError(f"{src}: neither a run (timeseries.parquet) nor a sweep "
-                       "(catalog.parquet) results directory")
+    raise ResultsError(
+        f"{src}: neither a run (timeseries.parquet) nor a sweep (catalog.parquet) results directory"
+    )
 
 
 def _damaged(path: Path, exc: BaseException) -> ResultsError:
-    return ResultsError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is "
-                        "damaged or not what cps_sim wrote: rerun to regenerate it")
+    return ResultsError(
+        f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is "
+        "damaged or not what cps_sim wrote: rerun to regenerate it"
+    )
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -135,11 +152,14 @@ def _read_catalog(src: Path) -> pd.DataFrame:
 def _check_objective(cat: pd.DataFrame, objective: str) -> None:
     kpis = list(cat.attrs.get("kpi_columns", []))
     if kpis and objective not in kpis:
-        raise ResultsError(f"--objective {objective!r} is not a KPI of this sweep; choose one "
-                           f"of: {', '.join(kpis)}")
+        raise ResultsError(
+            f"--objective {objective!r} is not a KPI of this sweep; choose one "
+            f"of: {', '.join(kpis)}"
+        )
 
 
 # ----------------------------------------------------------------------------- run
+
 
 def _load_run(src: Path) -> tuple[pd.DataFrame, dict[str, float], dict[str, Any]]:
     ts = _read_parquet(src / "timeseries.parquet")
@@ -147,8 +167,9 @@ def _load_run(src: Path) -> tuple[pd.DataFrame, dict[str, float], dict[str, Any]
     manifest = _read_json(src / "manifest.json")
     tz = (manifest.get("scenario") or {}).get("timezone", "UTC")
     if "time" not in ts:
-        raise ResultsError(f"{src / 'timeseries.parquet'}: has no 'time' column; not a cps_sim "
-                           "time series")
+        raise ResultsError(
+            f"{src / 'timeseries.parquet'}: has no 'time' column; not a cps_sim time series"
+        )
     try:
         ts = ts.set_index(pd.DatetimeIndex(ts["time"]).tz_convert(tz)).drop(columns="time")
     except (TypeError, ValueError, KeyError) as exc:
@@ -168,8 +189,10 @@ def choose_week(ts: pd.DataFrame, week_start: str | None) -> pd.DataFrame:
         try:
             start = pd.Timestamp(_dt.date.fromisoformat(str(week_start).strip()))
         except ValueError:
-            raise ResultsError(f"--week {week_start!r}: expected a local date such as "
-                               f"{ts.index[0]:%Y-%m-%d} (YYYY-MM-DD)") from None
+            raise ResultsError(
+                f"--week {week_start!r}: expected a local date such as "
+                f"{ts.index[0]:%Y-%m-%d} (YYYY-MM-DD)"
+            ) from None
         start = start.tz_localize(ts.index.tz)
     else:
         daily_peak = _col(ts, "grid_import_w").resample("1D").max()
@@ -178,25 +201,46 @@ def choose_week(ts: pd.DataFrame, week_start: str | None) -> pd.DataFrame:
         start = max(end_day - pd.Timedelta(days=6), ts.index[0].normalize())
     week = ts[(ts.index >= start) & (ts.index < start + pd.Timedelta(days=7))]
     if week.empty:
-        raise ResultsError(f"week starting {week_start} is outside the run "
-                           f"({ts.index[0]:%Y-%m-%d} .. {ts.index[-1]:%Y-%m-%d})")
+        raise ResultsError(
+            f"week starting {week_start} is outside the run "
+            f"({ts.index[0]:%Y-%m-%d} .. {ts.index[-1]:%Y-%m-%d})"
+        )
     return week
 
 
 def _energy_flows(week: pd.DataFrame, path: Path) -> None:
     kw = week / 1000.0
     pv_used = (_col(kw, "pv_generation_w") - _col(kw, "grid_export_w")).clip(lower=0)
-    supply = {"PV used on site": pv_used, "battery discharge": _col(kw, "battery_discharge_w"),
-              "grid import": _col(kw, "grid_import_w"), "unserved": _col(kw, "unserved_w")}
-    demand = {"household load": _col(kw, "load_w"), "EV charging": _col(kw, "ev_charging_w"),
-              "battery charge": _col(kw, "battery_charge_w"),
-              "grid export": _col(kw, "grid_export_w")}
+    supply = {
+        "PV used on site": pv_used,
+        "battery discharge": _col(kw, "battery_discharge_w"),
+        "grid import": _col(kw, "grid_import_w"),
+        "unserved": _col(kw, "unserved_w"),
+    }
+    demand = {
+        "household load": _col(kw, "load_w"),
+        "EV charging": _col(kw, "ev_charging_w"),
+        "battery charge": _col(kw, "battery_charge_w"),
+        "grid export": _col(kw, "grid_export_w"),
+    }
     fig, ax = plt.subplots(figsize=(11, 4.8))
     x = kw.index
-    ax.stackplot(x, *supply.values(), labels=list(supply), step="post", alpha=0.85,
-                 colors=["#f2b701", "#3969ac", "#7f3c8d", "#e73f74"])
-    ax.stackplot(x, *[-v for v in demand.values()], labels=list(demand), step="post",
-                 alpha=0.85, colors=["#80ba5a", "#11a579", "#008695", "#a5aa99"])
+    ax.stackplot(
+        x,
+        *supply.values(),
+        labels=list(supply),
+        step="post",
+        alpha=0.85,
+        colors=["#f2b701", "#3969ac", "#7f3c8d", "#e73f74"],
+    )
+    ax.stackplot(
+        x,
+        *[-v for v in demand.values()],
+        labels=list(demand),
+        step="post",
+        alpha=0.85,
+        colors=["#80ba5a", "#11a579", "#008695", "#a5aa99"],
+    )
     ax.axhline(0, color="black", lw=0.6)
     ax.set_ylabel("power [kW]  (supply > 0 > demand)")
     ax.set_title("Energy flows (all sites)")
@@ -209,14 +253,18 @@ def _energy_flows(week: pd.DataFrame, path: Path) -> None:
 def _prices(week: pd.DataFrame, manifest: dict[str, Any]) -> dict[str, pd.Series]:
     """Import/export price series [JPY/kWh] for the week (per tick, else the flat tariff)."""
     out = {}
-    for col, label in (("import_price_jpy_per_kwh", "import price"),
-                       ("export_price_jpy_per_kwh", "export price")):
+    for col, label in (
+        ("import_price_jpy_per_kwh", "import price"),
+        ("export_price_jpy_per_kwh", "export price"),
+    ):
         if col in week:
             out[label] = week[col]
     if not out:
         tariff = (manifest.get("scenario") or {}).get("tariff") or {}
-        for key, label in (("import_jpy_per_kwh", "import tariff (flat)"),
-                           ("export_jpy_per_kwh", "export tariff (flat)")):
+        for key, label in (
+            ("import_jpy_per_kwh", "import tariff (flat)"),
+            ("export_jpy_per_kwh", "export tariff (flat)"),
+        ):
             if isinstance(tariff.get(key), (int, float)):
                 out[label] = pd.Series(float(tariff[key]), index=week.index)
     return out
@@ -224,8 +272,10 @@ def _prices(week: pd.DataFrame, manifest: dict[str, Any]) -> dict[str, pd.Series
 
 def _soc_price(week: pd.DataFrame, manifest: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(11, 3.8))
-    for col, label, color in (("battery_soc_mean", "battery SoC (mean)", "#3969ac"),
-                              ("ev_soc_mean", "EV SoC (mean)", "#11a579")):
+    for col, label, color in (
+        ("battery_soc_mean", "battery SoC (mean)", "#3969ac"),
+        ("ev_soc_mean", "EV SoC (mean)", "#11a579"),
+    ):
         if col in week:
             ax.step(week.index, week[col], where="post", label=label, color=color)
     ax.set_ylim(0, 1.02)
@@ -251,9 +301,13 @@ def _soc_price(week: pd.DataFrame, manifest: dict[str, Any], path: Path) -> None
 
 def _daily_profiles(ts: pd.DataFrame, path: Path) -> None:
     hour = ts.index.hour + ts.index.minute / 60.0
-    cols = [("load_w", "household load"), ("pv_generation_w", "PV generation"),
-            ("ev_charging_w", "EV charging"), ("grid_import_w", "grid import"),
-            ("grid_export_w", "grid export")]
+    cols = [
+        ("load_w", "household load"),
+        ("pv_generation_w", "PV generation"),
+        ("ev_charging_w", "EV charging"),
+        ("grid_import_w", "grid import"),
+        ("grid_export_w", "grid export"),
+    ]
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for col, label in cols:
         if col in ts:
@@ -270,13 +324,19 @@ def _daily_profiles(ts: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def _run_report(src: Path, out: Path, run: tuple[pd.DataFrame, dict[str, float],
-                                                 dict[str, Any]], week: pd.DataFrame) -> Report:
+def _run_report(
+    src: Path,
+    out: Path,
+    run: tuple[pd.DataFrame, dict[str, float], dict[str, Any]],
+    week: pd.DataFrame,
+) -> Report:
     ts, kpis, manifest = run
     rep = Report(out, out / "report.html", kind="run")
-    for name, draw in (("energy_flows.png", lambda p: _energy_flows(week, p)),
-                       ("soc_price.png", lambda p: _soc_price(week, manifest, p)),
-                       ("daily_profiles.png", lambda p: _daily_profiles(ts, p))):
+    for name, draw in (
+        ("energy_flows.png", lambda p: _energy_flows(week, p)),
+        ("soc_price.png", lambda p: _soc_price(week, manifest, p)),
+        ("daily_profiles.png", lambda p: _daily_profiles(ts, p)),
+    ):
         draw(out / name)
         rep.pngs.append(out / name)
     from cps_sim.experiment import summary
@@ -286,24 +346,42 @@ def _run_report(src: Path, out: Path, run: tuple[pd.DataFrame, dict[str, float],
     if run is not None:  # one plot per enabled block (system, storage, VPP, islanding, ...)
         rep.pngs.extend(summary.plot_blocks(run, week, out, dpi=DPI))
     title = f"Run {manifest.get('scenario', {}).get('name', src.name)}"
-    facts = {"results": str(src), "seed": manifest.get("seed"),
-             "scenario hash": str(manifest.get("scenario_hash", ""))[:16],
-             "week shown": f"{week.index[0]:%Y-%m-%d} .. {week.index[-1]:%Y-%m-%d}",
-             "wall time [s]": _fmt(manifest.get("wall_time_s"))}
+    facts = {
+        "results": str(src),
+        "seed": manifest.get("seed"),
+        "scenario hash": str(manifest.get("scenario_hash", ""))[:16],
+        "week shown": f"{week.index[0]:%Y-%m-%d} .. {week.index[-1]:%Y-%m-%d}",
+        "wall time [s]": _fmt(manifest.get("wall_time_s")),
+    }
     kpi_rows = [[k, _fmt(v)] for k, v in sorted(kpis.items())]
-    summary_html = [f"<h3>{html.escape(b.title)}</h3>" + _table(["", ""], [
-        [label, value] for label, value in b.items]) for b in blocks]
-    body = [_table(["", ""], [[k, html.escape(str(v))] for k, v in facts.items()]),
-            "<h2>Summary</h2>", *summary_html,
-            *(_img(p) for p in rep.pngs), "<h2>KPIs</h2>", _table(["KPI", "value"], kpi_rows)]
+    summary_html = [
+        f"<h3>{html.escape(b.title)}</h3>"
+        + _table(["", ""], [[label, value] for label, value in b.items])
+        for b in blocks
+    ]
+    body = [
+        _table(["", ""], [[k, html.escape(str(v))] for k, v in facts.items()]),
+        "<h2>Summary</h2>",
+        *summary_html,
+        *(_img(p) for p in rep.pngs),
+        "<h2>KPIs</h2>",
+        _table(["KPI", "value"], kpi_rows),
+    ]
     _write_html(rep.html, title, body)
     return rep
 
 
 # ----------------------------------------------------------------------------- sweep
 
-def _sweep_report(src: Path, out: Path, objective: str, cat: pd.DataFrame,
-                  constraints: Sequence[str] = (), tradeoff: str = "co2_kg") -> Report:
+
+def _sweep_report(
+    src: Path,
+    out: Path,
+    objective: str,
+    cat: pd.DataFrame,
+    constraints: Sequence[str] = (),
+    tradeoff: str = "co2_kg",
+) -> Report:
     """See :mod:`cps_sim.experiment.sweep_analysis` for what is drawn and ranked."""
     from cps_sim.experiment import sweep_analysis as sa
 
@@ -314,8 +392,11 @@ def _sweep_report(src: Path, out: Path, objective: str, cat: pd.DataFrame,
     ok = cat[cat.status == "ok"]
     kpis = [k for k in SWEEP_KPIS if k in kpi_cols] or kpi_cols[:6]
     kpis = [k for k in kpis if not ok.empty and (ok[k].fillna(0) != 0).any()] or kpis
-    wanted = list(dict.fromkeys([objective, *([other] if other in kpi_cols else []),
-                                 *(c.kpi for c in cons), *kpis]))
+    wanted = list(
+        dict.fromkeys(
+            [objective, *([other] if other in kpi_cols else []), *(c.kpi for c in cons), *kpis]
+        )
+    )
     rep = Report(out, out / "report.html", kind="sweep")
     points = sa.point_stats(ok, params, wanted) if not ok.empty else pd.DataFrame()
     ranked = None
@@ -327,25 +408,39 @@ def _sweep_report(src: Path, out: Path, objective: str, cat: pd.DataFrame,
             sa.plot_heatmap(points, params, objective, cons, out / "heatmap.png")
             rep.pngs.append(out / "heatmap.png")
         if other in kpi_cols and other != objective:
-            sa.plot_tradeoff(points, params, objective, other, tradeoff.startswith("-"), cons,
-                             out / "tradeoff.png")
+            sa.plot_tradeoff(
+                points,
+                params,
+                objective,
+                other,
+                tradeoff.startswith("-"),
+                cons,
+                out / "tradeoff.png",
+            )
             rep.pngs.append(out / "tradeoff.png")
         ranked = sa.rank(points, objective, cons)
     counts = cat.status.value_counts().to_dict()
-    facts = {"results": str(src), "runs": len(cat),
-             **{f"status {k}": v for k, v in sorted(counts.items())},
-             "parameters": ", ".join(params) or "(none)",
-             "design points": len(points), "objective": f"{objective} (lower is better)",
-             "constraints": "; ".join(str(c) for c in cons) or "(none)",
-             "intervals": "95 % CI of the replicate mean (Student t)"}
+    facts = {
+        "results": str(src),
+        "runs": len(cat),
+        **{f"status {k}": v for k, v in sorted(counts.items())},
+        "parameters": ", ".join(params) or "(none)",
+        "design points": len(points),
+        "objective": f"{objective} (lower is better)",
+        "constraints": "; ".join(str(c) for c in cons) or "(none)",
+        "intervals": "95 % CI of the replicate mean (Student t)",
+    }
     body = [_table(["", ""], [[k, html.escape(str(v))] for k, v in facts.items()])]
     if ranked is not None:
         show = [k for k in wanted][:6]
         head = ["rank", *params, "n", *[f"{k} (mean ± CI)" for k in show], "violates"]
         rows = []
         for _, r in ranked.iterrows():
-            cells = [str(r["rank"]) if r["rank"] else "-", *[_fmt(r[p]) for p in params],
-                     str(r["n"])]
+            cells = [
+                str(r["rank"]) if r["rank"] else "-",
+                *[_fmt(r[p]) for p in params],
+                str(r["n"]),
+            ]
             for k in show:
                 m, lo, hi = r[f"{k}_mean"], r[f"{k}_ci_low"], r[f"{k}_ci_high"]
                 half = (hi - lo) / 2 if np.isfinite(hi - lo) else math.nan
@@ -353,7 +448,8 @@ def _sweep_report(src: Path, out: Path, objective: str, cat: pd.DataFrame,
             cells.append(r["violates"])
             rows.append(cells)
         title = f"Design points ranked by {objective}" + (
-            " under " + "; ".join(str(c) for c in cons) if cons else "")
+            " under " + "; ".join(str(c) for c in cons) if cons else ""
+        )
         body += [f"<h2>{html.escape(title)}</h2>", _table(head, rows)]
         points_csv = out / "points.csv"
         ranked.to_csv(points_csv, index=False)
@@ -361,15 +457,21 @@ def _sweep_report(src: Path, out: Path, objective: str, cat: pd.DataFrame,
     if objective in ok and not ok.empty:
         shown = ["run_id", *params, "seed", objective, *[k for k in kpis if k != objective]]
         by_run = ok.sort_values([objective, "run_id"])
-        for title, part in ((f"Best runs (lowest {objective})", by_run.head(5)),
-                            (f"Worst runs (highest {objective})", by_run.tail(5)[::-1])):
-            body += [f"<h2>{html.escape(title)}</h2>",
-                     _table(shown, [[_fmt(r[c]) for c in shown] for _, r in part.iterrows()])]
+        for title, part in (
+            (f"Best runs (lowest {objective})", by_run.head(5)),
+            (f"Worst runs (highest {objective})", by_run.tail(5)[::-1]),
+        ):
+            body += [
+                f"<h2>{html.escape(title)}</h2>",
+                _table(shown, [[_fmt(r[c]) for c in shown] for _, r in part.iterrows()]),
+            ]
     bad = cat[cat.status != "ok"]
     if not bad.empty:
         cols = ["run_id", *params, "seed", "status", "error"]
-        body += ["<h2>Runs that did not finish</h2>",
-                 _table(cols, [[_fmt(r[c]) for c in cols] for _, r in bad.head(50).iterrows()])]
+        body += [
+            "<h2>Runs that did not finish</h2>",
+            _table(cols, [[_fmt(r[c]) for c in cols] for _, r in bad.head(50).iterrows()]),
+        ]
     _write_html(rep.html, f"Sweep {src.name}", body)
     rep.points = ranked
     return rep
@@ -385,24 +487,32 @@ def _fmt(v: Any) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-                   for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(path.name)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
+    )
 
 
 def _write_html(path: Path, title: str, body: list[str]) -> None:
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:1em auto;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-             "figure{margin:1em 0}figcaption{font-size:12px;color:#666}")
-    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-           f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
-           + "\n".join(body) + "</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:1em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+        "figure{margin:1em 0}figcaption{font-size:12px;color:#666}"
+    )
+    doc = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )
     write_text_atomic(path, doc)

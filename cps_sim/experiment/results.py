@@ -19,8 +19,9 @@ from cps_sim.core.files import STAGING, TMP, fsync_dir, owned_name
 
 
 @contextlib.contextmanager
-def atomic_directory(final: Path, recheck: Callable[[Path], object] | None = None
-                     ) -> Iterator[Path]:
+def atomic_directory(
+    final: Path, recheck: Callable[[Path], object] | None = None
+) -> Iterator[Path]:
     """Yield a staging directory next to ``final``; on success it becomes ``final``.
 
     A killed or failing run leaves either the previous complete result or the
@@ -44,8 +45,7 @@ def atomic_directory(final: Path, recheck: Callable[[Path], object] | None = Non
         tmp.mkdir()
     except OSError as exc:
         outdir.remove_created(created)
-        raise ResultsError(f"{final}: cannot write results into {parent}: "
-                           f"{exc.strerror}") from None
+        raise ResultsError(f"{final}: cannot write results into {parent}: {exc.strerror}") from None
     keep = False  # True once the staging folder holds results that could not be published
     try:
         yield tmp
@@ -60,8 +60,9 @@ def atomic_directory(final: Path, recheck: Callable[[Path], object] | None = Non
             except ResultsError as exc:  # keep what was computed, where the user sees it
                 kept = parent / f"{final.name}-unpublished-{os.getpid()}"
                 os.replace(tmp, kept)
-                raise ResultsError(f"{exc} (it changed during the run); the new results are "
-                                   f"in {kept}") from None
+                raise ResultsError(
+                    f"{exc} (it changed during the run); the new results are in {kept}"
+                ) from None
         old = None
         try:
             if final.exists() and any(final.iterdir()):
@@ -77,8 +78,10 @@ def atomic_directory(final: Path, recheck: Callable[[Path], object] | None = Non
             except OSError:
                 kept = tmp
                 keep = True
-            raise ResultsError(f"{final}: cannot put the results in place: {exc.strerror}; "
-                               f"the new results are in {kept}") from None
+            raise ResultsError(
+                f"{final}: cannot put the results in place: {exc.strerror}; "
+                f"the new results are in {kept}"
+            ) from None
         fsync_dir(parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -112,5 +115,4 @@ def write_parquet(path: Path, table: pa.Table, metadata: dict[str, str] | None =
         md = dict(table.schema.metadata or {})
         md.update({k.encode(): v.encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(md)
-    pq.write_table(table, path, compression="zstd", use_dictionary=True,
-                   write_statistics=True)
+    pq.write_table(table, path, compression="zstd", use_dictionary=True, write_statistics=True)

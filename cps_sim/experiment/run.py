@@ -40,8 +40,7 @@ class RunResult:
 
 
 def scenario_hash(scenario: Scenario) -> str:
-    canonical = json.dumps(scenario.model_dump(mode="json"), sort_keys=True,
-                           separators=(",", ":"))
+    canonical = json.dumps(scenario.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -58,8 +57,14 @@ def package_versions() -> dict[str, str]:
 def _git_commit() -> str | None:
     try:
         here = Path(__file__).resolve().parent
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                           text=True, timeout=5, check=False)
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -69,12 +74,17 @@ def default_out_dir(scenario: Scenario) -> Path:
     return Path("results") / f"{scenario.name}-seed{scenario.seed}-{scenario_hash(scenario)[:8]}"
 
 
-def simulate(scenario: Scenario, *, quiet: bool = True,
-             on_tick: Callable[[World, TickResult], None] | None = None,
-             base_dir: Path | None = None,
-             setup: Callable[[simpy.Environment, World], None] | None = None,
-             env: simpy.Environment | None = None, transport: Any = None,
-             interruptible: bool = False) -> Recorder:
+def simulate(
+    scenario: Scenario,
+    *,
+    quiet: bool = True,
+    on_tick: Callable[[World, TickResult], None] | None = None,
+    base_dir: Path | None = None,
+    setup: Callable[[simpy.Environment, World], None] | None = None,
+    env: simpy.Environment | None = None,
+    transport: Any = None,
+    interruptible: bool = False,
+) -> Recorder:
     """Run the scenario in memory and return its recorder (no files written).
 
     ``on_tick(world, result)`` is called after every settlement tick (for
@@ -112,12 +122,18 @@ def simulate(scenario: Scenario, *, quiet: bool = True,
     return recorder
 
 
-def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool = True,
-                 source_file: str | None = None, overrides: Sequence[str] = (),
-                 base_dir: Path | None = None,
-                 simulator: Callable[[Path | None], Recorder] | None = None,
-                 extras: Callable[[Recorder, Path, dict[str, Any]], None] | None = None,
-                 check_expect: bool = True) -> RunResult:
+def run_scenario(
+    scenario: Scenario,
+    out_dir: Path | None = None,
+    *,
+    quiet: bool = True,
+    source_file: str | None = None,
+    overrides: Sequence[str] = (),
+    base_dir: Path | None = None,
+    simulator: Callable[[Path | None], Recorder] | None = None,
+    extras: Callable[[Recorder, Path, dict[str, Any]], None] | None = None,
+    check_expect: bool = True,
+) -> RunResult:
     """Simulate ``scenario`` and write its results directory atomically.
 
     ``scenario.expect`` is checked unless ``check_expect`` is false
@@ -148,8 +164,11 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
         base_dir = Path(source_file).parent
     with atomic_directory(out_dir, recheck=lambda p: check_run_out(p, protect)) as tmp:
         try:
-            recorder = (simulator(base_dir) if simulator is not None
-                        else simulate(scenario, quiet=quiet, base_dir=base_dir))
+            recorder = (
+                simulator(base_dir)
+                if simulator is not None
+                else simulate(scenario, quiet=quiet, base_dir=base_dir)
+            )
         except ScenarioError as exc:  # found while building (catalog names, data files)
             if exc.file is None and source_file is not None:
                 raise ScenarioError(source_file, exc.issues) from None
@@ -163,17 +182,28 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
             # the perfect-foresight optimum of the same run, and the run's gap to it
             from cps_sim.experiment.oracle import regret_kpis, solve_oracle
 
-            kpis.update(regret_kpis(kpis, solve_oracle(scenario, base_dir=base_dir,
-                                                       quiet=quiet)))
+            kpis.update(regret_kpis(kpis, solve_oracle(scenario, base_dir=base_dir, quiet=quiet)))
         timeseries = recorder.timeseries()
         groups = recorder.timeseries_by_group()
         ctl_events = tmp / "bridge_events.parquet"  # written by cps-sim hil's extras
-        expectations = (check_run(scenario, timeseries, events, kpis, groups,
-                                  pq.read_table(ctl_events) if ctl_events.exists() else None)
-                        if scenario.expect and check_expect else None)
-        meta = {**recorder.metadata(), "cps_sim.scenario": scenario.name,
-                "cps_sim.seed": str(scenario.seed),
-                "cps_sim.scenario_hash": scenario_hash(scenario)}
+        expectations = (
+            check_run(
+                scenario,
+                timeseries,
+                events,
+                kpis,
+                groups,
+                pq.read_table(ctl_events) if ctl_events.exists() else None,
+            )
+            if scenario.expect and check_expect
+            else None
+        )
+        meta = {
+            **recorder.metadata(),
+            "cps_sim.scenario": scenario.name,
+            "cps_sim.seed": str(scenario.seed),
+            "cps_sim.scenario_hash": scenario_hash(scenario),
+        }
         try:
             write_parquet(tmp / "timeseries.parquet", timeseries, meta)
             write_parquet(tmp / "timeseries_groups.parquet", groups, meta)
@@ -190,30 +220,39 @@ def run_scenario(scenario: Scenario, out_dir: Path | None = None, *, quiet: bool
             if expectations is not None:
                 write_json(tmp / "expectations.json", expectations.to_json())
             wall = time.perf_counter() - t0
-            write_json(tmp / "manifest.json", {
-                MARKER: {"kind": "run", "version": __version__},
-                "scenario": scenario.model_dump(mode="json"),
-                "scenario_hash": scenario_hash(scenario),
-                "scenario_file": source_file,
-                "overrides": list(overrides),
-                "seed": scenario.seed,
-                "versions": package_versions(),
-                "git_commit": _git_commit(),
-                "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-                "wall_time_s": wall,
-                "simulation_wall_time_s": sim_wall,
-                "ticks": recorder.ticks_done,
-                "files": [*sorted(p.name for p in tmp.iterdir()), "manifest.json"],
-                "sign_convention": SIGN_NOTE,
-            })
+            write_json(
+                tmp / "manifest.json",
+                {
+                    MARKER: {"kind": "run", "version": __version__},
+                    "scenario": scenario.model_dump(mode="json"),
+                    "scenario_hash": scenario_hash(scenario),
+                    "scenario_file": source_file,
+                    "overrides": list(overrides),
+                    "seed": scenario.seed,
+                    "versions": package_versions(),
+                    "git_commit": _git_commit(),
+                    "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                    "wall_time_s": wall,
+                    "simulation_wall_time_s": sim_wall,
+                    "ticks": recorder.ticks_done,
+                    "files": [*sorted(p.name for p in tmp.iterdir()), "manifest.json"],
+                    "sign_convention": SIGN_NOTE,
+                },
+            )
         except OSError as exc:
             cls = DiskFullError if _disk_full(exc) else ResultsError
-            hint = (" (the disk is full or a file-size limit was reached: free space and run "
-                    "again)") if cls is DiskFullError else ""
-            raise cls(f"{shown}: cannot write the results: {exc.strerror or exc}{hint}; "
-                      "nothing was replaced") from None
-    return RunResult(out_dir=shown, kpis=kpis, wall_time_s=time.perf_counter() - t0,
-                     expectations=expectations)
+            hint = (
+                (" (the disk is full or a file-size limit was reached: free space and run again)")
+                if cls is DiskFullError
+                else ""
+            )
+            raise cls(
+                f"{shown}: cannot write the results: {exc.strerror or exc}{hint}; "
+                "nothing was replaced"
+            ) from None
+    return RunResult(
+        out_dir=shown, kpis=kpis, wall_time_s=time.perf_counter() - t0, expectations=expectations
+    )
 
 
 def _disk_full(exc: OSError) -> bool:
@@ -222,10 +261,16 @@ def _disk_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", -1))
 
 
-def run_file(path: str | Path, overrides: Sequence[str] = (), seed: int | None = None,
-             out_dir: Path | None = None, quiet: bool = True,
-             check_expect: bool = True, oracle: bool = False,
-             objective: str | None = None) -> RunResult:
+def run_file(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    seed: int | None = None,
+    out_dir: Path | None = None,
+    quiet: bool = True,
+    check_expect: bool = True,
+    oracle: bool = False,
+    objective: str | None = None,
+) -> RunResult:
     """Load, validate and run a scenario file (``seed`` overrides the file's seed).
 
     ``oracle``: run the perfect-foresight optimum's schedule instead of the scenario's
@@ -244,8 +289,21 @@ def run_file(path: str | Path, overrides: Sequence[str] = (), seed: int | None =
         simulator, extras = oracle_hooks(scenario, quiet=quiet, objective=objective)
         # the optimum and its replay start from the sampled state (no warm-up)
         ran = scenario.model_copy(update={"expect": [], "warmup_days": 0})
-        return run_scenario(ran, out_dir, quiet=quiet,
-                            source_file=str(path), overrides=ov, simulator=simulator,
-                            extras=extras, check_expect=False)
-    return run_scenario(scenario, out_dir, quiet=quiet, source_file=str(path), overrides=ov,
-                        check_expect=check_expect)
+        return run_scenario(
+            ran,
+            out_dir,
+            quiet=quiet,
+            source_file=str(path),
+            overrides=ov,
+            simulator=simulator,
+            extras=extras,
+            check_expect=False,
+        )
+    return run_scenario(
+        scenario,
+        out_dir,
+        quiet=quiet,
+        source_file=str(path),
+        overrides=ov,
+        check_expect=check_expect,
+    )

@@ -107,7 +107,8 @@ def sweep_lock(out: Path) -> Iterator[None]:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
             raise SweepLockedError(
                 f"{out}: another sweep is already writing to this results directory "
-                f"({holder}); wait for it to finish or choose another --out") from None
+                f"({holder}); wait for it to finish or choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
         yield
@@ -123,23 +124,41 @@ def plan_record(plan: Plan) -> dict[str, Any]:
     """What ``plan.json`` holds: the plan, and the marker of a cps_sim sweep folder."""
     return {
         MARKER: {"kind": "sweep", "version": cps_sim.__version__},
-        "sweep": plan.sweep.name, "sweep_file": str(plan.sweep_file.resolve()),
-        "scenario_file": str(plan.scenario_file.resolve()), "version": cps_sim.__version__,
+        "sweep": plan.sweep.name,
+        "sweep_file": str(plan.sweep_file.resolve()),
+        "scenario_file": str(plan.scenario_file.resolve()),
+        "version": cps_sim.__version__,
         "set": list(plan.sweep.set),
         "design": plan.sweep.design.model_dump(mode="json"),
-        "replications": plan.sweep.replications, "seeds": plan.sweep.seeds,
+        "replications": plan.sweep.replications,
+        "seeds": plan.sweep.seeds,
         "param_columns": plan.param_columns,
         "param_paths": {p.column: p.path for p in plan.sweep.parameters},
-        "parameters": [p.model_dump(mode="json", exclude_defaults=True)
-                       for p in plan.sweep.parameters],
-        "runs": [{"run_id": r.run_id, "point": r.point, "replicate": r.replicate,
-                  "seed": r.seed, "params": r.params} for r in plan.runs]}
+        "parameters": [
+            p.model_dump(mode="json", exclude_defaults=True) for p in plan.sweep.parameters
+        ],
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "point": r.point,
+                "replicate": r.replicate,
+                "seed": r.seed,
+                "params": r.params,
+            }
+            for r in plan.runs
+        ],
+    }
 
 
-_PLAN_KEYS = (("sweep", "sweep name"), ("scenario_file", "scenario file"),
-              ("set", "set overrides"), ("design", "design"),
-              ("parameters", "parameters"), ("replications", "replications"),
-              ("seeds", "seeds"))
+_PLAN_KEYS = (
+    ("sweep", "sweep name"),
+    ("scenario_file", "scenario file"),
+    ("set", "set overrides"),
+    ("design", "design"),
+    ("parameters", "parameters"),
+    ("replications", "replications"),
+    ("seeds", "seeds"),
+)
 
 
 def plan_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -151,8 +170,10 @@ def plan_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     old_ids = {r["run_id"] for r in old.get("runs", [])}
     new_ids = {r["run_id"] for r in new["runs"]}
     if old_ids != new_ids:
-        what = f"runs: {len(old_ids - new_ids)} of the {len(old_ids)} planned runs are not in " \
-               f"the new plan and {len(new_ids - old_ids)} new runs are"
+        what = (
+            f"runs: {len(old_ids - new_ids)} of the {len(old_ids)} planned runs are not in "
+            f"the new plan and {len(new_ids - old_ids)} new runs are"
+        )
         if not diffs:
             if old.get("version") != new.get("version"):
                 what += f" (cps_sim version {old.get('version')} -> {new.get('version')})"
@@ -225,10 +246,14 @@ def check_same_plan(out: Path, record: dict[str, Any]) -> None:
             raise ResultsError(
                 f"{out}: holds a different sweep plan; --resume continues only the same sweep "
                 "(same sweep file, scenario and cps_sim version). Differences: "
-                + "; ".join(diffs) + ". Give a new --out for the new plan")
+                + "; ".join(diffs)
+                + ". Give a new --out for the new plan"
+            )
     elif any((out / "runs").glob("run_id=*")):
-        raise ResultsError(f"{out}: holds sweep runs but no {PLAN}; cannot tell which plan "
-                           "they belong to: give a new --out")
+        raise ResultsError(
+            f"{out}: holds sweep runs but no {PLAN}; cannot tell which plan "
+            "they belong to: give a new --out"
+        )
 
 
 def _prepare(out: Path, plan: Plan, resume: bool) -> list[str]:
@@ -270,10 +295,17 @@ class _Progress:
             TimeRemainingColumn,
         )
 
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
-                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                            console=Console(stderr=True), transient=False)
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
         self.task = self.bar.add_task(label, total=total, status="")
         self.bar.start()
 
@@ -286,10 +318,16 @@ class _Progress:
             self.bar.stop()
 
 
-def run_sweep(sweep_file: str | Path, out_dir: str | Path | None = None, *,
-              workers: int | None = None, backend: Literal["local", "dask"] = "local",
-              address: str | None = None, resume: bool = False,
-              quiet: bool | None = None) -> SweepResult:
+def run_sweep(
+    sweep_file: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    workers: int | None = None,
+    backend: Literal["local", "dask"] = "local",
+    address: str | None = None,
+    resume: bool = False,
+    quiet: bool | None = None,
+) -> SweepResult:
     """Run every run of a sweep file; see the module docstring for the layout.
 
     Returns a :class:`SweepResult`; failed runs do not raise (they are in the
@@ -306,8 +344,15 @@ def run_sweep(sweep_file: str | Path, out_dir: str | Path | None = None, *,
     if plan.runs and all(r.error for r in plan.runs):
         from cps_sim.core.errors import Issue, ScenarioError
 
-        raise ScenarioError(str(sweep_file), [Issue("parameters", "no point of the sweep gives "
-                                                    f"a valid scenario: {plan.runs[0].error}")])
+        raise ScenarioError(
+            str(sweep_file),
+            [
+                Issue(
+                    "parameters",
+                    f"no point of the sweep gives a valid scenario: {plan.runs[0].error}",
+                )
+            ],
+        )
     from cps_sim.experiment.outdir import check_sweep_out
 
     shown = Path(out_dir) if out_dir is not None else Path("results") / sweep.name
@@ -329,8 +374,9 @@ def run_sweep(sweep_file: str | Path, out_dir: str | Path | None = None, *,
         try:
             result.damaged = _prepare(out, plan, resume)
         except OSError as exc:
-            raise ResultsError(f"{shown}: cannot write the sweep folder: "
-                               f"{exc.strerror or exc}") from None
+            raise ResultsError(
+                f"{shown}: cannot write the sweep folder: {exc.strerror or exc}"
+            ) from None
         todo = []
         for run in plan.runs:
             if read_record(out, run.run_id) is not None:
@@ -358,8 +404,9 @@ def run_sweep(sweep_file: str | Path, out_dir: str | Path | None = None, *,
             if backend == "local":
                 executors.run_local(todo, out, workers, on_record, retries=sweep.retries)
             else:
-                executors.run_dask(todo, out, workers, on_record, address=address,
-                                   retries=sweep.retries)
+                executors.run_dask(
+                    todo, out, workers, on_record, address=address, retries=sweep.retries
+                )
         except BaseException as exc:
             interrupted = exc
             raise
@@ -369,34 +416,42 @@ def run_sweep(sweep_file: str | Path, out_dir: str | Path | None = None, *,
                 write_catalog(out, build_catalog(out))
             except OSError as exc:
                 if interrupted is None:
-                    raise ResultsError(_catalog_failure(result, sweep_file, shown, exc)) \
-                        from None
+                    raise ResultsError(_catalog_failure(result, sweep_file, shown, exc)) from None
     result.wall_time_s = time.perf_counter() - t0
     return result
 
 
 def _catalog_failure(result: SweepResult, sweep_file: Path, out: Path, exc: OSError) -> str:
     done = result.ok
-    return (f"{out}: the runs finished ({done} of {result.planned} ok, {result.failed} failed; "
-            f"each finished run is kept in {out / 'runs'}) but the catalog could not be "
-            f"written: {exc.strerror or exc}. Free space, then rebuild the catalog (finished "
-            f"runs are not redone) with: cps-sim sweep {sweep_file} --out {out} --resume")
+    return (
+        f"{out}: the runs finished ({done} of {result.planned} ok, {result.failed} failed; "
+        f"each finished run is kept in {out / 'runs'}) but the catalog could not be "
+        f"written: {exc.strerror or exc}. Free space, then rebuild the catalog (finished "
+        f"runs are not redone) with: cps-sim sweep {sweep_file} --out {out} --resume"
+    )
 
 
 def summary(result: SweepResult) -> str:
     """One paragraph for the terminal."""
-    lines = [f"{result.out_dir}: {result.planned} runs, {result.ok} ok "
-             f"({result.skipped} already done), {result.failed} failed, "
-             f"{result.wall_time_s:.1f} s; catalog: {result.catalog}"]
+    lines = [
+        f"{result.out_dir}: {result.planned} runs, {result.ok} ok "
+        f"({result.skipped} already done), {result.failed} failed, "
+        f"{result.wall_time_s:.1f} s; catalog: {result.catalog}"
+    ]
     if result.damaged:
-        lines.append(f"  {len(result.damaged)} finished run(s) had damaged files and were "
-                     "redone: " + "; ".join(result.damaged[:3]))
+        lines.append(
+            f"  {len(result.damaged)} finished run(s) had damaged files and were "
+            "redone: " + "; ".join(result.damaged[:3])
+        )
     if result.duplicates:
-        lines.append(f"  ({result.duplicates} design points repeated an earlier run and "
-                     "were run once)")
+        lines.append(
+            f"  ({result.duplicates} design points repeated an earlier run and were run once)"
+        )
     for rec in result.failures[:10]:
-        lines.append(f"  {rec['run_id']} point {rec['point']} seed {rec['seed']}: "
-                     f"{rec.get('error_type')}: {rec.get('error')}")
+        lines.append(
+            f"  {rec['run_id']} point {rec['point']} seed {rec['seed']}: "
+            f"{rec.get('error_type')}: {rec.get('error')}"
+        )
     if len(result.failures) > 10:
         lines.append(f"  ... and {len(result.failures) - 10} more (see the catalog)")
     return "\n".join(lines)

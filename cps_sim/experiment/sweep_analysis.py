@@ -43,7 +43,8 @@ from cps_sim.core.errors import ResultsError
 CONFIDENCE = 0.95
 _CONSTRAINT = re.compile(
     r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|==|<|>)\s*"
-    r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+    r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
 DPI = 110
 
 
@@ -55,8 +56,13 @@ class Constraint:
 
     def holds(self, x: float | np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=float)
-        return {"<=": x <= self.value, ">=": x >= self.value, "<": x < self.value,
-                ">": x > self.value, "==": np.isclose(x, self.value)}[self.op]
+        return {
+            "<=": x <= self.value,
+            ">=": x >= self.value,
+            "<": x < self.value,
+            ">": x > self.value,
+            "==": np.isclose(x, self.value),
+        }[self.op]
 
     def __str__(self) -> str:
         return f"{self.kpi} {self.op} {self.value:g}"
@@ -68,16 +74,19 @@ def check_kpi(name: str, kpis: Sequence[str], what: str) -> None:
 
         hint = difflib.get_close_matches(name, list(kpis), n=1)
         more = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise ResultsError(f"{what} {name!r} is not a KPI of this sweep{more} (KPIs: "
-                           f"{', '.join(kpis)})")
+        raise ResultsError(
+            f"{what} {name!r} is not a KPI of this sweep{more} (KPIs: {', '.join(kpis)})"
+        )
 
 
 def parse_constraint(text: str, kpis: Sequence[str]) -> Constraint:
     """``"ev_unmet_at_departure_kwh <= 1"`` -> Constraint; the KPI must exist."""
     m = _CONSTRAINT.match(text)
     if m is None:
-        raise ResultsError(f"--constraint {text!r}: write '<kpi> <op> <number>' with op one of "
-                           "<=, >=, <, >, ==, e.g. 'ev_unmet_at_departure_kwh <= 1'")
+        raise ResultsError(
+            f"--constraint {text!r}: write '<kpi> <op> <number>' with op one of "
+            "<=, >=, <, >, ==, e.g. 'ev_unmet_at_departure_kwh <= 1'"
+        )
     check_kpi(m.group(1), kpis, "--constraint")
     return Constraint(m.group(1), m.group(2), float(m.group(3)))
 
@@ -112,16 +121,18 @@ def point_stats(ok: pd.DataFrame, params: list[str], kpis: list[str]) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def rank(points: pd.DataFrame, objective: str, constraints: Sequence[Constraint]
-         ) -> pd.DataFrame:
+def rank(points: pd.DataFrame, objective: str, constraints: Sequence[Constraint]) -> pd.DataFrame:
     """Design points ordered: feasible ones by the objective's mean, then the others."""
     out = points.copy()
-    broken = [[str(c) for c in constraints if not bool(c.holds(r[f"{c.kpi}_mean"]))]
-              for _, r in out.iterrows()]
+    broken = [
+        [str(c) for c in constraints if not bool(c.holds(r[f"{c.kpi}_mean"]))]
+        for _, r in out.iterrows()
+    ]
     out["feasible"] = [not b for b in broken]
     out["violates"] = ["; ".join(b) for b in broken]
-    out = out.sort_values(["feasible", f"{objective}_mean", "point"],
-                          ascending=[False, True, True], kind="stable")
+    out = out.sort_values(
+        ["feasible", f"{objective}_mean", "point"], ascending=[False, True, True], kind="stable"
+    )
     out.insert(0, "rank", np.where(out["feasible"], np.cumsum(out["feasible"]), 0))
     return out.reset_index(drop=True)
 
@@ -154,16 +165,19 @@ def _numeric(s: pd.Series) -> bool:
 
 # ----------------------------------------------------------------------------- plots
 
-def plot_sensitivity(points: pd.DataFrame, params: list[str], kpis: list[str], path: Path
-                     ) -> None:
-    fig, axes = plt.subplots(len(kpis), len(params), squeeze=False,
-                             figsize=(3.9 * len(params) + 0.6, 2.5 * len(kpis) + 0.5))
+
+def plot_sensitivity(points: pd.DataFrame, params: list[str], kpis: list[str], path: Path) -> None:
+    fig, axes = plt.subplots(
+        len(kpis),
+        len(params),
+        squeeze=False,
+        figsize=(3.9 * len(params) + 0.6, 2.5 * len(kpis) + 0.5),
+    )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, p in enumerate(params):
         others = [q for q in params if q != p]
         series_key = others[0] if others else None
-        groups = (list(points.groupby(series_key, sort=True)) if series_key
-                  else [(None, points)])
+        groups = list(points.groupby(series_key, sort=True)) if series_key else [(None, points)]
         for i, k in enumerate(kpis):
             ax = axes[i][j]
             mean, lo, hi = f"{k}_mean", f"{k}_ci_low", f"{k}_ci_high"
@@ -171,9 +185,17 @@ def plot_sensitivity(points: pd.DataFrame, params: list[str], kpis: list[str], p
                 for (gv, g), c in zip(groups, colours * 8, strict=False):
                     g = g.groupby(p, sort=True)[[mean, lo, hi]].mean().reset_index()
                     err = np.vstack([g[mean] - g[lo], g[hi] - g[mean]])
-                    ax.errorbar(g[p], g[mean], yerr=np.nan_to_num(err), marker="o", ms=3,
-                                lw=1.2, capsize=3, color=c,
-                                label=f"{series_key}={_short(gv)}" if series_key else None)
+                    ax.errorbar(
+                        g[p],
+                        g[mean],
+                        yerr=np.nan_to_num(err),
+                        marker="o",
+                        ms=3,
+                        lw=1.2,
+                        capsize=3,
+                        color=c,
+                        label=f"{series_key}={_short(gv)}" if series_key else None,
+                    )
             else:  # categorical: grouped bars with error bars
                 levels = sorted(points[p].astype(str).unique())
                 width = 0.8 / max(len(groups), 1)
@@ -182,9 +204,16 @@ def plot_sensitivity(points: pd.DataFrame, params: list[str], kpis: list[str], p
                     g = g.reindex(levels)
                     x = np.arange(len(levels)) + (gi - (len(groups) - 1) / 2) * width
                     err = np.vstack([g[mean] - g[lo], g[hi] - g[mean]])
-                    ax.bar(x, g[mean], width=width * 0.95, color=c, alpha=0.85,
-                           yerr=np.nan_to_num(err), capsize=3,
-                           label=f"{series_key}={_short(gv)}" if series_key else None)
+                    ax.bar(
+                        x,
+                        g[mean],
+                        width=width * 0.95,
+                        color=c,
+                        alpha=0.85,
+                        yerr=np.nan_to_num(err),
+                        capsize=3,
+                        label=f"{series_key}={_short(gv)}" if series_key else None,
+                    )
                 ax.set_xticks(range(len(levels)), levels, fontsize=7)
             if i == len(kpis) - 1:
                 ax.set_xlabel(p)
@@ -193,15 +222,21 @@ def plot_sensitivity(points: pd.DataFrame, params: list[str], kpis: list[str], p
             ax.tick_params(labelsize=7)
             if i == 0 and series_key:
                 ax.legend(fontsize=6)
-    fig.suptitle("Sensitivity: design-point means with 95 % confidence intervals "
-                 "(replicates)", fontsize=10)
+    fig.suptitle(
+        "Sensitivity: design-point means with 95 % confidence intervals (replicates)", fontsize=10
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (2.5 * len(kpis) + 0.5)))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
-def plot_heatmap(points: pd.DataFrame, params: list[str], objective: str,
-                 constraints: Sequence[Constraint], path: Path) -> None:
+def plot_heatmap(
+    points: pd.DataFrame,
+    params: list[str],
+    objective: str,
+    constraints: Sequence[Constraint],
+    path: Path,
+) -> None:
     a, b = params[0], params[1]
     mean = f"{objective}_mean"
     feas = np.ones(len(points), dtype=bool)
@@ -225,8 +260,15 @@ def plot_heatmap(points: pd.DataFrame, params: list[str], objective: str,
             if not np.isfinite(v):
                 continue
             light = (v - lo) / (hi - lo) > 0.6 if hi > lo else False
-            ax.text(c, r, f"{v:.4g}", ha="center", va="center", fontsize=7,
-                    color="black" if light else "white")
+            ax.text(
+                c,
+                r,
+                f"{v:.4g}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if light else "white",
+            )
             if not bool(ok.to_numpy()[r, c]):
                 ax.plot([c - 0.45, c + 0.45], [r - 0.45, r + 0.45], color="#e73f74", lw=1.5)
                 ax.plot([c - 0.45, c + 0.45], [r + 0.45, r - 0.45], color="#e73f74", lw=1.5)
@@ -241,9 +283,15 @@ def plot_heatmap(points: pd.DataFrame, params: list[str], objective: str,
     plt.close(fig)
 
 
-def plot_tradeoff(points: pd.DataFrame, params: list[str], objective: str, other: str,
-                  maximise_other: bool, constraints: Sequence[Constraint], path: Path
-                  ) -> np.ndarray:
+def plot_tradeoff(
+    points: pd.DataFrame,
+    params: list[str],
+    objective: str,
+    other: str,
+    maximise_other: bool,
+    constraints: Sequence[Constraint],
+    path: Path,
+) -> np.ndarray:
     """Returns the Pareto mask (over all points; infeasible points are never on it)."""
     x = points[f"{other}_mean"].to_numpy(dtype=float)
     y = points[f"{objective}_mean"].to_numpy(dtype=float)
@@ -255,24 +303,49 @@ def plot_tradeoff(points: pd.DataFrame, params: list[str], objective: str, other
     if feas.any():
         front[np.flatnonzero(feas)] = pareto_mask(xs[feas], y[feas])
     fig, ax = plt.subplots(figsize=(8, 6))
-    for sel, style in ((feas & ~front, dict(color="#3969ac", label="design point")),
-                       (front, dict(color="#e73f74", label="Pareto front (feasible)")),
-                       (~feas, dict(color="#a5aa99", label="breaks a constraint"))):
+    for sel, style in (
+        (feas & ~front, dict(color="#3969ac", label="design point")),
+        (front, dict(color="#e73f74", label="Pareto front (feasible)")),
+        (~feas, dict(color="#a5aa99", label="breaks a constraint")),
+    ):
         if not sel.any():
             continue
-        xe = np.vstack([x[sel] - points[f"{other}_ci_low"].to_numpy()[sel],
-                        points[f"{other}_ci_high"].to_numpy()[sel] - x[sel]])
-        ye = np.vstack([y[sel] - points[f"{objective}_ci_low"].to_numpy()[sel],
-                        points[f"{objective}_ci_high"].to_numpy()[sel] - y[sel]])
-        ax.errorbar(x[sel], y[sel], xerr=np.nan_to_num(xe), yerr=np.nan_to_num(ye), fmt="o",
-                    ms=5, capsize=2, lw=0.8, mfc="white" if style["color"] == "#a5aa99"
-                    else style["color"], **style)
+        xe = np.vstack(
+            [
+                x[sel] - points[f"{other}_ci_low"].to_numpy()[sel],
+                points[f"{other}_ci_high"].to_numpy()[sel] - x[sel],
+            ]
+        )
+        ye = np.vstack(
+            [
+                y[sel] - points[f"{objective}_ci_low"].to_numpy()[sel],
+                points[f"{objective}_ci_high"].to_numpy()[sel] - y[sel],
+            ]
+        )
+        ax.errorbar(
+            x[sel],
+            y[sel],
+            xerr=np.nan_to_num(xe),
+            yerr=np.nan_to_num(ye),
+            fmt="o",
+            ms=5,
+            capsize=2,
+            lw=0.8,
+            mfc="white" if style["color"] == "#a5aa99" else style["color"],
+            **style,
+        )
     if front.any():
         order = np.argsort(x[front])
         ax.plot(x[front][order], y[front][order], color="#e73f74", lw=1.6, zorder=0)
     for i, (_, row) in enumerate(points.iterrows()):
-        ax.annotate(label(row, params), (x[i], y[i]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=6, color="#444")
+        ax.annotate(
+            label(row, params),
+            (x[i], y[i]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=6,
+            color="#444",
+        )
     ax.set_xlabel(f"{other} (mean; {'higher' if maximise_other else 'lower'} is better)")
     ax.set_ylabel(f"{objective} (mean; lower is better)")
     ax.set_title("Trade-off: design points with 95 % confidence intervals", fontsize=10)

@@ -46,8 +46,17 @@ from cps_sim.scenario.loader import (
     validate_data,
 )
 
-RESERVED_COLUMNS = ("run_id", "point", "replicate", "seed", "status", "error_type", "error",
-                    "wall_time_s", "attempts")
+RESERVED_COLUMNS = (
+    "run_id",
+    "point",
+    "replicate",
+    "seed",
+    "status",
+    "error_type",
+    "error",
+    "wall_time_s",
+    "attempts",
+)
 
 
 class _Model(BaseModel):
@@ -58,26 +67,37 @@ class DesignSpec(_Model):
     """How parameter values are chosen."""
 
     method: Literal["grid", "random", "lhs"] = Field(
-        "grid", description="grid: full factorial; random: uniform draws; lhs: Latin hypercube.")
-    samples: int | None = Field(None, ge=1, le=1_000_000,
-                                description="Number of points (random and lhs).")
+        "grid", description="grid: full factorial; random: uniform draws; lhs: Latin hypercube."
+    )
+    samples: int | None = Field(
+        None, ge=1, le=1_000_000, description="Number of points (random and lhs)."
+    )
     seed: int = Field(0, ge=0, lt=2**63, description="Seed of the design's own draws.")
 
 
 class ParameterSpec(_Model):
     """One swept parameter: categorical ``values`` or a continuous ``low``..``high`` range."""
 
-    path: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\[\]-]+$",
-                      description="Dotted path into the scenario, e.g. sites[0].pv.share.")
-    name: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
-                             description="Catalog column name; default derived from path.")
+    path: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.\[\]-]+$",
+        description="Dotted path into the scenario, e.g. sites[0].pv.share.",
+    )
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="Catalog column name; default derived from path.",
+    )
     values: list[Any] | None = Field(None, min_length=1, description="Categorical values.")
-    low: float | None = Field(None, ge=-1e15, le=1e15,
-                              description="Lowest value of a continuous range.")
-    high: float | None = Field(None, ge=-1e15, le=1e15,
-                               description="Highest value of a continuous range.")
-    num: int | None = Field(None, ge=1, le=100_000,
-                            description="Grid design: evenly spaced points in [low, high].")
+    low: float | None = Field(
+        None, ge=-1e15, le=1e15, description="Lowest value of a continuous range."
+    )
+    high: float | None = Field(
+        None, ge=-1e15, le=1e15, description="Highest value of a continuous range."
+    )
+    num: int | None = Field(
+        None, ge=1, le=100_000, description="Grid design: evenly spaced points in [low, high]."
+    )
     log: bool = Field(False, description="Space the range logarithmically (low > 0).")
     integer: bool = Field(False, description="Round to whole numbers.")
 
@@ -105,8 +125,15 @@ class ParameterSpec(_Model):
         return out or "param"
 
     def to_param(self) -> Param:
-        return Param(self.column, tuple(self.values) if self.values is not None else None,
-                     self.low, self.high, self.num, self.log, self.integer)
+        return Param(
+            self.column,
+            tuple(self.values) if self.values is not None else None,
+            self.low,
+            self.high,
+            self.num,
+            self.log,
+            self.integer,
+        )
 
 
 Seed = Annotated[int, Field(ge=0, lt=2**63, description="A root seed, as the scenario's.")]
@@ -116,29 +143,44 @@ MAX_RUNS = 1_000_000  # planned runs per sweep file (points x seeds), checked be
 class SweepFile(_Model):
     """A batch of scenario variants."""
 
-    version: Literal[1] = Field(1,
-                                description="Sweep file format version (1).")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$",
-                      description="Name of the sweep (default results folder results/<name>).")
-    description: str = Field("",
-                             description="Free text.")
+    version: Literal[1] = Field(1, description="Sweep file format version (1).")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+        description="Name of the sweep (default results folder results/<name>).",
+    )
+    description: str = Field("", description="Free text.")
     scenario: str = Field(min_length=1, description="Base scenario, relative to the sweep file.")
     set: list[str] = Field(default_factory=list, description="Fixed path=value overrides.")
-    design: DesignSpec = Field(default_factory=DesignSpec,
-                               description="How parameter values are chosen (grid, random, lhs).")
-    parameters: list[ParameterSpec] = Field(default_factory=list, max_length=100,
-                                            description="The swept parameters (paths into the "
-                                            "scenario).")
-    replications: int = Field(1, ge=1, le=100_000,
-                              description="Seeds per point: the scenario's seed, then seeds "
-                              "spawned from it.")
-    seeds: list[Seed] | None = Field(None, min_length=1, max_length=100_000,
-                                    description="Explicit seeds per point (replaces "
-                                    "replications).")
-    timeout_s: float | None = Field(None, le=30 * 86400, gt=0,
-                                    description="Wall-time limit of one run [s].")
-    retries: int = Field(1, ge=0, le=10, description="Re-runs of a run whose worker process "
-                         "died (killed, out of memory).")
+    design: DesignSpec = Field(
+        default_factory=DesignSpec,
+        description="How parameter values are chosen (grid, random, lhs).",
+    )
+    parameters: list[ParameterSpec] = Field(
+        default_factory=list,
+        max_length=100,
+        description="The swept parameters (paths into the scenario).",
+    )
+    replications: int = Field(
+        1,
+        ge=1,
+        le=100_000,
+        description="Seeds per point: the scenario's seed, then seeds spawned from it.",
+    )
+    seeds: list[Seed] | None = Field(
+        None,
+        min_length=1,
+        max_length=100_000,
+        description="Explicit seeds per point (replaces replications).",
+    )
+    timeout_s: float | None = Field(
+        None, le=30 * 86400, gt=0, description="Wall-time limit of one run [s]."
+    )
+    retries: int = Field(
+        1,
+        ge=0,
+        le=10,
+        description="Re-runs of a run whose worker process died (killed, out of memory).",
+    )
 
     @model_validator(mode="after")
     def _cross(self) -> SweepFile:
@@ -146,8 +188,10 @@ class SweepFile(_Model):
         if self.design.method == "grid":
             for i, p in enumerate(self.parameters):
                 if p.values is None and p.num is None:
-                    problems.append(f"parameters[{i}] ({p.column}): a grid design needs "
-                                    "'values' or 'num' points between low and high")
+                    problems.append(
+                        f"parameters[{i}] ({p.column}): a grid design needs "
+                        "'values' or 'num' points between low and high"
+                    )
         elif self.design.samples is None:
             problems.append(f"design.samples is required for method {self.design.method!r}")
         cols = [p.column for p in self.parameters]
@@ -167,9 +211,11 @@ class SweepFile(_Model):
             problems.append(f"seeds must be different, repeated: {dup}")
         runs, how = self.planned_runs()
         if runs > MAX_RUNS:
-            problems.append(f"the sweep would plan {runs:,} runs ({how}), more than "
-                            f"{MAX_RUNS:,}; use fewer values, a random or lhs design with "
-                            "fewer samples, or split it into several sweeps")
+            problems.append(
+                f"the sweep would plan {runs:,} runs ({how}), more than "
+                f"{MAX_RUNS:,}; use fewer values, a random or lhs design with "
+                "fewer samples, or split it into several sweeps"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -177,8 +223,9 @@ class SweepFile(_Model):
     def planned_runs(self) -> tuple[int, str]:
         """How many runs the file plans (before repeated points are merged), and how."""
         if self.design.method == "grid":
-            sizes = [len(p.values) if p.values is not None else (p.num or 1)
-                     for p in self.parameters]
+            sizes = [
+                len(p.values) if p.values is not None else (p.num or 1) for p in self.parameters
+            ]
             points = math.prod(sizes)
             how = " x ".join(str(n) for n in sizes) or "1 point"
         else:
@@ -204,9 +251,16 @@ class RunSpec:
 
     def task(self) -> dict[str, Any]:
         """Plain, picklable description for a worker."""
-        return {"run_id": self.run_id, "point": self.point, "replicate": self.replicate,
-                "seed": self.seed, "params": self.params, "scenario": self.scenario,
-                "source_file": self.source_file, "timeout_s": self.timeout_s}
+        return {
+            "run_id": self.run_id,
+            "point": self.point,
+            "replicate": self.replicate,
+            "seed": self.seed,
+            "params": self.params,
+            "scenario": self.scenario,
+            "source_file": self.source_file,
+            "timeout_s": self.timeout_s,
+        }
 
 
 @dataclass
@@ -231,23 +285,32 @@ def _json_default(o: Any) -> Any:
 
 
 def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default,
-                      allow_nan=False)
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=False
+    )
 
 
-def make_run_id(scenario: dict[str, Any], params: dict[str, Any], seed: int,
-                version: str | None = None) -> str:
+def make_run_id(
+    scenario: dict[str, Any], params: dict[str, Any], seed: int, version: str | None = None
+) -> str:
     """Deterministic id: hash of scenario content, parameters, seed and package version."""
-    payload = canonical_json({"scenario": scenario, "params": params, "seed": int(seed),
-                              "version": version or cps_sim.__version__})
+    payload = canonical_json(
+        {
+            "scenario": scenario,
+            "params": params,
+            "seed": int(seed),
+            "version": version or cps_sim.__version__,
+        }
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def load_sweep_text(text: str, file: str | None = None) -> SweepFile:
     data, root = parse_yaml(text, file)
     if not isinstance(data, dict):
-        raise ScenarioError.single(file, "", "top level of a sweep file must be a mapping, "
-                                   f"got {type(data).__name__}")
+        raise ScenarioError.single(
+            file, "", f"top level of a sweep file must be a mapping, got {type(data).__name__}"
+        )
     return validate_data(data, SweepFile, file, root)
 
 
@@ -286,13 +349,14 @@ def expand(sweep: SweepFile, sweep_file: str | Path) -> Plan:
     (recorded as ``invalid`` in the catalog, the others still run).
     """
     sweep_file = Path(sweep_file)
-    scen_path = (sweep_file.parent / sweep.scenario)
+    scen_path = sweep_file.parent / sweep.scenario
     try:
         base_model = load_scenario(scen_path, sweep.set)
     except ScenarioError as exc:
         if not scen_path.is_file():
-            raise _issue_at(sweep_file, "scenario", f"{sweep.scenario!r}: file not found "
-                            f"({scen_path})") from None
+            raise _issue_at(
+                sweep_file, "scenario", f"{sweep.scenario!r}: file not found ({scen_path})"
+            ) from None
         raise exc from None
     from cps_sim.scenario.schema import Scenario
 
@@ -301,8 +365,9 @@ def expand(sweep: SweepFile, sweep_file: str | Path) -> Plan:
     paths = [_parse_path(p.path) for p in sweep.parameters]
     points = design_points(sweep.design.method, params, sweep.design.samples, sweep.design.seed)
     seed_swept = any(pp == ["seed"] for pp in paths)
-    seeds = (list(sweep.seeds) if sweep.seeds else
-             replicate_seeds(base_model.seed, sweep.replications))
+    seeds = (
+        list(sweep.seeds) if sweep.seeds else replicate_seeds(base_model.seed, sweep.replications)
+    )
 
     plan = Plan(sweep, sweep_file, scen_path)
     seen: set[str] = set()
@@ -316,8 +381,11 @@ def expand(sweep: SweepFile, sweep_file: str | Path) -> Plan:
                 set_path(data, path, value, str(sweep_file), spec.path)
             except ScenarioError as exc:
                 msg = "; ".join(iss.message for iss in exc.issues)
-                raise _issue_at(sweep_file, f"parameters[{j}].path",
-                                f"{spec.path!r} does not fit the scenario: {msg}") from None
+                raise _issue_at(
+                    sweep_file,
+                    f"parameters[{j}].path",
+                    f"{spec.path!r} does not fit the scenario: {msg}",
+                ) from None
         for r, seed in enumerate([values["seed"]] if seed_swept else seeds):
             d = copy.deepcopy(data)
             d["seed"] = seed
@@ -328,12 +396,20 @@ def expand(sweep: SweepFile, sweep_file: str | Path) -> Plan:
                 issues = exc.issues
                 unknown = [iss for iss in issues if iss.message.startswith("unknown key")]
                 if unknown:
-                    j = next((k for k, pp in enumerate(paths)
-                              if format_loc(pp).startswith(unknown[0].path)), None)
+                    j = next(
+                        (
+                            k
+                            for k, pp in enumerate(paths)
+                            if format_loc(pp).startswith(unknown[0].path)
+                        ),
+                        None,
+                    )
                     where = f"parameters[{j}].path" if j is not None else "parameters"
-                    raise _issue_at(sweep_file, where,
-                                    f"scenario has no field {unknown[0].path!r}: "
-                                    f"{unknown[0].message}") from None
+                    raise _issue_at(
+                        sweep_file,
+                        where,
+                        f"scenario has no field {unknown[0].path!r}: {unknown[0].message}",
+                    ) from None
                 error = "; ".join(f"{iss.path}: {iss.message}" for iss in issues)
                 scen = d
             run_id = make_run_id(scen, values, seed)
@@ -341,6 +417,17 @@ def expand(sweep: SweepFile, sweep_file: str | Path) -> Plan:
                 plan.duplicates += 1
                 continue
             seen.add(run_id)
-            plan.runs.append(RunSpec(run_id, i, r, int(seed), dict(values), scen,
-                                     str(scen_path.resolve()), sweep.timeout_s, error))
+            plan.runs.append(
+                RunSpec(
+                    run_id,
+                    i,
+                    r,
+                    int(seed),
+                    dict(values),
+                    scen,
+                    str(scen_path.resolve()),
+                    sweep.timeout_s,
+                    error,
+                )
+            )
     return plan

@@ -81,6 +81,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         yield
         return
     if threading.current_thread() is threading.main_thread():
+
         def _alarm(signum, frame):
             raise RunTimeout(f"run exceeded timeout_s={seconds:g}")
 
@@ -97,8 +98,9 @@ def time_limit(seconds: float | None) -> Iterator[None]:
 
     def _fire() -> None:
         if not done.is_set():
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid),
-                                                       ctypes.py_object(RunTimeout))
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(tid), ctypes.py_object(RunTimeout)
+            )
 
     timer = threading.Timer(seconds, _fire)
     timer.daemon = True
@@ -116,8 +118,9 @@ def classify(exc: BaseException) -> str:
         return "timeout"
     from cps_sim.core.errors import DiskFullError
 
-    if (isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS) or \
-            isinstance(exc, DiskFullError):
+    if (isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS) or isinstance(
+        exc, DiskFullError
+    ):
         return "disk_full"
     if isinstance(exc, MemoryError):
         return "out_of_memory"
@@ -143,15 +146,32 @@ def read_record(out: Path, run_id: str) -> dict[str, Any] | None:
         return None
 
 
-def record_failure(out: Path, task: dict[str, Any], error_type: str, message: str,
-                   tb: str = "", attempts: int = 1, wall_time_s: float = 0.0) -> dict[str, Any]:
+def record_failure(
+    out: Path,
+    task: dict[str, Any],
+    error_type: str,
+    message: str,
+    tb: str = "",
+    attempts: int = 1,
+    wall_time_s: float = 0.0,
+) -> dict[str, Any]:
     """Write ``failed/<id>.json`` (best effort: the disk may be full) and return it."""
-    rec = {"run_id": task["run_id"], "point": task["point"], "replicate": task["replicate"],
-           "seed": task["seed"], "params": task["params"], "status": "failed",
-           "error_type": error_type, "error": message, "traceback": tb,
-           "attempts": attempts, "wall_time_s": wall_time_s,
-           "host": socket.gethostname(), "pid": os.getpid(),
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    rec = {
+        "run_id": task["run_id"],
+        "point": task["point"],
+        "replicate": task["replicate"],
+        "seed": task["seed"],
+        "params": task["params"],
+        "status": "failed",
+        "error_type": error_type,
+        "error": message,
+        "traceback": tb,
+        "attempts": attempts,
+        "wall_time_s": wall_time_s,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     if error_type == "timeout":
         rec["status"] = "timeout"
     elif error_type == "invalid":
@@ -161,8 +181,9 @@ def record_failure(out: Path, task: dict[str, Any], error_type: str, message: st
     return rec
 
 
-def execute_run(task: dict[str, Any], out_root: str, runner: Runner | None = None,
-                attempt: int = 1) -> dict[str, Any]:
+def execute_run(
+    task: dict[str, Any], out_root: str, runner: Runner | None = None, attempt: int = 1
+) -> dict[str, Any]:
     """Run one sweep task and publish its results directory; never raises for a run's fault.
 
     Returns the run's record: ``status`` is ``ok``, ``failed``, ``timeout`` or
@@ -179,9 +200,16 @@ def execute_run(task: dict[str, Any], out_root: str, runner: Runner | None = Non
     staging = out / "runs" / owned_name(STAGING, run_id)
     t0 = time.perf_counter()
     try:
-        write_json_atomic(inflight, {"run_id": run_id, "pid": os.getpid(),
-                                     "host": socket.gethostname(), "started": time.time()},
-                          durable=False)  # advisory only; cleared on every start
+        write_json_atomic(
+            inflight,
+            {
+                "run_id": run_id,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.time(),
+            },
+            durable=False,
+        )  # advisory only; cleared on every start
         staging.mkdir(parents=True)
         result_dir = staging / "result"
         run = runner or _default_runner()
@@ -193,11 +221,20 @@ def execute_run(task: dict[str, Any], out_root: str, runner: Runner | None = Non
         wall = time.perf_counter() - t0
         if not result_dir.is_dir():
             raise RuntimeError(f"runner returned without writing {result_dir}")
-        rec = {"run_id": run_id, "point": task["point"], "replicate": task["replicate"],
-               "seed": task["seed"], "params": task["params"], "status": "ok",
-               "kpis": {k: float(v) for k, v in dict(getattr(result, "kpis", {})).items()},
-               "wall_time_s": wall, "attempts": attempt, "host": socket.gethostname(),
-               "pid": os.getpid(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        rec = {
+            "run_id": run_id,
+            "point": task["point"],
+            "replicate": task["replicate"],
+            "seed": task["seed"],
+            "params": task["params"],
+            "status": "ok",
+            "kpis": {k: float(v) for k, v in dict(getattr(result, "kpis", {})).items()},
+            "wall_time_s": wall,
+            "attempts": attempt,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         write_json_atomic(result_dir / "run.json", rec)
         if runner is not None:  # the engine fsyncs its own files; a custom runner may not
             _fsync_tree(result_dir)
@@ -216,8 +253,15 @@ def execute_run(task: dict[str, Any], out_root: str, runner: Runner | None = Non
         failed_path(out, run_id).unlink(missing_ok=True)
         return rec
     except Exception as exc:  # a run's fault is recorded, never propagated
-        return record_failure(out, task, classify(exc), f"{type(exc).__name__}: {exc}",
-                              traceback.format_exc(), attempt, time.perf_counter() - t0)
+        return record_failure(
+            out,
+            task,
+            classify(exc),
+            f"{type(exc).__name__}: {exc}",
+            traceback.format_exc(),
+            attempt,
+            time.perf_counter() - t0,
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         with contextlib.suppress(OSError):

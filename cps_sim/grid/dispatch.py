@@ -79,13 +79,19 @@ class DispatchResult:
     @property
     def balance_error_w(self) -> FloatArray:
         """Left minus right side of the balance identity (0 up to rounding)."""
-        supply = (self.plant_generation_w.sum(-1) + self.renewable_w - self.curtailment_w
-                  - self.storage_power_w + self.unserved_w)
+        supply = (
+            self.plant_generation_w.sum(-1)
+            + self.renewable_w
+            - self.curtailment_w
+            - self.storage_power_w
+            + self.unserved_w
+        )
         return supply - (self.demand_w + self.export_w + self.overgeneration_w)
 
 
-def _merit_fill(need: FloatArray, inc: FloatArray, start_min: FloatArray, cost: FloatArray
-                ) -> tuple[FloatArray, FloatArray]:
+def _merit_fill(
+    need: FloatArray, inc: FloatArray, start_min: FloatArray, cost: FloatArray
+) -> tuple[FloatArray, FloatArray]:
     """Fill ``need`` (...,) from increments ``inc`` (..., m) in ascending ``cost`` (m,).
 
     Returns the allocation (..., m) and the excess (...,) created by running a marginal
@@ -114,8 +120,21 @@ def _merit_fill(need: FloatArray, inc: FloatArray, start_min: FloatArray, cost: 
     return out, excess
 
 
-def _core(demand, renewable, lo, hi, start_min, cost, co2, s_dis, s_chg, s_cost, export_cap,
-          dt_s, s_charge_cost=-np.inf):
+def _core(
+    demand,
+    renewable,
+    lo,
+    hi,
+    start_min,
+    cost,
+    co2,
+    s_dis,
+    s_chg,
+    s_cost,
+    export_cap,
+    dt_s,
+    s_charge_cost=-np.inf,
+):
     demand = np.asarray(demand, dtype=float)
     renewable = np.asarray(renewable, dtype=float)
     residual = demand - renewable
@@ -149,8 +168,9 @@ def _core(demand, renewable, lo, hi, start_min, cost, co2, s_dis, s_chg, s_cost,
     return gen, chg - dis, export, curt, unserved, overgen, chg_surplus
 
 
-def _result(spec, demand, renewable, gen, storage_power, export, curt, unserved, overgen, dt_s,
-            carbon_price):
+def _result(
+    spec, demand, renewable, gen, storage_power, export, curt, unserved, overgen, dt_s, carbon_price
+):
     dt_h = dt_s / SECONDS_PER_HOUR
     gen_kwh = gen * dt_h / 1000.0
     co2 = (gen_kwh * spec.co2_g_per_kwh).sum(-1)
@@ -159,17 +179,26 @@ def _result(spec, demand, renewable, gen, storage_power, export, curt, unserved,
     # below 1 Wh served the intensity is reported as 0 (avoids 0/0 on idle ticks)
     intensity = np.divide(co2, served_kwh, out=np.zeros_like(co2), where=served_kwh > 1e-3)
     return DispatchResult(
-        demand_w=np.asarray(demand, dtype=float), renewable_w=np.asarray(renewable, dtype=float),
-        plant_generation_w=gen, storage_power_w=storage_power, export_w=export,
-        curtailment_w=curt, unserved_w=unserved, overgeneration_w=overgen, co2_g=co2,
-        cost_jpy=cost, co2_intensity_g_per_kwh=intensity,
+        demand_w=np.asarray(demand, dtype=float),
+        renewable_w=np.asarray(renewable, dtype=float),
+        plant_generation_w=gen,
+        storage_power_w=storage_power,
+        export_w=export,
+        curtailment_w=curt,
+        unserved_w=unserved,
+        overgeneration_w=overgen,
+        co2_g=co2,
+        cost_jpy=cost,
+        co2_intensity_g_per_kwh=intensity,
     )
 
 
 def _check_storage_prices(discharge: float, charge: float) -> None:
     if np.isfinite(charge) and not charge < discharge:
-        raise ValueError(f"storage charge price ({charge:g} JPY/kWh) must be below the "
-                         f"discharge price ({discharge:g}); otherwise storage cycles for nothing")
+        raise ValueError(
+            f"storage charge price ({charge:g} JPY/kWh) must be below the "
+            f"discharge price ({discharge:g}); otherwise storage cycles for nothing"
+        )
 
 
 def dispatch_tick(
@@ -205,9 +234,20 @@ def dispatch_tick(
         s_dis = s_chg = 0.0
     _check_storage_prices(storage_discharge_cost_jpy_per_kwh, storage_charge_cost_jpy_per_kwh)
     gen, sp, export, curt, unserved, overgen, chg_surplus = _core(
-        demand_w, renewable_w, lo, hi, smin, cost, spec.co2_g_per_kwh, s_dis, s_chg,
-        storage_discharge_cost_jpy_per_kwh, export_capacity_w, dt_s,
-        storage_charge_cost_jpy_per_kwh)
+        demand_w,
+        renewable_w,
+        lo,
+        hi,
+        smin,
+        cost,
+        spec.co2_g_per_kwh,
+        s_dis,
+        s_chg,
+        storage_discharge_cost_jpy_per_kwh,
+        export_capacity_w,
+        dt_s,
+        storage_charge_cost_jpy_per_kwh,
+    )
     sp = float(sp)
     new_state = storage
     unit_w = None
@@ -225,12 +265,22 @@ def dispatch_tick(
         unserved = unserved + max(delta, 0.0)
         overgen = overgen + max(-delta, 0.0)
         sp = actual
-    res = _result(spec, demand_w, renewable_w, gen, np.asarray(sp), export, curt, unserved,
-                  overgen, dt_s, carbon_price_jpy_per_t_co2)
+    res = _result(
+        spec,
+        demand_w,
+        renewable_w,
+        gen,
+        np.asarray(sp),
+        export,
+        curt,
+        unserved,
+        overgen,
+        dt_s,
+        carbon_price_jpy_per_t_co2,
+    )
     # surplus charging as booked: never more than the storage actually took
     surplus_w = min(float(chg_surplus), max(sp, 0.0))
-    return replace(res, storage_surplus_charge_w=surplus_w, storage_unit_power_w=unit_w
-                   ), new_state
+    return replace(res, storage_surplus_charge_w=surplus_w, storage_unit_power_w=unit_w), new_state
 
 
 def dispatch_series(
@@ -261,22 +311,55 @@ def dispatch_series(
         lo2, hi2, sm2 = (np.broadcast_to(a, (t, spec.n)) for a in (lo, hi, smin))
         cost = pl.marginal_cost_jpy_per_kwh(spec, carbon_price_jpy_per_t_co2)
         gen, sp, export, curt, unserved, overgen, _ = _core(
-            demand, renew, lo2, hi2, sm2, cost, spec.co2_g_per_kwh, 0.0, 0.0,
-            storage_discharge_cost_jpy_per_kwh, export_capacity_w, dt_s)
-        return _result(spec, demand, renew, gen, sp, export, curt, unserved, overgen, dt_s,
-                       carbon_price_jpy_per_t_co2), None
+            demand,
+            renew,
+            lo2,
+            hi2,
+            sm2,
+            cost,
+            spec.co2_g_per_kwh,
+            0.0,
+            0.0,
+            storage_discharge_cost_jpy_per_kwh,
+            export_capacity_w,
+            dt_s,
+        )
+        return _result(
+            spec,
+            demand,
+            renew,
+            gen,
+            sp,
+            export,
+            curt,
+            unserved,
+            overgen,
+            dt_s,
+            carbon_price_jpy_per_t_co2,
+        ), None
     prev = None if initial_output_w is None else np.asarray(initial_output_w, dtype=float)
     rows = []
     state = storage
     for k in range(demand.shape[0]):  # chained in time; vectorised over plants and units
         res, state = dispatch_tick(
-            spec, prev if ramp_limits else None, float(demand[k]), float(renew[k]), dt_s,
-            state, export_capacity_w, carbon_price_jpy_per_t_co2,
-            storage_discharge_cost_jpy_per_kwh, storage_charge_cost_jpy_per_kwh)
+            spec,
+            prev if ramp_limits else None,
+            float(demand[k]),
+            float(renew[k]),
+            dt_s,
+            state,
+            export_capacity_w,
+            carbon_price_jpy_per_t_co2,
+            storage_discharge_cost_jpy_per_kwh,
+            storage_charge_cost_jpy_per_kwh,
+        )
         prev = res.plant_generation_w
         rows.append(res)
-    stacked = {f: np.stack([np.asarray(getattr(r, f)) for r in rows])
-               for f in DispatchResult.__dataclass_fields__ if f != "storage_unit_power_w"}
+    stacked = {
+        f: np.stack([np.asarray(getattr(r, f)) for r in rows])
+        for f in DispatchResult.__dataclass_fields__
+        if f != "storage_unit_power_w"
+    }
     if state is not None:
         stacked["storage_unit_power_w"] = np.stack([r.storage_unit_power_w for r in rows])
     return DispatchResult(**stacked), state

@@ -81,25 +81,32 @@ def node_tree(
     c = np.concatenate(cols)
     anc = sparse.csr_matrix((np.ones(r.shape[0]), (r, c)), shape=(n, n))
     imp = np.broadcast_to(np.asarray(import_capacity_w, dtype=float), (n,)).copy()
-    exp = imp.copy() if export_capacity_w is None else np.broadcast_to(
-        np.asarray(export_capacity_w, dtype=float), (n,)).copy()
+    exp = (
+        imp.copy()
+        if export_capacity_w is None
+        else np.broadcast_to(np.asarray(export_capacity_w, dtype=float), (n,)).copy()
+    )
     return NodeTree(
         names=tuple(names) if names is not None else tuple(f"node{i}" for i in range(n)),
         kind=tuple(kind) if kind is not None else tuple("node" for _ in range(n)),
-        parent=par, depth=depth, import_capacity_w=imp, export_capacity_w=exp, ancestors=anc,
+        parent=par,
+        depth=depth,
+        import_capacity_w=imp,
+        export_capacity_w=exp,
+        ancestors=anc,
     )
 
 
-def injections(tree: NodeTree, site_node: npt.ArrayLike, site_power_w: npt.ArrayLike
-               ) -> FloatArray:
+def injections(tree: NodeTree, site_node: npt.ArrayLike, site_power_w: npt.ArrayLike) -> FloatArray:
     """Sum site net powers onto their nodes: ``(n_sites,) -> (n_nodes,)`` or
     ``(T, n_sites) -> (T, n_nodes)`` (several sites may share one node)."""
     idx = np.asarray(site_node, dtype=np.int64)
     p = np.asarray(site_power_w, dtype=float)
     if p.ndim == 1:
         return np.bincount(idx, weights=p, minlength=tree.n)
-    m = sparse.csr_matrix((np.ones(idx.shape[0]), (idx, np.arange(idx.shape[0]))),
-                          shape=(tree.n, idx.shape[0]))
+    m = sparse.csr_matrix(
+        (np.ones(idx.shape[0]), (idx, np.arange(idx.shape[0]))), shape=(tree.n, idx.shape[0])
+    )
     return np.asarray((m @ p.T).T)
 
 
@@ -133,15 +140,24 @@ class CapacityReport:
 def check_capacity(tree: NodeTree, flow_w: npt.ArrayLike, dt_s: float) -> CapacityReport:
     """Compare node flows with their import/export limits over ticks of ``dt_s``."""
     f = np.asarray(flow_w, dtype=float)
-    over = np.maximum(f - tree.import_capacity_w, 0.0) + np.maximum(-f - tree.export_capacity_w,
-                                                                    0.0)
+    over = np.maximum(f - tree.import_capacity_w, 0.0) + np.maximum(
+        -f - tree.export_capacity_w, 0.0
+    )
     cap = np.where(f >= 0, tree.import_capacity_w, tree.export_capacity_w)
     with np.errstate(divide="ignore", invalid="ignore"):
-        loading = np.where(np.isfinite(cap) & (cap > 0), np.abs(f) / cap,
-                           np.where(np.abs(f) > 0, np.where(np.isfinite(cap), np.inf, 0.0), 0.0))
+        loading = np.where(
+            np.isfinite(cap) & (cap > 0),
+            np.abs(f) / cap,
+            np.where(np.abs(f) > 0, np.where(np.isfinite(cap), np.inf, 0.0), 0.0),
+        )
     e = over * (dt_s / SECONDS_PER_HOUR)
-    return CapacityReport(flow_w=f, overload_w=over, overloaded=over > 0,
-                          overload_energy_wh=e if f.ndim == 1 else e.sum(0), loading=loading)
+    return CapacityReport(
+        flow_w=f,
+        overload_w=over,
+        overloaded=over > 0,
+        overload_energy_wh=e if f.ndim == 1 else e.sum(0),
+        loading=loading,
+    )
 
 
 def site_feeder_substation_area(
@@ -162,16 +178,28 @@ def site_feeder_substation_area(
     n_sub = -(-n_feed // feeders_per_substation)
     n_area = -(-n_sub // substations_per_area)
     a0, s0, f0, x0 = 0, n_area, n_area + n_sub, n_area + n_sub + n_feed
-    parent = np.concatenate([
-        np.full(n_area, -1),
-        a0 + np.arange(n_sub) // substations_per_area,
-        s0 + np.arange(n_feed) // feeders_per_substation,
-        f0 + np.arange(n_sites) // sites_per_feeder,
-    ])
-    cap = np.concatenate([np.full(n_area, area_capacity_w), np.full(n_sub, substation_capacity_w),
-                          np.full(n_feed, feeder_capacity_w), np.full(n_sites, site_capacity_w)])
+    parent = np.concatenate(
+        [
+            np.full(n_area, -1),
+            a0 + np.arange(n_sub) // substations_per_area,
+            s0 + np.arange(n_feed) // feeders_per_substation,
+            f0 + np.arange(n_sites) // sites_per_feeder,
+        ]
+    )
+    cap = np.concatenate(
+        [
+            np.full(n_area, area_capacity_w),
+            np.full(n_sub, substation_capacity_w),
+            np.full(n_feed, feeder_capacity_w),
+            np.full(n_sites, site_capacity_w),
+        ]
+    )
     kind = ["area"] * n_area + ["substation"] * n_sub + ["feeder"] * n_feed + ["site"] * n_sites
-    names = ([f"area{i}" for i in range(n_area)] + [f"sub{i}" for i in range(n_sub)]
-             + [f"feeder{i}" for i in range(n_feed)] + [f"site{i}" for i in range(n_sites)])
+    names = (
+        [f"area{i}" for i in range(n_area)]
+        + [f"sub{i}" for i in range(n_sub)]
+        + [f"feeder{i}" for i in range(n_feed)]
+        + [f"site{i}" for i in range(n_sites)]
+    )
     tree = node_tree(parent, cap, names=names, kind=kind)
     return tree, x0 + np.arange(n_sites)

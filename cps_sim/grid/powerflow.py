@@ -31,9 +31,15 @@ if TYPE_CHECKING:
 F = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-COLUMNS = ("powerflow_vm_min_pu", "powerflow_vm_max_pu", "powerflow_line_loading_max_percent",
-           "powerflow_trafo_loading_max_percent", "powerflow_buses_out_of_band",
-           "powerflow_losses_w", "powerflow_converged")
+COLUMNS = (
+    "powerflow_vm_min_pu",
+    "powerflow_vm_max_pu",
+    "powerflow_line_loading_max_percent",
+    "powerflow_trafo_loading_max_percent",
+    "powerflow_buses_out_of_band",
+    "powerflow_losses_w",
+    "powerflow_converged",
+)
 
 
 def _import_pandapower() -> tuple[Any, Any]:
@@ -41,8 +47,9 @@ def _import_pandapower() -> tuple[Any, Any]:
         import pandapower
         import pandapower.networks
     except ImportError as exc:
-        raise CpsSimError("the 'powerflow:' block needs pandapower: "
-                          "pip install 'cps-sim[grid]'") from exc
+        raise CpsSimError(
+            "the 'powerflow:' block needs pandapower: pip install 'cps-sim[grid]'"
+        ) from exc
     return pandapower, pandapower.networks
 
 
@@ -54,9 +61,11 @@ def load_network(name: str) -> Any:
     except TypeError as exc:  # pandapower 3.5 fails like this under pandas 3 (it pins ~=2.3)
         import pandas
 
-        raise CpsSimError(f"pandapower could not build network {name!r} ({exc}); pandapower "
-                          f"3.5 supports pandas ~= 2.3, this environment has pandas "
-                          f"{pandas.__version__}") from exc
+        raise CpsSimError(
+            f"pandapower could not build network {name!r} ({exc}); pandapower "
+            f"3.5 supports pandas ~= 2.3, this environment has pandas "
+            f"{pandas.__version__}"
+        ) from exc
 
 
 def map_sites_to_loads(n_sites: int, load_p_mw: F, mapping: str) -> IntArray:
@@ -98,8 +107,9 @@ class PowerFlowHook:
         self._pp, _ = _import_pandapower()
         self._not_converged = self._pp.LoadflowNotConverged
         self.n_loads = len(net.load)
-        self.site_load = map_sites_to_loads(group.n, net.load["p_mw"].to_numpy(dtype=float),
-                                            spec.mapping)
+        self.site_load = map_sites_to_loads(
+            group.n, net.load["p_mw"].to_numpy(dtype=float), spec.mapping
+        )
         self.tan_phi = math.tan(math.acos(spec.power_factor))
         # the sites replace the network's nominal loads: constant power, scaling 1
         net.load["scaling"] = 1.0
@@ -133,8 +143,14 @@ class PowerFlowHook:
         recycle = {"bus_pq": True, "trafo": False, "gen": False} if self._warm else None
         t0 = time.perf_counter()
         try:
-            self._pp.runpp(net, algorithm="nr", max_iteration=self.spec.max_iterations,
-                           voltage_depend_loads=False, numba=False, recycle=recycle)
+            self._pp.runpp(
+                net,
+                algorithm="nr",
+                max_iteration=self.spec.max_iterations,
+                voltage_depend_loads=False,
+                numba=False,
+                recycle=recycle,
+            )
             # a full run raises when it does not converge; a recycled one only says so here
             ok = bool(net["_ppc"]["success"])
         except self._not_converged:
@@ -157,8 +173,9 @@ class PowerFlowHook:
             "powerflow_vm_max_pu": float(vm.max()),
             "powerflow_line_loading_max_percent": float(line.max()) if line.size else 0.0,
             "powerflow_trafo_loading_max_percent": float(trafo.max()) if trafo.size else 0.0,
-            "powerflow_buses_out_of_band": float(((vm < s.voltage_min_pu)
-                                                  | (vm > s.voltage_max_pu)).sum()),
+            "powerflow_buses_out_of_band": float(
+                ((vm < s.voltage_min_pu) | (vm > s.voltage_max_pu)).sum()
+            ),
             "powerflow_losses_w": losses_mw * 1e6,
             "powerflow_converged": 1.0,
         }
@@ -169,8 +186,10 @@ class PowerFlowHook:
             return {}
         net_wh = self.group.last_site_net_wh
         if net_wh is None:
-            raise CpsSimError(f"powerflow: site group {self.group.name!r} did not track its "
-                              f"per-site net import (track_site_net is off)")
+            raise CpsSimError(
+                f"powerflow: site group {self.group.name!r} did not track its "
+                f"per-site net import (track_site_net is off)"
+            )
         out = self.solve(*self.bus_powers_w(net_wh))
         self.ticks.append(k)
         for c in COLUMNS:
@@ -189,19 +208,20 @@ class PowerFlowHook:
 
     def report(self) -> dict[str, np.ndarray]:
         """One row per power-flow run (``powerflow_report.parquet``)."""
-        rep: dict[str, np.ndarray] = {"tick": np.asarray(self.ticks, dtype=np.int64),
-                                      "t_end_s": (np.asarray(self.ticks, dtype=float) + 1.0)
-                                      * self.tick_s}
+        rep: dict[str, np.ndarray] = {
+            "tick": np.asarray(self.ticks, dtype=np.int64),
+            "t_end_s": (np.asarray(self.ticks, dtype=float) + 1.0) * self.tick_s,
+        }
         # each run stands for the ticks until the next one (fewer at the end of the run)
-        rep["span_s"] = np.minimum(self.spec.every_ticks, self.n_ticks - rep["tick"]) \
-            * self.tick_s
+        rep["span_s"] = np.minimum(self.spec.every_ticks, self.n_ticks - rep["tick"]) * self.tick_s
         for c in COLUMNS:
             rep[c.removeprefix("powerflow_")] = np.asarray(self.rows[c], dtype=float)
         return rep
 
 
-def build_powerflow(scenario: object, world: World, spec: PowerFlowSpec | None = None
-                    ) -> PowerFlowHook:
+def build_powerflow(
+    scenario: object, world: World, spec: PowerFlowSpec | None = None
+) -> PowerFlowHook:
     """The power-flow tick hook of a scenario (``scenario.powerflow``) or of an explicit spec.
 
     Switches on the group's per-site net tracking (``track_site_net``) and builds the
@@ -215,7 +235,10 @@ def build_powerflow(scenario: object, world: World, spec: PowerFlowSpec | None =
         group = world.group(spec.group)
     except KeyError:
         names = ", ".join(g.name for g in world.groups)
-        raise ScenarioError.single(None, "powerflow.group", f"no site group named "
-                                   f"{spec.group!r}; the scenario has: {names}") from None
+        raise ScenarioError.single(
+            None,
+            "powerflow.group",
+            f"no site group named {spec.group!r}; the scenario has: {names}",
+        ) from None
     group.track_site_net = True
     return PowerFlowHook(spec, world, group, load_network(spec.network))

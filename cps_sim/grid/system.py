@@ -48,6 +48,7 @@ BALANCE_REL_TOL = 1e-9
 
 # ----------------------------------------------------------------------------- build helpers
 
+
 def system_weather(spec: SystemSpec, world: World):
     """Synthetic weather at the scenario location (stream ``system/weather``) at the
     fixed base resolution of :func:`cps_sim.world.exogenous.synthetic_run_weather`, with
@@ -57,22 +58,29 @@ def system_weather(spec: SystemSpec, world: World):
 
     sc = world.scenario
     w = spec.weather
-    monthly = np.minimum(np.asarray(weather.TOKYO_MONTHLY_CLEAR_SKY_INDEX)
-                         * w.clear_sky_index_scale, 0.95)
+    monthly = np.minimum(
+        np.asarray(weather.TOKYO_MONTHLY_CLEAR_SKY_INDEX) * w.clear_sky_index_scale, 0.95
+    )
     df, edges = synthetic_run_weather(
-        world.rng, sc, world.clock, "system/weather",
+        world.rng,
+        sc,
+        world.clock,
+        "system/weather",
         monthly_clear_sky_index=tuple(monthly.tolist()),
         day_to_day_correlation=w.day_to_day_correlation,
-        mean_wind_speed_m_s=w.mean_wind_speed_m_s, wind_weibull_shape=w.wind_weibull_shape,
-        wind_time_constant_s=w.wind_time_constant_h * SECONDS_PER_HOUR)
+        mean_wind_speed_m_s=w.mean_wind_speed_m_s,
+        wind_weibull_shape=w.wind_weibull_shape,
+        wind_time_constant_s=w.wind_time_constant_h * SECONDS_PER_HOUR,
+    )
     if w.lulls:
         t_s = 0.5 * (edges[:-1] + edges[1:])
         n_w = t_s.size
         wind_f = np.ones(n_w)
         sun_f = np.ones(n_w)
         for lull in w.lulls:  # a handful of windows, each vectorised over time
-            inside = ((t_s >= lull.start_day * 86400.0)
-                      & (t_s < (lull.start_day + lull.duration_days) * 86400.0))
+            inside = (t_s >= lull.start_day * 86400.0) & (
+                t_s < (lull.start_day + lull.duration_days) * 86400.0
+            )
             wind_f = np.where(inside, np.minimum(wind_f, lull.wind_speed_factor), wind_f)
             sun_f = np.where(inside, np.minimum(sun_f, lull.irradiance_factor), sun_f)
         df = df.copy()
@@ -91,8 +99,9 @@ def _tso_demand_w(d, world: World) -> FloatArray:
     from cps_sim.scenario.loader import resolve_data_path
 
     sc = world.scenario
-    f = resolve_data_path(d.tso_csv, getattr(world, "base_dir", None) or Path.cwd(),
-                          field="system.demand.tso_csv")
+    f = resolve_data_path(
+        d.tso_csv, getattr(world, "base_dir", None) or Path.cwd(), field="system.demand.tso_csv"
+    )
     df = read_area_supply_demand(f, sc.timezone, d.tso_time_label)
     if d.tso_column not in df.columns:
         raise DataFileError(f, f"no column {d.tso_column!r} (read: {', '.join(df.columns)})")
@@ -102,8 +111,11 @@ def _tso_demand_w(d, world: World) -> FloatArray:
     edges = np.arange(world.n_ticks + 1) * world.tick_s
     if starts[0] > 1e-6 or starts[-1] + step < edges[-1] - 1e-6:
         end = df.index[-1] + pd.Timedelta(seconds=step)
-        raise DataFileError(f, f"the data cover {df.index[0]} .. {end}, the run needs "
-                            f"{t0} .. {t0 + pd.Timedelta(seconds=float(edges[-1]))}")
+        raise DataFileError(
+            f,
+            f"the data cover {df.index[0]} .. {end}, the run needs "
+            f"{t0} .. {t0 + pd.Timedelta(seconds=float(edges[-1]))}",
+        )
     mw = interval_mean(starts, starts + step, df[d.tso_column].to_numpy(float), edges)
     return mw * 1e6 * d.tso_scale
 
@@ -119,31 +131,41 @@ def area_demand_w(spec: SystemSpec, world: World) -> tuple[FloatArray, FloatArra
     kw = dict(noise_std=d.noise_std, country=country, tz=sc.timezone)
     shares = {"household": 0.0, "commercial": 0.0, "industrial": 0.0}
     if d.profile == "area_mix":
-        shares = {"household": d.residential_share, "commercial": d.commercial_share,
-                  "industrial": d.industrial_share}
+        shares = {
+            "household": d.residential_share,
+            "commercial": d.commercial_share,
+            "industrial": d.industrial_share,
+        }
     elif d.profile != "flat":
         shares[d.profile] = 1.0
     bg = np.zeros(world.n_ticks)
     if d.profile == "tso_csv":
         bg += _tso_demand_w(d, world)
     if d.profile == "flat" and kwh > 0:
-        bg += loads.data_centre_power_w(index, [kwh], rng, noise_std=d.noise_std,
-                                        tz=sc.timezone)[:, 0]
+        bg += loads.data_centre_power_w(index, [kwh], rng, noise_std=d.noise_std, tz=sc.timezone)[
+            :, 0
+        ]
     if shares["household"] * kwh > 0:
-        bg += loads.household_power_w(index, [kwh * shares["household"]], rng, profile="japan",
-                                      shift_std_s=0.0, **kw)[:, 0]
+        bg += loads.household_power_w(
+            index, [kwh * shares["household"]], rng, profile="japan", shift_std_s=0.0, **kw
+        )[:, 0]
     if shares["commercial"] * kwh > 0:
-        bg += loads.office_power_w(index, [kwh * shares["commercial"]], rng, shift_std_s=0.0,
-                                   **kw)[:, 0]
+        bg += loads.office_power_w(index, [kwh * shares["commercial"]], rng, shift_std_s=0.0, **kw)[
+            :, 0
+        ]
     if shares["industrial"] * kwh > 0:
-        bg += loads.factory_power_w(index, [kwh * shares["industrial"]], rng, shifts=2,
-                                    operating_days="mon_sat", **kw)[:, 0]
+        bg += loads.factory_power_w(
+            index, [kwh * shares["industrial"]], rng, shifts=2, operating_days="mon_sat", **kw
+        )[:, 0]
     dc = np.zeros(world.n_ticks)
     if spec.data_centres.annual_gwh > 0:
         dc = loads.data_centre_power_w(
-            index, [spec.data_centres.annual_gwh * 1e6],
+            index,
+            [spec.data_centres.annual_gwh * 1e6],
             world.rng.generator("system/demand/data_centre"),
-            annual_growth_rate=spec.data_centres.annual_growth_rate, tz=sc.timezone)[:, 0]
+            annual_growth_rate=spec.data_centres.annual_growth_rate,
+            tz=sc.timezone,
+        )[:, 0]
     return bg, dc
 
 
@@ -152,8 +174,11 @@ def plant_fleet(spec: SystemSpec) -> pl.PlantFleetSpec:
     entries: list[dict[str, object]] = []
     for i, p in enumerate(spec.plants):
         unit_w = p.capacity_mw * 1e6 / p.units
-        e: dict[str, object] = {"technology": p.technology, "capacity_w": unit_w,
-                                "availability": p.availability}
+        e: dict[str, object] = {
+            "technology": p.technology,
+            "capacity_w": unit_w,
+            "availability": p.availability,
+        }
         if p.min_stable_fraction is not None:
             e["min_stable_fraction"] = p.min_stable_fraction
         if p.ramp_percent_per_min is not None:
@@ -179,14 +204,19 @@ def storage_population(spec: SystemSpec) -> ag.AgedBatteries | None:
         if s.kind == "battery":
             one = pl.grid_battery_spec(1, s.power_mw * 1e6, s.energy_mwh * 1e6)
         else:
-            one = pl.pumped_hydro_spec(1, s.power_mw * 1e6, s.energy_mwh * 1e6,
-                                       s.round_trip_efficiency or 0.75)
+            one = pl.pumped_hydro_spec(
+                1, s.power_mw * 1e6, s.energy_mwh * 1e6, s.round_trip_efficiency or 0.75
+            )
         soc = float(np.clip(s.initial_soc, one.soc_min[0], one.soc_max[0]))
         parts.append(("battery" if s.kind == "battery" else "pumped_hydro", one, soc))
     pop = pl.grid_storage(parts)
     soh = np.array([s.initial_soh for s in spec.storage])
-    scale = np.array([s.ageing_scale if s.ageing_scale is not None else a
-                      for s, a in zip(spec.storage, pop.params.ageing_scale, strict=True)])
+    scale = np.array(
+        [
+            s.ageing_scale if s.ageing_scale is not None else a
+            for s, a in zip(spec.storage, pop.params.ageing_scale, strict=True)
+        ]
+    )
     if np.all(soh == 1.0) and np.array_equal(scale, pop.params.ageing_scale):
         return pop
     # a used pack, soh_history "continue": the loss so far sits in the ageing state (half
@@ -195,18 +225,19 @@ def storage_population(spec: SystemSpec) -> ag.AgedBatteries | None:
     # The capacity at the start is energy_mwh either way.
     cont = np.array([s.soh_history == "continue" for s in spec.storage])
     loss = np.where(cont, 1.0 - soh, 0.0)
-    state = replace(pop.state,
-                    nominal_capacity_wh=np.where(cont, pop.spec.capacity_wh / soh,
-                                                 pop.spec.capacity_wh),
-                    q_loss_cal=0.5 * loss, q_loss_cyc=0.5 * loss)
+    state = replace(
+        pop.state,
+        nominal_capacity_wh=np.where(cont, pop.spec.capacity_wh / soh, pop.spec.capacity_wh),
+        q_loss_cal=0.5 * loss,
+        q_loss_cyc=0.5 * loss,
+    )
     return replace(pop, params=replace(pop.params, ageing_scale=scale), state=state)
 
 
 def storage_soh_factor(spec: SystemSpec) -> FloatArray:
     """Multiplies the ageing model's capacity/nominal to give SoH against the cells'
     original capacity: initial_soh for soh_history "restart", else 1."""
-    return np.array([s.initial_soh if s.soh_history == "restart" else 1.0
-                     for s in spec.storage])
+    return np.array([s.initial_soh if s.soh_history == "restart" else 1.0 for s in spec.storage])
 
 
 def electrolyser_population(spec: SystemSpec) -> el.ElectrolyserSpec | None:
@@ -216,19 +247,30 @@ def electrolyser_population(spec: SystemSpec) -> el.ElectrolyserSpec | None:
     pre = [el.PRESETS[e.preset] for e in es]
     return el.ElectrolyserSpec(
         rated_power_w=np.array([e.power_mw * 1e6 for e in es]),
-        min_load_fraction=np.array([e.min_load_fraction if e.min_load_fraction is not None
-                                    else p["min_load_fraction"] for e, p in zip(es, pre,
-                                                                               strict=True)]),
+        min_load_fraction=np.array(
+            [
+                e.min_load_fraction if e.min_load_fraction is not None else p["min_load_fraction"]
+                for e, p in zip(es, pre, strict=True)
+            ]
+        ),
         specific_energy_kwh_per_kg=np.array(
-            [e.specific_energy_kwh_per_kg if e.specific_energy_kwh_per_kg is not None
-             else p["specific_energy_kwh_per_kg"] for e, p in zip(es, pre, strict=True)]),
-        tank_capacity_kg=np.array([e.tank_capacity_kg if e.tank_capacity_kg is not None
-                                   else np.inf for e in es]),
-        tank_min_kg=np.zeros(len(es)))
+            [
+                e.specific_energy_kwh_per_kg
+                if e.specific_energy_kwh_per_kg is not None
+                else p["specific_energy_kwh_per_kg"]
+                for e, p in zip(es, pre, strict=True)
+            ]
+        ),
+        tank_capacity_kg=np.array(
+            [e.tank_capacity_kg if e.tank_capacity_kg is not None else np.inf for e in es]
+        ),
+        tank_min_kg=np.zeros(len(es)),
+    )
 
 
-def fill_electrolysers(espec: el.ElectrolyserSpec, hi_w: FloatArray, surplus_w: float
-                       ) -> FloatArray:
+def fill_electrolysers(
+    espec: el.ElectrolyserSpec, hi_w: FloatArray, surplus_w: float
+) -> FloatArray:
     """Share a surplus over electrolyser units in list order (each up to its feasible
     ``hi``); a unit whose share falls below its minimum load gets 0."""
     before = np.cumsum(hi_w) - hi_w
@@ -237,6 +279,7 @@ def fill_electrolysers(espec: el.ElectrolyserSpec, hi_w: FloatArray, surplus_w: 
 
 
 # ----------------------------------------------------------------------------- the hook
+
 
 class SystemHook:
     """Dispatches the balancing area every tick (see module docstring)."""
@@ -254,14 +297,23 @@ class SystemHook:
             wx, to_ticks = system_weather(spec, world)
             if spec.wind:
                 farms = wind.wind_farm_ac_power_w(
-                    wx, [f.turbine_type for f in spec.wind], [f.hub_height_m for f in spec.wind],
-                    [f.n_turbines for f in spec.wind], [f.efficiency for f in spec.wind])
+                    wx,
+                    [f.turbine_type for f in spec.wind],
+                    [f.hub_height_m for f in spec.wind],
+                    [f.n_turbines for f in spec.wind],
+                    [f.efficiency for f in spec.wind],
+                )
                 self.wind_w = to_ticks.mean(farms.sum(axis=1))
             if spec.utility_pv:
                 dc_w = np.array([p.capacity_mw * 1e6 for p in spec.utility_pv])
                 ac_w = dc_w / np.array([p.dc_ac_ratio for p in spec.utility_pv])
-                pv = solar.pv_ac_power_w(wx, [p.tilt_deg for p in spec.utility_pv],
-                                         [p.azimuth_deg for p in spec.utility_pv], dc_w, ac_w)
+                pv = solar.pv_ac_power_w(
+                    wx,
+                    [p.tilt_deg for p in spec.utility_pv],
+                    [p.azimuth_deg for p in spec.utility_pv],
+                    dc_w,
+                    ac_w,
+                )
                 self.utility_pv_w = to_ticks.mean(pv.sum(axis=1))
         if spec.carbon_price == "emissions":  # the scenario's price per tick (flat or GX path)
             self.carbon_price_jpy_per_t = np.asarray(world.carbon_price_jpy_per_t, dtype=float)
@@ -272,27 +324,34 @@ class SystemHook:
         self.fiscal_year = fiscal_year(world.clock.index(np.arange(n) * world.tick_s))
         self.fleet = plant_fleet(spec)
         self.technologies = list(dict.fromkeys(self.fleet.technology))
-        self._tech_idx = {t: np.flatnonzero(np.asarray(self.fleet.technology) == t)
-                          for t in self.technologies}
+        self._tech_idx = {
+            t: np.flatnonzero(np.asarray(self.fleet.technology) == t) for t in self.technologies
+        }
         self.storage = storage_population(spec)
         self._soh_factor = storage_soh_factor(spec)
-        self._named_storage = [(i, s.name) for i, s in enumerate(spec.storage)
-                               if s.name is not None]
+        self._named_storage = [
+            (i, s.name) for i, s in enumerate(spec.storage) if s.name is not None
+        ]
         self.elec_spec = electrolyser_population(spec)
         self.elec_state = el.initial_state(self.elec_spec) if self.elec_spec else None
         self.export_cap_w = spec.export_capacity_mw * 1e6
-        self.storage_cost = (-np.inf if spec.storage_discharge_cost_jpy_per_kwh is None
-                             else spec.storage_discharge_cost_jpy_per_kwh)
-        self.storage_charge_cost = (-np.inf if spec.storage_charge_cost_jpy_per_kwh is None
-                                    else spec.storage_charge_cost_jpy_per_kwh)
+        self.storage_cost = (
+            -np.inf
+            if spec.storage_discharge_cost_jpy_per_kwh is None
+            else spec.storage_discharge_cost_jpy_per_kwh
+        )
+        self.storage_charge_cost = (
+            -np.inf
+            if spec.storage_charge_cost_jpy_per_kwh is None
+            else spec.storage_charge_cost_jpy_per_kwh
+        )
         self.prev_output_w: FloatArray | None = None
         self.tree = None
         if spec.distribution is not None:
             d = spec.distribution
             imp = d.import_capacity_mw * 1e6 if d.import_capacity_mw else np.inf
             exp = d.export_capacity_mw * 1e6 if d.export_capacity_mw else np.inf
-            self.tree = nw.node_tree([-1], imp, exp, names=["area_substation"],
-                                     kind=["substation"])
+            self.tree = nw.node_tree([-1], imp, exp, names=["area_substation"], kind=["substation"])
         self._rows: list[dict[str, float]] = []  # this hook's columns, tick by tick
 
     # ------------------------------------------------------------------ per tick
@@ -309,11 +368,17 @@ class SystemHook:
         if self.elec_spec is not None:
             _, e_hi = el.feasible_power_w(self.elec_spec, self.elec_state, dt)
         res, self.storage = dp.dispatch_tick(
-            self.fleet, self.prev_output_w, demand, renewable, dt, self.storage,
+            self.fleet,
+            self.prev_output_w,
+            demand,
+            renewable,
+            dt,
+            self.storage,
             export_capacity_w=float(e_hi.sum()) + self.export_cap_w,
             carbon_price_jpy_per_t_co2=float(self.carbon_price_jpy_per_t[k]),
             storage_discharge_cost_jpy_per_kwh=self.storage_cost,
-            storage_charge_cost_jpy_per_kwh=self.storage_charge_cost)
+            storage_charge_cost_jpy_per_kwh=self.storage_charge_cost,
+        )
         gen = np.asarray(res.plant_generation_w, dtype=float)
         self.prev_output_w = gen
         sink = float(res.export_w)  # electrolysers + interconnector
@@ -346,16 +411,19 @@ class SystemHook:
         err = supply - use
         scale = max(demand, renewable, plants_w, 1.0)
         if abs(err) > BALANCE_REL_TOL * scale + 1e-6:
-            raise SimulationError(f"system energy balance broken in tick {k}: "
-                                  f"{err:.6g} W (supply {supply:.6g}, use {use:.6g})")
+            raise SimulationError(
+                f"system energy balance broken in tick {k}: "
+                f"{err:.6g} W (supply {supply:.6g}, use {use:.6g})"
+            )
 
         co2_g = float(res.co2_g)
         cost = float(res.cost_jpy)
         served_kwh = (demand - unserved) * dt / SECONDS_PER_HOUR / 1000.0
         cost_per_kwh = cost / served_kwh if served_kwh > 1e-3 else 0.0
         if self.storage is not None:
-            soc = max(float(self.storage.energy_wh.sum()
-                            / self.storage.spec.capacity_wh.sum()), 0.0)
+            soc = max(
+                float(self.storage.energy_wh.sum() / self.storage.spec.capacity_wh.sum()), 0.0
+            )
         else:
             soc = float("nan")
 
@@ -372,31 +440,36 @@ class SystemHook:
         for t in self.technologies:  # loop over technologies, not units
             p = float(gen[self._tech_idx[t]].sum())
             cols[f"system_{t}_w"] = p
-        cols.update({
-            "system_plants_w": plants_w,
-            "system_storage_w": storage_w,
-            "system_storage_soc": soc,
-            "system_electrolyser_w": elec_w,
-            "system_electrolyser_curtailment_avoided_w": curt_cf - curt,
-            "system_electrolyser_export_displaced_w": export_cf - export,
-            "system_electrolyser_overgeneration_avoided_w": overgen_cf - overgen,
-            "system_h2_kg": h2_kg,
-            "system_export_w": export,
-            "system_curtailment_w": curt,
-            "system_unserved_w": unserved,
-            "system_overgeneration_w": overgen,
-            "system_co2_g_per_kwh": float(res.co2_intensity_g_per_kwh),
-            "system_co2_kg": co2_g / 1000.0,
-            "system_carbon_price_jpy_per_t": float(self.carbon_price_jpy_per_t[k]),
-            "system_carbon_cost_jpy": co2_g / 1e6 * float(self.carbon_price_jpy_per_t[k]),
-            "system_fiscal_year": float(self.fiscal_year[k]),
-            "system_cost_jpy": cost,
-            "system_cost_jpy_per_kwh": cost_per_kwh,
-            "system_balance_error_w": err,
-        })
+        cols.update(
+            {
+                "system_plants_w": plants_w,
+                "system_storage_w": storage_w,
+                "system_storage_soc": soc,
+                "system_electrolyser_w": elec_w,
+                "system_electrolyser_curtailment_avoided_w": curt_cf - curt,
+                "system_electrolyser_export_displaced_w": export_cf - export,
+                "system_electrolyser_overgeneration_avoided_w": overgen_cf - overgen,
+                "system_h2_kg": h2_kg,
+                "system_export_w": export,
+                "system_curtailment_w": curt,
+                "system_unserved_w": unserved,
+                "system_overgeneration_w": overgen,
+                "system_co2_g_per_kwh": float(res.co2_intensity_g_per_kwh),
+                "system_co2_kg": co2_g / 1000.0,
+                "system_carbon_price_jpy_per_t": float(self.carbon_price_jpy_per_t[k]),
+                "system_carbon_cost_jpy": co2_g / 1e6 * float(self.carbon_price_jpy_per_t[k]),
+                "system_fiscal_year": float(self.fiscal_year[k]),
+                "system_cost_jpy": cost,
+                "system_cost_jpy_per_kwh": cost_per_kwh,
+                "system_balance_error_w": err,
+            }
+        )
         if self._named_storage and self.storage is not None:
-            unit_w = (res.storage_unit_power_w if res.storage_unit_power_w is not None
-                      else np.zeros(self.storage.spec.n))
+            unit_w = (
+                res.storage_unit_power_w
+                if res.storage_unit_power_w is not None
+                else np.zeros(self.storage.spec.n)
+            )
             charging = np.maximum(unit_w, 0.0)
             total = float(charging.sum())
             # surplus charging is shared over the units as their charging power is
@@ -419,16 +492,25 @@ class SystemHook:
     def kpi_facts(self) -> dict:
         """What the KPIs need beyond the columns (written to the Parquet metadata)."""
         rated = float(self.elec_spec.rated_power_w.sum()) if self.elec_spec else 0.0
-        units = [{"name": name, "energy_mwh": self.spec.storage[i].energy_mwh,
-                  "power_mw": self.spec.storage[i].power_mw,
-                  "initial_soh": self.spec.storage[i].initial_soh,
-                  "capex_jpy_per_kwh": self.spec.storage[i].capex_jpy_per_kwh,
-                  "lifetime_years": self.spec.storage[i].lifetime_years}
-                 for i, name in self._named_storage]
-        return {"technologies": self.technologies, "electrolyser_rated_w": rated,
-                "storage_units": units,
-                "carbon_price_jpy_per_t": float(self.carbon_price_jpy_per_t.mean())
-                if self.carbon_price_jpy_per_t.size else 0.0}
+        units = [
+            {
+                "name": name,
+                "energy_mwh": self.spec.storage[i].energy_mwh,
+                "power_mw": self.spec.storage[i].power_mw,
+                "initial_soh": self.spec.storage[i].initial_soh,
+                "capex_jpy_per_kwh": self.spec.storage[i].capex_jpy_per_kwh,
+                "lifetime_years": self.spec.storage[i].lifetime_years,
+            }
+            for i, name in self._named_storage
+        ]
+        return {
+            "technologies": self.technologies,
+            "electrolyser_rated_w": rated,
+            "storage_units": units,
+            "carbon_price_jpy_per_t": float(self.carbon_price_jpy_per_t.mean())
+            if self.carbon_price_jpy_per_t.size
+            else 0.0,
+        }
 
     def kpis(self) -> dict[str, float]:
         """The system KPIs of the ticks so far, from this hook's own columns (the same
@@ -437,9 +519,13 @@ class SystemHook:
 
         names = set().union(*self._rows) if self._rows else set()
         cols = {c: np.array([r.get(c, np.nan) for r in self._rows]) for c in names}
-        return system_kpis_from(lambda c: cols[c] if c in cols else np.zeros(len(self._rows)),
-                                lambda c: c in cols, len(self._rows),
-                                self.tick_s / SECONDS_PER_HOUR, self.kpi_facts())
+        return system_kpis_from(
+            lambda c: cols[c] if c in cols else np.zeros(len(self._rows)),
+            lambda c: c in cols,
+            len(self._rows),
+            self.tick_s / SECONDS_PER_HOUR,
+            self.kpi_facts(),
+        )
 
 
 def build_system(scenario: object, world: World, spec: SystemSpec | None = None) -> SystemHook:

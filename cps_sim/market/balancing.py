@@ -28,8 +28,13 @@ from cps_sim.core.units import SECONDS_PER_HOUR, WH_PER_KWH
 SLOT_S = 1800.0  # JEPX / imbalance settlement period
 
 
-def energy_per_slot_wh(times: pd.DatetimeIndex, power_w: npt.ArrayLike, dt_s: float,
-                       slot_s: float = SLOT_S, tz: str = "Asia/Tokyo") -> pd.DataFrame:
+def energy_per_slot_wh(
+    times: pd.DatetimeIndex,
+    power_w: npt.ArrayLike,
+    dt_s: float,
+    slot_s: float = SLOT_S,
+    tz: str = "Asia/Tokyo",
+) -> pd.DataFrame:
     """Energy [Wh] per settlement slot from mean power per step (steps may not exceed a slot).
 
     ``power_w`` has shape (T,) or (T, N) (N groups or sites); each step
@@ -77,26 +82,35 @@ class ImbalanceSettlement:
     @property
     def cost_jpy(self) -> np.ndarray:
         """Imbalance charge per slot and group (positive = the group pays)."""
-        return (self.shortage_wh * self.shortage_price_jpy_per_kwh
-                - self.surplus_wh * self.surplus_price_jpy_per_kwh) / WH_PER_KWH
+        return (
+            self.shortage_wh * self.shortage_price_jpy_per_kwh
+            - self.surplus_wh * self.surplus_price_jpy_per_kwh
+        ) / WH_PER_KWH
 
     def summary(self) -> pd.DataFrame:
         """Totals per group: energies [Wh], cost [JPY], mean absolute imbalance share."""
         plan_abs = np.abs(self.plan_wh).sum(axis=0)
-        return pd.DataFrame({
-            "plan_wh": self.plan_wh.sum(axis=0),
-            "actual_wh": self.actual_wh.sum(axis=0),
-            "shortage_wh": self.shortage_wh.sum(axis=0),
-            "surplus_wh": self.surplus_wh.sum(axis=0),
-            "abs_imbalance_wh": np.abs(self.imbalance_wh).sum(axis=0),
-            "imbalance_ratio": np.divide(np.abs(self.imbalance_wh).sum(axis=0), plan_abs,
-                                         out=np.zeros_like(plan_abs), where=plan_abs > 0),
-            "cost_jpy": self.cost_jpy.sum(axis=0),
-        })
+        return pd.DataFrame(
+            {
+                "plan_wh": self.plan_wh.sum(axis=0),
+                "actual_wh": self.actual_wh.sum(axis=0),
+                "shortage_wh": self.shortage_wh.sum(axis=0),
+                "surplus_wh": self.surplus_wh.sum(axis=0),
+                "abs_imbalance_wh": np.abs(self.imbalance_wh).sum(axis=0),
+                "imbalance_ratio": np.divide(
+                    np.abs(self.imbalance_wh).sum(axis=0),
+                    plan_abs,
+                    out=np.zeros_like(plan_abs),
+                    where=plan_abs > 0,
+                ),
+                "cost_jpy": self.cost_jpy.sum(axis=0),
+            }
+        )
 
 
-def _aligned(x: npt.ArrayLike | pd.Series | pd.DataFrame, slots: pd.DatetimeIndex, n: int,
-             name: str) -> np.ndarray:
+def _aligned(
+    x: npt.ArrayLike | pd.Series | pd.DataFrame, slots: pd.DatetimeIndex, n: int, name: str
+) -> np.ndarray:
     if isinstance(x, pd.Series | pd.DataFrame):
         idx = pd.DatetimeIndex(x.index)
         if idx.tz is None:
@@ -110,14 +124,17 @@ def _aligned(x: npt.ArrayLike | pd.Series | pd.DataFrame, slots: pd.DatetimeInde
     try:
         return np.array(np.broadcast_to(a, (len(slots), n)), dtype=float)
     except ValueError:
-        raise ValueError(f"{name}: shape {a.shape} does not fit ({len(slots)} slots, "
-                         f"{n} groups)") from None
+        raise ValueError(
+            f"{name}: shape {a.shape} does not fit ({len(slots)} slots, {n} groups)"
+        ) from None
 
 
-def settle_imbalance(plan_wh: pd.Series | pd.DataFrame, actual_wh: pd.Series | pd.DataFrame,
-                     shortage_price_jpy_per_kwh: npt.ArrayLike | pd.Series,
-                     surplus_price_jpy_per_kwh: npt.ArrayLike | pd.Series | None = None
-                     ) -> ImbalanceSettlement:
+def settle_imbalance(
+    plan_wh: pd.Series | pd.DataFrame,
+    actual_wh: pd.Series | pd.DataFrame,
+    shortage_price_jpy_per_kwh: npt.ArrayLike | pd.Series,
+    surplus_price_jpy_per_kwh: npt.ArrayLike | pd.Series | None = None,
+) -> ImbalanceSettlement:
     """Settle a day-ahead plan against actual energy per slot.
 
     Parameters
@@ -144,15 +161,22 @@ def settle_imbalance(plan_wh: pd.Series | pd.DataFrame, actual_wh: pd.Series | p
         raise ValueError(f"plan has {plan.shape[1]} group(s), actual has {act.shape[1]}")
     n = plan.shape[1]
     short = _aligned(shortage_price_jpy_per_kwh, slots, n, "shortage_price_jpy_per_kwh")
-    surplus = short if surplus_price_jpy_per_kwh is None else _aligned(
-        surplus_price_jpy_per_kwh, slots, n, "surplus_price_jpy_per_kwh")
-    return ImbalanceSettlement(slot_start=slots, plan_wh=plan.to_numpy(dtype=float),
-                               actual_wh=act.to_numpy(dtype=float),
-                               shortage_price_jpy_per_kwh=short,
-                               surplus_price_jpy_per_kwh=surplus)
+    surplus = (
+        short
+        if surplus_price_jpy_per_kwh is None
+        else _aligned(surplus_price_jpy_per_kwh, slots, n, "surplus_price_jpy_per_kwh")
+    )
+    return ImbalanceSettlement(
+        slot_start=slots,
+        plan_wh=plan.to_numpy(dtype=float),
+        actual_wh=act.to_numpy(dtype=float),
+        shortage_price_jpy_per_kwh=short,
+        surplus_price_jpy_per_kwh=surplus,
+    )
 
 
-def day_ahead_plan_wh(times: pd.DatetimeIndex, forecast_w: npt.ArrayLike, dt_s: float,
-                      slot_s: float = SLOT_S) -> pd.DataFrame:
+def day_ahead_plan_wh(
+    times: pd.DatetimeIndex, forecast_w: npt.ArrayLike, dt_s: float, slot_s: float = SLOT_S
+) -> pd.DataFrame:
     """A day-ahead plan [Wh per slot] from a net-import forecast (the plan is the forecast)."""
     return energy_per_slot_wh(times, forecast_w, dt_s, slot_s)

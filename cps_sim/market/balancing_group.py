@@ -41,26 +41,33 @@ def _slot_layout(tick_s: float, slot_s: float, n_ticks: int) -> tuple[np.ndarray
     """Slot of each tick's first part, ticks per slot (>= 1) and slots per tick (>= 1)."""
     if tick_s <= slot_s:
         if abs(slot_s / tick_s - round(slot_s / tick_s)) > 1e-9:
-            raise ScenarioError.single(None, "balancing_group.slot_s",
-                                       f"the tick ({tick_s:g} s) must divide the slot "
-                                       f"({slot_s:g} s)")
+            raise ScenarioError.single(
+                None,
+                "balancing_group.slot_s",
+                f"the tick ({tick_s:g} s) must divide the slot ({slot_s:g} s)",
+            )
         per = round(slot_s / tick_s)
         return np.arange(n_ticks) // per, per, 1
     if abs(tick_s / slot_s - round(tick_s / slot_s)) > 1e-9:
-        raise ScenarioError.single(None, "balancing_group.slot_s",
-                                   f"the slot ({slot_s:g} s) must divide the tick ({tick_s:g} s)")
+        raise ScenarioError.single(
+            None,
+            "balancing_group.slot_s",
+            f"the slot ({slot_s:g} s) must divide the tick ({tick_s:g} s)",
+        )
     split = round(tick_s / slot_s)
     return np.arange(n_ticks) * split, 1, split
 
 
 def members_net_wh(by_group: dict[str, np.ndarray], members: list[str]) -> float:
     """Net import [Wh] of the member groups in one tick (from ``TickResult.by_group``)."""
-    return float(sum(by_group[m][IX["grid_import_wh"]] - by_group[m][IX["grid_export_wh"]]
-                     for m in members))
+    return float(
+        sum(by_group[m][IX["grid_import_wh"]] - by_group[m][IX["grid_export_wh"]] for m in members)
+    )
 
 
-def baseline_plan_wh(scenario: Any, members: list[str], slot_s: float,
-                     base_dir: Path | None = None) -> np.ndarray:
+def baseline_plan_wh(
+    scenario: Any, members: list[str], slot_s: float, base_dir: Path | None = None
+) -> np.ndarray:
     """Net import [Wh] per slot of ``members`` with the scenario run without VPP and
     balancing group (a perfect forecast of the uncontrolled groups)."""
     from cps_sim.core.environment import make_env
@@ -90,8 +97,13 @@ def _to_slots(per_tick_wh: np.ndarray, tick_s: float, slot_s: float) -> np.ndarr
 class BalancingGroupHook:
     """Tick hook: accumulates actual net import per slot and settles each closed slot."""
 
-    def __init__(self, spec: BalancingGroupSpec, world: Any, base_dir: Path | None = None,
-                 plan_wh: np.ndarray | None = None):
+    def __init__(
+        self,
+        spec: BalancingGroupSpec,
+        world: Any,
+        base_dir: Path | None = None,
+        plan_wh: np.ndarray | None = None,
+    ):
         self.spec = spec
         self.name = spec.name
         self.world = world
@@ -99,13 +111,16 @@ class BalancingGroupHook:
         self.members = list(spec.groups) if spec.groups is not None else names
         unknown = [m for m in self.members if m not in names]
         if unknown:
-            raise ScenarioError.single(None, "balancing_group.groups",
-                                       f"no site group named {unknown[0]!r} (groups: "
-                                       f"{', '.join(names)})")
+            raise ScenarioError.single(
+                None,
+                "balancing_group.groups",
+                f"no site group named {unknown[0]!r} (groups: {', '.join(names)})",
+            )
         self.tick_s = float(world.tick_s)
         self.slot_s = float(spec.slot_s)
         self.tick_slot, self.ticks_per_slot, self.slots_per_tick = _slot_layout(
-            self.tick_s, self.slot_s, world.n_ticks)
+            self.tick_s, self.slot_s, world.n_ticks
+        )
         self.n_slots = int(self.tick_slot[-1]) + self.slots_per_tick
         self.slot_start_s = np.arange(self.n_slots) * self.slot_s
         self.actual_wh = np.zeros(self.n_slots)
@@ -138,15 +153,18 @@ class BalancingGroupHook:
             idx = self._slot_index()
             missing = ~idx.isin(ser.index)
             if missing.any():
-                raise ScenarioError.single(None, "balancing_group.plan_file",
-                                           f"{path}: no plan for slot "
-                                           f"{idx[np.argmax(missing)]}")
+                raise ScenarioError.single(
+                    None,
+                    "balancing_group.plan_file",
+                    f"{path}: no plan for slot {idx[np.argmax(missing)]}",
+                )
             plan = ser.reindex(idx).to_numpy(float)
         else:
             plan = baseline_plan_wh(self.world.scenario, self.members, self.slot_s, base_dir)
         if s.forecast_noise_std > 0:
             z = self.world.rng.generator(f"balancing/{self.name}/forecast_noise").standard_normal(
-                plan.size)
+                plan.size
+            )
             plan = plan * (1.0 + s.forecast_noise_std * z)
         return plan
 
@@ -162,8 +180,9 @@ class BalancingGroupHook:
             ser = df["price_jpy_per_kwh"]
             idx = self._slot_index()
             if idx[0] < ser.index[0]:
-                raise ScenarioError.single(None, "balancing_group.price_file",
-                                           f"{path}: no price at or before {idx[0]}")
+                raise ScenarioError.single(
+                    None, "balancing_group.price_file", f"{path}: no price at or before {idx[0]}"
+                )
             return ser.reindex(idx, method="ffill").to_numpy(float)
         from cps_sim.market.prices import SyntheticPriceParams, synthetic_day_ahead_prices
 
@@ -175,10 +194,12 @@ class BalancingGroupHook:
             np.add.at(cnt, self.tick_slot + j, 1.0)
         proxy = proxy / np.maximum(cnt, 1.0)
         proxy = proxy - proxy.mean() if proxy.size else proxy
-        params = SyntheticPriceParams(base_jpy_per_kwh=s.price_jpy_per_kwh,
-                                      slope_jpy_per_kwh=s.price_slope_jpy_per_kwh / 2.0)
+        params = SyntheticPriceParams(
+            base_jpy_per_kwh=s.price_jpy_per_kwh, slope_jpy_per_kwh=s.price_slope_jpy_per_kwh / 2.0
+        )
         return synthetic_day_ahead_prices(
-            proxy, self.world.rng.generator(f"balancing/{self.name}/price"), params)
+            proxy, self.world.rng.generator(f"balancing/{self.name}/price"), params
+        )
 
     # ------------------------------------------------------------------ tick hook
     def on_tick(self, world: Any, result: Any) -> dict[str, float]:
@@ -189,7 +210,7 @@ class BalancingGroupHook:
             self.actual_wh[s0 + j] += wh / self.slots_per_tick
         last = s0 + self.slots_per_tick - 1
         if (k + 1) % self.ticks_per_slot == 0 or k == world.n_ticks - 1:
-            self.closed[s0: last + 1] = True
+            self.closed[s0 : last + 1] = True
             if self.spec.plan == "previous_day":
                 nxt = np.arange(s0, last + 1) + self.per_day
                 nxt = nxt[nxt < self.n_slots]
@@ -197,9 +218,11 @@ class BalancingGroupHook:
         to_w = SECONDS_PER_HOUR / self.tick_s
         plan_w = self.plan_wh[s0] * SECONDS_PER_HOUR / self.slot_s
         p = self.name
-        return {f"{p}_actual_w": wh * to_w,
-                f"{p}_plan_w": float(plan_w),
-                f"{p}_imbalance_price_jpy_per_kwh": float(self.price_jpy_per_kwh[s0])}
+        return {
+            f"{p}_actual_w": wh * to_w,
+            f"{p}_plan_w": float(plan_w),
+            f"{p}_imbalance_price_jpy_per_kwh": float(self.price_jpy_per_kwh[s0]),
+        }
 
     # ------------------------------------------------------------------ results
     def _settled(self) -> np.ndarray:
@@ -227,8 +250,9 @@ class BalancingGroupHook:
         return balancing_kpis(self.name, self.report())
 
 
-def build_balancing_group(scenario: Any, world: Any, spec: BalancingGroupSpec | None = None,
-                          base_dir: Path | None = None) -> BalancingGroupHook:
+def build_balancing_group(
+    scenario: Any, world: Any, spec: BalancingGroupSpec | None = None, base_dir: Path | None = None
+) -> BalancingGroupHook:
     """The balancing-group hook of ``scenario.balancing_group`` (or of an explicit spec)."""
     spec = spec if spec is not None else getattr(scenario, "balancing_group", None)
     if spec is None:

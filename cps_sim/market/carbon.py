@@ -55,8 +55,11 @@ class CarbonComponent:
     def price_jpy_per_t(self, fy: npt.ArrayLike) -> np.ndarray:
         fy = np.asarray(fy)
         years = fy - self.start_fy
-        return np.where(years >= 0, self.start_jpy_per_t
-                        + self.increase_jpy_per_t_per_fy * np.maximum(years, 0), 0.0)
+        return np.where(
+            years >= 0,
+            self.start_jpy_per_t + self.increase_jpy_per_t_per_fy * np.maximum(years, 0),
+            0.0,
+        )
 
 
 @dataclass(frozen=True)
@@ -74,22 +77,26 @@ class CarbonPriceTimeline:
     components: tuple[CarbonComponent, ...]
     cap_jpy_per_t: float = np.inf
 
-    def price_for_fy_jpy_per_t(self, fy: npt.ArrayLike, include: tuple[str, ...] | None = None
-                               ) -> np.ndarray:
+    def price_for_fy_jpy_per_t(
+        self, fy: npt.ArrayLike, include: tuple[str, ...] | None = None
+    ) -> np.ndarray:
         """Carbon price [JPY/t-CO2] of each fiscal year (only ``include``d components if given)."""
         fy = np.asarray(fy)
         total = np.zeros(fy.shape, dtype=float)
         names = {c.name for c in self.components}
         if include is not None and not set(include) <= names:
-            raise ValueError(f"unknown carbon component(s) {sorted(set(include) - names)}; "
-                             f"known: {sorted(names)}")
+            raise ValueError(
+                f"unknown carbon component(s) {sorted(set(include) - names)}; "
+                f"known: {sorted(names)}"
+            )
         for comp in self.components:
             if include is None or comp.name in include:
                 total = total + comp.price_jpy_per_t(fy)
         return np.minimum(total, self.cap_jpy_per_t)
 
-    def carbon_price_jpy_per_t(self, times_local: pd.DatetimeIndex,
-                               include: tuple[str, ...] | None = None) -> np.ndarray:
+    def carbon_price_jpy_per_t(
+        self, times_local: pd.DatetimeIndex, include: tuple[str, ...] | None = None
+    ) -> np.ndarray:
         """Carbon price [JPY/t-CO2] at each timestamp (by its Japanese fiscal year)."""
         return self.price_for_fy_jpy_per_t(fiscal_year(times_local), include)
 
@@ -106,12 +113,18 @@ def default_timeline(
     """GX timeline with the seed's milestone years and ASSUMED yen levels (override them)."""
     return CarbonPriceTimeline(
         components=(
-            CarbonComponent("ets", GX_ETS_FULL_OPERATION_FY, ets_start_jpy_per_t,
-                            ets_increase_jpy_per_t_per_fy),
-            CarbonComponent("levy", FOSSIL_FUEL_LEVY_FY, levy_start_jpy_per_t,
-                            levy_increase_jpy_per_t_per_fy),
-            CarbonComponent("auction", GENERATOR_PAID_AUCTION_FY, auction_start_jpy_per_t,
-                            auction_increase_jpy_per_t_per_fy),
+            CarbonComponent(
+                "ets", GX_ETS_FULL_OPERATION_FY, ets_start_jpy_per_t, ets_increase_jpy_per_t_per_fy
+            ),
+            CarbonComponent(
+                "levy", FOSSIL_FUEL_LEVY_FY, levy_start_jpy_per_t, levy_increase_jpy_per_t_per_fy
+            ),
+            CarbonComponent(
+                "auction",
+                GENERATOR_PAID_AUCTION_FY,
+                auction_start_jpy_per_t,
+                auction_increase_jpy_per_t_per_fy,
+            ),
         ),
         cap_jpy_per_t=cap_jpy_per_t,
     )
@@ -129,12 +142,18 @@ def fiscal_year(times_local: pd.DatetimeIndex) -> np.ndarray:
     return np.where(idx.month.to_numpy() >= 4, year, year - 1)
 
 
-def carbon_cost_jpy(energy_wh: npt.ArrayLike, co2_g_per_kwh: npt.ArrayLike,
-                    carbon_price_jpy_per_t: npt.ArrayLike) -> np.ndarray:
+def carbon_cost_jpy(
+    energy_wh: npt.ArrayLike, co2_g_per_kwh: npt.ArrayLike, carbon_price_jpy_per_t: npt.ArrayLike
+) -> np.ndarray:
     """Carbon cost [JPY] of energy [Wh] at an emission factor [g/kWh] and price [JPY/t].
 
     ``cost = energy_wh / 1000 * co2_g_per_kwh / 1e6 * carbon_price_jpy_per_t``
     (e.g. 1 MWh at 450 g/kWh = 0.45 t; at 2,000 JPY/t that is 900 JPY).
     """
-    return (np.asarray(energy_wh, dtype=float) / WH_PER_KWH * np.asarray(co2_g_per_kwh)
-            / G_PER_T * np.asarray(carbon_price_jpy_per_t))
+    return (
+        np.asarray(energy_wh, dtype=float)
+        / WH_PER_KWH
+        * np.asarray(co2_g_per_kwh)
+        / G_PER_T
+        * np.asarray(carbon_price_jpy_per_t)
+    )

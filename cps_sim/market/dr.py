@@ -55,16 +55,19 @@ class DrEvent:
 
     def __post_init__(self) -> None:
         if self.kind not in DR_KINDS:
-            raise ValueError(f"DR event {self.event_id}: kind must be one of {DR_KINDS}, "
-                             f"got {self.kind!r}")
+            raise ValueError(
+                f"DR event {self.event_id}: kind must be one of {DR_KINDS}, got {self.kind!r}"
+            )
         if self.start.tz is None or self.end.tz is None:
             raise ValueError(f"DR event {self.event_id}: start and end must be tz-aware")
         if not self.end > self.start:
-            raise ValueError(f"DR event {self.event_id}: end {self.end} must be after "
-                             f"start {self.start}")
+            raise ValueError(
+                f"DR event {self.event_id}: end {self.end} must be after start {self.start}"
+            )
         if not self.requested_w >= 0:
-            raise ValueError(f"DR event {self.event_id}: requested power must be >= 0, "
-                             f"got {self.requested_w}")
+            raise ValueError(
+                f"DR event {self.event_id}: requested power must be >= 0, got {self.requested_w}"
+            )
 
     @property
     def sign(self) -> float:
@@ -85,10 +88,12 @@ class DrSchedule:
         return len(self.events)
 
     def _bounds_ns(self) -> tuple[np.ndarray, np.ndarray]:
-        s = np.array([e.start.tz_convert("UTC").as_unit("ns").value for e in self.events],
-                     dtype=np.int64)
-        e = np.array([e.end.tz_convert("UTC").as_unit("ns").value for e in self.events],
-                     dtype=np.int64)
+        s = np.array(
+            [e.start.tz_convert("UTC").as_unit("ns").value for e in self.events], dtype=np.int64
+        )
+        e = np.array(
+            [e.end.tz_convert("UTC").as_unit("ns").value for e in self.events], dtype=np.int64
+        )
         return s, e
 
     def active_matrix(self, times: pd.DatetimeIndex) -> np.ndarray:
@@ -100,24 +105,39 @@ class DrSchedule:
         s, e = self._bounds_ns()
         return (t >= s[None, :]) & (t < e[None, :])
 
-    def active(self, times: pd.DatetimeIndex, kind: DrKind | None = None,
-               site: str | None = None) -> np.ndarray:
+    def active(
+        self, times: pd.DatetimeIndex, kind: DrKind | None = None, site: str | None = None
+    ) -> np.ndarray:
         """Boolean (T,): some event (of ``kind``, for ``site``, if given) is active."""
         m = self.active_matrix(times)
-        keep = np.array([(kind is None or e.kind == kind)
-                         and (site is None or e.applies_to(site)) for e in self.events],
-                        dtype=bool)
+        keep = np.array(
+            [
+                (kind is None or e.kind == kind) and (site is None or e.applies_to(site))
+                for e in self.events
+            ],
+            dtype=bool,
+        )
         return (m & keep[None, :]).any(axis=1) if len(self.events) else np.zeros(len(m), bool)
 
     def requested_change_w(self, times: pd.DatetimeIndex, site: str | None = None) -> np.ndarray:
         """Requested change of import [W] (T,), summed over active events: reduce < 0 < absorb."""
         m = self.active_matrix(times)
-        w = np.array([e.sign * e.requested_w if (site is None or e.applies_to(site)) else 0.0
-                      for e in self.events], dtype=float)
+        w = np.array(
+            [
+                e.sign * e.requested_w if (site is None or e.applies_to(site)) else 0.0
+                for e in self.events
+            ],
+            dtype=float,
+        )
         return m.astype(float) @ w if len(self.events) else np.zeros(len(m))
 
-    def delivery(self, times: pd.DatetimeIndex, baseline_w: npt.ArrayLike,
-                 actual_w: npt.ArrayLike, dt_s: float) -> pd.DataFrame:
+    def delivery(
+        self,
+        times: pd.DatetimeIndex,
+        baseline_w: npt.ArrayLike,
+        actual_w: npt.ArrayLike,
+        dt_s: float,
+    ) -> pd.DataFrame:
         """Requested vs delivered energy per event from baseline and actual import.
 
         ``baseline_w`` and ``actual_w`` are the mean import of each step
@@ -132,13 +152,17 @@ class DrSchedule:
         sign = np.array([e.sign for e in self.events])
         delivered = (m.T @ (act - base)) * dt_h * sign
         requested = m.sum(axis=0) * dt_h * np.array([e.requested_w for e in self.events])
-        return pd.DataFrame({
-            "kind": [e.kind for e in self.events],
-            "requested_wh": requested,
-            "delivered_wh": delivered,
-            "delivered_ratio": np.divide(delivered, requested, out=np.zeros_like(delivered),
-                                         where=requested > 0),
-        }, index=pd.Index([e.event_id for e in self.events], name="event_id"))
+        return pd.DataFrame(
+            {
+                "kind": [e.kind for e in self.events],
+                "requested_wh": requested,
+                "delivered_wh": delivered,
+                "delivered_ratio": np.divide(
+                    delivered, requested, out=np.zeros_like(delivered), where=requested > 0
+                ),
+            },
+            index=pd.Index([e.event_id for e in self.events], name="event_id"),
+        )
 
 
 def _ts(value: Any, tz: str) -> pd.Timestamp:
@@ -146,8 +170,9 @@ def _ts(value: Any, tz: str) -> pd.Timestamp:
     return t.tz_localize(tz) if t.tz is None else t.tz_convert(tz)
 
 
-def events_from_records(records: Sequence[Mapping[str, Any]], source: str = "<events>",
-                        tz: str = "Asia/Tokyo") -> DrSchedule:
+def events_from_records(
+    records: Sequence[Mapping[str, Any]], source: str = "<events>", tz: str = "Asia/Tokyo"
+) -> DrSchedule:
     """Build a schedule from mappings with ``id``/``event_id``, ``start``, ``end``,
     ``kind``, ``requested_kw`` and optional ``sites``."""
     allowed = {"id", "event_id", "start", "end", "kind", "requested_kw", "sites"}
@@ -158,11 +183,15 @@ def events_from_records(records: Sequence[Mapping[str, Any]], source: str = "<ev
             raise DrEventError(f"{where}: expected a mapping, got {type(rec).__name__}")
         extra = set(rec) - allowed
         if extra:
-            raise DrEventError(f"{where}: unknown field(s) {sorted(extra)}; "
-                               f"allowed {sorted(allowed)}")
+            raise DrEventError(
+                f"{where}: unknown field(s) {sorted(extra)}; allowed {sorted(allowed)}"
+            )
         for key in ("start", "end", "kind", "requested_kw"):
-            if key not in rec or rec[key] is None or (isinstance(rec[key], float)
-                                                        and np.isnan(rec[key])):
+            if (
+                key not in rec
+                or rec[key] is None
+                or (isinstance(rec[key], float) and np.isnan(rec[key]))
+            ):
                 raise DrEventError(f"{where}: missing field {key!r}")
         eid = str(rec.get("id", rec.get("event_id", f"dr{i}")))
         sites = rec.get("sites")
@@ -173,10 +202,16 @@ def events_from_records(records: Sequence[Mapping[str, Any]], source: str = "<ev
         else:
             sites = None
         try:
-            events.append(DrEvent(event_id=eid, start=_ts(rec["start"], tz),
-                                  end=_ts(rec["end"], tz),
-                                  kind=str(rec["kind"]).strip(),  # type: ignore[arg-type]
-                                  requested_w=float(rec["requested_kw"]) * W_PER_KW, sites=sites))
+            events.append(
+                DrEvent(
+                    event_id=eid,
+                    start=_ts(rec["start"], tz),
+                    end=_ts(rec["end"], tz),
+                    kind=str(rec["kind"]).strip(),  # type: ignore[arg-type]
+                    requested_w=float(rec["requested_kw"]) * W_PER_KW,
+                    sites=sites,
+                )
+            )
         except (ValueError, TypeError) as exc:
             raise DrEventError(f"{where} ({eid}): {exc}") from None
     return DrSchedule(tuple(sorted(events, key=lambda e: e.start)))

@@ -43,11 +43,21 @@ JEPX_DATE_COLUMNS = ("受渡日", "年月日")
 JEPX_SLOT_COLUMN = "時刻コード"
 JEPX_SYSTEM_COLUMN = "システムプライス(円/kWh)"
 JEPX_AREAS = {  # JEPX area name -> output prefix (Okinawa is not in JEPX)
-    "北海道": "hokkaido", "東北": "tohoku", "東京": "tokyo", "中部": "chubu", "北陸": "hokuriku",
-    "関西": "kansai", "中国": "chugoku", "四国": "shikoku", "九州": "kyushu",
+    "北海道": "hokkaido",
+    "東北": "tohoku",
+    "東京": "tokyo",
+    "中部": "chubu",
+    "北陸": "hokuriku",
+    "関西": "kansai",
+    "中国": "chugoku",
+    "四国": "shikoku",
+    "九州": "kyushu",
 }
-JEPX_VOLUME_COLUMNS = {"売り入札量(kWh)": "sell_bid_kwh", "買い入札量(kWh)": "buy_bid_kwh",
-                       "約定総量(kWh)": "contract_kwh"}
+JEPX_VOLUME_COLUMNS = {
+    "売り入札量(kWh)": "sell_bid_kwh",
+    "買い入札量(kWh)": "buy_bid_kwh",
+    "約定総量(kWh)": "contract_kwh",
+}
 AREA_NAMES = ("system", *JEPX_AREAS.values())
 
 
@@ -59,8 +69,12 @@ def _norm(name: str) -> str:
     return unicodedata.normalize("NFKC", str(name)).strip().replace(" ", "").lstrip("\ufeff")
 
 
-def read_jepx_spot(path: str | Path, encoding: str = "cp932", tz: str = "Asia/Tokyo",
-                   areas: tuple[str, ...] = AREA_NAMES) -> pd.DataFrame:
+def read_jepx_spot(
+    path: str | Path,
+    encoding: str = "cp932",
+    tz: str = "Asia/Tokyo",
+    areas: tuple[str, ...] = AREA_NAMES,
+) -> pd.DataFrame:
     """Read a JEPX spot-market CSV into a DataFrame indexed by slot-start timestamps.
 
     Parameters
@@ -88,11 +102,13 @@ def read_jepx_spot(path: str | Path, encoding: str = "cp932", tz: str = "Asia/To
     """
     path = Path(path)
     try:
-        raw = pd.read_csv(path, encoding=encoding, dtype=str, skipinitialspace=True,
-                          skip_blank_lines=False)
+        raw = pd.read_csv(
+            path, encoding=encoding, dtype=str, skipinitialspace=True, skip_blank_lines=False
+        )
     except UnicodeDecodeError as exc:
-        raise PriceDataError(f"{path}: cannot decode as {encoding} ({exc.reason} at byte "
-                             f"{exc.start})") from None
+        raise PriceDataError(
+            f"{path}: cannot decode as {encoding} ({exc.reason} at byte {exc.start})"
+        ) from None
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise PriceDataError(f"{path}: cannot read CSV: {exc}") from None
     cols = {_norm(c): c for c in raw.columns}
@@ -102,29 +118,37 @@ def read_jepx_spot(path: str | Path, encoding: str = "cp932", tz: str = "Asia/To
         for n in names:
             if _norm(n) in cols:
                 return cols[_norm(n)]
-        raise PriceDataError(f"{path}: missing column {' or '.join(repr(n) for n in names)} "
-                             f"(columns found: {found})")
+        raise PriceDataError(
+            f"{path}: missing column {' or '.join(repr(n) for n in names)} (columns found: {found})"
+        )
 
     date_col = need(*JEPX_DATE_COLUMNS)
     slot_col = need(JEPX_SLOT_COLUMN)
-    want = {"system": JEPX_SYSTEM_COLUMN,
-            **{v: f"エリアプライス{k}(円/kWh)" for k, v in JEPX_AREAS.items()}}
+    want = {
+        "system": JEPX_SYSTEM_COLUMN,
+        **{v: f"エリアプライス{k}(円/kWh)" for k, v in JEPX_AREAS.items()},
+    }
     unknown = set(areas) - set(want)
     if unknown:
         raise ValueError(f"unknown JEPX area(s) {sorted(unknown)}; known: {list(want)}")
     raw = raw.dropna(how="all")
-    dates = pd.to_datetime(raw[date_col].str.strip(), format="mixed", yearfirst=True,
-                           errors="coerce")
+    dates = pd.to_datetime(
+        raw[date_col].str.strip(), format="mixed", yearfirst=True, errors="coerce"
+    )
     if dates.isna().any():  # the index labels are data-row numbers: line = label + 2
         row = int(np.argmax(dates.isna().to_numpy()))
-        raise PriceDataError(f"{path}:{raw.index[row] + 2}: column {date_col!r}: bad date "
-                             f"{raw[date_col].iloc[row]!r}")
+        raise PriceDataError(
+            f"{path}:{raw.index[row] + 2}: column {date_col!r}: bad date "
+            f"{raw[date_col].iloc[row]!r}"
+        )
     slot = pd.to_numeric(raw[slot_col], errors="coerce").to_numpy()
     bad = ~np.isfinite(slot) | (slot < 1) | (slot > 48) | (slot != np.round(slot))
     if bad.any():
         row = int(np.argmax(bad))
-        raise PriceDataError(f"{path}:{raw.index[row] + 2}: column {slot_col!r}: must be "
-                             f"1..48, got {raw[slot_col].iloc[row]!r}")
+        raise PriceDataError(
+            f"{path}:{raw.index[row] + 2}: column {slot_col!r}: must be "
+            f"1..48, got {raw[slot_col].iloc[row]!r}"
+        )
     ts = (pd.DatetimeIndex(dates) + pd.to_timedelta((slot - 1) * 30, unit="min")).tz_localize(tz)
     out = pd.DataFrame(index=pd.DatetimeIndex(ts, name="timestamp"))
     for area in areas:
@@ -132,13 +156,15 @@ def read_jepx_spot(path: str | Path, encoding: str = "cp932", tz: str = "Asia/To
         vals = pd.to_numeric(raw[col].str.replace(",", ""), errors="coerce").to_numpy()
         if np.isnan(vals).any():
             row = int(np.argmax(np.isnan(vals)))
-            raise PriceDataError(f"{path}:{raw.index[row] + 2}: column {col!r}: not a number: "
-                                 f"{raw[col].iloc[row]!r}")
+            raise PriceDataError(
+                f"{path}:{raw.index[row] + 2}: column {col!r}: not a number: {raw[col].iloc[row]!r}"
+            )
         out[f"{area}_price_jpy_per_kwh"] = vals
     for jp, name in JEPX_VOLUME_COLUMNS.items():
         if _norm(jp) in cols:
-            out[name] = pd.to_numeric(raw[cols[_norm(jp)]].str.replace(",", ""),
-                                      errors="coerce").to_numpy()
+            out[name] = pd.to_numeric(
+                raw[cols[_norm(jp)]].str.replace(",", ""), errors="coerce"
+            ).to_numpy()
     if out.index.has_duplicates:
         raise PriceDataError(f"{path}: duplicate slot {out.index[out.index.duplicated()][0]}")
     out = out.sort_index()
@@ -146,8 +172,9 @@ def read_jepx_spot(path: str | Path, encoding: str = "cp932", tz: str = "Asia/To
     return out
 
 
-def read_price_csv(path: str | Path, tz: str = "Asia/Tokyo",
-                   value: str = "price_jpy_per_kwh") -> pd.DataFrame:
+def read_price_csv(
+    path: str | Path, tz: str = "Asia/Tokyo", value: str = "price_jpy_per_kwh"
+) -> pd.DataFrame:
     """Read a plain price CSV (``timestamp,price_jpy_per_kwh[,export_price_jpy_per_kwh]``).
 
     Returns a DataFrame indexed by tz-aware ``timestamp`` (converted to ``tz``)
@@ -163,17 +190,21 @@ def read_price_csv(path: str | Path, tz: str = "Asia/Tokyo",
         raise PriceDataError(f"{path}: cannot read CSV: {exc}") from None
     for col in ("timestamp", value):
         if col not in raw.columns:
-            raise PriceDataError(f"{path}: missing column {col!r} (columns found: "
-                                 f"{', '.join(map(str, raw.columns))})")
+            raise PriceDataError(
+                f"{path}: missing column {col!r} (columns found: "
+                f"{', '.join(map(str, raw.columns))})"
+            )
     text = raw["timestamp"].astype(str).str.strip()
     aware = text.str.contains(r"(?:[+-]\d\d:?\d\d|Z)$", regex=True).to_numpy()
     ts = pd.Series(pd.NaT, index=raw.index, dtype=f"datetime64[ns, {tz}]")
     if aware.any():
-        ts[aware] = pd.to_datetime(text[aware], format="ISO8601", errors="coerce",
-                                   utc=True).dt.tz_convert(tz)
+        ts[aware] = pd.to_datetime(
+            text[aware], format="ISO8601", errors="coerce", utc=True
+        ).dt.tz_convert(tz)
     if (~aware).any():
-        ts[~aware] = pd.to_datetime(text[~aware], format="ISO8601",
-                                    errors="coerce").dt.tz_localize(tz)
+        ts[~aware] = pd.to_datetime(text[~aware], format="ISO8601", errors="coerce").dt.tz_localize(
+            tz
+        )
     if ts.isna().any():
         row = int(np.argmax(ts.isna().to_numpy()))
         raise PriceDataError(f"{path}: row {row + 2}: bad timestamp {raw['timestamp'].iloc[row]!r}")
@@ -209,7 +240,8 @@ def check_series_index(index: pd.DatetimeIndex, path: str | Path, what: str = "r
         raise PriceDataError(
             f"{path}: gap in the {what}: {index[i]} is followed by {index[i + 1]}, but the "
             f"step is {pd.Timedelta(step)} ({bad.size} irregular step(s)); fill the missing "
-            "rows")
+            "rows"
+        )
 
 
 def write_price_csv(prices: pd.Series | pd.DataFrame, path: str | Path) -> None:
@@ -266,8 +298,11 @@ def ar1_noise(n: int, phi: float, sigma: float, rng: np.random.Generator) -> np.
     return lfilter([1.0], [1.0, -phi], z)
 
 
-def synthetic_day_ahead_prices(net_load_w: npt.ArrayLike, rng: np.random.Generator | int,
-                               params: SyntheticPriceParams | None = None) -> np.ndarray:
+def synthetic_day_ahead_prices(
+    net_load_w: npt.ArrayLike,
+    rng: np.random.Generator | int,
+    params: SyntheticPriceParams | None = None,
+) -> np.ndarray:
     """Seeded synthetic day-ahead prices [JPY/kWh] correlated with net load.
 
     Parameters
@@ -294,5 +329,4 @@ def synthetic_day_ahead_prices(net_load_w: npt.ArrayLike, rng: np.random.Generat
     ref = p.reference_w if p.reference_w is not None else float(np.max(np.abs(x), initial=0.0))
     norm = x / ref if ref > 0 else np.zeros_like(x)
     noise = ar1_noise(len(x), p.ar1_phi, p.noise_sigma_jpy_per_kwh, gen)
-    return np.maximum(p.base_jpy_per_kwh + p.slope_jpy_per_kwh * norm + noise,
-                      p.floor_jpy_per_kwh)
+    return np.maximum(p.base_jpy_per_kwh + p.slope_jpy_per_kwh * norm + noise, p.floor_jpy_per_kwh)

@@ -57,8 +57,9 @@ def _local(times: pd.DatetimeIndex, tz: str = "Asia/Tokyo") -> pd.DatetimeIndex:
     return idx.tz_localize(tz) if idx.tz is None else idx.tz_convert(tz)
 
 
-def day_type(times_local: pd.DatetimeIndex, year_end_holidays: bool = False,
-             tz: str = "Asia/Tokyo") -> np.ndarray:
+def day_type(
+    times_local: pd.DatetimeIndex, year_end_holidays: bool = False, tz: str = "Asia/Tokyo"
+) -> np.ndarray:
     """Day type of each timestamp: ``"holiday"``, ``"weekend"`` or ``"weekday"``.
 
     Japanese national holidays (``holidays.Japan``, incl. substitute holidays)
@@ -114,8 +115,9 @@ class TouPeriod:
     def __post_init__(self) -> None:
         bad = set(self.day_types) - set(DAY_TYPES)
         if bad:
-            raise ValueError(f"TOU period {self.name!r}: unknown day type(s) {sorted(bad)}; "
-                             f"use {DAY_TYPES}")
+            raise ValueError(
+                f"TOU period {self.name!r}: unknown day type(s) {sorted(bad)}; use {DAY_TYPES}"
+            )
         if not set(self.months) <= set(ALL_MONTHS):
             raise ValueError(f"TOU period {self.name!r}: months must be 1..12, got {self.months}")
         for h in (self.start_hour, self.end_hour):
@@ -162,8 +164,10 @@ class TouTariff:
             which[m] = k
         if np.any(which < 0):
             first = idx[int(np.argmax(which < 0))]
-            raise ValueError(f"TOU tariff: no period covers {first} ({dt_[which < 0][0]}); "
-                             "add a catch-all period")
+            raise ValueError(
+                f"TOU tariff: no period covers {first} ({dt_[which < 0][0]}); "
+                "add a catch-all period"
+            )
         return which
 
     def import_price_jpy_per_kwh(self, times_local: pd.DatetimeIndex) -> np.ndarray:
@@ -200,8 +204,9 @@ class DynamicTariff:
             raise ValueError("DynamicTariff.price_jpy_per_kwh needs a tz-aware DatetimeIndex")
         s = s.sort_index()
         if s.index.has_duplicates:
-            raise ValueError(f"DynamicTariff: duplicate timestamps, e.g. "
-                             f"{s.index[s.index.duplicated()][0]}")
+            raise ValueError(
+                f"DynamicTariff: duplicate timestamps, e.g. {s.index[s.index.duplicated()][0]}"
+            )
         if s.isna().any():
             raise ValueError(f"DynamicTariff: missing price at {s.index[s.isna().to_numpy()][0]}")
         object.__setattr__(self, "_ns", s.index.tz_convert("UTC").as_unit("ns").asi8)
@@ -218,22 +223,30 @@ class DynamicTariff:
         outside = (pos < 0) | (q >= self._ns[-1] + res_ns)
         if np.any(outside):
             bad = idx[np.argmax(outside)]
-            raise ValueError(f"DynamicTariff: no price for {bad}; series covers "
-                             f"{self.price_jpy_per_kwh.index.min()} .. "
-                             f"{self.price_jpy_per_kwh.index.max()} (+{self.resolution_s:g} s)")
+            raise ValueError(
+                f"DynamicTariff: no price for {bad}; series covers "
+                f"{self.price_jpy_per_kwh.index.min()} .. "
+                f"{self.price_jpy_per_kwh.index.max()} (+{self.resolution_s:g} s)"
+            )
         return self._vals[pos]
 
     def import_price_jpy_per_kwh(self, times_local: pd.DatetimeIndex) -> np.ndarray:
-        return self.import_multiplier * self.spot_jpy_per_kwh(times_local) \
+        return (
+            self.import_multiplier * self.spot_jpy_per_kwh(times_local)
             + self.import_adder_jpy_per_kwh
+        )
 
     def export_price_jpy_per_kwh(self, times_local: pd.DatetimeIndex) -> np.ndarray:
-        return self.export_multiplier * self.spot_jpy_per_kwh(times_local) \
+        return (
+            self.export_multiplier * self.spot_jpy_per_kwh(times_local)
             + self.export_adder_jpy_per_kwh
+        )
 
 
-def example_tou_tariff(export_jpy_per_kwh: float = ASSUMED_EXPORT_JPY_PER_KWH,
-                       demand_charge_jpy_per_kw_month: float = 0.0) -> TouTariff:
+def example_tou_tariff(
+    export_jpy_per_kwh: float = ASSUMED_EXPORT_JPY_PER_KWH,
+    demand_charge_jpy_per_kw_month: float = 0.0,
+) -> TouTariff:
     """Illustrative Japanese-style TOU tariff (ASSUMED prices, JPY/kWh).
 
     ====================  ==========================  =====
@@ -272,8 +285,10 @@ def tariff_from_config(cfg: Mapping[str, Any], prices: pd.Series | None = None) 
     if kind == "flat":
         return FlatTariff(**cfg)
     if kind == "tou":
-        periods = tuple(TouPeriod(**{k: tuple(v) if isinstance(v, list) else v
-                                     for k, v in p.items()}) for p in cfg.pop("periods"))
+        periods = tuple(
+            TouPeriod(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
+            for p in cfg.pop("periods")
+        )
         return TouTariff(periods=periods, **cfg)
     if kind == "dynamic":
         if prices is None:
@@ -294,9 +309,13 @@ def _as_2d(x: npt.ArrayLike, n: int, name: str) -> np.ndarray:
     return a
 
 
-def monthly_peak_import_w(times_local: pd.DatetimeIndex, import_w: npt.ArrayLike, dt_s: float,
-                          demand_interval_s: float = 1800.0, tz: str = "Asia/Tokyo"
-                          ) -> pd.DataFrame:
+def monthly_peak_import_w(
+    times_local: pd.DatetimeIndex,
+    import_w: npt.ArrayLike,
+    dt_s: float,
+    demand_interval_s: float = 1800.0,
+    tz: str = "Asia/Tokyo",
+) -> pd.DataFrame:
     """Largest ``demand_interval_s`` average import [W] per calendar month (local time).
 
     ``import_w`` has shape (T,) or (T, N) and holds the mean power of each
@@ -329,14 +348,24 @@ class Bill:
     @property
     def total_jpy(self) -> np.ndarray:
         """Import cost - export credit + demand charge + carbon cost."""
-        return (self.import_energy_jpy - self.export_credit_jpy + self.demand_charge_jpy
-                + self.carbon_jpy)
+        return (
+            self.import_energy_jpy
+            - self.export_credit_jpy
+            + self.demand_charge_jpy
+            + self.carbon_jpy
+        )
 
 
-def bill_jpy(tariff: Tariff, times_local: pd.DatetimeIndex, import_w: npt.ArrayLike,
-             export_w: npt.ArrayLike, dt_s: float, co2_g_per_kwh: npt.ArrayLike = 0.0,
-             carbon_price_jpy_per_t: npt.ArrayLike | CarbonPriceTimeline = 0.0,
-             demand_interval_s: float = 1800.0) -> Bill:
+def bill_jpy(
+    tariff: Tariff,
+    times_local: pd.DatetimeIndex,
+    import_w: npt.ArrayLike,
+    export_w: npt.ArrayLike,
+    dt_s: float,
+    co2_g_per_kwh: npt.ArrayLike = 0.0,
+    carbon_price_jpy_per_t: npt.ArrayLike | CarbonPriceTimeline = 0.0,
+    demand_interval_s: float = 1800.0,
+) -> Bill:
     """Bill of one or many sites over ``times_local`` (step starts, each ``dt_s`` long).
 
     Parameters

@@ -115,11 +115,19 @@ class BatterySpec:
         return int(self.capacity_wh.shape[0])
 
 
-def make_spec(capacity_wh: npt.ArrayLike, power_w: npt.ArrayLike, *, n: int | None = None,
-              charge_efficiency: npt.ArrayLike = 0.95, discharge_efficiency: npt.ArrayLike = 0.95,
-              soc_min: npt.ArrayLike = 0.0, soc_max: npt.ArrayLike = 1.0,
-              taper_soc: npt.ArrayLike = 1.0, self_discharge_per_month: npt.ArrayLike = 0.0,
-              max_discharge_power_w: npt.ArrayLike | None = None) -> BatterySpec:
+def make_spec(
+    capacity_wh: npt.ArrayLike,
+    power_w: npt.ArrayLike,
+    *,
+    n: int | None = None,
+    charge_efficiency: npt.ArrayLike = 0.95,
+    discharge_efficiency: npt.ArrayLike = 0.95,
+    soc_min: npt.ArrayLike = 0.0,
+    soc_max: npt.ArrayLike = 1.0,
+    taper_soc: npt.ArrayLike = 1.0,
+    self_discharge_per_month: npt.ArrayLike = 0.0,
+    max_discharge_power_w: npt.ArrayLike | None = None,
+) -> BatterySpec:
     """A spec from per-device values or scalars (broadcast to ``n`` or to the first array)."""
     cap = np.asarray(capacity_wh, dtype=float)
     size = n if n is not None else int(np.broadcast(cap, np.asarray(power_w)).size)
@@ -128,36 +136,76 @@ def make_spec(capacity_wh: npt.ArrayLike, power_w: npt.ArrayLike, *, n: int | No
         return np.broadcast_to(np.asarray(x, dtype=float), (size,)).astype(float)
 
     return BatterySpec(
-        capacity_wh=a(cap), max_charge_power_w=a(power_w),
-        max_discharge_power_w=a(power_w if max_discharge_power_w is None
-                                else max_discharge_power_w),
-        charge_efficiency=a(charge_efficiency), discharge_efficiency=a(discharge_efficiency),
-        soc_min=a(soc_min), soc_max=a(soc_max), taper_soc=a(taper_soc),
-        self_discharge_per_month=a(self_discharge_per_month))
+        capacity_wh=a(cap),
+        max_charge_power_w=a(power_w),
+        max_discharge_power_w=a(
+            power_w if max_discharge_power_w is None else max_discharge_power_w
+        ),
+        charge_efficiency=a(charge_efficiency),
+        discharge_efficiency=a(discharge_efficiency),
+        soc_min=a(soc_min),
+        soc_max=a(soc_max),
+        taper_soc=a(taper_soc),
+        self_discharge_per_month=a(self_discharge_per_month),
+    )
 
 
 def no_batteries(n: int) -> BatterySpec:
     """A population of ``n`` sites without a battery (capacity 0)."""
-    return make_spec(np.zeros(n), np.zeros(n), n=n, charge_efficiency=1.0,
-                     discharge_efficiency=1.0)
+    return make_spec(np.zeros(n), np.zeros(n), n=n, charge_efficiency=1.0, discharge_efficiency=1.0)
 
 
 # Presets.  All values are labelled assumptions of typical 2020s products, not a
 # specific datasheet.  (Ageing presets: models.battery_ageing.PRESETS.)
 PRESETS: dict[str, dict[str, float]] = {
     # residential LFP ~10 kWh / 5 kW hybrid-inverter system
-    "home": dict(capacity_kwh=10.0, charge_kw=5.0, discharge_kw=5.0, eta_c=0.95, eta_d=0.95,
-                 soc_min=0.05, soc_max=1.0, taper_soc=0.9, sd_month=0.02),
+    "home": dict(
+        capacity_kwh=10.0,
+        charge_kw=5.0,
+        discharge_kw=5.0,
+        eta_c=0.95,
+        eta_d=0.95,
+        soc_min=0.05,
+        soc_max=1.0,
+        taper_soc=0.9,
+        sd_month=0.02,
+    ),
     # building/commercial ~100 kWh / 50 kW
-    "building": dict(capacity_kwh=100.0, charge_kw=50.0, discharge_kw=50.0, eta_c=0.955,
-                     eta_d=0.955, soc_min=0.05, soc_max=1.0, taper_soc=0.92, sd_month=0.02),
+    "building": dict(
+        capacity_kwh=100.0,
+        charge_kw=50.0,
+        discharge_kw=50.0,
+        eta_c=0.955,
+        eta_d=0.955,
+        soc_min=0.05,
+        soc_max=1.0,
+        taper_soc=0.92,
+        sd_month=0.02,
+    ),
     # grid-scale 4-hour BESS, 10 MW / 40 MWh, ~86 % AC round trip
-    "grid": dict(capacity_kwh=40_000.0, charge_kw=10_000.0, discharge_kw=10_000.0,
-                 eta_c=0.927, eta_d=0.927, soc_min=0.05, soc_max=0.95, taper_soc=0.95,
-                 sd_month=0.01),
+    "grid": dict(
+        capacity_kwh=40_000.0,
+        charge_kw=10_000.0,
+        discharge_kw=10_000.0,
+        eta_c=0.927,
+        eta_d=0.927,
+        soc_min=0.05,
+        soc_max=0.95,
+        taper_soc=0.95,
+        sd_month=0.01,
+    ),
     # second-life EV pack (e.g. 40 kWh car pack at ~70 % SoH), derated power
-    "second_life": dict(capacity_kwh=28.0, charge_kw=7.0, discharge_kw=7.0, eta_c=0.93,
-                        eta_d=0.93, soc_min=0.1, soc_max=0.95, taper_soc=0.85, sd_month=0.03),
+    "second_life": dict(
+        capacity_kwh=28.0,
+        charge_kw=7.0,
+        discharge_kw=7.0,
+        eta_c=0.93,
+        eta_d=0.93,
+        soc_min=0.1,
+        soc_max=0.95,
+        taper_soc=0.85,
+        sd_month=0.03,
+    ),
 }
 
 
@@ -183,23 +231,39 @@ def battery_spec(n: int, preset: str = "home", **overrides: npt.ArrayLike) -> Ba
     if unknown:
         raise TypeError(f"unknown BatterySpec fields: {sorted(unknown)}")
     base.update(overrides)
-    fields_ = {k: np.broadcast_to(np.asarray(v, dtype=float), (n,)).astype(float).copy()
-               for k, v in base.items()}
+    fields_ = {
+        k: np.broadcast_to(np.asarray(v, dtype=float), (n,)).astype(float).copy()
+        for k, v in base.items()
+    }
     return BatterySpec(**fields_)
 
 
 def concat(specs: list[BatterySpec]) -> BatterySpec:
     """One population of several (e.g. every grid battery and pumped-hydro plant)."""
-    names = ("capacity_wh", "max_charge_power_w", "max_discharge_power_w", "charge_efficiency",
-             "discharge_efficiency", "soc_min", "soc_max", "taper_soc",
-             "self_discharge_per_month")
+    names = (
+        "capacity_wh",
+        "max_charge_power_w",
+        "max_discharge_power_w",
+        "charge_efficiency",
+        "discharge_efficiency",
+        "soc_min",
+        "soc_max",
+        "taper_soc",
+        "self_discharge_per_month",
+    )
     return BatterySpec(**{k: np.concatenate([getattr(s, k) for s in specs]) for k in names})
 
 
 # --------------------------------------------------------------------------- CC-CV law
-def charge_exact(energy_wh: FloatArray, e_max_wh: FloatArray, e_taper_wh: FloatArray,
-                 p_max_w: FloatArray, eta: FloatArray, request_w: FloatArray,
-                 dt_s: float | FloatArray) -> FloatArray:
+def charge_exact(
+    energy_wh: FloatArray,
+    e_max_wh: FloatArray,
+    e_taper_wh: FloatArray,
+    p_max_w: FloatArray,
+    eta: FloatArray,
+    request_w: FloatArray,
+    dt_s: float | FloatArray,
+) -> FloatArray:
     """Stored energy after charging at constant request under a linear CC-CV taper.
 
     Parameters
@@ -244,18 +308,26 @@ def charge_exact(energy_wh: FloatArray, e_max_wh: FloatArray, e_taper_wh: FloatA
     return np.where(active, np.maximum(e_end, e0), e0)
 
 
-def taper_start_wh(e_max_wh: FloatArray, e_taper_wh: FloatArray, p_line_w: FloatArray,
-                   rate_w: FloatArray) -> FloatArray:
+def taper_start_wh(
+    e_max_wh: FloatArray, e_taper_wh: FloatArray, p_line_w: FloatArray, rate_w: FloatArray
+) -> FloatArray:
     """Stored energy at which a constant charge power ``rate_w`` meets the taper line
     (``e_max_wh`` without a taper): from there on the power falls by itself."""
     width = np.maximum(e_max_wh - e_taper_wh, 0.0)
     return e_max_wh - np.minimum(_safe_div(rate_w, p_line_w), 1.0) * width
 
 
-def charge_ac_wh(energy_wh: FloatArray, e_max_wh: FloatArray, e_taper_wh: FloatArray,
-                 p_line_w: FloatArray, limit_w: FloatArray, eta: FloatArray,
-                 request_wh: FloatArray, dt_s: float | FloatArray, any_taper: bool = True
-                 ) -> FloatArray:
+def charge_ac_wh(
+    energy_wh: FloatArray,
+    e_max_wh: FloatArray,
+    e_taper_wh: FloatArray,
+    p_line_w: FloatArray,
+    limit_w: FloatArray,
+    eta: FloatArray,
+    request_wh: FloatArray,
+    dt_s: float | FloatArray,
+    any_taper: bool = True,
+) -> FloatArray:
     """AC energy [Wh] a population takes over ``dt_s`` at a constant request.
 
     The request (``request_wh`` spread evenly over ``dt_s``) is limited by
@@ -279,9 +351,14 @@ def charge_ac_wh(energy_wh: FloatArray, e_max_wh: FloatArray, e_taper_wh: FloatA
     return np.where(tapered, np.minimum(_safe_div(e_end - energy_wh, eta), ac), ac)
 
 
-def holdable_charge_power_w(energy_wh: FloatArray, e_max_wh: FloatArray,
-                            e_taper_wh: FloatArray, p_max_w: FloatArray, eta: FloatArray,
-                            dt_s: float) -> FloatArray:
+def holdable_charge_power_w(
+    energy_wh: FloatArray,
+    e_max_wh: FloatArray,
+    e_taper_wh: FloatArray,
+    p_max_w: FloatArray,
+    eta: FloatArray,
+    dt_s: float,
+) -> FloatArray:
     """Largest constant charge power held for the whole step under the taper.
 
     ``c <= P_lim(E(dt))`` with ``E(dt) = E0 + eta c dt`` gives
@@ -295,8 +372,9 @@ def holdable_charge_power_w(energy_wh: FloatArray, e_max_wh: FloatArray,
 
 
 # --------------------------------------------------------------------------- engine step
-def feasible_power_w(spec: BatterySpec, energy_wh: FloatArray, dt_s: float
-                     ) -> tuple[FloatArray, FloatArray]:
+def feasible_power_w(
+    spec: BatterySpec, energy_wh: FloatArray, dt_s: float
+) -> tuple[FloatArray, FloatArray]:
     """Lower (discharge, <= 0) and upper (charge, >= 0) AC power [W] holdable for ``dt_s``.
 
     Upper: the charge rating, the room below ``energy_max_wh`` and the CC-CV taper
@@ -307,20 +385,36 @@ def feasible_power_w(spec: BatterySpec, energy_wh: FloatArray, dt_s: float
     """
     h = dt_s / SECONDS_PER_HOUR
     e = np.asarray(energy_wh, dtype=float)
-    hi = np.minimum(spec.max_charge_power_w,
-                    np.maximum(spec.energy_max_wh - e, 0.0) / spec.charge_efficiency / h)
+    hi = np.minimum(
+        spec.max_charge_power_w,
+        np.maximum(spec.energy_max_wh - e, 0.0) / spec.charge_efficiency / h,
+    )
     if spec.any_taper:
         tapered = spec.energy_taper_wh < spec.energy_max_wh
-        hi = np.where(tapered, holdable_charge_power_w(
-            e, spec.energy_max_wh, spec.energy_taper_wh, spec.max_charge_power_w,
-            spec.charge_efficiency, dt_s), hi)
+        hi = np.where(
+            tapered,
+            holdable_charge_power_w(
+                e,
+                spec.energy_max_wh,
+                spec.energy_taper_wh,
+                spec.max_charge_power_w,
+                spec.charge_efficiency,
+                dt_s,
+            ),
+            hi,
+        )
     avail = np.maximum(e - spec.energy_min_wh, 0.0) * spec.discharge_efficiency
     lo = -np.minimum(spec.max_discharge_power_w, avail / h)
     return lo, hi
 
 
-def exchange_wh(spec: BatterySpec, energy_wh: FloatArray, desired_wh: FloatArray,
-                dt_s: float | FloatArray, sel: Selector = _ALL) -> tuple[FloatArray, FloatArray]:
+def exchange_wh(
+    spec: BatterySpec,
+    energy_wh: FloatArray,
+    desired_wh: FloatArray,
+    dt_s: float | FloatArray,
+    sel: Selector = _ALL,
+) -> tuple[FloatArray, FloatArray]:
     """Charge or discharge towards ``desired_wh`` (AC side, + charge / − discharge).
 
     ``desired_wh`` is a constant power held over ``dt_s`` (scalar or per device in
@@ -332,19 +426,29 @@ def exchange_wh(spec: BatterySpec, energy_wh: FloatArray, desired_wh: FloatArray
     e = energy_wh[sel]
     eta_c = spec.charge_efficiency[sel]
     eta_d = spec.discharge_efficiency[sel]
-    upper = charge_ac_wh(e, spec.energy_max_wh[sel], spec.energy_taper_wh[sel],
-                         spec.max_charge_power_w[sel], spec.max_charge_power_w[sel], eta_c,
-                         np.maximum(desired_wh, 0.0), dt_s, spec.any_taper)
-    lower = -np.minimum(spec.max_discharge_power_w[sel] * h,
-                        np.maximum(e - spec.energy_min_wh[sel], 0.0) * eta_d)
+    upper = charge_ac_wh(
+        e,
+        spec.energy_max_wh[sel],
+        spec.energy_taper_wh[sel],
+        spec.max_charge_power_w[sel],
+        spec.max_charge_power_w[sel],
+        eta_c,
+        np.maximum(desired_wh, 0.0),
+        dt_s,
+        spec.any_taper,
+    )
+    lower = -np.minimum(
+        spec.max_discharge_power_w[sel] * h, np.maximum(e - spec.energy_min_wh[sel], 0.0) * eta_d
+    )
     ac = np.where(desired_wh > 0, upper, np.maximum(desired_wh, lower))
     d_e = np.where(ac > 0, ac * eta_c, ac / eta_d)
     energy_wh[sel] = e + d_e
     return ac, ac - d_e
 
 
-def self_discharge_wh(spec: BatterySpec, energy_wh: FloatArray, dt_s: float | FloatArray,
-                      sel: Selector = _ALL) -> FloatArray:
+def self_discharge_wh(
+    spec: BatterySpec, energy_wh: FloatArray, dt_s: float | FloatArray, sel: Selector = _ALL
+) -> FloatArray:
     """Exponential self-discharge over ``dt_s``: updates ``energy_wh[sel]`` in place and
     returns the energy lost [Wh]."""
     e = energy_wh[sel]
@@ -353,8 +457,9 @@ def self_discharge_wh(spec: BatterySpec, energy_wh: FloatArray, dt_s: float | Fl
     return lost
 
 
-def measured_exchange_wh(spec: BatterySpec, energy_wh: FloatArray, ac_wh: FloatArray,
-                         sel: Selector = _ALL) -> tuple[FloatArray, FloatArray, FloatArray]:
+def measured_exchange_wh(
+    spec: BatterySpec, energy_wh: FloatArray, ac_wh: FloatArray, sel: Selector = _ALL
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Book a *measured* AC exchange ``ac_wh`` (+ charge / − discharge), unclipped.
 
     A device bound to a real battery exchanged what was measured, whatever the
@@ -406,8 +511,9 @@ def initial_energy_wh(spec: BatterySpec, soc: npt.ArrayLike = 0.5) -> FloatArray
     return np.broadcast_to(np.asarray(soc, dtype=float), (spec.n,)) * spec.capacity_wh
 
 
-def step(spec: BatterySpec, energy_wh: FloatArray, power_w: npt.ArrayLike, dt_s: float
-         ) -> tuple[FloatArray, BatteryFlows]:
+def step(
+    spec: BatterySpec, energy_wh: FloatArray, power_w: npt.ArrayLike, dt_s: float
+) -> tuple[FloatArray, BatteryFlows]:
     """Advance a population by ``dt_s`` at a constant requested AC power.
 
     The request is clipped to the power limits, the CC-CV taper and the energy
@@ -425,7 +531,13 @@ def step(spec: BatterySpec, energy_wh: FloatArray, power_w: npt.ArrayLike, dt_s:
     stored_pow = e - e0
     loss_sd = self_discharge_wh(spec, e, dt_s)
     power = ac / t_h
-    return e, BatteryFlows(power_w=power, unmet_w=req - power, energy_in_wh=ac,
-                           stored_change_wh=e - e0, loss_conversion_wh=loss_conv,
-                           loss_self_discharge_wh=loss_sd, stored_power_wh=stored_pow,
-                           loss_fade_wh=np.zeros(n))
+    return e, BatteryFlows(
+        power_w=power,
+        unmet_w=req - power,
+        energy_in_wh=ac,
+        stored_change_wh=e - e0,
+        loss_conversion_wh=loss_conv,
+        loss_self_discharge_wh=loss_sd,
+        stored_power_wh=stored_pow,
+        loss_fade_wh=np.zeros(n),
+    )

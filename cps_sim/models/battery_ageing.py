@@ -93,26 +93,35 @@ class AgeingState:
 def ageing_spec(n: int, preset: str = "home", **overrides: npt.ArrayLike) -> AgeingSpec:
     """Ageing parameters of ``n`` batteries from a preset (overrides by field name)."""
     p = PRESETS[preset]
-    arrays = {"ageing_scale": overrides.pop("ageing_scale", p["ageing_scale"]),
-              "dod_assumed": overrides.pop("dod_assumed", p["dod"])}
-    unknown = set(overrides) - {f for f in AgeingSpec.__dataclass_fields__
-                                if f.startswith("q")}
+    arrays = {
+        "ageing_scale": overrides.pop("ageing_scale", p["ageing_scale"]),
+        "dod_assumed": overrides.pop("dod_assumed", p["dod"]),
+    }
+    unknown = set(overrides) - {f for f in AgeingSpec.__dataclass_fields__ if f.startswith("q")}
     if unknown:
         raise TypeError(f"unknown AgeingSpec fields: {sorted(unknown)}")
     scalars = {k: float(np.asarray(v)) for k, v in overrides.items()}
     return AgeingSpec(
-        ageing_scale=np.broadcast_to(np.asarray(arrays["ageing_scale"], dtype=float),
-                                     (n,)).astype(float),
-        dod_assumed=np.broadcast_to(np.asarray(arrays["dod_assumed"], dtype=float),
-                                    (n,)).astype(float),
-        **scalars)
+        ageing_scale=np.broadcast_to(np.asarray(arrays["ageing_scale"], dtype=float), (n,)).astype(
+            float
+        ),
+        dod_assumed=np.broadcast_to(np.asarray(arrays["dod_assumed"], dtype=float), (n,)).astype(
+            float
+        ),
+        **scalars,
+    )
 
 
 def initial_state(spec: bat.BatterySpec) -> AgeingState:
     """Unaged state of a population (its present capacity is the nominal one)."""
     z = np.zeros(spec.n)
-    return AgeingState(nominal_capacity_wh=spec.capacity_wh.copy(), q_loss_cal=z.copy(),
-                       q_loss_cyc=z.copy(), age_s=z.copy(), efc=z.copy())
+    return AgeingState(
+        nominal_capacity_wh=spec.capacity_wh.copy(),
+        q_loss_cal=z.copy(),
+        q_loss_cyc=z.copy(),
+        age_s=z.copy(),
+        efc=z.copy(),
+    )
 
 
 def graphite_potential_v(soc: npt.ArrayLike) -> FloatArray:
@@ -123,31 +132,31 @@ def graphite_potential_v(soc: npt.ArrayLike) -> FloatArray:
     """
     s = np.clip(np.asarray(soc, dtype=float), 0.0, 1.0)
     x = 8.5e-3 + s * (7.8e-1 - 8.5e-3)
-    return (0.6379 + 0.5416 * np.exp(-305.5309 * x)
-            + 0.044 * np.tanh(-(x - 0.1958) / 0.1088)
-            - 0.1978 * np.tanh((x - 1.0571) / 0.0854)
-            - 0.6875 * np.tanh((x + 0.0117) / 0.0529)
-            - 0.0175 * np.tanh((x - 0.5692) / 0.0875))
+    return (
+        0.6379
+        + 0.5416 * np.exp(-305.5309 * x)
+        + 0.044 * np.tanh(-(x - 0.1958) / 0.1088)
+        - 0.1978 * np.tanh((x - 1.0571) / 0.0854)
+        - 0.6875 * np.tanh((x + 0.0117) / 0.0529)
+        - 0.0175 * np.tanh((x - 0.5692) / 0.0875)
+    )
 
 
-def calendar_rate(spec: AgeingSpec, soc: npt.ArrayLike, temperature_c: npt.ArrayLike
-                  ) -> FloatArray:
+def calendar_rate(spec: AgeingSpec, soc: npt.ArrayLike, temperature_c: npt.ArrayLike) -> FloatArray:
     """BLAST-Lite calendar rate ``q1`` [1/day**q2] at SoC and cell temperature."""
     t_n = (np.asarray(temperature_c, dtype=float) + 273.15) / T_REF_K
     u_n = graphite_potential_v(soc) / UA_REF_V
     return spec.q1_0 * np.exp(spec.q1_1 / t_n) * np.exp(spec.q1_2 * u_n / t_n)
 
 
-def cycle_rate(spec: AgeingSpec, dod: npt.ArrayLike, temperature_c: npt.ArrayLike
-               ) -> FloatArray:
+def cycle_rate(spec: AgeingSpec, dod: npt.ArrayLike, temperature_c: npt.ArrayLike) -> FloatArray:
     """BLAST-Lite cycling rate ``q3`` [1/EFC**q4] at cycle depth and temperature."""
     t_n = (np.asarray(temperature_c, dtype=float) + 273.15) / T_REF_K
     d = np.asarray(dod, dtype=float)
     return spec.q3_0 * np.exp(spec.q3_1 / t_n) * np.exp(spec.q3_2 * np.exp(d**2))
 
 
-def _advance_power_law(q: FloatArray, k: FloatArray, exponent: float, dx: FloatArray
-                       ) -> FloatArray:
+def _advance_power_law(q: FloatArray, k: FloatArray, exponent: float, dx: FloatArray) -> FloatArray:
     """Equivalent-time update of ``q = k x**p``: ``q'**(1/p) = q**(1/p) + k**(1/p) dx``."""
     inv = 1.0 / exponent
     return (np.maximum(q, 0.0) ** inv + np.maximum(k, 0.0) ** inv * np.maximum(dx, 0.0)) ** exponent
@@ -155,14 +164,21 @@ def _advance_power_law(q: FloatArray, k: FloatArray, exponent: float, dx: FloatA
 
 def cycles(state: AgeingState, stored_wh: npt.ArrayLike) -> FloatArray:
     """Equivalent full cycles of a stored-energy throughput ``|ΔE|`` [Wh]."""
-    return bat._safe_div(np.abs(np.asarray(stored_wh, dtype=float)),
-                         2.0 * state.nominal_capacity_wh)
+    return bat._safe_div(
+        np.abs(np.asarray(stored_wh, dtype=float)), 2.0 * state.nominal_capacity_wh
+    )
 
 
-def age(spec: bat.BatterySpec, params: AgeingSpec, state: AgeingState, energy_wh: FloatArray,
-        elapsed_s: npt.ArrayLike, d_efc: npt.ArrayLike, soc_mean: npt.ArrayLike,
-        temperature_c: npt.ArrayLike = 25.0
-        ) -> tuple[bat.BatterySpec, AgeingState, FloatArray, FloatArray]:
+def age(
+    spec: bat.BatterySpec,
+    params: AgeingSpec,
+    state: AgeingState,
+    energy_wh: FloatArray,
+    elapsed_s: npt.ArrayLike,
+    d_efc: npt.ArrayLike,
+    soc_mean: npt.ArrayLike,
+    temperature_c: npt.ArrayLike = 25.0,
+) -> tuple[bat.BatterySpec, AgeingState, FloatArray, FloatArray]:
     """Calendar and cycle ageing for ``elapsed_s`` and ``d_efc`` equivalent full cycles.
 
     ``soc_mean`` is the period's mean SoC, ``temperature_c`` the cell temperature.
@@ -184,9 +200,13 @@ def age(spec: bat.BatterySpec, params: AgeingSpec, state: AgeingState, energy_wh
     new_spec = replace(spec, capacity_wh=new_cap)
     e = np.asarray(energy_wh, dtype=float)
     e_end = np.minimum(e, np.maximum(spec.soc_max * new_cap, 0.0))
-    new_state = replace(state, q_loss_cal=q_cal, q_loss_cyc=q_cyc,
-                        age_s=state.age_s + np.broadcast_to(np.asarray(elapsed_s, float), (n,)),
-                        efc=state.efc + d_efc)
+    new_state = replace(
+        state,
+        q_loss_cal=q_cal,
+        q_loss_cyc=q_cyc,
+        age_s=state.age_s + np.broadcast_to(np.asarray(elapsed_s, float), (n,)),
+        efc=state.efc + d_efc,
+    )
     return new_spec, new_state, e_end, e - e_end
 
 
@@ -204,17 +224,28 @@ class AgedBatteries:
         return bat._safe_div(self.energy_wh, self.spec.capacity_wh)
 
 
-def aged_population(spec: bat.BatterySpec, soc: npt.ArrayLike = 0.5,
-                    params: AgeingSpec | None = None, preset: str = "home") -> AgedBatteries:
+def aged_population(
+    spec: bat.BatterySpec,
+    soc: npt.ArrayLike = 0.5,
+    params: AgeingSpec | None = None,
+    preset: str = "home",
+) -> AgedBatteries:
     """A fresh population at ``soc`` with ageing parameters (default: the preset's)."""
-    return AgedBatteries(spec, bat.initial_energy_wh(spec, soc),
-                         params if params is not None else ageing_spec(spec.n, preset),
-                         initial_state(spec))
+    return AgedBatteries(
+        spec,
+        bat.initial_energy_wh(spec, soc),
+        params if params is not None else ageing_spec(spec.n, preset),
+        initial_state(spec),
+    )
 
 
-def step(pop: AgedBatteries, power_w: npt.ArrayLike, dt_s: float,
-         temperature_c: npt.ArrayLike = 25.0, ageing: bool = True
-         ) -> tuple[AgedBatteries, bat.BatteryFlows]:
+def step(
+    pop: AgedBatteries,
+    power_w: npt.ArrayLike,
+    dt_s: float,
+    temperature_c: npt.ArrayLike = 25.0,
+    ageing: bool = True,
+) -> tuple[AgedBatteries, bat.BatteryFlows]:
     """:func:`cps_sim.models.battery.step`, then :func:`age` over the same step.
 
     With ``ageing=False`` the cycles are still counted (``state.efc``); call
@@ -225,18 +256,19 @@ def step(pop: AgedBatteries, power_w: npt.ArrayLike, dt_s: float,
     e, flows = bat.step(pop.spec, e0, power_w, dt_s)
     d_efc = cycles(pop.state, flows.stored_power_wh)
     if not ageing:
-        st = replace(pop.state, efc=pop.state.efc + d_efc,
-                     age_s=pop.state.age_s + dt_s)
+        st = replace(pop.state, efc=pop.state.efc + d_efc, age_s=pop.state.age_s + dt_s)
         return replace(pop, energy_wh=e, state=st), flows
     soc_mean = 0.5 * (bat._safe_div(e0, cap) + bat._safe_div(e, cap))
-    spec, st, e_end, fade = age(pop.spec, pop.params, pop.state, e, dt_s, d_efc, soc_mean,
-                                temperature_c)
+    spec, st, e_end, fade = age(
+        pop.spec, pop.params, pop.state, e, dt_s, d_efc, soc_mean, temperature_c
+    )
     flows = replace(flows, stored_change_wh=e_end - e0, loss_fade_wh=fade)
     return AgedBatteries(spec, e_end, pop.params, st), flows
 
 
-def rainflow_cycle_fade(params: AgeingSpec, soc_history: npt.ArrayLike,
-                        temperature_c: float = 25.0) -> FloatArray:
+def rainflow_cycle_fade(
+    params: AgeingSpec, soc_history: npt.ArrayLike, temperature_c: float = 25.0
+) -> FloatArray:
     """Cycle-ageing capacity loss ``q_cyc`` from rainflow-counted SoC histories.
 
     ``soc_history`` is ``(T, n)`` (SoC samples per device).  Cycles are extracted with
@@ -258,8 +290,10 @@ def rainflow_cycle_fade(params: AgeingSpec, soc_history: npt.ArrayLike,
     inv = 1.0 / params.q4
     scale = np.broadcast_to(params.ageing_scale, (n,))
     for j in range(n):  # per-series reversal extraction; not a hot path
-        cyc = np.array([(rng, cnt) for rng, _mean, cnt, _i0, _i1
-                        in rainflow.extract_cycles(hist[:, j])], dtype=float)
+        cyc = np.array(
+            [(rng, cnt) for rng, _mean, cnt, _i0, _i1 in rainflow.extract_cycles(hist[:, j])],
+            dtype=float,
+        )
         if cyc.size == 0:
             continue
         d, c = cyc[:, 0], cyc[:, 1]

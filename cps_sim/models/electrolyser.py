@@ -87,8 +87,13 @@ class ElectrolyserFlows:
     h2_unmet_kg: FloatArray
 
 
-def electrolyser_spec(n: int, rated_power_w: npt.ArrayLike, tank_capacity_kg: npt.ArrayLike,
-                      preset: str = "pem", **overrides: npt.ArrayLike) -> ElectrolyserSpec:
+def electrolyser_spec(
+    n: int,
+    rated_power_w: npt.ArrayLike,
+    tank_capacity_kg: npt.ArrayLike,
+    preset: str = "pem",
+    **overrides: npt.ArrayLike,
+) -> ElectrolyserSpec:
     """Population of ``n`` electrolysers from a preset (see module table)."""
     base: dict[str, npt.ArrayLike] = dict(PRESETS[preset])
     base.update(rated_power_w=rated_power_w, tank_capacity_kg=tank_capacity_kg, tank_min_kg=0.0)
@@ -96,16 +101,18 @@ def electrolyser_spec(n: int, rated_power_w: npt.ArrayLike, tank_capacity_kg: np
     if unknown:
         raise TypeError(f"unknown ElectrolyserSpec fields: {sorted(unknown)}")
     base.update(overrides)
-    return ElectrolyserSpec(**{k: np.broadcast_to(np.asarray(v, dtype=float), (n,)).copy()
-                               for k, v in base.items()})
+    return ElectrolyserSpec(
+        **{k: np.broadcast_to(np.asarray(v, dtype=float), (n,)).copy() for k, v in base.items()}
+    )
 
 
 def initial_state(spec: ElectrolyserSpec, h2_kg: npt.ArrayLike = 0.0) -> ElectrolyserState:
     return ElectrolyserState(np.broadcast_to(np.asarray(h2_kg, dtype=float), (spec.n,)).copy())
 
 
-def feasible_power_w(spec: ElectrolyserSpec, state: ElectrolyserState, dt_s: float,
-                     h2_demand_kg: npt.ArrayLike = 0.0) -> tuple[FloatArray, FloatArray]:
+def feasible_power_w(
+    spec: ElectrolyserSpec, state: ElectrolyserState, dt_s: float, h2_demand_kg: npt.ArrayLike = 0.0
+) -> tuple[FloatArray, FloatArray]:
     """``(0, hi)`` [W]; the set is non-convex: powers in ``(0, spec.min_power_w)`` are not
     allowed (see :func:`surplus_setpoint_w`).  ``hi`` is 0 when the tank room left for the
     step cannot take the minimum load."""
@@ -116,16 +123,26 @@ def feasible_power_w(spec: ElectrolyserSpec, state: ElectrolyserState, dt_s: flo
     return np.zeros(spec.n), hi
 
 
-def surplus_setpoint_w(spec: ElectrolyserSpec, state: ElectrolyserState, surplus_w: npt.ArrayLike,
-                       dt_s: float, h2_demand_kg: npt.ArrayLike = 0.0) -> FloatArray:
+def surplus_setpoint_w(
+    spec: ElectrolyserSpec,
+    state: ElectrolyserState,
+    surplus_w: npt.ArrayLike,
+    dt_s: float,
+    h2_demand_kg: npt.ArrayLike = 0.0,
+) -> FloatArray:
     """Setpoint that soaks up a power surplus: ``min(surplus, hi)`` if >= minimum load, else 0."""
     _, hi = feasible_power_w(spec, state, dt_s, h2_demand_kg)
     p = np.minimum(np.maximum(np.asarray(surplus_w, dtype=float), 0.0), hi)
     return np.where(p >= spec.min_power_w, p, 0.0)
 
 
-def step(state: ElectrolyserState, spec: ElectrolyserSpec, power_w: npt.ArrayLike, dt_s: float,
-         h2_demand_kg: npt.ArrayLike = 0.0) -> tuple[ElectrolyserState, ElectrolyserFlows]:
+def step(
+    state: ElectrolyserState,
+    spec: ElectrolyserSpec,
+    power_w: npt.ArrayLike,
+    dt_s: float,
+    h2_demand_kg: npt.ArrayLike = 0.0,
+) -> tuple[ElectrolyserState, ElectrolyserFlows]:
     """Run at a constant electric request for ``dt_s`` and serve the hydrogen offtake."""
     if dt_s <= 0:
         raise ValueError(f"dt_s must be > 0, got {dt_s}")

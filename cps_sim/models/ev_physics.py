@@ -219,8 +219,13 @@ def initial_state(spec: EVSpec, soc: npt.ArrayLike = 0.5) -> EVState:
     )
 
 
-def plug_in(state: EVState, mask: npt.ArrayLike, charger_max_w: npt.ArrayLike,
-            dc: npt.ArrayLike = False, charger_v2x_w: npt.ArrayLike = 0.0) -> EVState:
+def plug_in(
+    state: EVState,
+    mask: npt.ArrayLike,
+    charger_max_w: npt.ArrayLike,
+    dc: npt.ArrayLike = False,
+    charger_v2x_w: npt.ArrayLike = 0.0,
+) -> EVState:
     """Connect the vehicles selected by ``mask`` to chargers with the given limits."""
     m = np.asarray(mask, dtype=bool)
     n = state.energy_wh.shape[0]
@@ -240,10 +245,13 @@ def plug_in(state: EVState, mask: npt.ArrayLike, charger_max_w: npt.ArrayLike,
 def unplug(state: EVState, mask: npt.ArrayLike) -> EVState:
     """Disconnect the vehicles selected by ``mask``."""
     m = np.asarray(mask, dtype=bool)
-    return replace(state, plugged=state.plugged & ~m,
-                   charger_max_w=np.where(m, 0.0, state.charger_max_w),
-                   charger_dc=state.charger_dc & ~m,
-                   charger_v2x_w=np.where(m, 0.0, state.charger_v2x_w))
+    return replace(
+        state,
+        plugged=state.plugged & ~m,
+        charger_max_w=np.where(m, 0.0, state.charger_max_w),
+        charger_dc=state.charger_dc & ~m,
+        charger_v2x_w=np.where(m, 0.0, state.charger_v2x_w),
+    )
 
 
 # --------------------------------------------------------------------------- limits
@@ -260,37 +268,52 @@ def discharge_limit_w(spec: EVSpec, state: EVState) -> FloatArray:
     return np.where(state.plugged, np.minimum(spec.v2x_max_w, state.charger_v2x_w), 0.0)
 
 
-def feasible_range_w(energy_wh: FloatArray, energy_min_wh: FloatArray,
-                     energy_max_wh: FloatArray, energy_taper_wh: FloatArray,
-                     taper_line_w: FloatArray, charge_limit_w: FloatArray,
-                     discharge_limit_w: FloatArray, charge_efficiency: FloatArray,
-                     discharge_efficiency: FloatArray, dt_s: float
-                     ) -> tuple[FloatArray, FloatArray]:
+def feasible_range_w(
+    energy_wh: FloatArray,
+    energy_min_wh: FloatArray,
+    energy_max_wh: FloatArray,
+    energy_taper_wh: FloatArray,
+    taper_line_w: FloatArray,
+    charge_limit_w: FloatArray,
+    discharge_limit_w: FloatArray,
+    charge_efficiency: FloatArray,
+    discharge_efficiency: FloatArray,
+    dt_s: float,
+) -> tuple[FloatArray, FloatArray]:
     """Lower (V2X discharge, <= 0) and upper (charge, >= 0) AC power [W] that EVs can
     hold for ``dt_s``: charge limit, room below ``energy_max_wh`` and the CC-CV taper;
     discharge limit and the energy above ``energy_min_wh``.  Pass 0 limits for EVs
     that are not plugged in."""
     t_h = dt_s / SECONDS_PER_HOUR
-    hi = holdable_charge_power_w(energy_wh, energy_max_wh, energy_taper_wh, taper_line_w,
-                                 charge_efficiency, dt_s)
+    hi = holdable_charge_power_w(
+        energy_wh, energy_max_wh, energy_taper_wh, taper_line_w, charge_efficiency, dt_s
+    )
     hi = np.minimum(hi, charge_limit_w)
     avail = np.maximum(energy_wh - energy_min_wh, 0.0)
     lo = -np.minimum(discharge_limit_w, avail * discharge_efficiency / t_h)
     return lo, hi
 
 
-def feasible_power_w(spec: EVSpec, state: EVState, dt_s: float
-                     ) -> tuple[FloatArray, FloatArray]:
+def feasible_power_w(spec: EVSpec, state: EVState, dt_s: float) -> tuple[FloatArray, FloatArray]:
     """Lower (V2X discharge, <= 0) and upper (charge, >= 0) power [W] holdable for dt_s."""
     cc_limit, pack_line, eta = _charge_params(spec, state)
-    return feasible_range_w(state.energy_wh, spec.soc_min * spec.capacity_wh,
-                            spec.soc_max * spec.capacity_wh, spec.taper_soc * spec.capacity_wh,
-                            pack_line, cc_limit, discharge_limit_w(spec, state), eta,
-                            spec.discharge_efficiency, dt_s)
+    return feasible_range_w(
+        state.energy_wh,
+        spec.soc_min * spec.capacity_wh,
+        spec.soc_max * spec.capacity_wh,
+        spec.taper_soc * spec.capacity_wh,
+        pack_line,
+        cc_limit,
+        discharge_limit_w(spec, state),
+        eta,
+        spec.discharge_efficiency,
+        dt_s,
+    )
 
 
-def step(state: EVState, spec: EVSpec, power_w: npt.ArrayLike, dt_s: float
-         ) -> tuple[EVState, EVFlows]:
+def step(
+    state: EVState, spec: EVSpec, power_w: npt.ArrayLike, dt_s: float
+) -> tuple[EVState, EVFlows]:
     """Charge (+) or discharge (-) plugged vehicles at constant request for ``dt_s``.
 
     Unplugged vehicles hold 0 W (their request is returned as unmet).  Exact for a
@@ -304,9 +327,16 @@ def step(state: EVState, spec: EVSpec, power_w: npt.ArrayLike, dt_s: float
     req = np.broadcast_to(np.asarray(power_w, dtype=float), (n,))
     e0 = state.energy_wh
     cc_limit, pack_line, eta = _charge_params(spec, state)
-    term_chg = charging_ac_wh(e0, spec.soc_max * spec.capacity_wh,
-                              spec.taper_soc * spec.capacity_wh, pack_line, cc_limit, eta,
-                              np.maximum(req, 0.0) * t_h, dt_s)
+    term_chg = charging_ac_wh(
+        e0,
+        spec.soc_max * spec.capacity_wh,
+        spec.taper_soc * spec.capacity_wh,
+        pack_line,
+        cc_limit,
+        eta,
+        np.maximum(req, 0.0) * t_h,
+        dt_s,
+    )
     stored_chg = term_chg * eta
     dis = np.minimum(np.maximum(-req, 0.0), discharge_limit_w(spec, state))
     avail = np.maximum(e0 - spec.soc_min * spec.capacity_wh, 0.0) * spec.discharge_efficiency
@@ -316,15 +346,27 @@ def step(state: EVState, spec: EVSpec, power_w: npt.ArrayLike, dt_s: float
     energy_in = np.where(charging, term_chg, -term_dis)
     stored = np.where(charging, stored_chg, -stored_dis)
     power = energy_in / t_h
-    flows = EVFlows(power_w=power, unmet_w=req - power, energy_in_wh=energy_in,
-                    stored_change_wh=stored, loss_wh=energy_in - stored)
+    flows = EVFlows(
+        power_w=power,
+        unmet_w=req - power,
+        energy_in_wh=energy_in,
+        stored_change_wh=stored,
+        loss_wh=energy_in - stored,
+    )
     return replace(state, energy_wh=e0 + stored), flows
 
 
-def charging_ac_wh(energy_wh: FloatArray, energy_max_wh: FloatArray,
-                   energy_taper_wh: FloatArray, taper_line_w: FloatArray,
-                   limit_w: FloatArray, efficiency: FloatArray, request_wh: FloatArray,
-                   dt_s: float | FloatArray, any_taper: bool = True) -> FloatArray:
+def charging_ac_wh(
+    energy_wh: FloatArray,
+    energy_max_wh: FloatArray,
+    energy_taper_wh: FloatArray,
+    taper_line_w: FloatArray,
+    limit_w: FloatArray,
+    efficiency: FloatArray,
+    request_wh: FloatArray,
+    dt_s: float | FloatArray,
+    any_taper: bool = True,
+) -> FloatArray:
     """The EV charging law: AC energy [Wh] taken over ``dt_s`` at a constant request.
 
     The request is limited by the charge limit (``limit_w``: charger x vehicle),
@@ -335,27 +377,44 @@ def charging_ac_wh(energy_wh: FloatArray, energy_max_wh: FloatArray,
     EV population (``world/group.py``) both call this; stored energy is the
     result times ``efficiency``.
     """
-    return charge_ac_wh(energy_wh, energy_max_wh, energy_taper_wh, taper_line_w, limit_w,
-                        efficiency, request_wh, dt_s, any_taper)
+    return charge_ac_wh(
+        energy_wh,
+        energy_max_wh,
+        energy_taper_wh,
+        taper_line_w,
+        limit_w,
+        efficiency,
+        request_wh,
+        dt_s,
+        any_taper,
+    )
 
 
 # --------------------------------------------------------------------------- driving
 def consumption_factor(ambient_c: npt.ArrayLike) -> FloatArray:
     """Multiplier on nominal consumption at ambient temperature (labelled assumption)."""
     t = np.asarray(ambient_c, dtype=float)
-    return (1.0 + COLD_COEFF_PER_K * np.maximum(COLD_REF_C - t, 0.0)
-            + HOT_COEFF_PER_K * np.maximum(t - HOT_REF_C, 0.0))
+    return (
+        1.0
+        + COLD_COEFF_PER_K * np.maximum(COLD_REF_C - t, 0.0)
+        + HOT_COEFF_PER_K * np.maximum(t - HOT_REF_C, 0.0)
+    )
 
 
-def trip_energy_wh(spec: EVSpec, distance_km: npt.ArrayLike, ambient_c: npt.ArrayLike = 20.0
-                   ) -> FloatArray:
+def trip_energy_wh(
+    spec: EVSpec, distance_km: npt.ArrayLike, ambient_c: npt.ArrayLike = 20.0
+) -> FloatArray:
     """Battery energy [Wh] to drive ``distance_km`` at ambient temperature."""
-    return np.asarray(distance_km, dtype=float) * spec.consumption_wh_per_km * consumption_factor(
-        ambient_c)
+    return (
+        np.asarray(distance_km, dtype=float)
+        * spec.consumption_wh_per_km
+        * consumption_factor(ambient_c)
+    )
 
 
-def drive(state: EVState, spec: EVSpec, distance_km: npt.ArrayLike,
-          ambient_c: npt.ArrayLike = 20.0) -> tuple[EVState, DriveFlows]:
+def drive(
+    state: EVState, spec: EVSpec, distance_km: npt.ArrayLike, ambient_c: npt.ArrayLike = 20.0
+) -> tuple[EVState, DriveFlows]:
     """Remove trip energy from the packs (never below 0); report the shortfall.
 
     A shortfall means the trip could not be completed on battery (the caller decides
@@ -363,12 +422,14 @@ def drive(state: EVState, spec: EVSpec, distance_km: npt.ArrayLike,
     """
     need = np.broadcast_to(trip_energy_wh(spec, distance_km, ambient_c), (spec.n,))
     used = np.minimum(need, np.maximum(state.energy_wh, 0.0))
-    return (replace(state, energy_wh=state.energy_wh - used),
-            DriveFlows(energy_wh=used, shortfall_wh=need - used))
+    return (
+        replace(state, energy_wh=state.energy_wh - used),
+        DriveFlows(energy_wh=used, shortfall_wh=need - used),
+    )
 
 
-def departure_shortfall_wh(spec: EVSpec, state: EVState, required_soc: npt.ArrayLike
-                           ) -> FloatArray:
+def departure_shortfall_wh(spec: EVSpec, state: EVState, required_soc: npt.ArrayLike) -> FloatArray:
     """Unmet energy [Wh] at departure: ``max(0, soc_req * C - E)``."""
-    return np.maximum(np.asarray(required_soc, dtype=float) * spec.capacity_wh - state.energy_wh,
-                      0.0)
+    return np.maximum(
+        np.asarray(required_soc, dtype=float) * spec.capacity_wh - state.energy_wh, 0.0
+    )

@@ -48,10 +48,34 @@ KELVIN = 273.15
 
 # Japanese household hot-water draw shape, share of the daily energy per clock hour
 # (labelled assumption: small morning peak, large evening bath peak 19-22 h).
-JP_HOURLY_DRAW_SHARE = np.array([
-    0.03, 0.01, 0.00, 0.00, 0.00, 0.01, 0.05, 0.07, 0.04, 0.02, 0.02, 0.02,
-    0.03, 0.02, 0.01, 0.01, 0.02, 0.04, 0.07, 0.12, 0.14, 0.13, 0.10, 0.04,
-])
+JP_HOURLY_DRAW_SHARE = np.array(
+    [
+        0.03,
+        0.01,
+        0.00,
+        0.00,
+        0.00,
+        0.01,
+        0.05,
+        0.07,
+        0.04,
+        0.02,
+        0.02,
+        0.02,
+        0.03,
+        0.02,
+        0.01,
+        0.01,
+        0.02,
+        0.04,
+        0.07,
+        0.12,
+        0.14,
+        0.13,
+        0.10,
+        0.04,
+    ]
+)
 # ~450 L/day of 40 degC water from 17 degC mains (4-person household, assumption)
 DEFAULT_DAILY_DRAW_WH_TH = 450 * WH_PER_L_K * (40.0 - 17.0)
 
@@ -110,34 +134,47 @@ def ecocute_spec(n: int, **overrides: npt.ArrayLike) -> HeatPumpSpec:
     ~4.5 kW thermal output are typical catalogue figures).
     """
     base: dict[str, npt.ArrayLike] = dict(
-        tank_volume_l=370.0, setpoint_c=65.0, min_usable_c=17.0, tank_ua_w_per_k=1.5,
-        heat_output_max_w=4500.0, carnot_fraction=0.45, cop_min=1.0, cop_max=6.0,
-        evaporator_approach_k=5.0, condenser_approach_k=5.0,
+        tank_volume_l=370.0,
+        setpoint_c=65.0,
+        min_usable_c=17.0,
+        tank_ua_w_per_k=1.5,
+        heat_output_max_w=4500.0,
+        carnot_fraction=0.45,
+        cop_min=1.0,
+        cop_max=6.0,
+        evaporator_approach_k=5.0,
+        condenser_approach_k=5.0,
     )
     unknown = set(overrides) - set(base)
     if unknown:
         raise TypeError(f"unknown HeatPumpSpec fields: {sorted(unknown)}")
     base.update(overrides)
-    return HeatPumpSpec(**{k: np.broadcast_to(np.asarray(v, dtype=float), (n,)).copy()
-                           for k, v in base.items()})
+    return HeatPumpSpec(
+        **{k: np.broadcast_to(np.asarray(v, dtype=float), (n,)).copy() for k, v in base.items()}
+    )
 
 
 def initial_state(spec: HeatPumpSpec, tank_temp_c: npt.ArrayLike = 60.0) -> HeatPumpState:
     return HeatPumpState(np.broadcast_to(np.asarray(tank_temp_c, dtype=float), (spec.n,)).copy())
 
 
-def cop(spec: HeatPumpSpec, ambient_c: npt.ArrayLike, cold_water_c: npt.ArrayLike = 17.0
-        ) -> FloatArray:
+def cop(
+    spec: HeatPumpSpec, ambient_c: npt.ArrayLike, cold_water_c: npt.ArrayLike = 17.0
+) -> FloatArray:
     """Coefficient of performance (Carnot fraction with a glide-mean sink)."""
     t_src = np.asarray(ambient_c, dtype=float) - spec.evaporator_approach_k + KELVIN
-    t_sink = 0.5 * (np.asarray(cold_water_c, dtype=float) + spec.setpoint_c) \
-        + spec.condenser_approach_k + KELVIN
+    t_sink = (
+        0.5 * (np.asarray(cold_water_c, dtype=float) + spec.setpoint_c)
+        + spec.condenser_approach_k
+        + KELVIN
+    )
     lift = np.maximum(t_sink - t_src, 1e-6)
     return np.clip(spec.carnot_fraction * t_sink / lift, spec.cop_min, spec.cop_max)
 
 
-def stored_energy_wh_th(spec: HeatPumpSpec, state: HeatPumpState,
-                        cold_water_c: npt.ArrayLike = 17.0) -> FloatArray:
+def stored_energy_wh_th(
+    spec: HeatPumpSpec, state: HeatPumpState, cold_water_c: npt.ArrayLike = 17.0
+) -> FloatArray:
     """Heat in the tank above mains temperature [Wh_th]."""
     return spec.capacity_wh_per_k * (state.tank_temp_c - np.asarray(cold_water_c, dtype=float))
 
@@ -152,22 +189,34 @@ def _relax(spec: HeatPumpSpec, dt_s: float) -> tuple[FloatArray, FloatArray]:
     return e, t_h / c * phi
 
 
-def _heat_cap_w(spec: HeatPumpSpec, t0: FloatArray, t_env: npt.ArrayLike, d_w: npt.ArrayLike,
-                dt_s: float) -> FloatArray:
+def _heat_cap_w(
+    spec: HeatPumpSpec, t0: FloatArray, t_env: npt.ArrayLike, d_w: npt.ArrayLike, dt_s: float
+) -> FloatArray:
     e, a = _relax(spec, dt_s)
-    room = (spec.setpoint_c - t0 * e - np.asarray(t_env, dtype=float) * (1.0 - e)) / a \
-        + np.asarray(d_w, dtype=float)
+    room = (spec.setpoint_c - t0 * e - np.asarray(t_env, dtype=float) * (1.0 - e)) / a + np.asarray(
+        d_w, dtype=float
+    )
     return np.clip(np.minimum(room, spec.heat_output_max_w), 0.0, None)
 
 
-def feasible_power_w(spec: HeatPumpSpec, state: HeatPumpState, dt_s: float,
-                     ambient_c: npt.ArrayLike, cold_water_c: npt.ArrayLike = 17.0,
-                     draw_w_th: npt.ArrayLike = 0.0, tank_env_c: npt.ArrayLike | None = None
-                     ) -> tuple[FloatArray, FloatArray]:
+def feasible_power_w(
+    spec: HeatPumpSpec,
+    state: HeatPumpState,
+    dt_s: float,
+    ambient_c: npt.ArrayLike,
+    cold_water_c: npt.ArrayLike = 17.0,
+    draw_w_th: npt.ArrayLike = 0.0,
+    tank_env_c: npt.ArrayLike | None = None,
+) -> tuple[FloatArray, FloatArray]:
     """Electric power range [W] holdable for ``dt_s``: ``(0, min(Q_max, Q_to_setpoint)/COP)``."""
     env = ambient_c if tank_env_c is None else tank_env_c
-    q = _heat_cap_w(spec, state.tank_temp_c, np.asarray(env, dtype=float),
-                    np.asarray(draw_w_th, dtype=float), dt_s)
+    q = _heat_cap_w(
+        spec,
+        state.tank_temp_c,
+        np.asarray(env, dtype=float),
+        np.asarray(draw_w_th, dtype=float),
+        dt_s,
+    )
     return np.zeros(spec.n), q / cop(spec, ambient_c, cold_water_c)
 
 
@@ -196,8 +245,9 @@ def step(
     n = spec.n
     t_h = dt_s / SECONDS_PER_HOUR
     req = np.broadcast_to(np.asarray(electric_power_w, dtype=float), (n,))
-    env = np.broadcast_to(np.asarray(ambient_c if tank_env_c is None else tank_env_c,
-                                     dtype=float), (n,))
+    env = np.broadcast_to(
+        np.asarray(ambient_c if tank_env_c is None else tank_env_c, dtype=float), (n,)
+    )
     d_req_w = np.broadcast_to(np.maximum(np.asarray(draw_wh_th, dtype=float), 0.0) / t_h, (n,))
     k = cop(spec, ambient_c, cold_water_c)
     t0 = state.tank_temp_c
@@ -252,5 +302,8 @@ def draw_energy_wh_th(
 
     t0 = np.asarray(t0_s, dtype=float)
     frac = cumulative(t0 + dt_s) - cumulative(t0)
-    return np.multiply.outer(frac, np.asarray(daily_draw_wh_th, dtype=float)) \
-        if np.ndim(daily_draw_wh_th) else frac * float(np.asarray(daily_draw_wh_th))
+    return (
+        np.multiply.outer(frac, np.asarray(daily_draw_wh_th, dtype=float))
+        if np.ndim(daily_draw_wh_th)
+        else frac * float(np.asarray(daily_draw_wh_th))
+    )

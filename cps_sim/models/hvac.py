@@ -82,13 +82,22 @@ class HvacSpec:
         return self.resistance_k_per_w * self.capacitance_wh_per_k
 
 
-def hvac_spec(n: int, *, floor_area_m2: npt.ArrayLike = 60.0,
-              ua_w_per_k_m2: npt.ArrayLike = 2.0, capacitance_wh_per_k_m2: npt.ArrayLike = 30.0,
-              gains_w: npt.ArrayLike = 300.0, heat_max_w: npt.ArrayLike = 5000.0,
-              cool_max_w: npt.ArrayLike = 4000.0, heat_setpoint_c: npt.ArrayLike = 20.0,
-              cool_setpoint_c: npt.ArrayLike = 28.0, carnot_fraction: npt.ArrayLike = 0.45,
-              approach_k: npt.ArrayLike = 8.0, cop_min: npt.ArrayLike = 1.0,
-              cop_max: npt.ArrayLike = 7.0) -> HvacSpec:
+def hvac_spec(
+    n: int,
+    *,
+    floor_area_m2: npt.ArrayLike = 60.0,
+    ua_w_per_k_m2: npt.ArrayLike = 2.0,
+    capacitance_wh_per_k_m2: npt.ArrayLike = 30.0,
+    gains_w: npt.ArrayLike = 300.0,
+    heat_max_w: npt.ArrayLike = 5000.0,
+    cool_max_w: npt.ArrayLike = 4000.0,
+    heat_setpoint_c: npt.ArrayLike = 20.0,
+    cool_setpoint_c: npt.ArrayLike = 28.0,
+    carnot_fraction: npt.ArrayLike = 0.45,
+    approach_k: npt.ArrayLike = 8.0,
+    cop_min: npt.ArrayLike = 1.0,
+    cop_max: npt.ArrayLike = 7.0,
+) -> HvacSpec:
     """A population from dwelling-level parameters (labelled assumptions as defaults).
 
     ``ua_w_per_k_m2`` is the heat loss per floor area (a 2010s detached house in the
@@ -96,21 +105,30 @@ def hvac_spec(n: int, *, floor_area_m2: npt.ArrayLike = 60.0,
     ``capacitance_wh_per_k_m2`` the effective thermal mass (light timber frame with
     furniture, ~20–40 Wh/(K m²)): τ = C/UA ≈ 15 h with the defaults.
     """
+
     def a(x: npt.ArrayLike) -> FloatArray:
         return np.broadcast_to(np.asarray(x, dtype=float), (n,)).astype(float)
 
     area = a(floor_area_m2)
-    return HvacSpec(capacitance_wh_per_k=area * a(capacitance_wh_per_k_m2),
-                    resistance_k_per_w=1.0 / (area * a(ua_w_per_k_m2)), gains_w=a(gains_w),
-                    heat_max_w=a(heat_max_w), cool_max_w=a(cool_max_w),
-                    heat_setpoint_c=a(heat_setpoint_c), cool_setpoint_c=a(cool_setpoint_c),
-                    carnot_fraction=a(carnot_fraction), approach_k=a(approach_k),
-                    cop_min=a(cop_min), cop_max=a(cop_max))
+    return HvacSpec(
+        capacitance_wh_per_k=area * a(capacitance_wh_per_k_m2),
+        resistance_k_per_w=1.0 / (area * a(ua_w_per_k_m2)),
+        gains_w=a(gains_w),
+        heat_max_w=a(heat_max_w),
+        cool_max_w=a(cool_max_w),
+        heat_setpoint_c=a(heat_setpoint_c),
+        cool_setpoint_c=a(cool_setpoint_c),
+        carnot_fraction=a(carnot_fraction),
+        approach_k=a(approach_k),
+        cop_min=a(cop_min),
+        cop_max=a(cop_max),
+    )
 
 
 # --------------------------------------------------------------------------- thermal mass
-def indoor_temp_c(spec: HvacSpec, t0_c: FloatArray, outdoor_c: npt.ArrayLike,
-                  heat_w: FloatArray, dt_s: float) -> FloatArray:
+def indoor_temp_c(
+    spec: HvacSpec, t0_c: FloatArray, outdoor_c: npt.ArrayLike, heat_w: FloatArray, dt_s: float
+) -> FloatArray:
     """Indoor temperature after ``dt_s`` at constant outdoor temperature, gains and
     unit heat ``heat_w`` (+ heating / − cooling), exact (1R1C)."""
     e = np.exp(-(dt_s / SECONDS_PER_HOUR) / spec.tau_h)
@@ -118,8 +136,9 @@ def indoor_temp_c(spec: HvacSpec, t0_c: FloatArray, outdoor_c: npt.ArrayLike,
     return t_eq + (t0_c - t_eq) * e
 
 
-def heat_to_reach_w(spec: HvacSpec, t0_c: FloatArray, outdoor_c: npt.ArrayLike,
-                    target_c: FloatArray, dt_s: float) -> FloatArray:
+def heat_to_reach_w(
+    spec: HvacSpec, t0_c: FloatArray, outdoor_c: npt.ArrayLike, target_c: FloatArray, dt_s: float
+) -> FloatArray:
     """Constant unit heat [W_th] (+ heating / − cooling) that takes the room from ``t0_c``
     to ``target_c`` in ``dt_s`` (the inverse of :func:`indoor_temp_c`)."""
     e = np.exp(-(dt_s / SECONDS_PER_HOUR) / spec.tau_h)
@@ -127,8 +146,9 @@ def heat_to_reach_w(spec: HvacSpec, t0_c: FloatArray, outdoor_c: npt.ArrayLike,
     return (t_eq - np.asarray(outdoor_c, dtype=float)) / spec.resistance_k_per_w - spec.gains_w
 
 
-def mean_indoor_temp_c(spec: HvacSpec, t0_c: FloatArray, outdoor_c: npt.ArrayLike,
-                       heat_w: FloatArray, dt_s: float) -> FloatArray:
+def mean_indoor_temp_c(
+    spec: HvacSpec, t0_c: FloatArray, outdoor_c: npt.ArrayLike, heat_w: FloatArray, dt_s: float
+) -> FloatArray:
     """Time-average indoor temperature over the step (exact integral of the exponential)."""
     x = (dt_s / SECONDS_PER_HOUR) / spec.tau_h
     t_eq = np.asarray(outdoor_c, dtype=float) + spec.resistance_k_per_w * (spec.gains_w + heat_w)
@@ -137,8 +157,9 @@ def mean_indoor_temp_c(spec: HvacSpec, t0_c: FloatArray, outdoor_c: npt.ArrayLik
 
 
 # --------------------------------------------------------------------------- COP
-def cop(spec: HvacSpec, indoor_c: npt.ArrayLike, outdoor_c: npt.ArrayLike,
-        heating: npt.ArrayLike) -> FloatArray:
+def cop(
+    spec: HvacSpec, indoor_c: npt.ArrayLike, outdoor_c: npt.ArrayLike, heating: npt.ArrayLike
+) -> FloatArray:
     """Heating COP or cooling EER at the given temperatures (Carnot fraction, clipped)."""
     t_in = np.asarray(indoor_c, dtype=float) + KELVIN
     t_out = np.asarray(outdoor_c, dtype=float) + KELVIN
@@ -147,8 +168,9 @@ def cop(spec: HvacSpec, indoor_c: npt.ArrayLike, outdoor_c: npt.ArrayLike,
     c_cond, c_evap = t_out + d, t_in - d
     lift_h = np.maximum(h_cond - h_evap, 1e-6)
     lift_c = np.maximum(c_cond - c_evap, 1e-6)
-    value = np.where(heating, spec.carnot_fraction * h_cond / lift_h,
-                     spec.carnot_fraction * c_evap / lift_c)
+    value = np.where(
+        heating, spec.carnot_fraction * h_cond / lift_h, spec.carnot_fraction * c_evap / lift_c
+    )
     return np.clip(value, spec.cop_min, spec.cop_max)
 
 
@@ -179,8 +201,13 @@ def band_c(spec: HvacSpec, shift_k: npt.ArrayLike = 0.0) -> tuple[FloatArray, Fl
     return low, np.maximum(high, low)
 
 
-def decide(spec: HvacSpec, state: HvacState, outdoor_c: npt.ArrayLike, dt_s: float,
-           shift_k: npt.ArrayLike = 0.0) -> HvacStep:
+def decide(
+    spec: HvacSpec,
+    state: HvacState,
+    outdoor_c: npt.ArrayLike,
+    dt_s: float,
+    shift_k: npt.ArrayLike = 0.0,
+) -> HvacStep:
     """Heat (or cool) just enough to keep each room inside its band over the step.
 
     Free-floating rooms that stay inside the band get 0; the others get the
@@ -196,17 +223,26 @@ def decide(spec: HvacSpec, state: HvacState, outdoor_c: npt.ArrayLike, dt_s: flo
     need_cool = free_end > high
     target = np.where(need_heat, low, np.where(need_cool, high, free_end))
     q = heat_to_reach_w(spec, t0, outdoor_c, target, dt_s)
-    q = np.where(need_heat, np.clip(q, 0.0, spec.heat_max_w),
-                 np.where(need_cool, np.clip(q, -spec.cool_max_w, 0.0), 0.0))
+    q = np.where(
+        need_heat,
+        np.clip(q, 0.0, spec.heat_max_w),
+        np.where(need_cool, np.clip(q, -spec.cool_max_w, 0.0), 0.0),
+    )
     end = indoor_temp_c(spec, t0, outdoor_c, q, dt_s)
     mean = mean_indoor_temp_c(spec, t0, outdoor_c, q, dt_s)
     heating = q > 0
-    elec = np.abs(q) / cop(spec, np.where(heating, np.maximum(mean, low),
-                                          np.minimum(mean, high)), outdoor_c, heating)
+    elec = np.abs(q) / cop(
+        spec, np.where(heating, np.maximum(mean, low), np.minimum(mean, high)), outdoor_c, heating
+    )
     h = dt_s / SECONDS_PER_HOUR
     outside = np.maximum(low - mean, 0.0) + np.maximum(mean - high, 0.0)
-    return HvacStep(heat_w=q, electric_w=np.where(q != 0, elec, 0.0), indoor_end_c=end,
-                    indoor_mean_c=mean, discomfort_kh=outside * h)
+    return HvacStep(
+        heat_w=q,
+        electric_w=np.where(q != 0, elec, 0.0),
+        indoor_end_c=end,
+        indoor_mean_c=mean,
+        discomfort_kh=outside * h,
+    )
 
 
 def advance(state: HvacState, step: HvacStep) -> HvacState:

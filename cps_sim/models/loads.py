@@ -60,14 +60,63 @@ _BLOCK_ELEMENTS = 4_000_000  # grid points × sites per block
 # Aug).  One definition for the whole project.
 
 # Relative hourly shapes (value at hh:30), assumption; see module docstring.
-WEEKDAY_HOURLY = np.array([
-    0.55, 0.45, 0.40, 0.38, 0.38, 0.45, 0.75, 1.05, 1.00, 0.85, 0.80, 0.80,
-    0.85, 0.80, 0.78, 0.80, 0.90, 1.15, 1.45, 1.60, 1.55, 1.40, 1.10, 0.80])
-WEEKEND_HOURLY = np.array([
-    0.60, 0.50, 0.43, 0.40, 0.40, 0.42, 0.55, 0.80, 1.00, 1.10, 1.10, 1.10,
-    1.15, 1.05, 1.00, 1.00, 1.05, 1.20, 1.45, 1.55, 1.50, 1.35, 1.10, 0.80])
-MONTHLY_FACTOR = np.array([1.30, 1.25, 1.10, 0.92, 0.82, 0.82, 0.95, 1.08, 0.92, 0.82, 0.90,
-                           1.15])
+WEEKDAY_HOURLY = np.array(
+    [
+        0.55,
+        0.45,
+        0.40,
+        0.38,
+        0.38,
+        0.45,
+        0.75,
+        1.05,
+        1.00,
+        0.85,
+        0.80,
+        0.80,
+        0.85,
+        0.80,
+        0.78,
+        0.80,
+        0.90,
+        1.15,
+        1.45,
+        1.60,
+        1.55,
+        1.40,
+        1.10,
+        0.80,
+    ]
+)
+WEEKEND_HOURLY = np.array(
+    [
+        0.60,
+        0.50,
+        0.43,
+        0.40,
+        0.40,
+        0.42,
+        0.55,
+        0.80,
+        1.00,
+        1.10,
+        1.10,
+        1.10,
+        1.15,
+        1.05,
+        1.00,
+        1.00,
+        1.05,
+        1.20,
+        1.45,
+        1.55,
+        1.50,
+        1.35,
+        1.10,
+        0.80,
+    ]
+)
+MONTHLY_FACTOR = np.array([1.30, 1.25, 1.10, 0.92, 0.82, 0.82, 0.95, 1.08, 0.92, 0.82, 0.90, 1.15])
 
 MINUTES_PER_DAY = 1440
 
@@ -84,8 +133,11 @@ WEEKDAY_MINUTES = _minute_table(WEEKDAY_HOURLY)
 WEEKEND_MINUTES = _minute_table(WEEKEND_HOURLY)
 
 
-def shape(minute_of_day: npt.NDArray[np.int64], weekend: npt.NDArray[np.bool_],
-          month: npt.NDArray[np.int64]) -> FloatArray:
+def shape(
+    minute_of_day: npt.NDArray[np.int64],
+    weekend: npt.NDArray[np.bool_],
+    month: npt.NDArray[np.int64],
+) -> FloatArray:
     """Relative shape (mean ≈ 1) at integer local minutes of day; broadcasts."""
     m = np.mod(minute_of_day, MINUTES_PER_DAY)
     daily = np.where(weekend, WEEKEND_MINUTES[m], WEEKDAY_MINUTES[m])
@@ -167,8 +219,9 @@ def _hour_of_day(grid: pd.DatetimeIndex) -> FloatArray:
     return grid.hour.to_numpy() + grid.minute.to_numpy() / 60.0
 
 
-def _vary(shape: FloatArray, n_sites: int, rng: np.random.Generator, shift_std_s: float,
-          noise_std: float) -> FloatArray:
+def _vary(
+    shape: FloatArray, n_sites: int, rng: np.random.Generator, shift_std_s: float, noise_std: float
+) -> FloatArray:
     """Per-site copies of ``shape``: circular time shift + mean-one lognormal noise."""
     n = shape.shape[0]
     if shift_std_s > 0:
@@ -241,8 +294,9 @@ def _scaled_power_w(
 # --------------------------------------------------------------------------- shapes
 
 
-def _step_hourly(grid: pd.DatetimeIndex, workday24: FloatArray, offday24: FloatArray,
-                 off: np.ndarray) -> FloatArray:
+def _step_hourly(
+    grid: pd.DatetimeIndex, workday24: FloatArray, offday24: FloatArray, off: np.ndarray
+) -> FloatArray:
     h = grid.hour.to_numpy()
     return np.where(off, np.asarray(offday24)[h], np.asarray(workday24)[h])
 
@@ -255,14 +309,16 @@ def _smooth_hourly(grid: pd.DatetimeIndex, values24: tuple[float, ...]) -> Float
     return np.interp(_hour_of_day(grid) + 0.125, xp, fp)  # value at the 15-min midpoint
 
 
-def _business_hours(open_hour: float, close_hour: float, base_fraction: float,
-                    ramp_h: float = 1.0) -> np.ndarray:
+def _business_hours(
+    open_hour: float, close_hour: float, base_fraction: float, ramp_h: float = 1.0
+) -> np.ndarray:
     """24 hourly values: 1 when open, base when closed, half-way in a ramp hour each side."""
     h = np.arange(24) + 0.5
     if close_hour > open_hour:
         occ = ((h > open_hour) & (h < close_hour)).astype(float)
-        ramp = ((h > open_hour - ramp_h) & (h < open_hour)) | ((h > close_hour)
-                                                              & (h < close_hour + ramp_h))
+        ramp = ((h > open_hour - ramp_h) & (h < open_hour)) | (
+            (h > close_hour) & (h < close_hour + ramp_h)
+        )
     else:  # overnight opening, e.g. 22 -> 6
         occ = ((h > open_hour) | (h < close_hour)).astype(float)
         ramp = np.zeros(24, dtype=bool)
@@ -321,8 +377,9 @@ def household_power_w(
             return np.where(off, we, wk) * _monthly_factor(grid, JAPAN_HOUSEHOLD_MONTHLY)
     else:
         raise ValueError(f"profile must be 'bdew_h25' or 'japan', got {profile!r}")
-    return _scaled_power_w(index, annual_energy_kwh, rng, shape, shift_std_s=shift_std_s,
-                           noise_std=noise_std, tz=tz)
+    return _scaled_power_w(
+        index, annual_energy_kwh, rng, shape, shift_std_s=shift_std_s, noise_std=noise_std, tz=tz
+    )
 
 
 def office_power_w(
@@ -353,8 +410,9 @@ def office_power_w(
         off = _off_days(grid, country)
         return _step_hourly(grid, work, off24, off) * _monthly_factor(grid, monthly_factor)
 
-    return _scaled_power_w(index, annual_energy_kwh, rng, shape, shift_std_s=shift_std_s,
-                           noise_std=noise_std, tz=tz)
+    return _scaled_power_w(
+        index, annual_energy_kwh, rng, shape, shift_std_s=shift_std_s, noise_std=noise_std, tz=tz
+    )
 
 
 def hospital_power_w(
@@ -383,8 +441,9 @@ def hospital_power_w(
         off = _off_days(grid, country)
         return _step_hourly(grid, work, offd, off) * _monthly_factor(grid, monthly_factor)
 
-    return _scaled_power_w(index, annual_energy_kwh, rng, shape, shift_std_s=shift_std_s,
-                           noise_std=noise_std, tz=tz)
+    return _scaled_power_w(
+        index, annual_energy_kwh, rng, shape, shift_std_s=shift_std_s, noise_std=noise_std, tz=tz
+    )
 
 
 def retail_power_w(
@@ -414,8 +473,9 @@ def retail_power_w(
         off = _off_days(grid, country)
         return _step_hourly(grid, work, offd, off) * _monthly_factor(grid, monthly_factor)
 
-    return _scaled_power_w(index, annual_energy_kwh, rng, shape, shift_std_s=shift_std_s,
-                           noise_std=noise_std, tz=tz)
+    return _scaled_power_w(
+        index, annual_energy_kwh, rng, shape, shift_std_s=shift_std_s, noise_std=noise_std, tz=tz
+    )
 
 
 SHIFT_HOURS = {1: (8.0, 17.0), 2: (6.0, 22.0), 3: (0.0, 24.0)}
@@ -452,8 +512,9 @@ def factory_power_w(
         off = _off_days(grid, country, operating_days)
         return _step_hourly(grid, work, off24, off)
 
-    return _scaled_power_w(index, annual_energy_kwh, rng, shape, shift_std_s=shift_std_s,
-                           noise_std=noise_std, tz=tz)
+    return _scaled_power_w(
+        index, annual_energy_kwh, rng, shape, shift_std_s=shift_std_s, noise_std=noise_std, tz=tz
+    )
 
 
 def data_centre_power_w(
@@ -477,9 +538,17 @@ def data_centre_power_w(
     def shape(grid: pd.DatetimeIndex) -> FloatArray:
         return np.ones(len(grid))
 
-    return _scaled_power_w(index, annual_energy_kwh, rng, shape, shift_std_s=0.0,
-                           noise_std=noise_std, tz=tz, annual_growth_rate=annual_growth_rate,
-                           within_year_growth=True)
+    return _scaled_power_w(
+        index,
+        annual_energy_kwh,
+        rng,
+        shape,
+        shift_std_s=0.0,
+        noise_std=noise_std,
+        tz=tz,
+        annual_growth_rate=annual_growth_rate,
+        within_year_growth=True,
+    )
 
 
 def deferrable_load_power_w(
@@ -519,7 +588,8 @@ def deferrable_load_power_w(
         i = int(bad[0])
         raise ValueError(
             f"deferrable load {i}: {e[i]:.1f} Wh at {p_max[i]:.1f} W needs {duration_s[i]:.0f} s "
-            f"but its window is {t1[i] - t0[i]:.0f} s")
+            f"but its window is {t1[i] - t0[i]:.0f} s"
+        )
     if policy == "earliest":
         start, stop, power = t0, t0 + duration_s, p_max
     elif policy == "latest":
@@ -533,6 +603,7 @@ def deferrable_load_power_w(
         raise ValueError(f"policy must be 'earliest', 'latest' or 'uniform', got {policy!r}")
     b = _interval_bounds_s(pd.DatetimeIndex(index))
     b = (b - b[0])[:, None]
-    overlap = np.clip(np.minimum(b[1:], stop[None, :]) - np.maximum(b[:-1], start[None, :]),
-                      0.0, None)
+    overlap = np.clip(
+        np.minimum(b[1:], stop[None, :]) - np.maximum(b[:-1], start[None, :]), 0.0, None
+    )
     return power[None, :] * overlap / np.diff(b, axis=0)

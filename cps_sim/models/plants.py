@@ -53,10 +53,12 @@ TECHNOLOGIES: dict[str, TechDefaults] = {
     "gas_ccgt": TechDefaults(490.0, 9.5, 0.40, 3.0, False, f"CO2: {_IPCC}; rest: {_ASSUME}"),
     "gas_ocgt": TechDefaults(670.0, 14.0, 0.20, 10.0, False, _ASSUME),
     "oil": TechDefaults(760.0, 25.0, 0.30, 3.0, False, _ASSUME),
-    "hydrogen_turbine": TechDefaults(0.0, 24.0, 0.40, 3.0, False,
-                                     f"0 g/kWh at stack, upstream excluded; {_ASSUME}"),
-    "ammonia_firing": TechDefaults(0.0, 20.0, 0.40, 1.5, False,
-                                   f"0 g/kWh at stack (N2O excluded); {_ASSUME}"),
+    "hydrogen_turbine": TechDefaults(
+        0.0, 24.0, 0.40, 3.0, False, f"0 g/kWh at stack, upstream excluded; {_ASSUME}"
+    ),
+    "ammonia_firing": TechDefaults(
+        0.0, 20.0, 0.40, 1.5, False, f"0 g/kWh at stack (N2O excluded); {_ASSUME}"
+    ),
     "coal_ccs": TechDefaults(220.0, 9.0, 0.50, 1.5, False, f"CO2: {_IPCC}; rest: {_ASSUME}"),
     "gas_ccs": TechDefaults(170.0, 13.0, 0.50, 2.0, False, f"CO2: {_IPCC}; rest: {_ASSUME}"),
 }
@@ -97,9 +99,18 @@ def plant_fleet(plants: Sequence[Mapping[str, object]]) -> PlantFleetSpec:
     ``min_stable_fraction``, ``ramp_up_w_per_s``, ``ramp_down_w_per_s``,
     ``co2_g_per_kwh``, ``variable_cost_jpy_per_kwh``, ``must_run``.
     """
-    allowed = {"technology", "capacity_w", "name", "availability", "min_stable_fraction",
-               "ramp_up_w_per_s", "ramp_down_w_per_s", "co2_g_per_kwh",
-               "variable_cost_jpy_per_kwh", "must_run"}
+    allowed = {
+        "technology",
+        "capacity_w",
+        "name",
+        "availability",
+        "min_stable_fraction",
+        "ramp_up_w_per_s",
+        "ramp_down_w_per_s",
+        "co2_g_per_kwh",
+        "variable_cost_jpy_per_kwh",
+        "must_run",
+    }
     cols: dict[str, list[Any]] = {k: [] for k in allowed}
     for i, p in enumerate(plants):
         bad = set(p) - allowed
@@ -108,19 +119,23 @@ def plant_fleet(plants: Sequence[Mapping[str, object]]) -> PlantFleetSpec:
         tech = str(p["technology"])
         if tech not in TECHNOLOGIES:
             raise KeyError(
-                f"plants[{i}].technology: unknown {tech!r}; known {sorted(TECHNOLOGIES)}")
+                f"plants[{i}].technology: unknown {tech!r}; known {sorted(TECHNOLOGIES)}"
+            )
         d = TECHNOLOGIES[tech]
         cap = float(p["capacity_w"])  # type: ignore[arg-type]
         ramp = d.ramp_fraction_per_min * cap / 100.0 / 60.0
         vals = dict(
-            technology=tech, capacity_w=cap, name=p.get("name", f"{tech}_{i}"),
+            technology=tech,
+            capacity_w=cap,
+            name=p.get("name", f"{tech}_{i}"),
             availability=p.get("availability", 1.0),
             min_stable_fraction=p.get("min_stable_fraction", d.min_stable_fraction),
             ramp_up_w_per_s=p.get("ramp_up_w_per_s", ramp),
             ramp_down_w_per_s=p.get("ramp_down_w_per_s", ramp),
             co2_g_per_kwh=p.get("co2_g_per_kwh", d.co2_g_per_kwh),
-            variable_cost_jpy_per_kwh=p.get("variable_cost_jpy_per_kwh",
-                                            d.variable_cost_jpy_per_kwh),
+            variable_cost_jpy_per_kwh=p.get(
+                "variable_cost_jpy_per_kwh", d.variable_cost_jpy_per_kwh
+            ),
             must_run=p.get("must_run", d.must_run),
         )
         for k, v in vals.items():
@@ -132,22 +147,27 @@ def plant_fleet(plants: Sequence[Mapping[str, object]]) -> PlantFleetSpec:
     return PlantFleetSpec(
         name=tuple(str(x) for x in cols["name"]),
         technology=tuple(cols["technology"]),
-        capacity_w=f("capacity_w"), availability=f("availability"),
-        min_stable_fraction=f("min_stable_fraction"), ramp_up_w_per_s=f("ramp_up_w_per_s"),
-        ramp_down_w_per_s=f("ramp_down_w_per_s"), co2_g_per_kwh=f("co2_g_per_kwh"),
+        capacity_w=f("capacity_w"),
+        availability=f("availability"),
+        min_stable_fraction=f("min_stable_fraction"),
+        ramp_up_w_per_s=f("ramp_up_w_per_s"),
+        ramp_down_w_per_s=f("ramp_down_w_per_s"),
+        co2_g_per_kwh=f("co2_g_per_kwh"),
         variable_cost_jpy_per_kwh=f("variable_cost_jpy_per_kwh"),
         must_run=np.array(cols["must_run"], dtype=bool),
     )
 
 
-def marginal_cost_jpy_per_kwh(spec: PlantFleetSpec, carbon_price_jpy_per_t_co2: float = 0.0
-                              ) -> FloatArray:
+def marginal_cost_jpy_per_kwh(
+    spec: PlantFleetSpec, carbon_price_jpy_per_t_co2: float = 0.0
+) -> FloatArray:
     """Variable cost plus carbon cost: ``c_var + co2_g_per_kwh * price / 1e6``."""
     return spec.variable_cost_jpy_per_kwh + spec.co2_g_per_kwh * carbon_price_jpy_per_t_co2 / 1e6
 
 
-def output_bounds_w(spec: PlantFleetSpec, prev_output_w: npt.ArrayLike | None, dt_s: float
-                    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+def output_bounds_w(
+    spec: PlantFleetSpec, prev_output_w: npt.ArrayLike | None, dt_s: float
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Output range of each plant for the next ``dt_s`` given last tick's output.
 
     Returns ``(lo, hi, start_min)`` [W]:
@@ -173,8 +193,11 @@ def output_bounds_w(spec: PlantFleetSpec, prev_output_w: npt.ArrayLike | None, d
         on = prev > 0
         up = prev + spec.ramp_up_w_per_s * dt_s
         down = prev - spec.ramp_down_w_per_s * dt_s
-        hi = np.where(on, np.minimum(avail, up),
-                      np.minimum(avail, np.maximum(p_min, spec.ramp_up_w_per_s * dt_s)))
+        hi = np.where(
+            on,
+            np.minimum(avail, up),
+            np.minimum(avail, np.maximum(p_min, spec.ramp_up_w_per_s * dt_s)),
+        )
         lo = np.where(on & (down > p_min), np.minimum(down, hi), 0.0)
     hi = np.maximum(hi, lo)
     lo = np.where(spec.must_run, hi, lo)
@@ -182,8 +205,9 @@ def output_bounds_w(spec: PlantFleetSpec, prev_output_w: npt.ArrayLike | None, d
     return lo, hi, start_min
 
 
-def pumped_hydro_spec(n: int, power_w: npt.ArrayLike, energy_wh: npt.ArrayLike,
-                      round_trip_efficiency: float = 0.75) -> bat.BatterySpec:
+def pumped_hydro_spec(
+    n: int, power_w: npt.ArrayLike, energy_wh: npt.ArrayLike, round_trip_efficiency: float = 0.75
+) -> bat.BatterySpec:
     """Pumped hydro as a storage population (no taper, no self-discharge, no ageing:
     see :func:`grid_storage`).
 
@@ -192,28 +216,36 @@ def pumped_hydro_spec(n: int, power_w: npt.ArrayLike, energy_wh: npt.ArrayLike,
     """
     eta = float(np.sqrt(round_trip_efficiency))
     return bat.battery_spec(
-        n, "grid", capacity_wh=energy_wh, max_charge_power_w=power_w,
-        max_discharge_power_w=power_w, charge_efficiency=eta, discharge_efficiency=eta,
-        soc_min=0.0, soc_max=1.0, taper_soc=1.0, self_discharge_per_month=0.0,
+        n,
+        "grid",
+        capacity_wh=energy_wh,
+        max_charge_power_w=power_w,
+        max_discharge_power_w=power_w,
+        charge_efficiency=eta,
+        discharge_efficiency=eta,
+        soc_min=0.0,
+        soc_max=1.0,
+        taper_soc=1.0,
+        self_discharge_per_month=0.0,
     )
 
 
-def grid_battery_spec(n: int, power_w: npt.ArrayLike, energy_wh: npt.ArrayLike
-                      ) -> bat.BatterySpec:
+def grid_battery_spec(n: int, power_w: npt.ArrayLike, energy_wh: npt.ArrayLike) -> bat.BatterySpec:
     """Grid-scale Li-ion BESS (battery preset ``"grid"`` with the given ratings)."""
-    return bat.battery_spec(n, "grid", capacity_wh=energy_wh, max_charge_power_w=power_w,
-                            max_discharge_power_w=power_w)
+    return bat.battery_spec(
+        n, "grid", capacity_wh=energy_wh, max_charge_power_w=power_w, max_discharge_power_w=power_w
+    )
 
 
 def grid_storage(parts: list[tuple[str, bat.BatterySpec, npt.ArrayLike]]) -> ag.AgedBatteries:
     """One ageing storage population of ``(kind, spec, initial soc)`` parts, kind
     ``"battery"`` (grid preset ageing) or ``"pumped_hydro"`` (no ageing)."""
     spec = bat.concat([p[1] for p in parts])
-    params = [ag.ageing_spec(p[1].n, "grid", **({"ageing_scale": 0.0}
-                                                 if p[0] == "pumped_hydro" else {}))
-              for p in parts]
+    params = [
+        ag.ageing_spec(p[1].n, "grid", **({"ageing_scale": 0.0} if p[0] == "pumped_hydro" else {}))
+        for p in parts
+    ]
     scale = np.concatenate([a.ageing_scale for a in params])
     dod = np.concatenate([a.dod_assumed for a in params])
-    soc = np.concatenate([np.broadcast_to(np.asarray(p[2], dtype=float), (p[1].n,))
-                          for p in parts])
+    soc = np.concatenate([np.broadcast_to(np.asarray(p[2], dtype=float), (p[1].n,)) for p in parts])
     return ag.aged_population(spec, soc, ag.AgeingSpec(scale, dod))

@@ -46,8 +46,12 @@ SAPM_OPEN_RACK_GLASS_POLYMER = pvlib.temperature.TEMPERATURE_MODEL_PARAMETERS["s
 ]
 
 
-def _site(weather: pd.DataFrame, latitude_deg: float | None, longitude_deg: float | None,
-          altitude_m: float | None) -> tuple[float, float, float]:
+def _site(
+    weather: pd.DataFrame,
+    latitude_deg: float | None,
+    longitude_deg: float | None,
+    altitude_m: float | None,
+) -> tuple[float, float, float]:
     lat = weather.attrs.get("latitude_deg") if latitude_deg is None else latitude_deg
     lon = weather.attrs.get("longitude_deg") if longitude_deg is None else longitude_deg
     alt = weather.attrs.get("altitude_m", 0.0) if altitude_m is None else altitude_m
@@ -56,9 +60,12 @@ def _site(weather: pd.DataFrame, latitude_deg: float | None, longitude_deg: floa
     return float(lat), float(lon), float(alt)
 
 
-def solar_position(weather: pd.DataFrame, latitude_deg: float | None = None,
-                   longitude_deg: float | None = None, altitude_m: float | None = None
-                   ) -> pd.DataFrame:
+def solar_position(
+    weather: pd.DataFrame,
+    latitude_deg: float | None = None,
+    longitude_deg: float | None = None,
+    altitude_m: float | None = None,
+) -> pd.DataFrame:
     """Solar position for the weather's timestamps (NREL SPA via pvlib).
 
     Uses ``temp_air_c`` for the refraction correction, as pvlib's ModelChain does.
@@ -71,8 +78,8 @@ def solar_position(weather: pd.DataFrame, latitude_deg: float | None = None,
         kwargs["temperature"] = weather["temp_air_c"]
     with library_deprecations_ignored():
         return pvlib.solarposition.get_solarposition(
-            weather.index, lat, lon, altitude=alt,
-            pressure=pvlib.atmosphere.alt2pres(alt), **kwargs)
+            weather.index, lat, lon, altitude=alt, pressure=pvlib.atmosphere.alt2pres(alt), **kwargs
+        )
 
 
 def plane_of_array_w_m2(
@@ -101,11 +108,18 @@ def plane_of_array_w_m2(
         dni_extra = np.asarray(pvlib.irradiance.get_extra_radiation(weather.index))[:, None]
         airmass = np.asarray(pvlib.atmosphere.get_relative_airmass(zen[:, 0]))[:, None]
         irr = pvlib.irradiance.get_total_irradiance(
-            tilt, azim, zen, sazi,
+            tilt,
+            azim,
+            zen,
+            sazi,
             weather["dni_w_m2"].to_numpy(dtype=float)[:, None],
             weather["ghi_w_m2"].to_numpy(dtype=float)[:, None],
             weather["dhi_w_m2"].to_numpy(dtype=float)[:, None],
-            dni_extra=dni_extra, airmass=airmass, albedo=albedo, model=transposition_model)
+            dni_extra=dni_extra,
+            airmass=airmass,
+            albedo=albedo,
+            model=transposition_model,
+        )
         aoi = pvlib.irradiance.aoi(tilt, azim, zen, sazi)
         iam = pvlib.iam.physical(aoi)
     poa_global = np.nan_to_num(np.asarray(irr["poa_global"], dtype=float))
@@ -186,8 +200,7 @@ def pv_ac_power_w(
         solpos = solar_position(weather, latitude_deg, longitude_deg, altitude_m)
 
     # ---- irradiance and cell temperature per distinct orientation
-    orient, inverse = np.unique(np.column_stack([tilt, azim % 360.0]), axis=0,
-                                return_inverse=True)
+    orient, inverse = np.unique(np.column_stack([tilt, azim % 360.0]), axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     n_t = len(weather)
     temp_air = weather["temp_air_c"].to_numpy(dtype=float)[:, None]
@@ -200,11 +213,18 @@ def pv_ac_power_w(
     t_cell = np.broadcast_to(temp_air, (n_t, len(orient))).copy()
     for lo in range(0, len(orient), chunk_columns):
         sl = slice(lo, lo + chunk_columns)
-        poa, e = plane_of_array_w_m2(w_lit, orient[sl, 0], orient[sl, 1], sp_lit,
-                                     albedo=albedo, transposition_model=transposition_model)
+        poa, e = plane_of_array_w_m2(
+            w_lit,
+            orient[sl, 0],
+            orient[sl, 1],
+            sp_lit,
+            albedo=albedo,
+            transposition_model=transposition_model,
+        )
         eff[lit, sl] = e
-        t_cell[lit, sl] = pvlib.temperature.sapm_cell(poa, temp_air[lit], wind[lit], params["a"],
-                                                      params["b"], params["deltaT"])
+        t_cell[lit, sl] = pvlib.temperature.sapm_cell(
+            poa, temp_air[lit], wind[lit], params["a"], params["b"], params["deltaT"]
+        )
 
     # ---- DC, losses and inverter per system (PVWatts); block-wise to bound memory
     out = np.empty((n_t, n_sys))
@@ -229,8 +249,12 @@ def energy_wh(ac_power_w: FloatArray, dt_s: float) -> FloatArray:
 STC_IRRADIANCE_W_M2 = 1000.0
 
 
-def simple_ac_power_w(capacity_w: npt.ArrayLike, ghi_w_m2: npt.ArrayLike,
-                      performance_ratio: npt.ArrayLike, ac_limit_w: npt.ArrayLike) -> FloatArray:
+def simple_ac_power_w(
+    capacity_w: npt.ArrayLike,
+    ghi_w_m2: npt.ArrayLike,
+    performance_ratio: npt.ArrayLike,
+    ac_limit_w: npt.ArrayLike,
+) -> FloatArray:
     """Foundation PV model (``pv.model: simple``): AC power [W, >= 0] from GHI.
 
     ``P_ac = min(C_dc · GHI / 1000 W/m² · PR, P_ac,max)`` with ``C_dc`` the DC
@@ -239,6 +263,9 @@ def simple_ac_power_w(capacity_w: npt.ArrayLike, ghi_w_m2: npt.ArrayLike,
     together); broadcasts over systems and times.  The full pvlib chain is
     :func:`pv_ac_power_w`.
     """
-    p = (np.asarray(capacity_w, dtype=float) * (np.asarray(ghi_w_m2, dtype=float)
-         / STC_IRRADIANCE_W_M2) * np.asarray(performance_ratio, dtype=float))
+    p = (
+        np.asarray(capacity_w, dtype=float)
+        * (np.asarray(ghi_w_m2, dtype=float) / STC_IRRADIANCE_W_M2)
+        * np.asarray(performance_ratio, dtype=float)
+    )
     return np.minimum(p, np.asarray(ac_limit_w, dtype=float))

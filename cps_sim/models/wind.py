@@ -74,8 +74,10 @@ def load_power_curve(turbine_type: str) -> PowerCurve:
     table = _table()
     if turbine_type not in table.index:
         close = [t for t in table.index if turbine_type.split("/")[0] in t][:5]
-        raise KeyError(f"turbine_type {turbine_type!r} not in windpowerlib's bundled power "
-                       f"curves; similar: {close}; see turbine_types()")
+        raise KeyError(
+            f"turbine_type {turbine_type!r} not in windpowerlib's bundled power "
+            f"curves; similar: {close}; see turbine_types()"
+        )
     row = table.loc[turbine_type].dropna()
     speeds = row.index.astype(float).to_numpy()
     order = np.argsort(speeds)
@@ -191,23 +193,33 @@ def wind_farm_ac_power_w(
     n_farms = max(hub.size, len(types))
     hub = np.broadcast_to(hub, (n_farms,))
     types_arr = np.broadcast_to(np.asarray(types, dtype=object), (n_farms,))
-    scale = (np.broadcast_to(np.asarray(n_turbines, dtype=float), (n_farms,))
-             * np.broadcast_to(np.asarray(efficiency, dtype=float), (n_farms,)))
+    scale = np.broadcast_to(np.asarray(n_turbines, dtype=float), (n_farms,)) * np.broadcast_to(
+        np.asarray(efficiency, dtype=float), (n_farms,)
+    )
     if np.any(scale < 0):
         raise ValueError("n_turbines and efficiency must be >= 0")
     height = float(weather.attrs.get("wind_height_m", 10.0))
-    v_hub = hub_wind_speed_m_s(weather["wind_speed_m_s"].to_numpy(dtype=float), height, hub,
-                               method=method, roughness_length_m=roughness_length_m,
-                               hellman_exponent=hellman_exponent)
+    v_hub = hub_wind_speed_m_s(
+        weather["wind_speed_m_s"].to_numpy(dtype=float),
+        height,
+        hub,
+        method=method,
+        roughness_length_m=roughness_length_m,
+        hellman_exponent=hellman_exponent,
+    )
     rho = None
     if density_correction:
-        rho = air_density_kg_m3(weather["temp_air_c"].to_numpy(dtype=float), hub,
-                                pressure_pa=pressure_pa)
+        rho = air_density_kg_m3(
+            weather["temp_air_c"].to_numpy(dtype=float), hub, pressure_pa=pressure_pa
+        )
     out = np.empty_like(v_hub)
     for name in dict.fromkeys(types_arr.tolist()):  # loop over distinct types only
         cols = np.flatnonzero(types_arr == name)
         curve = load_power_curve(name)
         out[:, cols] = turbine_ac_power_w(
-            v_hub[:, cols], curve, air_density=None if rho is None else rho[:, cols],
-            cut_out_m_s=cut_out_m_s)
+            v_hub[:, cols],
+            curve,
+            air_density=None if rho is None else rho[:, cols],
+            cut_out_m_s=cut_out_m_s,
+        )
     return out * scale[None, :]

@@ -74,8 +74,9 @@ class BridgeDeviceSpec(_Model):
         description="The device's own base topic for vendor profiles "
         "(e.g. the Tasmota topic 'plug1'); default: the device name.",
     )
-    binds: BindSpec = Field(description="The population member this device stands for (group, "
-                            "site, kind).")
+    binds: BindSpec = Field(
+        description="The population member this device stands for (group, site, kind)."
+    )
     emulated: bool = Field(
         False,
         description="An emulator (cps-sim emulate), not hardware: "
@@ -118,9 +119,12 @@ class BridgeDeviceSpec(_Model):
         le=1000,
         description="Phase voltage for power <-> current (Japan 200 V); default: the profile's.",
     )
-    phases: int | None = Field(None, ge=1, le=3,
-                               description="Phases the charger uses for power <-> current; "
-                               "default: the profile's.")
+    phases: int | None = Field(
+        None,
+        ge=1,
+        le=3,
+        description="Phases the charger uses for power <-> current; default: the profile's.",
+    )
     max_age_s: float = Field(
         30.0,
         gt=0,
@@ -148,9 +152,11 @@ class BridgeDeviceSpec(_Model):
 class ExposeSpec(_Model):
     """A simulated site group offered to an external controller over MQTT."""
 
-    group: str = Field(pattern=_ID,
-                       description="Site group whose observations are published and whose "
-                       "setpoints an external controller sends.")
+    group: str = Field(
+        pattern=_ID,
+        description="Site group whose observations are published and whose "
+        "setpoints an external controller sends.",
+    )
     interval_s: float | None = Field(
         None,
         gt=0,
@@ -174,8 +180,10 @@ class ExposeSpec(_Model):
         description="Also publish <prefix>/dev/<group>-<site>-<kind>/telemetry for every member.",
     )
     max_ramp_w_per_s: float | None = Field(
-        None, gt=0, le=1e9,
-        description="Largest change of any setpoint per second of simulated time."
+        None,
+        gt=0,
+        le=1e9,
+        description="Largest change of any setpoint per second of simulated time.",
     )
 
 
@@ -188,9 +196,13 @@ class BridgeSpec(_Model):
         description="Broker URL mqtt://host:port or mqtts://host:port; "
         "default: cps-sim hil starts an embedded broker (or use --broker).",
     )
-    username: str | None = Field(None, min_length=1, max_length=256,
-                                 description="Broker user name (the password comes from "
-                                 "password_env or password_file, never from this file).")
+    username: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="Broker user name (the password comes from "
+        "password_env or password_file, never from this file).",
+    )
     password: Any = Field(None, description="Not allowed: use password_env or password_file.")
     password_env: str | None = Field(
         None,
@@ -200,9 +212,9 @@ class BridgeSpec(_Model):
     password_file: str | None = Field(
         None, description="File holding the password (first line), relative to the scenario."
     )
-    tls: BridgeTlsSpec | None = Field(None,
-                                      description="TLS settings (CA, client certificate); none: "
-                                      "plain TCP.")
+    tls: BridgeTlsSpec | None = Field(
+        None, description="TLS settings (CA, client certificate); none: plain TCP."
+    )
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
     prefix: str | None = Field(
         None,
@@ -213,12 +225,17 @@ class BridgeSpec(_Model):
         False,
         description="Announce simulated and emulated devices with Home Assistant MQTT discovery.",
     )
-    discovery_prefix: str = Field("homeassistant", pattern=_ID,
-                                  description="Home Assistant MQTT discovery prefix for the "
-                                  "published entities.")
-    keepalive_s: int = Field(10, ge=2, le=3600,
-                             description="MQTT keepalive [s]: a silent broker is detected after "
-                             "about 1.5 x this.")
+    discovery_prefix: str = Field(
+        "homeassistant",
+        pattern=_ID,
+        description="Home Assistant MQTT discovery prefix for the published entities.",
+    )
+    keepalive_s: int = Field(
+        10,
+        ge=2,
+        le=3600,
+        description="MQTT keepalive [s]: a silent broker is detected after about 1.5 x this.",
+    )
     max_skew_s: float = Field(
         60.0,
         gt=0,
@@ -242,9 +259,11 @@ class BridgeSpec(_Model):
         le=10_000_000,
         description="Inbound queue bound; messages beyond it are dropped and counted.",
     )
-    devices: list[BridgeDeviceSpec] = Field(default_factory=list, max_length=10_000,
-                                            description="Real or emulated devices, each bound to "
-                                            "one member of a site group.")
+    devices: list[BridgeDeviceSpec] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Real or emulated devices, each bound to one member of a site group.",
+    )
     expose: list[ExposeSpec] = Field(
         default_factory=list,
         description="Groups that external controllers drive (a plain group name is enough).",

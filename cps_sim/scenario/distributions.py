@@ -55,8 +55,9 @@ def _truncnorm_ppf(u: np.ndarray, a: float, b: float) -> np.ndarray:
 
 
 class Uniform(_Dist):
-    distribution: Literal["uniform"] = Field(description="uniform: every value in [low, high] "
-                                             "equally likely.")
+    distribution: Literal["uniform"] = Field(
+        description="uniform: every value in [low, high] equally likely."
+    )
     low: Finite = Field(description="Smallest value (in the unit of the field).")
     high: Finite = Field(description="Largest value (in the unit of the field).")
 
@@ -79,26 +80,31 @@ class Uniform(_Dist):
 class Normal(_Dist):
     """Normal distribution, truncated to [min, max] when given (resampled, never clipped)."""
 
-    distribution: Literal["normal"] = Field(description="normal: Gaussian, truncated to [min, max] "
-                                            "when given (resampled, never clipped).")
+    distribution: Literal["normal"] = Field(
+        description="normal: Gaussian, truncated to [min, max] "
+        "when given (resampled, never clipped)."
+    )
     mean: Finite = Field(description="Mean before truncation (in the unit of the field).")
-    std: NonNegative = Field(description="Standard deviation before truncation (in the unit of the "
-                             "field).")
-    min: Finite | None = Field(None,
-                               description="Lower truncation bound; none: unbounded below.")
-    max: Finite | None = Field(None,
-                               description="Upper truncation bound; none: unbounded above (then "
-                               "cut at the field's own upper bound when the tail there is "
-                               "negligible).")
+    std: NonNegative = Field(
+        description="Standard deviation before truncation (in the unit of the field)."
+    )
+    min: Finite | None = Field(None, description="Lower truncation bound; none: unbounded below.")
+    max: Finite | None = Field(
+        None,
+        description="Upper truncation bound; none: unbounded above (then "
+        "cut at the field's own upper bound when the tail there is "
+        "negligible).",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> Normal:
         if self.min is not None and self.max is not None and not self.min <= self.max:
             raise ValueError(f"min must be <= max, got min={self.min}, max={self.max}")
-        if self.std == 0 and not ((self.min is None or self.min <= self.mean)
-                                  and (self.max is None or self.mean <= self.max)):
-            raise ValueError(f"with std 0 every value is the mean {self.mean}, outside "
-                             f"[min, max]")
+        if self.std == 0 and not (
+            (self.min is None or self.min <= self.mean)
+            and (self.max is None or self.mean <= self.max)
+        ):
+            raise ValueError(f"with std 0 every value is the mean {self.mean}, outside [min, max]")
         return self
 
     def _std_bounds(self) -> tuple[float, float]:
@@ -134,15 +140,22 @@ class Normal(_Dist):
 class LogNormal(_Dist):
     """Log-normal by its arithmetic mean and coefficient of variation; truncated at ``max``."""
 
-    distribution: Literal["lognormal"] = Field(description="lognormal: positive, right-skewed "
-                                               "(annual energy, trip distances).")
-    mean: float = Field(gt=0, le=LIMIT,
-                        description="Arithmetic mean before truncation (in the unit of the field).")
-    cv: float = Field(ge=0, le=100,
-                      description="Coefficient of variation (std / mean) before truncation.")
-    max: float | None = Field(None, gt=0, le=LIMIT,
-                              description="Upper truncation bound; none: cut at the field's own "
-                              "upper bound when the tail there is negligible.")
+    distribution: Literal["lognormal"] = Field(
+        description="lognormal: positive, right-skewed (annual energy, trip distances)."
+    )
+    mean: float = Field(
+        gt=0, le=LIMIT, description="Arithmetic mean before truncation (in the unit of the field)."
+    )
+    cv: float = Field(
+        ge=0, le=100, description="Coefficient of variation (std / mean) before truncation."
+    )
+    max: float | None = Field(
+        None,
+        gt=0,
+        le=LIMIT,
+        description="Upper truncation bound; none: cut at the field's own "
+        "upper bound when the tail there is negligible.",
+    )
 
     @model_validator(mode="after")
     def _max(self) -> LogNormal:
@@ -156,8 +169,9 @@ class LogNormal(_Dist):
 
     def support(self) -> tuple[float, float]:
         # strictly positive: the smallest positive float stands for the open bound 0
-        return (math.ulp(0.0) if self.cv > 0 else self.mean), (self.max if self.max is not None else
-                                                      (math.inf if self.cv > 0 else self.mean))
+        return (math.ulp(0.0) if self.cv > 0 else self.mean), (
+            self.max if self.max is not None else (math.inf if self.cv > 0 else self.mean)
+        )
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         mu, sigma = self._params()
@@ -179,19 +193,23 @@ class LogNormal(_Dist):
 
 class Choice(_Dist):
     distribution: Literal["choice"] = Field(description="choice: one of a list of values.")
-    values: list[Finite] = Field(min_length=1, max_length=100_000,
-                                 description="The values to choose from (in the unit of the "
-                                 "field).")
-    weights: list[NonNegative] | None = Field(None,
-                                              description="Relative weights of the values (need "
-                                              "not sum to 1); none: equally likely.")
+    values: list[Finite] = Field(
+        min_length=1,
+        max_length=100_000,
+        description="The values to choose from (in the unit of the field).",
+    )
+    weights: list[NonNegative] | None = Field(
+        None,
+        description="Relative weights of the values (need not sum to 1); none: equally likely.",
+    )
 
     @model_validator(mode="after")
     def _weights(self) -> Choice:
         if self.weights is not None:
             if len(self.weights) != len(self.values):
-                raise ValueError(f"weights has {len(self.weights)} entries, values has "
-                                 f"{len(self.values)}")
+                raise ValueError(
+                    f"weights has {len(self.weights)} entries, values has {len(self.values)}"
+                )
             if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
                 raise ValueError("weights must be >= 0 and sum to > 0")
         return self
@@ -234,25 +252,43 @@ def mean_value(q: Quantity) -> float:
     return float(q) if isinstance(q, (int, float)) else q.mean_value()
 
 
-def check_range(q: Quantity, *, gt: float | None = None, ge: float | None = None,
-                le: float | None = None, lt: float | None = None) -> None:
+def check_range(
+    q: Quantity,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> None:
     """Raise ValueError when a quantity can draw a value outside physical bounds."""
     lo, hi = support(q)
     what = "value" if isinstance(q, (int, float)) else "every value it can draw"
     shown_lo = lo if isinstance(q, (int, float)) else f"as low as {lo}"
     shown_hi = hi if isinstance(q, (int, float)) else f"as high as {hi}"
     if gt is not None and not lo > gt:
-        raise ValueError(f"must be > {gt:g}, got {shown_lo}" if what == "value"
-                         else f"{what} must be > {gt:g}, but it can be {shown_lo}")
+        raise ValueError(
+            f"must be > {gt:g}, got {shown_lo}"
+            if what == "value"
+            else f"{what} must be > {gt:g}, but it can be {shown_lo}"
+        )
     if ge is not None and not lo >= ge:
-        raise ValueError(f"must be >= {ge:g}, got {shown_lo}" if what == "value"
-                         else f"{what} must be >= {ge:g}, but it can be {shown_lo}")
+        raise ValueError(
+            f"must be >= {ge:g}, got {shown_lo}"
+            if what == "value"
+            else f"{what} must be >= {ge:g}, but it can be {shown_lo}"
+        )
     if le is not None and not hi <= le:
-        raise ValueError(f"must be <= {le:g}, got {shown_hi}" if what == "value"
-                         else f"{what} must be <= {le:g}, but it can be {shown_hi}")
+        raise ValueError(
+            f"must be <= {le:g}, got {shown_hi}"
+            if what == "value"
+            else f"{what} must be <= {le:g}, but it can be {shown_hi}"
+        )
     if lt is not None and not hi < lt:
-        raise ValueError(f"must be < {lt:g}, got {shown_hi}" if what == "value"
-                         else f"{what} must be < {lt:g}, but it can be {shown_hi}")
+        raise ValueError(
+            f"must be < {lt:g}, got {shown_hi}"
+            if what == "value"
+            else f"{what} must be < {lt:g}, but it can be {shown_hi}"
+        )
 
 
 TAIL_PROBABILITY = 1e-6  # an unbounded tail beyond a field's bound may hold at most this
@@ -268,8 +304,14 @@ def _upper_tail(q: Normal | LogNormal, x: float) -> float:
     return float(ndtr(-(math.log(x) - mu) / sigma))
 
 
-def bounded(q: Quantity, *, gt: float | None = None, ge: float | None = None,
-            le: float | None = None, lt: float | None = None) -> Quantity:
+def bounded(
+    q: Quantity,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Quantity:
     """:func:`check_range`, and the quantity to use.
 
     A normal or log-normal with an unbounded upper tail is truncated at the
@@ -283,8 +325,10 @@ def bounded(q: Quantity, *, gt: float | None = None, ge: float | None = None,
         cap = top if le is not None else math.nextafter(top, -math.inf)
         tail = _upper_tail(q, cap)
         if tail >= TAIL_PROBABILITY:
-            raise ValueError(f"every value it can draw must be <= {top:g}, but it draws above "
-                             f"that with probability {tail:.2g}; give 'max'")
+            raise ValueError(
+                f"every value it can draw must be <= {top:g}, but it draws above "
+                f"that with probability {tail:.2g}; give 'max'"
+            )
         q = q.model_copy(update={"max": cap})
     check_range(q, gt=gt, ge=ge, le=le, lt=lt)
     return q

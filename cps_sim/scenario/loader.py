@@ -32,6 +32,7 @@ MAX_EXPANDED_NODES = 1_000_000
 
 # ----------------------------------------------------------------------------- YAML
 
+
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that rejects duplicate keys instead of silently keeping the last."""
 
@@ -45,12 +46,16 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
             hash(key)
         except TypeError:
             raise yaml.constructor.ConstructorError(
-                None, None, "found an unhashable key", key_node.start_mark) from None
+                None, None, "found an unhashable key", key_node.start_mark
+            ) from None
         if key in seen:
             first = seen[key].start_mark
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first defined on line {first.line + 1})",
-                key_node.start_mark)
+                None,
+                None,
+                f"duplicate key {key!r} (first defined on line {first.line + 1})",
+                key_node.start_mark,
+            )
         seen[key] = key_node
     return loader.construct_mapping(node, deep=deep)
 
@@ -65,48 +70,72 @@ _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _StrictLoader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _StrictLoader.add_implicit_resolver(
-    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _StrictLoader.add_implicit_resolver(
-    _INT, re.compile(r"""^(?:[-+]?0b[0-1_]+
+    _INT,
+    re.compile(
+        r"""^(?:[-+]?0b[0-1_]+
                     |[-+]?0[0-7_]+
                     |[-+]?(?:0|[1-9][0-9_]*)
-                    |[-+]?0x[0-9a-fA-F_]+)$""", re.X), list("-+0123456789"))
+                    |[-+]?0x[0-9a-fA-F_]+)$""",
+        re.X,
+    ),
+    list("-+0123456789"),
+)
 _StrictLoader.add_implicit_resolver(
-    _FLOAT, re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    _FLOAT,
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                     |\.[0-9_]+(?:[eE][-+][0-9]+)?
                     |[-+]?\.(?:inf|Inf|INF)
-                    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+                    |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 def _decode(data: bytes, file: str | None) -> str:
     if len(data) > MAX_FILE_BYTES:
         raise ScenarioError.single(
-            file, "", f"file is {len(data):,} bytes, larger than the {MAX_FILE_BYTES:,}-byte "
+            file,
+            "",
+            f"file is {len(data):,} bytes, larger than the {MAX_FILE_BYTES:,}-byte "
             "limit for scenario files; keep large time series in an external CSV or Parquet "
-            "file and reference it by path")
+            "file and reference it by path",
+        )
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ScenarioError.single(file, "", "file is UTF-16 (byte-order mark at byte 0); "
-                                   "save it as UTF-8")
+        raise ScenarioError.single(
+            file, "", "file is UTF-16 (byte-order mark at byte 0); save it as UTF-8"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ScenarioError.single(
-            file, "", f"not valid UTF-8: byte 0x{data[exc.start]:02x} at byte offset "
-            f"{exc.start}; save the file as UTF-8", line=line) from None
+            file,
+            "",
+            f"not valid UTF-8: byte 0x{data[exc.start]:02x} at byte offset "
+            f"{exc.start}; save the file as UTF-8",
+            line=line,
+        ) from None
 
 
 def _mark_issue(file: str | None, exc: yaml.YAMLError) -> ScenarioError:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in str(problem):
-        problem = (f"{problem}; scenario files may hold only plain data (no YAML object "
-                   "tags such as !!python/object)")
+        problem = (
+            f"{problem}; scenario files may hold only plain data (no YAML object "
+            "tags such as !!python/object)"
+        )
     if "'\\t'" in str(problem) or "\t" in str(problem) or "tab" in str(problem).lower():
         problem = f"{problem} (YAML does not allow tabs for indentation; use spaces)"
     line = mark.line + 1 if mark is not None else None
@@ -129,8 +158,11 @@ def _expanded_size(root: yaml.Node | None) -> int:
         if isinstance(node, yaml.ScalarNode):
             memo[key] = 1
             continue
-        children = ([c for kv in node.value for c in kv] if isinstance(node, yaml.MappingNode)
-                    else list(node.value))
+        children = (
+            [c for kv in node.value for c in kv]
+            if isinstance(node, yaml.MappingNode)
+            else list(node.value)
+        )
         if done:
             memo[key] = 1 + sum(memo.get(id(c), 1) for c in children)
             if memo[key] > MAX_EXPANDED_NODES:
@@ -155,14 +187,22 @@ def parse_yaml(text: str, file: str | None = None) -> tuple[Any, yaml.Node | Non
                 if aliases > MAX_ALIASES:
                     m = event.start_mark
                     raise ScenarioError.single(
-                        file, "", f"more than {MAX_ALIASES} YAML aliases (*name); refusing to "
-                        "expand what may be an alias bomb", m.line + 1, m.column + 1)
+                        file,
+                        "",
+                        f"more than {MAX_ALIASES} YAML aliases (*name); refusing to "
+                        "expand what may be an alias bomb",
+                        m.line + 1,
+                        m.column + 1,
+                    )
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         size = _expanded_size(node)
         if size > MAX_EXPANDED_NODES:
             raise ScenarioError.single(
-                file, "", f"aliases would expand this document to {size:,} values (limit "
-                f"{MAX_EXPANDED_NODES:,}); refusing what looks like an alias bomb")
+                file,
+                "",
+                f"aliases would expand this document to {size:,} values (limit "
+                f"{MAX_EXPANDED_NODES:,}); refusing what looks like an alias bomb",
+            )
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise _mark_issue(file, exc) from None
@@ -184,17 +224,24 @@ def _bad_scalar(file: str | None, root: yaml.Node | None, exc: Exception) -> Sce
                 except (ValueError, OverflowError) as e:
                     m = node.start_mark
                     return ScenarioError.single(
-                        file, format_loc(loc), f"{node.value!r} is not a valid date/time ({e})",
-                        m.line + 1, m.column + 1)
+                        file,
+                        format_loc(loc),
+                        f"{node.value!r} is not a valid date/time ({e})",
+                        m.line + 1,
+                        m.column + 1,
+                    )
         elif isinstance(node, yaml.MappingNode):
-            stack.extend((v, [*loc, k.value if isinstance(k, yaml.ScalarNode) else "?"])
-                         for k, v in reversed(node.value))
+            stack.extend(
+                (v, [*loc, k.value if isinstance(k, yaml.ScalarNode) else "?"])
+                for k, v in reversed(node.value)
+            )
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((v, [*loc, i]) for i, v in reversed(list(enumerate(node.value))))
     return ScenarioError.single(file, "", f"a value cannot be read: {exc}")
 
 
 # ----------------------------------------------------------------------------- paths
+
 
 def format_loc(loc: Iterable[Any]) -> str:
     out = ""
@@ -282,8 +329,12 @@ def _message(err: Mapping[str, Any], model: type[BaseModel], loc: Sequence[Any])
     if kind == "missing":
         return "required field is missing"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
-              "less_than_equal": "<="}[kind]
+        op = {
+            "greater_than": ">",
+            "greater_than_equal": ">=",
+            "less_than": "<",
+            "less_than_equal": "<=",
+        }[kind]
         bound = next(iter(ctx.values())) if ctx else "?"
         if isinstance(bound, float):
             bound = f"{bound:g}"
@@ -293,8 +344,9 @@ def _message(err: Mapping[str, Any], model: type[BaseModel], loc: Sequence[Any])
     if kind == "value_error":
         return str(ctx.get("error", err.get("msg", "")))
     if kind == "union_tag_invalid":
-        return (f"unknown distribution {ctx.get('tag')!r}; expected one of "
-                f"{ctx.get('expected_tags')}")
+        return (
+            f"unknown distribution {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+        )
     msg = str(err.get("msg", "invalid value"))
     if got is not None and not isinstance(got, (dict, list)):
         msg += f", got {got!r}"
@@ -305,17 +357,19 @@ def _clean_loc(loc: Sequence[Any]) -> list[Any]:
     """Drop pydantic's union-branch labels (``float``, ``uniform``) from a location."""
     out: list[Any] = []
     for part in loc:
-        if isinstance(part, str) and (part in ("float", "int", "bool", "str") or
-                                      part.startswith(("function-", "constrained-",
-                                                       "tagged-union[")) or
-                                      part in ("uniform", "normal", "lognormal", "choice")):
+        if isinstance(part, str) and (
+            part in ("float", "int", "bool", "str")
+            or part.startswith(("function-", "constrained-", "tagged-union["))
+            or part in ("uniform", "normal", "lognormal", "choice")
+        ):
             continue
         out.append(part)
     return out
 
 
-def validation_issues(exc: ValidationError, model: type[BaseModel],
-                      root: yaml.Node | None) -> list[Issue]:
+def validation_issues(
+    exc: ValidationError, model: type[BaseModel], root: yaml.Node | None
+) -> list[Issue]:
     """Turn a pydantic ValidationError into one Issue per distinct problem."""
     issues: list[Issue] = []
     seen: set[tuple[str, str]] = set()
@@ -329,12 +383,21 @@ def validation_issues(exc: ValidationError, model: type[BaseModel],
     for path, errs in by_path.items():
         structural = ("model_attributes_type", "dict_type", "model_type")
         preferred = [e for e in errs if e.get("type") not in structural]
-        if (len(errs) > 1 and len(preferred) == 1
-                and preferred[0].get("type") in ("float_parsing", "float_type")):
+        if (
+            len(errs) > 1
+            and len(preferred) == 1
+            and preferred[0].get("type") in ("float_parsing", "float_type")
+        ):
             # 'float | distribution' both failed: say what the field accepts.
-            chosen = [{"type": "custom", "loc": errs[0]["loc"], "input": errs[0].get("input"),
-                       "msg": "expected a number or a distribution mapping such as "
-                              "{distribution: uniform, low: 3, high: 6}"}]
+            chosen = [
+                {
+                    "type": "custom",
+                    "loc": errs[0]["loc"],
+                    "input": errs[0].get("input"),
+                    "msg": "expected a number or a distribution mapping such as "
+                    "{distribution: uniform, low: 3, high: 6}",
+                }
+            ]
         else:
             chosen = preferred or errs[:1]
         for err in chosen:
@@ -353,6 +416,7 @@ def validation_issues(exc: ValidationError, model: type[BaseModel],
 
 
 # ----------------------------------------------------------------------------- overrides
+
 
 def _parse_path(path: str) -> list[str | int]:
     parts: list[str | int] = []
@@ -381,29 +445,40 @@ def apply_overrides(data: Any, overrides: Iterable[str], file: str | None = None
         except ValueError as exc:
             raise ScenarioError.single(file, path_s, f"--set: {exc}") from None
         except ScenarioError as exc:
-            raise ScenarioError.single(file, path_s, "--set: " + "; ".join(
-                i.message for i in exc.issues)) from None
+            raise ScenarioError.single(
+                file, path_s, "--set: " + "; ".join(i.message for i in exc.issues)
+            ) from None
         set_path(data, path, value, file, path_s.strip())
     return data
 
 
-def set_path(data: Any, path: Sequence[str | int], value: Any, file: str | None = None,
-             shown: str | None = None) -> None:
+def set_path(
+    data: Any,
+    path: Sequence[str | int],
+    value: Any,
+    file: str | None = None,
+    shown: str | None = None,
+) -> None:
     shown = shown or format_loc(path)
     cur = data
     for i, part in enumerate(path):
         last = i == len(path) - 1
         if isinstance(cur, list):
             if not isinstance(part, int) or not -len(cur) <= part < len(cur):
-                raise ScenarioError.single(file, shown, f"no list item {part!r} at "
-                                           f"{format_loc(path[:i]) or '<root>'} "
-                                           f"(it has {len(cur)} items)")
+                raise ScenarioError.single(
+                    file,
+                    shown,
+                    f"no list item {part!r} at "
+                    f"{format_loc(path[:i]) or '<root>'} "
+                    f"(it has {len(cur)} items)",
+                )
         elif isinstance(cur, dict):
             if not last and part not in cur:
                 cur[part] = {}
         else:
-            raise ScenarioError.single(file, shown, f"{format_loc(path[:i])} is not a mapping "
-                                       "or list")
+            raise ScenarioError.single(
+                file, shown, f"{format_loc(path[:i])} is not a mapping or list"
+            )
         if last:
             cur[part] = value
         else:
@@ -412,16 +487,23 @@ def set_path(data: Any, path: Sequence[str | int], value: Any, file: str | None 
 
 # ----------------------------------------------------------------------------- scenarios
 
-def load_scenario_text(text: str, file: str | None = None, overrides: Iterable[str] = (),
-                       model: type[BaseModel] | None = None, base_dir: Path | None = None):
+
+def load_scenario_text(
+    text: str,
+    file: str | None = None,
+    overrides: Iterable[str] = (),
+    model: type[BaseModel] | None = None,
+    base_dir: Path | None = None,
+):
     """Validate scenario YAML text (see :func:`load_scenario`)."""
     from cps_sim.scenario.schema import Scenario
 
     model = model or Scenario
     data, root = parse_yaml(text, file)
     if not isinstance(data, dict):
-        raise ScenarioError.single(file, "", "top level must be a mapping of scenario fields, "
-                                   f"got {type(data).__name__}")
+        raise ScenarioError.single(
+            file, "", f"top level must be a mapping of scenario fields, got {type(data).__name__}"
+        )
     data = apply_overrides(data, overrides, file)
     result = validate_data(data, model, file, root)
     if hasattr(result, "sites"):  # a scenario: its cross-references (scenario/references.py)
@@ -434,9 +516,14 @@ def load_scenario_text(text: str, file: str | None = None, overrides: Iterable[s
             issues = []
             for loc, msg in refs:
                 node = _node_at(root, list(loc))
-                issues.append(Issue(format_loc(loc), msg,
-                                    node.start_mark.line + 1 if node else None,
-                                    node.start_mark.column + 1 if node else None))
+                issues.append(
+                    Issue(
+                        format_loc(loc),
+                        msg,
+                        node.start_mark.line + 1 if node else None,
+                        node.start_mark.column + 1 if node else None,
+                    )
+                )
             raise ScenarioError(file, issues)
     return result
 
@@ -448,13 +535,20 @@ def kind_issue_list(data: Any, model: type[BaseModel], root: yaml.Node | None) -
     out = []
     for loc, msg in check(data, model):
         node = _node_at(root, list(loc))
-        out.append(Issue(format_loc(loc), msg, node.start_mark.line + 1 if node else None,
-                         node.start_mark.column + 1 if node else None))
+        out.append(
+            Issue(
+                format_loc(loc),
+                msg,
+                node.start_mark.line + 1 if node else None,
+                node.start_mark.column + 1 if node else None,
+            )
+        )
     return out
 
 
-def validate_data(data: Any, model: type[BaseModel], file: str | None = None,
-                  root: yaml.Node | None = None):
+def validate_data(
+    data: Any, model: type[BaseModel], file: str | None = None, root: yaml.Node | None = None
+):
     """Validate raw data into ``model``; every problem (kinds first) as one ScenarioError."""
     kinds = kind_issue_list(data, model, root)
     try:
@@ -471,8 +565,9 @@ def validate_data(data: Any, model: type[BaseModel], file: str | None = None,
     return result
 
 
-def load_scenario(path: str | Path, overrides: Iterable[str] = (),
-                  model: type[BaseModel] | None = None):
+def load_scenario(
+    path: str | Path, overrides: Iterable[str] = (), model: type[BaseModel] | None = None
+):
     """Read, check and validate a scenario file into a frozen :class:`Scenario`.
 
     Raises
@@ -494,14 +589,22 @@ def load_scenario(path: str | Path, overrides: Iterable[str] = (),
     if len(data) > MAX_FILE_BYTES:
         size = p.stat().st_size
         raise ScenarioError.single(
-            shown, "", f"file is {size:,} bytes, larger than the {MAX_FILE_BYTES:,}-byte limit "
+            shown,
+            "",
+            f"file is {size:,} bytes, larger than the {MAX_FILE_BYTES:,}-byte limit "
             "for scenario files; keep large time series in an external CSV or Parquet file "
-            "and reference it by path")
+            "and reference it by path",
+        )
     return load_scenario_text(_decode(data, shown), shown, overrides, model)
 
 
-def resolve_data_path(ref: str, base_dir: Path, allowed_roots: Sequence[Path] = (),
-                      file: str | None = None, field: str = "") -> Path:
+def resolve_data_path(
+    ref: str,
+    base_dir: Path,
+    allowed_roots: Sequence[Path] = (),
+    file: str | None = None,
+    field: str = "",
+) -> Path:
     """Resolve a file referenced from a scenario; it must stay inside an allowed root.
 
     Relative references are taken from ``base_dir`` (the scenario's folder),
@@ -516,8 +619,11 @@ def resolve_data_path(ref: str, base_dir: Path, allowed_roots: Sequence[Path] = 
     roots = [base_dir.resolve(), *(r.resolve() for r in allowed_roots)]
     if not any(resolved == r or r in resolved.parents for r in roots):
         raise ScenarioError.single(
-            file, field, f"{ref!r} resolves to {resolved}, outside the scenario folder and the "
-            "allowed data folders; copy the file next to the scenario")
+            file,
+            field,
+            f"{ref!r} resolves to {resolved}, outside the scenario folder and the "
+            "allowed data folders; copy the file next to the scenario",
+        )
     if not resolved.is_file():
         raise ScenarioError.single(file, field, f"{ref!r}: file not found ({resolved})")
     return resolved

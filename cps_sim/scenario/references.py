@@ -67,13 +67,22 @@ def reference_issues(scenario: Any, base_dir: Path | None) -> list[tuple[Loc, st
             unknown(("ems", key), key)
         for m in [key, *(getattr(ems, "member_groups", None) or [])]:
             if m in owner_of:
-                out.append((("ems", key), f"site group {m!r} belongs to two EMS "
-                            f"({owner_of[m]!r} and {key!r})"))
+                out.append(
+                    (
+                        ("ems", key),
+                        f"site group {m!r} belongs to two EMS ({owner_of[m]!r} and {key!r})",
+                    )
+                )
             owner_of[m] = key
             if m in counts and scenario.control.for_group(m).ev_strategy is not None:
-                out.append((("ems", key), f"site group {m!r} also has control.ev_strategy "
-                            "set; the EMS delegates EV decisions itself (give ev_strategy in "
-                            "the EMS entry instead)"))
+                out.append(
+                    (
+                        ("ems", key),
+                        f"site group {m!r} also has control.ev_strategy "
+                        "set; the EMS delegates EV decisions itself (give ev_strategy in "
+                        "the EMS entry instead)",
+                    )
+                )
     for loc, _owner, name, value in _walk(scenario, ()):
         here = (*loc, name)
         if name in GROUP_FIELDS and value is not None:
@@ -94,11 +103,19 @@ def reference_issues(scenario: Any, base_dir: Path | None) -> list[tuple[Loc, st
             if not p.is_file():
                 out.append((here, f"{value!r}: file not found ({p})"))
     vpp = getattr(scenario, "vpp", None)
-    if vpp is not None and getattr(vpp, "absorb_system_curtailment", None) is not None \
-            and getattr(scenario, "system", None) is None:
-        out.append((("vpp", "absorb_system_curtailment"), "absorbs the system layer's "
-                    "curtailment, but the scenario has no system: block (add one, or remove "
-                    "absorb_system_curtailment)"))
+    if (
+        vpp is not None
+        and getattr(vpp, "absorb_system_curtailment", None) is not None
+        and getattr(scenario, "system", None) is None
+    ):
+        out.append(
+            (
+                ("vpp", "absorb_system_curtailment"),
+                "absorbs the system layer's "
+                "curtailment, but the scenario has no system: block (add one, or remove "
+                "absorb_system_curtailment)",
+            )
+        )
     out += _vpp_strategy_issues(scenario)
     out += _catalog_issues(scenario)
     out += _meter_issues(scenario)
@@ -118,9 +135,14 @@ def _vpp_strategy_issues(scenario: Any) -> list[tuple[Loc, str]]:
             continue
         strategy = scenario.control.for_group(name).ev_strategy
         if strategy is not None:
-            out.append((("vpp", "groups", i), f"group {name!r} already has the EV strategy "
-                        f"{strategy!r} under control:; two controllers cannot drive one group "
-                        "— remove it there and set vpp.base_strategy instead"))
+            out.append(
+                (
+                    ("vpp", "groups", i),
+                    f"group {name!r} already has the EV strategy "
+                    f"{strategy!r} under control:; two controllers cannot drive one group "
+                    "— remove it there and set vpp.base_strategy instead",
+                )
+            )
     return out
 
 
@@ -137,25 +159,44 @@ def _meter_issues(scenario: Any) -> list[tuple[Loc, str]]:
             continue
         metered.add(g.name)
         if 1800.0 % tick != 0.0:
-            out.append((("sites", i, "smart_meter"), f"the meter's registers are fixed every "
-                        f"30 minutes, which must be tick ends: tick_s must divide 1800 s, got "
-                        f"{tick:g}"))
+            out.append(
+                (
+                    ("sites", i, "smart_meter"),
+                    f"the meter's registers are fixed every "
+                    f"30 minutes, which must be tick ends: tick_s must divide 1800 s, got "
+                    f"{tick:g}",
+                )
+            )
             continue
         start = scenario.start.astimezone(_zone(scenario.timezone))
         s_of_day = start.hour * 3600 + start.minute * 60 + start.second + start.microsecond * 1e-6
         if s_of_day % tick != 0.0:
-            out.append((("sites", i, "smart_meter"), f"ticks must end on local 30-minute "
-                        f"boundaries: the start {start.isoformat()} ({scenario.timezone}) is not "
-                        f"a whole number of ticks of {tick:g} s after local midnight"))
+            out.append(
+                (
+                    ("sites", i, "smart_meter"),
+                    f"ticks must end on local 30-minute "
+                    f"boundaries: the start {start.isoformat()} ({scenario.timezone}) is not "
+                    f"a whole number of ticks of {tick:g} s after local midnight",
+                )
+            )
     for key, ems in (getattr(scenario, "ems", {}) or {}).items():
         if getattr(ems, "observe", "truth") != "meter":
             continue
         if key not in metered:
-            out.append((("ems", key, "observe"), f"observe: meter needs a smart meter on site "
-                        f"group {key!r} (sites[].smart_meter)"))
+            out.append(
+                (
+                    ("ems", key, "observe"),
+                    f"observe: meter needs a smart meter on site "
+                    f"group {key!r} (sites[].smart_meter)",
+                )
+            )
         if getattr(ems, "battery_mode", "rule") != "rule":
-            out.append((("ems", key, "observe"), "observe: meter works with battery_mode: rule "
-                        f"only, got {ems.battery_mode!r}"))
+            out.append(
+                (
+                    ("ems", key, "observe"),
+                    f"observe: meter works with battery_mode: rule only, got {ems.battery_mode!r}",
+                )
+            )
     return out
 
 
@@ -166,8 +207,9 @@ def _zone(name: str):
 
 
 def _catalog_issues(scenario: Any) -> list[tuple[Loc, str]]:
-    wanted = [(i, g.ev.models) for i, g in enumerate(scenario.sites)
-              if g.ev is not None and g.ev.models]
+    wanted = [
+        (i, g.ev.models) for i, g in enumerate(scenario.sites) if g.ev is not None and g.ev.models
+    ]
     if not wanted:
         return []
     from cps_sim.core.errors import CpsSimError
@@ -181,7 +223,11 @@ def _catalog_issues(scenario: Any) -> list[tuple[Loc, str]]:
     for i, models in wanted:
         for name in models:
             if name not in catalog:
-                out.append((("sites", i, "ev", "models", name),
-                            f"unknown vehicle class {name!r}; the catalog (devices/ev) has: "
-                            f"{', '.join(sorted(catalog))}"))
+                out.append(
+                    (
+                        ("sites", i, "ev", "models", name),
+                        f"unknown vehicle class {name!r}; the catalog (devices/ev) has: "
+                        f"{', '.join(sorted(catalog))}",
+                    )
+                )
     return out

@@ -219,8 +219,10 @@ def field_annotations(model: type[BaseModel]) -> dict[str, tuple[str, Any]]:
         hints = typing.get_type_hints(model, include_extras=True)
     except (NameError, TypeError):
         hints = {}
-    return {name: (field.alias or name, hints.get(name, field.annotation))
-            for name, field in model.model_fields.items()}
+    return {
+        name: (field.alias or name, hints.get(name, field.annotation))
+        for name, field in model.model_fields.items()
+    }
 
 
 def model_issues(value: Any, model: type[BaseModel], loc: Loc = ()) -> list[tuple[Loc, str]]:

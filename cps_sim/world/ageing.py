@@ -44,8 +44,9 @@ class BatteryAgeing:
         sub = _subset(spec, i)
         e = group.battery_energy_wh[i]
         soc = e / np.maximum(sub.capacity_wh, 1e-9)
-        new_sub, self.state, e_end, stranded = ag.age(sub, self.params, self.state, e,
-                                                      elapsed_s, d_efc, soc, temperature_c)
+        new_sub, self.state, e_end, stranded = ag.age(
+            sub, self.params, self.state, e, elapsed_s, d_efc, soc, temperature_c
+        )
         cap = spec.capacity_wh.copy()
         cap[i] = new_sub.capacity_wh
         group.battery = replace(spec, capacity_wh=cap)  # a new spec, never written into
@@ -59,7 +60,15 @@ class BatteryAgeing:
 
 
 def _subset(spec: bat.BatterySpec, idx: np.ndarray) -> bat.BatterySpec:
-    names = ("capacity_wh", "max_charge_power_w", "max_discharge_power_w", "charge_efficiency",
-             "discharge_efficiency", "soc_min", "soc_max", "taper_soc",
-             "self_discharge_per_month")
+    names = (
+        "capacity_wh",
+        "max_charge_power_w",
+        "max_discharge_power_w",
+        "charge_efficiency",
+        "discharge_efficiency",
+        "soc_min",
+        "soc_max",
+        "taper_soc",
+        "self_discharge_per_month",
+    )
     return bat.BatterySpec(**{k: getattr(spec, k)[idx] for k in names})

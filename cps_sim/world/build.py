@@ -32,8 +32,9 @@ def _has(rng: RngStreams, stream: str, n: int, share: float) -> np.ndarray:
     return rng.generator(stream).random(n) < share
 
 
-def _catalog_fleet(e, m: int, rng: RngStreams, stream: str, cap, charger, cons, v2x, eff,
-                   taper, path: str):
+def _catalog_fleet(
+    e, m: int, rng: RngStreams, stream: str, cap, charger, cons, v2x, eff, taper, path: str
+):
     """Per-vehicle parameters from a fleet mix of catalog classes (devices/ev)."""
     from cps_sim.core.errors import ScenarioError
     from cps_sim.models.ev_physics import load_catalog
@@ -42,8 +43,11 @@ def _catalog_fleet(e, m: int, rng: RngStreams, stream: str, cap, charger, cons, 
     names = list(e.models)
     unknown = [n for n in names if n not in catalog]
     if unknown:
-        raise ScenarioError.single(None, f"{path}.ev.models", f"unknown vehicle class "
-                                   f"{unknown[0]!r}; the catalog has: {', '.join(sorted(catalog))}")
+        raise ScenarioError.single(
+            None,
+            f"{path}.ev.models",
+            f"unknown vehicle class {unknown[0]!r}; the catalog has: {', '.join(sorted(catalog))}",
+        )
     w = np.asarray([e.models[n] for n in names], dtype=float)
     pick = rng.generator(f"{stream}/model").choice(len(names), size=m, p=w / w.sum())
     given = e.model_fields_set
@@ -57,8 +61,11 @@ def _catalog_fleet(e, m: int, rng: RngStreams, stream: str, cap, charger, cons, 
         cons = col("consumption_kwh_per_100km", 10.0)
     charger = np.minimum(charger, col("ac_max_kw", 1000.0))
     if "v2x_kw" not in given:
-        v2x = np.where(np.asarray([catalog[n].v2x != "none" for n in names])[pick],
-                       col("v2x_max_kw", 1000.0), 0.0)
+        v2x = np.where(
+            np.asarray([catalog[n].v2x != "none" for n in names])[pick],
+            col("v2x_max_kw", 1000.0),
+            0.0,
+        )
     if "charge_efficiency" not in given:
         eff = col("charge_efficiency", 1.0)
     if e.taper_soc is None:
@@ -68,9 +75,16 @@ def _catalog_fleet(e, m: int, rng: RngStreams, stream: str, cap, charger, cons, 
     return cap, charger, cons, v2x, eff, taper, line
 
 
-def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: RngStreams,
-                scenario: Scenario, weather: RunWeather, path: str = "sites[0]",
-                sessions=None) -> SiteGroup:
+def build_group(
+    spec: SiteGroupSpec,
+    site_offset: int,
+    ev_id_offset: int,
+    rng: RngStreams,
+    scenario: Scenario,
+    weather: RunWeather,
+    path: str = "sites[0]",
+    sessions=None,
+) -> SiteGroup:
     n = spec.count
     base = f"sites/{spec.name}"
     # PV (dense per site; 0 W where none): capacity × a unit profile per orientation
@@ -83,23 +97,32 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
         pv_cap = np.where(has_pv, cap, 0.0)
         if pv.model == "simple":
             # foundation model per W of DC capacity (clipping applied per site below)
-            unit = solar.simple_ac_power_w(1.0, weather.ghi_w_m2, pv.performance_ratio,
-                                       np.inf)[:, None]
+            unit = solar.simple_ac_power_w(1.0, weather.ghi_w_m2, pv.performance_ratio, np.inf)[
+                :, None
+            ]
             if pv.inverter_kw:
                 ac[:] = pv.inverter_kw * 1000.0
         else:
             tilt = np.round(sample(pv.tilt_deg, rng.generator(f"{base}/pv/tilt_deg"), n) / 5) * 5
-            az = np.mod(np.round(sample(pv.azimuth_deg, rng.generator(f"{base}/pv/azimuth_deg"),
-                                        n) / 15) * 15, 360)
+            az = np.mod(
+                np.round(sample(pv.azimuth_deg, rng.generator(f"{base}/pv/azimuth_deg"), n) / 15)
+                * 15,
+                360,
+            )
             keys = tilt * 1000.0 + az
             keys[~has_pv] = -1.0
             uniq, pv_orient = np.unique(keys, return_inverse=True)
             real = uniq >= 0
             unit = np.zeros((len(weather.ghi_w_m2), uniq.size))
             if real.any():
-                unit[:, real] = pv_unit_profiles(weather, scenario, uniq[real] // 1000.0,
-                                                 np.mod(uniq[real], 1000.0), pv.dc_ac_ratio,
-                                                 pv.losses_percent)
+                unit[:, real] = pv_unit_profiles(
+                    weather,
+                    scenario,
+                    uniq[real] // 1000.0,
+                    np.mod(uniq[real], 1000.0),
+                    pv.dc_ac_ratio,
+                    pv.losses_percent,
+                )
     else:
         pv_cap = np.zeros(n)
         unit = np.zeros((len(weather.ghi_w_m2), 1))
@@ -107,14 +130,25 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
     b = spec.battery
     if b is not None:
         has_b = _has(rng, f"{base}/battery/has", n, b.share)
-        cap_wh = np.where(has_b, sample(b.capacity_kwh, rng.generator(
-            f"{base}/battery/capacity_kwh"), n) * 1000.0, 0.0)
-        p_w = np.where(has_b, sample(b.power_kw, rng.generator(f"{base}/battery/power_kw"), n)
-                       * 1000.0, 0.0)
-        spec_b = bat.make_spec(cap_wh, p_w, n=n, charge_efficiency=b.charge_efficiency,
-                               discharge_efficiency=b.discharge_efficiency, soc_min=b.soc_min,
-                               soc_max=b.soc_max, taper_soc=b.taper_soc,
-                               self_discharge_per_month=b.self_discharge_per_month)
+        cap_wh = np.where(
+            has_b,
+            sample(b.capacity_kwh, rng.generator(f"{base}/battery/capacity_kwh"), n) * 1000.0,
+            0.0,
+        )
+        p_w = np.where(
+            has_b, sample(b.power_kw, rng.generator(f"{base}/battery/power_kw"), n) * 1000.0, 0.0
+        )
+        spec_b = bat.make_spec(
+            cap_wh,
+            p_w,
+            n=n,
+            charge_efficiency=b.charge_efficiency,
+            discharge_efficiency=b.discharge_efficiency,
+            soc_min=b.soc_min,
+            soc_max=b.soc_max,
+            taper_soc=b.taper_soc,
+            self_discharge_per_month=b.self_discharge_per_month,
+        )
         soc0 = sample(b.initial_soc, rng.generator(f"{base}/battery/initial_soc"), n)
         e0 = cap_wh * np.clip(soc0, b.soc_min, b.soc_max)
         control = b.control
@@ -138,27 +172,37 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
         m = ev_site.size
         cap = sample(e.capacity_kwh, rng.generator(f"{base}/ev/capacity_kwh"), m) * 1000.0
         charger = sample(e.charger_kw, rng.generator(f"{base}/ev/charger_kw"), m) * 1000.0
-        cons = sample(e.consumption_kwh_per_100km, rng.generator(f"{base}/ev/consumption"),
-                      m) * 10.0
+        cons = (
+            sample(e.consumption_kwh_per_100km, rng.generator(f"{base}/ev/consumption"), m) * 10.0
+        )
         v2x = sample(e.v2x_kw, rng.generator(f"{base}/ev/v2x_kw"), m) * 1000.0
         eff = np.full(m, e.charge_efficiency)
         taper = np.full(m, e.taper_soc if e.taper_soc is not None else 1.0)
         line = charger  # without a catalog class the taper line runs through the charger
         if e.models:
             cap, charger, cons, v2x, eff, taper, line = _catalog_fleet(
-                e, m, rng, f"{base}/ev", cap, charger, cons, v2x, eff, taper, path)
+                e, m, rng, f"{base}/ev", cap, charger, cons, v2x, eff, taper, path
+            )
         evs = EvPopulation(
-            site=ev_site, capacity_wh=cap,
-            energy_wh=cap * np.minimum(
-                sample(e.initial_soc, rng.generator(f"{base}/ev/initial_soc"), m), e.soc_max),
-            charger_w=charger, efficiency=eff,
-            energy_max_wh=cap * e.soc_max, target_wh=cap * e.departure_soc_target,
+            site=ev_site,
+            capacity_wh=cap,
+            energy_wh=cap
+            * np.minimum(
+                sample(e.initial_soc, rng.generator(f"{base}/ev/initial_soc"), m), e.soc_max
+            ),
+            charger_w=charger,
+            efficiency=eff,
+            energy_max_wh=cap * e.soc_max,
+            target_wh=cap * e.departure_soc_target,
             consumption_wh_per_km=cons,
             plugged=np.ones(m, dtype=bool),  # at home; place_at_start sends some away
             away_until_s=np.full(m, -np.inf),
             ids=np.arange(ev_id_offset, ev_id_offset + m, dtype=np.int64),
-            v2x_w=v2x, energy_min_wh=cap * e.v2x_soc_min, taper_soc=taper,
-            taper_line_w=np.maximum(line, charger))
+            v2x_w=v2x,
+            energy_min_wh=cap * e.v2x_soc_min,
+            taper_soc=taper,
+            taper_line_w=np.maximum(line, charger),
+        )
     pops: list[Population] = [
         SiteInputs(n, pv_cap, pv_orient, unit, ac),
         BatteryPopulation(spec_b, e0, control),
@@ -166,8 +210,9 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
     if evs is not None:
         pops.append(evs)
     # every other registered population builds itself from the scenario
-    ctx = BuildContext(spec=spec, n=n, stream=base, rng=rng, scenario=scenario,
-                       weather=weather, path=path)
+    ctx = BuildContext(
+        spec=spec, n=n, stream=base, rng=rng, scenario=scenario, weather=weather, path=path
+    )
     for cls in REGISTRY:
         if cls in (SiteInputs, BatteryPopulation, EvPopulation):
             continue
@@ -176,10 +221,15 @@ def build_group(spec: SiteGroupSpec, site_offset: int, ev_id_offset: int, rng: R
             pops.append(pop)
     g = spec.grid
     group = SiteGroup(
-        spec.name, n, site_offset, pops,
+        spec.name,
+        n,
+        site_offset,
+        pops,
         import_limit_w=np.full(n, g.import_limit_kw * 1000.0 if g.import_limit_kw else np.inf),
-        export_limit_w=np.full(n, g.export_limit_kw * 1000.0
-                               if g.export_limit_kw is not None else np.inf))
+        export_limit_w=np.full(
+            n, g.export_limit_kw * 1000.0 if g.export_limit_kw is not None else np.inf
+        ),
+    )
     if session_events is not None:
         group.schedule(*session_events)
     return group
@@ -192,13 +242,15 @@ def _sessions(spec: SiteGroupSpec, scenario: Scenario, base_dir: Path | None, pa
     from cps_sim.data.ev_sessions import clip_to_run, read_sessions
     from cps_sim.scenario.loader import resolve_data_path
 
-    f = resolve_data_path(spec.ev.sessions.csv, base_dir or Path.cwd(),
-                          field=f"{path}.ev.sessions.csv")
+    f = resolve_data_path(
+        spec.ev.sessions.csv, base_dir or Path.cwd(), field=f"{path}.ev.sessions.csv"
+    )
     return clip_to_run(read_sessions(f, scenario.start, scenario.timezone), scenario.duration_s)
 
 
-def _measured_load(spec: SiteGroupSpec, scenario: Scenario, clock: Clock,
-                   base_dir: Path | None, path: str) -> dict:
+def _measured_load(
+    spec: SiteGroupSpec, scenario: Scenario, clock: Clock, base_dir: Path | None, path: str
+) -> dict:
     """``load.profile: csv``: the measured shape per tick (W per kWh/a), else nothing."""
     load = spec.load
     if load.profile != "csv":
@@ -206,16 +258,22 @@ def _measured_load(spec: SiteGroupSpec, scenario: Scenario, clock: Clock,
     from cps_sim.data.load_profiles import profile_w_per_kwh, read_load_profiles
     from cps_sim.scenario.loader import resolve_data_path
 
-    f = resolve_data_path(load.profile_csv or "", base_dir or Path.cwd(),
-                          field=f"{path}.load.profile_csv")
+    f = resolve_data_path(
+        load.profile_csv or "", base_dir or Path.cwd(), field=f"{path}.load.profile_csv"
+    )
     df = read_load_profiles(f, scenario.timezone, load.profile_unit)
     ticks = clock.index(np.arange(scenario.n_ticks) * scenario.tick_s)
-    return {"series_w_per_kwh": profile_w_per_kwh(df, load.profile_column, ticks,
-                                                  scenario.tick_s)}
+    return {"series_w_per_kwh": profile_w_per_kwh(df, load.profile_column, ticks, scenario.tick_s)}
 
 
-def _place_evs_at_start(group: SiteGroup, spec: SiteGroupSpec, scenario: Scenario,
-                        clock: Clock, rng: RngStreams, weather: RunWeather) -> int:
+def _place_evs_at_start(
+    group: SiteGroup,
+    spec: SiteGroupSpec,
+    scenario: Scenario,
+    clock: Clock,
+    rng: RngStreams,
+    weather: RunWeather,
+) -> int:
     """Vehicles away at the start per their trips of the days begun before it
     (:func:`cps_sim.world.trips.place_at_start`): the day before the start's local day,
     and the start's own day when the start is not a local midnight."""
@@ -238,8 +296,14 @@ def _place_evs_at_start(group: SiteGroup, spec: SiteGroupSpec, scenario: Scenari
         k = np.clip((np.asarray(t_s) // tick_s).astype(np.int64), 0, len(temp) - 1)
         return temp[k]
 
-    return place_at_start(group, trips, days, rng, f"sites/{spec.name}/ev/trips",
-                          temp_at if e.temperature_dependent_consumption else None)
+    return place_at_start(
+        group,
+        trips,
+        days,
+        rng,
+        f"sites/{spec.name}/ev/trips",
+        temp_at if e.temperature_dependent_consumption else None,
+    )
 
 
 def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
@@ -257,10 +321,13 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
         try:
             world = build_world(scenario.with_warmup(), base_dir)
         except ScenarioError as exc:  # e.g. a data file that does not cover the warm-up
-            hint = (f" (warmup_days: {scenario.warmup_days} runs from {first.isoformat()}; "
-                    "data files must cover the warm-up too, or set warmup_days: 0)")
-            raise ScenarioError(exc.file, [replace(i, message=i.message + hint)
-                                           for i in exc.issues]) from None
+            hint = (
+                f" (warmup_days: {scenario.warmup_days} runs from {first.isoformat()}; "
+                "data files must cover the warm-up too, or set warmup_days: 0)"
+            )
+            raise ScenarioError(
+                exc.file, [replace(i, message=i.message + hint) for i in exc.issues]
+            ) from None
         world.warmup_ticks = round(scenario.warmup_days * SECONDS_PER_DAY / scenario.tick_s)
         return world
     clock = Clock(scenario.start, scenario.timezone)
@@ -272,20 +339,45 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
     ev_offset = 0
     for spec in scenario.sites:
         path = f"sites[{len(bindings)}]"
-        group = build_group(spec, site_offset, ev_offset, rng, scenario, weather, path,
-                            _sessions(spec, scenario, base_dir, path))
+        group = build_group(
+            spec,
+            site_offset,
+            ev_offset,
+            rng,
+            scenario,
+            weather,
+            path,
+            _sessions(spec, scenario, base_dir, path),
+        )
         n = spec.count
         base = f"sites/{spec.name}"
-        annual_wh = sample(spec.load.annual_kwh, rng.generator(f"{base}/load/annual_kwh"), n) \
-            * 1000.0
-        shift_min = np.round(rng.generator(f"{base}/load/shift").uniform(
-            -spec.load.shift_max_s, spec.load.shift_max_s, n) / 60.0)
-        loads = LoadBlocks(clock, scenario.tick_s, ticks_per_day, annual_wh, spec.load.profile,
-                           shift_min, spec.load.noise_cv, scenario.holidays, rng, f"{base}/load",
-                           scenario.n_ticks, {"shifts": spec.load.factory_shifts,
-                                              "annual_growth_rate": spec.load.annual_growth_rate,
-                                              **_measured_load(spec, scenario, clock, base_dir,
-                                                               path)})
+        annual_wh = (
+            sample(spec.load.annual_kwh, rng.generator(f"{base}/load/annual_kwh"), n) * 1000.0
+        )
+        shift_min = np.round(
+            rng.generator(f"{base}/load/shift").uniform(
+                -spec.load.shift_max_s, spec.load.shift_max_s, n
+            )
+            / 60.0
+        )
+        loads = LoadBlocks(
+            clock,
+            scenario.tick_s,
+            ticks_per_day,
+            annual_wh,
+            spec.load.profile,
+            shift_min,
+            spec.load.noise_cv,
+            scenario.holidays,
+            rng,
+            f"{base}/load",
+            scenario.n_ticks,
+            {
+                "shifts": spec.load.factory_shifts,
+                "annual_growth_rate": spec.load.annual_growth_rate,
+                **_measured_load(spec, scenario, clock, base_dir, path),
+            },
+        )
         if group.evs is not None and group.evs.n and spec.ev.sessions is None:
             _place_evs_at_start(group, spec, scenario, clock, rng, weather)
         if spec.battery is not None and spec.battery.ageing:
@@ -298,7 +390,8 @@ def build_world(scenario: Scenario, base_dir: Path | None = None) -> World:
     world = World(scenario, clock, rng, bindings, weather)
     world.base_dir = base_dir  # data files of hooks (system demand from a TSO file)
     world.import_price_jpy_per_kwh, world.export_price_jpy_per_kwh = tick_prices(
-        scenario, clock, base_dir)
+        scenario, clock, base_dir
+    )
     world.carbon_price_jpy_per_t = tick_carbon_prices(scenario, clock)
     if scenario.system is not None:
         from cps_sim.grid.system import build_system

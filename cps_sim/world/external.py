@@ -51,8 +51,12 @@ KINDS = ("ev", "battery", "pv", "load")
 # which control setpoint key reaches a member of each kind (None: not controllable)
 SETPOINT_KEY = {"ev": "ev_setpoint_w", "battery": "battery_setpoint_w", "pv": None, "load": None}
 # the keys that change a member's setpoint or mode
-SETPOINT_KEYS_OF = {"ev": ("ev_setpoint_w",), "battery": ("battery_setpoint_w", "battery_mode"),
-                    "pv": (), "load": ()}
+SETPOINT_KEYS_OF = {
+    "ev": ("ev_setpoint_w",),
+    "battery": ("battery_setpoint_w", "battery_mode"),
+    "pv": (),
+    "load": (),
+}
 
 SetpointCallback = Callable[[float, float], None]
 
@@ -175,9 +179,15 @@ class ExternalMember:
             b = g.battery
             cap = float(b.capacity_wh[i])
             e = float(g.battery_energy_wh[i])
-            return MemberState("battery", e, cap, e / cap if cap > 0 else nan, True,
-                               float(b.max_charge_power_w[i]),
-                               float(b.max_discharge_power_w[i]))
+            return MemberState(
+                "battery",
+                e,
+                cap,
+                e / cap if cap > 0 else nan,
+                True,
+                float(b.max_charge_power_w[i]),
+                float(b.max_discharge_power_w[i]),
+            )
         if self.kind == "pv":
             rated = float(g.pv_capacity_w[i])
             if np.isfinite(g.pv_ac_limit_w[i]):

@@ -59,8 +59,16 @@ _ORDER = {cls: i for i, cls in enumerate(REGISTRY)}
 class SiteGroup:
     """Sites of one group and all their device populations; advanced by the World."""
 
-    def __init__(self, name: str, n_sites: int, site_offset: int,
-                 populations: list[Population], *, import_limit_w: F, export_limit_w: F):
+    def __init__(
+        self,
+        name: str,
+        n_sites: int,
+        site_offset: int,
+        populations: list[Population],
+        *,
+        import_limit_w: F,
+        export_limit_w: F,
+    ):
         self.name = name
         self.n = n_sites
         self.site_offset = site_offset  # global index of this group's first site
@@ -316,9 +324,9 @@ class SiteGroup:
     def update_coupling(self) -> None:
         """Sites whose devices interact within a segment (a battery or a grid limit)."""
         b = self.batteries
-        self.coupled_sites = ((b.active & b.has)
-                              | np.isfinite(self.import_limit_w)
-                              | np.isfinite(self.export_limit_w))
+        self.coupled_sites = (
+            (b.active & b.has) | np.isfinite(self.import_limit_w) | np.isfinite(self.export_limit_w)
+        )
         if self.evs is not None:
             self.evs.update_coupling(self.coupled_sites)
 

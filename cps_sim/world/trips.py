@@ -19,9 +19,16 @@ from cps_sim.scenario.schema import TripDaySpec
 from cps_sim.world.group import ARRIVAL, DEPARTURE, SiteGroup
 
 
-def plan_day(group: SiteGroup, spec: TripDaySpec, day_index: int, midnight_s: float,
-             not_before_s: float, rng: RngStreams, stream: str,
-             temp_at: Callable[[np.ndarray], np.ndarray] | None = None) -> int:
+def plan_day(
+    group: SiteGroup,
+    spec: TripDaySpec,
+    day_index: int,
+    midnight_s: float,
+    not_before_s: float,
+    rng: RngStreams,
+    stream: str,
+    temp_at: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> int:
     """Schedule the trips of local day ``day_index`` (starting at ``midnight_s``).
 
     A vehicle drives with probability ``spec.probability``; it leaves at the
@@ -50,15 +57,23 @@ def plan_day(group: SiteGroup, spec: TripDaySpec, day_index: int, midnight_s: fl
 
         trip_wh = trip_wh * consumption_factor(temp_at(t_dep[i]))
     m = i.size
-    group.schedule(np.concatenate([t_dep[i], t_arr[i]]), np.concatenate([i, i]),
-                   np.concatenate([np.full(m, DEPARTURE, np.int8), np.full(m, ARRIVAL, np.int8)]),
-                   np.concatenate([np.zeros(m), trip_wh]))
+    group.schedule(
+        np.concatenate([t_dep[i], t_arr[i]]),
+        np.concatenate([i, i]),
+        np.concatenate([np.full(m, DEPARTURE, np.int8), np.full(m, ARRIVAL, np.int8)]),
+        np.concatenate([np.zeros(m), trip_wh]),
+    )
     return m
 
 
-def place_at_start(group: SiteGroup, trips: Callable[[float], TripDaySpec],
-                   midnights: list[tuple[int, float]], rng: RngStreams, stream: str,
-                   temp_at: Callable[[np.ndarray], np.ndarray] | None = None) -> int:
+def place_at_start(
+    group: SiteGroup,
+    trips: Callable[[float], TripDaySpec],
+    midnights: list[tuple[int, float]],
+    rng: RngStreams,
+    stream: str,
+    temp_at: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> int:
     """Put the vehicles where their trip schedule has them at the run start (t = 0).
 
     The trips of the local days that begin before the start (``midnights``: ``(day

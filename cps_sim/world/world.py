@@ -41,11 +41,21 @@ if TYPE_CHECKING:
 
 
 _EMPTY_EV: dict[str, np.ndarray] = dict(
-    ev_site=np.empty(0, dtype=np.int64), ev_soc=np.empty(0), ev_energy_wh=np.empty(0),
-    ev_capacity_wh=np.empty(0), ev_plugged=np.empty(0, dtype=bool), ev_charger_w=np.empty(0),
-    ev_v2x_w=np.empty(0), ev_soc_min=np.empty(0), ev_target_wh=np.empty(0),
-    ev_departure_s=np.empty(0), ev_energy_max_wh=np.empty(0), ev_charge_efficiency=np.empty(0),
-    ev_energy_taper_wh=np.empty(0), ev_taper_line_w=np.empty(0))
+    ev_site=np.empty(0, dtype=np.int64),
+    ev_soc=np.empty(0),
+    ev_energy_wh=np.empty(0),
+    ev_capacity_wh=np.empty(0),
+    ev_plugged=np.empty(0, dtype=bool),
+    ev_charger_w=np.empty(0),
+    ev_v2x_w=np.empty(0),
+    ev_soc_min=np.empty(0),
+    ev_target_wh=np.empty(0),
+    ev_departure_s=np.empty(0),
+    ev_energy_max_wh=np.empty(0),
+    ev_charge_efficiency=np.empty(0),
+    ev_energy_taper_wh=np.empty(0),
+    ev_taper_line_w=np.empty(0),
+)
 
 
 class TickHook(Protocol):
@@ -86,8 +96,14 @@ class TickResult:
 
 
 class World:
-    def __init__(self, scenario: Scenario, clock: Clock, rng: RngStreams,
-                 bindings: list[GroupBinding], weather: RunWeather):
+    def __init__(
+        self,
+        scenario: Scenario,
+        clock: Clock,
+        rng: RngStreams,
+        bindings: list[GroupBinding],
+        weather: RunWeather,
+    ):
         self.scenario = scenario
         self.clock = clock
         self.rng = rng
@@ -99,8 +115,9 @@ class World:
         self.irradiance_w_m2 = weather.ghi_w_m2
         self.import_price_jpy_per_kwh = np.full(self.n_ticks, scenario.tariff.import_jpy_per_kwh)
         self.export_price_jpy_per_kwh = np.full(self.n_ticks, scenario.tariff.export_jpy_per_kwh)
-        self.carbon_price_jpy_per_t = np.full(self.n_ticks,
-                                              scenario.emissions.carbon_price_jpy_per_t)
+        self.carbon_price_jpy_per_t = np.full(
+            self.n_ticks, scenario.emissions.carbon_price_jpy_per_t
+        )
         self.k = -1  # current tick
         self.now_s = 0.0
         # ticks of the warm-up at the start of the run: simulated, not recorded (set by
@@ -117,8 +134,9 @@ class World:
         for g in self.groups:
             g.track_site_net = bool(self.record_sites.size)  # hooks may switch it on too
         self._bat_cap_total = sum(float(g.battery.capacity_wh.sum()) for g in self.groups)
-        self._ev_cap_total = sum(float(g.evs.capacity_wh.sum()) for g in self.groups
-                                 if g.evs is not None)
+        self._ev_cap_total = sum(
+            float(g.evs.capacity_wh.sum()) for g in self.groups if g.evs is not None
+        )
 
     # ------------------------------------------------------------------ state
     def stored_wh(self) -> float:
@@ -168,15 +186,21 @@ class World:
         bat_e = sum(float(g.battery_energy_wh.sum()) for g in self.groups)
         ev_e = sum(float(g.evs.energy_wh.sum()) for g in self.groups if g.evs is not None)
         plugged = sum(int(g.evs.plugged.sum()) for g in self.groups if g.evs is not None)
-        site_net = (np.concatenate(nets)[self.record_sites] if self.record_sites.size
-                    else None)
+        site_net = np.concatenate(nets)[self.record_sites] if self.record_sites.size else None
         return TickResult(
-            k=self.k, t_end_s=(self.k + 1) * self.tick_s, flows_wh=flows_d, by_group=by_group,
+            k=self.k,
+            t_end_s=(self.k + 1) * self.tick_s,
+            flows_wh=flows_d,
+            by_group=by_group,
             peak_site_import_wh=peak_site,
             battery_soc_mean=bat_e / self._bat_cap_total if self._bat_cap_total else float("nan"),
             ev_soc_mean=ev_e / self._ev_cap_total if self._ev_cap_total else float("nan"),
-            ev_plugged=plugged, residual_wh=residual, site_net_wh=site_net,
-            stored_wh=stored_after, group_stored_wh=group_stored)
+            ev_plugged=plugged,
+            residual_wh=residual,
+            site_net_wh=site_net,
+            stored_wh=stored_after,
+            group_stored_wh=group_stored,
+        )
 
     # ------------------------------------------------------------------ control hooks
     def _sync(self) -> None:
@@ -204,26 +228,34 @@ class World:
         k = max(self.k, 0)
         n = g.n
         fields: dict[str, Any] = dict(_EMPTY_EV)
-        fields.update(deferrable_max_w=np.zeros(n), deferrable_remaining_wh=np.zeros(n),
-                      deferrable_deadline_s=np.full(n, np.inf))
+        fields.update(
+            deferrable_max_w=np.zeros(n),
+            deferrable_remaining_wh=np.zeros(n),
+            deferrable_deadline_s=np.full(n, np.inf),
+        )
         for p in g.populations:
             fields.update(p.observe())
         known = Observation.__dataclass_fields__
         extra = {k_: fields.pop(k_) for k_ in [f for f in fields if f not in known]}
         return Observation(
-            now_s=self.now_s, tick_s=self.tick_s,
+            now_s=self.now_s,
+            tick_s=self.tick_s,
             site_import_limit_w=g.import_limit_w.copy(),
             site_export_limit_w=g.export_limit_w.copy(),
             import_price_jpy_per_kwh=np.full(n, self.import_price_jpy_per_kwh[k]),
             export_price_jpy_per_kwh=np.full(n, self.export_price_jpy_per_kwh[k]),
-            setpoint_sizes=g.setpoint_sizes(), extra=extra, **fields)
+            setpoint_sizes=g.setpoint_sizes(),
+            extra=extra,
+            **fields,
+        )
 
     def setpoint_sizes(self, group_name: str) -> dict[str, int]:
         """Control keys the group accepts and the array length of each."""
         return self.group(group_name).setpoint_sizes()
 
-    def apply(self, group_name: str, t_s: float | None = None,
-              **setpoints: np.ndarray | None) -> None:
+    def apply(
+        self, group_name: str, t_s: float | None = None, **setpoints: np.ndarray | None
+    ) -> None:
         """Apply setpoints from now on (the group is integrated to now first).
 
         Keys are those of the group's populations (``SETPOINT_KEYS``, e.g.
@@ -265,8 +297,7 @@ class World:
             self._notify_setpoints(group_name, keys)
 
     # ------------------------------------------------------------------ external devices
-    def bind_external(self, group: str, kind: str, site: int, ev_index: int = 0
-                      ) -> ExternalMember:
+    def bind_external(self, group: str, kind: str, site: int, ev_index: int = 0) -> ExternalMember:
         """Bind one member of ``group`` to an external device (the MQTT bridge's hook).
 
         ``kind`` is ``"ev"``, ``"battery"``, ``"pv"`` or ``"load"``; ``site`` the
@@ -280,15 +311,16 @@ class World:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if not (isinstance(site, (int, np.integer)) and 0 <= site < g.n):
-            raise ValueError(f"site must be an index 0..{g.n - 1} of group {group!r}, "
-                             f"got {site!r}")
+            raise ValueError(f"site must be an index 0..{g.n - 1} of group {group!r}, got {site!r}")
         site = int(site)
         index = site
         if kind == "ev":
             first, last = int(g.ev_start[site]), int(g.ev_start[site + 1])
             if not 0 <= ev_index < last - first:
-                raise ValueError(f"site {site} of group {group!r} has {last - first} EV(s); "
-                                 f"no ev_index {ev_index}")
+                raise ValueError(
+                    f"site {site} of group {group!r} has {last - first} EV(s); "
+                    f"no ev_index {ev_index}"
+                )
             index = first + int(ev_index)
         elif kind == "battery" and not g.battery.capacity_wh[site] > 0:
             raise ValueError(f"site {site} of group {group!r} has no battery")
@@ -315,8 +347,12 @@ class World:
                 m._offer_setpoint(self.now_s, *member_setpoint(m.group, m.kind, m.index))
 
     # ------------------------------------------------------------------ processes
-    def start(self, env: simpy.Environment, on_tick: Callable[[TickResult], None],
-              transport: Transport | None = None) -> Wiring:
+    def start(
+        self,
+        env: simpy.Environment,
+        on_tick: Callable[[TickResult], None],
+        transport: Transport | None = None,
+    ) -> Wiring:
         """Register the world's SimPy processes on ``env`` (trip planners, process
         windows, the settlement tick, battery ageing), then wire the scenario's
         controllers (:func:`cps_sim.world.wiring.wire`) on ``transport`` (default:
@@ -359,7 +395,7 @@ class World:
             yield env.timeout(t - env.now)
             self.advance_to(t)
             k0 = int((t - day) // self.tick_s)
-            temp = float(self.weather.temp_air_c[k0: int(t // self.tick_s)].mean())
+            temp = float(self.weather.temp_air_c[k0 : int(t // self.tick_s)].mean())
             for g in self.groups:
                 if g.battery_ageing is not None:
                     g.battery_ageing.step(g, day, temp)
@@ -375,8 +411,11 @@ class World:
         while midnight < end:
             t_open = midnight + d.window_start_h * SECONDS_PER_HOUR
             t_close = midnight + d.deadline_h * SECONDS_PER_HOUR
-            working = d.days == "all" or not bool(is_day_off(
-                self.clock.index(np.array([max(t_open, 0.0)])), self.scenario.holidays)[0])
+            working = d.days == "all" or not bool(
+                is_day_off(self.clock.index(np.array([max(t_open, 0.0)])), self.scenario.holidays)[
+                    0
+                ]
+            )
             if working and t_open >= 0.0 and t_close <= end:
                 yield env.timeout(t_open - env.now)
                 self.advance_to(t_open)
@@ -429,11 +468,21 @@ class World:
         while midnight < end:
             local_day = self.clock.to_datetime(max(midnight, 0.0))
             day_index = (local_day.date() - start_date).days
-            off = bool(is_day_off(self.clock.index(np.array([max(midnight, 0.0)])),
-                                  self.scenario.holidays)[0])
-            plan_day(b.group, spec.trips.weekend if off else spec.trips.weekday, day_index,
-                     midnight, 0.0, self.rng, stream,
-                     self._temp_at if spec.temperature_dependent_consumption else None)
+            off = bool(
+                is_day_off(
+                    self.clock.index(np.array([max(midnight, 0.0)])), self.scenario.holidays
+                )[0]
+            )
+            plan_day(
+                b.group,
+                spec.trips.weekend if off else spec.trips.weekday,
+                day_index,
+                midnight,
+                0.0,
+                self.rng,
+                stream,
+                self._temp_at if spec.temperature_dependent_consumption else None,
+            )
             # DST-safe next midnight
             nxt = self.clock.local_midnight_s(midnight + 36 * SECONDS_PER_HOUR)
             if nxt >= end:

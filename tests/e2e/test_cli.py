@@ -17,8 +17,9 @@ CLI = [sys.executable, "-m", "cps_sim"]
 
 def _run(args, cwd, **kw):
     env = {**os.environ, "CI": "true"}
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=300, **kw)
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300, **kw
+    )
 
 
 def test_readme_quickstart_runs_end_to_end(tmp_path: Path, repo: Path):
@@ -44,8 +45,24 @@ def test_readme_quickstart_runs_end_to_end(tmp_path: Path, repo: Path):
 
 def test_seed_and_set_overrides(tmp_path: Path, repo: Path):
     out = tmp_path / "o"
-    r = _run(["run", "scenarios/quickstart.yaml", "--out", str(out), "-q", "--seed", "3",
-              "--set", "duration_days=1", "--set", "sites[0].count=20", "--expect", "report"], repo)
+    r = _run(
+        [
+            "run",
+            "scenarios/quickstart.yaml",
+            "--out",
+            str(out),
+            "-q",
+            "--seed",
+            "3",
+            "--set",
+            "duration_days=1",
+            "--set",
+            "sites[0].count=20",
+            "--expect",
+            "report",
+        ],
+        repo,
+    )
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["seed"] == 3 and m["scenario"]["sites"][0]["count"] == 20
@@ -60,8 +77,11 @@ def test_bad_scenario_one_clear_message_no_traceback(tmp_path: Path, repo: Path)
     r = _run(["run", str(bad), "--out", str(out)], repo)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
-    assert re.search(r"bad\.yaml:\d+:\d+: sites\[0\]\.battery\.capacity_kwh: must be > 0, "
-                     r"got -5", r.stderr)
+    assert re.search(
+        r"bad\.yaml:\d+:\d+: sites\[0\]\.battery\.capacity_kwh: must be > 0, "
+        r"got -5",
+        r.stderr,
+    )
     assert not out.exists()
     r = _run(["validate", str(bad)], repo)
     assert r.returncode == 2 and "capacity_kwh" in r.stderr
@@ -69,12 +89,27 @@ def test_bad_scenario_one_clear_message_no_traceback(tmp_path: Path, repo: Path)
 
 def test_failed_rerun_keeps_previous_results(tmp_path: Path, repo: Path):
     out = tmp_path / "keep"
-    ok = _run(["run", "scenarios/quickstart.yaml", "--out", str(out), "-q",
-               "--set", "duration_days=1", "--set", "sites[0].count=5", "--expect", "report"], repo)
+    ok = _run(
+        [
+            "run",
+            "scenarios/quickstart.yaml",
+            "--out",
+            str(out),
+            "-q",
+            "--set",
+            "duration_days=1",
+            "--set",
+            "sites[0].count=5",
+            "--expect",
+            "report",
+        ],
+        repo,
+    )
     assert ok.returncode == 0
     before = (out / "timeseries.parquet").read_bytes()
-    bad = _run(["run", "scenarios/quickstart.yaml", "--out", str(out), "-q",
-                "--set", "tick_s=7"], repo)
+    bad = _run(
+        ["run", "scenarios/quickstart.yaml", "--out", str(out), "-q", "--set", "tick_s=7"], repo
+    )
     assert bad.returncode == 2
     assert (out / "timeseries.parquet").read_bytes() == before
 
@@ -96,8 +131,20 @@ def test_every_built_in_scenario_runs_from_the_cli(tmp_path: Path, repo: Path):
     # One day of each (the files' own sizes otherwise): they parse, build, run and balance.
     for f in sorted((repo / "scenarios").glob("*.yaml")):
         out = tmp_path / f.stem
-        r = _run(["run", str(f.relative_to(repo)), "--out", str(out), "-q",
-                  "--set", "duration_days=1", "--expect", "report"], repo)
+        r = _run(
+            [
+                "run",
+                str(f.relative_to(repo)),
+                "--out",
+                str(out),
+                "-q",
+                "--set",
+                "duration_days=1",
+                "--expect",
+                "report",
+            ],
+            repo,
+        )
         assert r.returncode == 0, f"{f.name}: {r.stderr}"
         kpis = json.loads((out / "kpis.json").read_text())
         assert abs(kpis["balance_residual_wh"]) < 1e-3, f.name

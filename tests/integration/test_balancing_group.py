@@ -19,11 +19,27 @@ DAY = "2026-04-06"
 
 
 def scenario(days: float = 1.0) -> Scenario:
-    return Scenario(name="bg", seed=5, start=f"{DAY}T00:00:00+09:00", duration_days=days,
-                    sites=[{"name": "homes", "count": 20, "pv": {"share": 0.6},
-                            "battery": {"share": 0.5}, "ev": {"share": 0.5, "v2x_kw": 6}},
-                           {"name": "shops", "count": 3, "kind": "building",
-                            "load": {"profile": "retail", "annual_kwh": 50000}}])
+    return Scenario(
+        name="bg",
+        seed=5,
+        start=f"{DAY}T00:00:00+09:00",
+        duration_days=days,
+        sites=[
+            {
+                "name": "homes",
+                "count": 20,
+                "pv": {"share": 0.6},
+                "battery": {"share": 0.5},
+                "ev": {"share": 0.5, "v2x_kw": 6},
+            },
+            {
+                "name": "shops",
+                "count": 3,
+                "kind": "building",
+                "load": {"profile": "retail", "annual_kwh": 50000},
+            },
+        ],
+    )
 
 
 def run(sc: Scenario, spec: BalancingGroupSpec, vpp: VppSpec | None = None, base_dir=None):
@@ -47,14 +63,25 @@ def test_perfect_plan_has_no_imbalance():
     # the actual is the members' net import (both groups) as the recorder has it
     assert k["bg_actual_kwh"] == pytest.approx(
         (rec.flows[:, IX["grid_import_wh"]].sum() - rec.flows[:, IX["grid_export_wh"]].sum())
-        / 1000.0, rel=1e-12)
+        / 1000.0,
+        rel=1e-12,
+    )
     assert np.isfinite(rec.extra["bg_plan_w"]).all()
 
 
 def test_vpp_request_shows_as_imbalance_and_is_settled():
-    vpp = VppSpec(groups=["homes"], requests=[{
-        "id": "noon", "start": f"{DAY}T11:00+09:00", "end": f"{DAY}T12:00+09:00",
-        "kind": "absorb", "power_kw": 15}])
+    vpp = VppSpec(
+        groups=["homes"],
+        requests=[
+            {
+                "id": "noon",
+                "start": f"{DAY}T11:00+09:00",
+                "end": f"{DAY}T12:00+09:00",
+                "kind": "absorb",
+                "power_kw": 15,
+            }
+        ],
+    )
     spec = BalancingGroupSpec(plan="baseline_run", price="flat", price_jpy_per_kwh=20.0)
     hook, _, rt = run(scenario(), spec, vpp)
     rep = hook.report()
@@ -97,13 +124,18 @@ def test_plan_and_price_files(tmp_path):
     sc = scenario()
     perfect, _, _ = run(sc, BalancingGroupSpec(price="flat"))
     idx = pd.date_range(f"{DAY}T00:00", periods=48, freq="30min")
-    pd.DataFrame({"timestamp": idx.strftime("%Y-%m-%dT%H:%M"),
-                  "net_import_kwh": perfect.plan_wh / 1000.0 + 1.0}).to_csv(
-        tmp_path / "plan.csv", index=False)
-    pd.DataFrame({"timestamp": [f"{DAY}T00:00", f"{DAY}T12:00"],
-                  "price_jpy_per_kwh": [10.0, 30.0]}).to_csv(tmp_path / "price.csv", index=False)
-    spec = BalancingGroupSpec(plan="file", plan_file="plan.csv", price="file",
-                              price_file="price.csv")
+    pd.DataFrame(
+        {
+            "timestamp": idx.strftime("%Y-%m-%dT%H:%M"),
+            "net_import_kwh": perfect.plan_wh / 1000.0 + 1.0,
+        }
+    ).to_csv(tmp_path / "plan.csv", index=False)
+    pd.DataFrame(
+        {"timestamp": [f"{DAY}T00:00", f"{DAY}T12:00"], "price_jpy_per_kwh": [10.0, 30.0]}
+    ).to_csv(tmp_path / "price.csv", index=False)
+    spec = BalancingGroupSpec(
+        plan="file", plan_file="plan.csv", price="file", price_file="price.csv"
+    )
     hook, _, _ = run(sc, spec, base_dir=tmp_path)
     k = hook.kpis()
     # planned 1 kWh more in every slot: 48 kWh surplus, credited at 10 (24 slots) and 30
@@ -121,4 +153,5 @@ def test_members_subset_and_errors():
     hook, rec, _ = run(sc, BalancingGroupSpec(groups=["shops"], price="flat"))
     shops = rec.groups["shops"]
     assert hook.kpis()["bg_actual_kwh"] == pytest.approx(
-        (shops[:, IX["grid_import_wh"]].sum() - shops[:, IX["grid_export_wh"]].sum()) / 1000.0)
+        (shops[:, IX["grid_import_wh"]].sum() - shops[:, IX["grid_export_wh"]].sum()) / 1000.0
+    )

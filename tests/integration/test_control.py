@@ -13,11 +13,16 @@ from cps_sim.scenario.schema import Scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 
-TOU = {"type": "tou", "export_jpy_per_kwh": 8.5, "periods": [
-    {"name": "night_late", "price_jpy_per_kwh": 20, "start_hour": 23, "end_hour": 24},
-    {"name": "night", "price_jpy_per_kwh": 20, "start_hour": 0, "end_hour": 7},
-    {"name": "peak", "price_jpy_per_kwh": 45, "start_hour": 17, "end_hour": 21},
-    {"name": "day", "price_jpy_per_kwh": 32}]}
+TOU = {
+    "type": "tou",
+    "export_jpy_per_kwh": 8.5,
+    "periods": [
+        {"name": "night_late", "price_jpy_per_kwh": 20, "start_hour": 23, "end_hour": 24},
+        {"name": "night", "price_jpy_per_kwh": 20, "start_hour": 0, "end_hour": 7},
+        {"name": "peak", "price_jpy_per_kwh": 45, "start_hour": 17, "end_hour": 21},
+        {"name": "day", "price_jpy_per_kwh": 32},
+    ],
+}
 
 
 def scenario(strategy=None, *, days=2, homes=30, transport=None, **control) -> Scenario:
@@ -44,8 +49,7 @@ def baseline():
     return run(scenario(None))[0]
 
 
-@pytest.mark.parametrize("strategy", ["off", "now", "min_pv", "pv", "load", "cost", "v2h",
-                                      "v2g"])
+@pytest.mark.parametrize("strategy", ["off", "now", "min_pv", "pv", "load", "cost", "v2h", "v2g"])
 def test_strategy_runs_through_bus(strategy):
     sc = scenario(strategy, interval_s=60)
     k, w = run(sc)

@@ -61,54 +61,109 @@ def _header(path: Path, lines: int) -> bytes:
 
 def _drop_middle(path: Path, keep_head: int, drop: int) -> bytes:
     lines = path.read_bytes().splitlines(keepends=True)
-    return b"".join(lines[: keep_head + 5] + lines[keep_head + 5 + drop:])
+    return b"".join(lines[: keep_head + 5] + lines[keep_head + 5 + drop :])
 
 
 NO_ROWS = "no data rows|no data lines|at least two data lines|no sessions after the header"
 HOURS = _hours(72)
 CASES = {
     # name: (scenario addition, file name, file bytes/text, words expected in the error)
-    "weather csv header only": ("weather: {source: csv, file: w.csv}\n", "w.csv",
-                                _weather_csv([]), [NO_ROWS]),
-    "weather csv gap": ("weather: {source: csv, file: w.csv}\n", "w.csv",
-                        _weather_csv(_gap(HOURS)), ["gap", "2026-04-05"]),
-    "tmy3 header only": ("weather: {source: tmy3, file: w.csv}\n", "w.csv",
-                         _header(PVLIB_TMY3, 2), [NO_ROWS]),
-    "tmy3 missing hours": ("weather: {source: tmy3, file: w.csv}\n", "w.csv",
-                           _drop_middle(PVLIB_TMY3, 2, 30), ["gap"]),
-    "epw header only": ("weather: {source: epw, file: w.epw}\n", "w.epw",
-                        "LOCATION,Tokyo,,JPN,,476620,35.69,139.76,9.0,5.0\n"
-                        "DESIGN CONDITIONS,0\nTYPICAL/EXTREME PERIODS,0\n"
-                        "GROUND TEMPERATURES,0\nHOLIDAYS/DAYLIGHT SAVINGS,No,0,0,0\n"
-                        "COMMENTS 1,x\nCOMMENTS 2,x\nDATA PERIODS,1,1,Data,Sunday,1/1,12/31\n",
-                        [NO_ROWS]),
-    "prices header only": ("tariff: {type: dynamic, prices_csv: p.csv}\n", "p.csv",
-                           _prices_csv([]), [NO_ROWS]),
-    "prices gap": ("tariff: {type: dynamic, prices_csv: p.csv}\n", "p.csv",
-                   _prices_csv(_gap(HOURS)), ["gap"]),
-    "jepx header only": ("tariff: {type: jepx, jepx_csv: j.csv}\n", "j.csv",
-                         _header(DATA / "jepx_spot_sample.csv", 1), [NO_ROWS]),
-    "jepx gap": ("tariff: {type: jepx, jepx_csv: j.csv}\n", "j.csv",
-                 _drop_middle(DATA / "jepx_spot_sample.csv", 1, 6), ["gap"]),
+    "weather csv header only": (
+        "weather: {source: csv, file: w.csv}\n",
+        "w.csv",
+        _weather_csv([]),
+        [NO_ROWS],
+    ),
+    "weather csv gap": (
+        "weather: {source: csv, file: w.csv}\n",
+        "w.csv",
+        _weather_csv(_gap(HOURS)),
+        ["gap", "2026-04-05"],
+    ),
+    "tmy3 header only": (
+        "weather: {source: tmy3, file: w.csv}\n",
+        "w.csv",
+        _header(PVLIB_TMY3, 2),
+        [NO_ROWS],
+    ),
+    "tmy3 missing hours": (
+        "weather: {source: tmy3, file: w.csv}\n",
+        "w.csv",
+        _drop_middle(PVLIB_TMY3, 2, 30),
+        ["gap"],
+    ),
+    "epw header only": (
+        "weather: {source: epw, file: w.epw}\n",
+        "w.epw",
+        "LOCATION,Tokyo,,JPN,,476620,35.69,139.76,9.0,5.0\n"
+        "DESIGN CONDITIONS,0\nTYPICAL/EXTREME PERIODS,0\n"
+        "GROUND TEMPERATURES,0\nHOLIDAYS/DAYLIGHT SAVINGS,No,0,0,0\n"
+        "COMMENTS 1,x\nCOMMENTS 2,x\nDATA PERIODS,1,1,Data,Sunday,1/1,12/31\n",
+        [NO_ROWS],
+    ),
+    "prices header only": (
+        "tariff: {type: dynamic, prices_csv: p.csv}\n",
+        "p.csv",
+        _prices_csv([]),
+        [NO_ROWS],
+    ),
+    "prices gap": (
+        "tariff: {type: dynamic, prices_csv: p.csv}\n",
+        "p.csv",
+        _prices_csv(_gap(HOURS)),
+        ["gap"],
+    ),
+    "jepx header only": (
+        "tariff: {type: jepx, jepx_csv: j.csv}\n",
+        "j.csv",
+        _header(DATA / "jepx_spot_sample.csv", 1),
+        [NO_ROWS],
+    ),
+    "jepx gap": (
+        "tariff: {type: jepx, jepx_csv: j.csv}\n",
+        "j.csv",
+        _drop_middle(DATA / "jepx_spot_sample.csv", 1, 6),
+        ["gap"],
+    ),
     "load profile header only": ("", "l.csv", _load_csv([]), [NO_ROWS]),
     "load profile gap": ("", "l.csv", _load_csv(_gap(_hours(72, step="30min"))), ["gap"]),
-    "ev sessions header only": ("", "ev.csv", _header(DATA / "ev_sessions_generic_sample.csv",
-                                                       1), [NO_ROWS]),
-    "tso header only": ("system: {demand: {profile: tso_csv, tso_csv: t.csv}}\n", "t.csv",
-                        _header(DATA / "tso_area_demand_30min.csv", 2), [NO_ROWS]),
-    "tso gap": ("system: {demand: {profile: tso_csv, tso_csv: t.csv}}\n", "t.csv",
-                _drop_middle(DATA / "tso_area_demand_30min.csv", 2, 5), ["gap"]),
+    "ev sessions header only": (
+        "",
+        "ev.csv",
+        _header(DATA / "ev_sessions_generic_sample.csv", 1),
+        [NO_ROWS],
+    ),
+    "tso header only": (
+        "system: {demand: {profile: tso_csv, tso_csv: t.csv}}\n",
+        "t.csv",
+        _header(DATA / "tso_area_demand_30min.csv", 2),
+        [NO_ROWS],
+    ),
+    "tso gap": (
+        "system: {demand: {profile: tso_csv, tso_csv: t.csv}}\n",
+        "t.csv",
+        _drop_middle(DATA / "tso_area_demand_30min.csv", 2, 5),
+        ["gap"],
+    ),
     "balancing plan header only": (
-        "balancing_group: {groups: [homes], plan: file, plan_file: b.csv}\n", "b.csv",
-        "timestamp,net_import_kwh\n", [NO_ROWS]),
+        "balancing_group: {groups: [homes], plan: file, plan_file: b.csv}\n",
+        "b.csv",
+        "timestamp,net_import_kwh\n",
+        [NO_ROWS],
+    ),
     "balancing plan gap": (
-        "balancing_group: {groups: [homes], plan: file, plan_file: b.csv}\n", "b.csv",
-        "timestamp,net_import_kwh\n" + "".join(
-            f"{t},1.0\n" for t in _gap(_hours(96, "2026-04-06T00:00:00+09:00", "30min"))),
-        ["gap"]),
+        "balancing_group: {groups: [homes], plan: file, plan_file: b.csv}\n",
+        "b.csv",
+        "timestamp,net_import_kwh\n"
+        + "".join(f"{t},1.0\n" for t in _gap(_hours(96, "2026-04-06T00:00:00+09:00", "30min"))),
+        ["gap"],
+    ),
     "imbalance price header only": (
-        "balancing_group: {groups: [homes], price: file, price_file: b.csv}\n", "b.csv",
-        "timestamp,price_jpy_per_kwh\n", [NO_ROWS]),
+        "balancing_group: {groups: [homes], price: file, price_file: b.csv}\n",
+        "b.csv",
+        "timestamp,price_jpy_per_kwh\n",
+        [NO_ROWS],
+    ),
 }
 
 
@@ -121,12 +176,15 @@ def _scenario(tmp_path: Path, name: str) -> Path:
         f.write_text(content)
     text = SCENARIO + extra
     if name.startswith("load profile"):
-        text = text.replace("    pv: {capacity_kw: 4}\n",
-                            "    pv: {capacity_kw: 4}\n    load: {profile: csv, "
-                            "profile_csv: l.csv}\n")
+        text = text.replace(
+            "    pv: {capacity_kw: 4}\n",
+            "    pv: {capacity_kw: 4}\n    load: {profile: csv, profile_csv: l.csv}\n",
+        )
     if name.startswith("ev sessions"):
-        text = text.replace("    pv: {capacity_kw: 4}\n",
-                            "    pv: {capacity_kw: 4}\n    ev: {sessions: {csv: ev.csv}}\n")
+        text = text.replace(
+            "    pv: {capacity_kw: 4}\n",
+            "    pv: {capacity_kw: 4}\n    ev: {sessions: {csv: ev.csv}}\n",
+        )
     p = tmp_path / "s.yaml"
     p.write_text(text)
     return p

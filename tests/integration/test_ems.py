@@ -39,21 +39,40 @@ def run(d: dict, ems: dict):
 
 
 def homes(n=8, days=2, battery_control="idle", **ev):
-    return {"version": 1, "name": "h", "seed": 3, "start": START, "duration_days": days,
-            "tick_s": 900,
-            "sites": [{"name": "homes", "count": n, "pv": {"share": 1, "capacity_kw": 5},
-                       "battery": {"share": 1, "capacity_kwh": 10, "power_kw": 5,
-                                   "control": battery_control},
-                       "ev": {"share": 1, "charger_kw": 6, **ev}}]}
+    return {
+        "version": 1,
+        "name": "h",
+        "seed": 3,
+        "start": START,
+        "duration_days": days,
+        "tick_s": 900,
+        "sites": [
+            {
+                "name": "homes",
+                "count": n,
+                "pv": {"share": 1, "capacity_kw": 5},
+                "battery": {
+                    "share": 1,
+                    "capacity_kwh": 10,
+                    "power_kw": 5,
+                    "control": battery_control,
+                },
+                "ev": {"share": 1, "charger_kw": 6, **ev},
+            }
+        ],
+    }
 
 
 # ----------------------------------------------------------------------------- HEMS
 
+
 def test_hems_raises_self_consumption():
     base, *_ = run(homes(), {})  # no control: idle battery, EVs charge on arrival
     rule, w, _, ctl = run(homes(), {"homes": {"kind": "hems"}})
-    mpc, *_ = run(homes(), {"homes": {"kind": "hems", "battery_mode": "mpc",
-                                      "ev_strategy": "now", "interval_s": 300}})
+    mpc, *_ = run(
+        homes(),
+        {"homes": {"kind": "hems", "battery_mode": "mpc", "ev_strategy": "now", "interval_s": 300}},
+    )
     # measured: 0.24 -> 0.62 (rule + pv EVs) and 0.49 (MPC battery, EVs 'now')
     assert rule["self_consumption"] > base["self_consumption"] + 0.2
     assert mpc["self_consumption"] > base["self_consumption"] + 0.1
@@ -65,9 +84,18 @@ def test_hems_raises_self_consumption():
 
 
 def test_hems_mpc_with_noisy_forecast_runs_and_keeps_soc():
-    _k, _w, rec, ctl = run(homes(n=4), {"homes": {"kind": "hems", "battery_mode": "mpc",
-                                                "forecast": "noisy", "interval_s": 900,
-                                                "mpc_horizon_h": 12}})
+    _k, _w, rec, ctl = run(
+        homes(n=4),
+        {
+            "homes": {
+                "kind": "hems",
+                "battery_mode": "mpc",
+                "forecast": "noisy",
+                "interval_s": 900,
+                "mpc_horizon_h": 12,
+            }
+        },
+    )
     st = ctl["homes"].mpc_state
     assert st.solves == 2 * 24 + 1  # hourly re-plans, 2 days (+1 at the end)
     soc = rec.battery_soc
@@ -75,8 +103,9 @@ def test_hems_mpc_with_noisy_forecast_runs_and_keeps_soc():
 
 
 def test_hems_dr_reduces_import_in_window():
-    dr = [{"start": "2026-05-11T18:00:00+09:00", "end": "2026-05-11T21:00:00+09:00",
-           "reduce_kw": 2.0}]
+    dr = [
+        {"start": "2026-05-11T18:00:00+09:00", "end": "2026-05-11T21:00:00+09:00", "reduce_kw": 2.0}
+    ]
     spec = {"kind": "hems", "ev_strategy": "now"}
     _a, _, ra, _ = run(homes(), {"homes": spec})
     _b, _, rb, cb = run(homes(), {"homes": {**spec, "dr_windows": dr}})
@@ -93,20 +122,35 @@ def test_hems_dr_reduces_import_in_window():
     st = cb["homes"].stats
     assert sum(st.dr_requested_w) > 0 and sum(st.dr_ev_cut_w) > 0
     # outside the window import is not lowered by the request (it is shifted later)
-    assert rb.flows[96:, IX["grid_import_wh"]].sum() >= 0.9 * ra.flows[96:,
-                                                                         IX["grid_import_wh"]].sum()
+    assert (
+        rb.flows[96:, IX["grid_import_wh"]].sum() >= 0.9 * ra.flows[96:, IX["grid_import_wh"]].sum()
+    )
 
 
 # ----------------------------------------------------------------------------- BEMS
 
+
 def buildings(days=3):
-    return {"version": 1, "name": "b", "seed": 7, "start": START, "duration_days": days,
-            "tick_s": 900, "record": {"sites": [0, 1]},
-            "sites": [{"name": "offices", "kind": "building", "count": 2,
-                       "load": {"annual_kwh": 200000, "profile": "office"},
-                       "pv": {"share": 1, "capacity_kw": 20, "model": "simple"},
-                       "battery": {"share": 1, "capacity_kwh": 100, "power_kw": 30},
-                       "ev": {"share": 1, "per_site": 4, "charger_kw": 6}}]}
+    return {
+        "version": 1,
+        "name": "b",
+        "seed": 7,
+        "start": START,
+        "duration_days": days,
+        "tick_s": 900,
+        "record": {"sites": [0, 1]},
+        "sites": [
+            {
+                "name": "offices",
+                "kind": "building",
+                "count": 2,
+                "load": {"annual_kwh": 200000, "profile": "office"},
+                "pv": {"share": 1, "capacity_kw": 20, "model": "simple"},
+                "battery": {"share": 1, "capacity_kwh": 100, "power_kw": 30},
+                "ev": {"share": 1, "per_site": 4, "charger_kw": 6},
+            }
+        ],
+    }
 
 
 def peak_30min_kw(rec) -> float:
@@ -118,8 +162,9 @@ def peak_30min_kw(rec) -> float:
 def test_bems_lowers_monthly_peak():
     _, _, r0, _ = run(buildings(), {})  # battery self-consumption rule, EVs 'now'
     p0 = peak_30min_kw(r0)
-    _, _, r1, ctl = run(buildings(), {"offices": {"kind": "bems",
-                                                  "initial_threshold_kw": 0.6 * p0}})
+    _, _, r1, ctl = run(
+        buildings(), {"offices": {"kind": "bems", "initial_threshold_kw": 0.6 * p0}}
+    )
     p1 = peak_30min_kw(r1)
     # threshold 60 % of the uncontrolled peak.  Measured 54.5 -> 48.5 kW (-11 %): on
     # these load samples an evening plateau of 37-48 kW lasts for hours above the
@@ -135,20 +180,41 @@ def test_bems_lowers_monthly_peak():
 
 # ----------------------------------------------------------------------------- FEMS
 
+
 def factory(days=3):
     # two deferrable processes of 120 kWh at <= 30 kW each, window 20:00 -> 16:00 next day
     # (engine hook: EV slot with one daily 'trip' 16:00-20:00 consuming 120 km x 1 kWh/km)
     trip = {"probability": 1, "departure_h": 16, "duration_h": 4, "distance_km": 120}
-    return {"version": 1, "name": "f", "seed": 5, "start": START, "duration_days": days,
-            "tick_s": 900,
-            "sites": [{"name": "factory", "kind": "factory", "count": 1,
-                       "load": {"annual_kwh": 300000, "profile": "factory"},
-                       "pv": {"share": 1, "capacity_kw": 250, "model": "simple"},
-                       "battery": {"share": 1, "capacity_kwh": 100, "power_kw": 50},
-                       "ev": {"share": 1, "per_site": 2, "charger_kw": 30, "capacity_kwh": 120,
-                              "initial_soc": 0.0, "soc_max": 1.0, "departure_soc_target": 1.0,
-                              "charge_efficiency": 1.0, "consumption_kwh_per_100km": 100,
-                              "trips": {"weekday": trip, "weekend": trip}}}]}
+    return {
+        "version": 1,
+        "name": "f",
+        "seed": 5,
+        "start": START,
+        "duration_days": days,
+        "tick_s": 900,
+        "sites": [
+            {
+                "name": "factory",
+                "kind": "factory",
+                "count": 1,
+                "load": {"annual_kwh": 300000, "profile": "factory"},
+                "pv": {"share": 1, "capacity_kw": 250, "model": "simple"},
+                "battery": {"share": 1, "capacity_kwh": 100, "power_kw": 50},
+                "ev": {
+                    "share": 1,
+                    "per_site": 2,
+                    "charger_kw": 30,
+                    "capacity_kwh": 120,
+                    "initial_soc": 0.0,
+                    "soc_max": 1.0,
+                    "departure_soc_target": 1.0,
+                    "charge_efficiency": 1.0,
+                    "consumption_kwh_per_100km": 100,
+                    "trips": {"weekday": trip, "weekend": trip},
+                },
+            }
+        ],
+    }
 
 
 def _process_stats(rec, w):
@@ -156,8 +222,11 @@ def _process_stats(rec, w):
     dep = log["kind"] == DEPARTURE
     f = rec.flows
     surplus = f[:, IX["pv_potential_wh"]] > f[:, IX["load_wh"]]
-    return log["unmet_wh"][dep], f[surplus, IX["ev_charging_wh"]].sum(), \
-        f[:, IX["ev_charging_wh"]].sum()
+    return (
+        log["unmet_wh"][dep],
+        f[surplus, IX["ev_charging_wh"]].sum(),
+        f[:, IX["ev_charging_wh"]].sum(),
+    )
 
 
 def test_fems_meets_deadlines_and_shifts_into_surplus():
@@ -189,31 +258,62 @@ OUTAGE = ("2026-05-11T12:00:00+09:00", "2026-05-12T12:00:00+09:00")
 
 
 def community(days=2):
-    return {"version": 1, "name": "c", "seed": 11, "start": START, "duration_days": days,
-            "tick_s": 900,
-            "sites": [
-                {"name": "village", "count": 6, "pv": {"share": 1, "capacity_kw": 4},
-                 "ev": {"share": 0.5, "charger_kw": 6}},
-                {"name": "clinic", "kind": "building", "count": 1,
-                 "load": {"annual_kwh": 50000, "profile": "hospital"}},
-                {"name": "shops", "kind": "building", "count": 2,
-                 "load": {"annual_kwh": 15000, "profile": "retail"}},
-                {"name": "hub", "kind": "community", "count": 1,
-                 "load": {"annual_kwh": 1, "profile": "constant", "noise_cv": 0},
-                 "battery": {"share": 1, "capacity_kwh": 300, "power_kw": 15,
-                             "initial_soc": 0.9}}]}
+    return {
+        "version": 1,
+        "name": "c",
+        "seed": 11,
+        "start": START,
+        "duration_days": days,
+        "tick_s": 900,
+        "sites": [
+            {
+                "name": "village",
+                "count": 6,
+                "pv": {"share": 1, "capacity_kw": 4},
+                "ev": {"share": 0.5, "charger_kw": 6},
+            },
+            {
+                "name": "clinic",
+                "kind": "building",
+                "count": 1,
+                "load": {"annual_kwh": 50000, "profile": "hospital"},
+            },
+            {
+                "name": "shops",
+                "kind": "building",
+                "count": 2,
+                "load": {"annual_kwh": 15000, "profile": "retail"},
+            },
+            {
+                "name": "hub",
+                "kind": "community",
+                "count": 1,
+                "load": {"annual_kwh": 1, "profile": "constant", "noise_cv": 0},
+                "battery": {"share": 1, "capacity_kwh": 300, "power_kw": 15, "initial_soc": 0.9},
+            },
+        ],
+    }
 
 
 def cems_spec(**kw):
-    return {"village": {"kind": "cems", "member_groups": ["clinic", "shops", "hub"],
-                        "shared_battery_groups": ["hub"], "outages": [list(OUTAGE)],
-                        "priority": [0] * 6 + [2] + [1, 1] + [0], **kw}}
+    return {
+        "village": {
+            "kind": "cems",
+            "member_groups": ["clinic", "shops", "hub"],
+            "shared_battery_groups": ["hub"],
+            "outages": [list(OUTAGE)],
+            "priority": [0] * 6 + [2] + [1, 1] + [0],
+            **kw,
+        }
+    }
 
 
 def test_cems_islanded_never_imports_and_sheds_by_priority():
     _k, _w, rec, ctl = run(community(), cems_spec())
-    pcc_wh = sum(rec.groups[g][:, IX["grid_import_wh"]] - rec.groups[g][:, IX["grid_export_wh"]]
-                 for g in ("village", "clinic", "shops", "hub"))
+    pcc_wh = sum(
+        rec.groups[g][:, IX["grid_import_wh"]] - rec.groups[g][:, IX["grid_export_wh"]]
+        for g in ("village", "clinic", "shops", "hub")
+    )
     k0, k1 = 12 * 4, 36 * 4  # outage ticks 48..143
     # islanded: nothing flows through the PCC, either way (float rounding only)
     assert np.abs(pcc_wh[k0:k1]).max() <= 1e-6, np.abs(pcc_wh[k0:k1]).max()
@@ -277,14 +377,16 @@ def test_islanded_community_neither_imports_nor_exports(case):
     # there was surplus to get rid of: it was curtailed, and only while islanded
     curt = sum(a[:, IX["curtailment_wh"]] for a in rec.groups.values())
     assert curt[k0:k1].sum() > 1000.0
-    assert curt[:k0 - 1].sum() == 0.0 and curt[k1 + 1:].sum() == 0.0
-    assert pcc[:k0 - 1].max() > 0  # connected, the community imports
+    assert curt[: k0 - 1].sum() == 0.0 and curt[k1 + 1 :].sum() == 0.0
+    assert pcc[: k0 - 1].max() > 0  # connected, the community imports
 
 
 def test_cems_pcc_limit_while_connected():
     _k, _w, rec, _ctl = run(community(days=1), cems_spec(outages=[], pcc_import_limit_kw=5.0))
-    pcc_wh = sum(rec.groups[g][:, IX["grid_import_wh"]] - rec.groups[g][:, IX["grid_export_wh"]]
-                 for g in ("village", "clinic", "shops", "hub"))
+    pcc_wh = sum(
+        rec.groups[g][:, IX["grid_import_wh"]] - rec.groups[g][:, IX["grid_export_wh"]]
+        for g in ("village", "clinic", "shops", "hub")
+    )
     # 5 kW for a 15-min tick = 1250 Wh
     assert pcc_wh.max() <= 1250.0 + 1e-6
 

@@ -30,13 +30,26 @@ def test_ev_charges_from_its_exact_arrival_time():
     # 10 km × 150 Wh/km = 1.5 kWh.  At 7.2 kW and 90 % it needs 1,666.67 Wh AC:
     # 7,200 W × 100 s = 200 Wh in the 07:00–07:15 tick (not 0, not 1,800 Wh),
     # the remaining 1,466.67 Wh in 07:15–07:30, ending at 07:27:13.33.
-    sc = scenario([{
-        "name": "h", "count": 1, "load": CONST_LOAD,
-        "ev": {"per_site": 1, "capacity_kwh": 60, "initial_soc": 1.0, "charger_kw": 7.2,
-               "charge_efficiency": 0.9, "consumption_kwh_per_100km": 15,
-               "departure_soc_target": 0.8,
-               "trips": fixed_trip(7.0, (13 * 60 + 20) / 3600, 10.0)},
-    }], weather={"source": "constant", "constant_ghi_w_m2": 0})
+    sc = scenario(
+        [
+            {
+                "name": "h",
+                "count": 1,
+                "load": CONST_LOAD,
+                "ev": {
+                    "per_site": 1,
+                    "capacity_kwh": 60,
+                    "initial_soc": 1.0,
+                    "charger_kw": 7.2,
+                    "charge_efficiency": 0.9,
+                    "consumption_kwh_per_100km": 15,
+                    "departure_soc_target": 0.8,
+                    "trips": fixed_trip(7.0, (13 * 60 + 20) / 3600, 10.0),
+                },
+            }
+        ],
+        weather={"source": "constant", "constant_ghi_w_m2": 0},
+    )
     rec = simulate(sc)
     ev_col = FLOWS.index("ev_charging_wh")
     k = 7 * 4  # the 07:00–07:15 tick
@@ -57,12 +70,25 @@ def test_ev_charges_from_its_exact_arrival_time():
 def test_departure_below_target_reports_unmet_energy():
     # Starts at soc 0.5 of 40 kWh, 3 kW charger at 100 %: by 02:00 it has
     # 20 + 6 = 26 kWh; the 0.8 target is 32 kWh ⇒ 6 kWh unmet at departure.
-    sc = scenario([{
-        "name": "h", "count": 1, "load": CONST_LOAD,
-        "ev": {"per_site": 1, "capacity_kwh": 40, "initial_soc": 0.5, "charger_kw": 3,
-               "charge_efficiency": 1.0, "departure_soc_target": 0.8,
-               "trips": fixed_trip(2.0, 1.0, 0.0)},
-    }], weather={"source": "constant"})
+    sc = scenario(
+        [
+            {
+                "name": "h",
+                "count": 1,
+                "load": CONST_LOAD,
+                "ev": {
+                    "per_site": 1,
+                    "capacity_kwh": 40,
+                    "initial_soc": 0.5,
+                    "charger_kw": 3,
+                    "charge_efficiency": 1.0,
+                    "departure_soc_target": 0.8,
+                    "trips": fixed_trip(2.0, 1.0, 0.0),
+                },
+            }
+        ],
+        weather={"source": "constant"},
+    )
     res = simulate(sc)
     ev = res.events().to_pandas()
     dep = ev[ev.kind == "departure"].iloc[0]
@@ -74,30 +100,41 @@ def test_departure_below_target_reports_unmet_energy():
 @st.composite
 def small_worlds(draw):
     n = draw(st.integers(1, 12))
-    site = {"name": "g", "count": n,
-            "load": {"annual_kwh": draw(st.floats(500, 20_000)),
-                     "noise_cv": draw(st.floats(0, 0.5))}}
+    site = {
+        "name": "g",
+        "count": n,
+        "load": {"annual_kwh": draw(st.floats(500, 20_000)), "noise_cv": draw(st.floats(0, 0.5))},
+    }
     if draw(st.booleans()):
-        site["pv"] = {"share": draw(st.floats(0, 1)), "capacity_kw":
-                      {"distribution": "uniform", "low": 1, "high": draw(st.floats(1, 20))}}
+        site["pv"] = {
+            "share": draw(st.floats(0, 1)),
+            "capacity_kw": {"distribution": "uniform", "low": 1, "high": draw(st.floats(1, 20))},
+        }
     if draw(st.booleans()):
         soc_min = draw(st.floats(0, 0.4))
-        site["battery"] = {"share": draw(st.floats(0, 1)),
-                           "capacity_kwh": draw(st.floats(0.5, 30)),
-                           "power_kw": draw(st.floats(0.5, 10)),
-                           "charge_efficiency": draw(st.floats(0.7, 1)),
-                           "discharge_efficiency": draw(st.floats(0.7, 1)),
-                           "soc_min": soc_min, "soc_max": draw(st.floats(soc_min + 0.1, 1)),
-                           "initial_soc": soc_min + 0.05}
+        site["battery"] = {
+            "share": draw(st.floats(0, 1)),
+            "capacity_kwh": draw(st.floats(0.5, 30)),
+            "power_kw": draw(st.floats(0.5, 10)),
+            "charge_efficiency": draw(st.floats(0.7, 1)),
+            "discharge_efficiency": draw(st.floats(0.7, 1)),
+            "soc_min": soc_min,
+            "soc_max": draw(st.floats(soc_min + 0.1, 1)),
+            "initial_soc": soc_min + 0.05,
+        }
     if draw(st.booleans()):
-        site["ev"] = {"share": draw(st.floats(0, 1)),
-                      "per_site": draw(st.sampled_from([None, 1, 3])),
-                      "charger_kw": draw(st.floats(1, 22)),
-                      "charge_efficiency": draw(st.floats(0.8, 1)),
-                      "initial_soc": draw(st.floats(0, 1)),
-                      "departure_soc_target": 0.5}
-    site["grid"] = {"import_limit_kw": draw(st.sampled_from([None, 2.0, 5.0])),
-                    "export_limit_kw": draw(st.sampled_from([None, 0.0, 1.5]))}
+        site["ev"] = {
+            "share": draw(st.floats(0, 1)),
+            "per_site": draw(st.sampled_from([None, 1, 3])),
+            "charger_kw": draw(st.floats(1, 22)),
+            "charge_efficiency": draw(st.floats(0.8, 1)),
+            "initial_soc": draw(st.floats(0, 1)),
+            "departure_soc_target": 0.5,
+        }
+    site["grid"] = {
+        "import_limit_kw": draw(st.sampled_from([None, 2.0, 5.0])),
+        "export_limit_kw": draw(st.sampled_from([None, 0.0, 1.5])),
+    }
     tick = draw(st.sampled_from([300, 900, 3600]))
     return scenario([site], tick_s=tick, duration_days=2, seed=draw(st.integers(0, 10_000)))
 
@@ -138,8 +175,9 @@ def _file_digest(path: Path) -> str:
 def test_same_seed_identical_files_other_seed_differs(tmp_path: Path, repo: Path):
     from cps_sim.scenario.loader import load_scenario
 
-    sc = load_scenario(repo / "scenarios" / "quickstart.yaml", ["duration_days=2",
-                                                                  "sites[0].count=40"])
+    sc = load_scenario(
+        repo / "scenarios" / "quickstart.yaml", ["duration_days=2", "sites[0].count=40"]
+    )
     a = run_scenario(sc, tmp_path / "a")
     b = run_scenario(sc, tmp_path / "b")
     c = run_scenario(sc.model_copy(update={"seed": sc.seed + 1}), tmp_path / "c")
@@ -148,25 +186,38 @@ def test_same_seed_identical_files_other_seed_differs(tmp_path: Path, repo: Path
         assert pq.read_table(a.out_dir / name).equals(pq.read_table(b.out_dir / name))
     assert (a.out_dir / "kpis.json").read_text() == (b.out_dir / "kpis.json").read_text()
     assert not pq.read_table(a.out_dir / "timeseries.parquet").equals(
-        pq.read_table(c.out_dir / "timeseries.parquet"))
+        pq.read_table(c.out_dir / "timeseries.parquet")
+    )
 
 
 @pytest.mark.parametrize("with_battery", [False, True])
 def test_energy_totals_do_not_depend_on_tick_size(with_battery):
     # Constant load, constant irradiance, fixed trips at odd times, an import
     # limit: integration is exact, so 1-min and 1-h ticks give the same totals.
-    site = {"name": "h", "count": 3, "load": {"annual_kwh": 8760.0, "profile": "constant",
-                                              "noise_cv": 0.0},
-            "pv": {"capacity_kw": 3.0, "model": "simple"},
-            "ev": {"per_site": 2, "capacity_kwh": 40, "initial_soc": 0.3, "charger_kw": 6,
-                   "trips": fixed_trip(7.123, 9.37, 42.0)},
-            "grid": {"import_limit_kw": 8.0, "export_limit_kw": 0.5}}
+    site = {
+        "name": "h",
+        "count": 3,
+        "load": {"annual_kwh": 8760.0, "profile": "constant", "noise_cv": 0.0},
+        "pv": {"capacity_kw": 3.0, "model": "simple"},
+        "ev": {
+            "per_site": 2,
+            "capacity_kwh": 40,
+            "initial_soc": 0.3,
+            "charger_kw": 6,
+            "trips": fixed_trip(7.123, 9.37, 42.0),
+        },
+        "grid": {"import_limit_kw": 8.0, "export_limit_kw": 0.5},
+    }
     if with_battery:
         site["battery"] = {"capacity_kwh": 5, "power_kw": 2, "initial_soc": 0.5}
     totals = []
     for tick in (60, 300, 900, 3600):
-        sc = scenario([site], tick_s=tick, duration_days=2,
-                      weather={"source": "constant", "constant_ghi_w_m2": 1000})
+        sc = scenario(
+            [site],
+            tick_s=tick,
+            duration_days=2,
+            weather={"source": "constant", "constant_ghi_w_m2": 1000},
+        )
         totals.append(_totals(simulate(sc)))
     ref = totals[0]
     assert ref["ev_charging_wh"] > 0 and ref["curtailment_wh"] > 0
@@ -176,12 +227,13 @@ def test_energy_totals_do_not_depend_on_tick_size(with_battery):
 
 
 def test_one_site_alone_behaves_like_the_same_site_among_many():
-    site = {"name": "h", "load": {"annual_kwh": {"distribution": "lognormal", "mean": 4000,
-                                                  "cv": 0.3}},
-            "pv": {"share": 1.0, "capacity_kw": {"distribution": "uniform", "low": 3,
-                                                  "high": 6}},
-            "battery": {"share": 1.0, "capacity_kwh": 10},
-            "ev": {"per_site": 1, "charger_kw": 6}}
+    site = {
+        "name": "h",
+        "load": {"annual_kwh": {"distribution": "lognormal", "mean": 4000, "cv": 0.3}},
+        "pv": {"share": 1.0, "capacity_kw": {"distribution": "uniform", "low": 3, "high": 6}},
+        "battery": {"share": 1.0, "capacity_kwh": 10},
+        "ev": {"per_site": 1, "charger_kw": 6},
+    }
     alone = simulate(scenario([{**site, "count": 1}], record={"sites": [0]}))
     many = simulate(scenario([{**site, "count": 2000}], record={"sites": [0]}))
     assert np.array_equal(alone.site_net_wh[:, 0], many.site_net_wh[:, 0])
@@ -191,15 +243,21 @@ def test_one_site_alone_behaves_like_the_same_site_among_many():
 def test_export_limit_curtails_only_pv_never_storage():
     # V2G discharge and forced battery discharge may not be 'curtailed' as if they were
     # PV: under an export limit they are reduced instead, so curtailment <= PV potential.
-    site = {"name": "h", "count": 4, "load": {"annual_kwh": 876.0, "profile": "constant",
-                                              "noise_cv": 0.0},
-            "pv": {"capacity_kw": 4.0, "model": "simple"},
-            "battery": {"capacity_kwh": 10, "initial_soc": 1.0},
-            "ev": {"per_site": 1, "v2x_kw": 6, "initial_soc": 1.0, "v2x_soc_min": 0.2},
-            "grid": {"export_limit_kw": 1.0}}
-    sc = scenario([site], duration_days=2, weather={"source": "constant",
-                                                     "constant_ghi_w_m2": 150},
-                  control={"ev_strategy": "v2g", "v2g_price_jpy_per_kwh": 0.0})
+    site = {
+        "name": "h",
+        "count": 4,
+        "load": {"annual_kwh": 876.0, "profile": "constant", "noise_cv": 0.0},
+        "pv": {"capacity_kw": 4.0, "model": "simple"},
+        "battery": {"capacity_kwh": 10, "initial_soc": 1.0},
+        "ev": {"per_site": 1, "v2x_kw": 6, "initial_soc": 1.0, "v2x_soc_min": 0.2},
+        "grid": {"export_limit_kw": 1.0},
+    }
+    sc = scenario(
+        [site],
+        duration_days=2,
+        weather={"source": "constant", "constant_ghi_w_m2": 150},
+        control={"ev_strategy": "v2g", "v2g_price_jpy_per_kwh": 0.0},
+    )
 
     def on_tick(world, r):
         assert r.flows_wh["curtailment_wh"] <= r.flows_wh["pv_potential_wh"] + 1e-9

@@ -16,10 +16,15 @@ from cps_sim.world.group import IX
 
 def homes(start="2026-01-19T00:00:00+09:00", days=2, **sc):
     block = {"share": 1.0, "floor_area_m2": 60, **sc}
-    return Scenario(name="ac", seed=9, start=start, duration_days=days, tick_s=900,
-                    weather={"source": "synthetic"},
-                    sites=[{"name": "homes", "count": 20, "pv": {"share": 0.5},
-                            "space_conditioning": block}])
+    return Scenario(
+        name="ac",
+        seed=9,
+        start=start,
+        duration_days=days,
+        tick_s=900,
+        weather={"source": "synthetic"},
+        sites=[{"name": "homes", "count": 20, "pv": {"share": 0.5}, "space_conditioning": block}],
+    )
 
 
 def test_engine_runs_the_model_and_the_books_close():
@@ -36,8 +41,13 @@ def test_engine_runs_the_model_and_the_books_close():
         rec.on_tick(r)
         # the tick's heat pump power is the model's decision from the tick-start state
         k = r.k
-        step = hvac.decide(pop.spec, hvac.HvacState(t_in_state[0]),
-                           float(world.weather.temp_air_c[k]), sc.tick_s, 0.0)
+        step = hvac.decide(
+            pop.spec,
+            hvac.HvacState(t_in_state[0]),
+            float(world.weather.temp_air_c[k]),
+            sc.tick_s,
+            0.0,
+        )
         np.testing.assert_allclose(pop.step.electric_w, step.electric_w, rtol=1e-12)
         seen.append(r.extra["hvac_w"])
         t_in_state[0] = pop.state.indoor_c.copy()
@@ -58,12 +68,16 @@ def test_engine_runs_the_model_and_the_books_close():
 
 def test_summer_cooling_and_a_dr_event_shift_consumption():
     day = "2026-08-04"
-    dr = {"dr_windows": [{"start": f"{day}T14:00:00+09:00", "end": f"{day}T17:00:00+09:00",
-                          "shift_k": 2.0}]}
+    dr = {
+        "dr_windows": [
+            {"start": f"{day}T14:00:00+09:00", "end": f"{day}T17:00:00+09:00", "shift_k": 2.0}
+        ]
+    }
     base = simulate(homes(start=f"{day}T00:00:00+09:00", days=1))
     shed = simulate(homes(start=f"{day}T00:00:00+09:00", days=1, **dr))
-    pre = simulate(homes(start=f"{day}T00:00:00+09:00", days=1, precondition_h=2.0,
-                         precondition_k=1.5, **dr))
+    pre = simulate(
+        homes(start=f"{day}T00:00:00+09:00", days=1, precondition_h=2.0, precondition_k=1.5, **dr)
+    )
     ev = slice(14 * 4, 17 * 4)
     before = slice(12 * 4, 14 * 4)
     hv = {n: r.extra["hvac_w"] for n, r in (("base", base), ("shed", shed), ("pre", pre))}

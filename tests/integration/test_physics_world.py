@@ -17,24 +17,52 @@ def _total(rec, flow: str) -> float:
     return float(rec.flows[: rec.ticks_done, FLOWS.index(flow)].sum())
 
 
-@pytest.mark.parametrize("profile", ["japan_residential", "bdew_h25", "office", "hospital",
-                                     "retail", "factory", "data_centre"])
+@pytest.mark.parametrize(
+    "profile",
+    ["japan_residential", "bdew_h25", "office", "hospital", "retail", "factory", "data_centre"],
+)
 def test_every_load_profile_scales_to_its_annual_energy(profile):
     # 5 homes × 2,000 kWh over one calendar year = 10,000 kWh, whatever the shape.
-    sc = scenario([{"name": "s", "count": 5,
-                    "load": {"annual_kwh": 2000.0, "profile": profile, "noise_cv": 0.0,
-                             "shift_max_s": 0.0}}],
-                  start="2026-01-01T00:00:00+09:00", duration_days=365, tick_s=3600,
-                  weather={"source": "constant"})
+    sc = scenario(
+        [
+            {
+                "name": "s",
+                "count": 5,
+                "load": {
+                    "annual_kwh": 2000.0,
+                    "profile": profile,
+                    "noise_cv": 0.0,
+                    "shift_max_s": 0.0,
+                },
+            }
+        ],
+        start="2026-01-01T00:00:00+09:00",
+        duration_days=365,
+        tick_s=3600,
+        weather={"source": "constant"},
+    )
     rec = simulate(sc)
     assert _total(rec, "load_wh") == pytest.approx(10_000_000.0, rel=1e-6)
 
 
 def test_office_load_follows_business_hours():
-    sc = scenario([{"name": "o", "count": 1, "load": {"annual_kwh": 100_000.0,
-                                                      "profile": "office", "noise_cv": 0.0,
-                                                      "shift_max_s": 0.0}}],
-                  duration_days=7, tick_s=3600, weather={"source": "constant"})
+    sc = scenario(
+        [
+            {
+                "name": "o",
+                "count": 1,
+                "load": {
+                    "annual_kwh": 100_000.0,
+                    "profile": "office",
+                    "noise_cv": 0.0,
+                    "shift_max_s": 0.0,
+                },
+            }
+        ],
+        duration_days=7,
+        tick_s=3600,
+        weather={"source": "constant"},
+    )
     rec = simulate(sc)
     load = rec.flows[: rec.ticks_done, FLOWS.index("load_wh")]
     # 2026-04-06 is a Monday: 11:00 Monday well above 03:00 Monday and 11:00 Sunday.
@@ -47,9 +75,12 @@ def test_pvwatts_pv_in_the_engine_matches_the_model_directly():
     # run's own weather (tick means), i.e. nothing is lost or double-counted on the way.
     from cps_sim.models import solar
 
-    site = {"name": "h", "count": 1, "load": {"annual_kwh": 1.0, "profile": "constant",
-                                              "noise_cv": 0.0},
-            "pv": {"capacity_kw": 5.0, "tilt_deg": 30, "azimuth_deg": 180, "dc_ac_ratio": 1.2}}
+    site = {
+        "name": "h",
+        "count": 1,
+        "load": {"annual_kwh": 1.0, "profile": "constant", "noise_cv": 0.0},
+        "pv": {"capacity_kw": 5.0, "tilt_deg": 30, "azimuth_deg": 180, "dc_ac_ratio": 1.2},
+    }
     sc = scenario([site], duration_days=10)
     rec = simulate(sc)
     world = build_world(sc)
@@ -72,8 +103,11 @@ def test_more_pv_capacity_never_means_less_generation():
 
 def test_cloudier_weather_gives_less_pv():
     def pv(scale):
-        sc = scenario([{"name": "h", "count": 2, "pv": {"capacity_kw": 4.0}}], duration_days=20,
-                      weather={"source": "synthetic", "clear_sky_index_scale": scale})
+        sc = scenario(
+            [{"name": "h", "count": 2, "pv": {"capacity_kw": 4.0}}],
+            duration_days=20,
+            weather={"source": "synthetic", "clear_sky_index_scale": scale},
+        )
         return _total(simulate(sc), "pv_potential_wh")
 
     assert pv(0.6) < pv(1.0)
@@ -82,8 +116,9 @@ def test_cloudier_weather_gives_less_pv():
 def test_weather_file_outside_the_scenario_folder_is_refused(tmp_path):
     from cps_sim.core.errors import ScenarioError
 
-    sc = scenario([{"name": "h", "count": 1}], weather={"source": "csv",
-                                                       "file": "../../etc/passwd"})
+    sc = scenario(
+        [{"name": "h", "count": 1}], weather={"source": "csv", "file": "../../etc/passwd"}
+    )
     with pytest.raises(ScenarioError, match="outside the scenario folder"):
         build_world(sc, base_dir=tmp_path)
 
@@ -93,9 +128,16 @@ def test_csv_weather_is_interpolated_to_the_run(tmp_path):
     import pandas as pd
 
     idx = pd.date_range("2026-04-05", periods=24 * 4, freq="1h", tz="Asia/Tokyo")
-    pd.DataFrame({"timestamp": idx.strftime("%Y-%m-%dT%H:%M:%S%z"), "ghi_w_m2": 500.0,
-                  "dni_w_m2": 0.0, "dhi_w_m2": 500.0, "temp_air_c": 12.0,
-                  "wind_speed_m_s": 3.0}).to_csv(tmp_path / "w.csv", index=False)
+    pd.DataFrame(
+        {
+            "timestamp": idx.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "ghi_w_m2": 500.0,
+            "dni_w_m2": 0.0,
+            "dhi_w_m2": 500.0,
+            "temp_air_c": 12.0,
+            "wind_speed_m_s": 3.0,
+        }
+    ).to_csv(tmp_path / "w.csv", index=False)
     sc = scenario([{"name": "h", "count": 1}], weather={"source": "csv", "file": "w.csv"})
     world = build_world(sc, base_dir=tmp_path)
     assert np.allclose(world.weather.ghi_w_m2, 500.0)
@@ -103,8 +145,12 @@ def test_csv_weather_is_interpolated_to_the_run(tmp_path):
 
 
 def _hp_run(control: str):
-    site = {"name": "h", "count": 20, "pv": {"capacity_kw": 5.0},
-            "heat_pump_water_heater": {"control": control}}
+    site = {
+        "name": "h",
+        "count": 20,
+        "pv": {"capacity_kw": 5.0},
+        "heat_pump_water_heater": {"control": control},
+    }
     sc = scenario([site], duration_days=5)
     rec = simulate(sc)
     return rec, rec.kpis(rec.events())
@@ -142,10 +188,18 @@ def test_ev_fleet_mix_from_the_catalog_and_cold_weather_costs_range():
     assert np.all(evs.consumption_wh_per_km == kei.consumption_kwh_per_100km * 10)
 
     def driving(temp_c: float, dependent: bool) -> float:
-        sc = scenario([{"name": "h", "count": 20, "load": {"profile": "constant"},
-                        "ev": {"per_site": 1,
-                               "temperature_dependent_consumption": dependent}}],
-                      duration_days=3, weather={"source": "constant", "constant_temp_c": temp_c})
+        sc = scenario(
+            [
+                {
+                    "name": "h",
+                    "count": 20,
+                    "load": {"profile": "constant"},
+                    "ev": {"per_site": 1, "temperature_dependent_consumption": dependent},
+                }
+            ],
+            duration_days=3,
+            weather={"source": "constant", "constant_temp_c": temp_c},
+        )
         rec = simulate(sc)
         return _total(rec, "ev_driving_wh") + _total(rec, "ev_trip_shortfall_wh")
 
@@ -158,14 +212,21 @@ def test_unknown_vehicle_class_names_path_and_catalog(tmp_path):
     from cps_sim.world.build import build_world
 
     sc = scenario([{"name": "h", "count": 2, "ev": {"models": {"tesla": 1.0}}}])
-    with pytest.raises(ScenarioError, match=r"sites\[0\]\.ev\.models: unknown vehicle class "
-                                            r"'tesla'; the catalog has: compact_40kwh"):
+    with pytest.raises(
+        ScenarioError,
+        match=r"sites\[0\]\.ev\.models: unknown vehicle class "
+        r"'tesla'; the catalog has: compact_40kwh",
+    ):
         build_world(sc)
 
 
 def test_battery_ageing_lowers_capacity_and_keeps_the_ledger_closed():
-    site = {"name": "h", "count": 10, "pv": {"capacity_kw": 6.0},
-            "battery": {"capacity_kwh": 10, "ageing": True, "initial_soc": 1.0, "soc_max": 1.0}}
+    site = {
+        "name": "h",
+        "count": 10,
+        "pv": {"capacity_kw": 6.0},
+        "battery": {"capacity_kwh": 10, "ageing": True, "initial_soc": 1.0, "soc_max": 1.0},
+    }
     sc = scenario([site], duration_days=60, tick_s=3600)
     checks = []
 
@@ -186,21 +247,33 @@ def test_battery_ageing_lowers_capacity_and_keeps_the_ledger_closed():
 def test_engine_ev_charging_is_the_models_cc_cv_law_exactly(tick_s, fleet):
     # One EV charging from 70 % with a taper from 80 %: every tick's engine energy is
     # the EV model's own step (models.ev_physics.step) over the same tick, exactly.
-    ev = {"per_site": 1, "initial_soc": 0.7, "charger_kw": 6,
-          "trips": {"weekday": {"probability": 0.0}, "weekend": {"probability": 0.0}}}
+    ev = {
+        "per_site": 1,
+        "initial_soc": 0.7,
+        "charger_kw": 6,
+        "trips": {"weekday": {"probability": 0.0}, "weekend": {"probability": 0.0}},
+    }
     if fleet == "scenario":
         ev.update(capacity_kwh=40, charge_efficiency=0.9, taper_soc=0.8)
     else:  # a catalog class: its own taper (0.8) along the pack's 50 kW DC line
         ev.update(models={"compact_40kwh": 1.0})
-    sc = scenario([{"name": "h", "count": 1, "load": {"profile": "constant"}, "ev": ev}],
-                  duration_days=1, tick_s=tick_s, weather={"source": "constant"})
+    sc = scenario(
+        [{"name": "h", "count": 1, "load": {"profile": "constant"}, "ev": ev}],
+        duration_days=1,
+        tick_s=tick_s,
+        weather={"source": "constant"},
+    )
     rec = simulate(sc)
     got = rec.flows[:, FLOWS.index("ev_charging_wh")]
     from cps_sim.models import ev_physics as evm
 
     if fleet == "scenario":
-        spec = evm.EVSpec(*(np.array([v]) for v in (
-            40_000.0, 150.0, 6000.0, 6000.0, 0.0, 0.9, 0.9, 0.9, 0.8, 0.0, 1.0)))
+        spec = evm.EVSpec(
+            *(
+                np.array([v])
+                for v in (40_000.0, 150.0, 6000.0, 6000.0, 0.0, 0.9, 0.9, 0.9, 0.8, 0.0, 1.0)
+            )
+        )
     else:
         spec = evm.ev_spec(evm.load_catalog(), ["compact_40kwh"], soc_min=0.0)
     state = evm.plug_in(evm.initial_state(spec, 0.7), [True], 6000.0)
@@ -216,12 +289,27 @@ def test_engine_ev_charging_is_the_models_cc_cv_law_exactly(tick_s, fleet):
 
 def test_ev_cc_cv_taper_is_independent_of_the_tick():
     def charged(tick_s: int, hours: float) -> float:
-        sc = scenario([{"name": "h", "count": 1, "load": {"profile": "constant"},
-                        "ev": {"per_site": 1, "capacity_kwh": 40, "initial_soc": 0.7,
-                               "charger_kw": 6, "charge_efficiency": 1.0, "taper_soc": 0.8,
-                               "trips": {"weekday": {"probability": 0.0},
-                                         "weekend": {"probability": 0.0}}}}],
-                      duration_days=1, tick_s=tick_s, weather={"source": "constant"})
+        sc = scenario(
+            [
+                {
+                    "name": "h",
+                    "count": 1,
+                    "load": {"profile": "constant"},
+                    "ev": {
+                        "per_site": 1,
+                        "capacity_kwh": 40,
+                        "initial_soc": 0.7,
+                        "charger_kw": 6,
+                        "charge_efficiency": 1.0,
+                        "taper_soc": 0.8,
+                        "trips": {"weekday": {"probability": 0.0}, "weekend": {"probability": 0.0}},
+                    },
+                }
+            ],
+            duration_days=1,
+            tick_s=tick_s,
+            weather={"source": "constant"},
+        )
         rec = simulate(sc)
         n = int(hours * 3600 / tick_s)
         return float(rec.flows[:n, FLOWS.index("ev_charging_wh")].sum())
@@ -235,11 +323,18 @@ def test_ev_cc_cv_taper_is_independent_of_the_tick():
 
 def test_battery_self_discharge_is_a_logged_loss():
     # 10 kWh at full, idle (no PV, control idle): 2 %/month ≈ 0.0667 %/day lost.
-    site = {"name": "h", "count": 1, "load": {"profile": "constant"},
-            "battery": {"capacity_kwh": 10, "initial_soc": 1.0, "control": "idle",
-                        "self_discharge_per_month": 0.02}}
-    rec = simulate(scenario([site], duration_days=30, tick_s=3600,
-                            weather={"source": "constant"}))
+    site = {
+        "name": "h",
+        "count": 1,
+        "load": {"profile": "constant"},
+        "battery": {
+            "capacity_kwh": 10,
+            "initial_soc": 1.0,
+            "control": "idle",
+            "self_discharge_per_month": 0.02,
+        },
+    }
+    rec = simulate(scenario([site], duration_days=30, tick_s=3600, weather={"source": "constant"}))
     k = rec.kpis(rec.events())
     assert k["battery_loss_kwh"] == pytest.approx(10 * 0.02, rel=1e-6)
     assert abs(k["balance_residual_wh"]) < 1e-6
@@ -248,11 +343,19 @@ def test_battery_self_discharge_is_a_logged_loss():
 def test_gx_carbon_price_timeline_prices_each_tick_by_fiscal_year():
     # Import 1 kW for a day around the FY2027/FY2028 boundary (1 April 2028, JST):
     # FY2027 = ETS only 1,000 + 250 = 1,250 JPY/t; FY2028 adds the levy 300 → 1,800 JPY/t.
-    site = {"name": "h", "count": 1, "load": {"annual_kwh": 8760, "profile": "constant",
-                                              "noise_cv": 0.0}}
-    sc = scenario([site], start="2028-03-31T12:00:00+09:00", duration_days=1, tick_s=3600,
-                  weather={"source": "constant"},
-                  emissions={"grid_co2_g_per_kwh": 500, "carbon_price": "gx_timeline"})
+    site = {
+        "name": "h",
+        "count": 1,
+        "load": {"annual_kwh": 8760, "profile": "constant", "noise_cv": 0.0},
+    }
+    sc = scenario(
+        [site],
+        start="2028-03-31T12:00:00+09:00",
+        duration_days=1,
+        tick_s=3600,
+        weather={"source": "constant"},
+        emissions={"grid_co2_g_per_kwh": 500, "carbon_price": "gx_timeline"},
+    )
     rec = simulate(sc)
     price = rec.world.carbon_price_jpy_per_t
     assert set(price[:12]) == {1250.0} and set(price[12:]) == {1800.0}
@@ -263,10 +366,19 @@ def test_gx_carbon_price_timeline_prices_each_tick_by_fiscal_year():
 
 
 def _jobs(**dspec):
-    site = {"name": "f", "count": 3, "load": {"annual_kwh": 8760.0, "profile": "constant",
-                                              "noise_cv": 0.0},
-            "deferrable": {"energy_kwh": 20.0, "power_kw": 10.0, "window_start_h": 6.5,
-                           "deadline_h": 22.0, "days": "all", **dspec}}
+    site = {
+        "name": "f",
+        "count": 3,
+        "load": {"annual_kwh": 8760.0, "profile": "constant", "noise_cv": 0.0},
+        "deferrable": {
+            "energy_kwh": 20.0,
+            "power_kw": 10.0,
+            "window_start_h": 6.5,
+            "deadline_h": 22.0,
+            "days": "all",
+            **dspec,
+        },
+    }
     return scenario([site], duration_days=2, tick_s=900, weather={"source": "constant"})
 
 
@@ -298,11 +410,19 @@ def test_fems_shifts_the_deferrable_process_into_pv_surplus_and_meets_the_deadli
     # uncontrolled it runs 06:00–11:00 (mostly before the sun peaks); the FEMS follows
     # the surplus and still finishes by 22:00.
     def run(with_fems: bool):
-        site = {"name": "f", "count": 1, "kind": "factory",
-                "load": {"annual_kwh": 100_000.0, "profile": "factory"},
-                "pv": {"capacity_kw": 60.0, "tilt_deg": 20, "azimuth_deg": 180},
-                "deferrable": {"energy_kwh": 300.0, "power_kw": 60.0, "window_start_h": 6.0,
-                               "deadline_h": 22.0}}
+        site = {
+            "name": "f",
+            "count": 1,
+            "kind": "factory",
+            "load": {"annual_kwh": 100_000.0, "profile": "factory"},
+            "pv": {"capacity_kw": 60.0, "tilt_deg": 20, "azimuth_deg": 180},
+            "deferrable": {
+                "energy_kwh": 300.0,
+                "power_kw": 60.0,
+                "window_start_h": 6.0,
+                "deadline_h": 22.0,
+            },
+        }
         extra = {"ems": {"f": {"kind": "fems", "interval_s": 900}}} if with_fems else {}
         sc = scenario([site], duration_days=5, **extra)
         rec = simulate(sc, on_tick=lambda w, r: None)
@@ -319,10 +439,17 @@ def test_fems_shifts_the_deferrable_process_into_pv_surplus_and_meets_the_deadli
 
 def test_load_noise_has_mean_one_and_the_scenario_cv():
     # constant 1 kW per site × (1 + cv·z): over 2,000 sites × 96 ticks, mean 1 kW, CV 0.2
-    sc = scenario([{"name": "h", "count": 2000, "load": {"annual_kwh": 8760.0,
-                                                         "profile": "constant",
-                                                         "noise_cv": 0.2}}],
-                  duration_days=1, weather={"source": "constant"})
+    sc = scenario(
+        [
+            {
+                "name": "h",
+                "count": 2000,
+                "load": {"annual_kwh": 8760.0, "profile": "constant", "noise_cv": 0.2},
+            }
+        ],
+        duration_days=1,
+        weather={"source": "constant"},
+    )
     loads = build_world(sc).bindings[0].loads
     rows = np.stack([loads.tick(k) for k in range(96)])
     assert rows.mean() == pytest.approx(1000.0, rel=0.005)

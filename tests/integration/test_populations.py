@@ -22,15 +22,31 @@ START = "2026-05-11T00:00:00+09:00"
 
 def everything(**kw) -> Scenario:
     """One group with every built-in device family, limits that bind, V2X."""
-    d = dict(name="all", seed=4, start=START, duration_days=2, tick_s=900,
-             sites=[{"name": "mix", "count": 12, "pv": {"share": 1.0, "capacity_kw": 6},
-                     "battery": {"share": 0.5, "taper_soc": 0.8, "self_discharge_per_month": 0.02,
-                                 "ageing": True},
-                     "ev": {"share": 0.7, "v2x_kw": 6, "taper_soc": 0.85},
-                     "deferrable": {"share": 0.5, "power_kw": 2, "energy_kwh": 6},
-                     "heat_pump_water_heater": {"share": 0.5},
-                     "grid": {"import_limit_kw": 1.5, "export_limit_kw": 3}}],
-             control={"ev_strategy": "v2g", "v2g_price_jpy_per_kwh": 5})
+    d = dict(
+        name="all",
+        seed=4,
+        start=START,
+        duration_days=2,
+        tick_s=900,
+        sites=[
+            {
+                "name": "mix",
+                "count": 12,
+                "pv": {"share": 1.0, "capacity_kw": 6},
+                "battery": {
+                    "share": 0.5,
+                    "taper_soc": 0.8,
+                    "self_discharge_per_month": 0.02,
+                    "ageing": True,
+                },
+                "ev": {"share": 0.7, "v2x_kw": 6, "taper_soc": 0.85},
+                "deferrable": {"share": 0.5, "power_kw": 2, "energy_kwh": 6},
+                "heat_pump_water_heater": {"share": 0.5},
+                "grid": {"import_limit_kw": 1.5, "export_limit_kw": 3},
+            }
+        ],
+        control={"ev_strategy": "v2g", "v2g_price_jpy_per_kwh": 5},
+    )
     d.update(kw)
     return Scenario(**d)
 
@@ -38,10 +54,10 @@ def everything(**kw) -> Scenario:
 def test_flows_sinks_setpoints_and_observation_are_derived_from_the_registry():
     flows = [f for p in pops.REGISTRY for f in p.FLOWS]
     assert set(pops.FLOWS) == {f.name for f in flows} | {f.name for f in pops.CONNECTION_FLOWS}
-    assert set(pops.SINKS) == {f.name for f in (*flows, *pops.CONNECTION_FLOWS)
-                               if f.role == "sink"}
-    assert set(pops.SETPOINT_KEYS) == ({k.name for p in pops.REGISTRY for k in p.SETPOINTS}
-                                       | {"import_limit_w", "export_limit_w"})
+    assert set(pops.SINKS) == {f.name for f in (*flows, *pops.CONNECTION_FLOWS) if f.role == "sink"}
+    assert set(pops.SETPOINT_KEYS) == (
+        {k.name for p in pops.REGISTRY for k in p.SETPOINTS} | {"import_limit_w", "export_limit_w"}
+    )
     # every field a population says it fills is an Observation field (or goes to extra)
     fields = {f.name for f in dataclasses.fields(Observation)}
     assert set(pops.OBSERVED) <= fields
@@ -55,9 +71,16 @@ def test_a_group_takes_exactly_the_keys_of_its_populations():
     world.start(env, Recorder(world).on_tick)
     g = world.group("mix")
     sizes = world.setpoint_sizes("mix")
-    assert sizes == {"import_limit_w": 12, "export_limit_w": 12, "ev_setpoint_w": g.evs.n,
-                     "battery_setpoint_w": 12, "battery_mode": 12, "deferrable_setpoint_w": 12,
-                     "hpwh_setpoint_w": 12, "hpwh_mode": 12}
+    assert sizes == {
+        "import_limit_w": 12,
+        "export_limit_w": 12,
+        "ev_setpoint_w": g.evs.n,
+        "battery_setpoint_w": 12,
+        "battery_mode": 12,
+        "deferrable_setpoint_w": 12,
+        "hpwh_setpoint_w": 12,
+        "hpwh_mode": 12,
+    }
     obs = world.observe("mix")
     assert dict(obs.setpoint_sizes) == sizes
     assert "hpwh_tank_temp_c" in obs.extra  # a field without an Observation attribute
@@ -91,6 +114,12 @@ def test_the_books_close_from_the_parquet_columns_alone(tmp_path):
     scale = max(float(src.abs().max()), 1.0)
     np.testing.assert_allclose((src - snk).to_numpy(), d_stored, rtol=0, atol=1e-9 * scale)
     # the scenario exercised every flow that matters here
-    for col in ("ev_discharge_w", "battery_loss_w", "deferrable_w", "curtailment_w",
-                "unserved_w", "ev_loss_w"):
+    for col in (
+        "ev_discharge_w",
+        "battery_loss_w",
+        "deferrable_w",
+        "curtailment_w",
+        "unserved_w",
+        "ev_loss_w",
+    ):
         assert ts[col].sum() > 0, col

@@ -30,10 +30,21 @@ from cps_sim.world.build import build_world
 QUIET = {"annual_kwh": 0.001, "noise_cv": 0.0}  # ~0.1 mW per site: no load at all
 
 
-def scenario(site: dict, *, days: float = 1.0, tick_s: float = 900.0,
-             start: str = "2026-05-10T00:00:00+09:00") -> Scenario:
-    return Scenario(name="pf", seed=3, start=start, duration_days=days, tick_s=tick_s,
-                    sites=[{"name": "homes", **site}])
+def scenario(
+    site: dict,
+    *,
+    days: float = 1.0,
+    tick_s: float = 900.0,
+    start: str = "2026-05-10T00:00:00+09:00",
+) -> Scenario:
+    return Scenario(
+        name="pf",
+        seed=3,
+        start=start,
+        duration_days=days,
+        tick_s=tick_s,
+        sites=[{"name": "homes", **site}],
+    )
 
 
 def run(sc: Scenario, **spec) -> tuple[PowerFlowHook, dict[str, np.ndarray]]:
@@ -55,6 +66,7 @@ def local_hour(sc: Scenario) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- physics
+
 
 def test_no_load_gives_nominal_voltage_everywhere():
     # The CIGRE LV benchmark with its own nominal loads sags to ~0.91 pu; the sites replace
@@ -79,13 +91,14 @@ def test_more_pv_export_at_midday_raises_max_voltage():
     _, big = run(sc_big, network="kerber_landnetz_overhead")
     h = local_hour(sc_big)
     noon = (h >= 10) & (h < 14)
-    night = (h < 4)
+    night = h < 4
     # 26 homes × ~7 kW export on a rural overhead feeder lifts the far end well above 1 pu
     assert np.all(big["powerflow_vm_max_pu"][noon] > small["powerflow_vm_max_pu"][noon] + 0.005)
     assert big["powerflow_vm_max_pu"][noon].max() > 1.01
     # at night PV is 0 W, so both runs see the same feeder
-    assert np.allclose(big["powerflow_vm_min_pu"][night], small["powerflow_vm_min_pu"][night],
-                       atol=1e-9)
+    assert np.allclose(
+        big["powerflow_vm_min_pu"][night], small["powerflow_vm_min_pu"][night], atol=1e-9
+    )
 
 
 def test_heavy_ev_charging_lowers_min_voltage_and_loads_lines():
@@ -95,16 +108,18 @@ def test_heavy_ev_charging_lowers_min_voltage_and_loads_lines():
     _, quiet = run(scenario(base, days=0.25), network="kerber_dorfnetz")
     _, heavy = run(scenario(ev, days=0.25), network="kerber_dorfnetz")
     first = slice(0, 4)  # the first hour: every vehicle charging
-    assert np.all(heavy["powerflow_vm_min_pu"][first]
-                  < quiet["powerflow_vm_min_pu"][first] - 0.01)
-    assert np.all(heavy["powerflow_line_loading_max_percent"][first]
-                  > quiet["powerflow_line_loading_max_percent"][first] + 10.0)
+    assert np.all(heavy["powerflow_vm_min_pu"][first] < quiet["powerflow_vm_min_pu"][first] - 0.01)
+    assert np.all(
+        heavy["powerflow_line_loading_max_percent"][first]
+        > quiet["powerflow_line_loading_max_percent"][first] + 10.0
+    )
     assert np.all(heavy["powerflow_losses_w"][first] > quiet["powerflow_losses_w"][first])
 
 
 def test_losses_positive_under_load_and_consistent_with_the_slack():
-    sc = scenario({"count": 30, "ev": {"per_site": 1, "charger_kw": 6.0, "initial_soc": 0.2}},
-                  days=0.25)
+    sc = scenario(
+        {"count": 30, "ev": {"per_site": 1, "charger_kw": 6.0, "initial_soc": 0.2}}, days=0.25
+    )
     hook, c = run(sc, network="cigre_lv")
     _, idle = run(scenario({"count": 30, "load": QUIET}, days=0.25), network="cigre_lv")
     # no-load losses are the transformers' iron losses; load adds I²R on top
@@ -118,7 +133,8 @@ def test_losses_positive_under_load_and_consistent_with_the_slack():
     assert c["powerflow_losses_w"][-1] > 1000.0
     # KPI: one run per 15-min tick, losses [W] × 0.25 h
     assert hook.kpis()["powerflow_losses_kwh"] == pytest.approx(
-        c["powerflow_losses_w"].sum() * 0.25 / 1000.0, rel=1e-12)
+        c["powerflow_losses_w"].sum() * 0.25 / 1000.0, rel=1e-12
+    )
 
 
 def test_sites_aggregate_to_loads_by_bincount():
@@ -133,7 +149,8 @@ def test_sites_aggregate_to_loads_by_bincount():
         assert p_load[j] == pytest.approx(p_site[on_j].sum(), rel=1e-12, abs=1e-9)
         # Q = Σ|P| tan(acos 0.9) = Σ|P| × 0.4843
         assert hook.net.load["q_mvar"].iloc[j] * 1e6 == pytest.approx(
-            np.abs(p_site[on_j]).sum() * 0.48432210483785254, rel=1e-9, abs=1e-9)
+            np.abs(p_site[on_j]).sum() * 0.48432210483785254, rel=1e-9, abs=1e-9
+        )
 
 
 def test_recycled_runs_match_a_fresh_power_flow():
@@ -141,13 +158,16 @@ def test_recycled_runs_match_a_fresh_power_flow():
     hook, c = run(sc, network="kerber_dorfnetz")
     fresh = copy.deepcopy(hook.net)
     pp.runpp(fresh, algorithm="nr", voltage_depend_loads=False, numba=False)
-    assert float(fresh.res_bus["vm_pu"].min()) == pytest.approx(c["powerflow_vm_min_pu"][-1],
-                                                                abs=1e-6)
+    assert float(fresh.res_bus["vm_pu"].min()) == pytest.approx(
+        c["powerflow_vm_min_pu"][-1], abs=1e-6
+    )
     assert float(fresh.res_line["loading_percent"].max()) == pytest.approx(
-        c["powerflow_line_loading_max_percent"][-1], abs=1e-4)
+        c["powerflow_line_loading_max_percent"][-1], abs=1e-4
+    )
 
 
 # --------------------------------------------------------------------------- robustness
+
 
 def test_non_convergence_is_counted_not_raised():
     # each home stands for 100,000 homes: hundreds of MW on a 0.4 kV feeder
@@ -179,8 +199,9 @@ def test_recovers_after_a_failed_run():
 def test_every_n_ticks_band_violation_hours_and_report():
     # a band of ±0.001 pu is violated at every run with real load on the feeder
     sc = scenario({"count": 30}, days=1.0)
-    hook, c = run(sc, network="kerber_dorfnetz", every_ticks=4,
-                  voltage_min_pu=0.999, voltage_max_pu=1.001)
+    hook, c = run(
+        sc, network="kerber_dorfnetz", every_ticks=4, voltage_min_pu=0.999, voltage_max_pu=1.001
+    )
     ran = np.arange(sc.n_ticks) % 4 == 0
     assert np.all(np.isfinite(c["powerflow_vm_min_pu"][ran]))
     assert np.all(np.isnan(c["powerflow_vm_min_pu"][~ran]))
@@ -192,16 +213,17 @@ def test_every_n_ticks_band_violation_hours_and_report():
     # each run stands for 4 × 15 min = 1 h
     assert hook.kpis()["powerflow_voltage_violation_hours"] == pytest.approx(violated * 1.0)
     assert hook.kpis()["powerflow_line_loading_max_percent"] == pytest.approx(
-        np.nanmax(c["powerflow_line_loading_max_percent"]))
+        np.nanmax(c["powerflow_line_loading_max_percent"])
+    )
 
 
 # --------------------------------------------------------------------------- mapping, schema
 
+
 def test_site_mapping_round_robin_and_proportional():
     assert map_sites_to_loads(7, np.ones(3), "round_robin").tolist() == [0, 1, 2, 0, 1, 2, 0]
     # 8 sites on loads of 3 : 1 → 6 and 2; 10 sites on 1 : 1 : 1 → 4, 3, 3 (largest remainder)
-    assert map_sites_to_loads(8, np.array([0.3, 0.1]), "proportional").tolist() == \
-        [0] * 6 + [1] * 2
+    assert map_sites_to_loads(8, np.array([0.3, 0.1]), "proportional").tolist() == [0] * 6 + [1] * 2
     assert np.bincount(map_sites_to_loads(10, np.ones(3), "proportional")).tolist() == [4, 3, 3]
     assert map_sites_to_loads(4, np.zeros(2), "proportional").tolist() == [0, 0, 1, 1]
 

@@ -50,7 +50,8 @@ def test_random_rollout_reward_is_minus_cost():
     assert np.isfinite(rewards).all()
     # rewards add up to -(energy cost) - 50 JPY/kWh x EV energy unmet at departures
     assert rewards.sum() == pytest.approx(
-        -info["episode_cost_jpy"] - 50.0 * info["episode_unmet_ev_kwh"], rel=1e-9)
+        -info["episode_cost_jpy"] - 50.0 * info["episode_unmet_ev_kwh"], rel=1e-9
+    )
     k = env.recorder.kpis(env.recorder.events())
     assert abs(k["balance_residual_wh"]) < 1e-3  # energy conserved under random actions
 
@@ -95,21 +96,32 @@ def test_battery_action_moves_the_battery():
 
 
 def test_rejects_group_with_a_strategy():
-    sc = default_scenario().model_copy(update={"control": default_scenario().control.model_copy(
-        update={"ev_strategy": "now"})})
+    sc = default_scenario().model_copy(
+        update={"control": default_scenario().control.model_copy(update={"ev_strategy": "now"})}
+    )
     with pytest.raises(ValueError, match="ev_strategy"):
         CpsSimEnv(sc)
 
 
-@pytest.mark.parametrize("update,words", [
-    ({"ems": {"homes": {"kind": "hems"}}}, ["HEMS", "ems.homes"]),
-    ({"sites": [*default_scenario().model_dump()["sites"], {"name": "shops", "count": 2,
-                                                           "kind": "building"}],
-      "ems": {"shops": {"kind": "cems", "member_groups": ["homes"]}}},
-     ["CEMS", "ems.shops", "member group"]),
-    ({"vpp": {"groups": ["homes"]}}, ["VPP", "vpp.groups"]),
-    ({"bridge": {"expose": [{"group": "homes"}]}}, ["external controller", "bridge.expose"]),
-], ids=["hems", "cems member", "vpp", "mqtt controller"])
+@pytest.mark.parametrize(
+    "update,words",
+    [
+        ({"ems": {"homes": {"kind": "hems"}}}, ["HEMS", "ems.homes"]),
+        (
+            {
+                "sites": [
+                    *default_scenario().model_dump()["sites"],
+                    {"name": "shops", "count": 2, "kind": "building"},
+                ],
+                "ems": {"shops": {"kind": "cems", "member_groups": ["homes"]}},
+            },
+            ["CEMS", "ems.shops", "member group"],
+        ),
+        ({"vpp": {"groups": ["homes"]}}, ["VPP", "vpp.groups"]),
+        ({"bridge": {"expose": [{"group": "homes"}]}}, ["external controller", "bridge.expose"]),
+    ],
+    ids=["hems", "cems member", "vpp", "mqtt controller"],
+)
 def test_refuses_a_group_that_another_controller_drives(update, words):
     from cps_sim.scenario.schema import Scenario
 

@@ -106,32 +106,41 @@ def test_catalog_is_queryable_with_duckdb(grid_sweep):
     duckdb = pytest.importorskip("duckdb")
     _, r = grid_sweep
     cat = str(r.catalog)
-    rows = duckdb.sql(f"SELECT pv_share, count(*) AS n, avg(self_sufficiency) AS ss "
-                      f"FROM '{cat}' WHERE status = 'ok' GROUP BY pv_share "
-                      "ORDER BY pv_share").fetchall()
+    rows = duckdb.sql(
+        f"SELECT pv_share, count(*) AS n, avg(self_sufficiency) AS ss "
+        f"FROM '{cat}' WHERE status = 'ok' GROUP BY pv_share "
+        "ORDER BY pv_share"
+    ).fetchall()
     assert [(p, n) for p, n, _ in rows] == [(0.2, 4), (0.9, 4)]
     assert rows[0][2] < rows[1][2]  # more PV -> more self-sufficient
     ts = str(r.out_dir / "runs" / "*" / "timeseries.parquet")
-    joined = duckdb.sql(f"SELECT c.pv_share, sum(t.pv_generation_w) AS pv FROM '{cat}' c JOIN "
-                        f"read_parquet('{ts}', hive_partitioning = true) t USING (run_id) "
-                        "GROUP BY ALL ORDER BY 1").fetchall()
+    joined = duckdb.sql(
+        f"SELECT c.pv_share, sum(t.pv_generation_w) AS pv FROM '{cat}' c JOIN "
+        f"read_parquet('{ts}', hive_partitioning = true) t USING (run_id) "
+        "GROUP BY ALL ORDER BY 1"
+    ).fetchall()
     assert len(joined) == 2
 
 
 def test_sigkill_then_resume_has_no_duplicates_and_none_missing(tmp_path):
-    f = _write(tmp_path, """\
+    f = _write(
+        tmp_path,
+        """\
         name: killme
         scenario: tiny.yaml
         set: ["duration_days=10"]
         parameters:
           - {name: pv_share, path: "sites[0].pv.share", values: [0.1, 0.3, 0.5, 0.7, 0.9]}
         replications: 5
-        """)
+        """,
+    )
     out = tmp_path / "out"
     planned = {r.run_id for r in expand(load_sweep(f), f).runs}
     assert len(planned) == 25
-    code = ("import sys; from cps_sim.experiment.sweep import run_sweep; "
-            "run_sweep(sys.argv[1], sys.argv[2], workers=2, quiet=True)")
+    code = (
+        "import sys; from cps_sim.experiment.sweep import run_sweep; "
+        "run_sweep(sys.argv[1], sys.argv[2], workers=2, quiet=True)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(f), str(out)], env=_env())
     try:
         deadline = time.monotonic() + 60
@@ -171,19 +180,21 @@ def test_without_resume_an_existing_sweep_is_not_overwritten(grid_sweep):
     before = sorted(p.stat().st_mtime_ns for p in (r.out_dir / "runs").rglob("run.json"))
     with pytest.raises(ResultsError, match="--resume"):
         run_sweep(f, r.out_dir, workers=1, quiet=True)
-    assert sorted(p.stat().st_mtime_ns
-                  for p in (r.out_dir / "runs").rglob("run.json")) == before
+    assert sorted(p.stat().st_mtime_ns for p in (r.out_dir / "runs").rglob("run.json")) == before
 
 
 def test_failing_points_are_recorded_and_the_rest_complete(tmp_path):
-    f = _write(tmp_path, """\
+    f = _write(
+        tmp_path,
+        """\
         name: faults
         scenario: tiny.yaml
         parameters:
           - {name: battery_kwh, path: "sites[0].battery.capacity_kwh", values: [5, -5, 10]}
           - {name: days, path: duration_days, values: [1, 10000]}
         timeout_s: 5
-        """)
+        """,
+    )
     r = run_sweep(f, tmp_path / "out", workers=2, quiet=True)
     assert r.exit_code == 1
     cat = read_catalog(r.out_dir).set_index(["battery_kwh", "days"])
@@ -241,8 +252,14 @@ def test_disk_full_is_reported_per_run_and_leaves_no_partial_file(tmp_path):
         rec = execute_run(json.load(open(sys.argv[1])), sys.argv[2])
         print(json.dumps({k: rec[k] for k in ("status", "error_type", "error")}))
         """)
-    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "task.json"), str(out)],
-                         env=_env(), capture_output=True, text=True, timeout=120, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "task.json"), str(out)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     rec = json.loads(res.stdout.strip().splitlines()[-1])
     assert rec["status"] == "failed" and rec["error_type"] == "disk_full", rec
     assert "File too large" in rec["error"]
@@ -255,16 +272,22 @@ def test_disk_full_is_reported_per_run_and_leaves_no_partial_file(tmp_path):
 def test_second_sweep_on_a_locked_directory_exits_with_a_clear_error(tmp_path):
     f = _write(tmp_path, GRID)
     out = tmp_path / "out"
-    code = ("import sys, time; from pathlib import Path; "
-            "from cps_sim.experiment.sweep import sweep_lock\n"
-            "with sweep_lock(Path(sys.argv[1])):\n"
-            "    print('locked', flush=True); time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], env=_env(),
-                              stdout=subprocess.PIPE, text=True)
+    code = (
+        "import sys, time; from pathlib import Path; "
+        "from cps_sim.experiment.sweep import sweep_lock\n"
+        "with sweep_lock(Path(sys.argv[1])):\n"
+        "    print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(out)], env=_env(), stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(SweepLockedError, match=rf"another sweep is already writing.*pid "
-                                                   rf"{holder.pid}"):
+        with pytest.raises(
+            SweepLockedError,
+            match=rf"another sweep is already writing.*pid "
+            rf"{holder.pid}",
+        ):
             run_sweep(f, out, workers=1, quiet=True)
         assert not (out / "plan.json").exists()
     finally:
@@ -278,19 +301,29 @@ def test_second_sweep_on_a_locked_directory_exits_with_a_clear_error(tmp_path):
 
 
 def test_killed_worker_is_retried_and_the_sweep_completes(tmp_path):
-    f = _write(tmp_path, """\
+    f = _write(
+        tmp_path,
+        """\
         name: b1
         scenario: tiny.yaml
         parameters:
           - {name: days, path: duration_days, values: [60, 1, 2, 3]}
         retries: 1
-        """)
+        """,
+    )
     out = tmp_path / "out"
-    code = ("import sys; from cps_sim.experiment.sweep import run_sweep, summary; "
-            "r = run_sweep(sys.argv[1], sys.argv[2], workers=2, quiet=True); "
-            "print(summary(r)); sys.exit(r.exit_code)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(f), str(out)], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code = (
+        "import sys; from cps_sim.experiment.sweep import run_sweep, summary; "
+        "r = run_sweep(sys.argv[1], sys.argv[2], workers=2, quiet=True); "
+        "print(summary(r)); sys.exit(r.exit_code)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(f), str(out)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     slow = next(r.run_id for r in expand(load_sweep(f), f).runs if r.params["days"] == 60)
     marker = out / ".cps_sim-inflight" / f"{slow}.json"
     deadline = time.monotonic() + 60
@@ -327,8 +360,7 @@ def test_report_renders_sweep_and_run_plots(grid_sweep, tmp_path):
     _, r = grid_sweep
     rep = make_report(r.out_dir, out_dir=tmp_path / "sweeprep")
     assert rep.kind == "sweep"
-    assert sorted(p.name for p in rep.pngs) == ["heatmap.png", "sensitivity.png",
-                                                "tradeoff.png"]
+    assert sorted(p.name for p in rep.pngs) == ["heatmap.png", "sensitivity.png", "tradeoff.png"]
     for p in rep.pngs:
         _check_png(p)
     page = rep.html.read_text()
@@ -353,26 +385,42 @@ def test_report_renders_sweep_and_run_plots(grid_sweep, tmp_path):
 
 
 def test_cli_sweep_report_and_located_errors(tmp_path):
-    f = _write(tmp_path, """\
+    f = _write(
+        tmp_path,
+        """\
         name: cli
         scenario: tiny.yaml
         parameters:
           - {name: pv_share, path: "sites[0].pv.share", values: [0.2, 0.9]}
-        """)
+        """,
+    )
     out = tmp_path / "out"
     cli = [sys.executable, "-m", "cps_sim"]
-    res = subprocess.run([*cli, "sweep", str(f), "--out", str(out), "--workers", "2"],
-                         env=_env(), capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [*cli, "sweep", str(f), "--out", str(out), "--workers", "2"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert "2 runs, 2 ok" in res.stdout
-    res = subprocess.run([*cli, "report", str(out)], env=_env(), capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [*cli, "report", str(out)], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0 and (out / "report" / "report.html").exists(), res.stderr
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: b\nscenario: tiny.yaml\nparameters:\n"
-                   "  - {path: \"sites[0].pv.share\", low: 1, high: 0, num: 2}\n")
-    res = subprocess.run([*cli, "sweep", str(bad), "--out", str(tmp_path / "o2")], env=_env(),
-                         capture_output=True, text=True, timeout=300)
+    bad.write_text(
+        "name: b\nscenario: tiny.yaml\nparameters:\n"
+        '  - {path: "sites[0].pv.share", low: 1, high: 0, num: 2}\n'
+    )
+    res = subprocess.run(
+        [*cli, "sweep", str(bad), "--out", str(tmp_path / "o2")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 2
     assert f"{bad}:4:5: parameters[0]: low must be <= high" in res.stderr
     assert "Traceback" not in res.stderr
@@ -382,13 +430,16 @@ def test_memory_stays_flat_over_many_runs_in_one_worker(tmp_path):
     # B8 (reduced: 60 runs, not 1000): a worker that leaked a World or a SimPy environment
     # per run would grow by megabytes per run.  Pool workers are also recycled after
     # MAX_TASKS_PER_CHILD runs as a safety net.
-    f = _write(tmp_path, """\
+    f = _write(
+        tmp_path,
+        """\
         name: mem
         scenario: tiny.yaml
         design: {method: random, samples: 80, seed: 5}
         parameters:
           - {name: pv_share, path: "sites[0].pv.share", low: 0.0, high: 1.0}
-        """)
+        """,
+    )
     runs = expand(load_sweep(f), f).runs
     me = psutil.Process()
     for r in runs[:20]:  # warm-up: imports, caches, allocator pools

@@ -66,8 +66,12 @@ def _png(p: Path) -> None:
 
 
 def test_replicate_ci_ranking_and_plots(sweep, tmp_path):
-    rep = make_report(sweep, out_dir=tmp_path / "rep", objective="cost_jpy",
-                      constraints=["ev_unmet_at_departure_kwh <= 1"])
+    rep = make_report(
+        sweep,
+        out_dir=tmp_path / "rep",
+        objective="cost_jpy",
+        constraints=["ev_unmet_at_departure_kwh <= 1"],
+    )
     assert {p.name for p in rep.pngs} == {"sensitivity.png", "heatmap.png", "tradeoff.png"}
     for p in rep.pngs:
         _png(p)
@@ -90,8 +94,7 @@ def test_replicate_ci_ranking_and_plots(sweep, tmp_path):
     assert list(ranked_ok["rank"]) == list(range(1, len(ranked_ok) + 1))
     assert ranked_ok["cost_jpy_mean"].is_monotonic_increasing
     assert (pts.loc[~pts["feasible"], "rank"] == 0).all()
-    assert all("ev_unmet_at_departure_kwh <= 1" in v for v in pts.loc[~pts["feasible"],
-                                                                      "violates"])
+    assert all("ev_unmet_at_departure_kwh <= 1" in v for v in pts.loc[~pts["feasible"], "violates"])
     cheapest = pts.sort_values("cost_jpy_mean").iloc[0]
     assert cheapest["strategy"] == "off"  # why the constraint matters
     page = rep.html.read_text(encoding="utf-8")
@@ -105,30 +108,64 @@ def test_pareto_mask_against_a_brute_force_definition():
         x, y = rng.integers(0, 6, 12).astype(float), rng.integers(0, 6, 12).astype(float)
         m = pareto_mask(x, y)
         for i in range(12):
-            dominated = any(x[j] <= x[i] and y[j] <= y[i] and (x[j] < x[i] or y[j] < y[i])
-                            for j in range(12))
+            dominated = any(
+                x[j] <= x[i] and y[j] <= y[i] and (x[j] < x[i] or y[j] < y[i]) for j in range(12)
+            )
             assert m[i] == (not dominated)
 
 
 def test_unknown_kpis_and_bad_constraints_are_errors(sweep, tmp_path):
-    for kw, frag in ((dict(objective="cost_yen"), "--objective 'cost_yen'"),
-                     (dict(constraints=["ev_unmet_kwh <= 1"]), "--constraint 'ev_unmet_kwh'"),
-                     (dict(constraints=["ev_unmet_at_departure_kwh is small"]),
-                      "write '<kpi> <op> <number>'"),
-                     (dict(tradeoff="-self_sufficency"), "did you mean 'self_sufficiency'")):
+    for kw, frag in (
+        (dict(objective="cost_yen"), "--objective 'cost_yen'"),
+        (dict(constraints=["ev_unmet_kwh <= 1"]), "--constraint 'ev_unmet_kwh'"),
+        (dict(constraints=["ev_unmet_at_departure_kwh is small"]), "write '<kpi> <op> <number>'"),
+        (dict(tradeoff="-self_sufficency"), "did you mean 'self_sufficiency'"),
+    ):
         with pytest.raises(ResultsError, match=frag.replace("(", r"\(").replace(")", r"\)")):
             make_report(sweep, out_dir=tmp_path / "never", **kw)
         assert not (tmp_path / "never").exists()
     env = {**os.environ, "CI": "true"}
-    r = subprocess.run([sys.executable, "-m", "cps_sim", "report", str(sweep), "--out",
-                        str(tmp_path / "cli"), "--constraint", "ev_unmet_at_departure_kwh <= 1",
-                        "--constraint", "peak_import_kw < 1e9", "--tradeoff=-self_sufficiency"],
-                       capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cps_sim",
+            "report",
+            str(sweep),
+            "--out",
+            str(tmp_path / "cli"),
+            "--constraint",
+            "ev_unmet_at_departure_kwh <= 1",
+            "--constraint",
+            "peak_import_kw < 1e9",
+            "--tradeoff=-self_sufficiency",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "cli" / "points.csv").exists()
     df = pd.read_csv(tmp_path / "cli" / "points.csv")
     assert set(df.columns) >= {"rank", "feasible", "violates", "self_sufficiency_ci_low"}
-    r = subprocess.run([sys.executable, "-m", "cps_sim", "report", str(sweep), "--out",
-                        str(tmp_path / "cli2"), "--constraint", "bogus <= 1"],
-                       capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cps_sim",
+            "report",
+            str(sweep),
+            "--out",
+            str(tmp_path / "cli2"),
+            "--constraint",
+            "bogus <= 1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr and "bogus" in r.stderr

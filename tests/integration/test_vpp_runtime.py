@@ -20,9 +20,21 @@ TICK_H = 0.25
 
 
 def scenario(**kw) -> Scenario:
-    d = dict(name="vpp", seed=3, start=f"{DAY}T00:00:00+09:00", duration_days=1,
-             sites=[{"name": "homes", "count": 30, "pv": {"share": 0.6},
-                     "battery": {"share": 0.5}, "ev": {"share": 0.6, "v2x_kw": 6}}])
+    d = dict(
+        name="vpp",
+        seed=3,
+        start=f"{DAY}T00:00:00+09:00",
+        duration_days=1,
+        sites=[
+            {
+                "name": "homes",
+                "count": 30,
+                "pv": {"share": 0.6},
+                "battery": {"share": 0.5},
+                "ev": {"share": 0.6, "v2x_kw": 6},
+            }
+        ],
+    )
     d.update(kw)
     return Scenario(**d)
 
@@ -40,8 +52,13 @@ def run(sc: Scenario, spec: VppSpec | None, base_dir=None):
 
 
 def req(rid, h0, h1, kind, kw):
-    return {"id": rid, "start": f"{DAY}T{h0:02d}:00+09:00", "end": f"{DAY}T{h1:02d}:00+09:00",
-            "kind": kind, "power_kw": kw}
+    return {
+        "id": rid,
+        "start": f"{DAY}T{h0:02d}:00+09:00",
+        "end": f"{DAY}T{h1:02d}:00+09:00",
+        "kind": kind,
+        "power_kw": kw,
+    }
 
 
 def window(h0, h1):
@@ -56,8 +73,17 @@ def net_import_kwh(rec, sl) -> float:
 def device_kwh(rec, sl) -> float:
     """Grid-side energy into EVs and batteries (load convention)."""
     f = rec.groups["homes"][sl]
-    return float((f[:, IX["ev_charging_wh"]] - f[:, IX["ev_discharge_wh"]]
-                  + f[:, IX["battery_charge_wh"]] - f[:, IX["battery_discharge_wh"]]).sum()) / 1e3
+    return (
+        float(
+            (
+                f[:, IX["ev_charging_wh"]]
+                - f[:, IX["ev_discharge_wh"]]
+                + f[:, IX["battery_charge_wh"]]
+                - f[:, IX["battery_discharge_wh"]]
+            ).sum()
+        )
+        / 1e3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +142,14 @@ def test_request_beyond_flexibility_is_partial():
 def test_absorb_with_smart_baseline_moves_ev_charging_into_the_window():
     # base "off": EVs charge only when the operator asks (an extreme smart-charging
     # baseline); the absorb request makes them charge at noon
-    spec = VppSpec(groups=["homes"], base_strategy="off",
-                   requests=[req("noon", 11, 13, "absorb", 40)])
+    spec = VppSpec(
+        groups=["homes"], base_strategy="off", requests=[req("noon", 11, 13, "absorb", 40)]
+    )
     rec, rt, _ = run(scenario(), spec)
     f = rec.groups["homes"][:, IX["ev_charging_wh"]]
     inside = f[window(11, 13)].sum()
     assert inside > 10_000.0
-    assert f[: window(11, 13).start].sum() == 0.0 and f[window(11, 13).stop:].sum() == 0.0
+    assert f[: window(11, 13).start].sum() == 0.0 and f[window(11, 13).stop :].sum() == 0.0
     assert rt.report()["status"][0] == "full"
 
 
@@ -139,27 +166,30 @@ def test_requests_from_a_dr_file(tmp_path):
     (tmp_path / "dr.yaml").write_text(
         "events:\n"
         f"  - {{id: f1, start: '{DAY}T18:00', end: '{DAY}T19:00', kind: reduce, "
-        "requested_kw: 5}\n")
+        "requested_kw: 5}\n"
+    )
     spec = VppSpec(groups=["homes"], requests_file="dr.yaml")
     _, rt, _ = run(scenario(), spec, base_dir=tmp_path)
     rep = rt.report()
     assert rep["request_id"].tolist() == ["f1"] and rep["kind"].tolist() == ["dr_reduce"]
     assert rep["start_s"][0] == 18 * 3600.0 and rep["requested_kwh"][0] == pytest.approx(5.0)
     with pytest.raises(ScenarioError, match="outside the scenario folder"):
-        run(scenario(), VppSpec(groups=["homes"], requests_file="../x.yaml"),
-            base_dir=tmp_path)
+        run(scenario(), VppSpec(groups=["homes"], requests_file="../x.yaml"), base_dir=tmp_path)
 
 
 def test_absorb_system_curtailment_reduces_curtailment():
-    system = {"demand": {"annual_gwh": 0.3}, "utility_pv": [{"capacity_mw": 0.25}],
-              "plants": [{"technology": "gas_ocgt", "capacity_mw": 1,
-                          "min_stable_fraction": 0}]}  # no forced minimum load
+    system = {
+        "demand": {"annual_gwh": 0.3},
+        "utility_pv": [{"capacity_mw": 0.25}],
+        "plants": [{"technology": "gas_ocgt", "capacity_mw": 1, "min_stable_fraction": 0}],
+    }  # no forced minimum load
     sc = scenario(system=system)
     # the same aggregator and smart-charging baseline ("off"), without and with the
     # automatic requests
     rec0, _, _ = run(sc, VppSpec(groups=["homes"], base_strategy="off"))
-    rec1, rt, _ = run(sc, VppSpec(groups=["homes"], base_strategy="off",
-                                  absorb_system_curtailment={"share": 1.0}))
+    rec1, rt, _ = run(
+        sc, VppSpec(groups=["homes"], base_strategy="off", absorb_system_curtailment={"share": 1.0})
+    )
     h = sc.tick_s / 3600.0 / 1000.0
     c0 = np.nansum(rec0.extra["system_curtailment_w"]) * h
     c1 = np.nansum(rec1.extra["system_curtailment_w"]) * h
@@ -184,13 +214,18 @@ def test_group_with_its_own_strategy_is_rejected():
         start_vpp(env, world, VppSpec(groups=["nope"]))
 
 
-@pytest.mark.parametrize("bad, msg", [
-    ({"groups": []}, "at least 1"),
-    ({"groups": ["homes"], "requests": [req("a", 12, 11, "absorb", 1)]}, "must be after"),
-    ({"groups": ["homes"], "requests": [{**req("a", 11, 12, "absorb", 1), "kind": "x"}]},
-     "absorb"),
-    ({"groups": ["homes"], "typo": 1}, "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    "bad, msg",
+    [
+        ({"groups": []}, "at least 1"),
+        ({"groups": ["homes"], "requests": [req("a", 12, 11, "absorb", 1)]}, "must be after"),
+        (
+            {"groups": ["homes"], "requests": [{**req("a", 11, 12, "absorb", 1), "kind": "x"}]},
+            "absorb",
+        ),
+        ({"groups": ["homes"], "typo": 1}, "Extra inputs"),
+    ],
+)
 def test_schema_errors(bad, msg):
     with pytest.raises(ValidationError, match=msg):
         VppSpec(**bad)

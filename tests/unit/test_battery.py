@@ -29,7 +29,8 @@ def _ledger_ok(f):
     np.testing.assert_allclose(
         f.energy_in_wh,
         f.stored_change_wh + f.loss_conversion_wh + f.loss_self_discharge_wh + f.loss_fade_wh,
-        rtol=0, atol=1e-9 * max(1.0, float(np.max(np.abs(f.energy_in_wh)))),
+        rtol=0,
+        atol=1e-9 * max(1.0, float(np.max(np.abs(f.energy_in_wh)))),
     )
 
 
@@ -205,8 +206,9 @@ def test_coarse_daily_ageing_matches_per_step_ageing():
         fine, _ = ag.step(fine, 0.0, 900.0)
         coarse, _ = ag.step(coarse, 0.0, 900.0, ageing=False)
     st0 = replace(coarse.state, efc=np.zeros(1), age_s=np.zeros(1))
-    _, aged, _, lost = ag.age(coarse.spec, coarse.params, st0, coarse.energy_wh, 86400.0,
-                              coarse.state.efc, 0.0)
+    _, aged, _, lost = ag.age(
+        coarse.spec, coarse.params, st0, coarse.energy_wh, 86400.0, coarse.state.efc, 0.0
+    )
     assert aged.q_loss_cal[0] == pytest.approx(fine.state.q_loss_cal[0], rel=1e-12)
     assert lost[0] == 0.0
     # efc is counted even without ageing: 5 kW for 1 h stores 4.75 kWh = 0.2375 EFC

@@ -19,15 +19,18 @@ from cps_sim.core.bus import (
 from cps_sim.core.rng import RngStreams
 
 
-@pytest.mark.parametrize("pattern,topic,ok", [
-    ("cps/homes/setpoints", "cps/homes/setpoints", True),
-    ("cps/+/setpoints", "cps/homes/setpoints", True),
-    ("cps/+/setpoints", "cps/homes/x/setpoints", False),
-    ("cps/#", "cps/homes/event/arrival", True),
-    ("cps/homes/#", "cps/homes", True),  # '#' also matches the parent level (MQTT)
-    ("cps/homes", "cps/homes/setpoints", False),
-    ("cps/homes/setpoints/x", "cps/homes/setpoints", False),
-])
+@pytest.mark.parametrize(
+    "pattern,topic,ok",
+    [
+        ("cps/homes/setpoints", "cps/homes/setpoints", True),
+        ("cps/+/setpoints", "cps/homes/setpoints", True),
+        ("cps/+/setpoints", "cps/homes/x/setpoints", False),
+        ("cps/#", "cps/homes/event/arrival", True),
+        ("cps/homes/#", "cps/homes", True),  # '#' also matches the parent level (MQTT)
+        ("cps/homes", "cps/homes/setpoints", False),
+        ("cps/homes/setpoints/x", "cps/homes/setpoints", False),
+    ],
+)
 def test_topic_matching(pattern, topic, ok):
     assert topic_matches(validate_pattern(pattern), validate_topic(topic)) is ok
 
@@ -116,8 +119,9 @@ def test_unrouted_counted_and_rng_required():
 
 
 def _msg(sent, seq, values, ttl=60.0):
-    return Message("cps/g/setpoints", {"ev_setpoint_w": np.asarray(values, float),
-                                        "ttl_s": ttl}, sent, seq)
+    return Message(
+        "cps/g/setpoints", {"ev_setpoint_w": np.asarray(values, float), "ttl_s": ttl}, sent, seq
+    )
 
 
 def test_setpoint_holder_latest_wins_ttl_and_validation():

@@ -14,8 +14,9 @@ from cps_sim.market.carbon import (
 
 
 def test_fiscal_year_boundaries():
-    idx = pd.DatetimeIndex(["2026-03-31 23:30", "2026-04-01 00:00", "2027-03-31", "2027-04-01"],
-                           tz="Asia/Tokyo")
+    idx = pd.DatetimeIndex(
+        ["2026-03-31 23:30", "2026-04-01 00:00", "2027-03-31", "2027-04-01"], tz="Asia/Tokyo"
+    )
     np.testing.assert_array_equal(fiscal_year(idx), [2025, 2026, 2026, 2027])
     # 2026-03-31 15:30 UTC is 2026-04-01 00:30 JST -> FY2026
     utc = pd.DatetimeIndex(["2026-03-31 15:30"], tz="UTC")
@@ -23,16 +24,22 @@ def test_fiscal_year_boundaries():
 
 
 def test_milestones_switch_on_at_their_fiscal_years():
-    tl = default_timeline(ets_start_jpy_per_t=1000, ets_increase_jpy_per_t_per_fy=200,
-                          levy_start_jpy_per_t=300, levy_increase_jpy_per_t_per_fy=0,
-                          auction_start_jpy_per_t=500, auction_increase_jpy_per_t_per_fy=0,
-                          cap_jpy_per_t=np.inf)
+    tl = default_timeline(
+        ets_start_jpy_per_t=1000,
+        ets_increase_jpy_per_t_per_fy=200,
+        levy_start_jpy_per_t=300,
+        levy_increase_jpy_per_t_per_fy=0,
+        auction_start_jpy_per_t=500,
+        auction_increase_jpy_per_t_per_fy=0,
+        cap_jpy_per_t=np.inf,
+    )
     fy = np.array([2025, 2026, 2027, 2028, 2032, 2033])
     # FY2025: nothing; FY2026: ETS 1000; FY2027: 1200; FY2028: 1400 + levy 300 = 1700;
     # FY2032: 1000 + 6*200 = 2200 + 300 = 2500; FY2033: 2400 + 300 + auction 500 = 3200
     np.testing.assert_allclose(tl.price_for_fy_jpy_per_t(fy), [0, 1000, 1200, 1700, 2500, 3200])
-    np.testing.assert_allclose(tl.price_for_fy_jpy_per_t(fy, include=("levy",)),
-                               [0, 0, 0, 300, 300, 300])
+    np.testing.assert_allclose(
+        tl.price_for_fy_jpy_per_t(fy, include=("levy",)), [0, 0, 0, 300, 300, 300]
+    )
 
 
 def test_default_is_non_decreasing_and_capped():

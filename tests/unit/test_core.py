@@ -30,21 +30,29 @@ def test_same_name_same_numbers_other_name_other_numbers():
 
 def test_appending_devices_keeps_earlier_draws():
     r = RngStreams(11)
-    for draw in (lambda g, n: g.random(n), lambda g, n: g.normal(2, 1, n),
-                 lambda g, n: g.lognormal(0, 0.5, n)):
+    for draw in (
+        lambda g, n: g.random(n),
+        lambda g, n: g.normal(2, 1, n),
+        lambda g, n: g.lognormal(0, 0.5, n),
+    ):
         small = draw(r.generator("x"), 100)
         big = draw(r.generator("x"), 101)
         assert np.array_equal(small, big[:100])
 
 
 def test_streams_independent_of_python_hash_seed():
-    code = ("from cps_sim.core.rng import RngStreams;"
-            "print(RngStreams(5).generator('sites/homes/pv/has').integers(0, 10**9))")
+    code = (
+        "from cps_sim.core.rng import RngStreams;"
+        "print(RngStreams(5).generator('sites/homes/pv/has').integers(0, 10**9))"
+    )
     outs = set()
     for hs in ("0", "1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": hs}
-        outs.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                                text=True, check=True).stdout)
+        outs.add(
+            subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            ).stdout
+        )
     assert len(outs) == 1
 
 
@@ -120,8 +128,15 @@ def test_unknown_mode_rejected():
 
 # ----------------------------------------------------------------------------- battery
 def _spec(n=1, cap_wh=10_000.0, p_w=5000.0, eta=0.95, soc_min=0.1, soc_max=1.0, **kw):
-    return bat.make_spec(np.full(n, cap_wh), np.full(n, p_w), charge_efficiency=eta,
-                         discharge_efficiency=eta, soc_min=soc_min, soc_max=soc_max, **kw)
+    return bat.make_spec(
+        np.full(n, cap_wh),
+        np.full(n, p_w),
+        charge_efficiency=eta,
+        discharge_efficiency=eta,
+        soc_min=soc_min,
+        soc_max=soc_max,
+        **kw,
+    )
 
 
 def test_battery_charge_hand_arithmetic():

@@ -36,13 +36,15 @@ def section(title: str) -> str:
 def test_group_setpoint_example():
     obj = S.parse_json(example("group_setpoint"))
     assert isinstance(S.check_envelope(obj), S.Envelope)
-    out = S.decode_group_setpoint(obj, {"ev_setpoint_w": 3, "battery_setpoint_w": 3,
-                                        "import_limit_w": 3})
+    out = S.decode_group_setpoint(
+        obj, {"ev_setpoint_w": 3, "battery_setpoint_w": 3, "import_limit_w": 3}
+    )
     assert not isinstance(out, S.Reject), out
     np.testing.assert_array_equal(out["ev_setpoint_w"], [3000, 0, np.inf])
     np.testing.assert_array_equal(out["battery_setpoint_w"], [1500, 0, -2000])
-    np.testing.assert_array_equal(out["battery_mode"], [BATTERY_FOLLOW, BATTERY_AUTO,
-                                                        BATTERY_FOLLOW])
+    np.testing.assert_array_equal(
+        out["battery_mode"], [BATTERY_FOLLOW, BATTERY_AUTO, BATTERY_FOLLOW]
+    )
     np.testing.assert_array_equal(out["import_limit_w"], [np.inf, 4000, 4000])
     keys = set(re.findall(r"^\| `(\w+)` \|", section("Group setpoint"), re.M))
     assert keys == {"ttl_s", "battery_mode", *S.GROUP_SETPOINT_KEYS}
@@ -70,14 +72,22 @@ def test_device_examples_decode_without_unknown_keys():
 def test_lists_match_the_code():
     reasons = set(re.findall(r"^\| `(\w+)` \|", section("Reason codes"), re.M))
     assert reasons == {*S.REASONS, "invalid_payload"}
-    units = set(re.findall(r"`(\w+)`", DOC.split("keys that name another unit are rejected "
-                                                  "as `wrong_unit`:")[1].split("\n*")[0]))
+    units = set(
+        re.findall(
+            r"`(\w+)`",
+            DOC.split("keys that name another unit are rejected as `wrong_unit`:")[1].split("\n*")[
+                0
+            ],
+        )
+    )
     assert units == set(S.WRONG_UNIT_KEYS)
     kinds = set()
     for row in re.findall(r"^\| ((?:`\w+`(?:, )?)+) \|", section("Events"), re.M):
         kinds |= set(re.findall(r"`(\w+)`", row))
-    code = "".join((REPO / "cps_sim/bridge" / f).read_text() for f in
-                   ("transport.py", "runtime.py", "exposed.py"))
+    code = "".join(
+        (REPO / "cps_sim/bridge" / f).read_text()
+        for f in ("transport.py", "runtime.py", "exposed.py")
+    )
     used = set(re.findall(r"\.event\(\s*\"(\w+)\"", code))
     used |= set(re.findall(r"\"(\w+)\" if (?:active|online) else \"(\w+)\"", code)[0])
     used |= set(re.findall(r"\"(\w+)\" if online else \"(\w+)\"", code)[0])
@@ -87,14 +97,29 @@ def test_lists_match_the_code():
 
 
 def test_observation_example_matches_what_the_simulator_sends():
-    sc = Scenario.model_validate({**BASE, "tick_s": 60, "sites": [{
-        "name": "lab", "count": 2, "pv": {"share": 1}, "battery": {"share": 1},
-        "ev": {"share": 0.5}}]})
+    sc = Scenario.model_validate(
+        {
+            **BASE,
+            "tick_s": 60,
+            "sites": [
+                {
+                    "name": "lab",
+                    "count": 2,
+                    "pv": {"share": 1},
+                    "battery": {"share": 1},
+                    "ev": {"share": 0.5},
+                }
+            ],
+        }
+    )
     world = build_world(sc)
     world.start(make_env("fast"), lambda r: None)
     obs = world.observe("lab")
-    sent = json.loads(S.observation_json(obs, "lab", S.Envelope(1, 0, 1.7e9, "x", 0.0),
-                                         "2026-04-06T00:00:00+09:00"))
+    sent = json.loads(
+        S.observation_json(
+            obs, "lab", S.Envelope(1, 0, 1.7e9, "x", 0.0), "2026-04-06T00:00:00+09:00"
+        )
+    )
     ex = json.loads(example("observation"))
     optional = {"site_export_limit_w", "ev_energy_max_wh", "ev_charge_efficiency"}
     assert set(ex) <= set(sent) and set(sent) - set(ex) <= optional

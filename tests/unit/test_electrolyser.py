@@ -66,8 +66,9 @@ def test_property_ledger_and_tank_bounds(seq, m0, dt_s):
         _, hi = el.feasible_power_w(spec, s, dt_s, dem)
         s1, f = el.step(s, spec, p, dt_s, dem)
         np.testing.assert_allclose(f.electric_in_wh, f.h2_hhv_wh + f.heat_loss_wh, rtol=1e-12)
-        assert s1.h2_kg[0] == pytest.approx(s.h2_kg[0] + f.h2_produced_kg[0]
-                                            - f.h2_delivered_kg[0], abs=1e-9)
+        assert s1.h2_kg[0] == pytest.approx(
+            s.h2_kg[0] + f.h2_produced_kg[0] - f.h2_delivered_kg[0], abs=1e-9
+        )
         assert -1e-9 <= s1.h2_kg[0] <= 100.0 + 1e-9
         assert f.power_w[0] <= max(p, 0) + 1e-6
         # the upper feasible bound is holdable for the whole step

@@ -30,7 +30,8 @@ def test_catalog_has_the_classes(catalog):
 def test_catalog_errors_name_file_and_field(tmp_path):
     (tmp_path / "bad.yaml").write_text(
         "name: x\nsegment: s\ncapacity_kwh: -5\nconsumption_kwh_per_100km: 15\n"
-        "ac_max_kw: 6\ndc_max_kw: 50\nv2x: none\nv2x_max_kw: 0\n")
+        "ac_max_kw: 6\ndc_max_kw: 50\nv2x: none\nv2x_max_kw: 0\n"
+    )
     with pytest.raises(ScenarioError, match=r"bad.yaml: capacity_kwh: must be > 0, got -5"):
         ev.load_catalog(tmp_path)
     (tmp_path / "bad.yaml").write_text("name: x\ncapacity_kwhh: 5\n")

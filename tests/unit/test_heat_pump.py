@@ -11,11 +11,15 @@ from cps_sim.models import heat_pump as hp
 
 
 def _ledger_ok(f):
-    np.testing.assert_allclose(f.electric_in_wh + f.ambient_heat_wh_th, f.heat_in_wh_th,
-                               rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(
-        f.heat_in_wh_th - f.draw_delivered_wh_th - f.loss_wh_th, f.stored_change_wh_th,
-        rtol=1e-12, atol=1e-7)
+        f.electric_in_wh + f.ambient_heat_wh_th, f.heat_in_wh_th, rtol=1e-12, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        f.heat_in_wh_th - f.draw_delivered_wh_th - f.loss_wh_th,
+        f.stored_change_wh_th,
+        rtol=1e-12,
+        atol=1e-7,
+    )
 
 
 def test_cop_hand_values():
@@ -101,8 +105,11 @@ def test_one_unit_matches_population_of_10000():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    seq=st.lists(st.tuples(st.floats(0, 3000), st.floats(0, 5000), st.floats(-10, 35)),
-                 min_size=1, max_size=12),
+    seq=st.lists(
+        st.tuples(st.floats(0, 3000), st.floats(0, 5000), st.floats(-10, 35)),
+        min_size=1,
+        max_size=12,
+    ),
     t0=st.floats(10, 65),
     dt_s=st.sampled_from([60.0, 900.0, 3600.0, 6 * 3600.0]),
     ua=st.floats(0.0, 5.0),

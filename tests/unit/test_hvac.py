@@ -26,8 +26,9 @@ def test_1r1c_is_exact_and_step_independent():
     # the inverse gives the heat that reaches a target exactly
     target = np.array([20.0, 21.0, 26.0])
     need = hvac.heat_to_reach_w(spec, t0, 5.0, target, 900.0)
-    np.testing.assert_allclose(hvac.indoor_temp_c(spec, t0, 5.0, need, 900.0), target,
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        hvac.indoor_temp_c(spec, t0, 5.0, need, 900.0), target, rtol=0, atol=1e-9
+    )
 
 
 def test_mean_temperature_is_the_integral_of_the_path():
@@ -79,8 +80,12 @@ def test_a_wider_band_draws_less_and_capacity_limits_show_as_discomfort():
 
 
 @settings(max_examples=60, deadline=None)
-@given(t0=st.floats(5.0, 35.0), out=st.floats(-15.0, 40.0), shift=st.floats(-1.0, 4.0),
-       dt=st.sampled_from([60.0, 300.0, 900.0, 3600.0]))
+@given(
+    t0=st.floats(5.0, 35.0),
+    out=st.floats(-15.0, 40.0),
+    shift=st.floats(-1.0, 4.0),
+    dt=st.sampled_from([60.0, 300.0, 900.0, 3600.0]),
+)
 def test_property_heat_within_capacity_and_room_moves_towards_the_band(t0, out, shift, dt):
     spec = hvac.hvac_spec(1)
     step = hvac.decide(spec, hvac.HvacState(np.array([t0])), out, dt, shift)

@@ -18,9 +18,11 @@ def small_tree():
     #  2 feeder  3 feeder (cap 30 kW import, 10 kW export)
     #   / \        |
     #  4   5       6   sites
-    return nw.node_tree([-1, 0, 1, 1, 2, 2, 3],
-                        import_capacity_w=[100e3, 80e3, np.inf, 30e3, np.inf, np.inf, np.inf],
-                        export_capacity_w=[100e3, 80e3, np.inf, 10e3, np.inf, np.inf, np.inf])
+    return nw.node_tree(
+        [-1, 0, 1, 1, 2, 2, 3],
+        import_capacity_w=[100e3, 80e3, np.inf, 30e3, np.inf, np.inf, np.inf],
+        export_capacity_w=[100e3, 80e3, np.inf, 10e3, np.inf, np.inf, np.inf],
+    )
 
 
 def test_hand_aggregation_and_overload():
@@ -49,7 +51,8 @@ def test_reverse_flow_export_limit():
 
 def test_time_block_matches_single_ticks_and_injections():
     tree, site_nodes = nw.site_feeder_substation_area(
-        1000, 50, 5, 2, feeder_capacity_w=150e3, substation_capacity_w=600e3)
+        1000, 50, 5, 2, feeder_capacity_w=150e3, substation_capacity_w=600e3
+    )
     rng = np.random.default_rng(3)
     p = rng.normal(2e3, 3e3, size=(24, 1000))
     own = nw.injections(tree, site_nodes, p)

@@ -52,10 +52,19 @@ def test_battery_lp_matches_brute_force_grid():
     pv = np.zeros(4)
     p_imp = np.array([10.0, 40, 10, 40])
     p = HomeProblem(
-        dt_s=3600, load_w=load, pv_w=pv, import_price_jpy_per_kwh=p_imp,
+        dt_s=3600,
+        load_w=load,
+        pv_w=pv,
+        import_price_jpy_per_kwh=p_imp,
         export_price_jpy_per_kwh=5.0,
-        battery=BatteryParams(capacity_wh=2000, max_charge_w=1000, max_discharge_w=1000,
-                              soc_init=0.0, efficiency_charge=1, efficiency_discharge=1),
+        battery=BatteryParams(
+            capacity_wh=2000,
+            max_charge_w=1000,
+            max_discharge_w=1000,
+            soc_init=0.0,
+            efficiency_charge=1,
+            efficiency_discharge=1,
+        ),
     )
     s = schedule_homes(p)
     brute = _brute_battery(load, pv, p_imp, 5.0, 2000, 1000, 0.0, 1.0, [-1, -0.5, 0, 0.5, 1])
@@ -71,10 +80,19 @@ def test_pv_battery_export_lp_matches_brute_force_3_steps():
     pv = np.array([2500.0, 0, 0])
     p_imp = np.array([20.0, 30, 25])
     p = HomeProblem(
-        dt_s=3600, load_w=load, pv_w=pv, import_price_jpy_per_kwh=p_imp,
+        dt_s=3600,
+        load_w=load,
+        pv_w=pv,
+        import_price_jpy_per_kwh=p_imp,
         export_price_jpy_per_kwh=8.0,
-        battery=BatteryParams(capacity_wh=1500, max_charge_w=1500, max_discharge_w=1500,
-                              soc_init=0.0, efficiency_charge=1, efficiency_discharge=1),
+        battery=BatteryParams(
+            capacity_wh=1500,
+            max_charge_w=1500,
+            max_discharge_w=1500,
+            soc_init=0.0,
+            efficiency_charge=1,
+            efficiency_discharge=1,
+        ),
     )
     s = schedule_homes(p)
     levels = [-1, -2 / 3, -1 / 3, 0, 1 / 3, 2 / 3, 1]  # multiples of 0.5 kW
@@ -96,14 +114,33 @@ def test_lp_never_worse_than_any_grid_point(load, pv, p_imp, e0):
     # The discretised action grid is a subset of the LP's feasible set, so the LP cost is a
     # lower bound of the brute-force minimum (equal when the optimum sits on the grid).
     p = HomeProblem(
-        dt_s=3600, load_w=load, pv_w=pv, import_price_jpy_per_kwh=p_imp,
-        export_price_jpy_per_kwh=4.0, curtailment_penalty_jpy_per_kwh=0.0,
-        battery=BatteryParams(capacity_wh=2000, max_charge_w=1000, max_discharge_w=1000,
-                              soc_init=e0 / 2000, efficiency_charge=1, efficiency_discharge=1),
+        dt_s=3600,
+        load_w=load,
+        pv_w=pv,
+        import_price_jpy_per_kwh=p_imp,
+        export_price_jpy_per_kwh=4.0,
+        curtailment_penalty_jpy_per_kwh=0.0,
+        battery=BatteryParams(
+            capacity_wh=2000,
+            max_charge_w=1000,
+            max_discharge_w=1000,
+            soc_init=e0 / 2000,
+            efficiency_charge=1,
+            efficiency_discharge=1,
+        ),
     )
     s = schedule_homes(p)
-    brute = _brute_battery(np.array(load), np.array(pv), np.array(p_imp), 4.0, 2000, 1000, e0,
-                           1.0, [-1, -0.5, 0, 0.5, 1])
+    brute = _brute_battery(
+        np.array(load),
+        np.array(pv),
+        np.array(p_imp),
+        4.0,
+        2000,
+        1000,
+        e0,
+        1.0,
+        [-1, -0.5, 0, 0.5, 1],
+    )
     assert s.cost_jpy[0] <= brute + 1e-6
     # energy balance holds at every step
     net = np.array(load) - np.array(pv) + s.battery_power_w[0] + s.pv_curtailment_w[0]
@@ -117,10 +154,19 @@ def test_ev_brute_force_charges_in_cheapest_slots_and_meets_target():
     # 3 kW max -> 1.5 kWh per step, so two full steps are needed: the two cheapest (15, 12).
     dt_h = 0.5
     p_imp = np.array([30.0, 15, 40, 12])
-    ev = EvParams(capacity_wh=10000, max_charge_w=3000, arrival_step=0, departure_step=4,
-                  soc_init=0.5, target_soc=0.8, efficiency_charge=1, efficiency_discharge=1)
-    p = HomeProblem(dt_s=1800, load_w=np.zeros(4), pv_w=np.zeros(4),
-                    import_price_jpy_per_kwh=p_imp, ev=ev)
+    ev = EvParams(
+        capacity_wh=10000,
+        max_charge_w=3000,
+        arrival_step=0,
+        departure_step=4,
+        soc_init=0.5,
+        target_soc=0.8,
+        efficiency_charge=1,
+        efficiency_discharge=1,
+    )
+    p = HomeProblem(
+        dt_s=1800, load_w=np.zeros(4), pv_w=np.zeros(4), import_price_jpy_per_kwh=p_imp, ev=ev
+    )
     s = schedule_homes(p)
     best = np.inf
     for combo in itertools.product([0, 0.5, 1], repeat=4):
@@ -139,11 +185,26 @@ def test_ev_outside_window_does_not_charge_and_v2g_respects_floor():
     # the 40 % floor (4 kWh of 10 kWh), and still reaches 60 % at departure (step 4).
     p_imp = np.array([10.0, 10, 10, 10, 10, 10])
     p_exp = np.array([0.0, 0, 50, 0, 0, 0])
-    ev = EvParams(capacity_wh=10000, max_charge_w=4000, max_discharge_w=4000, arrival_step=1,
-                  departure_step=5, soc_init=0.5, target_soc=0.6, soc_floor=0.4,
-                  efficiency_charge=1, efficiency_discharge=1)
-    p = HomeProblem(dt_s=3600, load_w=np.zeros(6), pv_w=np.zeros(6), import_price_jpy_per_kwh=p_imp,
-                    export_price_jpy_per_kwh=p_exp, ev=ev)
+    ev = EvParams(
+        capacity_wh=10000,
+        max_charge_w=4000,
+        max_discharge_w=4000,
+        arrival_step=1,
+        departure_step=5,
+        soc_init=0.5,
+        target_soc=0.6,
+        soc_floor=0.4,
+        efficiency_charge=1,
+        efficiency_discharge=1,
+    )
+    p = HomeProblem(
+        dt_s=3600,
+        load_w=np.zeros(6),
+        pv_w=np.zeros(6),
+        import_price_jpy_per_kwh=p_imp,
+        export_price_jpy_per_kwh=p_exp,
+        ev=ev,
+    )
     s = schedule_homes(p)
     assert s.ev_power_w[0, 0] == pytest.approx(0, abs=1e-6)
     assert s.ev_power_w[0, 5] == pytest.approx(0, abs=1e-6)
@@ -155,22 +216,46 @@ def test_ev_outside_window_does_not_charge_and_v2g_respects_floor():
 def test_departure_beyond_horizon_keeps_target_reachable():
     # Departure at step 10 with a 4-step horizon: 6 steps after the horizon at 2 kW, eta 1,
     # add 12 kWh, so a 20 kWh target needs >= 8 kWh at the horizon end (starting from 5).
-    ev = EvParams(capacity_wh=40000, max_charge_w=2000, arrival_step=0, departure_step=10,
-                  soc_init=5000 / 40000, target_soc=0.5, efficiency_charge=1,
-                  efficiency_discharge=1)
-    p = HomeProblem(dt_s=3600, load_w=np.zeros(4), pv_w=np.zeros(4),
-                    import_price_jpy_per_kwh=[30.0, 30, 30, 30], ev=ev)
+    ev = EvParams(
+        capacity_wh=40000,
+        max_charge_w=2000,
+        arrival_step=0,
+        departure_step=10,
+        soc_init=5000 / 40000,
+        target_soc=0.5,
+        efficiency_charge=1,
+        efficiency_discharge=1,
+    )
+    p = HomeProblem(
+        dt_s=3600,
+        load_w=np.zeros(4),
+        pv_w=np.zeros(4),
+        import_price_jpy_per_kwh=[30.0, 30, 30, 30],
+        ev=ev,
+    )
     s = schedule_homes(p)
     assert s.ev_energy_wh[0, -1] == pytest.approx(8000, abs=1e-6)
 
 
 def test_infeasible_target_is_reported_with_home_and_reason():
     # 2 h at 3 kW (eta 1) adds 6 kWh; 10 kWh are needed -> infeasible for home 1 only.
-    ev = EvParams(capacity_wh=20000, max_charge_w=3000, arrival_step=0, departure_step=2,
-                  soc_init=[0.5, 0.0], target_soc=[0.6, 0.5], efficiency_charge=1,
-                  efficiency_discharge=1)
-    p = HomeProblem(dt_s=3600, load_w=np.zeros((2, 3)), pv_w=np.zeros((2, 3)),
-                    import_price_jpy_per_kwh=20.0, ev=ev)
+    ev = EvParams(
+        capacity_wh=20000,
+        max_charge_w=3000,
+        arrival_step=0,
+        departure_step=2,
+        soc_init=[0.5, 0.0],
+        target_soc=[0.6, 0.5],
+        efficiency_charge=1,
+        efficiency_discharge=1,
+    )
+    p = HomeProblem(
+        dt_s=3600,
+        load_w=np.zeros((2, 3)),
+        pv_w=np.zeros((2, 3)),
+        import_price_jpy_per_kwh=20.0,
+        ev=ev,
+    )
     with pytest.raises(InfeasibleScheduleError, match="home 1: EV target") as info:
         schedule_homes(p)
     assert info.value.homes == [1]
@@ -178,8 +263,13 @@ def test_infeasible_target_is_reported_with_home_and_reason():
 
 def test_infeasible_import_limit_found_by_per_home_diagnosis():
     # Home 0 needs 5 kW with a 3 kW import limit and no storage: infeasible.
-    p = HomeProblem(dt_s=900, load_w=[[5000.0, 1000], [1000.0, 1000]], pv_w=0.0,
-                    import_price_jpy_per_kwh=20.0, import_limit_w=3000.0)
+    p = HomeProblem(
+        dt_s=900,
+        load_w=[[5000.0, 1000], [1000.0, 1000]],
+        pv_w=0.0,
+        import_price_jpy_per_kwh=20.0,
+        import_limit_w=3000.0,
+    )
     with pytest.raises(InfeasibleScheduleError, match="home 0") as info:
         schedule_homes(p)
     assert info.value.homes == [0]
@@ -192,15 +282,31 @@ def _random_problem(h: int, t: int = 24, seed: int = 1) -> HomeProblem:
     pv = np.clip(np.sin((hrs - 6) / 12 * np.pi), 0, None)[None, :] * rng.uniform(1000, 5000, (h, 1))
     price = np.where((hrs >= 8) & (hrs < 22), 35.0, 18.0) + rng.random(t)
     return HomeProblem(
-        dt_s=86400 / t, load_w=load, pv_w=pv, import_price_jpy_per_kwh=price,
-        export_price_jpy_per_kwh=8.0, import_limit_w=12000,
-        battery=BatteryParams(capacity_wh=rng.choice([0.0, 5000, 10000], h), max_charge_w=3000,
-                              max_discharge_w=3000, soc_init=0.5, final_soc_min=0.5,
-                              wear_jpy_per_kwh=1.0),
-        ev=EvParams(capacity_wh=40000, max_charge_w=6000, arrival_step=rng.integers(0, 8, h),
-                    departure_step=rng.integers(16, 30, h), soc_init=0.3, target_soc=0.5,
-                    max_discharge_w=rng.choice([0.0, 6000], h), soc_floor=0.3,
-                    wear_jpy_per_kwh=2.0),
+        dt_s=86400 / t,
+        load_w=load,
+        pv_w=pv,
+        import_price_jpy_per_kwh=price,
+        export_price_jpy_per_kwh=8.0,
+        import_limit_w=12000,
+        battery=BatteryParams(
+            capacity_wh=rng.choice([0.0, 5000, 10000], h),
+            max_charge_w=3000,
+            max_discharge_w=3000,
+            soc_init=0.5,
+            final_soc_min=0.5,
+            wear_jpy_per_kwh=1.0,
+        ),
+        ev=EvParams(
+            capacity_wh=40000,
+            max_charge_w=6000,
+            arrival_step=rng.integers(0, 8, h),
+            departure_step=rng.integers(16, 30, h),
+            soc_init=0.3,
+            target_soc=0.5,
+            max_discharge_w=rng.choice([0.0, 6000], h),
+            soc_floor=0.3,
+            wear_jpy_per_kwh=2.0,
+        ),
         demand_charge_jpy_per_kw=rng.choice([0.0, 50.0], h),
     )
 
@@ -221,12 +327,24 @@ def test_batched_equals_per_home_decisions_on_unique_optimum():
     # Battery arbitrage with distinct prices has a unique optimum; three homes with different
     # price levels solved together give exactly the schedules solved alone.
     prices = np.array([[10.0, 40, 10, 40], [12.0, 11, 30, 50], [30.0, 20, 10, 5]])
+
     def prob(pr):
         return HomeProblem(
-            dt_s=3600, load_w=np.full(pr.shape, 1000.0), pv_w=0.0, import_price_jpy_per_kwh=pr,
+            dt_s=3600,
+            load_w=np.full(pr.shape, 1000.0),
+            pv_w=0.0,
+            import_price_jpy_per_kwh=pr,
             export_price_jpy_per_kwh=5.0,
-            battery=BatteryParams(capacity_wh=2000, max_charge_w=1000, max_discharge_w=1000,
-                                  soc_init=0.0, efficiency_charge=1, efficiency_discharge=1))
+            battery=BatteryParams(
+                capacity_wh=2000,
+                max_charge_w=1000,
+                max_discharge_w=1000,
+                soc_init=0.0,
+                efficiency_charge=1,
+                efficiency_discharge=1,
+            ),
+        )
+
     batch = schedule_homes(prob(prices))
     for i in range(3):
         one = schedule_homes(prob(prices[i]))
@@ -245,7 +363,7 @@ def _select(p: HomeProblem, i: int) -> HomeProblem:
             if a is None:
                 out[f.name] = pick(v)
             elif a.ndim >= 1 and a.shape[0] == h:
-                out[f.name] = a[i:i + 1]
+                out[f.name] = a[i : i + 1]
             else:
                 out[f.name] = v
         return replace(obj, **out)
@@ -264,8 +382,9 @@ def test_mpc_perfect_forecast_matches_open_loop_and_noise_is_seeded():
 
     def make_fc(seed):
         rng = np.random.default_rng(seed)
-        return lambda name, arr, s: (noisy_forecast(arr, rng, 0.05) if name in ("load_w", "pv_w")
-                                     else arr)
+        return lambda name, arr, s: (
+            noisy_forecast(arr, rng, 0.05) if name in ("load_w", "pv_w") else arr
+        )
 
     a = rolling_horizon(p, horizon_steps=8, replan_every=2, forecast=make_fc(7))
     b = rolling_horizon(p, horizon_steps=8, replan_every=2, forecast=make_fc(7))

@@ -15,12 +15,14 @@ GW = 1e9
 
 
 def fleet():
-    return pl.plant_fleet([
-        {"technology": "nuclear", "capacity_w": 1 * GW},
-        {"technology": "coal", "capacity_w": 2 * GW},
-        {"technology": "gas_ccgt", "capacity_w": 2 * GW},
-        {"technology": "gas_ocgt", "capacity_w": 1 * GW},
-    ])
+    return pl.plant_fleet(
+        [
+            {"technology": "nuclear", "capacity_w": 1 * GW},
+            {"technology": "coal", "capacity_w": 2 * GW},
+            {"technology": "gas_ccgt", "capacity_w": 2 * GW},
+            {"technology": "gas_ocgt", "capacity_w": 1 * GW},
+        ]
+    )
 
 
 def tick(demand, renewable, **kw):
@@ -56,8 +58,9 @@ def test_carbon_price_switches_coal_and_gas():
 def test_surplus_storage_export_curtail_and_overgeneration():
     sspec = pl.pumped_hydro_spec(1, 0.5 * GW, 4 * 0.5 * GW)
     sstate = pl.grid_storage([("pumped_hydro", sspec, 0.0)])
-    r, s1 = dp.dispatch_tick(fleet(), None, 1 * GW, 3 * GW, 3600.0, sstate,
-                             export_capacity_w=0.5 * GW)
+    r, s1 = dp.dispatch_tick(
+        fleet(), None, 1 * GW, 3 * GW, 3600.0, sstate, export_capacity_w=0.5 * GW
+    )
     # surplus 3 GW (nuclear 1 + RE 3 - demand 1): pump 0.5, export 0.5, curtail 2
     assert r.storage_power_w == pytest.approx(0.5 * GW)
     assert r.export_w == pytest.approx(0.5 * GW)
@@ -81,8 +84,9 @@ def test_storage_discharges_before_plants_unless_priced():
     r, _ = dp.dispatch_tick(fleet(), None, 2 * GW, 0.0, 900.0, s0)
     assert r.storage_power_w == pytest.approx(-0.2 * GW)
     np.testing.assert_allclose(r.plant_generation_w[:2], [1 * GW, 0.8 * GW])
-    r, _ = dp.dispatch_tick(fleet(), None, 2 * GW, 0.0, 900.0, s0,
-                            storage_discharge_cost_jpy_per_kwh=12.0)
+    r, _ = dp.dispatch_tick(
+        fleet(), None, 2 * GW, 0.0, 900.0, s0, storage_discharge_cost_jpy_per_kwh=12.0
+    )
     assert r.storage_power_w == 0.0  # coal at 5 JPY/kWh is cheaper than the 12 threshold
 
 
@@ -97,8 +101,9 @@ def test_ramp_limits_from_previous_tick():
     # from 1.0 GW coal can reach its 0.8 GW minimum within the tick, so it may shut down
     lo, _, smin = pl.output_bounds_w(f, [1 * GW, 1 * GW, 0.0, 0.0], 900.0)
     assert lo[1] == 0.0 and smin[1] == pytest.approx(0.8 * GW)
-    res, _ = dp.dispatch_series(f, [2 * GW, 5.5 * GW], [0.0, 0.0], 900.0,
-                                initial_output_w=[1 * GW, 1 * GW, 0.0, 0.0])
+    res, _ = dp.dispatch_series(
+        f, [2 * GW, 5.5 * GW], [0.0, 0.0], 900.0, initial_output_w=[1 * GW, 1 * GW, 0.0, 0.0]
+    )
     # tick 2 wants 4.5 GW from fossil but coal can reach only 1.45 + 0.45 = 1.9 etc.
     g = res.plant_generation_w
     assert np.all(np.abs(np.diff(g[:, 1])) <= 0.45 * GW + 1)
@@ -109,11 +114,13 @@ def test_vectorised_series_matches_tick_loop():
     rng = np.random.default_rng(1)
     demand = rng.uniform(0, 7 * GW, 200)
     renew = rng.uniform(0, 3 * GW, 200)
-    vec, _ = dp.dispatch_series(fleet(), demand, renew, 900.0, ramp_limits=False,
-                                export_capacity_w=0.3 * GW)
+    vec, _ = dp.dispatch_series(
+        fleet(), demand, renew, 900.0, ramp_limits=False, export_capacity_w=0.3 * GW
+    )
     for k in (0, 57, 199):
-        r, _ = dp.dispatch_tick(fleet(), None, demand[k], renew[k], 900.0,
-                                export_capacity_w=0.3 * GW)
+        r, _ = dp.dispatch_tick(
+            fleet(), None, demand[k], renew[k], 900.0, export_capacity_w=0.3 * GW
+        )
         np.testing.assert_allclose(vec.plant_generation_w[k], r.plant_generation_w)
         assert vec.curtailment_w[k] == pytest.approx(r.curtailment_w)
     np.testing.assert_allclose(vec.balance_error_w, 0.0, atol=1e-3)
@@ -152,9 +159,16 @@ def test_property_balance_bounds_with_storage_and_ramps(demand, renew_frac, soc0
     s0 = pl.grid_storage([("battery", sspec, soc0)])
     d = np.array(demand)
     renew = d * renew_frac
-    res, s1 = dp.dispatch_series(f, d, renew, 900.0, s0, export_capacity_w=export,
-                                 carbon_price_jpy_per_t_co2=price,
-                                 initial_output_w=[1 * GW, 1 * GW, 0.0, 0.0])
+    res, s1 = dp.dispatch_series(
+        f,
+        d,
+        renew,
+        900.0,
+        s0,
+        export_capacity_w=export,
+        carbon_price_jpy_per_t_co2=price,
+        initial_output_w=[1 * GW, 1 * GW, 0.0, 0.0],
+    )
     np.testing.assert_allclose(res.balance_error_w, 0.0, atol=1e-2)
     g = res.plant_generation_w
     assert np.all(g >= -1e-6) and np.all(g <= f.available_w + 1e-6)
@@ -173,12 +187,14 @@ def test_property_balance_bounds_with_storage_and_ramps(demand, renew_frac, soc0
 @given(d=st.floats(0, 9e9), extra=st.floats(0, 2))
 def test_property_more_capacity_never_more_unserved(d, extra):
     base = fleet()
-    big = pl.plant_fleet([
-        {"technology": "nuclear", "capacity_w": 1 * GW},
-        {"technology": "coal", "capacity_w": 2 * GW * (1 + extra)},
-        {"technology": "gas_ccgt", "capacity_w": 2 * GW},
-        {"technology": "gas_ocgt", "capacity_w": 1 * GW},
-    ])
+    big = pl.plant_fleet(
+        [
+            {"technology": "nuclear", "capacity_w": 1 * GW},
+            {"technology": "coal", "capacity_w": 2 * GW * (1 + extra)},
+            {"technology": "gas_ccgt", "capacity_w": 2 * GW},
+            {"technology": "gas_ocgt", "capacity_w": 1 * GW},
+        ]
+    )
     a, _ = dp.dispatch_tick(base, None, d, 0.0, 900.0)
     b, _ = dp.dispatch_tick(big, None, d, 0.0, 900.0)
     assert b.unserved_w <= a.unserved_w + 1e-6

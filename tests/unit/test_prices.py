@@ -35,11 +35,14 @@ def test_read_jepx_sample_file():
     assert first["tokyo_price_jpy_per_kwh"] == pytest.approx(13.55)
     assert first["kyushu_price_jpy_per_kwh"] == pytest.approx(10.55)
     # slot 24 = 11:30-12:00, Kyushu at the 0.01 floor
-    assert df.loc[pd.Timestamp("2026-04-01 11:30", tz="Asia/Tokyo"),
-                  "kyushu_price_jpy_per_kwh"] == pytest.approx(0.01)
+    assert df.loc[
+        pd.Timestamp("2026-04-01 11:30", tz="Asia/Tokyo"), "kyushu_price_jpy_per_kwh"
+    ] == pytest.approx(0.01)
     assert df["contract_kwh"].iloc[0] == 1_500_500_000
-    assert {f"{a}_price_jpy_per_kwh" for a in ("hokkaido", "tohoku", "chubu", "hokuriku",
-            "kansai", "chugoku", "shikoku")} <= set(df.columns)
+    assert {
+        f"{a}_price_jpy_per_kwh"
+        for a in ("hokkaido", "tohoku", "chubu", "hokuriku", "kansai", "chugoku", "shikoku")
+    } <= set(df.columns)
 
 
 def test_jepx_columns_by_name_not_position_and_old_date_header(tmp_path):
@@ -81,9 +84,12 @@ def test_jepx_feeds_dynamic_tariff():
 
 def test_plain_price_csv_roundtrip_and_naive_timestamps(tmp_path):
     f = tmp_path / "prices.csv"
-    f.write_text("timestamp,price_jpy_per_kwh,export_price_jpy_per_kwh\n"
-                 "2026-04-01T00:00:00+09:00,12.5,8\n"
-                 "2026-04-01 00:30,13.0,8\n", encoding="utf-8")
+    f.write_text(
+        "timestamp,price_jpy_per_kwh,export_price_jpy_per_kwh\n"
+        "2026-04-01T00:00:00+09:00,12.5,8\n"
+        "2026-04-01 00:30,13.0,8\n",
+        encoding="utf-8",
+    )
     df = read_price_csv(f)
     assert df.index.tz is not None
     assert df.index[1] == pd.Timestamp("2026-04-01 00:30", tz="Asia/Tokyo")
@@ -124,5 +130,6 @@ def test_synthetic_prices_seeded_correlated_and_floored():
     assert p.min() == pytest.approx(2.0)
     assert p.max() == pytest.approx(22.0)
     floored = synthetic_day_ahead_prices(
-        net, 0, SyntheticPriceParams(base_jpy_per_kwh=2.0, noise_sigma_jpy_per_kwh=0.0))
+        net, 0, SyntheticPriceParams(base_jpy_per_kwh=2.0, noise_sigma_jpy_per_kwh=0.0)
+    )
     assert floored.min() == 0.01

@@ -56,10 +56,12 @@ def test_y2_unknown_key_suggests_the_right_one():
 
 
 def test_y3_impossible_physics_all_reported_at_once():
-    text = GOOD.replace("battery: {capacity_kwh: 10}",
-                        "battery: {capacity_kwh: -5, charge_efficiency: 1.2, soc_min: 0.9, "
-                        "soc_max: 0.5}\n    pv: {capacity_kw: {distribution: uniform, low: -1, "
-                        "high: 3}}")
+    text = GOOD.replace(
+        "battery: {capacity_kwh: 10}",
+        "battery: {capacity_kwh: -5, charge_efficiency: 1.2, soc_min: 0.9, "
+        "soc_max: 0.5}\n    pv: {capacity_kw: {distribution: uniform, low: -1, "
+        "high: 3}}",
+    )
     text = text.replace("duration_days: 1", "duration_days: 0")
     e = err(text)
     msg = str(e)
@@ -71,8 +73,10 @@ def test_y3_impossible_physics_all_reported_at_once():
 
 
 def test_y3_soc_window_and_tick():
-    e = err(GOOD.replace("capacity_kwh: 10", "capacity_kwh: 10, soc_min: 0.9, soc_max: 0.5")
-            + "tick_s: 7\n")
+    e = err(
+        GOOD.replace("capacity_kwh: 10", "capacity_kwh: 10, soc_min: 0.9, soc_max: 0.5")
+        + "tick_s: 7\n"
+    )
     assert "soc_min must be < soc_max" in str(e)
     assert "tick_s: must be a whole number of seconds that divides 86400" in str(e)
 
@@ -168,14 +172,20 @@ def test_every_schema_error_names_its_path():
         text = text.replace(old, new)
     e = err(text)
     paths = {i.path for i in e.issues}
-    assert {"tick_s", "sites[0].battery.power_kw", "sites[0].count", "location.latitude",
-            "weather.source"} <= paths
+    assert {
+        "tick_s",
+        "sites[0].battery.power_kw",
+        "sites[0].count",
+        "location.latitude",
+        "weather.source",
+    } <= paths
     assert all(i.line is not None for i in e.issues)
 
 
 def test_overrides_apply_and_errors_name_the_path():
-    sc = load_scenario_text(GOOD, "s.yaml", ["sites[0].battery.capacity_kwh=12", "seed=5",
-                                             "sites.0.count=3"])
+    sc = load_scenario_text(
+        GOOD, "s.yaml", ["sites[0].battery.capacity_kwh=12", "seed=5", "sites.0.count=3"]
+    )
     assert sc.sites[0].battery.capacity_kwh == 12
     assert sc.seed == 5 and sc.sites[0].count == 3
     e = err(GOOD, overrides=["sites[3].count=1"])

@@ -25,24 +25,40 @@ def tmy3() -> pd.DataFrame:
 
 
 def _modelchain_ac_w(weather: pd.DataFrame, tilt, azimuth, pdc0, pac_limit) -> np.ndarray:
-    loc = pvlib.location.Location(weather.attrs["latitude_deg"], weather.attrs["longitude_deg"],
-                                  altitude=weather.attrs["altitude_m"], tz="UTC")
+    loc = pvlib.location.Location(
+        weather.attrs["latitude_deg"],
+        weather.attrs["longitude_deg"],
+        altitude=weather.attrs["altitude_m"],
+        tz="UTC",
+    )
     system = pvlib.pvsystem.PVSystem(
-        surface_tilt=tilt, surface_azimuth=azimuth,
+        surface_tilt=tilt,
+        surface_azimuth=azimuth,
         module_parameters={"pdc0": pdc0, "gamma_pdc": -0.004},
         inverter_parameters={"pdc0": pac_limit / 0.96},
         temperature_model_parameters=pvlib.temperature.TEMPERATURE_MODEL_PARAMETERS["sapm"][
-            "open_rack_glass_polymer"])
+            "open_rack_glass_polymer"
+        ],
+    )
     mc = pvlib.modelchain.ModelChain.with_pvwatts(system, loc)
-    w = weather.rename(columns={"ghi_w_m2": "ghi", "dni_w_m2": "dni", "dhi_w_m2": "dhi",
-                                "temp_air_c": "temp_air", "wind_speed_m_s": "wind_speed"})
+    w = weather.rename(
+        columns={
+            "ghi_w_m2": "ghi",
+            "dni_w_m2": "dni",
+            "dhi_w_m2": "dhi",
+            "temp_air_c": "temp_air",
+            "wind_speed_m_s": "wind_speed",
+        }
+    )
     with library_deprecations_ignored():
         mc.run_model(w)
     return np.clip(mc.results.ac.to_numpy(), 0, None)
 
 
-@pytest.mark.parametrize(("tilt", "azimuth", "pdc0", "pac"),
-                         [(30, 180, 5000, 4000), (15, 110, 4000, 4000), (45, 250, 10000, 9000)])
+@pytest.mark.parametrize(
+    ("tilt", "azimuth", "pdc0", "pac"),
+    [(30, 180, 5000, 4000), (15, 110, 4000, 4000), (45, 250, 10000, 9000)],
+)
 def test_annual_energy_matches_modelchain_pvwatts(tmy3, tilt, azimuth, pdc0, pac):
     # Reference: pvlib ModelChain.with_pvwatts (Perez, physical IAM, SAPM cell temp,
     # PVWatts DC with 14.08 % losses, PVWatts inverter) on the same TMY3 year.
@@ -73,7 +89,7 @@ def test_one_in_one_equals_one_in_thousand():
     pac = pdc0 * rng.uniform(0.7, 1.1, n)
     many = pv_ac_power_w(w, tilt, azim, pdc0, pac, chunk_columns=128)
     for i in (0, 417, 999):
-        one = pv_ac_power_w(w, tilt[i:i + 1], azim[i:i + 1], pdc0[i:i + 1], pac[i:i + 1])
+        one = pv_ac_power_w(w, tilt[i : i + 1], azim[i : i + 1], pdc0[i : i + 1], pac[i : i + 1])
         np.testing.assert_allclose(many[:, i], one[:, 0], rtol=1e-12, atol=1e-9)
 
 
@@ -81,8 +97,7 @@ def test_monotone_in_capacity_and_irradiance():
     w = synthetic_weather(np.random.default_rng(5), "2026-07-01", periods=48, freq="30min")
     sp = solar_position(w)
     caps = np.array([1000.0, 2000.0, 4000.0, 8000.0])
-    p = pv_ac_power_w(w, np.full(4, 30.0), np.full(4, 180.0), caps, np.full(4, 5000.0),
-                      solpos=sp)
+    p = pv_ac_power_w(w, np.full(4, 30.0), np.full(4, 180.0), caps, np.full(4, 5000.0), solpos=sp)
     assert np.all(np.diff(p, axis=1) >= -1e-9)  # more capacity never less output
     # below clipping the DC chain is linear in capacity: 2 kWp = 2 x 1 kWp before inverter;
     # the PVWatts inverter efficiency rises with load, so AC(2 kWp) >= 2 AC(1 kWp) - 1 %
@@ -95,8 +110,13 @@ def test_monotone_in_capacity_and_irradiance():
 
 def test_orientation_physics_at_noon_in_tokyo():
     # Clear-ish June noon in Tokyo: south 30 deg > east 30 deg > north 30 deg.
-    w = synthetic_weather(np.random.default_rng(9), "2026-06-21", periods=24, freq="1h",
-                          monthly_clear_sky_index=[0.95] * 12)
+    w = synthetic_weather(
+        np.random.default_rng(9),
+        "2026-06-21",
+        periods=24,
+        freq="1h",
+        monthly_clear_sky_index=[0.95] * 12,
+    )
     p = pv_ac_power_w(w, [30, 30, 30], [180, 90, 0], [5000] * 3, [5000] * 3)
     noon = w.index.hour == 12
     south, east, north = p[noon][0]

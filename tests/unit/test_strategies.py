@@ -24,8 +24,9 @@ H = 3600.0
 
 # ------------------------------------------------------------------ off / now
 def test_off_and_now():
-    obs = make_obs(2, [0, 1, 1], ev_plugged=[True, True, False],
-                   ev_energy_wh=[10_000.0, 40_000.0, 0.0])
+    obs = make_obs(
+        2, [0, 1, 1], ev_plugged=[True, True, False], ev_energy_wh=[10_000.0, 40_000.0, 0.0]
+    )
     st = StrategyState.initial(3)
     cfg = StrategyConfig()
     assert STRATEGIES["off"](0.0, obs, st, cfg)[0].tolist() == [0, 0, 0]
@@ -39,8 +40,12 @@ def test_pv_never_charges_beyond_surplus_without_disable_delay():
     n_sites, ev_site = 50, np.sort(rng.integers(0, 50, 120))
     cfg = StrategyConfig(disable_delay_s=0.0, enable_delay_s=30.0)
     st = StrategyState.initial(ev_site.size, rng.random(ev_site.size) < 0.5)
-    obs = make_obs(n_sites, ev_site, ev_energy_wh=rng.uniform(0, 30_000, ev_site.size),
-                   ev_charger_w=rng.choice([3000.0, 6000.0, 11000.0], ev_site.size))
+    obs = make_obs(
+        n_sites,
+        ev_site,
+        ev_energy_wh=rng.uniform(0, 30_000, ev_site.size),
+        ev_charger_w=rng.choice([3000.0, 6000.0, 11000.0], ev_site.size),
+    )
     for k in range(600):
         pv_w = np.clip(rng.normal(3000, 2500, n_sites), 0, None)
         load_w = rng.uniform(200, 1500, n_sites)
@@ -114,21 +119,31 @@ def test_pv_phase_switching_with_timers():
 
 
 def test_min_pv_minimum_plus_surplus():
-    obs = make_obs(3, [0, 1, 2], site_load_w=[500.0] * 3, site_pv_w=[0.0, 3000.0, 20_000.0],
-                   ev_plugged=[True, True, True])
+    obs = make_obs(
+        3,
+        [0, 1, 2],
+        site_load_w=[500.0] * 3,
+        site_pv_w=[0.0, 3000.0, 20_000.0],
+        ev_plugged=[True, True, True],
+    )
     sp, _ = STRATEGIES["min_pv"](0.0, obs, StrategyState.initial(3), StrategyConfig())
     # 6 A x 200 V = 1.2 kW minimum; 2.5 kW surplus; capped by the 6 kW charger
     assert sp.tolist() == [1200.0, 2500.0, 6000.0]
 
 
 def test_battery_priority_reduces_ev_surplus():
-    obs = make_obs(2, [0, 1], site_pv_w=[4000.0, 4000.0], site_load_w=[1000.0, 1000.0],
-                   battery_capacity_wh=[10_000.0, 10_000.0],
-                   battery_energy_wh=[2000.0, 9000.0])
+    obs = make_obs(
+        2,
+        [0, 1],
+        site_pv_w=[4000.0, 4000.0],
+        site_load_w=[1000.0, 1000.0],
+        battery_capacity_wh=[10_000.0, 10_000.0],
+        battery_energy_wh=[2000.0, 9000.0],
+    )
     ev_first = surplus_for_evs_w(obs, StrategyConfig(priority="ev"))
-    bat_first = surplus_for_evs_w(obs, StrategyConfig(priority="battery",
-                                                      battery_priority_soc=0.5,
-                                                      battery_reserve_w=2000.0))
+    bat_first = surplus_for_evs_w(
+        obs, StrategyConfig(priority="battery", battery_priority_soc=0.5, battery_reserve_w=2000.0)
+    )
     assert ev_first.tolist() == [3000.0, 3000.0]
     # battery at 20 % keeps 2 kW of the 3 kW; at 90 % it is above the priority SoC
     assert bat_first.tolist() == [1000.0, 3000.0]
@@ -141,17 +156,23 @@ def test_load_never_exceeds_limit_and_shares():
     ev_site = np.sort(rng.integers(0, n_sites, 500))
     cfg = StrategyConfig()
     for _ in range(50):
-        obs = make_obs(n_sites, ev_site, site_load_w=rng.uniform(0, 6000, n_sites),
-                       site_pv_w=rng.uniform(0, 4000, n_sites),
-                       site_import_limit_w=rng.uniform(3000, 12000, n_sites),
-                       ev_plugged=rng.random(ev_site.size) < 0.8,
-                       ev_charger_w=rng.choice([3000.0, 6000.0], ev_site.size),
-                       ev_departure_s=rng.uniform(0, 10 * H, ev_site.size))
+        obs = make_obs(
+            n_sites,
+            ev_site,
+            site_load_w=rng.uniform(0, 6000, n_sites),
+            site_pv_w=rng.uniform(0, 4000, n_sites),
+            site_import_limit_w=rng.uniform(3000, 12000, n_sites),
+            ev_plugged=rng.random(ev_site.size) < 0.8,
+            ev_charger_w=rng.choice([3000.0, 6000.0], ev_site.size),
+            ev_departure_s=rng.uniform(0, 10 * H, ev_site.size),
+        )
         sp, _ = STRATEGIES["load"](0.0, obs, StrategyState.initial(ev_site.size), cfg)
         site_import = obs.site_load_w - obs.site_pv_w + site_sum(obs, sp)
         headroom = obs.site_import_limit_w - obs.site_load_w + obs.site_pv_w
-        assert np.all(site_import <= np.maximum(obs.site_import_limit_w,
-                                                obs.site_load_w - obs.site_pv_w) + 1e-6)
+        assert np.all(
+            site_import
+            <= np.maximum(obs.site_import_limit_w, obs.site_load_w - obs.site_pv_w) + 1e-6
+        )
         # each charger runs at 0 or between 1.2 kW and its rating
         assert np.all((sp == 0) | ((sp >= 1200.0 - 1e-9) & (sp <= obs.ev_charger_w + 1e-9)))
         # the headroom is used: a site where not everyone is at full power has
@@ -163,8 +184,13 @@ def test_load_never_exceeds_limit_and_shares():
 
 
 def test_load_priority_earliest_departure_first():
-    obs = make_obs(1, [0, 0, 0], site_load_w=[1000.0], site_import_limit_w=[3600.0],
-                   ev_departure_s=[9 * H, 7 * H, 8 * H])
+    obs = make_obs(
+        1,
+        [0, 0, 0],
+        site_load_w=[1000.0],
+        site_import_limit_w=[3600.0],
+        ev_departure_s=[9 * H, 7 * H, 8 * H],
+    )
     sp, _ = STRATEGIES["load"](0.0, obs, StrategyState.initial(3), StrategyConfig())
     # 2.6 kW headroom: two fit at 1.2 kW (earliest departures), then 0.2 kW split between them
     assert sp[0] == 0.0 and sp[1] == pytest.approx(1300.0) and sp[2] == pytest.approx(1300.0)
@@ -200,10 +226,15 @@ def simulate(strategy, obs, cfg, t0_s, t1_s, dt_s=60.0, state=None, load_fn=None
     cost = np.zeros(obs.n_evs)
     for t in np.arange(t0_s, t1_s, dt_s):
         plugged = obs.ev_plugged & (t < obs.ev_departure_s)
-        o = with_(obs, now_s=float(t), ev_energy_wh=e, ev_plugged=plugged,
-                  import_price_jpy_per_kwh=np.atleast_1d(tou_price(t)) * np.ones(obs.n_sites),
-                  export_price_jpy_per_kwh=np.atleast_1d(tou_price(t)) * np.ones(obs.n_sites),
-                  **(load_fn(t) if load_fn else {}))
+        o = with_(
+            obs,
+            now_s=float(t),
+            ev_energy_wh=e,
+            ev_plugged=plugged,
+            import_price_jpy_per_kwh=np.atleast_1d(tou_price(t)) * np.ones(obs.n_sites),
+            export_price_jpy_per_kwh=np.atleast_1d(tou_price(t)) * np.ones(obs.n_sites),
+            **(load_fn(t) if load_fn else {}),
+        )
         sp, st = STRATEGIES[strategy](float(t), o, st, cfg)
         e, grid_w = step_evs(e, sp, plugged, obs.ev_capacity_wh, dt_s)
         cost += grid_w * dt_s / H / 1000.0 * tou_price(t)
@@ -214,12 +245,16 @@ def simulate(strategy, obs, cfg, t0_s, t1_s, dt_s=60.0, state=None, load_fn=None
 def _fleet(n=40, seed=2):
     rng = np.random.default_rng(seed)
     cap = rng.choice([40_000.0, 60_000.0], n)
-    return make_obs(n, np.arange(n), ev_capacity_wh=cap,
-                    ev_energy_wh=cap * rng.uniform(0.2, 0.6, n),
-                    ev_charger_w=rng.choice([3000.0, 6000.0], n),
-                    ev_target_wh=cap * rng.uniform(0.6, 0.9, n),
-                    ev_departure_s=(24 + rng.uniform(6, 9, n)) * H,
-                    ev_v2x_w=rng.choice([0.0, 6000.0], n))
+    return make_obs(
+        n,
+        np.arange(n),
+        ev_capacity_wh=cap,
+        ev_energy_wh=cap * rng.uniform(0.2, 0.6, n),
+        ev_charger_w=rng.choice([3000.0, 6000.0], n),
+        ev_target_wh=cap * rng.uniform(0.6, 0.9, n),
+        ev_departure_s=(24 + rng.uniform(6, 9, n)) * H,
+        ev_v2x_w=rng.choice([0.0, 6000.0], n),
+    )
 
 
 def test_cost_meets_departure_and_costs_no_more_than_now():
@@ -254,24 +289,38 @@ def _sunny_day_run(value_surplus: bool):
     load 0.5 kW, PV 3.5 kW from 10:00 to 14:00 (3 kW surplus), export 8.5 JPY/kWh, TOU
     import (night 20, day 35, peak 45).  Returns (energy at 14:00, at 07:30, grid import
     kWh, lost export kWh)."""
+
     def pv_at(t):
         h = (np.asarray(t) % 86400.0) / H
         return np.where((h >= 10) & (h < 14), 3500.0, 0.0)
 
     cap = 40_000.0
-    obs = make_obs(ev_capacity_wh=[cap], ev_energy_wh=[20_000.0], ev_target_wh=[29_000.0],
-                   ev_departure_s=[(24 + 7.5) * H])
-    cfg = StrategyConfig(price_forecast=tou_price, export_price_forecast=lambda t: np.full(
-        np.shape(t), 8.5), pv_forecast=lambda t: pv_at(t)[None, :], value_surplus=value_surplus)
+    obs = make_obs(
+        ev_capacity_wh=[cap],
+        ev_energy_wh=[20_000.0],
+        ev_target_wh=[29_000.0],
+        ev_departure_s=[(24 + 7.5) * H],
+    )
+    cfg = StrategyConfig(
+        price_forecast=tou_price,
+        export_price_forecast=lambda t: np.full(np.shape(t), 8.5),
+        pv_forecast=lambda t: pv_at(t)[None, :],
+        value_surplus=value_surplus,
+    )
     st = StrategyState.initial(1)
     e = obs.ev_energy_wh.copy()
     imp = lost = 0.0
     e14 = None
     for t in np.arange(10 * H, (24 + 7.5) * H, 60.0):
         pv = float(pv_at(t))
-        o = with_(obs, now_s=float(t), ev_energy_wh=e, site_pv_w=np.array([pv]),
-                  import_price_jpy_per_kwh=np.atleast_1d(tou_price(t)),
-                  export_price_jpy_per_kwh=np.array([8.5]))
+        o = with_(
+            obs,
+            now_s=float(t),
+            ev_energy_wh=e,
+            site_pv_w=np.array([pv]),
+            import_price_jpy_per_kwh=np.atleast_1d(tou_price(t)),
+            export_price_jpy_per_kwh=np.array([8.5]),
+        )
         sp, st = STRATEGIES["cost"](float(t), o, st, cfg)
         e, ev_w = step_evs(e, sp, o.ev_plugged, obs.ev_capacity_wh, 60.0)
         net = 500.0 - pv + float(ev_w[0])
@@ -311,8 +360,14 @@ def test_cost_infeasible_charges_at_full_power():
 
 def test_weekly_plan_and_trip_raise_target():
     cap = 40_000.0
-    obs = make_obs(1, [0, 0], ev_capacity_wh=[cap, cap], ev_energy_wh=[8000.0, 8000.0],
-                   ev_target_wh=[0.5 * cap, 0.5 * cap], ev_departure_s=[np.inf, np.inf])
+    obs = make_obs(
+        1,
+        [0, 0],
+        ev_capacity_wh=[cap, cap],
+        ev_energy_wh=[8000.0, 8000.0],
+        ev_target_wh=[0.5 * cap, 0.5 * cap],
+        ev_departure_s=[np.inf, np.inf],
+    )
     day = np.full((2, 7), np.nan)
     day[:, 0] = 7 * H  # Mondays 07:00
     day[1, 2] = 8 * H  # EV 1 also Wednesdays 08:00
@@ -342,10 +397,18 @@ def evening_load(t):
 @pytest.mark.parametrize("strategy", ["v2h", "v2g"])
 def test_v2x_keeps_floor_and_departure(strategy):
     obs = _fleet(seed=9)
-    obs = with_(obs, ev_v2x_w=np.full(40, 6000.0),
-                ev_energy_wh=obs.ev_capacity_wh * np.linspace(0.25, 0.95, 40))
-    cfg = StrategyConfig(price_forecast=tou_price, v2h_hours=(17.0, 23.0),
-                         v2g_price_jpy_per_kwh=40.0, interval_s=60.0, hold_s=180.0)
+    obs = with_(
+        obs,
+        ev_v2x_w=np.full(40, 6000.0),
+        ev_energy_wh=obs.ev_capacity_wh * np.linspace(0.25, 0.95, 40),
+    )
+    cfg = StrategyConfig(
+        price_forecast=tou_price,
+        v2h_hours=(17.0, 23.0),
+        v2g_price_jpy_per_kwh=40.0,
+        interval_s=60.0,
+        hold_s=180.0,
+    )
     t0 = 17 * H
     e, e_min, _, _ = simulate(strategy, obs, cfg, t0, 33 * H, load_fn=evening_load)
     floor = obs.ev_soc_min * obs.ev_capacity_wh
@@ -359,8 +422,14 @@ def test_v2x_keeps_floor_and_departure(strategy):
 
 
 def test_v2h_covers_home_only_never_exports():
-    obs = make_obs(2, [0, 0, 1], site_load_w=[2500.0, 300.0], site_pv_w=[0.0, 0.0],
-                   ev_v2x_w=[6000.0, 3000.0, 6000.0], ev_energy_wh=[36_000.0] * 3)
+    obs = make_obs(
+        2,
+        [0, 0, 1],
+        site_load_w=[2500.0, 300.0],
+        site_pv_w=[0.0, 0.0],
+        ev_v2x_w=[6000.0, 3000.0, 6000.0],
+        ev_energy_wh=[36_000.0] * 3,
+    )
     cfg = StrategyConfig(v2h_hours=(17.0, 23.0))
     sp, _ = STRATEGIES["v2h"](18 * H, with_(obs, now_s=18 * H), StrategyState.initial(3), cfg)
     # site 0: 2.5 kW shared 2:1 by V2X power; site 1: 300 W
@@ -381,8 +450,9 @@ def test_v2g_follows_grid_request():
 def test_strategy_controller_caps_at_import_limit_and_one_vs_many():
     rng = np.random.default_rng(1)
     n = 1000
-    obs = make_obs(n, np.arange(n), site_load_w=rng.uniform(0, 3000, n),
-                   site_import_limit_w=np.full(n, 6000.0))
+    obs = make_obs(
+        n, np.arange(n), site_load_w=rng.uniform(0, 3000, n), site_import_limit_w=np.full(n, 6000.0)
+    )
     for name in ("load", "min_pv", "cost", "v2h"):
         ctl = StrategyController(name)
         sp = ctl.decide(0.0, obs)["ev_setpoint_w"]

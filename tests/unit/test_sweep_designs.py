@@ -29,14 +29,21 @@ def test_grid_is_full_factorial_with_last_parameter_fastest():
     b = Param("b", low=0.0, high=1.0, num=3)
     pts = grid_points([a, b])
     # 2 × 3 = 6 points; b (last) varies fastest; linspace(0, 1, 3) = 0, 0.5, 1
-    assert pts == [{"a": 1, "b": 0.0}, {"a": 1, "b": 0.5}, {"a": 1, "b": 1.0},
-                   {"a": 2, "b": 0.0}, {"a": 2, "b": 0.5}, {"a": 2, "b": 1.0}]
+    assert pts == [
+        {"a": 1, "b": 0.0},
+        {"a": 1, "b": 0.5},
+        {"a": 1, "b": 1.0},
+        {"a": 2, "b": 0.0},
+        {"a": 2, "b": 0.5},
+        {"a": 2, "b": 1.0},
+    ]
 
 
 def test_grid_log_and_integer_spacing():
     # geomspace(1, 100, 3) = 1, 10, 100
-    assert [p["x"] for p in grid_points([Param("x", low=1, high=100, num=3, log=True)])] == \
-        pytest.approx([1.0, 10.0, 100.0])
+    assert [
+        p["x"] for p in grid_points([Param("x", low=1, high=100, num=3, log=True)])
+    ] == pytest.approx([1.0, 10.0, 100.0])
     # linspace(1, 10, 4) = 1, 4, 7, 10 -> already whole numbers, returned as int
     pts = grid_points([Param("n", low=1, high=10, num=4, integer=True)])
     assert [p["n"] for p in pts] == [1, 4, 7, 10]
@@ -127,14 +134,17 @@ def _sweep(dirpath: Path, body: str) -> Path:
 
 
 def test_expand_grid_with_replications(scen_dir):
-    f = _sweep(scen_dir, """\
+    f = _sweep(
+        scen_dir,
+        """\
         name: s
         scenario: scen.yaml
         parameters:
           - {name: pv, path: "sites[0].pv.share", values: [0.2, 0.8]}
           - {path: sites.0.battery.capacity_kwh, low: 5, high: 15, num: 3}
         replications: 2
-        """)
+        """,
+    )
     plan = expand(load_sweep(f), f)
     assert len(plan.runs) == 2 * 3 * 2
     assert plan.param_columns == ["pv", "sites_0_battery_capacity_kwh"]
@@ -161,25 +171,31 @@ def test_run_id_depends_on_scenario_params_seed_and_version():
 
 
 def test_fixed_overrides_and_seed_as_parameter(scen_dir):
-    f = _sweep(scen_dir, """\
+    f = _sweep(
+        scen_dir,
+        """\
         name: s
         scenario: scen.yaml
         set: ["sites[0].count=2"]
         parameters:
           - {path: seed, values: [1, 2, 3]}
-        """)
+        """,
+    )
     plan = expand(load_sweep(f), f)
     assert [r.seed for r in plan.runs] == [1, 2, 3]
     assert all(r.scenario["sites"][0]["count"] == 2 for r in plan.runs)
 
 
 def test_out_of_range_point_is_marked_invalid_not_fatal(scen_dir):
-    f = _sweep(scen_dir, """\
+    f = _sweep(
+        scen_dir,
+        """\
         name: s
         scenario: scen.yaml
         parameters:
           - {name: cap, path: "sites[0].battery.capacity_kwh", values: [10, -5]}
-        """)
+        """,
+    )
     plan = expand(load_sweep(f), f)
     assert plan.runs[0].error is None
     assert "capacity_kwh" in plan.runs[1].error and "> 0" in plan.runs[1].error
@@ -209,12 +225,15 @@ def test_missing_samples_and_unknown_method_are_reported():
 
 
 def test_path_not_in_scenario_is_an_error_of_the_sweep_file(scen_dir):
-    f = _sweep(scen_dir, """\
+    f = _sweep(
+        scen_dir,
+        """\
         name: s
         scenario: scen.yaml
         parameters:
           - {path: "sites[0].pv.shares", values: [0.1]}
-        """)
+        """,
+    )
     with pytest.raises(ScenarioError) as ei:
         expand(load_sweep(f), f)
     msg = str(ei.value)
@@ -222,31 +241,40 @@ def test_path_not_in_scenario_is_an_error_of_the_sweep_file(scen_dir):
 
 
 def test_list_index_out_of_range_is_an_error_of_the_sweep_file(scen_dir):
-    f = _sweep(scen_dir, """\
+    f = _sweep(
+        scen_dir,
+        """\
         name: s
         scenario: scen.yaml
         parameters:
           - {path: "sites[3].pv.share", values: [0.1]}
-        """)
+        """,
+    )
     with pytest.raises(ScenarioError, match=r"parameters\[0\]\.path.*no list item 3"):
         expand(load_sweep(f), f)
 
 
 def test_missing_scenario_file_points_at_the_scenario_key(scen_dir):
     f = _sweep(scen_dir, "name: s\nscenario: nope.yaml\n")
-    with pytest.raises(ScenarioError, match=r"sweep.yaml:2:\d+: scenario: 'nope.yaml': file "
-                                            "not found"):
+    with pytest.raises(
+        ScenarioError,
+        match=r"sweep.yaml:2:\d+: scenario: 'nope.yaml': file "
+        "not found",
+    ):
         expand(load_sweep(f), f)
 
 
 def test_random_categorical_duplicates_run_once(scen_dir):
-    f = _sweep(scen_dir, """\
+    f = _sweep(
+        scen_dir,
+        """\
         name: s
         scenario: scen.yaml
         design: {method: random, samples: 30, seed: 1}
         parameters:
           - {path: "sites[0].pv.share", values: [0.1, 0.9]}
-        """)
+        """,
+    )
     plan = expand(load_sweep(f), f)
     assert len(plan.runs) == 2 and plan.duplicates == 28
     assert np.unique([r.run_id for r in plan.runs]).size == 2

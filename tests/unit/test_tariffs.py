@@ -24,8 +24,9 @@ TZ = "Asia/Tokyo"
 def test_day_types_use_japanese_holidays():
     # 2026-05-04..06 are Golden Week holidays (Mon-Wed; 05-06 is a substitute holiday),
     # 2026-05-09 Saturday, 2026-05-07 Thursday a normal weekday.
-    idx = pd.DatetimeIndex(["2026-05-04 12:00", "2026-05-06 12:00", "2026-05-07 12:00",
-                            "2026-05-09 12:00"], tz=TZ)
+    idx = pd.DatetimeIndex(
+        ["2026-05-04 12:00", "2026-05-06 12:00", "2026-05-07 12:00", "2026-05-09 12:00"], tz=TZ
+    )
     assert list(day_type(idx)) == ["holiday", "holiday", "weekday", "weekend"]
     ye = pd.DatetimeIndex(["2026-12-30 10:00"], tz=TZ)  # Wednesday
     assert day_type(ye)[0] == "weekday"
@@ -42,15 +43,18 @@ def test_flat_tariff_and_protocol():
 
 def test_tou_periods_hours_wrap_seasons_and_holidays():
     t = example_tou_tariff()
-    idx = pd.DatetimeIndex([
-        "2026-07-15 02:00",  # Wed night -> 27
-        "2026-07-15 14:00",  # Wed summer peak -> 45
-        "2026-07-15 22:59",  # Wed day -> 36
-        "2026-07-15 23:00",  # night (wrap) -> 27
-        "2026-07-20 14:00",  # Marine Day (holiday, Monday) -> weekend_day 31
-        "2026-01-14 14:00",  # Wed in January, no summer peak -> 36
-        "2026-07-18 14:00",  # Saturday -> 31
-    ], tz=TZ)
+    idx = pd.DatetimeIndex(
+        [
+            "2026-07-15 02:00",  # Wed night -> 27
+            "2026-07-15 14:00",  # Wed summer peak -> 45
+            "2026-07-15 22:59",  # Wed day -> 36
+            "2026-07-15 23:00",  # night (wrap) -> 27
+            "2026-07-20 14:00",  # Marine Day (holiday, Monday) -> weekend_day 31
+            "2026-01-14 14:00",  # Wed in January, no summer peak -> 36
+            "2026-07-18 14:00",  # Saturday -> 31
+        ],
+        tz=TZ,
+    )
     np.testing.assert_array_equal(t.import_price_jpy_per_kwh(idx), [27, 45, 36, 27, 31, 36, 31])
     assert list(t.period_names(idx[:2])) == ["night", "summer_peak"]
 
@@ -65,8 +69,9 @@ def test_tou_without_catch_all_raises_with_timestamp():
 
 
 def test_dynamic_tariff_step_hold_adder_and_range():
-    s = pd.Series([10.0, 0.01, 20.0],
-                  index=pd.date_range("2026-04-01", periods=3, freq="30min", tz=TZ))
+    s = pd.Series(
+        [10.0, 0.01, 20.0], index=pd.date_range("2026-04-01", periods=3, freq="30min", tz=TZ)
+    )
     t = DynamicTariff(s, import_adder_jpy_per_kwh=15, export_multiplier=1.0)
     q = pd.DatetimeIndex(["2026-04-01 00:15", "2026-04-01 00:30", "2026-04-01 01:29"], tz=TZ)
     # held prices 10, 0.01, 20 -> import +15 = 25, 15.01, 35
@@ -116,9 +121,16 @@ def test_bill_one_site_equals_same_site_among_many():
 
 
 def test_tariff_from_config():
-    t = tariff_from_config({"type": "tou", "export_jpy_per_kwh": 8, "periods": [
-        {"name": "night", "price_jpy_per_kwh": 20, "start_hour": 22, "end_hour": 8},
-        {"name": "day", "price_jpy_per_kwh": 35}]})
+    t = tariff_from_config(
+        {
+            "type": "tou",
+            "export_jpy_per_kwh": 8,
+            "periods": [
+                {"name": "night", "price_jpy_per_kwh": 20, "start_hour": 22, "end_hour": 8},
+                {"name": "day", "price_jpy_per_kwh": 35},
+            ],
+        }
+    )
     idx = pd.DatetimeIndex(["2026-04-01 03:00", "2026-04-01 12:00"], tz=TZ)
     np.testing.assert_array_equal(t.import_price_jpy_per_kwh(idx), [20, 35])
     with pytest.raises(ValueError, match="tariff type"):

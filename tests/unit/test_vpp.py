@@ -34,11 +34,22 @@ def test_flexibility_hand_case():
 
 def test_battery_flexibility():
     # the limits come with the observation; the battery model computes the range
-    spec = bat.make_spec([10_000.0, 0.0], [5000.0, 0.0], charge_efficiency=0.95,
-                         discharge_efficiency=0.95, soc_min=0.1, soc_max=1.0)
-    obs = make_obs(2, [0], battery_capacity_wh=[10_000.0, 0.0],
-                   battery_energy_wh=[9000.0, 0.0], battery_power_w=[0.0, 0.0],
-                   battery_spec=spec)
+    spec = bat.make_spec(
+        [10_000.0, 0.0],
+        [5000.0, 0.0],
+        charge_efficiency=0.95,
+        discharge_efficiency=0.95,
+        soc_min=0.1,
+        soc_max=1.0,
+    )
+    obs = make_obs(
+        2,
+        [0],
+        battery_capacity_wh=[10_000.0, 0.0],
+        battery_energy_wh=[9000.0, 0.0],
+        battery_power_w=[0.0, 0.0],
+        battery_spec=spec,
+    )
     f = flexibility(obs, H)
     # room 1 kWh stored in 1 h -> 1/0.95 kW up; 8 kWh above the 10 % floor -> 5 kW (rating)
     assert f.battery_up_w.tolist() == pytest.approx([1000.0 / 0.95, 0.0])
@@ -46,14 +57,18 @@ def test_battery_flexibility():
     lo, hi = bat.feasible_power_w(spec, obs.battery_energy_wh, H)
     assert f.battery_up_w.tolist() == hi.tolist() and f.battery_down_w.tolist() == (-lo).tolist()
     # without limits in the observation a battery offers nothing
-    assert flexibility(make_obs(2, [0], battery_capacity_wh=[10_000.0, 0.0],
-                                battery_energy_wh=[9000.0, 0.0]), H).up_w == pytest.approx(
-        flexibility(make_obs(2, [0]), H).up_w)
+    assert flexibility(
+        make_obs(2, [0], battery_capacity_wh=[10_000.0, 0.0], battery_energy_wh=[9000.0, 0.0]), H
+    ).up_w == pytest.approx(flexibility(make_obs(2, [0]), H).up_w)
 
 
 def test_split_proportional_and_capped():
-    obs = make_obs(2, [0, 0, 1], ev_energy_wh=[10_000.0, 30_000.0, 20_000.0],
-                   ev_charger_w=[6000.0, 3000.0, 6000.0])
+    obs = make_obs(
+        2,
+        [0, 0, 1],
+        ev_energy_wh=[10_000.0, 30_000.0, 20_000.0],
+        ev_charger_w=[6000.0, 3000.0, 6000.0],
+    )
     f = flexibility(obs, H)
     d = dispatch(obs, FlexRequest("up", 5000.0, 0.0, H), f)
     assert d.available_w == pytest.approx(15_000.0) and d.dispatched_w == 5000.0
@@ -71,12 +86,16 @@ def test_delivered_never_exceeds_available(direction):
     ev_site = np.sort(rng.integers(0, n_sites, 400))
     n = ev_site.size
     cap = rng.choice([40_000.0, 60_000.0], n)
-    obs = make_obs(n_sites, ev_site, ev_capacity_wh=cap,
-                   ev_energy_wh=cap * rng.uniform(0.1, 0.98, n),
-                   ev_plugged=rng.random(n) < 0.8,
-                   ev_v2x_w=rng.choice([0.0, 6000.0], n),
-                   ev_departure_s=rng.uniform(0.2, 12, n) * H,
-                   ev_target_wh=cap * 0.8)
+    obs = make_obs(
+        n_sites,
+        ev_site,
+        ev_capacity_wh=cap,
+        ev_energy_wh=cap * rng.uniform(0.1, 0.98, n),
+        ev_plugged=rng.random(n) < 0.8,
+        ev_v2x_w=rng.choice([0.0, 6000.0], n),
+        ev_departure_s=rng.uniform(0.2, 12, n) * H,
+        ev_target_wh=cap * 0.8,
+    )
     base = StrategyController("now")
     base_sp = base.decide(0.0, obs)["ev_setpoint_w"] * rng.uniform(0, 1, n)
     window = 2 * H
@@ -107,13 +126,14 @@ def test_delivered_never_exceeds_available(direction):
 
 
 def test_delivered_from_observations():
-    obs0 = make_obs(1, [0], ev_energy_wh=[20_000.0], battery_capacity_wh=[10_000.0],
-                    battery_power_w=[0.0])
+    obs0 = make_obs(
+        1, [0], ev_energy_wh=[20_000.0], battery_capacity_wh=[10_000.0], battery_power_w=[0.0]
+    )
     # an hour later the EV stored 5.4 kWh (6 kW at 0.9), the battery charged at 1 kW
-    obs1 = with_(obs0, now_s=H, ev_energy_wh=np.array([25_400.0]),
-                 battery_power_w=np.array([1000.0]))
-    got = delivered_w(obs0, obs1, ev_baseline_w=np.array([0.0]),
-                      battery_baseline_w=np.array([0.0]))
+    obs1 = with_(
+        obs0, now_s=H, ev_energy_wh=np.array([25_400.0]), battery_power_w=np.array([1000.0])
+    )
+    got = delivered_w(obs0, obs1, ev_baseline_w=np.array([0.0]), battery_baseline_w=np.array([0.0]))
     assert got == pytest.approx(7000.0)
 
 

@@ -57,8 +57,9 @@ def test_irradiance_bounded_by_clear_sky_and_closes_balance(tokyo_year):
     # closure GHI = DNI cos(z) + DHI wherever the sun is up and DHI was not clipped at 0
     up = (np.cos(np.radians(zen)) > 0) & (tokyo_year["dhi_w_m2"].to_numpy() > 0)
     recon = tokyo_year["dni_w_m2"] * np.cos(np.radians(zen)) + tokyo_year["dhi_w_m2"]
-    np.testing.assert_allclose(recon.to_numpy()[up], tokyo_year["ghi_w_m2"].to_numpy()[up],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        recon.to_numpy()[up], tokyo_year["ghi_w_m2"].to_numpy()[up], atol=1e-6
+    )
 
 
 def test_annual_irradiation_and_temperature_plausible_for_tokyo(tokyo_year):
@@ -83,8 +84,13 @@ def test_daily_clear_sky_index_persists(tokyo_year):
 
 
 def test_wind_is_weibull_with_autocorrelation():
-    df = synthetic_weather(np.random.default_rng(7), "2026-01-01", periods=24 * 365 * 3,
-                           mean_wind_speed_m_s=5.0, wind_weibull_shape=2.0)
+    df = synthetic_weather(
+        np.random.default_rng(7),
+        "2026-01-01",
+        periods=24 * 365 * 3,
+        mean_wind_speed_m_s=5.0,
+        wind_weibull_shape=2.0,
+    )
     v = df["wind_speed_m_s"].to_numpy()
     # mean = lambda Gamma(1 + 1/k) = 5.0 by construction; 3 years of tau = 6 h -> ~4400
     # independent samples -> std error ~ 2.6/sqrt(4400) = 0.04 m/s
@@ -98,12 +104,21 @@ def test_wind_is_weibull_with_autocorrelation():
 
 
 def test_southern_hemisphere_and_other_site():
-    df = synthetic_weather(np.random.default_rng(0), "2026-01-01", "2027-01-01", freq="3h",
-                           latitude_deg=-33.87, longitude_deg=151.21, tz="Australia/Sydney")
+    df = synthetic_weather(
+        np.random.default_rng(0),
+        "2026-01-01",
+        "2027-01-01",
+        freq="3h",
+        latitude_deg=-33.87,
+        longitude_deg=151.21,
+        tz="Australia/Sydney",
+    )
     monthly = df["temp_air_c"].groupby(df.index.month).mean()
     assert monthly[1] > monthly[7]  # January is summer in Sydney
-    assert df["ghi_w_m2"].groupby(df.index.month).sum()[12] > df["ghi_w_m2"].groupby(
-        df.index.month).sum()[6]
+    assert (
+        df["ghi_w_m2"].groupby(df.index.month).sum()[12]
+        > df["ghi_w_m2"].groupby(df.index.month).sum()[6]
+    )
 
 
 def test_read_tmy3_bundled_file():
@@ -118,17 +133,55 @@ def test_read_tmy3_bundled_file():
 def _write_epw(path: Path) -> None:
     header = [
         "LOCATION,Tokyo,-,JPN,test,476620,35.68,139.77,9.0,6.0",
-        "DESIGN CONDITIONS,0", "TYPICAL/EXTREME PERIODS,0", "GROUND TEMPERATURES,0",
-        "HOLIDAYS/DAYLIGHT SAVINGS,No,0,0,0", "COMMENTS 1,synthetic", "COMMENTS 2,",
+        "DESIGN CONDITIONS,0",
+        "TYPICAL/EXTREME PERIODS,0",
+        "GROUND TEMPERATURES,0",
+        "HOLIDAYS/DAYLIGHT SAVINGS,No,0,0,0",
+        "COMMENTS 1,synthetic",
+        "COMMENTS 2,",
         "DATA PERIODS,1,1,Data,Sunday, 1/ 1,12/31",
     ]
     rows = []
     for day in (1, 2):
         for hour in range(1, 25):
             ghi = max(0.0, 600 * math.sin(math.pi * (hour - 6) / 12))
-            fields = [2026, 1, day, hour, 60, "?", 5.0 + hour / 4, 0.0, 60, 101325,
-                      0, 0, 300, ghi, ghi * 0.6, ghi * 0.4, 0, 0, 0, 0, 180, 3.0, 5, 5,
-                      20, 1000, 9, 999999999, 0, 0.1, 0, 88, 0.2, 0, 1]
+            fields = [
+                2026,
+                1,
+                day,
+                hour,
+                60,
+                "?",
+                5.0 + hour / 4,
+                0.0,
+                60,
+                101325,
+                0,
+                0,
+                300,
+                ghi,
+                ghi * 0.6,
+                ghi * 0.4,
+                0,
+                0,
+                0,
+                0,
+                180,
+                3.0,
+                5,
+                5,
+                20,
+                1000,
+                9,
+                999999999,
+                0,
+                0.1,
+                0,
+                88,
+                0.2,
+                0,
+                1,
+            ]
             rows.append(",".join(str(f) for f in fields))
     path.write_text("\n".join(header + rows) + "\n")
 
@@ -148,9 +201,16 @@ def test_read_csv_full_and_ghi_only(tmp_path):
     p = tmp_path / "w.csv"
     t = pd.date_range("2026-06-21", periods=24, freq="1h", tz="Asia/Tokyo")
     ghi = np.clip(800 * np.sin(np.pi * (np.arange(24) - 5) / 14), 0, None)
-    full = pd.DataFrame({"timestamp": t.strftime("%Y-%m-%dT%H:%M:%S%z"), "ghi_w_m2": ghi,
-                         "dni_w_m2": ghi * 0.7, "dhi_w_m2": ghi * 0.3, "temp_air_c": 25.0,
-                         "wind_speed_m_s": 2.0})
+    full = pd.DataFrame(
+        {
+            "timestamp": t.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "ghi_w_m2": ghi,
+            "dni_w_m2": ghi * 0.7,
+            "dhi_w_m2": ghi * 0.3,
+            "temp_air_c": 25.0,
+            "wind_speed_m_s": 2.0,
+        }
+    )
     full.to_csv(p, index=False)
     df = read_csv_weather(p)
     assert tuple(df.columns) == WEATHER_COLUMNS
@@ -171,8 +231,10 @@ def test_read_csv_full_and_ghi_only(tmp_path):
     ("mutate", "expected"),
     [
         (lambda d: d.drop(columns=["temp_air_c"]), "column 'temp_air_c': missing"),
-        (lambda d: d.assign(wind_speed_m_s=["x"] + [2.0] * 23),
-         "column 'wind_speed_m_s': row 2: not a number"),
+        (
+            lambda d: d.assign(wind_speed_m_s=["x"] + [2.0] * 23),
+            "column 'wind_speed_m_s': row 2: not a number",
+        ),
         (lambda d: d.assign(ghi_w_m2=[-5.0] + [1.0] * 23), "column 'ghi_w_m2': negative"),
         (lambda d: d.drop(columns=["dhi_w_m2"]), "column 'dhi_w_m2': missing"),
         (lambda d: d.assign(timestamp=d["timestamp"].str[:19]), "column 'timestamp'"),
@@ -182,9 +244,16 @@ def test_read_csv_full_and_ghi_only(tmp_path):
 def test_read_csv_errors_name_file_and_column(tmp_path, mutate, expected):
     p = tmp_path / "bad.csv"
     t = pd.date_range("2026-06-21", periods=24, freq="1h", tz="Asia/Tokyo")
-    good = pd.DataFrame({"timestamp": t.strftime("%Y-%m-%dT%H:%M:%S%z"), "ghi_w_m2": 1.0,
-                         "dni_w_m2": 1.0, "dhi_w_m2": 1.0, "temp_air_c": 25.0,
-                         "wind_speed_m_s": 2.0})
+    good = pd.DataFrame(
+        {
+            "timestamp": t.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "ghi_w_m2": 1.0,
+            "dni_w_m2": 1.0,
+            "dhi_w_m2": 1.0,
+            "temp_air_c": 25.0,
+            "wind_speed_m_s": 2.0,
+        }
+    )
     mutate(good).to_csv(p, index=False)
     with pytest.raises(WeatherDataError) as err:
         read_csv_weather(p)

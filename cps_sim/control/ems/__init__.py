@@ -21,9 +21,21 @@ from cps_sim.control.ems.common import Calendar, EvDelegate
 from cps_sim.control.ems.fems import FemsConfig, FemsController
 from cps_sim.control.ems.hems import HemsConfig, HemsController, MpcConfig
 
-__all__ = ["BemsConfig", "BemsController", "Calendar", "CemsConfig",
-           "CemsController", "EvDelegate", "FemsConfig", "FemsController", "HemsConfig",
-           "HemsController", "MpcConfig", "cems_fallback", "cems_process"]
+__all__ = [
+    "BemsConfig",
+    "BemsController",
+    "Calendar",
+    "CemsConfig",
+    "CemsController",
+    "EvDelegate",
+    "FemsConfig",
+    "FemsController",
+    "HemsConfig",
+    "HemsController",
+    "MpcConfig",
+    "cems_fallback",
+    "cems_process",
+]
 
 
 def cems_fallback(ctl: CemsController):
@@ -35,11 +47,11 @@ def cems_fallback(ctl: CemsController):
     def fallback(obs) -> dict[str, np.ndarray]:
         island = limited(obs.now_s)
         closed = island or np.isfinite(ctl.cfg.pcc_import_limit_w)
-        return {"ev_setpoint_w": np.zeros(obs.n_evs),
-                **battery_auto(obs.n_sites),
-                "import_limit_w": np.zeros(obs.n_sites) if closed
-                else np.full(obs.n_sites, np.inf),
-                "export_limit_w": np.zeros(obs.n_sites) if island
-                else np.full(obs.n_sites, np.inf)}
+        return {
+            "ev_setpoint_w": np.zeros(obs.n_evs),
+            **battery_auto(obs.n_sites),
+            "import_limit_w": np.zeros(obs.n_sites) if closed else np.full(obs.n_sites, np.inf),
+            "export_limit_w": np.zeros(obs.n_sites) if island else np.full(obs.n_sites, np.inf),
+        }
 
     return fallback

@@ -98,8 +98,9 @@ class BemsController:
         n = obs.n_sites
         self._meter(now_s, n)
         st = self.state
-        thr = np.maximum(np.broadcast_to(np.asarray(cfg.initial_threshold_w, float), (n,)),
-                         st.peak_w)
+        thr = np.maximum(
+            np.broadcast_to(np.asarray(cfg.initial_threshold_w, float), (n,)), st.peak_w
+        )
         lo, hi = obs.battery_range_w(cfg.interval_s)
         base = obs.site_load_w - obs.site_pv_w
         out: dict[str, np.ndarray] = {}
@@ -115,8 +116,9 @@ class BemsController:
         net = base + site_sum(obs, ev_effective_w(obs, ev_sp))
         cap = obs.battery_capacity_wh
         soc = np.divide(obs.battery_energy_wh, cap, out=np.ones(n), where=cap > 0)
-        recharge = np.where(soc < cfg.recharge_soc,
-                            np.maximum(cfg.headroom_fraction * thr - net, 0.0), 0.0)
+        recharge = np.where(
+            soc < cfg.recharge_soc, np.maximum(cfg.headroom_fraction * thr - net, 0.0), 0.0
+        )
         bat = np.where(net > thr, thr - net, np.where(net < 0, -net, recharge))
         bat = np.clip(bat, lo, hi)
         out.update(battery_setpoints(bat, cap > 0))

@@ -93,8 +93,9 @@ class CemsController:
     def islanded(self, now_s: float) -> bool:
         return any(a <= now_s < b for a, b in self.cfg.outages_s)
 
-    def decide(self, now_s: float, obs_by_group: dict[str, Observation]
-               ) -> dict[str, dict[str, np.ndarray]]:
+    def decide(
+        self, now_s: float, obs_by_group: dict[str, Observation]
+    ) -> dict[str, dict[str, np.ndarray]]:
         cfg = self.cfg
         island = self.islanded(now_s)
         obs = [obs_by_group[g] for g in cfg.groups]
@@ -177,8 +178,7 @@ class CemsController:
             bat, site_net, p_sh = balance(np.zeros_like(ev_w))
             ev_sp = [np.zeros_like(sp) for sp in ev_sp]
             demand = np.maximum(site_net, 0.0)
-            allowed = max(limit_pcc + float(np.maximum(-site_net, 0.0).sum()) - cfg.margin_w,
-                          0.0)
+            allowed = max(limit_pcc + float(np.maximum(-site_net, 0.0).sum()) - cfg.margin_w, 0.0)
             total = float(demand.sum())
             classes, cls_idx = np.unique(cfg.priority, return_inverse=True)
             cls_dem = np.bincount(cls_idx, weights=demand, minlength=classes.size)
@@ -186,8 +186,9 @@ class CemsController:
             before = np.cumsum(cls_dem[order]) - cls_dem[order]
             served = np.clip(allowed - before, 0.0, cls_dem[order])
             frac_cls = np.ones(classes.size)
-            frac_cls[order] = np.divide(served, cls_dem[order], out=np.ones_like(served),
-                                        where=cls_dem[order] > 0)
+            frac_cls[order] = np.divide(
+                served, cls_dem[order], out=np.ones_like(served), where=cls_dem[order] > 0
+            )
             limit = demand * frac_cls[cls_idx]
             shed = demand - limit
         elif np.isfinite(allowed):
@@ -214,16 +215,23 @@ class CemsController:
         out: dict[str, dict[str, np.ndarray]] = {}
         for i, (g, o) in enumerate(zip(cfg.groups, obs, strict=True)):
             s = slice(bounds[i], bounds[i + 1])
-            out[g] = {"ev_setpoint_w": ev_sp[i],
-                      **battery_setpoints(bat[s], o.battery_capacity_wh > 0),
-                      "import_limit_w": np.maximum(limit[s], 0.0),
-                      "export_limit_w": np.maximum(export_limit[s], 0.0)}
+            out[g] = {
+                "ev_setpoint_w": ev_sp[i],
+                **battery_setpoints(bat[s], o.battery_capacity_wh > 0),
+                "import_limit_w": np.maximum(limit[s], 0.0),
+                "export_limit_w": np.maximum(export_limit[s], 0.0),
+            }
         return out
 
 
-def cems_process(env: simpy.Environment, world: Any, controller: CemsController,
-                 transport: Transport, *, ttl_s: float | None = None
-                 ) -> Generator[simpy.Event, Any, None]:
+def cems_process(
+    env: simpy.Environment,
+    world: Any,
+    controller: CemsController,
+    transport: Transport,
+    *,
+    ttl_s: float | None = None,
+) -> Generator[simpy.Event, Any, None]:
     """Observe every member group -> decide -> publish one setpoint message per group.
 
     The multi-group twin of ``control.base.controller_process`` (same topics and

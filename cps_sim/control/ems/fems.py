@@ -57,8 +57,9 @@ class FemsController:
     def process_setpoints_w(self, now_s: float, obs: Observation) -> FloatArray:
         cfg = self.cfg
         rated = obs.ev_charger_w
-        remaining_ac_wh = np.maximum(obs.ev_target_wh - obs.ev_energy_wh, 0.0) \
-            / cfg.process_efficiency
+        remaining_ac_wh = (
+            np.maximum(obs.ev_target_wh - obs.ev_energy_wh, 0.0) / cfg.process_efficiency
+        )
         active = obs.ev_plugged & (remaining_ac_wh > 1e-6)
         time_left_s = obs.ev_departure_s - now_s
         need_s = remaining_ac_wh * SECONDS_PER_HOUR / (cfg.rate_factor * rated)
@@ -73,8 +74,9 @@ class FemsController:
         sp = np.where(must, rated, np.minimum(sp, cap_w))  # a full process stops by itself
         return np.where(active, sp, 0.0)
 
-    def site_process_setpoints_w(self, now_s: float, obs: Observation,
-                                 used_w: FloatArray) -> FloatArray | None:
+    def site_process_setpoints_w(
+        self, now_s: float, obs: Observation, used_w: FloatArray
+    ) -> FloatArray | None:
         """The same rule for the engine's per-site deferrable processes (``deferrable:``):
         must-run when the laxity is gone, else PV surplus left after ``used_w``, or
         full power in cheap hours; never more than the energy still needed."""

@@ -138,8 +138,7 @@ class HemsController:
         else:
             ev_controlled = True
         ev_site_w = site_sum(obs, ev_effective_w(obs, ev_sp))
-        own_w = (own_net_w(obs) if cfg.observe == "meter"
-                 else obs.site_load_w - obs.site_pv_w)
+        own_w = own_net_w(obs) if cfg.observe == "meter" else obs.site_load_w - obs.site_pv_w
         net_w = own_w + ev_site_w
         lo, hi = obs.battery_range_w(cfg.interval_s)
         if cfg.battery_mode == "rule":

@@ -20,8 +20,9 @@ from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.strategies import cost, depot, load, min_pv, now, off, pv, v2g, v2h
 from cps_sim.control.strategies.common import StrategyConfig, StrategyState, WeeklyPlan
 
-Strategy = Callable[[float, Observation, StrategyState, StrategyConfig],
-                    tuple[FloatArray, StrategyState]]
+Strategy = Callable[
+    [float, Observation, StrategyState, StrategyConfig], tuple[FloatArray, StrategyState]
+]
 
 STRATEGIES: dict[str, Strategy] = {
     "off": off.setpoints_w,
@@ -42,9 +43,14 @@ STRATEGIES: dict[str, Strategy] = {
 class StrategyController:
     """A controller that applies one named strategy to every EV of a group."""
 
-    def __init__(self, strategy: str, cfg: StrategyConfig | None = None,
-                 state: StrategyState | None = None, name: str | None = None,
-                 respect_import_limit: bool = True):
+    def __init__(
+        self,
+        strategy: str,
+        cfg: StrategyConfig | None = None,
+        state: StrategyState | None = None,
+        name: str | None = None,
+        respect_import_limit: bool = True,
+    ):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown EV strategy {strategy!r}; one of {sorted(STRATEGIES)}")
         self.strategy = strategy
@@ -58,8 +64,11 @@ class StrategyController:
         if self.state is None:
             self.state = StrategyState.initial(observation.n_evs)
         sp, self.state = STRATEGIES[self.strategy](now_s, observation, self.state, self.cfg)
-        if (self.respect_import_limit and self.strategy != "now"
-                and np.isfinite(observation.site_import_limit_w).any()):
+        if (
+            self.respect_import_limit
+            and self.strategy != "now"
+            and np.isfinite(observation.site_import_limit_w).any()
+        ):
             sp = load.limit_to_site(observation, sp, self.cfg)
         return {"ev_setpoint_w": sp}
 

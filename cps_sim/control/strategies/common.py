@@ -118,13 +118,17 @@ class StrategyState:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def initial(cls, n_evs: int, three_phase_capable: np.ndarray | bool = False
-                ) -> StrategyState:
+    def initial(cls, n_evs: int, three_phase_capable: np.ndarray | bool = False) -> StrategyState:
         cap = np.broadcast_to(np.asarray(three_phase_capable, bool), (n_evs,)).copy()
-        return cls(enabled=np.zeros(n_evs, bool), three_phase=np.zeros(n_evs, bool),
-                   three_phase_capable=cap, cond_since_s=np.full(n_evs, np.nan),
-                   phase_since_s=np.full(n_evs, np.nan), switches=np.zeros(n_evs, np.int64),
-                   phase_switches=np.zeros(n_evs, np.int64))
+        return cls(
+            enabled=np.zeros(n_evs, bool),
+            three_phase=np.zeros(n_evs, bool),
+            three_phase_capable=cap,
+            cond_since_s=np.full(n_evs, np.nan),
+            phase_since_s=np.full(n_evs, np.nan),
+            switches=np.zeros(n_evs, np.int64),
+            phase_switches=np.zeros(n_evs, np.int64),
+        )
 
 
 # ---------------------------------------------------------------- index helpers
@@ -133,8 +137,7 @@ def site_sum(obs: Observation, per_ev: FloatArray) -> FloatArray:
     return np.bincount(obs.ev_site, weights=per_ev, minlength=obs.n_sites).astype(float)
 
 
-def share_by_weight(obs: Observation, site_amount_w: FloatArray, weight: FloatArray
-                    ) -> FloatArray:
+def share_by_weight(obs: Observation, site_amount_w: FloatArray, weight: FloatArray) -> FloatArray:
     """Split a per-site amount among the site's EVs in proportion to ``weight`` (>= 0)."""
     total = site_sum(obs, weight)[obs.ev_site]
     frac = np.divide(weight, total, out=np.zeros_like(weight, dtype=float), where=total > 0)
@@ -183,8 +186,9 @@ def surplus_for_evs_w(obs: Observation, cfg: StrategyConfig) -> FloatArray:
     return surplus
 
 
-def phase_limits_w(obs: Observation, state: StrategyState, cfg: StrategyConfig
-                   ) -> tuple[FloatArray, FloatArray]:
+def phase_limits_w(
+    obs: Observation, state: StrategyState, cfg: StrategyConfig
+) -> tuple[FloatArray, FloatArray]:
     """Minimum and maximum charging power of each EV in its current phase mode."""
     charger = obs.ev_charger_w
     lo = np.where(state.three_phase, cfg.min_3p_w, cfg.min_1p_w)
@@ -199,8 +203,13 @@ def site_headroom_w(obs: Observation, cfg: StrategyConfig) -> FloatArray:
     return obs.site_import_limit_w - (obs.site_load_w - obs.site_pv_w) - cfg.limit_margin_w
 
 
-def allocate_under_limit(obs: Observation, budget_w: FloatArray, want_w: FloatArray,
-                         min_w: FloatArray | float, priority_key: FloatArray) -> FloatArray:
+def allocate_under_limit(
+    obs: Observation,
+    budget_w: FloatArray,
+    want_w: FloatArray,
+    min_w: FloatArray | float,
+    priority_key: FloatArray,
+) -> FloatArray:
     """Share a per-site budget among EVs wanting ``want_w`` with a minimum power.
 
     The EVs first in ``priority_key`` (per site) that fit at their minimum
@@ -230,8 +239,9 @@ def allocate_under_limit(obs: Observation, budget_w: FloatArray, want_w: FloatAr
 
 
 # ---------------------------------------------------------------- departure & reserve
-def departure_and_target(now_s: float, obs: Observation, state: StrategyState,
-                         cfg: StrategyConfig) -> tuple[FloatArray, FloatArray]:
+def departure_and_target(
+    now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
+) -> tuple[FloatArray, FloatArray]:
     """Next departure [s] and energy wanted then [Wh] per EV.
 
     The world's departure is used when known; else the weekly plan's next
@@ -277,29 +287,39 @@ def planning_rate_w(obs: Observation, cfg: StrategyConfig) -> FloatArray:
     the site's import headroom now (shared among the site's plugged EVs), never
     below the minimum current, times ``cfg.planning_rate_factor``."""
     head = site_headroom_w(obs, cfg)
-    n_plugged = np.bincount(obs.ev_site, weights=obs.ev_plugged.astype(float),
-                            minlength=obs.n_sites)
+    n_plugged = np.bincount(
+        obs.ev_site, weights=obs.ev_plugged.astype(float), minlength=obs.n_sites
+    )
     per_ev = (head / np.maximum(n_plugged, 1.0))[obs.ev_site]
     rate = np.minimum(obs.ev_charger_w, np.maximum(per_ev, cfg.min_1p_w))
     return rate * cfg.planning_rate_factor
 
 
-def reserve_wh(t_s: float, obs: Observation, departure_s: FloatArray, target_wh: FloatArray,
-               cfg: StrategyConfig) -> FloatArray:
+def reserve_wh(
+    t_s: float,
+    obs: Observation,
+    departure_s: FloatArray,
+    target_wh: FloatArray,
+    cfg: StrategyConfig,
+) -> FloatArray:
     """Energy an EV must hold at ``t_s`` so that, charging at its planning rate
     (``planning_rate_w``) from then on, it still reaches ``target_wh`` by
     ``departure_s``; never below its floor (plus the margin)."""
     floor = (obs.ev_soc_min + cfg.reserve_margin_soc) * obs.ev_capacity_wh
     left_h = np.maximum(departure_s - t_s, 0.0) / 3600.0
     left_h = np.where(np.isfinite(left_h), left_h, 1e9)
-    reach = target_wh + cfg.reserve_margin_soc * obs.ev_capacity_wh \
+    reach = (
+        target_wh
+        + cfg.reserve_margin_soc * obs.ev_capacity_wh
         - planning_rate_w(obs, cfg) * cfg.charge_efficiency * left_h
+    )
     return np.minimum(np.maximum(floor, reach), obs.ev_capacity_wh)
 
 
 # ---------------------------------------------------------------- site forecasts
-def remember_site_inputs(now_s: float, obs: Observation, state: StrategyState,
-                         slot_s: float) -> None:
+def remember_site_inputs(
+    now_s: float, obs: Observation, state: StrategyState, slot_s: float
+) -> None:
     """Keep the load and PV seen in each slot of the day (persistence forecasts)."""
     per_day = max(1, round(86400.0 / slot_s))
     hist = state.extra.get("site_hist")
@@ -308,8 +328,9 @@ def remember_site_inputs(now_s: float, obs: Observation, state: StrategyState,
     hist[int(now_s // slot_s) % per_day] = np.column_stack([obs.site_load_w, obs.site_pv_w])
 
 
-def surplus_forecast_w(now_s: float, obs: Observation, state: StrategyState,
-                       cfg: StrategyConfig, starts_s: FloatArray) -> FloatArray:
+def surplus_forecast_w(
+    now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig, starts_s: FloatArray
+) -> FloatArray:
     """PV surplus (PV - load, >= 0) per site in the slots starting at ``starts_s``, (n, T).
 
     Slot 0 is the observed surplus now.  Later slots: PV from ``cfg.pv_forecast``
@@ -325,7 +346,8 @@ def surplus_forecast_w(now_s: float, obs: Observation, state: StrategyState,
     load = np.where(np.isnan(past[:, :, 0]), obs.site_load_w[None, :], past[:, :, 0]).T
     if cfg.pv_forecast is not None:
         pv = np.asarray(cfg.pv_forecast(starts_s + 0.5 * cfg.slot_s), float).reshape(
-            obs.n_sites, -1)
+            obs.n_sites, -1
+        )
     else:
         pv = np.where(np.isnan(past[:, :, 1]), obs.site_pv_w[None, :], past[:, :, 1]).T
     out = np.maximum(pv - load, 0.0)

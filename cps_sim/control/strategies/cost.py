@@ -46,9 +46,14 @@ from cps_sim.control.strategies.common import (
 )
 
 
-def plan_charge_w(now_s: float, obs: Observation, cfg: StrategyConfig, departure_s: FloatArray,
-                  target_wh: FloatArray,
-                  surplus_fn: Callable[[FloatArray], FloatArray] | None = None) -> FloatArray:
+def plan_charge_w(
+    now_s: float,
+    obs: Observation,
+    cfg: StrategyConfig,
+    departure_s: FloatArray,
+    target_wh: FloatArray,
+    surplus_fn: Callable[[FloatArray], FloatArray] | None = None,
+) -> FloatArray:
     """Charging power now [W] per EV from the cheapest-slots plan.
 
     ``surplus_fn(slot_starts_s) -> (n_sites, n_slots)``: forecast PV surplus per site and
@@ -60,8 +65,7 @@ def plan_charge_w(now_s: float, obs: Observation, cfg: StrategyConfig, departure
     active = plugged_room & (target_wh > obs.ev_energy_wh + 1.0)
     if n == 0 or not plugged_room.any():
         return np.zeros(n)
-    needed_grid_wh = np.where(active, (target_wh - obs.ev_energy_wh) / cfg.charge_efficiency,
-                              0.0)
+    needed_grid_wh = np.where(active, (target_wh - obs.ev_energy_wh) / cfg.charge_efficiency, 0.0)
     end = np.minimum(departure_s, now_s + cfg.horizon_s)
     overdue = active & (end <= now_s)  # departure passed but still plugged: full power
     last = float(np.max(np.where(plugged_room & ~overdue, np.maximum(end, now_s + 1.0), now_s)))
@@ -86,7 +90,8 @@ def plan_charge_w(now_s: float, obs: Observation, cfg: StrategyConfig, departure
         tier_cap = cap_wh[:, :, None]
     else:
         tier_price, tier_cap, share_now, opp_now = _surplus_tiers(
-            now_s, obs, cfg, starts, prices, cap_wh, avail_h, surplus_w, plugged_room)
+            now_s, obs, cfg, starts, prices, cap_wh, avail_h, surplus_w, plugged_room
+        )
     k = tier_price.shape[1]
     # the tier prices are the same for every EV, so one stable sort orders all of them
     # (slot-major: ties keep the earlier slot first); only the capacities differ
@@ -110,8 +115,7 @@ def plan_charge_w(now_s: float, obs: Observation, cfg: StrategyConfig, departure
         p = np.where((p < cfg.min_1p_w) & ~grid_now & ~overdue & ~last_slot, 0.0, p)
         if cfg.store_surplus:
             # surplus now that is cheaper than any grid energy it could displace: store it
-            take = plugged_room & (opp_now < float(np.min(prices))) & (
-                share_now >= cfg.min_1p_w)
+            take = plugged_room & (opp_now < float(np.min(prices))) & (share_now >= cfg.min_1p_w)
             p = np.where(take, np.maximum(p, share_now), p)
     p = np.where(p > 1e-6, np.maximum(p, cfg.min_1p_w), 0.0)
     p = np.where(overdue, obs.ev_charger_w, p)
@@ -127,8 +131,11 @@ def _surplus_tiers(now_s, obs, cfg, starts, prices, cap_wh, avail_h, surplus_w, 
     sur = np.zeros((obs.n_sites, n_slots))
     m = min(n_slots, surplus_w.shape[1])
     sur[:, :m] = surplus_w[:, :m]
-    lim = (np.full(obs.n_sites, np.inf) if obs.site_export_limit_w is None
-           else np.asarray(obs.site_export_limit_w, float))
+    lim = (
+        np.full(obs.n_sites, np.inf)
+        if obs.site_export_limit_w is None
+        else np.asarray(obs.site_export_limit_w, float)
+    )
     free_w = np.maximum(sur - lim[:, None], 0.0)  # would be curtailed
     paid_w = sur - free_w  # would be exported
     # each plugged EV's share of its site's surplus, in proportion to its charger
@@ -149,8 +156,14 @@ def _surplus_tiers(now_s, obs, cfg, starts, prices, cap_wh, avail_h, surplus_w, 
     return price, cap, share_now, opp_now
 
 
-def charge_plan_w(now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig,
-                  departure_s: FloatArray, target_wh: FloatArray) -> FloatArray:
+def charge_plan_w(
+    now_s: float,
+    obs: Observation,
+    state: StrategyState,
+    cfg: StrategyConfig,
+    departure_s: FloatArray,
+    target_wh: FloatArray,
+) -> FloatArray:
     """:func:`plan_charge_w` with the PV surplus forecast (``cfg.value_surplus``)."""
     surplus = None
     if cfg.value_surplus:
@@ -162,7 +175,8 @@ def charge_plan_w(now_s: float, obs: Observation, state: StrategyState, cfg: Str
     return plan_charge_w(now_s, obs, cfg, departure_s, target_wh, surplus)
 
 
-def setpoints_w(now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
-                ) -> tuple[FloatArray, StrategyState]:
+def setpoints_w(
+    now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
+) -> tuple[FloatArray, StrategyState]:
     dep, target = departure_and_target(now_s, obs, state, cfg)
     return charge_plan_w(now_s, obs, state, cfg, dep, target), state

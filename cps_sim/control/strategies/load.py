@@ -16,8 +16,9 @@ from cps_sim.control.strategies.common import (
 )
 
 
-def setpoints_w(now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
-                ) -> tuple[FloatArray, StrategyState]:
+def setpoints_w(
+    now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
+) -> tuple[FloatArray, StrategyState]:
     want = np.where(wants_energy(obs), obs.ev_charger_w, 0.0)
     return limit_to_site(obs, want, cfg), state
 

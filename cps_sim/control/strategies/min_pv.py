@@ -7,6 +7,7 @@ from cps_sim.control.strategies.common import StrategyConfig, StrategyState
 from cps_sim.control.strategies.surplus import follow_surplus
 
 
-def setpoints_w(now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
-                ) -> tuple[FloatArray, StrategyState]:
+def setpoints_w(
+    now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
+) -> tuple[FloatArray, StrategyState]:
     return follow_surplus(now_s, obs, state, cfg, always_on=True)

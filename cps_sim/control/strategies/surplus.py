@@ -32,8 +32,9 @@ from cps_sim.control.strategies.common import (
 )
 
 
-def _timer(cond: BoolArray, since_s: FloatArray, now_s: float, delay_s: FloatArray | float
-           ) -> tuple[BoolArray, FloatArray]:
+def _timer(
+    cond: BoolArray, since_s: FloatArray, now_s: float, delay_s: FloatArray | float
+) -> tuple[BoolArray, FloatArray]:
     """(condition held for delay, new 'since' times): start where newly true, clear where false."""
     since = np.where(cond, np.where(np.isnan(since_s), now_s, since_s), np.nan)
     fired = cond & (now_s - since >= delay_s - 1e-9)
@@ -46,8 +47,9 @@ def ev_surplus_share_w(obs: Observation, cfg: StrategyConfig, active: BoolArray)
     return share_by_weight(obs, surplus_for_evs_w(obs, cfg), weight)
 
 
-def follow_surplus(now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig,
-                   always_on: bool) -> tuple[FloatArray, StrategyState]:
+def follow_surplus(
+    now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig, always_on: bool
+) -> tuple[FloatArray, StrategyState]:
     active = wants_energy(obs)
     share = ev_surplus_share_w(obs, cfg, active)
     # ---- phase mode: free choice while stopped, timed switch while charging
@@ -62,8 +64,12 @@ def follow_surplus(now_s: float, obs: Observation, state: StrategyState, cfg: St
     fired_p, phase_since = _timer(up_cond | down_cond, state.phase_since_s, now_s, delay)
     three = np.where(fired_p, ~three, three)
     phase_since = np.where(fired_p, np.nan, phase_since)
-    state = dataclasses.replace(state, three_phase=three, phase_since_s=phase_since,
-                                phase_switches=state.phase_switches + fired_p)
+    state = dataclasses.replace(
+        state,
+        three_phase=three,
+        phase_since_s=phase_since,
+        phase_switches=state.phase_switches + fired_p,
+    )
     lo, hi = phase_limits_w(obs, state, cfg)
     if always_on:
         sp = np.where(active, np.clip(share, lo, hi), 0.0)
@@ -78,5 +84,6 @@ def follow_surplus(now_s: float, obs: Observation, state: StrategyState, cfg: St
     since = np.where(fired, np.nan, since)
     toggled = fired  # unplugged/full EVs stop silently (not a toggle by the controller)
     sp = np.where(new_on, np.clip(share, lo, hi), 0.0)
-    return sp, dataclasses.replace(state, enabled=new_on, cond_since_s=since,
-                                   switches=state.switches + toggled)
+    return sp, dataclasses.replace(
+        state, enabled=new_on, cond_since_s=since, switches=state.switches + toggled
+    )

@@ -20,8 +20,9 @@ from cps_sim.control.strategies.cost import charge_plan_w
 from cps_sim.control.strategies.v2x import discharge_room_w
 
 
-def setpoints_w(now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
-                ) -> tuple[FloatArray, StrategyState]:
+def setpoints_w(
+    now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
+) -> tuple[FloatArray, StrategyState]:
     dep, target = departure_and_target(now_s, obs, state, cfg)
     charge = charge_plan_w(now_s, obs, state, cfg, dep, target)
     room = discharge_room_w(now_s, obs, cfg, dep, target)

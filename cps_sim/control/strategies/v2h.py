@@ -35,8 +35,9 @@ def home_need_w(obs: Observation, cfg: StrategyConfig) -> FloatArray:
     return need
 
 
-def setpoints_w(now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
-                ) -> tuple[FloatArray, StrategyState]:
+def setpoints_w(
+    now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig
+) -> tuple[FloatArray, StrategyState]:
     dep, target = departure_and_target(now_s, obs, state, cfg)
     charge = charge_plan_w(now_s, obs, state, cfg, dep, target)
     _, sod = local_time(cfg, now_s)

@@ -18,8 +18,13 @@ from cps_sim.control.observation import FloatArray, Observation
 from cps_sim.control.strategies.common import StrategyConfig, reserve_wh
 
 
-def discharge_room_w(now_s: float, obs: Observation, cfg: StrategyConfig,
-                     departure_s: FloatArray, target_wh: FloatArray) -> FloatArray:
+def discharge_room_w(
+    now_s: float,
+    obs: Observation,
+    cfg: StrategyConfig,
+    departure_s: FloatArray,
+    target_wh: FloatArray,
+) -> FloatArray:
     """Largest discharge power [W, positive] each EV may hold for ``cfg.hold_time_s``."""
     res = reserve_wh(now_s + cfg.hold_time_s, obs, departure_s, target_wh, cfg)
     room_wh = np.maximum(obs.ev_energy_wh - res, 0.0)

@@ -43,8 +43,13 @@ def _discover() -> tuple[type[Population], ...]:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         mod = importlib.import_module(f"{__name__}.{info.name}")
         for obj in vars(mod).values():
-            if (isinstance(obj, type) and issubclass(obj, Population) and obj is not Population
-                    and obj.__module__ == mod.__name__ and obj.key):
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, Population)
+                and obj is not Population
+                and obj.__module__ == mod.__name__
+                and obj.key
+            ):
                 if obj.key in found:  # pragma: no cover - a packaging mistake
                     raise RuntimeError(f"two populations with key {obj.key!r}")
                 found[obj.key] = obj
@@ -57,14 +62,20 @@ REGISTRY: tuple[type[Population], ...] = _discover()
 CONNECTION_FLOWS: tuple[Flow, ...] = (
     Flow("grid_import_wh", "source", "energy drawn from the grid at the sites' connections"),
     Flow("grid_export_wh", "sink", "energy fed into the grid at the sites' connections"),
-    Flow("measured_correction_wh", "source", "energy a measurement of a device bound to real "
-         "hardware added to (+) or removed from (−) the model's store"),
+    Flow(
+        "measured_correction_wh",
+        "source",
+        "energy a measurement of a device bound to real "
+        "hardware added to (+) or removed from (−) the model's store",
+    ),
 )
 CONNECTION_SETPOINTS: tuple[SetpointKey, ...] = (
-    SetpointKey("import_limit_w", "site", "import limit per site (tightens the site's own)",
-                min_w=0.0),
-    SetpointKey("export_limit_w", "site", "export limit per site (tightens the site's own)",
-                min_w=0.0),
+    SetpointKey(
+        "import_limit_w", "site", "import limit per site (tightens the site's own)", min_w=0.0
+    ),
+    SetpointKey(
+        "export_limit_w", "site", "export limit per site (tightens the site's own)", min_w=0.0
+    ),
 )
 
 FLOW_DEFS: tuple[Flow, ...] = CONNECTION_FLOWS + tuple(f for p in REGISTRY for f in p.FLOWS)
@@ -82,7 +93,26 @@ OBSERVED: tuple[str, ...] = tuple(f for p in REGISTRY for f in p.OBSERVES)
 if len(set(FLOWS)) != len(FLOWS):  # pragma: no cover - a registry mistake
     raise RuntimeError(f"two populations declare the same flow: {FLOWS}")
 
-__all__ = ["ARRIVAL", "DEPARTURE", "FLOWS", "IX", "OBSERVED", "REGISTRY", "SETPOINT_KEYS",
-           "SINKS", "SOURCES", "BatteryPopulation", "Cut", "DeferrablePopulation", "EvPopulation",
-           "EventLog", "Flow", "HpwhPopulation", "Population", "Segment",
-           "SetpointKey", "SiteInputs", "TickContext"]
+__all__ = [
+    "ARRIVAL",
+    "DEPARTURE",
+    "FLOWS",
+    "IX",
+    "OBSERVED",
+    "REGISTRY",
+    "SETPOINT_KEYS",
+    "SINKS",
+    "SOURCES",
+    "BatteryPopulation",
+    "Cut",
+    "DeferrablePopulation",
+    "EvPopulation",
+    "EventLog",
+    "Flow",
+    "HpwhPopulation",
+    "Population",
+    "Segment",
+    "SetpointKey",
+    "SiteInputs",
+    "TickContext",
+]

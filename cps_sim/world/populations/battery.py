@@ -36,14 +36,26 @@ class BatteryPopulation(Population):
         Flow("battery_fade_wh", "sink", "energy stranded above an aged battery's window"),
     )
     SETPOINTS: ClassVar[tuple[SetpointKey, ...]] = (
-        SetpointKey("battery_setpoint_w", "site", "AC power per site, + charge / − discharge "
-                    "(sites whose battery_mode is BATTERY_FOLLOW)"),
-        SetpointKey("battery_mode", "site", "BATTERY_FOLLOW (0) = follow battery_setpoint_w, "
-                    "BATTERY_AUTO (1) = the built-in self-consumption rule",
-                    choices=(BATTERY_FOLLOW, BATTERY_AUTO)),
+        SetpointKey(
+            "battery_setpoint_w",
+            "site",
+            "AC power per site, + charge / − discharge "
+            "(sites whose battery_mode is BATTERY_FOLLOW)",
+        ),
+        SetpointKey(
+            "battery_mode",
+            "site",
+            "BATTERY_FOLLOW (0) = follow battery_setpoint_w, "
+            "BATTERY_AUTO (1) = the built-in self-consumption rule",
+            choices=(BATTERY_FOLLOW, BATTERY_AUTO),
+        ),
     )
     OBSERVES: ClassVar[tuple[str, ...]] = (
-        "battery_energy_wh", "battery_capacity_wh", "battery_power_w", "battery_spec")
+        "battery_energy_wh",
+        "battery_capacity_wh",
+        "battery_power_w",
+        "battery_spec",
+    )
 
     def __init__(self, spec: bat.BatterySpec, energy_wh: F, control: str):
         n = spec.n
@@ -73,9 +85,12 @@ class BatteryPopulation(Population):
 
     def observe(self) -> dict[str, Any]:
         self.track_power = True
-        return dict(battery_energy_wh=self.energy_wh.copy(),
-                    battery_capacity_wh=self.spec.capacity_wh.copy(),
-                    battery_power_w=self.power_w.copy(), battery_spec=self.spec)
+        return dict(
+            battery_energy_wh=self.energy_wh.copy(),
+            battery_capacity_wh=self.spec.capacity_wh.copy(),
+            battery_power_w=self.power_w.copy(),
+            battery_spec=self.spec,
+        )
 
     def apply(self, key: str, value: F) -> None:
         """``World.apply`` calls ``battery_setpoint_w`` before ``battery_mode``."""
@@ -133,14 +148,22 @@ class BatteryPopulation(Population):
             fixed = ~np.isnan(sp)
             charging = np.where(fixed, sp > 0, charging)
             want = np.where(fixed, np.abs(np.nan_to_num(sp)), want)
-        rate = np.minimum(want, np.where(charging, b.max_charge_power_w[sl],
-                                         b.max_discharge_power_w[sl]))
+        rate = np.minimum(
+            want, np.where(charging, b.max_charge_power_w[sl], b.max_discharge_power_w[sl])
+        )
         # a charging battery changes its power where it meets the CC-CV taper line
-        top = (bat.taper_start_wh(b.energy_max_wh[sl], b.energy_taper_wh[sl],
-                                  b.max_charge_power_w[sl], rate)
-               if b.any_taper else b.energy_max_wh[sl])
-        room = np.where(charging, (top - e) / b.charge_efficiency[sl],
-                        (e - b.energy_min_wh[sl]) * b.discharge_efficiency[sl])
+        top = (
+            bat.taper_start_wh(
+                b.energy_max_wh[sl], b.energy_taper_wh[sl], b.max_charge_power_w[sl], rate
+            )
+            if b.any_taper
+            else b.energy_max_wh[sl]
+        )
+        room = np.where(
+            charging,
+            (top - e) / b.charge_efficiency[sl],
+            (e - b.energy_min_wh[sl]) * b.discharge_efficiency[sl],
+        )
         active = (rate > 0) & (room > 1e-6)
         if self.measured_w is not None:
             active &= np.isnan(self.measured_w[sl])
@@ -168,8 +191,9 @@ class BatteryPopulation(Population):
                 meas_wh = np.where(meas, bm, 0.0) * h
             bw, loss = bat.exchange_wh(self.spec, self.energy_wh, desired, dt_s, sl)
             if meas_wh is not None:  # measured: what the device exchanged, unclipped
-                bw_m, loss_m, corr = bat.measured_exchange_wh(self.spec, self.energy_wh,
-                                                              meas_wh, sl)
+                bw_m, loss_m, corr = bat.measured_exchange_wh(
+                    self.spec, self.energy_wh, meas_wh, sl
+                )
                 bw = bw + bw_m
                 loss = loss + loss_m
                 acc[ix["measured_correction_wh"]] += corr.sum()

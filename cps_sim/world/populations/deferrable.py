@@ -35,11 +35,18 @@ class DeferrablePopulation(Population):
         Flow("deferrable_unmet_wh", "info", "process energy not delivered by the deadline"),
     )
     SETPOINTS: ClassVar[tuple[SetpointKey, ...]] = (
-        SetpointKey("deferrable_setpoint_w", "site", "process power per site (+inf = as fast "
-                    "as allowed; clipped to the rated power and what is left)"),
+        SetpointKey(
+            "deferrable_setpoint_w",
+            "site",
+            "process power per site (+inf = as fast "
+            "as allowed; clipped to the rated power and what is left)",
+        ),
     )
     OBSERVES: ClassVar[tuple[str, ...]] = (
-        "deferrable_max_w", "deferrable_remaining_wh", "deferrable_deadline_s")
+        "deferrable_max_w",
+        "deferrable_remaining_wh",
+        "deferrable_deadline_s",
+    )
 
     def __init__(self, max_w: F, energy_wh: F):
         n = max_w.size
@@ -58,14 +65,17 @@ class DeferrablePopulation(Population):
             return None
         has = ctx.has("deferrable", d.share)
         max_w = np.where(has, ctx.sample(d.power_kw, "deferrable/power_kw", ctx.n) * 1000.0, 0.0)
-        energy = np.where(has, ctx.sample(d.energy_kwh, "deferrable/energy_kwh", ctx.n) * 1000.0,
-                          0.0)
+        energy = np.where(
+            has, ctx.sample(d.energy_kwh, "deferrable/energy_kwh", ctx.n) * 1000.0, 0.0
+        )
         return cls(max_w, energy)
 
     def observe(self) -> dict[str, Any]:
-        return dict(deferrable_max_w=self.max_w.copy(),
-                    deferrable_remaining_wh=self.remaining_wh.copy(),
-                    deferrable_deadline_s=self.deadline_s.copy())
+        return dict(
+            deferrable_max_w=self.max_w.copy(),
+            deferrable_remaining_wh=self.remaining_wh.copy(),
+            deferrable_deadline_s=self.deadline_s.copy(),
+        )
 
     def apply(self, key: str, value: F) -> None:
         self.setpoint_w = value

@@ -61,10 +61,15 @@ class EventLog:
         def cat(parts, dtype):
             return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
-        return {"time_s": cat(self.time_s, float), "ev_id": cat(self.ev_id, np.int64),
-                "site": cat(self.site, np.int64), "kind": cat(self.kind, np.int8),
-                "soc": cat(self.soc, float), "energy_wh": cat(self.energy_wh, float),
-                "unmet_wh": cat(self.unmet_wh, float)}
+        return {
+            "time_s": cat(self.time_s, float),
+            "ev_id": cat(self.ev_id, np.int64),
+            "site": cat(self.site, np.int64),
+            "kind": cat(self.kind, np.int8),
+            "soc": cat(self.soc, float),
+            "energy_wh": cat(self.energy_wh, float),
+            "unmet_wh": cat(self.unmet_wh, float),
+        }
 
 
 class EvPopulation(Population):
@@ -81,21 +86,51 @@ class EvPopulation(Population):
         Flow("ev_trip_shortfall_wh", "info", "trip energy the packs could not give"),
     )
     SETPOINTS: ClassVar[tuple[SetpointKey, ...]] = (
-        SetpointKey("ev_setpoint_w", "device", "AC power per EV, + charge / − discharge; "
-                    "+inf = as much as allowed (clipped to the charger, V2X limit, SoC window "
-                    "and plugged state)"),
+        SetpointKey(
+            "ev_setpoint_w",
+            "device",
+            "AC power per EV, + charge / − discharge; "
+            "+inf = as much as allowed (clipped to the charger, V2X limit, SoC window "
+            "and plugged state)",
+        ),
     )
     OBSERVES: ClassVar[tuple[str, ...]] = (
-        "ev_site", "ev_soc", "ev_energy_wh", "ev_capacity_wh", "ev_plugged", "ev_charger_w",
-        "ev_v2x_w", "ev_soc_min", "ev_target_wh", "ev_departure_s", "ev_energy_max_wh",
-        "ev_charge_efficiency", "ev_energy_taper_wh", "ev_taper_line_w")
+        "ev_site",
+        "ev_soc",
+        "ev_energy_wh",
+        "ev_capacity_wh",
+        "ev_plugged",
+        "ev_charger_w",
+        "ev_v2x_w",
+        "ev_soc_min",
+        "ev_target_wh",
+        "ev_departure_s",
+        "ev_energy_max_wh",
+        "ev_charge_efficiency",
+        "ev_energy_taper_wh",
+        "ev_taper_line_w",
+    )
 
-    def __init__(self, site: I, capacity_wh: F, energy_wh: F, charger_w: F, efficiency: F,
-                 energy_max_wh: F, target_wh: F, consumption_wh_per_km: F,
-                 plugged: NDArray[np.bool_], away_until_s: F, ids: I,
-                 setpoint_w: F | None = None, v2x_w: F | None = None,
-                 energy_min_wh: F | None = None, departure_s: F | None = None,
-                 taper_soc: F | None = None, taper_line_w: F | None = None):
+    def __init__(
+        self,
+        site: I,
+        capacity_wh: F,
+        energy_wh: F,
+        charger_w: F,
+        efficiency: F,
+        energy_max_wh: F,
+        target_wh: F,
+        consumption_wh_per_km: F,
+        plugged: NDArray[np.bool_],
+        away_until_s: F,
+        ids: I,
+        setpoint_w: F | None = None,
+        v2x_w: F | None = None,
+        energy_min_wh: F | None = None,
+        departure_s: F | None = None,
+        taper_soc: F | None = None,
+        taper_line_w: F | None = None,
+    ):
         n = site.size
         self.site = site
         self.capacity_wh = capacity_wh
@@ -153,15 +188,22 @@ class EvPopulation(Population):
 
     def observe(self) -> dict[str, Any]:
         cap = self.capacity_wh
-        return dict(ev_site=self.site.copy(), ev_soc=self.energy_wh / cap,
-                    ev_energy_wh=self.energy_wh.copy(), ev_capacity_wh=cap.copy(),
-                    ev_plugged=self.plugged.copy(), ev_charger_w=self.charger_w.copy(),
-                    ev_v2x_w=self.v2x_w.copy(), ev_soc_min=self.energy_min_wh / cap,
-                    ev_target_wh=self.target_wh.copy(), ev_departure_s=self.departure_s.copy(),
-                    ev_energy_max_wh=self.energy_max_wh.copy(),
-                    ev_charge_efficiency=self.efficiency.copy(),
-                    ev_energy_taper_wh=self.energy_taper_wh.copy(),
-                    ev_taper_line_w=self.taper_line_w.copy())
+        return dict(
+            ev_site=self.site.copy(),
+            ev_soc=self.energy_wh / cap,
+            ev_energy_wh=self.energy_wh.copy(),
+            ev_capacity_wh=cap.copy(),
+            ev_plugged=self.plugged.copy(),
+            ev_charger_w=self.charger_w.copy(),
+            ev_v2x_w=self.v2x_w.copy(),
+            ev_soc_min=self.energy_min_wh / cap,
+            ev_target_wh=self.target_wh.copy(),
+            ev_departure_s=self.departure_s.copy(),
+            ev_energy_max_wh=self.energy_max_wh.copy(),
+            ev_charge_efficiency=self.efficiency.copy(),
+            ev_energy_taper_wh=self.energy_taper_wh.copy(),
+            ev_taper_line_w=self.taper_line_w.copy(),
+        )
 
     def track_ac_energy(self) -> F:
         """Start keeping :attr:`ac_energy_wh` (booked AC energy per EV) and return it."""
@@ -176,8 +218,9 @@ class EvPopulation(Population):
         self.measured_w[index] = power_w
 
     def update_coupling(self, coupled_sites: NDArray[np.bool_]) -> None:
-        self.coupled_idx = np.flatnonzero(coupled_sites[self.site]) if self.n else \
-            np.empty(0, dtype=np.int64)
+        self.coupled_idx = (
+            np.flatnonzero(coupled_sites[self.site]) if self.n else np.empty(0, dtype=np.int64)
+        )
 
     # ------------------------------------------------------------------ events
     def apply_events(self, t: F, ev: I, kind: NDArray[np.int8], trip_wh: F) -> None:
@@ -191,8 +234,15 @@ class EvPopulation(Population):
             unmet = np.maximum(self.target_wh[i] - self.energy_wh[i], 0.0)
             self.plugged[i] = False
             self.departure_s[i] = np.inf
-            log.append(t[dep], self.ids[i], self.site[i] + offset,
-                            np.full(i.size, DEPARTURE), soc, np.zeros(i.size), unmet)
+            log.append(
+                t[dep],
+                self.ids[i],
+                self.site[i] + offset,
+                np.full(i.size, DEPARTURE),
+                soc,
+                np.zeros(i.size),
+                unmet,
+            )
         arr = ~dep
         if arr.any():
             i = ev[arr]
@@ -204,9 +254,15 @@ class EvPopulation(Population):
             self.away_until_s[i] = -np.inf
             acc[ix["ev_driving_wh"]] += from_battery.sum()
             acc[ix["ev_trip_shortfall_wh"]] += shortfall.sum()
-            log.append(t[arr], self.ids[i], self.site[i] + offset,
-                            np.full(i.size, ARRIVAL), self.energy_wh[i] / self.capacity_wh[i],
-                            need, shortfall)
+            log.append(
+                t[arr],
+                self.ids[i],
+                self.site[i] + offset,
+                np.full(i.size, ARRIVAL),
+                self.energy_wh[i] / self.capacity_wh[i],
+                need,
+                shortfall,
+            )
 
     # ------------------------------------------------------------------ segment
     def indices(self, s: I) -> tuple[I, I]:
@@ -247,15 +303,23 @@ class EvPopulation(Population):
         eff = self.efficiency[ei]
         e = self.energy_wh[ei]
         p = self.power_w(ei)
-        top = (bat.taper_start_wh(self.energy_max_wh[ei], self.energy_taper_wh[ei],
-                                  self.taper_line_w[ei], np.maximum(p, 0.0))
-               if self.any_taper else self.energy_max_wh[ei])
+        top = (
+            bat.taper_start_wh(
+                self.energy_max_wh[ei],
+                self.energy_taper_wh[ei],
+                self.taper_line_w[ei],
+                np.maximum(p, 0.0),
+            )
+            if self.any_taper
+            else self.energy_max_wh[ei]
+        )
         room = np.where(p > 0, (top - e) / eff, (e - self.energy_min_wh[ei]) * eff)
         moving = (p != 0) & (room > 1e-6)
         if self.measured_w is not None:
             moving &= np.isnan(self.measured_w[ei])
-        t_full = np.where(moving, room * SECONDS_PER_HOUR / np.where(moving, np.abs(p), 1.0),
-                          np.inf)
+        t_full = np.where(
+            moving, room * SECONDS_PER_HOUR / np.where(moving, np.abs(p), 1.0), np.inf
+        )
         dts = np.broadcast_to(seg.dt_s, t_next.shape)
         cand = t_full < dts[local]
         if cand.any():
@@ -280,9 +344,16 @@ class EvPopulation(Population):
         p = self.power_w(ei)
         # the model's charging law (p is already within the charger's limit)
         ev_ch = ev_model.charging_ac_wh(
-            e, self.energy_max_wh[ei], self.energy_taper_wh[ei], self.taper_line_w[ei],
-            np.inf, eff, np.maximum(p, 0.0) * hl,
-            dt_s[local] if np.ndim(dt_s) else dt_s, self.any_taper)
+            e,
+            self.energy_max_wh[ei],
+            self.energy_taper_wh[ei],
+            self.taper_line_w[ei],
+            np.inf,
+            eff,
+            np.maximum(p, 0.0) * hl,
+            dt_s[local] if np.ndim(dt_s) else dt_s,
+            self.any_taper,
+        )
         meas = None
         if self.measured_w is not None:  # measured: what the device drew
             meas = ~np.isnan(self.measured_w[ei])
@@ -310,8 +381,11 @@ class EvPopulation(Population):
         st = self._seg
         st.update(ei=ei, local=local, e=e, eff=eff, ch=ev_ch, dis=ev_dis, meas=meas)
         if self.group.any_import_limit:
-            ctl = site_wh if meas is None else np.bincount(
-                local, weights=np.where(meas, 0.0, ev_ch), minlength=nloc)
+            ctl = (
+                site_wh
+                if meas is None
+                else np.bincount(local, weights=np.where(meas, 0.0, ev_ch), minlength=nloc)
+            )
             st["ctl"] = ctl
             seg.cuts.append(Cut(ctl, self._cut))
 
@@ -331,8 +405,14 @@ class EvPopulation(Population):
         if not st:
             return
         acc, ix = seg.acc, self.group.ix
-        ei, e, eff, ev_ch, ev_dis, meas = (st["ei"], st["e"], st["eff"], st["ch"], st["dis"],
-                                           st["meas"])
+        ei, e, eff, ev_ch, ev_dis, meas = (
+            st["ei"],
+            st["e"],
+            st["eff"],
+            st["ch"],
+            st["dis"],
+            st["meas"],
+        )
         stored = ev_ch * eff
         loss = ev_ch - stored
         if ev_dis is not None:

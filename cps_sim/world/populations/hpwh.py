@@ -51,13 +51,22 @@ class HpwhPopulation(Population):
     key: ClassVar[str] = "hpwh"
     order: ClassVar[int] = 40
     SETPOINTS: ClassVar[tuple[SetpointKey, ...]] = (
-        SetpointKey("hpwh_setpoint_w", "site", "heat-pump water heater electric power per site "
-                    "[W] (sites whose hpwh_mode is HPWH_FOLLOW; capped at the rated output and "
-                    "the tank's room; the reserve rule overrides); from the tick it is applied "
-                    "at the start of, else the next", min_w=0.0),
-        SetpointKey("hpwh_mode", "site", "HPWH_FOLLOW (0) = follow hpwh_setpoint_w, HPWH_AUTO "
-                    "(1) = the unit's own rule (night / surplus)",
-                    choices=(HPWH_FOLLOW, HPWH_AUTO)),
+        SetpointKey(
+            "hpwh_setpoint_w",
+            "site",
+            "heat-pump water heater electric power per site "
+            "[W] (sites whose hpwh_mode is HPWH_FOLLOW; capped at the rated output and "
+            "the tank's room; the reserve rule overrides); from the tick it is applied "
+            "at the start of, else the next",
+            min_w=0.0,
+        ),
+        SetpointKey(
+            "hpwh_mode",
+            "site",
+            "HPWH_FOLLOW (0) = follow hpwh_setpoint_w, HPWH_AUTO "
+            "(1) = the unit's own rule (night / surplus)",
+            choices=(HPWH_FOLLOW, HPWH_AUTO),
+        ),
     )
 
     site: np.ndarray  # site index (within the group) of each unit
@@ -83,15 +92,25 @@ class HpwhPopulation(Population):
             return None
         site = np.flatnonzero(ctx.has("hpwh", h.share)).astype(np.int64)
         m = site.size
-        hspec = hp.ecocute_spec(m, tank_volume_l=h.tank_volume_l, setpoint_c=h.setpoint_c,
-                                heat_output_max_w=h.heat_output_kw * 1000.0)
+        hspec = hp.ecocute_spec(
+            m,
+            tank_volume_l=h.tank_volume_l,
+            setpoint_c=h.setpoint_c,
+            heat_output_max_w=h.heat_output_kw * 1000.0,
+        )
         draw = ctx.sample(h.daily_draw_kwh_th, "hpwh/daily_draw", m) * 1000.0
-        return cls(site=site, spec=hspec, state=hp.initial_state(hspec, h.initial_temp_c),
-                   daily_draw_wh_th=draw, control=h.control,
-                   night=(h.night_start_h, h.night_end_h),
-                   window=(h.surplus_start_h, h.surplus_end_h),
-                   surplus_fraction=h.surplus_fraction, reserve_fraction=h.reserve_fraction,
-                   night_topup_fraction=h.night_topup_fraction)
+        return cls(
+            site=site,
+            spec=hspec,
+            state=hp.initial_state(hspec, h.initial_temp_c),
+            daily_draw_wh_th=draw,
+            control=h.control,
+            night=(h.night_start_h, h.night_end_h),
+            window=(h.surplus_start_h, h.surplus_end_h),
+            surplus_fraction=h.surplus_fraction,
+            reserve_fraction=h.reserve_fraction,
+            night_topup_fraction=h.night_topup_fraction,
+        )
 
     @property
     def n_devices(self) -> int:
@@ -122,8 +141,11 @@ class HpwhPopulation(Population):
     def begin_tick(self, ctx: TickContext) -> None:
         g = self.group
         self._tick = ctx
-        self.draw_w_th = hp.draw_energy_wh_th(ctx.t0_local_s, ctx.tick_s,
-                                              self.daily_draw_wh_th) * SECONDS_PER_HOUR / ctx.tick_s
+        self.draw_w_th = (
+            hp.draw_energy_wh_th(ctx.t0_local_s, ctx.tick_s, self.daily_draw_wh_th)
+            * SECONDS_PER_HOUR
+            / ctx.tick_s
+        )
         hp_w = self.decide(ctx.hour, ctx.tick_s, ctx.temp_air_c, g.inputs.load_w, g.inputs.pv_w)
         g.inputs.add_load_w(self.site, hp_w)
 
@@ -132,25 +154,40 @@ class HpwhPopulation(Population):
 
     def observe(self) -> dict[str, Any]:
         draw = self.draw_w_th if self.draw_w_th is not None else np.zeros(self.site.size)
-        return {"hpwh_site": self.site.copy(), "hpwh_tank_temp_c":
-                self.state.tank_temp_c.copy(), "hpwh_power_w": self.power_w.copy(),
-                "hpwh_spec": self.spec, "hpwh_daily_draw_wh_th": self.daily_draw_wh_th.copy(),
-                "hpwh_draw_w_th": draw.copy(), "hpwh_reserve_fraction": self.reserve_fraction}
+        return {
+            "hpwh_site": self.site.copy(),
+            "hpwh_tank_temp_c": self.state.tank_temp_c.copy(),
+            "hpwh_power_w": self.power_w.copy(),
+            "hpwh_spec": self.spec,
+            "hpwh_daily_draw_wh_th": self.daily_draw_wh_th.copy(),
+            "hpwh_draw_w_th": draw.copy(),
+            "hpwh_reserve_fraction": self.reserve_fraction,
+        }
 
     def __post_init__(self) -> None:
         self.power_w = np.zeros(self.site.size)
-        self.last = {"heat_pump_w": 0.0, "heat_pump_heat_w_th": 0.0,
-                     "hot_water_delivered_w_th": 0.0, "hot_water_unmet_w_th": 0.0,
-                     "hpwh_tank_loss_w_th": 0.0,
-                     "hpwh_tank_temp_mean_c": float(self.state.tank_temp_c.mean())}
+        self.last = {
+            "heat_pump_w": 0.0,
+            "heat_pump_heat_w_th": 0.0,
+            "hot_water_delivered_w_th": 0.0,
+            "hot_water_unmet_w_th": 0.0,
+            "hpwh_tank_loss_w_th": 0.0,
+            "hpwh_tank_temp_mean_c": float(self.state.tank_temp_c.mean()),
+        }
 
     def _usable_fraction(self) -> np.ndarray:
         s = self.spec
         full = s.setpoint_c - s.min_usable_c
         return np.clip((self.state.tank_temp_c - s.min_usable_c) / full, 0.0, 1.0)
 
-    def decide(self, hour: float, tick_s: float, ambient_c: float, site_load_w: np.ndarray,
-               site_pv_w: np.ndarray) -> np.ndarray:
+    def decide(
+        self,
+        hour: float,
+        tick_s: float,
+        ambient_c: float,
+        site_load_w: np.ndarray,
+        site_pv_w: np.ndarray,
+    ) -> np.ndarray:
         """Electric power [W] of every unit for the coming tick (vectorised rule; units on
         ``HPWH_FOLLOW`` follow their setpoint within what the tank can take)."""
         _, hi = hp.feasible_power_w(self.spec, self.state, tick_s, ambient_c)
@@ -165,16 +202,16 @@ class HpwhPopulation(Population):
             run = np.full(self.site.size, night)
         else:
             surplus = site_pv_w[self.site] - site_load_w[self.site]
-            run = (in_window(*self.window) & (surplus >= self.surplus_fraction * hi)) | \
-                (night & (usable < self.night_topup_fraction))
+            run = (in_window(*self.window) & (surplus >= self.surplus_fraction * hi)) | (
+                night & (usable < self.night_topup_fraction)
+            )
         low = usable < self.reserve_fraction
         run |= low
         power = np.where(run, hi, 0.0)
         if follow is not None and follow.any():
             # the tank's room with this tick's draw counted (what the model will accept)
             draw = self.draw_w_th if self.draw_w_th is not None else 0.0
-            _, hi_d = hp.feasible_power_w(self.spec, self.state, tick_s, ambient_c,
-                                          draw_w_th=draw)
+            _, hi_d = hp.feasible_power_w(self.spec, self.state, tick_s, ambient_c, draw_w_th=draw)
             sp = np.clip(self.target_w[self.site], 0.0, hi_d)
             # a plan that keeps the tank exactly at the reserve is not overridden
             low_f = usable < self.reserve_fraction - 1e-6
@@ -187,10 +224,12 @@ class HpwhPopulation(Population):
         self.state, f = hp.step(self.state, self.spec, self.power_w, tick_s, ambient_c, draw)
         to_w = SECONDS_PER_HOUR / tick_s
         # per-tick columns; the KPIs are their sums (experiment/kpis.py)
-        self.last = {"heat_pump_w": float(f.electric_in_wh.sum()) * to_w,
-                     "heat_pump_heat_w_th": float(f.heat_in_wh_th.sum()) * to_w,
-                     "hot_water_delivered_w_th": float(f.draw_delivered_wh_th.sum()) * to_w,
-                     "hot_water_unmet_w_th": float(f.draw_unmet_wh_th.sum()) * to_w,
-                     "hpwh_tank_loss_w_th": float(f.loss_wh_th.sum()) * to_w,
-                     "hpwh_tank_temp_mean_c": float(self.state.tank_temp_c.mean())}
+        self.last = {
+            "heat_pump_w": float(f.electric_in_wh.sum()) * to_w,
+            "heat_pump_heat_w_th": float(f.heat_in_wh_th.sum()) * to_w,
+            "hot_water_delivered_w_th": float(f.draw_delivered_wh_th.sum()) * to_w,
+            "hot_water_unmet_w_th": float(f.draw_unmet_wh_th.sum()) * to_w,
+            "hpwh_tank_loss_w_th": float(f.loss_wh_th.sum()) * to_w,
+            "hpwh_tank_temp_mean_c": float(self.state.tank_temp_c.mean()),
+        }
         return self.last

@@ -35,13 +35,23 @@ class HvacPopulation(Population):
     key: ClassVar[str] = "hvac"
     order: ClassVar[int] = 50
     SETPOINTS: ClassVar[tuple[SetpointKey, ...]] = (
-        SetpointKey("hvac_shift_k", "site", "comfort band shift per site [K] (+ wider: less "
-                    "power, a DR reduction; − narrower: pre-conditioning); from the next tick"),
+        SetpointKey(
+            "hvac_shift_k",
+            "site",
+            "comfort band shift per site [K] (+ wider: less "
+            "power, a DR reduction; − narrower: pre-conditioning); from the next tick",
+        ),
     )
 
-    def __init__(self, site: I, spec: hvac.HvacSpec, indoor_c: F,
-                 dr: tuple[tuple[float, float, float], ...] = (), precondition_s: float = 0.0,
-                 precondition_k: float = 0.0):
+    def __init__(
+        self,
+        site: I,
+        spec: hvac.HvacSpec,
+        indoor_c: F,
+        dr: tuple[tuple[float, float, float], ...] = (),
+        precondition_s: float = 0.0,
+        precondition_k: float = 0.0,
+    ):
         self.site = site  # site index (within the group) of each unit
         self.spec = spec
         self.state = hvac.HvacState(indoor_c=indoor_c)
@@ -59,19 +69,37 @@ class HvacPopulation(Population):
         site = np.flatnonzero(ctx.has("hvac", s.share)).astype(np.int64)
         m = site.size
         area = ctx.sample(s.floor_area_m2, "hvac/floor_area_m2", m)
-        spec = hvac.hvac_spec(m, floor_area_m2=area, ua_w_per_k_m2=s.ua_w_per_k_m2,
-                              capacitance_wh_per_k_m2=s.capacitance_wh_per_k_m2,
-                              gains_w=s.gains_w, heat_max_w=s.heat_kw * 1000.0,
-                              cool_max_w=s.cool_kw * 1000.0, heat_setpoint_c=s.heat_setpoint_c,
-                              cool_setpoint_c=s.cool_setpoint_c,
-                              carnot_fraction=s.carnot_fraction, approach_k=s.approach_k)
-        t0 = (s.initial_temp_c if s.initial_temp_c is not None
-              else 0.5 * (s.heat_setpoint_c + s.cool_setpoint_c))
+        spec = hvac.hvac_spec(
+            m,
+            floor_area_m2=area,
+            ua_w_per_k_m2=s.ua_w_per_k_m2,
+            capacitance_wh_per_k_m2=s.capacitance_wh_per_k_m2,
+            gains_w=s.gains_w,
+            heat_max_w=s.heat_kw * 1000.0,
+            cool_max_w=s.cool_kw * 1000.0,
+            heat_setpoint_c=s.heat_setpoint_c,
+            cool_setpoint_c=s.cool_setpoint_c,
+            carnot_fraction=s.carnot_fraction,
+            approach_k=s.approach_k,
+        )
+        t0 = (
+            s.initial_temp_c
+            if s.initial_temp_c is not None
+            else 0.5 * (s.heat_setpoint_c + s.cool_setpoint_c)
+        )
         start = ctx.scenario.start
-        dr = tuple(((w.start - start).total_seconds(), (w.end - start).total_seconds(),
-                    w.shift_k) for w in s.dr_windows)
-        return cls(site, spec, np.full(m, float(t0)), dr, s.precondition_h * SECONDS_PER_HOUR,
-                   s.precondition_k)
+        dr = tuple(
+            ((w.start - start).total_seconds(), (w.end - start).total_seconds(), w.shift_k)
+            for w in s.dr_windows
+        )
+        return cls(
+            site,
+            spec,
+            np.full(m, float(t0)),
+            dr,
+            s.precondition_h * SECONDS_PER_HOUR,
+            s.precondition_k,
+        )
 
     def attach(self, group) -> None:
         super().attach(group)
@@ -86,8 +114,11 @@ class HvacPopulation(Population):
 
     def observe(self) -> dict[str, Any]:
         p = self.step.electric_w if self.step is not None else np.zeros(self.site.size)
-        return {"hvac_site": self.site.copy(), "hvac_indoor_temp_c": self.state.indoor_c.copy(),
-                "hvac_power_w": p.copy()}
+        return {
+            "hvac_site": self.site.copy(),
+            "hvac_indoor_temp_c": self.state.indoor_c.copy(),
+            "hvac_power_w": p.copy(),
+        }
 
     def dr_shift_k(self, t_mid_s: float) -> float:
         """The scenario's DR shift at an instant: + during an event, − before it."""
@@ -112,8 +143,11 @@ class HvacPopulation(Population):
         self.state = hvac.advance(self.state, st)
         mean = float(st.indoor_mean_c.mean()) if st.indoor_mean_c.size else float("nan")
         # per-tick columns; the KPIs are their sums (experiment/kpis.py)
-        return {"hvac_w": float(st.electric_w.sum()), "hvac_heat_w_th": float(st.heat_w.sum()),
-                "hvac_heating_w_th": float(np.maximum(st.heat_w, 0.0).sum()),
-                "hvac_cooling_w_th": float(np.maximum(-st.heat_w, 0.0).sum()),
-                "hvac_discomfort_kh": float(st.discomfort_kh.sum()),
-                "hvac_indoor_temp_mean_c": mean}
+        return {
+            "hvac_w": float(st.electric_w.sum()),
+            "hvac_heat_w_th": float(st.heat_w.sum()),
+            "hvac_heating_w_th": float(np.maximum(st.heat_w, 0.0).sum()),
+            "hvac_cooling_w_th": float(np.maximum(-st.heat_w, 0.0).sum()),
+            "hvac_discomfort_kh": float(st.discomfort_kh.sum()),
+            "hvac_indoor_temp_mean_c": mean,
+        }

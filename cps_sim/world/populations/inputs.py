@@ -34,8 +34,9 @@ class SiteInputs(Population):
     )
     OBSERVES: ClassVar[tuple[str, ...]] = ("site_load_w", "site_pv_w")
 
-    def __init__(self, n: int, pv_capacity_w: F, pv_orientation: I, pv_unit_w_per_w: F,
-                 pv_ac_limit_w: F):
+    def __init__(
+        self, n: int, pv_capacity_w: F, pv_orientation: I, pv_unit_w_per_w: F, pv_ac_limit_w: F
+    ):
         self.load_w = np.zeros(n)
         self.pv_capacity_w = pv_capacity_w
         self.pv_orientation = pv_orientation  # column of pv_unit_w_per_w for each site
