@@ -54,9 +54,12 @@ def test_strategy_runs_through_bus(strategy):
     sc = scenario(strategy, interval_s=60)
     k, w = run(sc)
     c = w.wiring.transport.counters
-    # one decision per minute over 2 days (the run ends half a tick after the last
-    # tick: up to 8 more), all delivered (no latency, no loss)
-    assert 2 * 1440 <= c.published <= 2 * 1440 + 8
+    # one decision per minute over the warm-up day (quickstart's warmup_days: 1; the
+    # controllers run through it) and the 2 recorded days (the run ends half a tick after
+    # the last tick: up to 8 more), all delivered (no latency, no loss)
+    days = 2 + sc.warmup_days
+    assert days == 3
+    assert days * 1440 <= c.published <= days * 1440 + 8
     assert c.delivered == c.published and c.dropped == 0
     ds = w.wiring.device_stats["homes"]
     assert ds.applied >= c.published - 1 and ds.fallbacks == 1  # only the initial one
@@ -145,7 +148,8 @@ def test_bus_loss_and_latency_change_results():
 
 
 def test_default_decision_interval_is_the_settlement_tick():
-    # 2 days of 15-min ticks: 192 decisions (+1 at the very end of the run at most)
+    # 1 warm-up day + 2 days of 15-min ticks: 288 decisions (+1 at the very end at most)
     sc = scenario("pv")
     _, w = run(sc)
-    assert 192 <= w.wiring.transport.counters.published <= 193
+    assert sc.warmup_days == 1
+    assert 288 <= w.wiring.transport.counters.published <= 289
