@@ -234,6 +234,8 @@ class ExposedGroup:
             due = [o.expires_s for o in self.overrides.values()]
             if not in_fallback:
                 due.append(holder.expires_s())
+            if self.guard.pending():  # a rate-limited setpoint still moving to its target
+                due.append(now + self.world.tick_s)
             t_next = min(due, default=math.inf)
             if math.isfinite(t_next):
                 yield get | woke | env.timeout(max(t_next - now, 0.0))
@@ -286,6 +288,11 @@ class ExposedGroup:
                 for m in self.members:
                     if m.kind in CONTROLLABLE and (group_new or m.dev_id in changed):
                         self._state(m, now)
+            elif self.guard.pending():
+                # no new setpoint: the rate limit moves on towards the last target
+                self.world.advance_to(now)
+                sp = self.guard(now, self.guard.targets())
+                self.world.apply(self.g, **{k: v for k, v in sp.items() if k in self.sizes})
 
     def _set_base(self, key: str, value: np.ndarray, stamp: int) -> None:
         self.base[key] = np.asarray(value, dtype=float).copy()
@@ -458,8 +465,20 @@ class _Guard:
 
     def __init__(self, eg: ExposedGroup):
         self.eg = eg
-        self.last: dict[str, np.ndarray] = {}
+        self.last: dict[str, np.ndarray] = {}  # values applied (after clamp and ramp)
+        self.target: dict[str, np.ndarray] = {}  # values wanted (after clamp, before ramp)
         self.last_t = math.nan
+
+    def pending(self) -> bool:
+        """A rate-limited value has not reached its target yet."""
+        return any(
+            key in self.last and not np.array_equal(self.last[key], y, equal_nan=True)
+            for key, y in self.target.items()
+        )
+
+    def targets(self) -> dict[str, np.ndarray]:
+        """The last setpoints wanted, every key (re-offered while a ramp is under way)."""
+        return {key: y.copy() for key, y in self.target.items()}
 
     def __call__(self, now: float, sp: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         eg = self.eg
@@ -494,13 +513,27 @@ class _Guard:
                     f"e.g. [{i}] {x[i]:g} -> {y[i]:g} W"
                 )
             out[key] = y
+        before = self.target  # what was wanted at the previous call
+        self.target = {key: y.copy() for key, y in out.items()}
         ramp = eg.spec.max_ramp_w_per_s
         if ramp is not None and math.isfinite(self.last_t):
-            step = ramp * (now - self.last_t)
+            # A value at rest (it had reached what was wanted) starts its ramp now and
+            # moves at the next re-evaluation (pending ramps are re-applied every tick);
+            # a value already on its ramp moves by ramp x the time since the last call.
+            # So the applied value never runs ahead of the ramp line from the moment its
+            # new target arrived.
+            moving = ramp * (now - self.last_t)
             for key, y in out.items():
                 prev = self.last.get(key)
                 if prev is None or prev.shape != y.shape or key in (*S.LIMIT_KEYS, "battery_mode"):
                     continue
+                was = before.get(key)
+                at_rest = (
+                    np.isclose(was, prev, rtol=0.0, atol=1e-9)
+                    if was is not None and was.shape == prev.shape
+                    else np.zeros(prev.shape, dtype=bool)
+                )
+                step = np.where(at_rest, 0.0, moving)
                 z = prev + np.clip(y - prev, -step, step)
                 n = int((z != y).sum())
                 if n:

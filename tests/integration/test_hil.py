@@ -685,6 +685,43 @@ def test_strict_real_time_stops_cleanly_on_overrun(mosquitto, tmp_path):  # T15 
     assert abs(k["balance_residual_wh"]) < 1e-3  # the books of what ran close
 
 
+def test_exposed_group_ramp_goes_on_without_new_setpoints(mosquitto, tmp_path):  # item 8
+    """A controller that sends 6000 W once and 0 W once (long ttl, then silence): the rate
+    limit (10 W/s) carries the EV down to 0 W tick by tick, never faster, without waiting
+    for another setpoint."""
+    no_trips = {"probability": 0, "departure_h": 8, "duration_h": 1, "distance_km": 1}
+    ev = {"share": 1, "charger_kw": 6, "initial_soc": 0.3}
+    sites = [{**lab(n=1), "ev": {**ev, "trips": {"weekday": no_trips, "weekend": no_trips}}}]
+    path = write(tmp_path, {"expose": [{"group": "lab", "max_ramp_w_per_s": 10}]}, sites=sites)
+    sent: list[float] = []
+
+    def on_obs(c, _u, m):
+        w = 6000.0 if json.loads(m.payload)["sim_time_s"] < 600 else 0.0
+        if sent[-1:] == [w]:
+            return  # each value once: no refresh
+        sp = {"v": 1, "seq": len(sent), "ts": time.time(), "ttl_s": 3600, "ev_setpoint_w": [w]}
+        c.publish("cps/t/group/lab/setpoint", json.dumps(sp), qos=1)
+        sent.append(w)
+
+    ctl = client(
+        mosquitto.host, mosquitto.port, on_message=on_obs, subscribe=["cps/t/group/lab/observation"]
+    )
+    try:
+        res = run_hil(
+            path, HilOptions(broker=mosquitto.url, speed=SPEED, quiet=True), out_dir=tmp_path / "o"
+        )
+    finally:
+        stop(ctl)
+    assert sent == [6000.0, 0.0]
+    p = group_ts(res.out_dir, "lab")["ev_charging_w"].to_numpy()
+    t_end = 60.0 * np.arange(1, len(p) + 1)
+    floor = 6000.0 - 10.0 * np.clip(t_end - 600.0, 0.0, None)
+    assert (p >= floor - 1e-6).all(), p  # never faster than the ramp
+    # 600 s on the ramp after the 0 W arrived (at 600 s + one observation interval at most)
+    assert (p[t_end >= 600.0 + 600.0 + 2 * 60.0] == 0.0).all(), p
+    assert ((p > 1.0) & (p < 5999.0)).sum() >= 8, p
+
+
 def test_rate_limits_on_exposed_group_and_bound_device(mosquitto, tmp_path):  # item 8
     """max_ramp_w_per_s = 10 W/s: the exposed group's EV goes 6000 -> 0 W (a controller
     answering every observation switches at 600 s) no faster than 10 W/s; the bound charger

@@ -53,12 +53,13 @@ def run(
     sc = scenario or small_scenario()
     spec = spec if isinstance(spec, SystemSpec) else SystemSpec(**spec)
     world = build_world(sc)
-    hook = build_system(sc, world, spec)
+    ran = sc.with_warmup()  # what the engine runs: the built-ins have a warm-up day
+    hook = build_system(ran, world, spec)
     world.tick_hooks.append(hook)
     env = make_env()
     rec = Recorder(world)
     world.start(env, rec.on_tick)
-    env.run(until=sc.duration_s + sc.tick_s * 0.5)
+    env.run(until=ran.duration_s + sc.tick_s * 0.5)
     assert rec.ticks_done == sc.n_ticks
     return hook, rec.extra
 
