@@ -32,14 +32,6 @@ def ev_effective_w(obs: Observation, ev_sp: FloatArray) -> FloatArray:
     return np.where(obs.ev_plugged, p, 0.0)
 
 
-def scale_ev_charging(obs: Observation, ev_sp: FloatArray, site_cut_w: FloatArray) -> FloatArray:
-    """Cut the positive EV power of each site by ``site_cut_w`` (proportionally)."""
-    eff = np.maximum(ev_effective_w(obs, ev_sp), 0.0)
-    tot = site_sum(obs, eff)
-    keep = 1.0 - np.divide(np.minimum(site_cut_w, tot), tot, out=np.zeros_like(tot), where=tot > 0)
-    return np.where(ev_sp > 0, eff * keep[obs.ev_site], ev_sp)
-
-
 class EvDelegate:
     """Runs one named strategy of ``control/strategies`` inside an EMS."""
 

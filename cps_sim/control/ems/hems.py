@@ -89,10 +89,15 @@ class HemsController:
     def mpc_state(self) -> MpcState | None:
         return self.mpc.state if self.mpc is not None else None
 
+    def _strategy_cfg(self) -> StrategyConfig:
+        """The delegated EV strategy's configuration (defaults without one)."""
+        d = self.cfg.ev
+        return d.cfg if isinstance(d, EvDelegate) and d.cfg is not None else StrategyConfig()
+
     def _departures(self, now_s: float, obs: Observation) -> tuple[FloatArray, FloatArray]:
         """Each EV's next departure and target, as its delegated strategy assumes them."""
         d = self.cfg.ev
-        cfg = d.cfg if isinstance(d, EvDelegate) and d.cfg is not None else StrategyConfig()
+        cfg = self._strategy_cfg()
         state = (
             d.state
             if isinstance(d, EvDelegate) and d.state is not None
@@ -116,8 +121,7 @@ class HemsController:
         """Least charging power [W] per EV during a DR window that keeps its departure
         target reachable: the energy it must hold at the window's end (or at its
         departure, if earlier) under ``reserve_wh``, spread over the time to then."""
-        d = self.cfg.ev
-        scfg = d.cfg if isinstance(d, EvDelegate) and d.cfg is not None else StrategyConfig()
+        scfg = self._strategy_cfg()
         dep, target = self._departures(now_s, obs)
         t = np.minimum(dep, end_s)
         must_wh = reserve_wh(end_s, obs, dep, target, scfg)
