@@ -290,9 +290,7 @@ class ExposedGroup:
                         self._state(m, now)
             elif self.guard.pending():
                 # no new setpoint: the rate limit moves on towards the last target
-                self.world.advance_to(now)
-                sp = self.guard(now, self.guard.targets())
-                self.world.apply(self.g, **{k: v for k, v in sp.items() if k in self.sizes})
+                self._apply_guarded(now, self.guard.targets())
 
     def _set_base(self, key: str, value: np.ndarray, stamp: int) -> None:
         self.base[key] = np.asarray(value, dtype=float).copy()
@@ -352,6 +350,10 @@ class ExposedGroup:
     def _apply(self, now: float, carried: dict[str, np.ndarray]) -> None:
         sp = {k: v for k, v in carried.items() if k not in MEMBER_KEYS}
         sp.update(self.effective())
+        self._apply_guarded(now, sp)
+
+    def _apply_guarded(self, now: float, sp: dict[str, np.ndarray]) -> None:
+        """Integrate the world to ``now``, clamp and rate-limit ``sp``, apply it."""
         self.world.advance_to(now)
         sp = self.guard(now, sp)
         self.world.apply(self.g, **{k: v for k, v in sp.items() if k in self.sizes})
