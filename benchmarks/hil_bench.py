@@ -38,6 +38,7 @@ measured on a loaded machine are marked so (the load average is recorded with th
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -195,7 +196,25 @@ def analyse(out_dir: Path, prefix: str, wall_s: float, emulator: dict) -> dict:
     }
 
 
-def run_case(n: int, speed: float, minutes: float, work: Path, quiet: bool) -> dict:
+def _merge_summaries(parts: list[dict]) -> dict:
+    """One emulator summary from several processes' (counts added, lateness the worst)."""
+    out: dict = {}
+    for p in parts:
+        for k, v in p.items():
+            if isinstance(v, dict):
+                d = out.setdefault(k, {})
+                for r, c in v.items():
+                    d[r] = d.get(r, 0) + c
+            elif k.startswith("lateness"):
+                out[k] = max(out.get(k, v), v)
+            elif isinstance(v, (int, float)):
+                out[k] = out.get(k, 0) + v
+    return out
+
+
+def run_case(
+    n: int, speed: float, minutes: float, work: Path, quiet: bool, processes: int = 1
+) -> dict:
     from cps_sim.bridge.broker import MosquittoBroker, MosquittoConfig
     from cps_sim.bridge.hil import HilOptions, run_hil
 
@@ -206,7 +225,7 @@ def run_case(n: int, speed: float, minutes: float, work: Path, quiet: bool) -> d
     ).start()
     path = work / "scenario.yaml"
     path.write_text(yaml.safe_dump(scenario(n, speed, minutes, prefix), sort_keys=False))
-    emu_cmd = [
+    base_cmd = [
         sys.executable,
         "-m",
         "cps_sim",
@@ -214,8 +233,6 @@ def run_case(n: int, speed: float, minutes: float, work: Path, quiet: bool) -> d
         "generic",
         "--kind",
         "battery",
-        "--count",
-        str(n),
         "--broker",
         broker.url,
         "--prefix",
@@ -237,13 +254,19 @@ def run_case(n: int, speed: float, minutes: float, work: Path, quiet: bool) -> d
         "--quiet",
     ]
     load_before = _load_average()
-    emu = subprocess.Popen(
-        emu_cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "CI": "true"},
-    )
+    k = max(1, min(processes, n))
+    bounds = [round(j * n / k) for j in range(k + 1)]  # devices [lo, hi) per process
+    emus = [
+        subprocess.Popen(
+            [*base_cmd, "--count", str(hi - lo), "--first-id", str(lo)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "CI": "true"},
+        )
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+    texts: list[str] = []
     try:
         time.sleep(3.0 + n / 300)  # every device online before the run starts
         t0 = time.perf_counter()
@@ -252,23 +275,29 @@ def run_case(n: int, speed: float, minutes: float, work: Path, quiet: bool) -> d
         )
         wall = time.perf_counter() - t0
     finally:
-        emu.terminate()
-        try:
-            text, _ = emu.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            emu.kill()
-            text, _ = emu.communicate()
+        for emu in emus:
+            emu.terminate()
+        for emu in emus:
+            try:
+                text, _ = emu.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                emu.kill()
+                text, _ = emu.communicate()
+            texts.append(text or "")
         broker.stop()
-    emulator = {}
-    for line in reversed((text or "").splitlines()):
-        if line.startswith("{"):
-            emulator = json.loads(line)
-            break
+    parts = []
+    for text in texts:
+        for line in reversed(text.splitlines()):
+            if line.startswith("{"):
+                parts.append(json.loads(line))
+                break
+    emulator = _merge_summaries(parts)
     row = {
         "case": f"{n}@{speed:g}",
         "devices": n,
         "speed": speed,
         "minutes": minutes,
+        "emulator_processes": k,
         **analyse(res.out_dir, prefix, wall, emulator),
         "load_avg_before": load_before,
         "load_avg_after": _load_average(),
@@ -300,6 +329,12 @@ def main() -> None:
     ap.add_argument("--case", action="append", help=f"<devices>@<speed>; default {CASES}")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "hil_bench.json")
     ap.add_argument("--verbose", action="store_true", help="show the hil status line")
+    ap.add_argument(
+        "--emulator-processes",
+        type=int,
+        default=1,
+        help="spread the emulated devices over this many `cps-sim emulate` processes",
+    )
     ap.add_argument("--keep", type=Path, help="keep each case's run folder under this folder")
     args = ap.parse_args()
     rows = []
@@ -310,7 +345,14 @@ def main() -> None:
             if args.keep is not None:
                 work = args.keep / case.replace("@", "x")
                 work.mkdir(parents=True, exist_ok=True)
-            row = run_case(int(n), float(speed), args.minutes, work, not args.verbose)
+            row = run_case(
+                int(n),
+                float(speed),
+                args.minutes,
+                work,
+                not args.verbose,
+                args.emulator_processes,
+            )
         rows.append(row)
         print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -325,6 +325,13 @@ def emulate(
     id_prefix: Annotated[
         str | None, typer.Option(help="Device ids <id-prefix>-0000... (default: the kind).")
     ] = None,
+    first_id: Annotated[
+        int,
+        typer.Option(
+            help="Number of the first device id (--first-id 50 --count 50: "
+            "<id-prefix>-0050 .. -0099; spreads one rig over several processes)."
+        ),
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the device population.")] = 0,
     ttl: Annotated[
         float,
@@ -385,6 +392,7 @@ def emulate(
             speed=speed,
             duration=duration,
             id_prefix=id_prefix,
+            first_id=first_id,
             seed=seed,
             ttl_s=ttl,
             clients=clients,

@@ -57,6 +57,7 @@ from cps_sim.bridge.profiles import (
     clamp_setpoint,
     load_profile,
 )
+from cps_sim.bridge.realtime_gc import hold_heap, release_heap
 from cps_sim.core.errors import BridgeError
 
 
@@ -73,11 +74,12 @@ class EmulatorFleet:
         n = cfg.count
         self.n = n
         idp = cfg.id_prefix or kind.replace("_", "-")
-        width = max(4, len(str(n - 1)))
+        first = cfg.first_id
+        width = max(4, len(str(first + n - 1)))
         if cfg.device_ids is not None:
             self.device_ids = list(cfg.device_ids)
         else:
-            self.device_ids = [f"{idp}-{i:0{width}d}" for i in range(n)]
+            self.device_ids = [f"{idp}-{i:0{width}d}" for i in range(first, first + n)]
         for d in self.device_ids[: n if cfg.device_ids is not None else 1]:
             if not ID_RE.match(d):
                 src = "" if cfg.device_ids is not None else f" from id prefix {idp!r}"
@@ -95,7 +97,8 @@ class EmulatorFleet:
         if start.tzinfo is None:
             start = start.tz_localize(cfg.tz)
         self.start_ts = start
-        self.rng = np.random.default_rng(cfg.seed)
+        # a rig spread over processes (first_id) gets different devices in each
+        self.rng = np.random.default_rng(cfg.seed if not first else [cfg.seed, first])
         self.model = make_fleet(kind, n, self.rng, start, self.rated, **self._model_options())
         self.rated = self.model.rated  # PV narrows its rating to the inverters
         horizon = cfg.duration_s * cfg.speed if cfg.duration_s else 86400.0
@@ -260,13 +263,16 @@ class EmulatorFleet:
         self.fallback[i] = False
         return True, "; ".join(notes) or None
 
-    def handle_commands(self, batch: list[tuple[str, bytes, bool]]) -> None:
+    def handle_commands(self, batch: list[tuple[str, bytes, bool]], report: bool = True) -> None:
         """Commands that arrived together: the physics advances once to now, each command
-        is held and acknowledged, and each changed device reports once."""
+        is held and acknowledged, and (``report``) each changed device reports once.
+        The network loop passes ``report=False`` and reports when no command is
+        waiting, so that acknowledgements of a burst do not queue behind telemetry."""
         self.advance_to(self.now_s())
         for topic, payload, retained in batch:
             self.handle_command(topic, payload, retained)
-        self.flush_changed()
+        if report:
+            self.flush_changed()
 
     def flush_changed(self) -> None:
         if self.changed:
@@ -396,7 +402,11 @@ class EmulatorFleet:
             if self.cfg.homeassistant:
                 self.announce_homeassistant()
             self._ready.set()
-            self.links.serve(self._stop)
+            hold_heap()  # no full-heap collection delays a command
+            try:
+                self.links.serve(self._stop)
+            finally:
+                release_heap()
         except BaseException as exc:
             self._error = exc
             self._ready.set()

@@ -28,6 +28,7 @@ class EmulatorConfig:
     broker_url: str = "mqtt://127.0.0.1:1883"
     prefix: str = "cps/emu"  # generic profile: device topic <prefix>/dev/<id>
     id_prefix: str | None = None  # device ids <id_prefix>-0000 ... (default: the kind)
+    first_id: int = 0  # number of the first device id (several processes, one rig)
     device_ids: list[str] | None = None  # exact device ids (one per device) instead
     interval_s: float = 1.0  # telemetry period [wall s]
     speed: float = 1.0  # device clock / wall clock
@@ -60,6 +61,8 @@ class EmulatorConfig:
                 raise BridgeError(f"{name} must be a finite number > 0, got {v!r}")
         if self.duration_s is not None and not self.duration_s > 0:
             raise BridgeError(f"duration must be > 0, got {self.duration_s}")
+        if not (isinstance(self.first_id, int) and 0 <= self.first_id <= 10_000_000):
+            raise BridgeError(f"first id must be an integer in 0..10000000, got {self.first_id!r}")
         if self.device_ids is not None and len(self.device_ids) != self.count:
             raise BridgeError(f"device_ids has {len(self.device_ids)} ids for {self.count} devices")
         if self.telemetry_qos not in (None, 0, 1, 2):

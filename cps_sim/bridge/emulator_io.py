@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 SLOT_S = 0.02  # telemetry of a fleet is spread over slots of about this length
 RECONNECT_MIN_S = 0.5
 RECONNECT_MAX_S = 10.0
+MAX_COMMAND_ROUNDS = 8  # command rounds handled before changed devices report
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
@@ -304,9 +305,14 @@ class Links:
             retry = min((c.retry_at for c in self.clients), default=math.inf)
             wake = min(next_slot, exp_mono, next_misc, retry, end)
             self._poll(min(wake - now, 0.5))
-            if self.inbox:
+            rounds = 0
+            while self.inbox and rounds < MAX_COMMAND_ROUNDS:
+                # commands first: acknowledge what is waiting, look again, then report
                 batch, self.inbox = self.inbox, []
-                f.handle_commands(batch)
+                f.handle_commands(batch, report=False)
+                self._poll(0.0)
+                rounds += 1
+            f.flush_changed()
             t_now = f.now_s()
             while f.next_expiry_s() <= t_now:
                 f.advance_to(f.next_expiry_s())

@@ -42,6 +42,7 @@ from simpy.core import StopSimulation
 
 from cps_sim.bridge import schema as S
 from cps_sim.bridge.exposed import ExposedGroup
+from cps_sim.bridge.realtime_gc import hold_heap, release_heap
 from cps_sim.bridge.transport import MqttTransport, RawIn
 from cps_sim.core.errors import Issue, ScenarioError
 from cps_sim.scenario.bridge_schema import BridgeDeviceSpec, BridgeSpec
@@ -177,6 +178,7 @@ class BridgeRuntime:
             self.tr.subscribe_wire(f"{self.spec.discovery_prefix}/status", self._ha_status)
         self.tr.start()
         if self.live:
+            hold_heap()  # no full-heap collection stalls the real-time loop
             sync = getattr(env, "sync", None)  # RealtimeEnvironment: wall clock starts now
             if sync is not None:
                 sync()
@@ -276,6 +278,8 @@ class BridgeRuntime:
     # ------------------------------------------------------------------ end
     def close(self) -> None:
         """Fail-safe setpoints to bound devices, members offline, then disconnect."""
+        if self.live:
+            release_heap()
         for link in self.links:
             link.final()
         for eg in self.exposed.values():

@@ -1085,7 +1085,7 @@ class MqttTransport:
         return out
 
 
-def poll_period(speed: float, wall_s: float = 0.02) -> float:
+def poll_period(speed: float, wall_s: float = 0.005) -> float:
     """Simulated seconds between polls: ``wall_s × speed`` rounded to a power of two
     (exact in binary, so poll instants fall on whole simulated seconds)."""
     target = max(wall_s * speed, 2.0**-10)

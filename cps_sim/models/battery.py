@@ -343,12 +343,31 @@ def charge_ac_wh(
         ac = np.minimum(np.fmin(request_wh, limit_w * h), room_ac)
     if not any_taper:
         return ac
-    tapered = e_taper_wh < e_max_wh
-    if not tapered.any():
+    # The taper law can only bind where the stored energy would pass the taper start or
+    # the request exceeds the taper line's power; elsewhere charge_exact is the
+    # constant-power line, which is ``ac``.  Only those devices take the exact law (a
+    # few per step in a large population).
+    with np.errstate(invalid="ignore"):
+        near = (
+            (ac > 0)
+            & (e_taper_wh < e_max_wh)
+            & ((energy_wh + ac * eta > e_taper_wh) | (ac > p_line_w * h))
+        )
+    if not near.any():
         return ac
-    c = np.minimum(_safe_div(request_wh, h), limit_w)
-    e_end = charge_exact(energy_wh, e_max_wh, e_taper_wh, p_line_w, eta, c, dt_s)
-    return np.where(tapered, np.minimum(_safe_div(e_end - energy_wh, eta), ac), ac)
+    i = np.flatnonzero(near)
+
+    def at(x: npt.ArrayLike) -> FloatArray:
+        a = np.asarray(x, dtype=float)
+        return np.broadcast_to(a, near.shape)[i] if a.ndim else a
+
+    e0, eta_i, req_i = at(energy_wh), at(eta), at(request_wh)
+    h_i = at(h)
+    c = np.minimum(_safe_div(req_i, h_i), at(limit_w))
+    e_end = charge_exact(e0, at(e_max_wh), at(e_taper_wh), at(p_line_w), eta_i, c, at(dt_s))
+    out = np.array(np.broadcast_to(ac, near.shape), dtype=float)
+    out[i] = np.minimum(_safe_div(e_end - e0, eta_i), out[i])
+    return out
 
 
 def holdable_charge_power_w(

@@ -378,3 +378,33 @@ def test_cli_errors_are_clear_and_start_nothing():
     assert out.returncode != 0
     assert "error: the generic profile needs --kind" in out.stderr
     assert "Traceback" not in out.stderr and "embedded" not in out.stdout
+
+
+EMULATE = [sys.executable, "-m", "cps_sim", "emulate", "generic"]
+
+
+def test_first_id_spreads_one_rig_over_processes():
+    """--first-id N numbers the devices from N and gives them their own population, so
+    two processes of 3 devices serve the ids of one rig of 6 without a clash."""
+    a = EmulatorFleet(EmulatorConfig(profile="generic", kind="battery", count=3, id_prefix="b"))
+    b = EmulatorFleet(
+        EmulatorConfig(profile="generic", kind="battery", count=3, id_prefix="b", first_id=3)
+    )
+    assert a.device_ids == ["b-0000", "b-0001", "b-0002"]
+    assert b.device_ids == ["b-0003", "b-0004", "b-0005"]
+    assert not np.array_equal(a.model.stored_wh, b.model.stored_wh)
+    wide = EmulatorFleet(
+        EmulatorConfig(profile="generic", kind="battery", count=2, id_prefix="b", first_id=99_999)
+    )
+    assert wide.device_ids == ["b-099999", "b-100000"]  # one width per fleet
+    for bad in (-1, 10_000_001):
+        with pytest.raises(Exception, match=r"first id must be an integer in 0\.\.10000000"):
+            EmulatorFleet(EmulatorConfig(kind="battery", first_id=bad))
+    out = subprocess.run(
+        [*EMULATE, "--kind", "battery", "--first-id", "-5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "first id must be an integer" in out.stderr and "Traceback" not in out.stderr

@@ -262,11 +262,16 @@ def test_birth_message_republishes_and_removal_only_when_asked(mosquitto, record
     with start_emulators(
         "plug", "tasmota_plug", 2, mosquitto.url, id_prefix="hb", interval_s=0.5, homeassistant=True
     ) as fleet:
-        assert _wait(lambda: len(recorder.configs()) > 0)
-        n = len([m for m in recorder.msgs if m[0].endswith("/config")])
+
+        def own() -> int:  # this fleet's configs (the broker may hold other tests' too)
+            return len([m for m in recorder.msgs if m[0].endswith("/config") and "cps_hb-" in m[0]])
+
+        assert _wait(lambda: fleet.stats.ha_announcements == 1 and own() > 0)
+        time.sleep(0.3)
+        n = own()
         recorder.c.publish("homeassistant/status", b"online", qos=1).wait_for_publish(5)
-        assert _wait(lambda: len([m for m in recorder.msgs if m[0].endswith("/config")]) >= 2 * n)
-        assert fleet.stats.ha_announcements == 2
+        assert _wait(lambda: own() >= 2 * n)
+        assert _wait(lambda: fleet.stats.ha_announcements == 2)
     time.sleep(0.3)
     assert not [m for m in recorder.msgs if m[0].endswith("/config") and m[1] == b""]
     kept = recorder.configs()

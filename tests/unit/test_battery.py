@@ -79,6 +79,39 @@ def test_taper_exact_against_fine_euler():
     assert 6000.0 + f.stored_change_wh[0] == pytest.approx(e_exact, rel=1e-12)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    dt_s=st.sampled_from([0.0, 1.0, 60.0, 900.0, 3600.0]),
+    per_device_dt=st.booleans(),
+)
+def test_charge_ac_wh_equals_the_exact_law_on_every_device(seed, dt_s, per_device_dt):
+    """charge_ac_wh takes the exact CC-CV law only where it can bind (near or inside the
+    taper, or a request above the taper line's power); everywhere it must equal the law
+    applied to every device: min(charge_exact, power limit, room)."""
+    rng = np.random.default_rng(seed)
+    n = 64
+    e_max = rng.uniform(5e3, 80e3, n)
+    e_taper = e_max * rng.choice([0.7, 0.9, 1.0, 1.1], n)  # >= e_max: no taper
+    e0 = e_max * rng.uniform(0.0, 1.05, n)
+    p_line = rng.choice([0.0, 2e3, 7e3, 50e3], n)
+    limit = rng.choice([np.inf, 3e3, 11e3], n)
+    eta = rng.uniform(0.8, 1.0, n)
+    dt = rng.choice([0.0, 30.0, 900.0], n) if per_device_dt else dt_s
+    request_wh = rng.choice([0.0, 1.0, 3e3, 7e3, 1e5], n) * np.asarray(dt) / 3600.0
+    got = bat.charge_ac_wh(e0, e_max, e_taper, p_line, limit, eta, request_wh, dt)
+    # the reference: every device through the exact law
+    h = np.asarray(dt, dtype=float) / 3600.0
+    with np.errstate(divide="ignore", invalid="ignore"):  # inf limit x 0 s: no limit
+        ac = np.minimum(np.fmin(request_wh, limit * h), np.maximum(e_max - e0, 0.0) / eta)
+        c = np.minimum(np.where(h > 0, request_wh / np.where(h > 0, h, 1.0), 0.0), limit)
+    e_end = bat.charge_exact(e0, e_max, e_taper, p_line, eta, c, dt)
+    ref = np.where(e_taper < e_max, np.minimum((e_end - e0) / eta, ac), ac)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-9)
+    assert np.all(got >= 0.0)
+    assert np.all(e0 + got * eta <= np.maximum(e_max, e0) + 1e-9)  # never above the top
+
+
 def test_feasible_upper_bound_is_holdable():
     spec = _plain(n=5, taper_soc=0.85)
     e0 = bat.initial_energy_wh(spec, np.array([0.1, 0.5, 0.84, 0.9, 0.999]))
