@@ -125,26 +125,3 @@ def test_validate_and_schema(repo: Path):
 
 def test_console_script_installed():
     assert shutil.which("cps-sim"), "pip install -e . should put cps-sim on PATH"
-
-
-def test_every_built_in_scenario_runs_from_the_cli(tmp_path: Path, repo: Path):
-    # One day of each (the files' own sizes otherwise): they parse, build, run and balance.
-    for f in sorted((repo / "scenarios").glob("*.yaml")):
-        out = tmp_path / f.stem
-        r = _run(
-            [
-                "run",
-                str(f.relative_to(repo)),
-                "--out",
-                str(out),
-                "-q",
-                "--set",
-                "duration_days=1",
-                "--expect",
-                "report",
-            ],
-            repo,
-        )
-        assert r.returncode == 0, f"{f.name}: {r.stderr}"
-        kpis = json.loads((out / "kpis.json").read_text())
-        assert abs(kpis["balance_residual_wh"]) < 1e-3, f.name

@@ -141,6 +141,15 @@ ALL_TITLES = (
 
 
 @pytest.mark.parametrize("name", [f.stem for f in SCENARIOS])
+def test_every_built_in_scenario_runs_from_the_cli_and_balances(runs, name):
+    """Each built-in parses, builds and runs from the CLI (scaled down) and its books
+    balance (the fixture ran them; exit 3 only for a failed expect: line)."""
+    _sc, kpis, _stdout, out = runs[name]
+    assert (out / "timeseries.parquet").is_file() and (out / "manifest.json").is_file()
+    assert abs(kpis["balance_residual_wh"]) < 1e-3, name
+
+
+@pytest.mark.parametrize("name", [f.stem for f in SCENARIOS])
 def test_run_prints_the_kpis_of_every_enabled_block_and_no_other(runs, name):
     sc, kpis, stdout, _ = runs[name]
     want = _expected_labels(sc)
