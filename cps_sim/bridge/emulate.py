@@ -401,8 +401,8 @@ class EmulatorFleet:
             self.links.announce(True)
             if self.cfg.homeassistant:
                 self.announce_homeassistant()
-            self._ready.set()
             hold_heap()  # no full-heap collection delays a command
+            self._ready.set()
             try:
                 self.links.serve(self._stop)
             finally:

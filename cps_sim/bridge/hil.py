@@ -57,7 +57,6 @@ from cps_sim.scenario.schema import Scenario
 
 RECORDING_KEY = b"cps_sim.recording"
 RECORDING_VERSION = 1
-HIL_SWITCH_INTERVAL_S = 0.0005  # GIL switch interval during a live run [s]
 
 
 @dataclass
@@ -309,24 +308,17 @@ def run_hil(
             if options.record is not None:
                 _write_recording(Path(options.record), tr, meta)
 
-        # paho's network thread must not wait a whole 5 ms GIL switch interval while
-        # the run decodes a burst of messages: acknowledgements and PUBACKs go out sooner
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, HIL_SWITCH_INTERVAL_S))
-        try:
-            res = run_scenario(
-                scenario,
-                out_dir or default_out_dir(scenario),
-                quiet=True,
-                source_file=file,
-                overrides=list(overrides),
-                base_dir=base_dir,
-                simulator=simulator,
-                extras=extras,
-                check_expect=options.check_expect,
-            )
-        finally:
-            sys.setswitchinterval(switch)
+        res = run_scenario(
+            scenario,
+            out_dir or default_out_dir(scenario),
+            quiet=True,
+            source_file=file,
+            overrides=list(overrides),
+            base_dir=base_dir,
+            simulator=simulator,
+            extras=extras,
+            check_expect=options.check_expect,
+        )
     finally:
         for fleet in fleets:
             fleet.stop()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from simpy.core import StopSimulation
 
 from cps_sim.bridge import schema as S
 from cps_sim.bridge.exposed import ExposedGroup
-from cps_sim.bridge.realtime_gc import hold_heap, release_heap
+from cps_sim.bridge.realtime_gc import fast_switching, hold_heap, release_heap
 from cps_sim.bridge.transport import MqttTransport, RawIn
 from cps_sim.core.errors import Issue, ScenarioError
 from cps_sim.scenario.bridge_schema import BridgeDeviceSpec, BridgeSpec
@@ -162,6 +163,7 @@ class BridgeRuntime:
         self.wall0: float | None = None
         self.env: simpy.Environment | None = None
         self.world: Any = None
+        self._restore_switching: Callable[[], None] | None = None  # set while live
 
     # ------------------------------------------------------------------ set-up
     def setup(self, env: simpy.Environment, world: Any) -> None:
@@ -177,8 +179,9 @@ class BridgeRuntime:
             self._announce()
             self.tr.subscribe_wire(f"{self.spec.discovery_prefix}/status", self._ha_status)
         self.tr.start()
-        if self.live:
-            hold_heap()  # no full-heap collection stalls the real-time loop
+        if self.live:  # no full-heap collection stalls the loop; paho is not kept waiting
+            hold_heap()
+            self._restore_switching = fast_switching()
             sync = getattr(env, "sync", None)  # RealtimeEnvironment: wall clock starts now
             if sync is not None:
                 sync()
@@ -278,8 +281,10 @@ class BridgeRuntime:
     # ------------------------------------------------------------------ end
     def close(self) -> None:
         """Fail-safe setpoints to bound devices, members offline, then disconnect."""
-        if self.live:
+        if self._restore_switching is not None:
             release_heap()
+            self._restore_switching()
+            self._restore_switching = None
         for link in self.links:
             link.final()
         for eg in self.exposed.values():

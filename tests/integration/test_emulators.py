@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -138,6 +139,8 @@ def test_battery_follows_setpoint_exactly_and_clamps(mosquitto, listener):
         seq2_at = json.loads(ack[2])["ts"]
         full = [t for t in telemetry(listener, f"{base}/telemetry") if t["ts"] > seq2_at + 0.25]
         assert full and all(t["power_w"] == pytest.approx(5000.0, rel=1e-9) for t in full)
+        assert gc.get_freeze_count() > 0  # a serving fleet keeps its set-up out of full GCs
+    assert gc.get_freeze_count() == 0  # and hands it back when it stops
 
 
 def test_retained_stale_duplicate_and_out_of_order_commands_are_ignored(mosquitto, listener):

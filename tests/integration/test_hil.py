@@ -242,9 +242,12 @@ def test_bound_device_replaces_model_power_then_goes_stale(mosquitto, tmp_path):
     # ~900 simulated seconds of telemetry, then silence (by the run's clock topic: a
     # wall-clock delay from here raced the run's start on a loaded machine)
     frozen: list[int] = []
+    switch: list[float] = []
+    switch_before = sys.getswitchinterval()
 
     def halt() -> None:
         frozen.append(gc.get_freeze_count())
+        switch.append(sys.getswitchinterval())
         d.halt()
 
     th = AtSimTime(mosquitto, 900.0, halt)
@@ -262,6 +265,9 @@ def test_bound_device_replaces_model_power_then_goes_stale(mosquitto, tmp_path):
     # real-time loop) and hands it back at the end
     assert frozen and frozen[0] > 1000
     assert gc.get_freeze_count() == 0
+    # and paho's thread gets the GIL every 0.5 ms while live, the interval is restored after
+    assert switch == [min(switch_before, 0.0005)]
+    assert sys.getswitchinterval() == switch_before
     k = res.kpis
     ev = pq.read_table(res.out_dir / "bridge_events.parquet").to_pandas()
     stale = ev[ev.kind == "stale"]
