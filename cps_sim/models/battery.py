@@ -289,21 +289,23 @@ def charge_exact(
     """
     t_h = np.asarray(dt_s, dtype=float) / SECONDS_PER_HOUR
     e0 = np.asarray(energy_wh, dtype=float)
-    c = np.clip(request_w, 0.0, p_max_w)
-    width = np.maximum(e_max_wh - e_taper_wh, 0.0)
-    tapered = (width > 0) & (p_max_w > 0) & (eta > 0)
-    e1 = e_max_wh - _safe_div(c, p_max_w) * width  # where P_lim(E) == c (== E_max w/o taper)
-    rate = eta * c  # stored W in the constant-power phase
-    active = (rate > 0) & (e0 < e_max_wh)
-    t_to_e1 = _safe_div(np.maximum(e1 - e0, 0.0), rate, fill=np.inf)
-    reached = active & (t_to_e1 < t_h)
-    t1 = np.where(reached, t_to_e1, t_h)
-    e_lin = e0 + rate * t1
-    e_s = np.where(reached, np.maximum(e0, e1), e_lin)
-    tau_h = _safe_div(width, eta * p_max_w, fill=np.inf)
-    with np.errstate(invalid="ignore"):
-        decay = np.where(tapered, np.exp(-_safe_div(t_h - t1, tau_h, fill=np.inf)), 0.0)
-    e_tail = e_max_wh - (e_max_wh - e_s) * decay
+    # one errstate for the whole law: every division whose denominator may be 0 is
+    # masked by np.where (c <= p_max, so c / p_max is taken only where p_max > 0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        c = np.clip(request_w, 0.0, p_max_w)
+        width = np.maximum(e_max_wh - e_taper_wh, 0.0)
+        tapered = (width > 0) & (p_max_w > 0) & (eta > 0)
+        # where P_lim(E) == c (== E_max without a taper)
+        e1 = e_max_wh - np.where(p_max_w != 0, c / p_max_w, 0.0) * width
+        rate = eta * c  # stored W in the constant-power phase
+        active = (rate > 0) & (e0 < e_max_wh)
+        reached = active & (np.maximum(e1 - e0, 0.0) / rate < t_h)  # 0 / 0: not reached
+        t1 = np.where(reached, np.maximum(e1 - e0, 0.0) / rate, t_h)
+        e_lin = e0 + rate * t1
+        e_s = np.where(reached, np.maximum(e0, e1), e_lin)
+        tau_h = width / (eta * p_max_w)  # finite and > 0 where tapered
+        decay = np.where(tapered, np.exp(-((t_h - t1) / tau_h)), 0.0)
+        e_tail = e_max_wh - (e_max_wh - e_s) * decay
     e_end = np.where(reached, e_tail, e_lin)
     return np.where(active, np.maximum(e_end, e0), e0)
 
@@ -338,35 +340,37 @@ def charge_ac_wh(
     times ``eta``.
     """
     h = np.asarray(dt_s, dtype=float) / SECONDS_PER_HOUR
-    room_ac = np.maximum(e_max_wh - energy_wh, 0.0) / eta
-    with np.errstate(invalid="ignore"):  # an infinite limit over dt = 0: no limit (fmin)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room_ac = np.maximum(e_max_wh - energy_wh, 0.0) / eta
+        # an infinite limit over dt = 0: no limit (fmin)
         ac = np.minimum(np.fmin(request_wh, limit_w * h), room_ac)
-    if not any_taper:
-        return ac
-    # The taper law can only bind where the stored energy would pass the taper start or
-    # the request exceeds the taper line's power; elsewhere charge_exact is the
-    # constant-power line, which is ``ac``.  Only those devices take the exact law (a
-    # few per step in a large population).
-    with np.errstate(invalid="ignore"):
+        if not any_taper:
+            return ac
+        # The taper law can only bind where the stored energy would pass the taper start
+        # or the request exceeds the taper line's power; elsewhere charge_exact is the
+        # constant-power line, which is ``ac``.  Only those devices take the exact law
+        # (a few per step in a large population).
         near = (
             (ac > 0)
             & (e_taper_wh < e_max_wh)
             & ((energy_wh + ac * eta > e_taper_wh) | (ac > p_line_w * h))
         )
-    if not near.any():
-        return ac
-    i = np.flatnonzero(near)
+        if not near.any():
+            return ac
+        i = np.flatnonzero(near)
+        shape = near.shape
 
-    def at(x: npt.ArrayLike) -> FloatArray:
-        a = np.asarray(x, dtype=float)
-        return np.broadcast_to(a, near.shape)[i] if a.ndim else a
+        def at(x: npt.ArrayLike) -> FloatArray:
+            a = np.asarray(x, dtype=float)
+            if not a.ndim:
+                return a
+            return a[i] if a.shape == shape else np.broadcast_to(a, shape)[i]
 
-    e0, eta_i, req_i = at(energy_wh), at(eta), at(request_wh)
-    h_i = at(h)
-    c = np.minimum(_safe_div(req_i, h_i), at(limit_w))
-    e_end = charge_exact(e0, at(e_max_wh), at(e_taper_wh), at(p_line_w), eta_i, c, at(dt_s))
-    out = np.array(np.broadcast_to(ac, near.shape), dtype=float)
-    out[i] = np.minimum(_safe_div(e_end - e0, eta_i), out[i])
+        e0, eta_i, req_i, h_i = at(energy_wh), at(eta), at(request_wh), at(h)
+        c = np.minimum(np.where(h_i > 0, req_i / h_i, 0.0), at(limit_w))
+        e_end = charge_exact(e0, at(e_max_wh), at(e_taper_wh), at(p_line_w), eta_i, c, at(dt_s))
+        out = ac if ac.shape == shape else np.array(np.broadcast_to(ac, shape), dtype=float)
+        out[i] = np.minimum(np.where(eta_i != 0, (e_end - e0) / eta_i, 0.0), out[i])
     return out
 
 

@@ -329,9 +329,15 @@ def remember_site_inputs(
 
 
 def surplus_forecast_w(
-    now_s: float, obs: Observation, state: StrategyState, cfg: StrategyConfig, starts_s: FloatArray
+    now_s: float,
+    obs: Observation,
+    state: StrategyState,
+    cfg: StrategyConfig,
+    starts_s: FloatArray,
+    sites: IntArray | None = None,
 ) -> FloatArray:
-    """PV surplus (PV - load, >= 0) per site in the slots starting at ``starts_s``, (n, T).
+    """PV surplus (PV - load, >= 0) per site in the slots starting at ``starts_s``, (n, T);
+    with ``sites``, of those sites only, (len(sites), T).
 
     Slot 0 is the observed surplus now.  Later slots: PV from ``cfg.pv_forecast``
     (at the slot middle) if given, else persistence; load by persistence (the same
@@ -340,16 +346,22 @@ def surplus_forecast_w(
     first evening).
     """
     per_day = max(1, round(86400.0 / cfg.slot_s))
+    sel = slice(None) if sites is None else sites
+    n = obs.n_sites if sites is None else len(sites)
+    load_now, pv_now = obs.site_load_w[sel], obs.site_pv_w[sel]
     hist = state.extra.get("site_hist")
     idx = (starts_s // cfg.slot_s).astype(np.int64) % per_day
-    past = np.full((starts_s.size, obs.n_sites, 2), np.nan) if hist is None else hist[idx]
-    load = np.where(np.isnan(past[:, :, 0]), obs.site_load_w[None, :], past[:, :, 0]).T
+    if hist is None:
+        past = np.full((starts_s.size, n, 2), np.nan)
+    else:
+        past = hist[idx] if sites is None else hist[np.ix_(idx, sites)]
+    load = np.where(np.isnan(past[:, :, 0]), load_now[None, :], past[:, :, 0]).T
     if cfg.pv_forecast is not None:
         pv = np.asarray(cfg.pv_forecast(starts_s + 0.5 * cfg.slot_s), float).reshape(
             obs.n_sites, -1
-        )
+        )[sel]
     else:
-        pv = np.where(np.isnan(past[:, :, 1]), obs.site_pv_w[None, :], past[:, :, 1]).T
+        pv = np.where(np.isnan(past[:, :, 1]), pv_now[None, :], past[:, :, 1]).T
     out = np.maximum(pv - load, 0.0)
-    out[:, 0] = np.maximum(obs.site_pv_w - obs.site_load_w, 0.0)
+    out[:, 0] = np.maximum(pv_now - load_now, 0.0)
     return out

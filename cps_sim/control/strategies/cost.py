@@ -33,14 +33,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cps_sim.control.observation import FloatArray, Observation
+from cps_sim.control.observation import FloatArray, IntArray, Observation
 from cps_sim.control.strategies.common import (
     StrategyConfig,
     StrategyState,
     departure_and_target,
     planning_rate_w,
     remember_site_inputs,
-    share_by_weight,
     surplus_forecast_w,
     wants_energy,
 )
@@ -52,23 +51,30 @@ def plan_charge_w(
     cfg: StrategyConfig,
     departure_s: FloatArray,
     target_wh: FloatArray,
-    surplus_fn: Callable[[FloatArray], FloatArray] | None = None,
+    surplus_fn: Callable[[FloatArray, IntArray], FloatArray] | None = None,
 ) -> FloatArray:
     """Charging power now [W] per EV from the cheapest-slots plan.
 
-    ``surplus_fn(slot_starts_s) -> (n_sites, n_slots)``: forecast PV surplus per site and
-    slot (the first slot is the one of ``now_s``); None prices every slot at the import
-    price.
+    ``surplus_fn(slot_starts_s, sites) -> (len(sites), n_slots)``: forecast PV surplus
+    at the given sites per slot (the first slot is the one of ``now_s``); None prices
+    every slot at the import price.  Only plugged EVs with room are planned (the
+    others get 0 W and take no share of a site's surplus), so the plan's cost grows
+    with the EVs that want energy, not with the fleet.
     """
     n = obs.n_evs
     plugged_room = wants_energy(obs)
-    active = plugged_room & (target_wh > obs.ev_energy_wh + 1.0)
     if n == 0 or not plugged_room.any():
         return np.zeros(n)
-    needed_grid_wh = np.where(active, (target_wh - obs.ev_energy_wh) / cfg.charge_efficiency, 0.0)
-    end = np.minimum(departure_s, now_s + cfg.horizon_s)
+    j = np.flatnonzero(plugged_room)  # the EVs planned
+    m = j.size
+    e_wh = obs.ev_energy_wh[j]
+    charger_w = obs.ev_charger_w[j]
+    tgt_wh = target_wh[j]
+    active = tgt_wh > e_wh + 1.0
+    needed_grid_wh = np.where(active, (tgt_wh - e_wh) / cfg.charge_efficiency, 0.0)
+    end = np.minimum(departure_s[j], now_s + cfg.horizon_s)
     overdue = active & (end <= now_s)  # departure passed but still plugged: full power
-    last = float(np.max(np.where(plugged_room & ~overdue, np.maximum(end, now_s + 1.0), now_s)))
+    last = float(np.max(np.where(~overdue, np.maximum(end, now_s + 1.0), now_s)))
     t0 = np.floor(now_s / cfg.slot_s) * cfg.slot_s
     n_slots = max(1, int(np.ceil((last - t0) / cfg.slot_s - 1e-9)))
     starts = t0 + cfg.slot_s * np.arange(n_slots)
@@ -76,37 +82,40 @@ def plan_charge_w(
         prices = np.asarray(cfg.price_forecast(starts), float).reshape(n_slots)
     else:
         prices = np.full(n_slots, float(np.mean(obs.import_price_jpy_per_kwh)))
-    # hours available in each slot for each EV (n_evs x n_slots)
+    # hours available in each slot for each EV (m x n_slots)
     lo = np.maximum(starts, now_s)[None, :]
     hi = np.minimum(starts + cfg.slot_s, end[:, None])
     avail_h = np.clip(hi - lo, 0.0, None) / 3600.0
-    rate = planning_rate_w(obs, cfg)
+    rate = planning_rate_w(obs, cfg)[j]
     # slot capacity at the planning rate (import headroom, derating), so that a
     # plan that just fits is still met when the home load takes some of the limit
     cap_wh = np.where(active[:, None], rate[:, None] * avail_h, 0.0)
-    surplus_w = surplus_fn(starts) if surplus_fn is not None else None
-    if surplus_w is None:
+    if surplus_fn is None:
         tier_price = prices[:, None]
         tier_cap = cap_wh[:, :, None]
     else:
         tier_price, tier_cap, share_now, opp_now = _surplus_tiers(
-            now_s, obs, cfg, starts, prices, cap_wh, avail_h, surplus_w, plugged_room
+            obs, cfg, j, starts, prices, cap_wh, avail_h, surplus_fn
         )
     k = tier_price.shape[1]
     # the tier prices are the same for every EV, so one stable sort orders all of them
-    # (slot-major: ties keep the earlier slot first); only the capacities differ
+    # (slot-major: ties keep the earlier slot first); only the capacities differ.  Only
+    # the tiers of the current slot (the first k columns) are needed: what a tier gets
+    # is the need left after every tier sorted before it, i.e. one product of the
+    # capacities with a (tiers x k) "sorted before" matrix
     order = np.argsort(tier_price.reshape(-1), kind="stable")
-    cap_sorted = tier_cap.reshape(n, -1)[:, order]
-    before = np.cumsum(cap_sorted, axis=1) - cap_sorted
-    alloc_sorted = np.clip(needed_grid_wh[:, None] - before, 0.0, cap_sorted)
-    alloc = np.empty_like(alloc_sorted)
-    alloc[:, order] = alloc_sorted
-    alloc_now = alloc[:, :k].sum(axis=1)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    before_now = (rank[:, None] < rank[None, :k]).astype(float)
+    cap_flat = tier_cap.reshape(m, -1)
+    before = cap_flat @ before_now
+    alloc = np.clip(needed_grid_wh[:, None] - before, 0.0, cap_flat[:, :k])
+    alloc_now = alloc.sum(axis=1)
     h_now = avail_h[:, 0]
-    p = np.divide(alloc_now, h_now, out=np.zeros(n), where=h_now > 0)
+    p = np.divide(alloc_now, h_now, out=np.zeros(m), where=h_now > 0)
     # a slot planned full runs at full power (the derating is the planner's margin)
-    p = np.where(p >= rate - 1e-6, obs.ev_charger_w, p)
-    if surplus_w is not None:
+    p = np.where(p >= rate - 1e-6, charger_w, p)
+    if surplus_fn is not None:
         # below the minimum current a charger cannot follow a trickle of surplus without
         # importing the rest: charge only where the plan buys grid energy now anyway
         # (the last slot before departure always charges what the target still needs)
@@ -115,35 +124,39 @@ def plan_charge_w(
         p = np.where((p < cfg.min_1p_w) & ~grid_now & ~overdue & ~last_slot, 0.0, p)
         if cfg.store_surplus:
             # surplus now that is cheaper than any grid energy it could displace: store it
-            take = plugged_room & (opp_now < float(np.min(prices))) & (share_now >= cfg.min_1p_w)
+            take = (opp_now < float(np.min(prices))) & (share_now >= cfg.min_1p_w)
             p = np.where(take, np.maximum(p, share_now), p)
     p = np.where(p > 1e-6, np.maximum(p, cfg.min_1p_w), 0.0)
-    p = np.where(overdue, obs.ev_charger_w, p)
-    return np.where(plugged_room, np.minimum(p, obs.ev_charger_w), 0.0)
+    p = np.where(overdue, charger_w, p)
+    out = np.zeros(n)
+    out[j] = np.minimum(p, charger_w)
+    return out
 
 
-def _surplus_tiers(now_s, obs, cfg, starts, prices, cap_wh, avail_h, surplus_w, plugged):
-    """The tiers free surplus, exported surplus and grid: their price per slot (n_slots, 3;
-    the same for every EV) and capacity [Wh] per EV and slot (n_evs, n_slots, 3); the
-    EV's surplus share now [W] and its opportunity cost [JPY/kWh]."""
-    n = obs.n_evs
+def _surplus_tiers(obs, cfg, j, starts, prices, cap_wh, avail_h, surplus_fn):
+    """The tiers free surplus, exported surplus and grid for the planned EVs ``j``: their
+    price per slot (n_slots, 3; the same for every EV) and capacity [Wh] per EV and
+    slot (len(j), n_slots, 3); the EV's surplus share now [W] and its opportunity cost
+    [JPY/kWh]."""
     n_slots = starts.size
-    sur = np.zeros((obs.n_sites, n_slots))
-    m = min(n_slots, surplus_w.shape[1])
-    sur[:, :m] = surplus_w[:, :m]
+    sites, row = np.unique(obs.ev_site[j], return_inverse=True)  # the sites involved
+    surplus_w = surplus_fn(starts, sites)
+    sur = np.zeros((sites.size, n_slots))
+    w = min(n_slots, surplus_w.shape[1])
+    sur[:, :w] = surplus_w[:, :w]
     lim = (
-        np.full(obs.n_sites, np.inf)
+        np.full(sites.size, np.inf)
         if obs.site_export_limit_w is None
-        else np.asarray(obs.site_export_limit_w, float)
+        else np.asarray(obs.site_export_limit_w, float)[sites]
     )
     free_w = np.maximum(sur - lim[:, None], 0.0)  # would be curtailed
     paid_w = sur - free_w  # would be exported
-    # each plugged EV's share of its site's surplus, in proportion to its charger
-    weight = np.where(plugged, obs.ev_charger_w, 0.0)
-    tot = np.bincount(obs.ev_site, weights=weight, minlength=obs.n_sites)[obs.ev_site]
-    frac = np.divide(weight, tot, out=np.zeros(n), where=tot > 0)[:, None]
-    free_wh = np.minimum(free_w[obs.ev_site] * frac * avail_h, cap_wh)
-    paid_wh = np.minimum(paid_w[obs.ev_site] * frac * avail_h, cap_wh - free_wh)
+    # each planned EV's share of its site's surplus, in proportion to its charger
+    weight = obs.ev_charger_w[j]
+    tot = np.bincount(row, weights=weight, minlength=sites.size)[row]
+    frac = np.divide(weight, tot, out=np.zeros(j.size), where=tot > 0)
+    free_wh = np.minimum(free_w[row] * frac[:, None] * avail_h, cap_wh)
+    paid_wh = np.minimum(paid_w[row] * frac[:, None] * avail_h, cap_wh - free_wh)
     grid_wh = cap_wh - free_wh - paid_wh
     if cfg.export_price_forecast is not None:
         p_exp = np.asarray(cfg.export_price_forecast(starts), float).reshape(n_slots)
@@ -151,8 +164,8 @@ def _surplus_tiers(now_s, obs, cfg, starts, prices, cap_wh, avail_h, surplus_w, 
         p_exp = np.full(n_slots, float(np.mean(obs.export_price_jpy_per_kwh)))
     price = np.stack([np.zeros(n_slots), p_exp, prices], axis=1)
     cap = np.stack([free_wh, paid_wh, grid_wh], axis=2)
-    share_now = share_by_weight(obs, sur[:, 0], weight)
-    opp_now = np.where((free_w[:, 0] > 0)[obs.ev_site], 0.0, p_exp[0])
+    share_now = sur[row, 0] * frac
+    opp_now = np.where(free_w[row, 0] > 0, 0.0, p_exp[0])
     return price, cap, share_now, opp_now
 
 
@@ -169,8 +182,8 @@ def charge_plan_w(
     if cfg.value_surplus:
         remember_site_inputs(now_s, obs, state, cfg.slot_s)
 
-        def surplus(starts: FloatArray) -> FloatArray:
-            return surplus_forecast_w(now_s, obs, state, cfg, starts)
+        def surplus(starts: FloatArray, sites: IntArray) -> FloatArray:
+            return surplus_forecast_w(now_s, obs, state, cfg, starts, sites)
 
     return plan_charge_w(now_s, obs, cfg, departure_s, target_wh, surplus)
 

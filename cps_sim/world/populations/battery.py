@@ -75,6 +75,8 @@ class BatteryPopulation(Population):
         self.measured_wh: F | None = None
         # AC energy booked per site since track_ac_energy() (+ charge / − discharge)
         self.ac_energy_wh: F | None = None
+        self._has_for: bat.BatterySpec | None = None  # the spec _bidx was computed for
+        self._bidx: np.ndarray | None = None  # sites with a battery (None: nearly all)
 
     @property
     def has(self) -> np.ndarray:
@@ -170,11 +172,30 @@ class BatteryPopulation(Population):
         t_bat = np.where(active, room * SECONDS_PER_HOUR / np.where(active, rate, 1.0), np.inf)
         np.minimum(t_next, t_bat, out=t_next)
 
+    def _battery_sites(self, seg: Segment) -> tuple[Any, Any]:
+        """(sites, positions in the segment's arrays) of the segment's sites that have a
+        battery (or a bound one): the others exchange nothing, so the step skips them.
+        ``(seg.sl, None)`` when (nearly) every site has one."""
+        spec = self.spec
+        if self._has_for is not spec:  # the spec is replaced by ageing and by controllers
+            self._has_for = spec
+            has = spec.capacity_wh > 0
+            self._bidx = np.flatnonzero(has) if has.mean() < 0.75 else None
+        if self._bidx is None or self.measured_w is not None:
+            return seg.sl, None
+        if seg.s is None:
+            return self._bidx, self._bidx
+        loc = np.flatnonzero(spec.capacity_wh[seg.s] > 0)
+        return seg.s[loc], loc
+
     def exchange(self, seg: Segment) -> None:
         g, acc, ix = self.group, seg.acc, self.group.ix
-        sl, h, dt_s = seg.sl, seg.h, seg.dt_s
+        sl, loc = self._battery_sites(seg)
+        h, dt_s = seg.h, seg.dt_s
+        if loc is not None and np.ndim(h):
+            h, dt_s = h[loc], dt_s[loc]
         if self.active:
-            net_wh = seg.net_wh
+            net_wh = seg.net_wh if loc is None else seg.net_wh[loc]
             if self.setpoints:  # NaN (battery_mode auto): the built-in rule
                 sp = self.setpoint_w[sl]
                 desired = np.where(np.isnan(sp), -net_wh, sp * h)
@@ -198,7 +219,10 @@ class BatteryPopulation(Population):
                 loss = loss + loss_m
                 acc[ix["measured_correction_wh"]] += corr.sum()
                 self.measured_wh[sl] += bw_m
-            seg.net_wh = net_wh + bw
+            if loc is None:
+                seg.net_wh = net_wh + bw
+            else:
+                seg.net_wh[loc] += bw
             if self.ac_energy_wh is not None:
                 self.ac_energy_wh[sl] += bw
             if self.track_power:  # only controllers read it
@@ -206,7 +230,7 @@ class BatteryPopulation(Population):
                 if np.ndim(moved) == 0 or moved.all():
                     self.power_w[sl] = bw / h
                 else:
-                    idx = np.flatnonzero(moved) if seg.allsites else seg.s[moved]
+                    idx = np.flatnonzero(moved) if isinstance(sl, slice) else np.asarray(sl)[moved]
                     self.power_w[idx] = bw[moved] / h[moved]
             if self.throughput_wh is not None:
                 self.throughput_wh[sl] += np.abs(bw)

@@ -338,10 +338,23 @@ class EvPopulation(Population):
             if ei.size == 0:
                 return
         h, dt_s, nloc = seg.h, seg.dt_s, seg.nloc
-        eff = self.efficiency[ei]
-        e = self.energy_wh[ei]
-        hl = h[local] if h.ndim else h
         p = self.power_w(ei)
+        e = self.energy_wh[ei]
+        # only EVs that can move energy take the law: plugged ones with room in the
+        # direction they are asked for (and bound ones); the others exchange exactly 0
+        moving = ((p > 0) & (e < self.energy_max_wh[ei])) | ((p < 0) & (e > self.energy_min_wh[ei]))
+        if self.measured_w is not None:
+            moving |= ~np.isnan(self.measured_w[ei])
+        sub = np.flatnonzero(moving)
+        if sub.size == 0:
+            return
+        if seg.s is None:
+            ei, local = sub, self.site[sub]
+        else:
+            ei, local = ei[sub], local[sub]
+        p, e = p[sub], e[sub]
+        eff = self.efficiency[ei]
+        hl = h[local] if h.ndim else h
         # the model's charging law (p is already within the charger's limit)
         ev_ch = ev_model.charging_ac_wh(
             e,
