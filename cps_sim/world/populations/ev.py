@@ -300,9 +300,16 @@ class EvPopulation(Population):
             ei, local = ei[keep], local[keep]
         if not ei.size:
             return
-        eff = self.efficiency[ei]
         e = self.energy_wh[ei]
         p = self.power_w(ei)
+        # only EVs that move energy can meet a limit (as in exchange)
+        sub = np.flatnonzero(
+            ((p > 0) & (e < self.energy_max_wh[ei])) | ((p < 0) & (e > self.energy_min_wh[ei]))
+        )
+        if not sub.size:
+            return
+        ei, local, e, p = ei[sub], local[sub], e[sub], p[sub]
+        eff = self.efficiency[ei]
         top = (
             bat.taper_start_wh(
                 self.energy_max_wh[ei],
