@@ -471,3 +471,28 @@ def test_strategy_controller_caps_at_import_limit_and_one_vs_many():
 def test_config_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         StrategyConfig().voltage_v = 100.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_cost_allocation_fills_cheapest_tiers_first_like_a_plain_greedy(k):
+    """The planner's one-product allocation of the current slot equals filling each EV's
+    tiers in price order (stable: earlier slot and tier first), EV by EV, with ties,
+    zero capacities and needs beyond the horizon."""
+    from cps_sim.control.strategies.cost import allocate_now_wh
+
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        n_slots = int(rng.integers(1, 12))
+        n = int(rng.integers(1, 9))
+        price = rng.choice([0.0, 8.0, 12.0, 30.0], size=(n_slots, k))  # many ties
+        cap = rng.choice([0.0, 500.0, 1250.0, 3000.0], size=(n, n_slots * k))
+        need = rng.uniform(0.0, 1.2, n) * cap.sum(axis=1) + rng.choice([0.0, 10.0], n)
+        got = allocate_now_wh(price, cap, need)
+        flat = price.reshape(-1)
+        for e in range(n):
+            left = need[e]
+            want = np.zeros(n_slots * k)
+            for col in sorted(range(flat.size), key=lambda c: (flat[c], c)):
+                want[col] = min(left, cap[e, col])
+                left -= want[col]
+            np.testing.assert_allclose(got[e], want[:k], rtol=1e-12, atol=1e-9)

@@ -97,19 +97,7 @@ def plan_charge_w(
         tier_price, tier_cap, share_now, opp_now = _surplus_tiers(
             obs, cfg, j, starts, prices, cap_wh, avail_h, surplus_fn
         )
-    k = tier_price.shape[1]
-    # the tier prices are the same for every EV, so one stable sort orders all of them
-    # (slot-major: ties keep the earlier slot first); only the capacities differ.  Only
-    # the tiers of the current slot (the first k columns) are needed: what a tier gets
-    # is the need left after every tier sorted before it, i.e. one product of the
-    # capacities with a (tiers x k) "sorted before" matrix
-    order = np.argsort(tier_price.reshape(-1), kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    before_now = (rank[:, None] < rank[None, :k]).astype(float)
-    cap_flat = tier_cap.reshape(m, -1)
-    before = cap_flat @ before_now
-    alloc = np.clip(needed_grid_wh[:, None] - before, 0.0, cap_flat[:, :k])
+    alloc = allocate_now_wh(tier_price, tier_cap.reshape(m, -1), needed_grid_wh)
     alloc_now = alloc.sum(axis=1)
     h_now = avail_h[:, 0]
     p = np.divide(alloc_now, h_now, out=np.zeros(m), where=h_now > 0)
@@ -131,6 +119,26 @@ def plan_charge_w(
     out = np.zeros(n)
     out[j] = np.minimum(p, charger_w)
     return out
+
+
+def allocate_now_wh(tier_price: FloatArray, cap_wh: FloatArray, need_wh: FloatArray) -> FloatArray:
+    """Energy [Wh] each EV buys in the tiers of the current slot when it fills the
+    cheapest tiers first (the optimum of this linear problem).
+
+    ``tier_price`` (n_slots, k): the same for every EV; ``cap_wh`` (n_evs, n_slots * k),
+    slot-major; ``need_wh`` (n_evs,).  Returns (n_evs, k).  Ties keep the earlier slot
+    (and tier) first.  One stable sort orders the tiers of every EV; what a tier of
+    the current slot gets is the need left after every tier sorted before it, so only
+    one product of the capacities with a (tiers x k) "sorted before" matrix is needed,
+    not the whole allocation.
+    """
+    k = tier_price.shape[1]
+    order = np.argsort(tier_price.reshape(-1), kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    before_now = (rank[:, None] < rank[None, :k]).astype(float)
+    before = cap_wh @ before_now
+    return np.clip(need_wh[:, None] - before, 0.0, cap_wh[:, :k])
 
 
 def _surplus_tiers(obs, cfg, j, starts, prices, cap_wh, avail_h, surplus_fn):
