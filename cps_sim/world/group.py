@@ -356,14 +356,15 @@ class SiteGroup:
             dts = np.broadcast_to(dt_s, t_split.shape)
             need = t_split < dts * (1.0 - 1e-12) - 1e-9
             if need.any():
+                # every site advances in one step, the split ones only to their event;
+                # then the split ones go on from there (sites are independent within
+                # a segment, so the order of the two steps does not matter)
                 loc = np.flatnonzero(need)
-                full_dt = dts.copy()
+                first_dt = dts.copy()
+                first_dt[loc] = t_split[loc]
+                self._segment_raw(s, first_dt)
                 ss = loc if s is None else s[loc]
-                first = t_split[loc]
-                self._segment_raw(ss, first)
-                self._segment(ss, full_dt[loc] - first, depth + 1)
-                full_dt[loc] = 0.0
-                self._segment_raw(s, full_dt)
+                self._segment(ss, dts[loc] - t_split[loc], depth + 1)
                 return
         self._segment_raw(s, dt_s)
 

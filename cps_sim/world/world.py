@@ -181,7 +181,7 @@ class World:
             nets.append(net)
             group_stored[g.name] = g.stored_wh()
         flows_d = dict(zip(FLOWS, flows.tolist(), strict=True))
-        stored_after = self.stored_wh()
+        stored_after = sum(group_stored.values())
         residual = self.ledger.add_tick(flows_d, stored_before_wh, stored_after)
         bat_e = sum(float(g.battery_energy_wh.sum()) for g in self.groups)
         ev_e = sum(float(g.evs.energy_wh.sum()) for g in self.groups if g.evs is not None)
