@@ -527,7 +527,12 @@ class _Guard:
             moving = ramp * (now - self.last_t)
             for key, y in out.items():
                 prev = self.last.get(key)
-                if prev is None or prev.shape != y.shape or key in (*S.LIMIT_KEYS, "battery_mode"):
+                if (
+                    prev is None
+                    or prev.shape != y.shape
+                    or key in (*S.LIMIT_KEYS, *S.MODE_KEYS)
+                    or not key.endswith("_w")  # the ramp is in W/s (not for hvac_shift_k)
+                ):
                     continue
                 was = before.get(key)
                 at_rest = (

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from cps_sim.core.bus import BATTERY_AUTO, BATTERY_FOLLOW, BusError
+from cps_sim.world.populations import SETPOINT_DEFS
 
 SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -617,17 +618,34 @@ def decode_availability(payload: bytes) -> bool | Reject:
 
 # ----------------------------------------------------------------------------- group arrays
 
-GROUP_SETPOINT_KEYS = (
-    "ev_setpoint_w",
-    "battery_setpoint_w",
-    "import_limit_w",
-    "deferrable_setpoint_w",
-    "export_limit_w",
-)
-# internal battery_mode codes <-> wire strings
+# The group setpoint keys are the engine's (every key a registered device population or
+# the grid connection accepts, world.populations.SETPOINT_DEFS): arrays of numbers, and
+# the mode keys (a key with a fixed set of values), which go on the wire as strings.
+MODE_KEYS = tuple(k for k, (_, sk) in SETPOINT_DEFS.items() if sk.choices is not None)
+GROUP_SETPOINT_KEYS = tuple(k for k in SETPOINT_DEFS if k not in MODE_KEYS)
+# every mode is "follow the setpoint" (0) or "the device's own rule" (1), like battery_mode
 MODE_CODE = {"auto": BATTERY_AUTO, "setpoint": BATTERY_FOLLOW}
-LIMIT_KEYS = ("import_limit_w", "export_limit_w")  # >= 0, null = no limit
 BATTERY_MODES = ("auto", "setpoint")
+for _k in MODE_KEYS:
+    assert set(SETPOINT_DEFS[_k][1].choices or ()) == set(MODE_CODE.values()), _k
+    assert _k.replace("_mode", "_setpoint_w") in GROUP_SETPOINT_KEYS, _k
+LIMIT_KEYS = ("import_limit_w", "export_limit_w")  # >= 0, null = no limit
+NULLABLE_KEYS = (*LIMIT_KEYS, "ev_setpoint_w")  # null = +inf (no limit / as much as allowed)
+MAX_SHIFT_K = 20.0  # bound on a temperature shift on the wire [K]
+
+
+def _value_range(key: str) -> tuple[float, float, str]:
+    """(lowest, highest, unit) a group setpoint key accepts on the wire: the key's own
+    lower bound (SetpointKey.min_w), else the sanity bound of its unit."""
+    unit = "K" if key.endswith("_k") else "W"
+    bound = MAX_SHIFT_K if unit == "K" else MAX_POWER_W
+    low = SETPOINT_DEFS[key][1].min_w
+    return (-bound if low is None else float(low)), bound, unit
+
+
+def mode_setpoint_key(mode_key: str) -> str:
+    """The setpoint a mode key selects (``battery_mode`` -> ``battery_setpoint_w``)."""
+    return mode_key.replace("_mode", "_setpoint_w")
 
 
 def _array_to_json(key: str, arr: np.ndarray) -> list[Any]:
@@ -635,11 +653,11 @@ def _array_to_json(key: str, arr: np.ndarray) -> list[Any]:
     a = np.asarray(arr, dtype=float)
     if np.isnan(a).any():
         raise BusError(f"{key}: NaN is not a valid setpoint")
-    if key == "battery_mode":
+    if key in MODE_KEYS:
         if not np.isin(a, (BATTERY_AUTO, BATTERY_FOLLOW)).all():
-            raise BusError("battery_mode values must be BATTERY_AUTO or BATTERY_FOLLOW")
+            raise BusError(f"{key} values must be 1 (auto) or 0 (follow the setpoint)")
         return ["auto" if x == BATTERY_AUTO else "setpoint" for x in a.tolist()]
-    if key in (*LIMIT_KEYS, "ev_setpoint_w"):
+    if key in NULLABLE_KEYS:
         if (a == -np.inf).any():
             raise BusError(f"{key}: -inf is not a valid setpoint")
         return [None if math.isinf(x) else x for x in a.tolist()]
@@ -686,12 +704,12 @@ def decode_group_setpoint(
     bad = wrong_unit(obj)
     if bad is not None:
         return bad
-    extra = sorted(set(obj) - set(ENVELOPE_KEYS) - {"ttl_s", "battery_mode", *GROUP_SETPOINT_KEYS})
+    extra = sorted(set(obj) - set(ENVELOPE_KEYS) - {"ttl_s", *MODE_KEYS, *GROUP_SETPOINT_KEYS})
     if extra:
         return Reject(
             UNKNOWN_FIELD,
             f"unknown keys {[k[:64] for k in extra[:5]]} (group "
-            f"setpoints accept ttl_s, battery_mode, {', '.join(GROUP_SETPOINT_KEYS)})",
+            f"setpoints accept ttl_s, {', '.join((*GROUP_SETPOINT_KEYS, *MODE_KEYS))})",
         )
     out: dict[str, Any] = {}
     if "ttl_s" in obj:
@@ -703,68 +721,81 @@ def decode_group_setpoint(
             )
         out["ttl_s"] = float(ttl)
     keys = [k for k in GROUP_SETPOINT_KEYS if k in obj]
-    if not keys and "battery_mode" not in obj:
-        return Reject(MISSING_FIELD, f"no setpoint key among {list(GROUP_SETPOINT_KEYS)}")
+    if not keys and not any(m in obj for m in MODE_KEYS):
+        return Reject(MISSING_FIELD, f"no setpoint key among {[*GROUP_SETPOINT_KEYS, *MODE_KEYS]}")
     for key in keys:
         arr = obj[key]
         if not isinstance(arr, list):
             return Reject(WRONG_TYPE, f"{key} must be an array, got {type(arr).__name__}")
         if sizes is not None and key in sizes and len(arr) != sizes[key]:
             return Reject(BAD_LENGTH, f"{key}: {len(arr)} values, the group has {sizes[key]}")
-        nullable = key in (*LIMIT_KEYS, "ev_setpoint_w")
+        nullable = key in NULLABLE_KEYS
+        low, high, unit = _value_range(key)
         vals = np.empty(len(arr))
         for i, x in enumerate(arr):
             if x is None and nullable:
                 vals[i] = np.inf
             elif not _is_num(x):
+                mode = key.replace("_setpoint_w", "_mode")
                 hint = (
-                    " (battery_mode 'auto' selects the built-in rule)"
-                    if (x is None and key == "battery_setpoint_w")
+                    f" ({mode} 'auto' selects the device's own rule)"
+                    if (x is None and mode in MODE_KEYS)
                     else ""
                 )
                 return Reject(
                     WRONG_TYPE, f"{key}[{i}] must be a number, got {type(x).__name__}{hint}"
                 )
-            elif not -MAX_POWER_W <= x <= MAX_POWER_W:
-                return Reject(OUT_OF_RANGE, f"{key}[{i}] = {x} outside ±{MAX_POWER_W:g} W")
+            elif not -MAX_POWER_W <= x <= MAX_POWER_W or (unit == "K" and abs(x) > high):
+                return Reject(OUT_OF_RANGE, f"{key}[{i}] = {x} outside ±{high:g} {unit}")
             else:
                 vals[i] = x
-        if key in LIMIT_KEYS and (vals < 0).any():
-            return Reject(OUT_OF_RANGE, f"{key} must be >= 0 (null = no limit)")
+        if (vals < low).any():
+            null = " (null = no limit)" if key in LIMIT_KEYS else ""
+            return Reject(OUT_OF_RANGE, f"{key} must be >= {low:g}{null}")
         out[key] = vals
-    if "battery_mode" in obj:
-        mode = obj["battery_mode"]
-        n = (sizes or {}).get("battery_setpoint_w")
-        if isinstance(mode, str):
-            if mode not in BATTERY_MODES:
-                return Reject(OUT_OF_RANGE, f"battery_mode must be one of {list(BATTERY_MODES)}")
-            if n is None:
-                n = len(out["battery_setpoint_w"]) if "battery_setpoint_w" in out else None
-            if n is None:
-                return Reject(
-                    MISSING_FIELD,
-                    "a scalar battery_mode needs battery_setpoint_w or a known group size",
-                )
-            modes = [mode] * n
-        elif isinstance(mode, list):
-            if n is not None and len(mode) != n:
-                return Reject(BAD_LENGTH, f"battery_mode: {len(mode)} values, the group has {n}")
-            if any(m not in BATTERY_MODES for m in mode):
-                return Reject(
-                    OUT_OF_RANGE, f"battery_mode entries must be one of {list(BATTERY_MODES)}"
-                )
-            modes = mode
-        else:
-            return Reject(WRONG_TYPE, "battery_mode must be a string or an array of strings")
-        codes = np.array([MODE_CODE[m] for m in modes], dtype=float)
-        sp = out.get("battery_setpoint_w")
-        if sp is None:
-            if (codes != BATTERY_AUTO).any():
-                return Reject(MISSING_FIELD, "battery_mode 'setpoint' needs battery_setpoint_w")
-        elif sp.shape[0] != codes.shape[0]:
-            return Reject(BAD_LENGTH, "battery_mode and battery_setpoint_w differ in length")
-        out["battery_mode"] = codes
+    for mode_key in MODE_KEYS:
+        if mode_key in obj:
+            codes = _decode_mode(obj[mode_key], mode_key, out, sizes)
+            if isinstance(codes, Reject):
+                return codes
+            out[mode_key] = codes
     return out
+
+
+def _decode_mode(
+    mode: Any, key: str, out: Mapping[str, Any], sizes: Mapping[str, int] | None
+) -> np.ndarray | Reject:
+    """One mode key (``battery_mode``, ``hpwh_mode``): a string for every site or an
+    array of strings, ``"setpoint"`` (follow the key's setpoint) or ``"auto"``."""
+    target = mode_setpoint_key(key)
+    n = (sizes or {}).get(target)
+    if isinstance(mode, str):
+        if mode not in BATTERY_MODES:
+            return Reject(OUT_OF_RANGE, f"{key} must be one of {list(BATTERY_MODES)}")
+        if n is None:
+            n = len(out[target]) if target in out else None
+        if n is None:
+            return Reject(
+                MISSING_FIELD,
+                f"a scalar {key} needs {target} or a known group size",
+            )
+        modes = [mode] * n
+    elif isinstance(mode, list):
+        if n is not None and len(mode) != n:
+            return Reject(BAD_LENGTH, f"{key}: {len(mode)} values, the group has {n}")
+        if any(m not in BATTERY_MODES for m in mode):
+            return Reject(OUT_OF_RANGE, f"{key} entries must be one of {list(BATTERY_MODES)}")
+        modes = mode
+    else:
+        return Reject(WRONG_TYPE, f"{key} must be a string or an array of strings")
+    codes = np.array([MODE_CODE[m] for m in modes], dtype=float)
+    sp = out.get(target)
+    if sp is None:
+        if (codes != BATTERY_AUTO).any():
+            return Reject(MISSING_FIELD, f"{key} 'setpoint' needs {target}")
+    elif sp.shape[0] != codes.shape[0]:
+        return Reject(BAD_LENGTH, f"{key} and {target} differ in length")
+    return codes
 
 
 def observation_json(obs: Any, group: str, env: Envelope, sim_iso: str) -> bytes:
@@ -784,8 +815,12 @@ def observation_json(obs: Any, group: str, env: Envelope, sim_iso: str) -> bytes
         n_sites=obs.n_sites,
         n_evs=obs.n_evs,
     )
-    for name in OBSERVATION_ARRAYS:
-        arr = getattr(obs, name, None)
+    # the fixed fields, then the arrays of the group's other device families (hpwh_*,
+    # hvac_*: Observation.extra), by name
+    extra = getattr(obs, "extra", None) or {}
+    more = sorted(k for k, v in extra.items() if isinstance(v, np.ndarray) and k not in body)
+    for name in (*OBSERVATION_ARRAYS, *more):
+        arr = getattr(obs, name, None) if name in OBSERVATION_ARRAYS else extra[name]
         if arr is None:
             continue
         a = np.asarray(arr)

@@ -123,20 +123,23 @@ def hpwh_auto(n_sites: int) -> dict[str, FloatArray]:
 def fallback_uncontrolled(obs: Observation) -> dict[str, FloatArray]:
     """Safe behaviour of a charger that lost its EMS: charge at its own limit;
     the home battery returns to its built-in self-consumption rule, the water heater
-    to its own rule."""
+    to its own rule, the air-conditioners to their own comfort band (no shift)."""
     return {
         "ev_setpoint_w": np.asarray(obs.ev_charger_w, dtype=float).copy(),
         **battery_auto(obs.n_sites),
         **hpwh_auto(obs.n_sites),
+        "hvac_shift_k": np.zeros(obs.n_sites),
     }
 
 
 def fallback_off(obs: Observation) -> dict[str, FloatArray]:
-    """Safe behaviour 'stop': no EV power; battery and water heater on their own rules."""
+    """Safe behaviour 'stop': no EV power; battery, water heater and air-conditioners on
+    their own rules."""
     return {
         "ev_setpoint_w": np.zeros(obs.n_evs),
         **battery_auto(obs.n_sites),
         **hpwh_auto(obs.n_sites),
+        "hvac_shift_k": np.zeros(obs.n_sites),
     }
 
 

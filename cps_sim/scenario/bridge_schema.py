@@ -172,8 +172,8 @@ class ExposeSpec(_Model):
     fallback: Literal["uncontrolled", "off"] = Field(
         "uncontrolled",
         description="What the group does without a valid setpoint: "
-        "uncontrolled = EVs charge at full power, batteries on their built-in rule; off = EVs "
-        "stop, batteries on their built-in rule.",
+        "uncontrolled = EVs charge at full power; off = EVs stop; both: batteries and water "
+        "heaters on their own rules, no comfort-band shift of air-conditioners.",
     )
     per_device: bool = Field(
         True,

@@ -168,6 +168,57 @@ def test_external_controller_drives_simulated_group_and_replay_equals_live(mosqu
         assert pq.read_table(rep.out_dir / name).equals(pq.read_table(res.out_dir / name)), name
 
 
+def test_external_controller_drives_water_heaters_then_the_fallback_takes_over(mosquitto, tmp_path):
+    """Every control key of the engine goes over MQTT: an external controller reads the
+    water heaters in the group's observation, sets them to 800 W each with a 5-minute
+    ttl; the group follows exactly from the next tick, and when the ttl runs out the
+    fallback puts them back on their own rule (off at 07:30: outside the night window)."""
+    heaters = {
+        "name": "lab",
+        "count": 3,
+        "heat_pump_water_heater": {"control": "night", "initial_temp_c": 50.0},
+    }
+    path = write(tmp_path, {"expose": [{"group": "lab", "ttl_s": 300}]}, sites=[heaters])
+    seen: list[dict] = []
+
+    def on_obs(c, _u, m):
+        if seen:
+            return
+        seen.append(json.loads(m.payload))
+        body = {
+            "v": 1,
+            "seq": 1,
+            "ts": time.time(),
+            "hpwh_mode": "setpoint",
+            "hpwh_setpoint_w": [800.0] * len(seen[0]["hpwh_site"]),
+        }
+        c.publish("cps/t/group/lab/setpoint", json.dumps(body), qos=1)
+
+    ctl = client(
+        mosquitto.host, mosquitto.port, on_message=on_obs, subscribe=["cps/t/group/lab/observation"]
+    )
+    try:
+        res = run_hil(
+            path, HilOptions(broker=mosquitto.url, speed=SPEED, quiet=True), out_dir=tmp_path / "o"
+        )
+    finally:
+        stop(ctl)
+    obs = seen[0]
+    assert obs["hpwh_site"] == [0, 1, 2] and len(obs["hpwh_tank_temp_c"]) == 3
+    assert obs["hpwh_tank_temp_c"] == [50.0, 50.0, 50.0]
+    k = res.kpis
+    assert k["bridge_rejected"] == 0 and k["bridge_lab_setpoints_applied"] == 1
+    assert k["bridge_lab_fallbacks"] == 2  # before the setpoint, and when its ttl ran out
+    log = pq.read_table(res.out_dir / "bridge.parquet").to_pandas()
+    t_taken = float(log[(log.direction == "in") & log.accepted].sim_time_s.min())
+    first = int(t_taken // 60) + 1  # a per-tick device follows from the next tick
+    last = int((t_taken + 300) // 60)  # the tick in which the ttl ran out
+    p = group_ts(res.out_dir, "lab")["heat_pump_w"].to_numpy()
+    assert (p[: first - 1] == 0).all()
+    np.testing.assert_allclose(p[first:last], 2400.0, rtol=1e-12)
+    assert (p[last + 1 :] == 0).all() and last + 1 < p.size
+
+
 # ----------------------------------------------------------------------------- devices
 
 

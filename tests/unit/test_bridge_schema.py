@@ -388,3 +388,56 @@ def test_export_limit_null_is_no_limit():
     assert S.decode_group_setpoint({**ENV, "export_limit_w": [-1, 0]}, sizes).reason == (
         S.OUT_OF_RANGE
     )
+
+
+def test_group_setpoint_keys_are_the_engines():
+    """Every control key of the registered device populations and the grid connection goes
+    over MQTT (none kept by hand): numbers, or a mode as strings."""
+    from cps_sim.world.populations import SETPOINT_DEFS
+
+    assert set(S.GROUP_SETPOINT_KEYS) | set(S.MODE_KEYS) == set(SETPOINT_DEFS)
+    assert {"hpwh_setpoint_w", "hvac_shift_k"} <= set(S.GROUP_SETPOINT_KEYS)
+    assert set(S.MODE_KEYS) == {"battery_mode", "hpwh_mode"}
+
+
+def test_group_setpoint_water_heaters_and_air_conditioners():
+    sizes = {"hpwh_setpoint_w": 3, "hpwh_mode": 3, "hvac_shift_k": 3}
+    out = S.decode_group_setpoint(
+        {"hpwh_setpoint_w": [800, 0, 1200.5], "hpwh_mode": "setpoint", "hvac_shift_k": [2, 0, -1]},
+        sizes,
+    )
+    assert not isinstance(out, S.Reject), out
+    np.testing.assert_array_equal(out["hpwh_setpoint_w"], [800, 0, 1200.5])
+    np.testing.assert_array_equal(out["hpwh_mode"], [BATTERY_FOLLOW] * 3)
+    np.testing.assert_array_equal(out["hvac_shift_k"], [2, 0, -1])
+    mixed = S.decode_group_setpoint(
+        {"hpwh_setpoint_w": [1, 2, 3], "hpwh_mode": ["auto", "setpoint", "auto"]}, sizes
+    )
+    np.testing.assert_array_equal(mixed["hpwh_mode"], [BATTERY_AUTO, BATTERY_FOLLOW, BATTERY_AUTO])
+    for bad, reason, words in [
+        ({"hpwh_setpoint_w": [-1, 0, 0]}, S.OUT_OF_RANGE, "hpwh_setpoint_w must be >= 0"),
+        ({"hvac_shift_k": [0, 21, 0]}, S.OUT_OF_RANGE, "±20 K"),
+        ({"hvac_shift_k": [0, None, 0]}, S.WRONG_TYPE, "hvac_shift_k[1]"),
+        ({"hpwh_setpoint_w": [0, None, 0]}, S.WRONG_TYPE, "hpwh_mode 'auto'"),
+        ({"hpwh_mode": "setpoint"}, S.MISSING_FIELD, "needs hpwh_setpoint_w"),
+        ({"hpwh_mode": "eco"}, S.OUT_OF_RANGE, "hpwh_mode must be one of"),
+        ({"hpwh_mode": ["auto"]}, S.BAD_LENGTH, "hpwh_mode: 1 values"),
+        ({"hpwh_setpoint_w": [1, 2]}, S.BAD_LENGTH, "hpwh_setpoint_w: 2 values"),
+    ]:
+        r = S.decode_group_setpoint(bad, sizes)
+        assert isinstance(r, S.Reject) and r.reason == reason and words in r.detail, (bad, r)
+    # only a mode: every site back on its own rule
+    auto = S.decode_group_setpoint({"hpwh_mode": "auto"}, sizes)
+    np.testing.assert_array_equal(auto["hpwh_mode"], [BATTERY_AUTO] * 3)
+
+
+def test_hpwh_mode_round_trips_as_strings():
+    body = validate_payload(
+        {"hpwh_setpoint_w": np.array([500.0, 0.0]), "hpwh_mode": np.array([0.0, 1.0])}
+    )
+    parsed = S.parse_json(S.encode_bus_payload(body, S.Envelope(1, 0, 1.7e9)))
+    assert parsed["hpwh_mode"] == ["setpoint", "auto"]
+    out = S.decode_group_setpoint(parsed, {"hpwh_setpoint_w": 2})
+    np.testing.assert_array_equal(out["hpwh_mode"], [0.0, 1.0])
+    with pytest.raises(BusError, match="hpwh_mode"):
+        S.encode_bus_payload({"hpwh_mode": np.array([0.5])}, S.Envelope(1, 0, 1.7e9))

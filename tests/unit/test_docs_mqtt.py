@@ -47,7 +47,7 @@ def test_group_setpoint_example():
     )
     np.testing.assert_array_equal(out["import_limit_w"], [np.inf, 4000, 4000])
     keys = set(re.findall(r"^\| `(\w+)` \|", section("Group setpoint"), re.M))
-    assert keys == {"ttl_s", "battery_mode", *S.GROUP_SETPOINT_KEYS}
+    assert keys == {"ttl_s", *S.MODE_KEYS, *S.GROUP_SETPOINT_KEYS}
 
 
 def test_device_examples_decode_without_unknown_keys():
