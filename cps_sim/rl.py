@@ -302,7 +302,7 @@ class CpsSimEnv(gymnasium.Env):
         w = self.world
         o = w.observe(self.group_name)
         now = float(w.now_s)
-        hour = float(w.clock.hour_of_day(np.array([now]))[0])
+        hour = w.clock.local_hour(now)
         ang = 2.0 * math.pi * hour / 24.0
         cap = o.battery_capacity_wh
         bat_soc = float(o.battery_energy_wh.sum() / cap.sum()) if cap.sum() > 0 else 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -62,6 +63,12 @@ class Clock:
         """Local fractional hour of day [0, 24) for each time (vectorised, DST-aware)."""
         idx = self.index(t_s)
         return (idx.hour + idx.minute / 60.0 + idx.second / SECONDS_PER_HOUR).to_numpy(dtype=float)
+
+    def local_hour(self, t_s: float) -> float:
+        """:meth:`hour_of_day` of one time, without pandas (about 100x faster for a scalar;
+        the controllers and per-tick devices ask it every tick)."""
+        local = self.to_datetime(math.floor(t_s))  # whole seconds, as hour_of_day counts
+        return local.hour + local.minute / 60.0 + local.second / SECONDS_PER_HOUR
 
     def day_of_year(self, t_s: np.ndarray) -> np.ndarray:
         return self.index(t_s).day_of_year.to_numpy()

@@ -78,6 +78,28 @@ def test_clock_is_dst_aware_for_other_zones():
     assert c.hour_of_day(np.array([3 * 3600.0]))[0] == 4.0
 
 
+@pytest.mark.parametrize(
+    "start, zone",
+    [
+        ("2026-03-28T21:30:00+01:00", "Europe/Berlin"),  # through the spring DST change
+        ("2026-10-24T22:00:00+02:00", "Europe/Berlin"),  # through the autumn one
+        ("2026-04-06T00:00:00+09:00", "Asia/Tokyo"),
+        ("2026-03-07T23:00:00-05:00", "America/New_York"),
+    ],
+)
+def test_local_hour_equals_hour_of_day(start, zone):
+    """The scalar fast path gives exactly what the vectorised one gives (per-tick devices
+    and the RL observation use it), whole, fractional and odd seconds included."""
+    c = Clock(dt.datetime.fromisoformat(start), zone)
+    rng = np.random.default_rng(3)
+    t = np.concatenate(
+        [np.arange(0.0, 3 * 86400, 450.0), rng.uniform(0, 3 * 86400, 200), [0.5, 59.999]]
+    )
+    want = c.hour_of_day(t)
+    got = np.array([c.local_hour(x) for x in t])
+    np.testing.assert_array_equal(got, want)
+
+
 def test_clock_requires_aware_start():
     with pytest.raises(ValueError):
         Clock(dt.datetime(2026, 1, 1))

@@ -170,8 +170,7 @@ class TickContext:
     def hour(self) -> float:
         """Local hour of day at the middle of the tick."""
         if self._hour is None:
-            t = np.array([self.t0_s + 0.5 * self.tick_s])
-            self._hour = float(self.world.clock.hour_of_day(t)[0])
+            self._hour = self.world.clock.local_hour(self.t0_s + 0.5 * self.tick_s)
         return self._hour
 
     @property
