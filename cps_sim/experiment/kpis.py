@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.experiment.kpi_registry import SYSTEM_FLOWS
@@ -172,12 +173,12 @@ def site_kpis(t: RunTables, sources: tuple[str, ...], sinks: tuple[str, ...]) ->
 
 
 def event_kpis(events: pa.Table) -> dict[str, float]:
-    kind = (
-        np.asarray(events.column("kind").to_pylist(), dtype=object)
+    # compared in Arrow: no Python string per event (26 million in a 100k-home year)
+    dep = (
+        pc.equal(events.column("kind"), "departure").to_numpy(zero_copy_only=False)
         if events.num_rows
-        else np.empty(0, dtype=object)
+        else np.empty(0, dtype=bool)
     )
-    dep = kind == "departure"
     unmet = events.column("unmet_wh").to_numpy()[dep] if events.num_rows else np.empty(0)
     soc = events.column("soc").to_numpy()[dep] if events.num_rows else np.empty(0)
     return {

@@ -12,11 +12,12 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cps_sim.core.units import SECONDS_PER_HOUR
 from cps_sim.experiment.columns import GROUP_COLUMNS, SIGN_NOTE, SMART_METER_COLUMNS, annotate
 from cps_sim.experiment.kpis import META, RunTables, compute_kpis
-from cps_sim.world.group import ARRIVAL, FLOWS
+from cps_sim.world.group import ARRIVAL, DEPARTURE, FLOWS
 from cps_sim.world.populations import SINKS, SOURCES
 from cps_sim.world.world import TickResult, World
 
@@ -219,26 +220,46 @@ class Recorder:
         return annotate(pa.table(out), SMART_METER_COLUMNS)
 
     def events(self) -> pa.Table:
-        parts = [g.log.columns() for g in self.world.groups]
-        cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
-        keep = cols["time_s"] >= self.t0_s  # events of the warm-up are not recorded
-        cols = {k: v[keep] for k, v in cols.items()}
-        order = np.lexsort((cols["kind"], cols["ev_id"], cols["time_s"]))
-        cols = {k: v[order] for k, v in cols.items()}
-        idx = self.world.clock.utc_index(cols["time_s"])
-        kind = np.where(cols["kind"] == ARRIVAL, "arrival", "departure")
-        return pa.table(
-            {
-                "time": pa.array(idx.as_unit("us"), type=pa.timestamp("us", tz="UTC")),
-                "time_s": pa.array(cols["time_s"] - self.t0_s),
-                "kind": pa.array(kind.tolist(), type=pa.string()),
-                "ev_id": pa.array(cols["ev_id"]),
-                "site": pa.array(cols["site"]),
-                "soc": pa.array(cols["soc"]),
-                "trip_energy_wh": pa.array(cols["energy_wh"]),
-                "unmet_wh": pa.array(cols["unmet_wh"]),
-            }
+        """The EV departures and arrivals after the warm-up, by time, EV and kind.
+
+        Built one column at a time from the groups' logs (a city-year of 100,000 homes
+        logs 26 million events): only the sort order, the column in hand and the
+        finished Arrow columns are held, never every intermediate copy at once."""
+        logs = [g.log for g in self.world.groups]
+
+        def column(name: str, dtype: type) -> np.ndarray:
+            parts = [p for log in logs for p in getattr(log, name)]
+            return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+        time_s = column("time_s", float)
+        keep = np.flatnonzero(time_s >= self.t0_s)  # events of the warm-up are not recorded
+        time_s = time_s[keep]
+        kind = column("kind", np.int8)[keep]
+        order = np.lexsort((kind, column("ev_id", np.int64)[keep], time_s))
+        time_s = time_s[order]
+        kind = kind[order]
+
+        def sorted_column(name: str, dtype: type) -> pa.Array:
+            return pa.array(column(name, dtype)[keep][order])
+
+        idx = self.world.clock.utc_index(time_s)
+        out = {
+            "time": pa.array(idx.as_unit("us"), type=pa.timestamp("us", tz="UTC")),
+            "time_s": pa.array(time_s - self.t0_s),
+        }
+        del idx, time_s
+        # the names by code, without a Python string per row
+        names = {ARRIVAL: "arrival", DEPARTURE: "departure"}
+        out["kind"] = pc.take(
+            pa.array([names[c] for c in range(len(names))]), pa.array(kind, pa.int8())
         )
+        del kind
+        out["ev_id"] = sorted_column("ev_id", np.int64)
+        out["site"] = sorted_column("site", np.int64)
+        out["soc"] = sorted_column("soc", float)
+        out["trip_energy_wh"] = sorted_column("energy_wh", float)
+        out["unmet_wh"] = sorted_column("unmet_wh", float)
+        return pa.table(out)
 
     def reports(self) -> dict[str, pa.Table]:
         """Per-request / per-slot / per-run reports of the tick hooks that keep them
