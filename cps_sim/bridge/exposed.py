@@ -530,8 +530,8 @@ class _Guard:
                 if (
                     prev is None
                     or prev.shape != y.shape
-                    or key in (*S.LIMIT_KEYS, *S.MODE_KEYS)
-                    or not key.endswith("_w")  # the ramp is in W/s (not for hvac_shift_k)
+                    or key in S.LIMIT_KEYS
+                    or not key.endswith("_w")  # the ramp is in W/s: powers only
                 ):
                     continue
                 was = before.get(key)

@@ -626,9 +626,12 @@ GROUP_SETPOINT_KEYS = tuple(k for k in SETPOINT_DEFS if k not in MODE_KEYS)
 # every mode is "follow the setpoint" (0) or "the device's own rule" (1), like battery_mode
 MODE_CODE = {"auto": BATTERY_AUTO, "setpoint": BATTERY_FOLLOW}
 BATTERY_MODES = ("auto", "setpoint")
-for _k in MODE_KEYS:
-    assert set(SETPOINT_DEFS[_k][1].choices or ()) == set(MODE_CODE.values()), _k
-    assert _k.replace("_mode", "_setpoint_w") in GROUP_SETPOINT_KEYS, _k
+# the setpoint each mode selects (battery_mode -> battery_setpoint_w), and back
+MODE_TARGET = {k: k.replace("_mode", "_setpoint_w") for k in MODE_KEYS}
+MODE_OF = {sp: k for k, sp in MODE_TARGET.items()}
+for _mode, _sp in MODE_TARGET.items():
+    assert set(SETPOINT_DEFS[_mode][1].choices or ()) == set(MODE_CODE.values()), _mode
+    assert _sp in GROUP_SETPOINT_KEYS, _mode
 LIMIT_KEYS = ("import_limit_w", "export_limit_w")  # >= 0, null = no limit
 NULLABLE_KEYS = (*LIMIT_KEYS, "ev_setpoint_w")  # null = +inf (no limit / as much as allowed)
 MAX_SHIFT_K = 20.0  # bound on a temperature shift on the wire [K]
@@ -641,11 +644,6 @@ def _value_range(key: str) -> tuple[float, float, str]:
     bound = MAX_SHIFT_K if unit == "K" else MAX_POWER_W
     low = SETPOINT_DEFS[key][1].min_w
     return (-bound if low is None else float(low)), bound, unit
-
-
-def mode_setpoint_key(mode_key: str) -> str:
-    """The setpoint a mode key selects (``battery_mode`` -> ``battery_setpoint_w``)."""
-    return mode_key.replace("_mode", "_setpoint_w")
 
 
 def _array_to_json(key: str, arr: np.ndarray) -> list[Any]:
@@ -736,16 +734,16 @@ def decode_group_setpoint(
             if x is None and nullable:
                 vals[i] = np.inf
             elif not _is_num(x):
-                mode = key.replace("_setpoint_w", "_mode")
+                mode = MODE_OF.get(key)
                 hint = (
                     f" ({mode} 'auto' selects the device's own rule)"
-                    if (x is None and mode in MODE_KEYS)
+                    if (x is None and mode is not None)
                     else ""
                 )
                 return Reject(
                     WRONG_TYPE, f"{key}[{i}] must be a number, got {type(x).__name__}{hint}"
                 )
-            elif not -MAX_POWER_W <= x <= MAX_POWER_W or (unit == "K" and abs(x) > high):
+            elif not -high <= x <= high:
                 return Reject(OUT_OF_RANGE, f"{key}[{i}] = {x} outside ±{high:g} {unit}")
             else:
                 vals[i] = x
@@ -767,7 +765,7 @@ def _decode_mode(
 ) -> np.ndarray | Reject:
     """One mode key (``battery_mode``, ``hpwh_mode``): a string for every site or an
     array of strings, ``"setpoint"`` (follow the key's setpoint) or ``"auto"``."""
-    target = mode_setpoint_key(key)
+    target = MODE_TARGET[key]
     n = (sizes or {}).get(target)
     if isinstance(mode, str):
         if mode not in BATTERY_MODES:

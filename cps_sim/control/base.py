@@ -120,15 +120,19 @@ def hpwh_auto(n_sites: int) -> dict[str, FloatArray]:
     return {"hpwh_mode": np.full(n_sites, HPWH_AUTO)}
 
 
+def own_rules(n_sites: int) -> dict[str, FloatArray]:
+    """Batteries and water heaters on their own rules, no comfort-band shift of the
+    air-conditioners: what every fallback gives the site devices."""
+    return {**battery_auto(n_sites), **hpwh_auto(n_sites), "hvac_shift_k": np.zeros(n_sites)}
+
+
 def fallback_uncontrolled(obs: Observation) -> dict[str, FloatArray]:
     """Safe behaviour of a charger that lost its EMS: charge at its own limit;
     the home battery returns to its built-in self-consumption rule, the water heater
     to its own rule, the air-conditioners to their own comfort band (no shift)."""
     return {
         "ev_setpoint_w": np.asarray(obs.ev_charger_w, dtype=float).copy(),
-        **battery_auto(obs.n_sites),
-        **hpwh_auto(obs.n_sites),
-        "hvac_shift_k": np.zeros(obs.n_sites),
+        **own_rules(obs.n_sites),
     }
 
 
@@ -137,9 +141,7 @@ def fallback_off(obs: Observation) -> dict[str, FloatArray]:
     their own rules."""
     return {
         "ev_setpoint_w": np.zeros(obs.n_evs),
-        **battery_auto(obs.n_sites),
-        **hpwh_auto(obs.n_sites),
-        "hvac_shift_k": np.zeros(obs.n_sites),
+        **own_rules(obs.n_sites),
     }
 
 

@@ -299,8 +299,9 @@ def charge_exact(
         e1 = e_max_wh - np.where(p_max_w != 0, c / p_max_w, 0.0) * width
         rate = eta * c  # stored W in the constant-power phase
         active = (rate > 0) & (e0 < e_max_wh)
-        reached = active & (np.maximum(e1 - e0, 0.0) / rate < t_h)  # 0 / 0: not reached
-        t1 = np.where(reached, np.maximum(e1 - e0, 0.0) / rate, t_h)
+        t_to_e1 = np.maximum(e1 - e0, 0.0) / rate
+        reached = active & (t_to_e1 < t_h)  # rate 0: inf or NaN, not reached
+        t1 = np.where(reached, t_to_e1, t_h)
         e_lin = e0 + rate * t1
         e_s = np.where(reached, np.maximum(e0, e1), e_lin)
         tau_h = width / (eta * p_max_w)  # finite and > 0 where tapered

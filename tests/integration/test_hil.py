@@ -105,6 +105,18 @@ class AtSimTime:
         assert self.done.wait(timeout_s), "the run never reached the trigger time"
 
 
+def run_with_group_controller(broker, path: Path, on_obs, out: Path):
+    """``cps-sim hil`` at SPEED while an external client answers each observation of group
+    ``lab`` with ``on_obs(client, userdata, message)``."""
+    ctl = client(
+        broker.host, broker.port, on_message=on_obs, subscribe=["cps/t/group/lab/observation"]
+    )
+    try:
+        return run_hil(path, HilOptions(broker=broker.url, speed=SPEED, quiet=True), out_dir=out)
+    finally:
+        stop(ctl)
+
+
 def group_ts(out: Path, group: str):
     t = pq.read_table(out / "timeseries_groups.parquet").to_pandas()
     return t[t["group"] == group].reset_index(drop=True)
@@ -194,15 +206,7 @@ def test_external_controller_drives_water_heaters_then_the_fallback_takes_over(m
         }
         c.publish("cps/t/group/lab/setpoint", json.dumps(body), qos=1)
 
-    ctl = client(
-        mosquitto.host, mosquitto.port, on_message=on_obs, subscribe=["cps/t/group/lab/observation"]
-    )
-    try:
-        res = run_hil(
-            path, HilOptions(broker=mosquitto.url, speed=SPEED, quiet=True), out_dir=tmp_path / "o"
-        )
-    finally:
-        stop(ctl)
+    res = run_with_group_controller(mosquitto, path, on_obs, tmp_path / "o")
     obs = seen[0]
     assert obs["hpwh_site"] == [0, 1, 2] and len(obs["hpwh_tank_temp_c"]) == 3
     assert obs["hpwh_tank_temp_c"] == [50.0, 50.0, 50.0]
@@ -771,15 +775,7 @@ def test_exposed_group_ramp_goes_on_without_new_setpoints(mosquitto, tmp_path): 
         c.publish("cps/t/group/lab/setpoint", json.dumps(sp), qos=1)
         sent.append(w)
 
-    ctl = client(
-        mosquitto.host, mosquitto.port, on_message=on_obs, subscribe=["cps/t/group/lab/observation"]
-    )
-    try:
-        res = run_hil(
-            path, HilOptions(broker=mosquitto.url, speed=SPEED, quiet=True), out_dir=tmp_path / "o"
-        )
-    finally:
-        stop(ctl)
+    res = run_with_group_controller(mosquitto, path, on_obs, tmp_path / "o")
     assert sent == [6000.0, 0.0]
     p = group_ts(res.out_dir, "lab")["ev_charging_w"].to_numpy()
     t_end = 60.0 * np.arange(1, len(p) + 1)

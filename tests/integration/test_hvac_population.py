@@ -101,6 +101,21 @@ def test_summer_cooling_and_a_dr_event_shift_consumption():
     assert "hvac_indoor_temp_c" in world.observe("homes").extra
 
 
+def test_fallbacks_take_back_a_controllers_comfort_band_shift():
+    """A controller that set ``hvac_shift_k`` and went silent leaves no shift behind: both
+    fallbacks (internal controllers' and the MQTT bridge's) put the band back."""
+    from cps_sim.control.base import fallback_off, fallback_uncontrolled
+
+    world = build_world(homes(days=0.125))
+    world.start(make_env("fast"), Recorder(world).on_tick)
+    pop = next(p for p in world.group("homes").populations if p.key == "hvac")
+    for fb in (fallback_uncontrolled, fallback_off):
+        world.apply("homes", hvac_shift_k=np.full(20, 3.0))
+        assert (pop.shift_k == 3.0).all()
+        world.apply("homes", **fb(world.observe("homes")))
+        assert (pop.shift_k == 0.0).all()
+
+
 def test_site_without_units_and_errors():
     sc = homes(share=0.0)
     rec = simulate(sc)

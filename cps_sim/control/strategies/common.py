@@ -137,11 +137,15 @@ def site_sum(obs: Observation, per_ev: FloatArray) -> FloatArray:
     return np.bincount(obs.ev_site, weights=per_ev, minlength=obs.n_sites).astype(float)
 
 
+def weight_fractions(site: IntArray, weight: FloatArray, n_sites: int) -> FloatArray:
+    """Each EV's fraction of the ``weight`` (>= 0) of its site's EVs (0 where none)."""
+    total = np.bincount(site, weights=weight, minlength=n_sites)[site]
+    return np.divide(weight, total, out=np.zeros_like(weight, dtype=float), where=total > 0)
+
+
 def share_by_weight(obs: Observation, site_amount_w: FloatArray, weight: FloatArray) -> FloatArray:
     """Split a per-site amount among the site's EVs in proportion to ``weight`` (>= 0)."""
-    total = site_sum(obs, weight)[obs.ev_site]
-    frac = np.divide(weight, total, out=np.zeros_like(weight, dtype=float), where=total > 0)
-    return site_amount_w[obs.ev_site] * frac
+    return site_amount_w[obs.ev_site] * weight_fractions(obs.ev_site, weight, obs.n_sites)
 
 
 def rank_within_site(obs: Observation, key: FloatArray, active: BoolArray) -> IntArray:

@@ -42,6 +42,7 @@ from cps_sim.control.strategies.common import (
     remember_site_inputs,
     surplus_forecast_w,
     wants_energy,
+    weight_fractions,
 )
 
 
@@ -160,9 +161,7 @@ def _surplus_tiers(obs, cfg, j, starts, prices, cap_wh, avail_h, surplus_fn):
     free_w = np.maximum(sur - lim[:, None], 0.0)  # would be curtailed
     paid_w = sur - free_w  # would be exported
     # each planned EV's share of its site's surplus, in proportion to its charger
-    weight = obs.ev_charger_w[j]
-    tot = np.bincount(row, weights=weight, minlength=sites.size)[row]
-    frac = np.divide(weight, tot, out=np.zeros(j.size), where=tot > 0)
+    frac = weight_fractions(row, obs.ev_charger_w[j], sites.size)
     free_wh = np.minimum(free_w[row] * frac[:, None] * avail_h, cap_wh)
     paid_wh = np.minimum(paid_w[row] * frac[:, None] * avail_h, cap_wh - free_wh)
     grid_wh = cap_wh - free_wh - paid_wh

@@ -179,7 +179,7 @@ class BatteryPopulation(Population):
         spec = self.spec
         if self._has_for is not spec:  # the spec is replaced by ageing and by controllers
             self._has_for = spec
-            has = spec.capacity_wh > 0
+            has = self.has
             self._bidx = np.flatnonzero(has) if has.mean() < 0.75 else None
         if self._bidx is None or self.measured_w is not None:
             return seg.sl, None

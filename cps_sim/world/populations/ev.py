@@ -286,6 +286,13 @@ class EvPopulation(Population):
             p = np.where(np.isnan(m), p, m)
         return p
 
+    def movable(self, ei: I | slice, p: F, e: F) -> NDArray[np.bool_]:
+        """EVs ``ei`` (power ``p``, energy ``e``) that can move energy: asked to charge
+        with room below ``energy_max_wh`` or to discharge above ``energy_min_wh``.  The
+        others exchange exactly 0 and meet no limit, so the charging law and the
+        internal-event search skip them."""
+        return ((p > 0) & (e < self.energy_max_wh[ei])) | ((p < 0) & (e > self.energy_min_wh[ei]))
+
     def next_event_s(self, seg: Segment, t_next: F) -> None:
         """An EV that fills up (or meets its taper line) where its power feeds back (a
         battery follows the site's net power, or a grid limit binds); elsewhere
@@ -302,10 +309,7 @@ class EvPopulation(Population):
             return
         e = self.energy_wh[ei]
         p = self.power_w(ei)
-        # only EVs that move energy can meet a limit (as in exchange)
-        sub = np.flatnonzero(
-            ((p > 0) & (e < self.energy_max_wh[ei])) | ((p < 0) & (e > self.energy_min_wh[ei]))
-        )
+        sub = np.flatnonzero(self.movable(ei, p, e))
         if not sub.size:
             return
         ei, local, e, p = ei[sub], local[sub], e[sub], p[sub]
@@ -347,9 +351,7 @@ class EvPopulation(Population):
         h, dt_s, nloc = seg.h, seg.dt_s, seg.nloc
         p = self.power_w(ei)
         e = self.energy_wh[ei]
-        # only EVs that can move energy take the law: plugged ones with room in the
-        # direction they are asked for (and bound ones); the others exchange exactly 0
-        moving = ((p > 0) & (e < self.energy_max_wh[ei])) | ((p < 0) & (e > self.energy_min_wh[ei]))
+        moving = self.movable(ei, p, e)  # and bound EVs: they drew what was measured
         if self.measured_w is not None:
             moving |= ~np.isnan(self.measured_w[ei])
         sub = np.flatnonzero(moving)
