@@ -41,7 +41,7 @@ Self-discharge ``f`` per 30-day month: ``E <- E exp(-k t)``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +52,7 @@ from cps_sim.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 Array = FloatArray  # kept for callers of the former name
 SECONDS_PER_MONTH = 30 * SECONDS_PER_DAY  # the convention of datasheet self-discharge rates
 Selector = slice | npt.NDArray[np.int64]  # which devices a step touches (all, or indices)
-_ALL = slice(None)
+ALL = _ALL = slice(None)  # every device (a selector that is a view)
 
 
 def _safe_div(num: npt.ArrayLike, den: npt.ArrayLike, fill: float = 0.0) -> FloatArray:
@@ -113,6 +113,10 @@ class BatterySpec:
     @property
     def n(self) -> int:
         return int(self.capacity_wh.shape[0])
+
+    def take(self, idx: npt.NDArray[np.intp]) -> BatterySpec:
+        """The spec of devices ``idx`` (the derived arrays are the same numbers)."""
+        return BatterySpec(**{f.name: getattr(self, f.name)[idx] for f in fields(self) if f.init})
 
 
 def make_spec(

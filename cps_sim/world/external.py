@@ -121,6 +121,7 @@ class ExternalMember:
             if self.kind != "ev":
                 raise ValueError(f"{self.name}: only an EV can be plugged in")
             g.evs.plugged[self.index] = bool(plugged)
+            g.evs.changed()
         g.set_measured(self.kind, self.index, p)
         self.measured = True
         self.measurements += 1

@@ -238,6 +238,8 @@ class SiteGroup:
         store = self.evs.energy_wh if kind == "ev" else self.batteries.energy_wh
         delta = float(energy_wh) - float(store[index])
         store[index] = float(energy_wh)
+        if kind == "ev":
+            self.evs.changed()
         self.acc[IX["measured_correction_wh"]] += delta
         return delta
 
@@ -327,8 +329,6 @@ class SiteGroup:
         self.coupled_sites = (
             (b.active & b.has) | np.isfinite(self.import_limit_w) | np.isfinite(self.export_limit_w)
         )
-        if self.evs is not None:
-            self.evs.update_coupling(self.coupled_sites)
 
     def _may_split(self) -> bool:
         return bool((self.evs is not None and self.evs.n) or self.batteries.active or self.jobs)

@@ -113,6 +113,7 @@ def place_at_start(
     i = np.flatnonzero(away)
     if i.size:
         evs.plugged[i] = False
+        evs.changed()
         evs.away_until_s[i] = t_back[i]
         group.schedule(t_back[i], i, np.full(i.size, ARRIVAL, np.int8), trip_wh[i])
     return int(i.size)

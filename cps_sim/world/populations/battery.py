@@ -77,6 +77,7 @@ class BatteryPopulation(Population):
         self.ac_energy_wh: F | None = None
         self._has_for: bat.BatterySpec | None = None  # the spec _bidx was computed for
         self._bidx: np.ndarray | None = None  # sites with a battery (None: nearly all)
+        self._bspec: bat.BatterySpec | None = None  # the spec of the _bidx sites
 
     @property
     def has(self) -> np.ndarray:
@@ -181,6 +182,8 @@ class BatteryPopulation(Population):
             self._has_for = spec
             has = self.has
             self._bidx = np.flatnonzero(has) if has.mean() < 0.75 else None
+            # the full segment's batteries as one compact spec (no gathers per step)
+            self._bspec = spec.take(self._bidx) if self._bidx is not None else None
         if self._bidx is None or self.measured_w is not None:
             return seg.sl, None
         if seg.s is None:
@@ -194,6 +197,13 @@ class BatteryPopulation(Population):
         h, dt_s = seg.h, seg.dt_s
         if loc is not None and np.ndim(h):
             h, dt_s = h[loc], dt_s[loc]
+        # the full segment with batteries at some sites: their compact spec and energies
+        compact = self._bspec is not None and sl is self._bidx
+        spec, e_arr, sel = (
+            (self._bspec, self.energy_wh[sl], bat.ALL)
+            if compact
+            else (self.spec, self.energy_wh, sl)
+        )
         if self.active:
             net_wh = seg.net_wh if loc is None else seg.net_wh[loc]
             if self.setpoints:  # NaN (battery_mode auto): the built-in rule
@@ -210,7 +220,7 @@ class BatteryPopulation(Population):
                 meas = ~np.isnan(bm)
                 desired = np.where(meas, 0.0, desired)
                 meas_wh = np.where(meas, bm, 0.0) * h
-            bw, loss = bat.exchange_wh(self.spec, self.energy_wh, desired, dt_s, sl)
+            bw, loss = bat.exchange_wh(spec, e_arr, desired, dt_s, sel)
             if meas_wh is not None:  # measured: what the device exchanged, unclipped
                 bw_m, loss_m, corr = bat.measured_exchange_wh(
                     self.spec, self.energy_wh, meas_wh, sl
@@ -238,6 +248,8 @@ class BatteryPopulation(Population):
             acc[ix["battery_charge_wh"]] += ch_sum
             acc[ix["battery_discharge_wh"]] += ch_sum - float(bw.sum())
             acc[ix["battery_loss_wh"]] += loss.sum()
-        if self.spec.any_self_discharge:  # exponential decay of what is stored
-            sd = bat.self_discharge_wh(self.spec, self.energy_wh, dt_s, sl)
+        if spec.any_self_discharge:  # exponential decay of what is stored
+            sd = bat.self_discharge_wh(spec, e_arr, dt_s, sel)
             acc[ix["battery_loss_wh"]] += sd.sum()
+        if compact:
+            self.energy_wh[sl] = e_arr

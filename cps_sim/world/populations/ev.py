@@ -161,8 +161,13 @@ class EvPopulation(Population):
         # AC energy booked per EV since track_ac_energy() (+ charge / − discharge); the
         # MQTT bridge differences it into each member's power (None: not kept)
         self.ac_energy_wh: F | None = None
-        self.coupled_idx = np.empty(0, dtype=np.int64)
         self._seg: dict[str, Any] = {}
+        # the EVs that can move energy, kept between segments (see _movable_set):
+        # requested power of every EV (None: to be found again), who can move, and
+        # (indices, power, sites) of those
+        self._p_all: F | None = None
+        self._can: NDArray[np.bool_] = np.zeros(n, dtype=bool)
+        self._mov: tuple[I, F, I] | None = None
 
     @property
     def n(self) -> int:
@@ -185,6 +190,7 @@ class EvPopulation(Population):
     # ------------------------------------------------------------------ control
     def apply(self, key: str, value: F) -> None:
         self.setpoint_w = value  # discharge requests beyond v2x_w are clipped in the engine
+        self.changed()
 
     def observe(self) -> dict[str, Any]:
         cap = self.capacity_wh
@@ -216,11 +222,6 @@ class EvPopulation(Population):
             self.measured_w = np.full(self.n, np.nan)
             self.measured_wh = np.zeros(self.n)
         self.measured_w[index] = power_w
-
-    def update_coupling(self, coupled_sites: NDArray[np.bool_]) -> None:
-        self.coupled_idx = (
-            np.flatnonzero(coupled_sites[self.site]) if self.n else np.empty(0, dtype=np.int64)
-        )
 
     # ------------------------------------------------------------------ events
     def apply_events(self, t: F, ev: I, kind: NDArray[np.int8], trip_wh: F) -> None:
@@ -263,6 +264,81 @@ class EvPopulation(Population):
                 need,
                 shortfall,
             )
+        self._refresh(ev)
+
+    # ------------------------------------------------------------------ movable set
+    def changed(self) -> None:
+        """Setpoints, plug states or stored energies were changed outside the segment
+        step: the EVs that can move energy are found again before the next segment."""
+        self._p_all = None
+        self._mov = None
+
+    def _refresh(self, i: I) -> None:
+        """EVs ``i`` changed state (an event): look at them again."""
+        if self._p_all is None:
+            return
+        p = self.power_w(i)
+        self._p_all[i] = p
+        self._can[i] = self.movable(i, p, self.energy_wh[i])
+        self._mov = None
+
+    def _movable_set(self) -> tuple[I, F, I]:
+        """(indices, requested power, sites) of the EVs that can move energy
+        (:meth:`movable`), in index order.  Kept between segments: the requested
+        power changes only with setpoints, events and plug states (:meth:`changed`,
+        :meth:`_refresh`), and an EV leaves the set when a segment brings it to its
+        energy limit (:meth:`commit`).  Not used for bound EVs (measured power)."""
+        if self._mov is None:
+            if self._p_all is None:
+                self._p_all = self.power_w(slice(None))
+                self._can = self.movable(slice(None), self._p_all, self.energy_wh)
+            idx = np.flatnonzero(self._can)
+            self._mov = (idx, self._p_all[idx], self.site[idx])
+        return self._mov
+
+    def _movable_at(self, s: I | None) -> tuple[I, I, F]:
+        """Movable EVs at the segment's sites ``s`` (None: every site): (EV indices,
+        positions in the segment, requested power)."""
+        mov, p, site = self._movable_set()
+        if s is None:
+            return mov, site, p
+        if not s.size or not mov.size:
+            return mov[:0], site[:0], p[:0]
+        o = np.argsort(s, kind="stable")
+        ss = s[o]
+        j = np.minimum(np.searchsorted(ss, site), ss.size - 1)
+        hit = ss[j] == site
+        return mov[hit], o[j[hit]], p[hit]
+
+    def _leave(self, ei: I, p: F, e: F) -> None:
+        """EVs ``ei`` moved energy in a segment: those at their limit leave the set."""
+        if self._mov is None:
+            return
+        still = self.movable(ei, p, e)
+        if still.all():
+            return
+        gone = ei[~still]
+        self._can[gone] = False
+        mov, pm, site = self._mov
+        keep = np.ones(mov.size, dtype=bool)
+        keep[np.searchsorted(mov, gone)] = False
+        self._mov = (mov[keep], pm[keep], site[keep])
+
+    def _bound_at(self, s: I | None) -> tuple[I, I, F]:
+        """Like :meth:`_movable_at` where EVs are bound to devices: every EV at the
+        sites that can move energy or runs at a measured power."""
+        assert self.measured_w is not None
+        if s is None:
+            ei: I | slice = slice(None)
+            local = self.site
+        else:
+            ei, local = self.indices(s)
+        p = self.power_w(ei)
+        moving = self.movable(ei, p, self.energy_wh[ei]) | ~np.isnan(self.measured_w[ei])
+        sub = np.flatnonzero(moving)
+        if s is None:
+            return sub, self.site[sub], p[sub]
+        return ei[sub], local[sub], p[sub]
 
     # ------------------------------------------------------------------ segment
     def indices(self, s: I) -> tuple[I, I]:
@@ -297,22 +373,15 @@ class EvPopulation(Population):
         """An EV that fills up (or meets its taper line) where its power feeds back (a
         battery follows the site's net power, or a grid limit binds); elsewhere
         min(P·dt, room) is already exact, so only coupled EVs are looked at."""
-        g = self.group
-        if seg.s is None:
-            ei = self.coupled_idx
-            local = self.site[ei]
-        else:
-            ei, local = self.indices(seg.s)
-            keep = g.coupled_sites[seg.s][local]
-            ei, local = ei[keep], local[keep]
+        ei, local, p = self._movable_at(seg.s) if self.measured_w is None else self._bound_at(seg.s)
         if not ei.size:
             return
+        keep = self.group.coupled_sites[self.site[ei]]
+        if not keep.all():
+            ei, local, p = ei[keep], local[keep], p[keep]
+            if not ei.size:
+                return
         e = self.energy_wh[ei]
-        p = self.power_w(ei)
-        sub = np.flatnonzero(self.movable(ei, p, e))
-        if not sub.size:
-            return
-        ei, local, e, p = ei[sub], local[sub], e[sub], p[sub]
         eff = self.efficiency[ei]
         top = (
             bat.taper_start_wh(
@@ -342,26 +411,12 @@ class EvPopulation(Population):
         self._seg = {}
         if not self.n:
             return
-        if seg.s is None:
-            ei, local = slice(None), self.site
-        else:
-            ei, local = self.indices(seg.s)
-            if ei.size == 0:
-                return
-        h, dt_s, nloc = seg.h, seg.dt_s, seg.nloc
-        p = self.power_w(ei)
-        e = self.energy_wh[ei]
-        moving = self.movable(ei, p, e)  # and bound EVs: they drew what was measured
-        if self.measured_w is not None:
-            moving |= ~np.isnan(self.measured_w[ei])
-        sub = np.flatnonzero(moving)
-        if sub.size == 0:
+        # the EVs that can move energy (and bound EVs: they drew what was measured)
+        ei, local, p = self._movable_at(seg.s) if self.measured_w is None else self._bound_at(seg.s)
+        if ei.size == 0:
             return
-        if seg.s is None:
-            ei, local = sub, self.site[sub]
-        else:
-            ei, local = ei[sub], local[sub]
-        p, e = p[sub], e[sub]
+        h, dt_s, nloc = seg.h, seg.dt_s, seg.nloc
+        e = self.energy_wh[ei]
         eff = self.efficiency[ei]
         hl = h[local] if h.ndim else h
         # the model's charging law (p is already within the charger's limit)
@@ -401,7 +456,7 @@ class EvPopulation(Population):
                     dis_site = np.bincount(local, weights=ev_dis, minlength=nloc)
             seg.net_wh -= dis_site
         st = self._seg
-        st.update(ei=ei, local=local, e=e, eff=eff, ch=ev_ch, dis=ev_dis, meas=meas)
+        st.update(ei=ei, local=local, e=e, p=p, eff=eff, ch=ev_ch, dis=ev_dis, meas=meas)
         if self.group.any_import_limit:
             ctl = (
                 site_wh
@@ -451,6 +506,8 @@ class EvPopulation(Population):
             acc[ix["measured_correction_wh"]] += (clipped - new_e).sum()
             new_e = clipped
         self.energy_wh[ei] = new_e
+        if meas is None:
+            self._leave(ei, st["p"], new_e)
         if self.ac_energy_wh is not None:
             self.ac_energy_wh[ei] += ev_ch if ev_dis is None else ev_ch - ev_dis
         acc[ix["ev_charging_wh"]] += ev_ch.sum()
