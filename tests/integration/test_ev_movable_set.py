@@ -1,8 +1,8 @@
 """The EV population keeps the set of EVs that can move energy between segments
-(``EvPopulation._movable_set``) instead of scanning every EV each segment.  It must be
-exactly the set a fresh scan finds, at every segment: after setpoints (applied at any
-instant), departures and arrivals, EVs filling up or emptying, measured SoC
-corrections, limits that throttle and V2X."""
+(``EvPopulation._movable_set``, ``_can``, ``_scan``) instead of scanning every EV
+each segment.  It must be exactly the set a fresh scan finds, at every segment:
+after setpoints (applied at any instant), departures and arrivals, EVs filling up
+or emptying, measured SoC corrections, limits that throttle and V2X."""
 
 from __future__ import annotations
 
@@ -44,10 +44,10 @@ def scenario(strategy: str | None, seed: int, **site) -> Scenario:
     )
 
 
-def fresh(evs) -> tuple[np.ndarray, np.ndarray]:
+def fresh(evs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     p = evs.power_w(slice(None))
-    idx = np.flatnonzero(evs.movable(slice(None), p, evs.energy_wh))
-    return idx, p[idx]
+    can = evs.movable(slice(None), p, evs.energy_wh)
+    return can, np.flatnonzero(can), p
 
 
 def run_checked(sc: Scenario, monkeypatch, controller=None) -> int:
@@ -58,11 +58,14 @@ def run_checked(sc: Scenario, monkeypatch, controller=None) -> int:
     def checking(self, s, dt_s):
         evs = self.evs
         if evs is not None and evs.n and evs.measured_w is None:
-            mov, p, site = evs._movable_set()
-            idx, p_fresh = fresh(evs)
+            mov, p, site = evs._movable_set()  # what a segment of every site uses
+            can, idx, p_fresh = fresh(evs)
             np.testing.assert_array_equal(mov, idx)
-            np.testing.assert_array_equal(p, p_fresh)
+            np.testing.assert_array_equal(p, p_fresh[idx])
             np.testing.assert_array_equal(site, evs.site[idx])
+            # what a segment of a few sites uses
+            np.testing.assert_array_equal(evs._can, can)
+            np.testing.assert_array_equal(evs._scan(), p_fresh)
             checked[0] += 1
         return raw(self, s, dt_s)
 

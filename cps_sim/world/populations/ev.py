@@ -289,36 +289,41 @@ class EvPopulation(Population):
         :meth:`_refresh`), and an EV leaves the set when a segment brings it to its
         energy limit (:meth:`commit`).  Not used for bound EVs (measured power)."""
         if self._mov is None:
-            if self._p_all is None:
-                self._p_all = self.power_w(slice(None))
-                self._can = self.movable(slice(None), self._p_all, self.energy_wh)
+            p = self._scan()
             idx = np.flatnonzero(self._can)
-            self._mov = (idx, self._p_all[idx], self.site[idx])
+            self._mov = (idx, p[idx], self.site[idx])
         return self._mov
+
+    def _scan(self) -> F:
+        """Requested power of every EV, and who can move energy (:attr:`_can`)."""
+        if self._p_all is None:
+            self._p_all = self.power_w(slice(None))
+            self._can = self.movable(slice(None), self._p_all, self.energy_wh)
+        return self._p_all
 
     def _movable_at(self, s: I | None) -> tuple[I, I, F]:
         """Movable EVs at the segment's sites ``s`` (None: every site): (EV indices,
         positions in the segment, requested power)."""
-        mov, p, site = self._movable_set()
         if s is None:
+            mov, p, site = self._movable_set()
             return mov, site, p
-        if not s.size or not mov.size:
-            return mov[:0], site[:0], p[:0]
-        o = np.argsort(s, kind="stable")
-        ss = s[o]
-        j = np.minimum(np.searchsorted(ss, site), ss.size - 1)
-        hit = ss[j] == site
-        return mov[hit], o[j[hit]], p[hit]
+        p_all = self._scan()  # a few sites (events, splits): look at their EVs only
+        ei, local = self.indices(s)
+        keep = self._can[ei]
+        ei = ei[keep]
+        return ei, local[keep], p_all[ei]
 
     def _leave(self, ei: I, p: F, e: F) -> None:
         """EVs ``ei`` moved energy in a segment: those at their limit leave the set."""
-        if self._mov is None:
+        if self._p_all is None:
             return
         still = self.movable(ei, p, e)
         if still.all():
             return
         gone = ei[~still]
         self._can[gone] = False
+        if self._mov is None:
+            return
         mov, pm, site = self._mov
         keep = np.ones(mov.size, dtype=bool)
         keep[np.searchsorted(mov, gone)] = False
