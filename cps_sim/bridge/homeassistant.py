@@ -220,6 +220,7 @@ def discovery_messages(
     expire_after_s: float | None = None,
     prefix: str = DISCOVERY_PREFIX,
     stored_energy: bool = False,
+    status_topic: str | None = None,
 ) -> list[tuple[str, bytes]]:
     """Retained discovery configs ``(topic, payload)`` for one device.
 
@@ -227,7 +228,10 @@ def discovery_messages(
     keys it accepts (power_w, current_a, on, mode); ``rated``: its :class:`Rated`.
     ``stored_energy``: its ``energy_wh`` is the energy in its store (the members of an
     exposed group), not a meter: an ``energy_storage`` sensor, kept out of the Energy
-    dashboard's counters.
+    dashboard's counters.  ``status_topic``: the publisher's own status (``online`` /
+    ``offline``, its last will), which the device's availability also needs: the members
+    of an exposed group are published by the simulator, whose will cannot clear their
+    retained ``online`` when it dies.
     """
     prof = device.profile
     node = f"cps_{device_id}"
@@ -246,6 +250,24 @@ def discovery_messages(
             )
             common["payload_available"] = "online"
             common["payload_not_available"] = "offline"
+    if (
+        status_topic is not None
+        and "availability_topic" in common
+        and "availability_template" not in common
+    ):
+        common["availability"] = [
+            {
+                "topic": common.pop("availability_topic"),
+                "payload_available": common.pop("payload_available"),
+                "payload_not_available": common.pop("payload_not_available"),
+            },
+            {
+                "topic": status_topic,
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            },
+        ]
+        common["availability_mode"] = "all"
     wanted = set(signals)
     controls = [c for c in controls if c in SETPOINT_SIGNALS]
     out: list[tuple[str, bytes]] = []

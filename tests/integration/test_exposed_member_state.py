@@ -9,7 +9,8 @@ docs/mqtt.md (member setpoint, state) and docs/hil.md (Home Assistant) on a real
   re-applied (each member setpoint re-applied it with a new event);
 * the group falls back ``ttl_s`` after its last setpoint;
 * Home Assistant: a member's ``energy_wh`` (the energy in its pack) is an
-  ``energy_storage`` sensor, not a ``total_increasing`` meter.
+  ``energy_storage`` sensor, not a ``total_increasing`` meter; its entities are available
+  only while the simulator's status is ``online`` too (a killed run left them available).
 """
 
 from __future__ import annotations
@@ -166,3 +167,10 @@ def test_member_state_clamp_reason_fallback_and_home_assistant(mosquitto, tmp_pa
     for kind in ("ev", "battery"):
         cfg = ctl.ha[f"homeassistant/sensor/cps_lab-0-{kind}/energy_wh/config"]
         assert (cfg["device_class"], cfg["state_class"]) == ("energy_storage", "measurement")
+        # available only while the simulator is: its will cannot clear the member's 'online'
+        num = ctl.ha[f"homeassistant/number/cps_lab-0-{kind}/power_setpoint/config"]
+        assert num["availability_mode"] == "all"
+        assert [a["topic"] for a in num["availability"]] == [
+            f"{P}/dev/lab-0-{kind}/availability",
+            f"{P}/status",
+        ]
