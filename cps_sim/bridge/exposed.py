@@ -141,6 +141,14 @@ class ExposedGroup:
                     self.tr.topics.dev(m.dev_id, "setpoint"),
                     lambda raw, now, m=m: self._on_member(m, raw, now),
                 )
+            else:  # observed only: a setpoint for it is refused, not silently lost
+                self.tr.subscribe_wire(
+                    self.tr.topics.dev(m.dev_id, "setpoint"),
+                    lambda raw, now, m=m: S.Reject(
+                        S.UNKNOWN_FIELD,
+                        f"the {m.kind} member {m.dev_id} is observed only: it takes no setpoints",
+                    ),
+                )
         if any(m.kind == "ev" for m in self.members):
             self.ev.track_ac_energy()
         if any(m.kind == "battery" for m in self.members):

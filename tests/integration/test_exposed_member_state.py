@@ -7,6 +7,7 @@ docs/mqtt.md (member setpoint, state) and docs/hil.md (Home Assistant) on a real
   member follows again (the old rejection stuck to every later state);
 * one clamped group setpoint is one ``setpoint_clamped`` event, however often it is
   re-applied (each member setpoint re-applied it with a new event);
+* a setpoint for a load member (observed only) is refused (``unknown_field``), not lost;
 * the group falls back ``ttl_s`` after its last setpoint;
 * Home Assistant: a member's ``energy_wh`` (the energy in its pack) is an
   ``energy_storage`` sensor, not a ``total_increasing`` meter; its entities are available
@@ -110,6 +111,8 @@ class Controller:
             self.send(group, ttl_s=3000, ev_setpoint_w=[9000.0], battery_setpoint_w=[500.0])
         if self.at("bad", t, 180):  # a current limit: not for a simulated charger
             self.send(f"{P}/dev/lab-0-ev/setpoint", ttl_s=600, current_a=10.0)
+        if self.at("load", t, 200):  # a load member is observed only
+            self.send(f"{P}/dev/lab-0-load/setpoint", ttl_s=600, power_w=0.0)
         if self.at("M", t, 240):  # another member's setpoint re-applies the group's
             self.send(f"{P}/dev/lab-0-battery/setpoint", ttl_s=600, power_w=-1000.0)
         if self.at("G2", t, 300):  # then silence: the fallback ('off') after 120 s
@@ -127,7 +130,7 @@ def test_member_state_clamp_reason_fallback_and_home_assistant(mosquitto, tmp_pa
     finally:
         stop(ctl.c)
     assert not ctl.errors, ctl.errors
-    assert ctl.done == {"G1", "bad", "M", "G2"}
+    assert ctl.done == {"G1", "bad", "load", "M", "G2"}
     log = pq.read_table(res.out_dir / "bridge.parquet").to_pandas()
     out = log[log.direction == "out"]
 
@@ -135,8 +138,10 @@ def test_member_state_clamp_reason_fallback_and_home_assistant(mosquitto, tmp_pa
         return [json.loads(p) for p in out[out.topic == topic].payload]
 
     taken = log[(log.direction == "in") & log.topic.str.endswith("/setpoint")]
-    t_g1, t_bad, _t_m, t_g2 = taken.sim_time_s.tolist()
-    assert taken.reason.tolist() == ["", "unknown_field", "", ""]
+    t_g1, t_bad, _t_load, _t_m, t_g2 = taken.sim_time_s.tolist()
+    assert taken.reason.tolist() == ["", "unknown_field", "unknown_field", "", ""]
+    assert "observed only" in taken.detail.tolist()[2]
+    assert res.kpis["bridge_rejected_unknown_field"] == 2
 
     states = bodies(f"{P}/dev/lab-0-ev/state")
     after_g1 = [s for s in states if t_g1 <= s["sim_time_s"] < t_bad]
