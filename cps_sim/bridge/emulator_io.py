@@ -196,9 +196,16 @@ class Links:
             return
         c.connected = True
         c.backoff = RECONNECT_MIN_S
-        topics = [(t, 1) for i in c.devices for t in self.f.bound[i].command_topics]
+        # MQTT 5: retain as published, so that a command published retained is ignored
+        # also when it arrives live (3.1.1 brokers clear the flag on live delivery)
+        opt: Any = 1
+        if self.f.cfg.protocol == "5":
+            from paho.mqtt.subscribeoptions import SubscribeOptions
+
+            opt = SubscribeOptions(qos=1, retainAsPublished=True)
+        topics = [(t, opt) for i in c.devices for t in self.f.bound[i].command_topics]
         if self.f.cfg.homeassistant and c.k == 0:
-            topics.append((f"{self.f.cfg.ha_prefix}/status", 1))
+            topics.append((f"{self.f.cfg.ha_prefix}/status", opt))
         for lo in range(0, len(topics), 200):
             client.subscribe(topics[lo : lo + 200])
         if c.ever_connected:  # a reconnect: tell the world we are back

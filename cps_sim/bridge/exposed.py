@@ -130,7 +130,6 @@ class ExposedGroup:
         self.overrides: dict[str, MemberSetpoint] = {}
         self.base: dict[str, np.ndarray] = {}  # group-level values in force per key
         self.stamp: dict[str, int] = {}  # arrival stamp of what set base[key]
-        self.reason: dict[str, str] = {}  # last reject reason per member
         self.ev = world.group(g).evs
         self.bat = world.group(g).batteries
         for m in self.members:
@@ -141,6 +140,14 @@ class ExposedGroup:
                 self.tr.subscribe_wire(
                     self.tr.topics.dev(m.dev_id, "setpoint"),
                     lambda raw, now, m=m: self._on_member(m, raw, now),
+                )
+            else:  # observed only: a setpoint for it is refused, not silently lost
+                self.tr.subscribe_wire(
+                    self.tr.topics.dev(m.dev_id, "setpoint"),
+                    lambda raw, now, m=m: S.Reject(
+                        S.UNKNOWN_FIELD,
+                        f"the {m.kind} member {m.dev_id} is observed only: it takes no setpoints",
+                    ),
                 )
         if any(m.kind == "ev" for m in self.members):
             self.ev.track_ac_energy()
@@ -153,11 +160,9 @@ class ExposedGroup:
     def _on_member(self, m: Member, raw: RawIn, now: float) -> S.Reject | None:
         r = self._decode_member(m, raw, now)
         if isinstance(r, S.Reject):
-            self.reason[m.dev_id] = str(r)
-            self._state(m, now)
+            self._state(m, now, reject=str(r))  # the answer to this message only
             return r
         self.overrides[m.dev_id] = r
-        self.reason[m.dev_id] = ""
         self.stats.member_setpoints += 1
         if not self.dirty:  # one wake-up for every member setpoint taken at this instant
             self.wake.put(True)
@@ -359,22 +364,28 @@ class ExposedGroup:
         self.world.apply(self.g, **{k: v for k, v in sp.items() if k in self.sizes})
 
     # ------------------------------------------------------------------ state out
-    def _state(self, m: Member, now: float) -> None:
-        """``<prefix>/dev/<member>/state``: what the member follows now."""
+    def _state(self, m: Member, now: float, reject: str = "") -> None:
+        """``<prefix>/dev/<member>/state``: what the member follows now, after the clamp
+        to its rating; ``reject``: the reason this answers a rejected member setpoint."""
         o = self.overrides.get(m.dev_id)
         eff = self.effective()
         body: dict[str, Any] = {}
+        i = m.index
         if m.kind == "ev":
             keys: tuple[str, ...] = ("ev_setpoint_w",)
-            v = float(eff["ev_setpoint_w"][m.index]) if "ev_setpoint_w" in eff else math.inf
-            body["setpoint_power_w"] = v if math.isfinite(v) else float(self.ev.charger_w[m.index])
+            hi = float(self.ev.charger_w[i])
+            v = float(eff["ev_setpoint_w"][i]) if "ev_setpoint_w" in eff else math.inf
+            body["setpoint_power_w"] = min(max(v, -float(self.ev.v2x_w[i])), hi)
             mode = "setpoint"
         else:
             keys = ("battery_setpoint_w", "battery_mode")
-            auto = "battery_mode" not in eff or eff["battery_mode"][m.index] == BATTERY_AUTO
+            auto = "battery_mode" not in eff or eff["battery_mode"][i] == BATTERY_AUTO
             mode = "auto" if auto else "setpoint"
             if not auto:
-                body["setpoint_power_w"] = float(eff["battery_setpoint_w"][m.index])
+                b = self.bat.spec
+                v = float(eff["battery_setpoint_w"][i])
+                lo, hi = -float(b.max_discharge_power_w[i]), float(b.max_charge_power_w[i])
+                body["setpoint_power_w"] = min(max(v, lo), hi)
         newest_group = max(self.stamp.get(k, _FALLBACK_STAMP) for k in keys)
         if o is not None and o.stamp > newest_group:
             source = "member"
@@ -385,7 +396,7 @@ class ExposedGroup:
         body.update(
             mode=mode,
             fallback=source == "fallback",
-            reason=self.reason.get(m.dev_id, "") or f"following the {source} setpoint",
+            reason=reject or f"following the {source} setpoint",
         )
         topic = self.tr.topics.dev(m.dev_id, "state")
         e = self.tr.envelope(topic)
@@ -470,6 +481,7 @@ class _Guard:
         self.last: dict[str, np.ndarray] = {}  # values applied (after clamp and ramp)
         self.target: dict[str, np.ndarray] = {}  # values wanted (after clamp, before ramp)
         self.last_t = math.nan
+        self.asked: dict[str, np.ndarray] = {}  # values asked for (before the clamp)
 
     def pending(self) -> bool:
         """A rate-limited value has not reached its target yet."""
@@ -506,7 +518,16 @@ class _Guard:
                 out[key] = x
                 continue
             y = np.clip(x, lo, hi)
-            changed = y != x
+            # a value clamped when it is asked for, not again on every re-application of
+            # the same setpoint (another member's setpoint, a ramp step)
+            prev = self.asked.get(key)
+            fresh = (
+                np.ones(x.shape, dtype=bool)
+                if prev is None or prev.shape != x.shape
+                else ~((prev == x) | (np.isnan(prev) & np.isnan(x)))
+            )
+            self.asked[key] = x.copy()
+            changed = (y != x) & fresh
             if changed.any():
                 i = int(np.flatnonzero(changed)[0])
                 stats.clamped += int(changed.sum())

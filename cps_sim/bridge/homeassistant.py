@@ -5,8 +5,11 @@ announces its entities under ``homeassistant/<component>/cps_<device id>/<signal
 (retained), so Home Assistant shows it without YAML:
 
 * sensors for what it reports: power (W, ``measurement``), energy (Wh, ``total_increasing``
-  for counters that only grow, ``total`` for a battery's or PV system's net energy),
-  state of charge (%), current, voltage, temperature, status text; binary sensors for
+  for counters that only grow, ``total`` for the net energy of a battery, a PV system or
+  an EV charger that may discharge),
+  state of charge (%), the energy in a store (``energy_storage``, ``measurement``: the
+  ``energy_wh`` of an exposed group's EV and battery members), current, voltage,
+  temperature, status text; binary sensors for
   ``plugged``, a relay state that cannot be switched, and ``fallback``;
 * controls for what it accepts: a ``number`` for a power setpoint (W) or an EV current
   limit (A), a ``switch`` for a relay, a ``button`` that hands control back (``mode:
@@ -59,7 +62,7 @@ SENSORS: dict[str, tuple[str, str, str | None, str | None, str | None, float]] =
     "on": ("binary_sensor", "Relay", "power", None, None, 1.0),
     "fallback": ("binary_sensor", "Fail-safe active", "problem", None, None, 1.0),
 }
-NET_ENERGY_KINDS = ("battery", "pv")  # energy_wh goes both ways: state_class total
+NET_ENERGY_KINDS = ("battery", "pv", "ev_charger")  # energy_wh may go both ways (V2X): total
 
 
 def _index(path: tuple[str | int, ...]) -> str:
@@ -216,11 +219,19 @@ def discovery_messages(
     name: str | None = None,
     expire_after_s: float | None = None,
     prefix: str = DISCOVERY_PREFIX,
+    stored_energy: bool = False,
+    status_topic: str | None = None,
 ) -> list[tuple[str, bytes]]:
     """Retained discovery configs ``(topic, payload)`` for one device.
 
     ``signals``: the canonical signals the device publishes; ``controls``: the setpoint
     keys it accepts (power_w, current_a, on, mode); ``rated``: its :class:`Rated`.
+    ``stored_energy``: its ``energy_wh`` is the energy in its store (the members of an
+    exposed group), not a meter: an ``energy_storage`` sensor, kept out of the Energy
+    dashboard's counters.  ``status_topic``: the publisher's own status (``online`` /
+    ``offline``, its last will), which the device's availability also needs: the members
+    of an exposed group are published by the simulator, whose will cannot clear their
+    retained ``online`` when it dies.
     """
     prof = device.profile
     node = f"cps_{device_id}"
@@ -239,6 +250,24 @@ def discovery_messages(
             )
             common["payload_available"] = "online"
             common["payload_not_available"] = "offline"
+    if (
+        status_topic is not None
+        and "availability_topic" in common
+        and "availability_template" not in common
+    ):
+        common["availability"] = [
+            {
+                "topic": common.pop("availability_topic"),
+                "payload_available": common.pop("payload_available"),
+                "payload_not_available": common.pop("payload_not_available"),
+            },
+            {
+                "topic": status_topic,
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            },
+        ]
+        common["availability_mode"] = "all"
     wanted = set(signals)
     controls = [c for c in controls if c in SETPOINT_SIGNALS]
     out: list[tuple[str, bytes]] = []
@@ -253,7 +282,9 @@ def discovery_messages(
                 continue  # shown as the switch below
             seen.add(sig)
             comp, label, dclass, unit, sclass, scale = SENSORS[sig]
-            if sig == "energy_wh" and kind in NET_ENERGY_KINDS:
+            if sig == "energy_wh" and stored_energy:
+                label, dclass, sclass = "Stored energy", "energy_storage", "measurement"
+            elif sig == "energy_wh" and kind in NET_ENERGY_KINDS:
                 sclass = "total"
             cfg: dict[str, Any] = {
                 "name": label,

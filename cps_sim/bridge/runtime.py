@@ -228,6 +228,8 @@ class BridgeRuntime:
                     rated=rated,
                     expire_after_s=3 * every / self.speed,
                     prefix=self.spec.discovery_prefix,
+                    stored_energy=m.kind in ("ev", "battery"),  # energy_wh: in the pack
+                    status_topic=self.tr.topics.status(),  # a dead simulator: unavailable
                 )
         return out
 

@@ -337,7 +337,7 @@ class LiveLink:
                     self.queue.put(RawIn(time.time(), CONNECT_FAILED, str(reason_code).encode()))
                 return
             with self._lock:
-                subs = list(self._subs.items())
+                subs = [(pattern, self._options(qos)) for pattern, qos in self._subs.items()]
             if subs:
                 client.subscribe(subs)
             sock = client.socket()
@@ -462,6 +462,16 @@ class LiveLink:
                 )
             raise BridgeError(f"MQTT broker {who} refused the connection: {rc}")
 
+    def _options(self, qos: int) -> Any:
+        """Subscription options: under MQTT 5 with *retain as published*, so that a
+        setpoint a controller publishes retained is seen as retained (and rejected) also
+        when it arrives live; MQTT 3.1.1 brokers clear the flag on live delivery."""
+        if self.cfg.protocol != "5":
+            return qos
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        return SubscribeOptions(qos=qos, retainAsPublished=True)
+
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
         with self._acked:
             self._acked_mids.add(mid)
@@ -476,7 +486,11 @@ class LiveLink:
             self._subs[pattern] = qos
         if self.client is None:
             return
-        _rc, mid = self.client.subscribe(pattern, qos=qos)
+        opts = self._options(qos)
+        if isinstance(opts, int):
+            _rc, mid = self.client.subscribe(pattern, qos=opts)
+        else:
+            _rc, mid = self.client.subscribe(pattern, options=opts)
         deadline = time.monotonic() + self.cfg.connect_timeout_s
         with self._acked:
             while mid not in self._acked_mids and time.monotonic() < deadline:

@@ -170,6 +170,18 @@ SYSTEM_COLUMNS: tuple[Column, ...] = (
     Column("system_plants_w", "W", "Generation of all plants."),
     Column("system_storage_w", "W (signed)", "Grid storage, + charging / − discharging."),
     Column("system_storage_soc", "1", "Grid storage state of charge at the tick's end."),
+    Column(
+        "system_storage_stored_wh",
+        "Wh",
+        "Energy in all grid storage at the tick's end (written with storage; where the first "
+        "row starts: storage_stored_initial_wh of the cps_sim.system metadata).",
+    ),
+    Column(
+        "system_storage_loss_w",
+        "W",
+        "Grid storage conversion losses, self-discharge and capacity fade; every tick "
+        "system_storage_w · h = system_storage_loss_w · h + Δsystem_storage_stored_wh.",
+    ),
     Column("system_electrolyser_w", "W", "Electrolysers' electric power."),
     Column(
         "system_electrolyser_curtailment_avoided_w",

@@ -33,6 +33,12 @@ FACTS = (
         "energy in all batteries and EVs where the first row starts [Wh]",
     ),
     (
+        "cps_sim.stored_initial_wh_by_group",
+        "JSON: the same per site group, {group: Wh} (the start of each group's "
+        "`stored_wh` in timeseries_groups.parquet; the values add up to "
+        "`cps_sim.stored_initial_wh`)",
+    ),
+    (
         "cps_sim.device_groups",
         "JSON: the site groups with heat-pump water heaters (`hpwh`) "
         "and with space conditioning (`hvac`)",
@@ -40,7 +46,8 @@ FACTS = (
     (
         "cps_sim.system",
         "JSON: plant technologies, rated electrolyser power [W], the system's "
-        "carbon price (with a `system:` block)",
+        "carbon price, the named storage units and the grid storage energy where the first "
+        "row starts (`storage_stored_initial_wh` [Wh]) (with a `system:` block)",
     ),
     ("cps_sim.vpp", "name of the aggregator (with a `vpp:` block)"),
     ("cps_sim.balancing_group", "name of the balancing group (with a `balancing_group:` block)"),

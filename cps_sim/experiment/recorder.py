@@ -82,10 +82,13 @@ class Recorder:
         self.extra: dict[str, np.ndarray] = {}
         # energy in every store where the counted period starts
         self.stored_initial_wh = world.ledger.stored_initial_wh
+        # the same per site group (closes each group's books from its first row)
+        self.group_stored_initial_wh = {g.name: g.stored_wh() for g in world.groups}
 
     def on_tick(self, r: TickResult) -> None:
         if r.k < self.k0:  # warm-up: runs, not recorded
             self.stored_initial_wh = r.stored_wh
+            self.group_stored_initial_wh.update(r.group_stored_wh or {})
             return
         k = r.k - self.k0
         n = self.flows.shape[0]
@@ -316,6 +319,9 @@ class Recorder:
             "sites": str(sum(g.n for g in w.groups)),
             "evs": str(sum(g.evs.n for g in w.groups if g.evs is not None)),
             "stored_initial_wh": repr(float(self.stored_initial_wh)),
+            "stored_initial_wh_by_group": json.dumps(
+                {name: float(v) for name, v in self.group_stored_initial_wh.items()}
+            ),
             "device_groups": json.dumps(
                 {key: [g.name for g in w.groups if key in g.by_key] for key in ("hpwh", "hvac")},
                 sort_keys=True,
@@ -324,7 +330,7 @@ class Recorder:
         }
         for hook in w.tick_hooks:
             if isinstance(hook, SystemHook):
-                facts["system"] = json.dumps(hook.kpi_facts(), sort_keys=True)
+                facts["system"] = json.dumps(hook.kpi_facts(self.k0), sort_keys=True)
             elif isinstance(hook, VppRuntime):
                 facts["vpp"] = hook.name
             elif isinstance(hook, BalancingGroupHook):

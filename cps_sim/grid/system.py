@@ -353,6 +353,7 @@ class SystemHook:
             exp = d.export_capacity_mw * 1e6 if d.export_capacity_mw else np.inf
             self.tree = nw.node_tree([-1], imp, exp, names=["area_substation"], kind=["substation"])
         self._rows: list[dict[str, float]] = []  # this hook's columns, tick by tick
+        self._stored_before: list[float] = []  # grid storage energy where each tick starts
 
     # ------------------------------------------------------------------ per tick
     def on_tick(self, world: World, result: TickResult) -> dict[str, float]:
@@ -364,6 +365,8 @@ class SystemHook:
         demand = float(self.background_w[k] + self.data_centre_w[k] + site_imp)
         renewable = float(self.wind_w[k] + self.utility_pv_w[k] + site_exp)
 
+        stored_before = float(self.storage.energy_wh.sum()) if self.storage is not None else 0.0
+        self._stored_before.append(stored_before)
         e_hi = np.zeros(0)
         if self.elec_spec is not None:
             _, e_hi = el.feasible_power_w(self.elec_spec, self.elec_state, dt)
@@ -446,9 +449,10 @@ class SystemHook:
                 "system_storage_w": storage_w,
                 "system_storage_soc": soc,
                 "system_electrolyser_w": elec_w,
-                "system_electrolyser_curtailment_avoided_w": curt_cf - curt,
-                "system_electrolyser_export_displaced_w": export_cf - export,
-                "system_electrolyser_overgeneration_avoided_w": overgen_cf - overgen,
+                # each >= 0 by construction; max() drops the float noise (-1e-8 W)
+                "system_electrolyser_curtailment_avoided_w": max(curt_cf - curt, 0.0),
+                "system_electrolyser_export_displaced_w": max(export_cf - export, 0.0),
+                "system_electrolyser_overgeneration_avoided_w": max(overgen_cf - overgen, 0.0),
                 "system_h2_kg": h2_kg,
                 "system_export_w": export,
                 "system_curtailment_w": curt,
@@ -464,6 +468,11 @@ class SystemHook:
                 "system_balance_error_w": err,
             }
         )
+        if self.storage is not None:
+            # grid storage's own books: storage_w · h = loss · h + Δstored
+            stored = float(self.storage.energy_wh.sum())
+            cols["system_storage_stored_wh"] = stored
+            cols["system_storage_loss_w"] = storage_w - (stored - stored_before) * to_w
         if self._named_storage and self.storage is not None:
             unit_w = (
                 res.storage_unit_power_w
@@ -489,8 +498,9 @@ class SystemHook:
         return cols
 
     # ------------------------------------------------------------------ end of run
-    def kpi_facts(self) -> dict:
-        """What the KPIs need beyond the columns (written to the Parquet metadata)."""
+    def kpi_facts(self, first_tick: int = 0) -> dict:
+        """What the KPIs need beyond the columns (written to the Parquet metadata);
+        ``first_tick``: the first recorded tick (after a warm-up)."""
         rated = float(self.elec_spec.rated_power_w.sum()) if self.elec_spec else 0.0
         units = [
             {
@@ -507,6 +517,12 @@ class SystemHook:
             "technologies": self.technologies,
             "electrolyser_rated_w": rated,
             "storage_units": units,
+            # grid storage energy where the first recorded tick starts [Wh]
+            "storage_stored_initial_wh": (
+                self._stored_before[first_tick]
+                if self.storage is not None and len(self._stored_before) > first_tick
+                else 0.0
+            ),
             "carbon_price_jpy_per_t": float(self.carbon_price_jpy_per_t.mean())
             if self.carbon_price_jpy_per_t.size
             else 0.0,

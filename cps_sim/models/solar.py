@@ -40,7 +40,7 @@ from cps_sim.models.weather import library_deprecations_ignored
 
 ArrayLike = npt.ArrayLike
 
-DEFAULT_LOSSES_PERCENT = 14.08  # pvlib.pvsystem.pvwatts_losses() with its defaults
+DEFAULT_LOSSES_PERCENT = 14.08  # pvlib.pvsystem.pvwatts_losses() defaults (14.0757), rounded
 SAPM_OPEN_RACK_GLASS_POLYMER = pvlib.temperature.TEMPERATURE_MODEL_PARAMETERS["sapm"][
     "open_rack_glass_polymer"
 ]

@@ -42,11 +42,14 @@ model with the Linke turbidity climatology that ships inside the pvlib wheel.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import math
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -444,6 +447,65 @@ def _check_values(df: pd.DataFrame, path: Path) -> None:
         raise WeatherDataError(f"{path}: column 'timestamp': timestamps must increase strictly")
 
 
+_OFFSET = re.compile(r"^(?:UTC)?([+-])(\d{2}):?(\d{2})$")
+_HAS_OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
+
+
+def weather_zone(name: str) -> Any:
+    """The zone of a weather file's naive timestamps: an IANA name (``UTC``,
+    ``Asia/Tokyo``, ``Etc/GMT+7``) or a fixed offset ``+09:00`` / ``-07:00``."""
+    m = _OFFSET.match(name.strip())
+    if m:
+        minutes = int(m.group(2)) * 60 + int(m.group(3))
+        if minutes > 18 * 60:
+            raise ValueError(f"UTC offset {name!r} is beyond ±18:00")
+        return _dt.timezone(_dt.timedelta(minutes=minutes if m.group(1) == "+" else -minutes))
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r} (an IANA name such as 'UTC' or 'Asia/Tokyo', "
+            "or a fixed offset such as '+09:00')"
+        ) from None
+    return name
+
+
+def _parse_timestamps(column: pd.Series, path: Path) -> pd.DatetimeIndex:
+    """ISO 8601 stamps, all naive or all with an offset; offsets may differ between rows
+    (local wall time written with its daylight-saving offset)."""
+    try:
+        return pd.DatetimeIndex(pd.to_datetime(column, format="ISO8601"))
+    except (ValueError, TypeError) as exc:
+        text = column.astype(str).str.strip()
+        if "Mixed timezones" in str(exc) and text.str.contains(_HAS_OFFSET).all():
+            return pd.DatetimeIndex(pd.to_datetime(text, format="ISO8601", utc=True))
+        if "Mixed timezones" in str(exc):
+            exc = ValueError("some stamps have a UTC offset and some have none")
+        raise WeatherDataError(
+            f"{path}: column 'timestamp': not ISO 8601 timestamps: {exc}"
+        ) from exc
+
+
+def _localize(times: pd.DatetimeIndex, zone: Any, name: str, path: Path) -> pd.DatetimeIndex:
+    """Naive stamps placed in ``zone``: in a zone with daylight saving they are read as
+    its wall clock (the repeated autumn hour inferred from the order); a stamp the clock
+    skips is an error that says how to name a file kept in standard time or UTC."""
+    try:
+        return times.tz_localize(zone, ambiguous="infer", nonexistent="raise")
+    except Exception as exc:  # pandas: NonExistentTimeError / AmbiguousTimeError
+        first = times[0]
+        std = pd.Timestamp(first).tz_localize(zone, ambiguous=False, nonexistent="shift_forward")
+        off = std.utcoffset() - (std.dst() or _dt.timedelta(0))
+        hours, rest = divmod(abs(int(off.total_seconds())) // 60, 60)
+        fixed = f"{'+' if off >= _dt.timedelta(0) else '-'}{abs(hours):02d}:{rest:02d}"
+        raise WeatherDataError(
+            f"{path}: column 'timestamp': the stamps have no UTC offset and cannot be "
+            f"{name}'s wall clock, which has daylight saving time ({exc}); a file kept in "
+            f"standard time or in UTC needs weather.timezone, e.g. '{fixed}' or 'UTC' "
+            "(or stamps with their UTC offset)"
+        ) from None
+
+
 def read_csv_weather(
     path: str | Path,
     *,
@@ -458,11 +520,13 @@ def read_csv_weather(
 
     Columns (header names, any order, extra columns ignored):
 
-    * ``timestamp`` — ISO 8601, e.g. ``2026-04-01T12:00:00+09:00``.  Naive
-      timestamps need ``tz=`` (e.g. ``"Asia/Tokyo"``).  ``time_label`` says what
-      it marks: ``"start"`` (default) or ``"end"`` of the interval the row's values
-      average, or ``"instant"`` for point samples.  The returned index is the
-      interval midpoint (or the sample time), ``attrs["interval_s"]`` the step.
+    * ``timestamp`` — ISO 8601, e.g. ``2026-04-01T12:00:00+09:00`` (the offset may
+      change between rows, e.g. at daylight saving).  Naive timestamps need ``tz=``:
+      an IANA zone (``"UTC"``, ``"Asia/Tokyo"``; in a zone with daylight saving they
+      are its wall clock) or a fixed offset (``"-07:00"``: local standard time).
+      ``time_label`` says what it marks: ``"start"`` (default) or ``"end"`` of the
+      interval the row's values average, or ``"instant"`` for point samples.  The returned
+      index is the interval midpoint (or the sample time), ``attrs["interval_s"]`` the step.
     * ``ghi_w_m2`` — required, ≥ 0.
     * ``dni_w_m2``, ``dhi_w_m2`` — optional together; when absent they are
       derived from GHI by the Erbs decomposition, which needs
@@ -505,21 +569,17 @@ def read_csv_weather(
             )
     if raw.empty:
         raise WeatherDataError(f"{path}: no data rows (only a header)")
-    try:
-        times = pd.DatetimeIndex(pd.to_datetime(raw["timestamp"], format="ISO8601"))
-    except (ValueError, TypeError) as exc:
-        raise WeatherDataError(
-            f"{path}: column 'timestamp': not ISO 8601 timestamps: {exc}"
-        ) from exc
+    times = _parse_timestamps(raw["timestamp"], path)
+    zone = weather_zone(tz) if tz is not None else None
     if times.tz is None:
-        if tz is None:
+        if zone is None:
             raise WeatherDataError(
                 f"{path}: column 'timestamp': timestamps have no UTC offset; "
                 "pass tz=, e.g. 'Asia/Tokyo'"
             )
-        times = times.tz_localize(tz)
-    elif tz is not None:
-        times = times.tz_convert(tz)
+        times = _localize(times, zone, tz, path)
+    elif zone is not None:
+        times = times.tz_convert(zone)
     if not times.is_monotonic_increasing or times.has_duplicates:
         raise WeatherDataError(f"{path}: column 'timestamp': timestamps must increase strictly")
     step = _regular_step(times, path)

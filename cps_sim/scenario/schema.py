@@ -76,6 +76,13 @@ class WeatherSpec(_Model):
         description="csv: what a timestamp marks: the start or the end of the "
         "interval its values average, or an instantaneous sample.",
     )
+    timezone: str | None = Field(
+        None,
+        description="csv: the zone of timestamps written without a UTC offset: an IANA name "
+        "(UTC, Asia/Tokyo; a zone with daylight saving means its wall clock) or a fixed "
+        "offset such as -07:00 (a file kept in local standard time); default: the scenario's "
+        "timezone.  Stamps that carry their offset need none.",
+    )
     clear_sky_index_scale: float = Field(
         1.0,
         gt=0,
@@ -86,10 +93,28 @@ class WeatherSpec(_Model):
     constant_temp_c: float = Field(20.0, ge=-60, le=60, description="constant: air temperature.")
     constant_wind_m_s: float = Field(0.0, ge=0, le=80, description="constant: wind speed.")
 
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            from cps_sim.models.weather import weather_zone
+
+            weather_zone(v)
+        return v
+
     @model_validator(mode="after")
     def _file(self) -> WeatherSpec:
         if self.source in ("epw", "tmy3", "csv") and not self.file:
             raise ValueError(f"source {self.source!r} needs 'file'")
+        if self.timezone is not None and self.source != "csv":
+            raise ValueError(
+                f"'timezone' applies to csv files (source {self.source!r}: "
+                + (
+                    "the file states its own UTC offset)"
+                    if self.source in ("epw", "tmy3")
+                    else "no file)"
+                )
+            )
         return self
 
 

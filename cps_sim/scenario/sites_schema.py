@@ -109,8 +109,9 @@ class PvSpec(_Model):
 
     ``pvwatts`` (default): pvlib — solar position, Perez transposition to each
     system's tilt/azimuth, SAPM cell temperature, PVWatts DC and inverter with
-    clipping (``models/solar.py``); orientations are binned to 5° tilt and 15°
-    azimuth, so a population costs one profile per distinct orientation.
+    clipping (``models/solar.py``); a fixed tilt/azimuth, or a choice among values,
+    is used as given; draws from a continuous distribution are binned to 5° tilt and
+    15° azimuth, so a population costs one profile per distinct orientation.
     ``simple``: AC = capacity × GHI/1000 × performance ratio (foundation model).
     """
 

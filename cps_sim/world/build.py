@@ -28,6 +28,16 @@ from cps_sim.world.prices import tick_carbon_prices, tick_prices
 from cps_sim.world.world import GroupBinding, World
 
 
+def _orientation(spec, gen, n: int, step_deg: float) -> np.ndarray:
+    """PV tilt or azimuth of ``n`` sites [deg]: a fixed value or a choice among values as
+    given; draws from a continuous distribution binned to ``step_deg``, so a population
+    costs one profile per distinct orientation."""
+    values = sample(spec, gen, n)
+    if isinstance(spec, int | float) or getattr(spec, "distribution", None) == "choice":
+        return np.asarray(values, dtype=float)
+    return np.round(values / step_deg) * step_deg
+
+
 def _has(rng: RngStreams, stream: str, n: int, share: float) -> np.ndarray:
     return rng.generator(stream).random(n) < share
 
@@ -103,23 +113,23 @@ def build_group(
             if pv.inverter_kw:
                 ac[:] = pv.inverter_kw * 1000.0
         else:
-            tilt = np.round(sample(pv.tilt_deg, rng.generator(f"{base}/pv/tilt_deg"), n) / 5) * 5
+            tilt = _orientation(pv.tilt_deg, rng.generator(f"{base}/pv/tilt_deg"), n, 5.0)
             az = np.mod(
-                np.round(sample(pv.azimuth_deg, rng.generator(f"{base}/pv/azimuth_deg"), n) / 15)
-                * 15,
-                360,
+                _orientation(pv.azimuth_deg, rng.generator(f"{base}/pv/azimuth_deg"), n, 15.0),
+                360.0,
             )
-            keys = tilt * 1000.0 + az
-            keys[~has_pv] = -1.0
-            uniq, pv_orient = np.unique(keys, return_inverse=True)
-            real = uniq >= 0
-            unit = np.zeros((len(weather.ghi_w_m2), uniq.size))
+            pairs = np.column_stack([tilt, az])
+            pairs[~has_pv] = -1.0
+            uniq, pv_orient = np.unique(pairs, axis=0, return_inverse=True)
+            pv_orient = pv_orient.reshape(-1)
+            real = uniq[:, 0] >= 0
+            unit = np.zeros((len(weather.ghi_w_m2), uniq.shape[0]))
             if real.any():
                 unit[:, real] = pv_unit_profiles(
                     weather,
                     scenario,
-                    uniq[real] // 1000.0,
-                    np.mod(uniq[real], 1000.0),
+                    uniq[real, 0],
+                    uniq[real, 1],
                     pv.dc_ac_ratio,
                     pv.losses_percent,
                 )

@@ -215,6 +215,74 @@ def _check_weather_site(df: pd.DataFrame, scenario: Scenario, clock: Clock, path
             )
 
 
+# The irradiance of a weather file, per solar day, is centred on solar noon at the site;
+# clouds move a day's centre, so the median over the days is used: within 1 min for the
+# typical years shipped with pvlib, up to 13.5 min for their worst 30-day window.  Further
+# off than max(12 min, 150 min / √days), the file's times are suspect (a 30-min label error
+# of hourly data shows as 30 min, UTC read as local time as hours).
+WEATHER_NOON_WARN_MIN = 12.0
+WEATHER_NOON_MIN_DAYS = 7
+
+
+def irradiance_noon_offset_min(df: pd.DataFrame, longitude_deg: float) -> tuple[float, int]:
+    """Median over the days of the GHI-weighted mean solar hour angle of each day's
+    daylight (a run of rows with GHI > 0), in minutes from solar noon (+ after), and the
+    number of days.  Wrong times of any size are measured (the daylight runs, not clock
+    days, are grouped)."""
+    import pvlib
+
+    ghi = df["ghi_w_m2"].to_numpy(dtype=float)
+    idx = pd.DatetimeIndex(df.index).tz_convert("UTC")
+    from cps_sim.models.weather import library_deprecations_ignored
+
+    eot = pvlib.solarposition.equation_of_time_spencer71(idx.day_of_year.to_numpy())
+    with library_deprecations_ignored():
+        ha = np.asarray(pvlib.solarposition.hour_angle(idx, longitude_deg, eot), dtype=float)
+    ha = np.degrees(np.unwrap(np.radians(ha)))  # continuous: no jump inside a day
+    sun = ghi > 0
+    # a cloud that takes GHI to 0 for less than 3 h does not end the day
+    step_s = float(np.median(np.diff(idx.as_unit("s").asi8))) if len(idx) > 1 else 3600.0
+    dark = np.flatnonzero(np.diff(np.r_[1, sun.astype(np.int8), 1]))  # edges of dark runs
+    for a, b in zip(dark[::2], dark[1::2], strict=True):
+        if a > 0 and b < sun.size and (b - a) * step_s < 3 * 3600.0:
+            sun[a:b] = True
+    run = np.cumsum(np.r_[sun[0], sun[1:] & ~sun[:-1]]) - 1  # daylight run of each row
+    run, g, h = run[sun], ghi[sun], ha[sun]  # rows of the closed gaps weigh 0
+    if run.size == 0:
+        return 0.0, 0
+    w = np.bincount(run, weights=g)
+    m = np.bincount(run, weights=g * h)
+    rows = np.bincount(run)
+    first = np.flatnonzero(np.r_[True, run[1:] != run[:-1]])
+    last = np.r_[first[1:] - 1, run.size - 1]
+    short = h[last] - h[first] < 300.0  # under 20 h: not a polar summer's endless day
+    ok = (w > 0) & (rows >= 2) & short
+    if not ok.any():
+        return 0.0, 0
+    centre = np.mod(m[ok] / w[ok] + 180.0, 360.0) - 180.0  # [deg], 0 at solar noon
+    return float(np.median(centre) * 4.0), int(ok.sum())
+
+
+def _check_weather_timing(df: pd.DataFrame, scenario: Scenario, path: Path) -> None:
+    """Warn when a file's irradiance is not centred on solar noon at the scenario
+    location: timestamps in another zone than assumed (UTC read as local time, local
+    standard time as daylight-saving time) or the wrong ``time_label``."""
+    offset, days = irradiance_noon_offset_min(df, scenario.location.longitude)
+    limit = max(WEATHER_NOON_WARN_MIN, 150.0 / math.sqrt(max(days, 1)))
+    if days >= WEATHER_NOON_MIN_DAYS and abs(offset) > limit:
+        when = "after" if offset > 0 else "before"
+        warnings.warn(
+            WeatherSiteWarning(
+                f"{path.name}: the irradiance is centred {abs(offset):.0f} min {when} solar "
+                f"noon at the scenario location (median over {days} days; expected within "
+                f"{limit:.0f} min): are the timestamps in another time zone "
+                "(weather.timezone), is weather.time_label right, or is the file for another "
+                "place?"
+            ),
+            stacklevel=3,
+        )
+
+
 def _read_weather_file(
     scenario: Scenario, clock: Clock, base_dir: Path | None
 ) -> tuple[pd.DataFrame, np.ndarray]:
@@ -240,7 +308,7 @@ def _read_weather_file(
             return wx.read_tmy3_weather(path, coerce_year=year)
         return wx.read_csv_weather(
             path,
-            tz=clock.timezone,
+            tz=w.timezone or clock.timezone,
             latitude_deg=scenario.location.latitude,
             longitude_deg=scenario.location.longitude,
             time_label=w.time_label,
@@ -262,6 +330,7 @@ def _read_weather_file(
     except (OSError, ValueError, KeyError) as exc:
         raise ScenarioError.single(str(path), "weather.file", str(exc)) from None
     _check_weather_site(df, scenario, clock, path)
+    _check_weather_timing(df, scenario, path)
     cols = ["ghi_w_m2", "dni_w_m2", "dhi_w_m2", "temp_air_c", "wind_speed_m_s"]
     half = 0.5 * float(df.attrs["interval_s"])
     mid_s = (df.index - start).total_seconds().to_numpy()

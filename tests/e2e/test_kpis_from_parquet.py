@@ -150,22 +150,35 @@ def test_ledger_closes_every_tick_from_the_parquet_files(run_dir):
     into = ts.grid_import_w + ts.pv_generation_w + ts.battery_discharge_w + ts.ev_discharge_w
     out = ts.load_w + ts.deferrable_w + ts.ev_charging_w + ts.battery_charge_w + ts.grid_export_w
     assert np.allclose(into, out, rtol=1e-9, atol=1e-6)
-    # each group's own books (its stored energy is a column of the group table)
-    groups, _ = _read(run_dir, "timeseries_groups.parquet")
-    for _name, g in groups.groupby("group", sort=False):
-        g = g.reset_index(drop=True)
-        # the group's stored energy at the start: its first row's, rebuilt backwards
-        first = g.iloc[:1]
-        d0 = (sum(first[c] for c in SOURCES) - sum(first[c] for c in SINKS)).iloc[0] * h
-        _ledger_check(g, float(g.stored_wh.iloc[0] - d0), h)
-    # the group rows add up to the site totals
-    summed = groups.groupby("time", sort=True)[list(SOURCES + SINKS)].sum()
+    # each group's own books from its first row: the group's stored energy where the run
+    # starts is a fact of the files (metadata), not rebuilt from the balance it should check
+    groups, gmeta = _read(run_dir, "timeseries_groups.parquet")
+    start = json.loads(gmeta["cps_sim.stored_initial_wh_by_group"])
+    assert set(start) == set(groups.group)
+    assert math.isclose(sum(start.values()), float(meta["cps_sim.stored_initial_wh"]), abs_tol=1e-6)
+    for name, g in groups.groupby("group", sort=False):
+        assert len(g) == len(ts)
+        _ledger_check(g.reset_index(drop=True), float(start[name]), h)
+    # the group rows add up to the site totals, in every column both tables carry
+    additive = [
+        c
+        for c in groups.columns
+        if c in ts.columns and c != "time" and not c.endswith("_c")  # temperatures are means
+    ]
+    summed = groups.groupby("time", sort=True)[additive].sum()
     assert np.allclose(
         summed.to_numpy(),
-        ts.set_index("time")[list(SOURCES + SINKS)].sort_index().to_numpy(),
+        ts.set_index("time")[additive].sort_index().fillna(0.0).to_numpy(),
         rtol=1e-9,
         atol=1e-6,
     )
+    # grid storage's own books (system layer): charge = losses + Δstored, every tick
+    if "system_storage_stored_wh" in ts:
+        s0 = json.loads(meta["cps_sim.system"])["storage_stored_initial_wh"]
+        d_stored = np.diff(np.concatenate([[s0], ts.system_storage_stored_wh.to_numpy()]))
+        gap = (ts.system_storage_w - ts.system_storage_loss_w).to_numpy() * h - d_stored
+        assert (np.abs(gap) <= 1e-6 * (np.abs(d_stored) + 1.0)).all(), np.abs(gap).max()
+        assert (ts.system_storage_loss_w >= -1e-6).all()
 
 
 # ----------------------------------------------------------------------------- KPIs

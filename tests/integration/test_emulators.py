@@ -174,6 +174,26 @@ def test_retained_stale_duplicate_and_out_of_order_commands_are_ignored(mosquitt
     listener.publish(topic, b"", retain=True)
 
 
+def test_mqtt5_ignores_a_command_published_retained_while_listening(mosquitto, listener):
+    """A 3.1.1 broker clears the retain flag on live delivery; under MQTT 5 the device
+    subscribes with retain-as-published, so the docs' 'ignores retained commands' holds for
+    a command published retained after it connected too."""
+    topic = "p5/dev/battery-0000/setpoint"
+    with start_emulators(
+        "battery", "generic", 1, mosquitto.url, prefix="p5", interval_s=0.2, protocol="5"
+    ) as fleet:
+        base = fleet.device_topics[0]
+        listener.wait_for(lambda m: m[1] == f"{base}/telemetry")
+        listener.publish(topic, setpoint(1, power_w=4000.0), retain=True)
+        listener.publish(topic, setpoint(2, power_w=1500.0))
+        listener.wait_for(
+            lambda m: m[1] == f"{base}/state" and json.loads(m[2]).get("setpoint_seq") == 2
+        )
+        assert fleet.stats.ignored["retained"] == 1 and fleet.stats.commands == 1
+        assert fleet.cmd.power_w[0] == 1500.0
+    listener.publish(topic, b"", retain=True)
+
+
 def test_invalid_commands_are_rejected_with_a_reason_and_counted(mosquitto, listener):
     with start_emulators(
         "plug", "generic", 1, mosquitto.url, prefix="bad", interval_s=0.5

@@ -37,6 +37,7 @@ REQUIRED = {
 UNITS = {
     "power": {"W", "kW"},
     "energy": {"Wh", "kWh"},
+    "energy_storage": {"Wh", "kWh"},
     "battery": {"%"},
     "current": {"A"},
     "voltage": {"V"},
@@ -164,6 +165,8 @@ def test_discovery_configs_are_valid_and_templates_select_the_values(mosquitto, 
                     assert cfg["unit_of_measurement"] in UNITS[dc], topic
                 if dc == "energy":
                     assert cfg["state_class"] in ("total", "total_increasing")
+                if dc == "energy_storage":  # what is in a store goes up and down
+                    assert cfg["state_class"] == "measurement"
                 if comp not in ("sensor", "binary_sensor") or "value_template" not in cfg:
                     continue
                 payload = recorder.last(cfg["state_topic"])

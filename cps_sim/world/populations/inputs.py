@@ -1,7 +1,7 @@
 """Site load and rooftop PV as inputs: constant within a tick, measured members override.
 
 Load rows come per day-block from the profile (``world/exogenous.LoadBlocks``);
-PV is capacity × a unit profile per binned orientation, computed once per run
+PV is capacity × a unit profile per distinct orientation, computed once per run
 with ``models/solar.py``.  Devices that run per tick (heat-pump water heaters,
 air-conditioners) add their electric power to the site load for the tick.
 
