@@ -220,9 +220,10 @@ class EventStream:
         kind = cols["kind"][keep]
         order = _event_order(time_s, cols["ev_id"][keep], kind)
         time_s = time_s[order]
+        rows = keep[order]  # the logged rows in their written order
 
         def sorted_column(name: str) -> pa.Array:
-            return pa.array(cols[name][keep][order])
+            return pa.array(cols[name][rows])
 
         idx = self.clock.utc_index(time_s)
         out = {

@@ -123,7 +123,7 @@ def stream_run(n_groups, ticks, flush_after, warmup_ticks, row_group_rows, folde
     return stream, logged
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(runs())
 def test_streamed_file_is_the_whole_table_written_at_once(run):
     *_, warmup_ticks, row_group_rows = run
@@ -175,7 +175,7 @@ def test_in_memory_stream_by_hand():
     assert t.schema.metadata == {k.encode(): v.encode() for k, v in META.items()}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.integers(1, 3), st.integers(0, 3), st.integers(1, 5), st.data())
 def test_an_event_before_a_written_cutoff_is_an_internal_error(
     n_groups, warmup_ticks, row_group_rows, data
