@@ -213,7 +213,10 @@ class CpsSimEnv(gymnasium.Env):
         self._unmet_wh = 0.0
 
         def on_tick(r) -> None:
+            if r.k >= world.warmup_ticks:
+                self._read_unmet()  # before the recorder writes the logged events out
             self.recorder.on_tick(r)
+            self._log_read = len(self.group.log.kind)  # what is left was read
             if r.k < world.warmup_ticks:  # scenario.warmup_days: before the episode
                 return
             f = r.by_group[self.group_name]

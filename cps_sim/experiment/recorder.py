@@ -4,20 +4,26 @@ computed from those tables (:mod:`cps_sim.experiment.kpis`).
 Ticks of a warm-up (``scenario.warmup_days``) run but are not recorded: the tables and
 the KPIs start where the warm-up ends, and times in seconds (``time_s`` of the events,
 ``start_s`` of the reports) count from there.
+
+The EV events are not held: once per simulated day (:attr:`Recorder.flush_every_s`) the
+events whose times are final leave the site groups' logs for ``events.parquet`` (or an
+in-memory file), see :mod:`cps_sim.experiment.event_stream`; :meth:`Recorder.events`
+reads them back.
 """
 
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from cps_sim.core.units import SECONDS_PER_HOUR
+from cps_sim.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 from cps_sim.experiment.columns import GROUP_COLUMNS, SIGN_NOTE, SMART_METER_COLUMNS, annotate
+from cps_sim.experiment.event_stream import EventStream, claim_sink
 from cps_sim.experiment.kpis import META, RunTables, compute_kpis
-from cps_sim.world.group import ARRIVAL, DEPARTURE, FLOWS
+from cps_sim.world.group import FLOWS
 from cps_sim.world.populations import SINKS, SOURCES
 from cps_sim.world.world import TickResult, World
 
@@ -46,22 +52,11 @@ POWER_COLUMNS = tuple(
 _TIME_S = ("start_s", "end_s", "slot_start_s", "t_end_s")
 
 
-def _event_order(time_s: np.ndarray, ev_id: np.ndarray, kind: np.ndarray) -> np.ndarray:
-    """``np.lexsort((kind, ev_id, time_s))``, fast for events logged almost in time order:
-    one stable sort by time, then the (rare) runs of equal times sorted by EV and kind.
-    The same permutation (full ties keep their logged order in both)."""
-    order = np.argsort(time_s, kind="stable")
-    t = time_s[order]
-    tie = np.flatnonzero(t[1:] == t[:-1])
-    if tie.size:
-        pos = np.union1d(tie, tie + 1)  # every position inside a run of equal times
-        rows = order[pos]
-        order[pos] = rows[np.lexsort((kind[rows], ev_id[rows], time_s[rows]))]
-    return order
-
-
 class Recorder:
-    def __init__(self, world: World):
+    """The tables of one run.  ``flush_every_s``: how often (in simulated time, at the end
+    of the tick that reaches it) the final EV events are written out of the logs."""
+
+    def __init__(self, world: World, flush_every_s: float = SECONDS_PER_DAY):
         self.world = world
         self.k0 = int(getattr(world, "warmup_ticks", 0))  # ticks of the warm-up
         self.t0_s = self.k0 * world.tick_s
@@ -84,8 +79,17 @@ class Recorder:
         self.stored_initial_wh = world.ledger.stored_initial_wh
         # the same per site group (closes each group's books from its first row)
         self.group_stored_initial_wh = {g.name: g.stored_wh() for g in world.groups}
+        # the EV events: into the results folder's events.parquet when run_scenario offers
+        # it (event_stream.stream_events), else into memory
+        self.flush_every_s = float(flush_every_s)
+        self.event_stream = EventStream(world.clock, self.t0_s, claim_sink())
 
     def on_tick(self, r: TickResult) -> None:
+        every = self.flush_every_s
+        if r.t_end_s // every > (r.t_end_s - self.world.tick_s) // every:
+            # the tick just settled at t_end_s: every event before it is logged, every
+            # later one will be at or after it (event_stream's docstring)
+            self.event_stream.flush(self._logs(), r.t_end_s)
         if r.k < self.k0:  # warm-up: runs, not recorded
             self.stored_initial_wh = r.stored_wh
             self.group_stored_initial_wh.update(r.group_stored_wh or {})
@@ -236,47 +240,26 @@ class Recorder:
             out[k] = pa.array(v.tolist(), type=pa.string()) if k == "group" else pa.array(v)
         return annotate(pa.table(out), SMART_METER_COLUMNS)
 
+    def _logs(self):
+        return [g.log for g in self.world.groups]
+
+    def finish_events(self) -> dict[str, str]:
+        """End the events stream: the events still logged, the last row group and the
+        footer, whose metadata is :meth:`metadata` and the facts of the results folder
+        (``run_scenario``).  Returns that metadata; again, does nothing more.  No events
+        are recorded after it."""
+        s = self.event_stream
+        if s.metadata is None:
+            s.flush(self._logs(), math.inf)
+            s.close({**self.metadata(), **s.facts})
+        assert s.metadata is not None
+        return s.metadata
+
     def events(self) -> pa.Table:
-        """The EV departures and arrivals after the warm-up, by time, EV and kind.
-
-        Built one column at a time from the groups' logs (a city-year of 100,000 homes
-        logs 26 million events): only the sort order, the column in hand and the
-        finished Arrow columns are held, never every intermediate copy at once."""
-        logs = [g.log for g in self.world.groups]
-
-        def column(name: str, dtype: type) -> np.ndarray:
-            parts = [p for log in logs for p in getattr(log, name)]
-            return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
-
-        time_s = column("time_s", float)
-        keep = np.flatnonzero(time_s >= self.t0_s)  # events of the warm-up are not recorded
-        time_s = time_s[keep]
-        kind = column("kind", np.int8)[keep]
-        order = _event_order(time_s, column("ev_id", np.int64)[keep], kind)
-        time_s = time_s[order]
-        kind = kind[order]
-
-        def sorted_column(name: str, dtype: type) -> pa.Array:
-            return pa.array(column(name, dtype)[keep][order])
-
-        idx = self.world.clock.utc_index(time_s)
-        out = {
-            "time": pa.array(idx.as_unit("us"), type=pa.timestamp("us", tz="UTC")),
-            "time_s": pa.array(time_s - self.t0_s),
-        }
-        del idx, time_s
-        # the names by code, without a Python string per row
-        names = {ARRIVAL: "arrival", DEPARTURE: "departure"}
-        out["kind"] = pc.take(
-            pa.array([names[c] for c in range(len(names))]), pa.array(kind, pa.int8())
-        )
-        del kind
-        out["ev_id"] = sorted_column("ev_id", np.int64)
-        out["site"] = sorted_column("site", np.int64)
-        out["soc"] = sorted_column("soc", float)
-        out["trip_energy_wh"] = sorted_column("energy_wh", float)
-        out["unmet_wh"] = sorted_column("unmet_wh", float)
-        return pa.table(out)
+        """The EV departures and arrivals after the warm-up, by time, EV and kind: read
+        back from what was streamed (:meth:`finish_events` ends the stream first)."""
+        self.finish_events()
+        return self.event_stream.read().replace_schema_metadata(None)
 
     def reports(self) -> dict[str, pa.Table]:
         """Per-request / per-slot / per-run reports of the tick hooks that keep them

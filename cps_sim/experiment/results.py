@@ -109,10 +109,18 @@ def write_json(path: Path, data: Any) -> None:
         fh.write("\n")
 
 
+# how every Parquet file of a run is written (also the streamed events.parquet)
+PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "use_dictionary": True,
+    "write_statistics": True,
+}
+
+
 def write_parquet(path: Path, table: pa.Table, metadata: dict[str, str] | None = None) -> None:
     """Deterministic Parquet: same table ⇒ same bytes (no timestamps in metadata)."""
     if metadata:
         md = dict(table.schema.metadata or {})
         md.update({k.encode(): v.encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(md)
-    pq.write_table(table, path, compression="zstd", use_dictionary=True, write_statistics=True)
+    pq.write_table(table, path, **PARQUET_OPTIONS)

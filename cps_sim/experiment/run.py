@@ -18,6 +18,7 @@ import simpy
 
 from cps_sim import __version__
 from cps_sim.core.errors import DiskFullError, ResultsError, ScenarioError
+from cps_sim.experiment.event_stream import EVENT_SCHEMA, stream_events
 from cps_sim.experiment.expect import ExpectationReport, check_run
 from cps_sim.experiment.progress import TickProgress, progress_enabled
 from cps_sim.experiment.recorder import SIGN_NOTE, Recorder
@@ -85,7 +86,9 @@ def simulate(
     transport: Any = None,
     interruptible: bool = False,
 ) -> Recorder:
-    """Run the scenario in memory and return its recorder (no files written).
+    """Run the scenario and return its recorder (no files written, except the events
+    of the run being written when :func:`run_scenario` calls it, directly or through
+    its ``simulator``: see :mod:`cps_sim.experiment.event_stream`).
 
     ``on_tick(world, result)`` is called after every settlement tick (for
     checks and live displays).  ``setup(env, world)`` runs once after the world
@@ -162,20 +165,39 @@ def run_scenario(
     started = time.time()
     if base_dir is None and source_file is not None:
         base_dir = Path(source_file).parent
-    with atomic_directory(out_dir, recheck=lambda p: check_run_out(p, protect)) as tmp:
+    facts = {
+        "cps_sim.scenario": scenario.name,
+        "cps_sim.seed": str(scenario.seed),
+        "cps_sim.scenario_hash": scenario_hash(scenario),
+    }
+    with (
+        atomic_directory(out_dir, recheck=lambda p: check_run_out(p, protect)) as tmp,
+        # the recorder of the run writes its events into the folder as it goes
+        stream_events(tmp / "events.parquet", facts) as sink,
+    ):
         try:
             recorder = (
                 simulator(base_dir)
                 if simulator is not None
                 else simulate(scenario, quiet=quiet, base_dir=base_dir)
             )
+            sim_wall = time.perf_counter() - t0
+            meta = recorder.finish_events()  # the file's metadata: the same in every file
         except ScenarioError as exc:  # found while building (catalog names, data files)
             if exc.file is None and source_file is not None:
                 raise ScenarioError(source_file, exc.issues) from None
             raise
-        sim_wall = time.perf_counter() - t0
-        events = recorder.events()
-        kpis = recorder.kpis(events)
+        except OSError:
+            if sink.error is None:  # not the events file's
+                raise
+            raise _cannot_write(shown, sink.error) from None
+        if recorder.event_stream.sink is not sink:
+            raise RuntimeError(
+                "run_scenario: the simulator's recorder did not stream its events into the "
+                "results folder (make the Recorder inside the simulator, in this thread)"
+            )
+        stream = recorder.event_stream
+        kpis = recorder.kpis(stream.departures(["unmet_wh", "soc"]))
         if extras is not None:
             extras(recorder, tmp, kpis)
         elif scenario.oracle is not None and scenario.oracle.regret:
@@ -190,7 +212,7 @@ def run_scenario(
             check_run(
                 scenario,
                 timeseries,
-                events,
+                stream.read([c for c in EVENT_SCHEMA.names if c != "time"]),
                 kpis,
                 groups,
                 pq.read_table(ctl_events) if ctl_events.exists() else None,
@@ -198,16 +220,9 @@ def run_scenario(
             if scenario.expect and check_expect
             else None
         )
-        meta = {
-            **recorder.metadata(),
-            "cps_sim.scenario": scenario.name,
-            "cps_sim.seed": str(scenario.seed),
-            "cps_sim.scenario_hash": scenario_hash(scenario),
-        }
         try:
             write_parquet(tmp / "timeseries.parquet", timeseries, meta)
             write_parquet(tmp / "timeseries_groups.parquet", groups, meta)
-            write_parquet(tmp / "events.parquet", events, meta)
             sites = recorder.sites()
             if sites is not None:
                 write_parquet(tmp / "sites.parquet", sites, meta)
@@ -240,18 +255,21 @@ def run_scenario(
                 },
             )
         except OSError as exc:
-            cls = DiskFullError if _disk_full(exc) else ResultsError
-            hint = (
-                (" (the disk is full or a file-size limit was reached: free space and run again)")
-                if cls is DiskFullError
-                else ""
-            )
-            raise cls(
-                f"{shown}: cannot write the results: {exc.strerror or exc}{hint}; "
-                "nothing was replaced"
-            ) from None
+            raise _cannot_write(shown, exc) from None
     return RunResult(
         out_dir=shown, kpis=kpis, wall_time_s=time.perf_counter() - t0, expectations=expectations
+    )
+
+
+def _cannot_write(shown: Path, exc: OSError) -> ResultsError:
+    cls = DiskFullError if _disk_full(exc) else ResultsError
+    hint = (
+        (" (the disk is full or a file-size limit was reached: free space and run again)")
+        if cls is DiskFullError
+        else ""
+    )
+    return cls(
+        f"{shown}: cannot write the results: {exc.strerror or exc}{hint}; nothing was replaced"
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cps_sim.experiment.recorder import _event_order
+from cps_sim.experiment.event_stream import _event_order
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -36,9 +36,14 @@ DEPARTURE = 0
 ARRIVAL = 1
 
 
+EVENT_FIELDS = ("time_s", "ev_id", "site", "kind", "soc", "energy_wh", "unmet_wh")
+
+
 @dataclass
 class EventLog:
-    """Columnar log of discrete events (appended per round, concatenated at the end)."""
+    """Columnar log of discrete events (appended per round).  The recorder takes the
+    events out as their times become final (:meth:`take`), so the log holds about a
+    simulated day of them, not the run's."""
 
     time_s: list[F] = field(default_factory=list)
     ev_id: list[I] = field(default_factory=list)
@@ -70,6 +75,23 @@ class EventLog:
             "energy_wh": cat(self.energy_wh, float),
             "unmet_wh": cat(self.unmet_wh, float),
         }
+
+    @property
+    def rows(self) -> int:
+        """Events held."""
+        return sum(int(p.size) for p in self.time_s)
+
+    def take(self, before_s: float) -> dict[str, np.ndarray]:
+        """Remove the events logged with a time before ``before_s`` and return them as
+        :meth:`columns` (in their logged order); later ones stay logged, in their order."""
+        cols = self.columns()
+        for name in EVENT_FIELDS:
+            getattr(self, name).clear()
+        later = cols["time_s"] >= before_s
+        if later.any():
+            self.append(*(cols[name][later] for name in EVENT_FIELDS))
+            cols = {name: v[~later] for name, v in cols.items()}
+        return cols
 
 
 class EvPopulation(Population):
