@@ -572,7 +572,7 @@ def read_csv_weather(
     times = _parse_timestamps(raw["timestamp"], path)
     zone = weather_zone(tz) if tz is not None else None
     if times.tz is None:
-        if zone is None or tz is None:
+        if tz is None:
             raise WeatherDataError(
                 f"{path}: column 'timestamp': timestamps have no UTC offset; "
                 "pass tz=, e.g. 'Asia/Tokyo'"

@@ -185,13 +185,16 @@ def _distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
-def _check_weather_site(df: pd.DataFrame, scenario: Scenario, clock: Clock, path: Path) -> None:
-    """Warn when a file's location or standard time zone is not the scenario's."""
+def _check_weather_site(df: pd.DataFrame, scenario: Scenario, clock: Clock, path: Path) -> bool:
+    """Warn when a file's location or standard time zone is not the scenario's; returns
+    whether the file is for another place."""
     loc = scenario.location
     lat, lon = df.attrs.get("latitude_deg"), df.attrs.get("longitude_deg")
+    far = False
     if lat is not None and lon is not None:
         d = _distance_km(lat, lon, loc.latitude, loc.longitude)
-        if d > WEATHER_SITE_WARN_KM:
+        far = d > WEATHER_SITE_WARN_KM
+        if far:
             warnings.warn(
                 WeatherSiteWarning(
                     f"{path.name}: the weather file is for {lat:.3f}, {lon:.3f}, {d:,.0f} km from "
@@ -213,6 +216,7 @@ def _check_weather_site(df: pd.DataFrame, scenario: Scenario, clock: Clock, path
                 ),
                 stacklevel=2,
             )
+    return far
 
 
 # The irradiance of a weather file, per solar day, is centred on solar noon at the site;
@@ -329,8 +333,8 @@ def _read_weather_file(
         raise
     except (OSError, ValueError, KeyError) as exc:
         raise ScenarioError.single(str(path), "weather.file", str(exc)) from None
-    _check_weather_site(df, scenario, clock, path)
-    _check_weather_timing(df, scenario, path)
+    if not _check_weather_site(df, scenario, clock, path):  # (far away: said already)
+        _check_weather_timing(df, scenario, path)
     cols = ["ghi_w_m2", "dni_w_m2", "dhi_w_m2", "temp_air_c", "wind_speed_m_s"]
     half = 0.5 * float(df.attrs["interval_s"])
     mid_s = (df.index - start).total_seconds().to_numpy()

@@ -534,7 +534,7 @@ def test_home_assistant_discovery_of_exposed_members(mosquitto, tmp_path):
     numbers = {t for t in got if t.startswith("homeassistant/number/")}
     assert len(numbers) == 4  # the chargers and batteries: commands on their setpoint topic
     for t in numbers:
-        assert got[t]["command_topic"] == got[t]["availability_topic"].replace(
+        assert got[t]["command_topic"] == got[t]["availability"][0]["topic"].replace(
             "/availability", "/setpoint"
         )
     log = pq.read_table(res.out_dir / "bridge.parquet").to_pandas()
@@ -542,7 +542,10 @@ def test_home_assistant_discovery_of_exposed_members(mosquitto, tmp_path):
     for cfg in got.values():
         if "state_topic" in cfg:
             assert cfg["state_topic"] in published  # every sensor reads a topic the run fills
-        assert cfg["availability_topic"].startswith("cps/t/dev/lab-")
+        # the member's own availability and the simulator's status (its last will)
+        own, status = cfg["availability"]
+        assert own["topic"].startswith("cps/t/dev/lab-") and status["topic"] == "cps/t/status"
+        assert cfg["availability_mode"] == "all"
         assert cfg["device"]["manufacturer"] == "cps_sim"
     assert {"cps/t/dev/lab-0-ev/telemetry", "cps/t/dev/lab-1-load/telemetry"} <= published
 
