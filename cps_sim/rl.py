@@ -307,26 +307,30 @@ class CpsSimEnv(gymnasium.Env):
         now = float(w.now_s)
         hour = w.clock.local_hour(now)
         ang = 2.0 * math.pi * hour / 24.0
-        cap = o.battery_capacity_wh
-        bat_soc = float(o.battery_energy_wh.sum() / cap.sum()) if cap.sum() > 0 else 0.0
+        total = np.add.reduce  # the sum of .sum() and .mean(), without their wrappers
+        cap = float(total(o.battery_capacity_wh))
+        bat_soc = float(total(o.battery_energy_wh)) / cap if cap > 0 else 0.0
         plugged = o.ev_plugged
         n_ev = o.n_evs
-        if plugged.any():
-            ev_soc = float(o.ev_energy_wh[plugged].sum() / o.ev_capacity_wh[plugged].sum())
-            need = float(np.maximum(o.ev_target_wh - o.ev_energy_wh, 0.0)[plugged].mean())
+        n_plugged = int(np.count_nonzero(plugged))
+        if n_plugged:
+            e = o.ev_energy_wh[plugged]
+            ev_soc = float(total(e)) / float(total(o.ev_capacity_wh[plugged]))
+            need = float(total(np.maximum(o.ev_target_wh[plugged] - e, 0.0))) / n_plugged
         else:
             ev_soc = need = 0.0
+        n = o.n_sites
         x = np.array(
             [
                 math.sin(ang),
                 math.cos(ang),
-                float(o.import_price_jpy_per_kwh[0]) if o.n_sites else 0.0,
-                float(o.export_price_jpy_per_kwh[0]) if o.n_sites else 0.0,
-                float(o.site_pv_w.mean()),
-                float(o.site_load_w.mean()),
+                float(o.import_price_jpy_per_kwh[0]) if n else 0.0,
+                float(o.export_price_jpy_per_kwh[0]) if n else 0.0,
+                float(total(o.site_pv_w)) / n if n else math.nan,
+                float(total(o.site_load_w)) / n if n else math.nan,
                 bat_soc,
                 ev_soc,
-                float(plugged.mean()) if n_ev else 0.0,
+                n_plugged / n_ev if n_ev else 0.0,
                 need,
                 max(self._t0_s + float(self.scenario.duration_s) - now, 0.0),
             ],

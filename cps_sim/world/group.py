@@ -106,6 +106,13 @@ class SiteGroup:
         self.meter = None  # a smart-meter population sees every segment's grid flows
         for p in pops:
             p.attach(self)
+        # control key -> the population that accepts it; array size of every key
+        self._key_pop: dict[str, Population] = {k.name: p for p in pops for k in p.SETPOINTS}
+        sizes = {"import_limit_w": n_sites, "export_limit_w": n_sites}
+        for p in pops:
+            for k in p.SETPOINTS:
+                sizes[k.name] = n_sites if k.per == "site" else p.n_devices
+        self._sizes = sizes
         self.log = EventLog()  # discrete events (EV departures and arrivals)
         self.track_site_net = False
         self.last_site_net_wh: F | None = None
@@ -255,19 +262,11 @@ class SiteGroup:
             self.any_export_limit = bool(np.isfinite(self.export_limit_w).any())
             self.update_coupling()
         else:
-            for p in self.populations:
-                if any(k.name == key for k in p.SETPOINTS):
-                    p.apply(key, value)
-                    return
-            raise KeyError(key)
+            self._key_pop[key].apply(key, value)  # KeyError: a key no population accepts
 
     def setpoint_sizes(self) -> dict[str, int]:
-        """Expected array length of every control key this group accepts."""
-        out = {"import_limit_w": self.n, "export_limit_w": self.n}
-        for p in self.populations:
-            for k in p.SETPOINTS:
-                out[k.name] = self.n if k.per == "site" else p.n_devices
-        return out
+        """Expected array length of every control key this group accepts (a new dict)."""
+        return dict(self._sizes)
 
     # ------------------------------------------------------------------ events
     def schedule(self, t: F, ev: I, kind: NDArray[np.int8], trip_wh: F) -> None:
@@ -353,7 +352,7 @@ class SiteGroup:
         dt_s = np.asarray(dt_s, dtype=float)
         if depth < 64 and self._may_split():
             t_split = self._internal_events(s, dt_s)
-            dts = np.broadcast_to(dt_s, t_split.shape)
+            dts = dt_s if dt_s.shape == t_split.shape else np.broadcast_to(dt_s, t_split.shape)
             need = t_split < dts * (1.0 - 1e-12) - 1e-9
             if need.any():
                 # every site advances in one step, the split ones only to their event;

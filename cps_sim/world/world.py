@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import simpy
 
+from cps_sim.control.observation import Observation
 from cps_sim.core.calendar import is_day_off
 from cps_sim.core.clock import Clock
 from cps_sim.core.ledger import EnergyLedger
@@ -30,16 +31,16 @@ from cps_sim.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 from cps_sim.scenario.schema import Scenario, SiteGroupSpec
 from cps_sim.world.exogenous import LoadBlocks, RunWeather
 from cps_sim.world.group import FLOWS, SiteGroup
-from cps_sim.world.populations import SINKS, SOURCES, TickContext
+from cps_sim.world.populations import SETPOINT_DEFS, SINKS, SOURCES, TickContext
 from cps_sim.world.trips import plan_day
 
 if TYPE_CHECKING:
-    from cps_sim.control.observation import Observation
     from cps_sim.core.bus import Transport
     from cps_sim.world.external import ExternalMember
     from cps_sim.world.wiring import Wiring
 
 
+_OBS_FIELDS = frozenset(Observation.__dataclass_fields__)
 _EMPTY_EV: dict[str, np.ndarray] = dict(
     ev_site=np.empty(0, dtype=np.int64),
     ev_soc=np.empty(0),
@@ -221,29 +222,33 @@ class World:
         The fields come from the group's populations (``Population.observe``);
         fields no :class:`Observation` attribute declares go to ``Observation.extra``.
         """
-        from cps_sim.control.observation import Observation
-
         self._sync()
         g = self.group(group_name)
         k = max(self.k, 0)
         n = g.n
         fields: dict[str, Any] = dict(_EMPTY_EV)
-        fields.update(
-            deferrable_max_w=np.zeros(n),
-            deferrable_remaining_wh=np.zeros(n),
-            deferrable_deadline_s=np.full(n, np.inf),
-        )
+        if g.deferrable is None:
+            deadline = np.empty(n)
+            deadline.fill(np.inf)
+            fields.update(
+                deferrable_max_w=np.zeros(n),
+                deferrable_remaining_wh=np.zeros(n),
+                deferrable_deadline_s=deadline,
+            )
         for p in g.populations:
             fields.update(p.observe())
-        known = Observation.__dataclass_fields__
-        extra = {k_: fields.pop(k_) for k_ in [f for f in fields if f not in known]}
+        extra = {f: fields.pop(f) for f in [f for f in fields if f not in _OBS_FIELDS]}
+        imp = np.empty(n)
+        imp.fill(self.import_price_jpy_per_kwh[k])
+        exp = np.empty(n)
+        exp.fill(self.export_price_jpy_per_kwh[k])
         return Observation(
             now_s=self.now_s,
             tick_s=self.tick_s,
             site_import_limit_w=g.import_limit_w.copy(),
             site_export_limit_w=g.export_limit_w.copy(),
-            import_price_jpy_per_kwh=np.full(n, self.import_price_jpy_per_kwh[k]),
-            export_price_jpy_per_kwh=np.full(n, self.export_price_jpy_per_kwh[k]),
+            import_price_jpy_per_kwh=imp,
+            export_price_jpy_per_kwh=exp,
             setpoint_sizes=g.setpoint_sizes(),
             extra=extra,
             **fields,
@@ -270,8 +275,6 @@ class World:
         device family the group does not have is ignored; an unknown key or an
         array of the wrong size is a ``ValueError``.
         """
-        from cps_sim.world.populations import SETPOINT_DEFS
-
         g = self.group(group_name)
         if t_s is not None and t_s > self.now_s:
             self.advance_to(t_s)
@@ -337,11 +340,11 @@ class World:
         return member
 
     def _notify_setpoints(self, group: str, keys: set[str]) -> None:
-        from cps_sim.world.external import SETPOINT_KEYS_OF, member_setpoint
-
         self._applied_keys.setdefault(group, set()).update(keys)
         if not self.external:
             return
+        from cps_sim.world.external import SETPOINT_KEYS_OF, member_setpoint
+
         for m in self.external:
             if m.group.name == group and keys.intersection(SETPOINT_KEYS_OF[m.kind]):
                 m._offer_setpoint(self.now_s, *member_setpoint(m.group, m.kind, m.index))

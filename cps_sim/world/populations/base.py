@@ -25,7 +25,7 @@ checks) and ``observe()`` (the fields a controller sees).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
@@ -96,32 +96,47 @@ class Cut:
     apply: Callable[[F], None]
 
 
-@dataclass
+_EMPTY = np.zeros(0)
+_EMPTY.flags.writeable = False
+_ALL = slice(None)
+
+
 class Segment:
     """One stretch of constant inputs for sites ``s`` of a group (None: every site)."""
 
-    group: SiteGroup
-    s: I | None
-    dt_s: F  # scalar or per site of s
-    h: F  # hours, dt_s / 3600 (the same array or scalar)
-    acc: F  # the group's per-tick accumulators
-    net_wh: F = field(default_factory=lambda: np.zeros(0))  # + import at each site
-    cuts: list[Cut] = field(default_factory=list)  # import-limit order (first cut first)
-    unserved_wh: float = 0.0  # set by the connection
-    curtailed_wh: float = 0.0
-    power_w: F | None = None  # next_event_s: power that feeds back (EVs, processes)
+    __slots__ = (
+        "acc",
+        "curtailed_wh",
+        "cuts",
+        "dt_s",
+        "group",
+        "h",
+        "net_wh",
+        "nloc",
+        "power_w",
+        "s",
+        "sl",
+        "unserved_wh",
+    )
+
+    def __init__(self, group: SiteGroup, s: I | None, dt_s: F, h: F, acc: F):
+        self.group = group
+        self.s = s
+        self.dt_s = dt_s  # scalar or per site of s
+        self.h = h  # hours, dt_s / 3600 (the same array or scalar)
+        self.acc = acc  # the group's per-tick accumulators
+        self.net_wh: F = _EMPTY  # + import at each site
+        self.cuts: list[Cut] = []  # import-limit order (first cut first)
+        self.unserved_wh = 0.0  # set by the connection
+        self.curtailed_wh = 0.0
+        self.power_w: F | None = None  # next_event_s: power that feeds back (EVs, processes)
+        # the sites as an index (a slice for every site) and their number
+        self.sl: slice | I = _ALL if s is None else s
+        self.nloc: int = group.n if s is None else int(s.size)
 
     @property
     def allsites(self) -> bool:
         return self.s is None
-
-    @property
-    def sl(self) -> slice | I:
-        return slice(None) if self.s is None else self.s
-
-    @property
-    def nloc(self) -> int:
-        return self.group.n if self.s is None else int(self.s.size)
 
     def export_room_wh(self) -> F:
         """Energy the sites may still export within their export limits (what a

@@ -427,8 +427,8 @@ class EvPopulation(Population):
         t_full = np.where(
             moving, room * SECONDS_PER_HOUR / np.where(moving, np.abs(p), 1.0), np.inf
         )
-        dts = np.broadcast_to(seg.dt_s, t_next.shape)
-        cand = t_full < dts[local]
+        dt_s = seg.dt_s
+        cand = t_full < (dt_s[local] if dt_s.ndim else dt_s)
         if cand.any():
             np.minimum.at(t_next, local[cand], t_full[cand])
         if seg.power_w is not None:
