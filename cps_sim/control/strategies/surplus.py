@@ -54,25 +54,29 @@ def follow_surplus(
     share = ev_surplus_share_w(obs, cfg, active)
     # ---- phase mode: free choice while stopped, timed switch while charging
     cap3 = state.three_phase_capable
-    running = state.enabled & active if not always_on else active
-    three = state.three_phase.copy()
-    free = cap3 & ~running
-    three[free] = share[free] >= cfg.min_3p_w
-    up_cond = cap3 & running & ~three & (share >= cfg.min_3p_w)
-    down_cond = cap3 & running & three & (share < cfg.min_3p_w)
-    delay = np.where(three, cfg.phase_down_delay_s, cfg.phase_up_delay_s)
-    fired_p, phase_since = _timer(up_cond | down_cond, state.phase_since_s, now_s, delay)
-    three = np.where(fired_p, ~three, three)
-    phase_since = np.where(fired_p, np.nan, phase_since)
-    state = dataclasses.replace(
-        state,
-        three_phase=three,
-        phase_since_s=phase_since,
-        phase_switches=state.phase_switches + fired_p,
-    )
+    if cap3.any():
+        running = state.enabled & active if not always_on else active
+        three = state.three_phase.copy()
+        free = cap3 & ~running
+        three[free] = share[free] >= cfg.min_3p_w
+        up_cond = cap3 & running & ~three & (share >= cfg.min_3p_w)
+        down_cond = cap3 & running & three & (share < cfg.min_3p_w)
+        delay = np.where(three, cfg.phase_down_delay_s, cfg.phase_up_delay_s)
+        fired_p, phase_since = _timer(up_cond | down_cond, state.phase_since_s, now_s, delay)
+        three = np.where(fired_p, ~three, three)
+        phase_since = np.where(fired_p, np.nan, phase_since)
+        state = dataclasses.replace(
+            state,
+            three_phase=three,
+            phase_since_s=phase_since,
+            phase_switches=state.phase_switches + fired_p,
+        )
+    elif not np.isnan(state.phase_since_s).all():
+        # no 3-phase charger: no phase condition can hold (what the timers above give)
+        state = dataclasses.replace(state, phase_since_s=np.full(cap3.shape, np.nan))
     lo, hi = phase_limits_w(obs, state, cfg)
     if always_on:
-        sp = np.where(active, np.clip(share, lo, hi), 0.0)
+        sp = np.where(active, np.minimum(np.maximum(share, lo), hi), 0.0)  # lo <= hi
         return sp, dataclasses.replace(state, enabled=active)
     # ---- on/off with hysteresis
     on = state.enabled & active
@@ -83,7 +87,7 @@ def follow_surplus(
     new_on = np.where(fired, ~on, on)
     since = np.where(fired, np.nan, since)
     toggled = fired  # unplugged/full EVs stop silently (not a toggle by the controller)
-    sp = np.where(new_on, np.clip(share, lo, hi), 0.0)
+    sp = np.where(new_on, np.minimum(np.maximum(share, lo), hi), 0.0)  # lo <= hi
     return sp, dataclasses.replace(
         state, enabled=new_on, cond_since_s=since, switches=state.switches + toggled
     )
