@@ -123,3 +123,22 @@ class Observation:
     def site_net_w(self) -> FloatArray:
         """Site net demand without EV and battery: load - PV (negative = surplus)."""
         return np.asarray(self.site_load_w, float) - np.asarray(self.site_pv_w, float)
+
+
+def site_forecast(
+    forecast: Any, times_s: FloatArray, sites: IntArray | None, n_sites: int
+) -> FloatArray:
+    """Values of a per-site forecast ``forecast(times_s) -> (n_sites, T)`` at the
+    given ``sites`` only, ``(len(sites), T)`` (every site for None).
+
+    A forecast that can compute a subset of the sites itself says so with a
+    ``takes_sites = True`` attribute and is called as ``forecast(times_s, sites)``
+    (the world's PV forecast does: a planner that looks at the few sites with a
+    plugged EV does not compute every site's PV); any other callable is called
+    with the times alone and its rows are picked.
+    """
+    t = np.asarray(times_s, dtype=float)
+    if sites is not None and getattr(forecast, "takes_sites", False):
+        return np.asarray(forecast(t, sites), dtype=float).reshape(len(sites), t.size)
+    out = np.asarray(forecast(t), dtype=float).reshape(n_sites, t.size)
+    return out if sites is None else out[sites]

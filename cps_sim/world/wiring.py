@@ -239,16 +239,20 @@ def _pv_forecast(
     noisy = spec is not None and spec.forecast == "noisy"
     rng = world.rng.generator(f"ems/{name}/forecast") if noisy else None
 
-    def pv(times_s: np.ndarray) -> np.ndarray:
+    def pv(times_s: np.ndarray, sites: np.ndarray | None = None) -> np.ndarray:
         k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, unit.shape[0] - 1)
-        out = cap_w[:, None] * unit[k][:, orient].T
-        out = np.minimum(out, ac_w[:, None])
-        if rng is not None:
-            from cps_sim.control.optimise import noisy_forecast
+        if sites is None or rng is not None:  # noise is drawn for every site
+            out = cap_w[:, None] * unit[k][:, orient].T
+            out = np.minimum(out, ac_w[:, None])
+            if rng is not None:
+                from cps_sim.control.optimise import noisy_forecast
 
-            out = noisy_forecast(out, rng, spec.forecast_noise_rel_sigma)
-        return out
+                out = noisy_forecast(out, rng, spec.forecast_noise_rel_sigma)
+            return out if sites is None else out[sites]
+        out = cap_w[sites, None] * unit[k][:, orient[sites]].T
+        return np.minimum(out, ac_w[sites, None])
 
+    pv.takes_sites = True  # type: ignore[attr-defined]  # observation.site_forecast
     return pv
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from cps_sim.control.observation import FloatArray, Observation
+from cps_sim.control.observation import FloatArray, Observation, site_forecast
 from cps_sim.control.oracle import (
     DEPARTURE,
     BatteryData,
@@ -151,11 +151,11 @@ class HomeMpc:
         sites: np.ndarray,
     ) -> FloatArray:
         if fc is not None:
-            out = np.asarray(fc(times), float).reshape(-1, times.size)[sites]
+            out = site_forecast(fc, times, sites, -1)
         else:
             per_day = self.state.hist.shape[0]
             idx = (times // self.cfg.step_s).astype(np.int64) % per_day
-            past = self.state.hist[idx][:, sites, col].T
+            past = self.state.hist.take(sites, axis=1).take(idx, axis=0)[:, :, col].T
             out = np.where(np.isnan(past), now_w[sites, None], past)
         out = np.maximum(out, 0.0)
         out[:, 0] = now_w[sites]

@@ -86,7 +86,7 @@ def plan_charge_w(
     # hours available in each slot for each EV (m x n_slots)
     lo = np.maximum(starts, now_s)[None, :]
     hi = np.minimum(starts + cfg.slot_s, end[:, None])
-    avail_h = np.clip(hi - lo, 0.0, None) / 3600.0
+    avail_h = np.maximum(hi - lo, 0.0) / 3600.0
     rate = planning_rate_w(obs, cfg)[j]
     # slot capacity at the planning rate (import headroom, derating), so that a
     # plan that just fits is still met when the home load takes some of the limit
@@ -139,7 +139,18 @@ def allocate_now_wh(tier_price: FloatArray, cap_wh: FloatArray, need_wh: FloatAr
     rank[order] = np.arange(order.size)
     before_now = (rank[:, None] < rank[None, :k]).astype(float)
     before = cap_wh @ before_now
-    return np.clip(need_wh[:, None] - before, 0.0, cap_wh[:, :k])
+    return np.minimum(np.maximum(need_wh[:, None] - before, 0.0), cap_wh[:, :k])
+
+
+def _sites_of(ev_site: IntArray) -> tuple[IntArray, IntArray]:
+    """``np.unique(ev_site, return_inverse=True)``: the distinct sites and each EV's row
+    among them; without the sort when the EVs are in site order (as the world's are)."""
+    if ev_site.size and bool(np.all(ev_site[1:] >= ev_site[:-1])):
+        new = np.empty(ev_site.size, dtype=bool)
+        new[0] = True
+        np.not_equal(ev_site[1:], ev_site[:-1], out=new[1:])
+        return ev_site[new], np.cumsum(new) - 1
+    return np.unique(ev_site, return_inverse=True)
 
 
 def _surplus_tiers(obs, cfg, j, starts, prices, cap_wh, avail_h, surplus_fn):
@@ -148,7 +159,7 @@ def _surplus_tiers(obs, cfg, j, starts, prices, cap_wh, avail_h, surplus_fn):
     slot (len(j), n_slots, 3); the EV's surplus share now [W] and its opportunity cost
     [JPY/kWh]."""
     n_slots = starts.size
-    sites, row = np.unique(obs.ev_site[j], return_inverse=True)  # the sites involved
+    sites, row = _sites_of(obs.ev_site[j])  # the sites involved
     surplus_w = surplus_fn(starts, sites)
     sur = np.zeros((sites.size, n_slots))
     w = min(n_slots, surplus_w.shape[1])
@@ -162,15 +173,16 @@ def _surplus_tiers(obs, cfg, j, starts, prices, cap_wh, avail_h, surplus_fn):
     paid_w = sur - free_w  # would be exported
     # each planned EV's share of its site's surplus, in proportion to its charger
     frac = weight_fractions(row, obs.ev_charger_w[j], sites.size)
-    free_wh = np.minimum(free_w[row] * frac[:, None] * avail_h, cap_wh)
-    paid_wh = np.minimum(paid_w[row] * frac[:, None] * avail_h, cap_wh - free_wh)
-    grid_wh = cap_wh - free_wh - paid_wh
+    f = frac[:, None]
+    cap = np.empty((*cap_wh.shape, 3))  # free, paid, grid per EV and slot
+    free_wh = np.minimum(free_w.take(row, axis=0) * f * avail_h, cap_wh, out=cap[:, :, 0])
+    paid_wh = np.minimum(paid_w.take(row, axis=0) * f * avail_h, cap_wh - free_wh, out=cap[:, :, 1])
+    np.subtract(cap_wh - free_wh, paid_wh, out=cap[:, :, 2])
     if cfg.export_price_forecast is not None:
         p_exp = np.asarray(cfg.export_price_forecast(starts), float).reshape(n_slots)
     else:
         p_exp = np.full(n_slots, float(np.mean(obs.export_price_jpy_per_kwh)))
     price = np.stack([np.zeros(n_slots), p_exp, prices], axis=1)
-    cap = np.stack([free_wh, paid_wh, grid_wh], axis=2)
     share_now = sur[row, 0] * frac
     opp_now = np.where(free_w[row, 0] > 0, 0.0, p_exp[0])
     return price, cap, share_now, opp_now
