@@ -257,9 +257,9 @@ class CpsSimEnv(gymnasium.Env):
         end = self._t0_s + float(self.scenario.duration_s)
         target = min(float(self.sim.now) + self.dt_s, end)
         cost0, unmet0 = self._cost_jpy, self._unmet_wh
-        if target > self.sim.now:
+        self._drain(target)  # every event up to and at the target, in the engine's order
+        if target > self.sim.now:  # nothing scheduled at the target itself
             self.sim.run(until=target)
-        self._drain(target)
         self._read_unmet()
         d_cost = self._cost_jpy - cost0
         d_unmet_kwh = (self._unmet_wh - unmet0) / WH_PER_KWH
@@ -269,8 +269,9 @@ class CpsSimEnv(gymnasium.Env):
 
     # ------------------------------------------------------------------ internals
     def _drain(self, t: float) -> None:
-        """Process every event scheduled at time ``t`` (the settlement of the tick that
-        ends there and the next tick's inputs), so the observation is current."""
+        """Process every event scheduled up to and at time ``t`` (at ``t``: the settlement
+        of the tick that ends there and the next tick's inputs), so the observation is
+        current."""
         while self.sim.peek() <= t:
             self.sim.step()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -23,21 +23,26 @@ class Clock:
 
     start: _dt.datetime
     timezone: str = "Asia/Tokyo"
+    # derived once for the per-tick conversions (not compared, not shown)
+    _tz: ZoneInfo = field(init=False, repr=False, compare=False)
+    _start_utc: _dt.datetime = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None:
             raise ValueError("Clock.start must be timezone-aware")
         object.__setattr__(self, "start", self.start.astimezone(ZoneInfo(self.timezone)))
+        object.__setattr__(self, "_tz", ZoneInfo(self.timezone))
+        object.__setattr__(self, "_start_utc", self.start.astimezone(_dt.UTC))
 
     @property
     def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+        return self._tz
 
     def to_datetime(self, t_s: float) -> _dt.datetime:
         """Local, timezone-aware datetime of simulation time ``t_s``."""
         # Arithmetic in UTC: aware-datetime arithmetic in one zone ignores DST changes.
-        utc = self.start.astimezone(_dt.UTC) + _dt.timedelta(seconds=float(t_s))
-        return utc.astimezone(self.tz)
+        utc = self._start_utc + _dt.timedelta(seconds=float(t_s))
+        return utc.astimezone(self._tz)
 
     def to_sim(self, when: _dt.datetime) -> float:
         """Simulation seconds of an aware datetime (naive ones are read as local)."""
