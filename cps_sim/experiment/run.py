@@ -159,7 +159,7 @@ def run_scenario(
     shown = Path(out_dir) if out_dir is not None else default_out_dir(scenario)
     from cps_sim.experiment.memory import check_fits
 
-    check_fits(scenario)
+    check_fits(scenario, streamed=True)  # the events go into the folder as they come
     out_dir = check_run_out(shown, protect)  # before anything is simulated
     t0 = time.perf_counter()
     started = time.time()
