@@ -96,7 +96,7 @@ class Recorder:
             return
         k = r.k - self.k0
         n = self.flows.shape[0]
-        self.flows[k] = [r.flows_wh[f] for f in FLOWS]
+        self.flows[k] = r.flows if r.flows is not None else [r.flows_wh[f] for f in FLOWS]
         for name, f in r.by_group.items():
             self.groups[name][k] = f
         for name, v in (r.group_stored_wh or {}).items():

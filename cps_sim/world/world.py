@@ -94,6 +94,7 @@ class TickResult:
     stored_wh: float = float("nan")  # energy in every store at the end of the tick
     group_stored_wh: dict[str, float] | None = None  # the same per site group
     group_columns: dict[str, dict[str, float]] | None = None  # per-tick devices, per group
+    flows: np.ndarray | None = None  # flows_wh as an array in FLOWS order
 
 
 class World:
@@ -174,19 +175,27 @@ class World:
         peak_site = 0.0
         nets = []
         group_stored: dict[str, float] = {}
+        bat_e = ev_e = 0.0
+        plugged = 0
         for g in self.groups:
             f, peak, net = g.take_tick()
             flows += f
             by_group[g.name] = f
             peak_site = max(peak_site, peak)
             nets.append(net)
-            group_stored[g.name] = g.stored_wh()
+            stored = 0.0  # SiteGroup.stored_wh, keeping the batteries' and EVs' parts
+            for p in g.populations:
+                v = p.stored_wh()
+                stored += v
+                if p is g.batteries:
+                    bat_e += v
+                elif p is g.evs:
+                    ev_e += v
+                    plugged += int(np.count_nonzero(g.evs.plugged))
+            group_stored[g.name] = stored
         flows_d = dict(zip(FLOWS, flows.tolist(), strict=True))
         stored_after = sum(group_stored.values())
         residual = self.ledger.add_tick(flows_d, stored_before_wh, stored_after)
-        bat_e = sum(float(g.battery_energy_wh.sum()) for g in self.groups)
-        ev_e = sum(float(g.evs.energy_wh.sum()) for g in self.groups if g.evs is not None)
-        plugged = sum(int(g.evs.plugged.sum()) for g in self.groups if g.evs is not None)
         site_net = np.concatenate(nets)[self.record_sites] if self.record_sites.size else None
         return TickResult(
             k=self.k,
@@ -201,6 +210,7 @@ class World:
             site_net_wh=site_net,
             stored_wh=stored_after,
             group_stored_wh=group_stored,
+            flows=flows,
         )
 
     # ------------------------------------------------------------------ control hooks
