@@ -328,9 +328,14 @@ class SiteGroup:
         self.coupled_sites = (
             (b.active & b.has) | np.isfinite(self.import_limit_w) | np.isfinite(self.export_limit_w)
         )
+        self.any_coupled = bool(self.coupled_sites.any())
 
     def _may_split(self) -> bool:
-        return bool((self.evs is not None and self.evs.n) or self.batteries.active or self.jobs)
+        """Internal events matter only where devices interact (:attr:`coupled_sites`:
+        every population's ``next_event_s`` looks at those sites only)."""
+        return self.any_coupled and bool(
+            (self.evs is not None and self.evs.n) or self.batteries.active or self.jobs
+        )
 
     def _internal_events(self, s: I | None, dt_s: F) -> F:
         """Per-site time [s] until the first internal event within the segment (inf if none)."""

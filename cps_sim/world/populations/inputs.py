@@ -43,6 +43,7 @@ class SiteInputs(Population):
         self.pv_unit_w_per_w = pv_unit_w_per_w  # (n_ticks, n_orientations) AC W per DC W
         self.pv_ac_limit_w = pv_ac_limit_w
         self.any_pv_limit = bool(np.isfinite(pv_ac_limit_w).any())
+        self.any_pv = bool((pv_capacity_w > 0).any())  # else PV is 0 at every site
         self.pv_w = np.zeros(n)
         # members bound to external devices: measured power, NaN where the model runs
         self.load_measured_w: F | None = None
@@ -57,8 +58,11 @@ class SiteInputs(Population):
     def set_inputs(self, load_w: F, k: int) -> None:
         """Exogenous inputs held constant for tick ``k`` (measured members override them)."""
         self.load_w = load_w
-        pv = self.pv_capacity_w * self.pv_unit_w_per_w[k][self.pv_orientation]
-        self.pv_w = np.minimum(pv, self.pv_ac_limit_w, out=pv) if self.any_pv_limit else pv
+        if self.any_pv:
+            pv = self.pv_capacity_w * self.pv_unit_w_per_w[k][self.pv_orientation]
+            self.pv_w = np.minimum(pv, self.pv_ac_limit_w, out=pv) if self.any_pv_limit else pv
+        else:
+            self.pv_w = np.zeros(self.load_w.size)
         if self.load_measured_w is not None:
             self.load_model_w = load_w.copy()
             m = ~np.isnan(self.load_measured_w)
