@@ -21,6 +21,7 @@ The caller then runs it to the end (:meth:`Run.run_to_end`) or steps it (RL).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,8 @@ def check_balance(world: World, r: TickResult) -> None:
     """Raise :class:`SimulationError` when tick ``r``'s books do not close: the residual
     may be at most ``RESIDUAL_REL_TOL`` x 1000 of the largest flow (+ 1e-3 of the energy
     stored + 1 Wh)."""
-    scale = max(abs(v) for v in r.flows_wh.values()) + r.stored_wh * 1e-3 + 1.0
+    stored = r.stored_wh if math.isfinite(r.stored_wh) else world.stored_wh()
+    scale = max(abs(v) for v in r.flows_wh.values()) + stored * 1e-3 + 1.0
     if abs(r.residual_wh) > RESIDUAL_REL_TOL * scale * 1e3:
         raise SimulationError(
             f"energy balance broken in tick {r.k}: residual {r.residual_wh:.6g} Wh"
