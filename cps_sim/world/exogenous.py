@@ -493,16 +493,34 @@ class LoadBlocks:
     def tick(self, k: int) -> np.ndarray:
         """Load power [W] of every site during tick ``k`` (a fresh array).
 
-        Rows are built a day-block at a time (one vectorised gather over the
-        block), then handed out per tick.
+        Each tick's row is made when it is asked for (the shape row times the
+        scale, the month and the tick's noise factors, in that order); the noise
+        factors are drawn a day-block at a time (site-major, as always) and kept
+        tick-major for the block, so a row never waits on a whole day of rows.
         """
         if self.profile == "constant" and self.noise_cv <= 0:
             return self.scale_w.copy()  # the same row every tick: no day-block to build
-        b = k // self.tpb
-        if b != self.block:
-            self.values = self._build(b)
-            self.block = b
-        return self.values[k - b * self.tpb].copy()
+        if self.noise_cv > 0:
+            b = k // self.tpb
+            if b != self.block:
+                self.values = self._noise_block(b)
+                self.block = b
+        if self.profile == "constant":
+            row = self.scale_w.copy()
+        elif self.base is not None:
+            # an archetype shifted per site by whole ticks
+            i = np.subtract(k, self.shift_ticks, out=self._idx)
+            np.clip(i, 0, self.n_ticks - 1, out=i)
+            row = self.base[i]
+            row *= self.scale_w
+        else:
+            # the shape depends on (local minute, day type) only: one cached row each
+            row = self._shape_row(int(self.minute[k]), bool(self.day_off[k])) * self.scale_w
+            row *= self.month_f[k]
+        if self.noise_cv > 0:
+            assert self.values is not None
+            row *= self.values[k - self.block * self.tpb]
+        return row
 
     def _shape_row(self, minute: int, off: bool) -> np.ndarray:
         """Shape of every site at a local minute of a weekday / day off (cached)."""
@@ -513,34 +531,21 @@ class LoadBlocks:
             row = self._rows[key] = self.tables[int(off)][m]
         return row
 
-    def _build(self, b: int) -> np.ndarray:
-        k0 = b * self.tpb
-        ks = np.arange(k0, min(k0 + self.tpb, self._n_ticks))
+    def _noise_block(self, b: int) -> np.ndarray:
+        """Noise factors of day-block ``b``, (ticks of the block, sites), float32.
+
+        Drawn site-major, so appending sites leaves the others' noise unchanged.
+        z uniform with mean 0 and std 1 (√3·(2u − 1)): bounded, and 5× cheaper to draw
+        than a normal; the factor 1 + cv·z has mean 1 and CV cv exactly (cut at 0).
+        """
         n = self.scale_w.size
-        if self.profile == "constant":
-            vals = np.broadcast_to(self.scale_w, (ks.size, n)).copy()
-        elif self.base is not None:
-            i = ks[:, None] - self.shift_ticks[None, :]
-            np.clip(i, 0, self.n_ticks - 1, out=i)
-            vals = self.base[i]
-            vals *= self.scale_w
-        else:
-            # Rows depend on (local minute, day type) only: gather each once, reuse daily.
-            vals = np.empty((ks.size, n))
-            for j, k in enumerate(ks.tolist()):  # one row per tick of the block, not per site
-                vals[j] = self._shape_row(int(self.minute[k]), bool(self.day_off[k]))
-            vals *= self.scale_w
-            vals *= self.month_f[ks][:, None]
-        if self.noise_cv > 0:
-            # drawn site-major, so appending sites leaves the others' noise unchanged
-            # z uniform with mean 0 and std 1 (√3·(2u − 1)): bounded, and 5× cheaper to
-            # draw than a normal; factor 1 + cv·z has mean 1 and CV cv exactly
-            u = self.rng.generator(f"{self.stream}/noise/block{b}").random(
-                (n, self.tpb), dtype=np.float32
-            )[:, : ks.size]
-            a = np.float32(2.0 * np.sqrt(3.0) * self.noise_cv)
-            u *= a
-            u += np.float32(1.0) - a / np.float32(2.0)
-            np.maximum(u, np.float32(0.0), out=u)
-            vals *= u.T
-        return vals
+        k0 = b * self.tpb
+        m = min(self.tpb, self._n_ticks - k0)
+        u = self.rng.generator(f"{self.stream}/noise/block{b}").random(
+            (n, self.tpb), dtype=np.float32
+        )[:, :m]
+        a = np.float32(2.0 * np.sqrt(3.0) * self.noise_cv)
+        u *= a
+        u += np.float32(1.0) - a / np.float32(2.0)
+        np.maximum(u, np.float32(0.0), out=u)
+        return np.ascontiguousarray(u.T)
