@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import simpy
 
 from cps_sim import __version__
+from cps_sim.core.blas import one_blas_thread
 from cps_sim.core.errors import DiskFullError, ResultsError, ScenarioError
 from cps_sim.experiment.event_stream import EVENT_SCHEMA, stream_events
 from cps_sim.experiment.expect import ExpectationReport, check_run
@@ -113,7 +114,10 @@ def simulate(
     world = run.world
     recorder = Recorder(world)
     recorder.interrupted = False
-    with TickProgress(world.n_ticks, scenario.name, progress_enabled(quiet)) as bar:
+    with (
+        TickProgress(world.n_ticks, scenario.name, progress_enabled(quiet)) as bar,
+        one_blas_thread(),  # deterministic on any number of cores (core/blas.py)
+    ):
         if setup is not None:
             setup(run.env, world)
         try:
@@ -171,6 +175,7 @@ def run_scenario(
         "cps_sim.scenario_hash": scenario_hash(scenario),
     }
     with (
+        one_blas_thread(),  # the KPIs and an oracle too (core/blas.py)
         atomic_directory(out_dir, recheck=lambda p: check_run_out(p, protect)) as tmp,
         # the recorder of the run writes its events into the folder as it goes
         stream_events(tmp / "events.parquet", facts) as sink,
