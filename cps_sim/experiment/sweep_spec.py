@@ -316,23 +316,24 @@ def load_sweep_text(text: str, file: str | None = None) -> SweepFile:
 
 def load_sweep(path: str | Path) -> SweepFile:
     """Read and validate a sweep file; errors name file:line:col and the path."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError.single(str(path), "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError.single(str(path), "", f"cannot read: {exc}") from None
-    return load_sweep_text(text, str(path))
+    from cps_sim.scenario.loader import _decode, read_source
+
+    return load_sweep_text(_decode(read_source(path, "sweep file"), str(path)), str(path))
 
 
 def _issue_at(sweep_file: Path, path: str, message: str) -> ScenarioError:
     """A ScenarioError located at ``path`` inside the sweep file (with line numbers)."""
-    from cps_sim.scenario.loader import _node_at  # same locator as scenario errors
+    from cps_sim.scenario.loader import (  # same reader and locator as scenario errors
+        _decode,
+        _node_at,
+        read_source,
+    )
 
     root = None
     with contextlib.suppress(OSError, ScenarioError):
-        _, root = parse_yaml(sweep_file.read_text(encoding="utf-8"), str(sweep_file))
+        _, root = parse_yaml(
+            _decode(read_source(sweep_file, "sweep file"), str(sweep_file)), str(sweep_file)
+        )
     node = _node_at(root, _parse_path(path)) if root is not None else None
     line = node.start_mark.line + 1 if node is not None else None
     col = node.start_mark.column + 1 if node is not None else None
