@@ -100,7 +100,7 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, durable: bool =
 # ----------------------------------------------------------------------------- reading
 
 _KINDS = (
-    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISDIR, "a directory"),
     (stat.S_ISFIFO, "a named pipe (FIFO)"),
     (stat.S_ISCHR, "a character device"),
     (stat.S_ISBLK, "a block device"),
@@ -127,7 +127,7 @@ def _open_error(path: str, exc: OSError, what: str) -> InputFileError:
     if isinstance(exc, FileNotFoundError):
         return InputFileError(path, "file not found")
     if isinstance(exc, IsADirectoryError):
-        return InputFileError(path, f"is a folder, not a {what}")
+        return InputFileError(path, f"is a directory, not a {what}")
     if isinstance(exc, NotADirectoryError):
         return InputFileError(path, "file not found (a part of the path is not a folder)")
     if isinstance(exc, PermissionError):
