@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from cps_sim.core.errors import InputFileError, Issue, ScenarioError
-from cps_sim.core.files import read_input
+from cps_sim.core.files import read_input, require_regular_file
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_ALIASES = 100
@@ -758,6 +758,8 @@ def resolve_data_path(
     """
     if "\x00" in ref:
         raise ScenarioError.single(file, field, "path contains a NUL byte")
+    if len(ref) > 4096:
+        raise ScenarioError.single(file, field, f"path is {len(ref):,} characters long")
     candidate = Path(ref)
     if not candidate.is_absolute():
         candidate = base_dir / candidate
@@ -770,6 +772,8 @@ def resolve_data_path(
             f"{ref!r} resolves to {resolved}, outside the scenario folder and the "
             "allowed data folders; copy the file next to the scenario",
         )
-    if not resolved.is_file():
-        raise ScenarioError.single(file, field, f"{ref!r}: file not found ({resolved})")
+    try:
+        require_regular_file(resolved, what="data file")
+    except InputFileError as exc:
+        raise ScenarioError.single(file, field, f"{ref!r}: {exc.reason} ({resolved})") from None
     return resolved

@@ -13,7 +13,8 @@ validated scenario and reports, with the path of each problem:
   ``control.ev_strategy`` of its own; a VPP group with EVs has no
   ``control.ev_strategy`` either (the aggregator drives them; ``vpp.base_strategy``);
 * files: every field called ``file``, ``csv`` or ending in ``_file`` /
-  ``_csv`` must name an existing file (relative to the scenario's folder);
+  ``_csv`` must name an existing regular file inside the scenario's folder (the
+  rule of :func:`cps_sim.scenario.loader.resolve_data_path`, which runs apply);
 * catalog names: ``sites[*].ev.models`` must name vehicle classes of
   ``devices/ev``.
 
@@ -98,10 +99,15 @@ def reference_issues(scenario: Any, base_dir: Path | None) -> list[tuple[Loc, st
                     if isinstance(k, str) and k not in counts:
                         unknown((*here, k), k)
         elif _is_file_field(name) and isinstance(value, str) and base_dir is not None:
-            p = Path(value)
-            p = p if p.is_absolute() else base_dir / p
-            if not p.is_file():
-                out.append((here, f"{value!r}: file not found ({p})"))
+            # the rule cps-sim run applies when it opens the file (inside the scenario's
+            # folder, a regular file), so that validate says what run will say
+            from cps_sim.core.errors import ScenarioError
+            from cps_sim.scenario.loader import resolve_data_path
+
+            try:
+                resolve_data_path(value, base_dir)
+            except ScenarioError as exc:
+                out.append((here, "; ".join(i.message for i in exc.issues)))
     vpp = getattr(scenario, "vpp", None)
     if (
         vpp is not None
