@@ -217,9 +217,9 @@ def _meter_issues(scenario: Any) -> list[tuple[Loc, str]]:
 
 
 def _zone(name: str):
-    from zoneinfo import ZoneInfo
+    from cps_sim.core.clock import iana_zone
 
-    return ZoneInfo(name)
+    return iana_zone(name)
 
 
 def _catalog_issues(scenario: Any) -> list[tuple[Loc, str]]:
