@@ -554,14 +554,43 @@ def validation_issues(
 # ----------------------------------------------------------------------------- overrides
 
 
+_PATH_PART = re.compile(r"\.?([A-Za-z0-9_-]{1,128})|\[([0-9]{1,9})\]")
+
+
 def _parse_path(path: str) -> list[str | int]:
+    """``sites[0].pv.share`` -> ``["sites", 0, "pv", "share"]``.
+
+    The grammar: keys (letters, digits, ``_``, ``-``) joined by dots, list items as
+    ``[n]`` with a whole number ``n >= 0`` (``sites.0.pv`` also reads item 0).
+    Anything else (``sites[[0]]``, ``a..b``, ``sites[-1]``, spaces) is a
+    :class:`ValueError` that shows the expected form.
+    """
+    text = path.strip()
     parts: list[str | int] = []
-    for raw in path.replace("]", "").replace("[", ".").split("."):
-        if raw == "":
-            continue
-        parts.append(int(raw) if raw.lstrip("-").isdigit() else raw)
+    pos = 0
+    while pos < len(text):
+        m = _PATH_PART.match(text, pos)
+        if (
+            m is None
+            or (pos == 0 and text.startswith("."))
+            or (pos > 0 and m.group(0)[0] not in ".[")
+        ):
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            raise ValueError(
+                f"bad path {shown!r} at character {pos + 1}: expected keys joined by dots "
+                "and list items as [n], e.g. sites[0].pv.share"
+            )
+        key, index = m.group(1), m.group(2)
+        if index is not None:
+            parts.append(int(index))
+        else:
+            assert key is not None
+            parts.append(int(key) if key.isdigit() else key)
+        pos = m.end()
     if not parts:
-        raise ValueError("empty path")
+        raise ValueError("empty path; expected e.g. sites[0].pv.share")
+    if text.endswith("."):
+        raise ValueError(f"bad path {text!r}: ends with a dot")
     return parts
 
 
@@ -573,18 +602,19 @@ def apply_overrides(data: Any, overrides: Iterable[str], file: str | None = None
     """
     for item in overrides:
         if "=" not in item:
-            raise ScenarioError.single(file, "", f"--set {item!r}: expected path=value")
+            raise ScenarioError.single(file, "", f"--set {_short(item)}: expected path=value")
         path_s, value_s = item.split("=", 1)
+        shown = path_s.strip() if len(path_s.strip()) <= 60 else path_s.strip()[:57] + "..."
         try:
-            path = _parse_path(path_s.strip())
+            path = _parse_path(path_s)
             value, _ = parse_yaml(value_s, None)
         except ValueError as exc:
-            raise ScenarioError.single(file, path_s, f"--set: {exc}") from None
+            raise ScenarioError.single(file, shown, f"--set: {exc}") from None
         except ScenarioError as exc:
             raise ScenarioError.single(
-                file, path_s, "--set: " + "; ".join(i.message for i in exc.issues)
+                file, shown, "--set: " + "; ".join(i.message for i in exc.issues)
             ) from None
-        set_path(data, path, value, file, path_s.strip())
+        set_path(data, path, value, file, shown)
     return data
 
 
@@ -600,7 +630,7 @@ def set_path(
     for i, part in enumerate(path):
         last = i == len(path) - 1
         if isinstance(cur, list):
-            if not isinstance(part, int) or not -len(cur) <= part < len(cur):
+            if not isinstance(part, int) or not 0 <= part < len(cur):
                 raise ScenarioError.single(
                     file,
                     shown,

@@ -33,12 +33,33 @@ from pydantic import BaseModel
 Loc = tuple[str | int, ...]
 
 
+def _per_annotation(fn: Any) -> Any:
+    """Memoise a pure function of one annotation (by identity: annotations need not be
+    hashable; the cache keeps each one alive, so an id is never reused).  The walk asks
+    the same questions of the same few hundred annotations for every value of every
+    run of a sweep."""
+    cache: dict[int, tuple[Any, Any]] = {}
+
+    @functools.wraps(fn)
+    def wrapper(annotation: Any) -> Any:
+        hit = cache.get(id(annotation))
+        if hit is not None and hit[0] is annotation:
+            return hit[1]
+        result = fn(annotation)
+        cache[id(annotation)] = (annotation, result)
+        return result
+
+    return wrapper
+
+
+@_per_annotation
 def _strip(annotation: Any) -> Any:
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     return annotation
 
 
+@_per_annotation
 def _union_args(annotation: Any) -> tuple[Any, ...] | None:
     """The members of a union (nested unions flattened), or None for another type."""
     origin = typing.get_origin(annotation)
@@ -52,6 +73,7 @@ def _union_args(annotation: Any) -> tuple[Any, ...] | None:
     return None
 
 
+@_per_annotation
 def accepts_bool(annotation: Any) -> bool:
     """Whether a field of this type may hold a boolean."""
     annotation = _strip(annotation)
@@ -65,6 +87,7 @@ def accepts_bool(annotation: Any) -> bool:
     return False
 
 
+@_per_annotation
 def _bool_only(annotation: Any) -> bool:
     """``bool`` or ``bool | None``."""
     annotation = _strip(annotation)
@@ -78,6 +101,7 @@ _NUMBERS = (int, float)
 _TIMES = (_dt.datetime, _dt.date, _dt.time)
 
 
+@_per_annotation
 def _members(annotation: Any) -> tuple[Any, ...]:
     """The members of a union without ``None`` (the annotation alone when not a union)."""
     annotation = _strip(annotation)
@@ -85,6 +109,7 @@ def _members(annotation: Any) -> tuple[Any, ...]:
     return tuple(a for a in (args if args is not None else (annotation,)) if a is not type(None))
 
 
+@_per_annotation
 def _numbers_only(annotation: Any) -> bool:
     """A field that takes numbers (or a distribution mapping) and no text."""
     members = _members(annotation)
@@ -101,6 +126,7 @@ def _numbers_only(annotation: Any) -> bool:
     return True
 
 
+@_per_annotation
 def _times_only(annotation: Any) -> bool:
     members = _members(annotation)
     return bool(members) and all(a in _TIMES for a in members)
@@ -114,6 +140,7 @@ def _number_text(value: str) -> bool:
     return True
 
 
+@_per_annotation
 def _describe(annotation: Any) -> str:
     annotation = _strip(annotation)
     if typing.get_origin(annotation) is Literal:
