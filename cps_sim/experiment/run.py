@@ -299,6 +299,9 @@ def run_file(
     if seed is not None:
         ov.append(f"seed={int(seed)}")
     scenario = load_scenario(path, ov)
+    from cps_sim.experiment.memory import check_fits
+
+    check_fits(scenario, str(path))  # too large: refused naming the file, before anything
     if oracle:
         from cps_sim.experiment.oracle import oracle_hooks
 
