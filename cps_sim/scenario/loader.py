@@ -519,6 +519,12 @@ def validation_issues(
             return issues
         structural = ("model_attributes_type", "dict_type", "model_type")
         preferred = [e for e in errs if e.get("type") not in structural]
+        if any(e.get("type") == "value_error" for e in preferred):
+            # 'float | distribution': a distribution that failed its own check is the
+            # message, not that the mapping is not a number
+            preferred = [
+                e for e in preferred if e.get("type") not in ("float_type", "float_parsing")
+            ]
         if (
             len(errs) > 1
             and len(preferred) == 1
