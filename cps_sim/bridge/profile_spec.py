@@ -481,9 +481,10 @@ def _rated(ck: _Checker, d: Any) -> Rated:
     return r
 
 
-def read_profile_file(path: Path) -> ProfileSpec:
-    """Read and check one profile file; raise :class:`ProfileError` listing every problem."""
-    file = str(path)
+def read_profile_file(path: Path, shown: str | None = None) -> ProfileSpec:
+    """Read and check one profile file; raise :class:`ProfileError` listing every problem
+    (naming the file as ``shown``, default ``path``)."""
+    file = shown or str(path)
     from cps_sim.core.errors import InputFileError
     from cps_sim.core.files import read_input
     from cps_sim.scenario.loader import parse_yaml

@@ -158,8 +158,8 @@ def _load_run(src: Path) -> tuple[pd.DataFrame, dict[str, float], dict[str, Any]
     from cps_sim.experiment.results import read_kpis, read_manifest
 
     ts = _read_parquet(src / "timeseries.parquet")
-    kpis = read_kpis(src / "kpis.json") if (src / "kpis.json").exists() else {}
-    manifest = read_manifest(src / "manifest.json") if (src / "manifest.json").exists() else {}
+    kpis = read_kpis(src / "kpis.json")  # a run folder always has both (a missing one is
+    manifest = read_manifest(src / "manifest.json")  # a damaged or foreign folder)
     tz = (manifest.get("scenario") or {}).get("timezone", "UTC")
     if "time" not in ts:
         raise ResultsError(
@@ -338,10 +338,10 @@ def _run_report(
         rep.pngs.append(out / name)
     from cps_sim.experiment import summary
 
-    run = summary.RunData.load(src) if (src / "manifest.json").exists() else None
-    blocks = summary.blocks(run) if run is not None else []
-    if run is not None:  # one plot per enabled block (system, storage, VPP, islanding, ...)
-        rep.pngs.extend(summary.plot_blocks(run, week, out, dpi=DPI))
+    run = summary.RunData.load(src)
+    blocks = summary.blocks(run)
+    # one plot per enabled block (system, storage, VPP, islanding, ...)
+    rep.pngs.extend(summary.plot_blocks(run, week, out, dpi=DPI))
     title = f"Run {manifest.get('scenario', {}).get('name', src.name)}"
     facts = {
         "results": str(src),

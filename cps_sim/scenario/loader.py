@@ -441,7 +441,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _message(err: Mapping[str, Any], model: type[BaseModel], loc: Sequence[Any]) -> str:
+def _message(
+    err: Mapping[str, Any],
+    model: type[BaseModel],
+    loc: Sequence[Any],
+    listed: set[str] | None = None,
+) -> str:
+    """One problem in words.  ``listed``: the owners whose allowed keys were already
+    shown (a file with 100 unknown keys lists them once, not 100 times)."""
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
     got = err.get("input")
@@ -453,7 +460,13 @@ def _message(err: Mapping[str, Any], model: type[BaseModel], loc: Sequence[Any])
         if hint:
             msg += f"; did you mean {hint[0]!r}?"
         elif names:
-            msg += f"; allowed keys: {', '.join(names)}"
+            where = format_loc(loc[:-1]) or "<top level>"
+            if listed is not None and where in listed:
+                msg += f"; allowed keys of {where}: see above"
+            else:
+                msg += f"; allowed keys: {', '.join(names)}"
+                if listed is not None:
+                    listed.add(where)
         return msg
     if kind == "missing":
         return "required field is missing"
@@ -504,6 +517,7 @@ def validation_issues(
     """Turn a pydantic ValidationError into one Issue per distinct problem."""
     issues: list[Issue] = []
     seen: set[tuple[str, str]] = set()
+    listed: set[str] = set()
     errors = exc.errors(include_url=False)
     # A Quantity is 'float | distribution': pydantic reports the failure of every
     # branch.  When one branch failed on its own validator, that is the message.
@@ -544,7 +558,7 @@ def validation_issues(
             chosen = preferred or errs[:1]
         for err in chosen:
             loc = _clean_loc(err["loc"])
-            msg = _message(err, model, loc)
+            msg = _message(err, model, loc, listed)
             if (path, msg) in seen:
                 continue
             seen.add((path, msg))
