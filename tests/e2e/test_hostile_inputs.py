@@ -491,3 +491,61 @@ def test_emulate_options_are_refused_before_a_broker_starts(
 def test_damaged_fixture_is_complete(damaged):
     assert sorted(p.name for p in damaged.iterdir()) == sorted(k.replace(" ", "_") for k in DAMAGE)
     assert json.loads((damaged.parent / "run" / "kpis.json").read_text())
+
+
+# ----------------------------------------------------------------------------- class 8
+# Damaged sweep folders: report and --resume must not hang on a FIFO nor crash.
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(ws: Path) -> Path:
+    env = {**os.environ, "CI": "true"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    args = ["sweep", "sweep.yaml", "--out", "sw", "-q", "--workers", "1"]
+    r = subprocess.run(
+        [sys.executable, "-m", "cps_sim", *args],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    return ws / "sw"
+
+
+SWEEP_DAMAGE = {
+    "plan a fifo": ("plan.json", "fifo"),
+    "plan nested deep": ("plan.json", b"[" * 100_000 + b"]" * 100_000),
+    "catalog a folder": ("catalog.parquet", "folder"),
+    "catalog a fifo": ("catalog.parquet", "fifo"),
+    "run.json a fifo": ("RUN/run.json", "fifo"),
+    "run manifest a fifo": ("RUN/manifest.json", "fifo"),
+}
+
+
+@pytest.mark.parametrize("kind", list(SWEEP_DAMAGE))
+def test_damaged_sweep_folders_neither_hang_nor_crash(here, sweep_dir, tmp_path, capsys, kind):
+    name, content = SWEEP_DAMAGE[kind]
+    d = tmp_path / "sw"
+    shutil.copytree(sweep_dir, d)
+    first_run = sorted((d / "runs").iterdir())[0]
+    target = d / name.replace("RUN", f"runs/{first_run.name}")
+    target.unlink()
+    if content == "fifo":
+        os.mkfifo(target)
+    elif content == "folder":
+        target.mkdir()
+    else:
+        target.write_bytes(content)
+    for args in (
+        ["report", d, "--out", tmp_path / "rep"],
+        ["sweep", "sweep.yaml", "--out", d, "--resume", "-q", "--workers", "1"],
+    ):
+        code, out, err = invoke(args, capsys)
+        assert "Traceback" not in out + err
+        assert "internal error" not in err, err
+        if code != 0:
+            assert err.startswith("error:"), err
+    if "RUN" not in name and "catalog" not in name:
+        assert target.exists()  # a damaged plan: the folder is refused, not rewritten
