@@ -80,6 +80,14 @@ class EmulatorConfig:
             raise BridgeError(f"id prefix {self.id_prefix!r}: device ids are [A-Za-z0-9_-]{{1,64}}")
         if self.start is not None:
             self.start_timestamp()
+        if self.ca_file is not None:
+            from cps_sim.core.errors import InputFileError
+            from cps_sim.core.files import require_regular_file
+
+            try:
+                require_regular_file(self.ca_file, what="CA certificate file")
+            except InputFileError as exc:
+                raise BridgeError(f"--ca-file {exc}") from None
 
     def start_timestamp(self) -> Any:
         """``start`` as a pandas Timestamp (``tz`` when it has no offset), or None; a

@@ -224,10 +224,13 @@ def run_hil(
         )
     spec = scenario.bridge or BridgeSpec()
     speed = float(options.speed if options.speed is not None else scenario.speed)
-    if not speed > 0:
-        raise BridgeError(f"--speed must be > 0, got {speed:g}")
-    if options.strict_lag_s is not None and not options.strict_lag_s > 0:
-        raise BridgeError(f"--strict-lag-s must be > 0, got {options.strict_lag_s:g}")
+    if not (math.isfinite(speed) and speed > 0):
+        raise BridgeError(f"--speed must be a finite number > 0, got {speed:g}")
+    lag = options.strict_lag_s
+    if lag is not None and not (math.isfinite(lag) and lag > 0):
+        raise BridgeError(f"--strict-lag-s must be a finite number > 0, got {lag:g}")
+    if options.record is not None:
+        check_record_target(Path(options.record))
     check_bridge(scenario, spec, speed, file)
     prefix = spec.prefix_for(scenario.name)
     url = options.broker or spec.url
@@ -448,6 +451,33 @@ def _write_recording(path: Path, tr: MqttTransport, meta: dict[str, Any]) -> Non
         write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     except OSError as exc:
         raise ResultsError(f"{path}: cannot write the recording: {exc.strerror or exc}") from None
+
+
+def check_record_target(path: Path) -> None:
+    """``--record PATH`` checked before the run: a new file in an existing (or creatable)
+    folder, or a recording cps-sim wrote (replaced); never a folder, a device or a file of
+    the user's (it would be overwritten when the run ends)."""
+    if path.exists() or path.is_symlink():
+        from cps_sim.core.errors import InputFileError
+        from cps_sim.core.files import require_regular_file
+
+        try:
+            require_regular_file(path, what="recording")
+        except InputFileError as exc:
+            raise BridgeError(f"--record {exc}") from None
+        try:
+            read_recording(path)
+        except ResultsError:
+            raise BridgeError(
+                f"--record {path}: exists and is not a cps-sim recording; cps-sim will not "
+                "overwrite it (give a new file name)"
+            ) from None
+        return
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BridgeError(f"--record {path}: {parent} is not a folder")
+            break
 
 
 # what run_replay takes from a recording's metadata

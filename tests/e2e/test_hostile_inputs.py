@@ -549,3 +549,35 @@ def test_damaged_sweep_folders_neither_hang_nor_crash(here, sweep_dir, tmp_path,
             assert err.startswith("error:"), err
     if "RUN" not in name and "catalog" not in name:
         assert target.exists()  # a damaged plan: the folder is refused, not rewritten
+
+
+# ----------------------------------------------------------------------------- class 9
+# hil options: checked before a broker starts or a real-time run begins; --record never
+# overwrites a file cps-sim did not write.
+
+
+@pytest.mark.parametrize(
+    "opts,word",
+    [
+        (["--speed", "inf"], "--speed"),
+        (["--speed", "nan"], "--speed"),
+        (["--strict-lag-s", "nan"], "--strict-lag-s"),
+        (["--record", "userdir/thesis.tex"], "not a cps-sim recording"),
+        (["--record", "userdir"], "directory"),
+        (["--record", "/dev/full"], "character device"),
+        (["--record", "userdir/thesis.tex/x"], "not a folder"),
+    ],
+    ids=lambda o: " ".join(o) if isinstance(o, list) else o,
+)
+def test_hil_options_are_refused_before_the_run(here, tmp_path, capsys, opts, word):
+    fresh = tmp_path / "out"
+    before = snapshot(here)
+    code, out, err = invoke(["hil", "tiny.yaml", *opts, "--out", fresh, "-q"], capsys)
+    refused(code, out, err, word)
+    _check_untouched(here, before, fresh)
+
+
+def test_emulate_ca_file_that_is_a_fifo_is_refused(here, capsys):
+    args = ["emulate", "tasmota_plug", "--ca-file", "fifo.yaml", "--broker", "mqtts://127.0.0.1:1"]
+    code, out, err = invoke([*args, "--duration", "1s", "-q"], capsys)
+    refused(code, out, err, "fifo.yaml", "named pipe")
