@@ -122,6 +122,7 @@ def validate(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")], set_: SetOpt = None
 ):
     """Check a scenario file; print every problem with file, line and path."""
+    from cps_sim.experiment.memory import check_fits
     from cps_sim.scenario.loader import load_scenario
 
     try:
@@ -130,13 +131,15 @@ def validate(
             from cps_sim.bridge.runtime import check_bridge
 
             check_bridge(sc, sc.bridge, sc.speed, str(scenario))
+        est = check_fits(sc, str(scenario), streamed=True)  # the refusal cps-sim run gives
     except CpsSimError as exc:
         _fail(exc)
     sites = sum(g.count for g in sc.sites)
     typer.echo(
-        f"{scenario}: OK ({sc.name}: {len(sc.sites)} site group(s), {sites} sites, "
+        f"{scenario}: OK ({sc.name}: {len(sc.sites)} site group(s), {sites:,} sites, "
         f"{sc.duration_days:g} days at {sc.tick_s:g} s ticks"
-        + (f", after a {sc.warmup_days}-day warm-up)" if sc.warmup_days else ")")
+        + (f", after a {sc.warmup_days}-day warm-up" if sc.warmup_days else "")
+        + f"; {est.ticks:,} ticks, about {est.total_bytes / 1e9:.1f} GB of memory)"
     )
 
 

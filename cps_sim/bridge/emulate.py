@@ -93,9 +93,7 @@ class EmulatorFleet:
         ]
         self.fleet_id = f"{idp}-{uuid.uuid4().hex[:6]}"
         self.sid = uuid.uuid4().hex[:8]
-        start = pd.Timestamp(cfg.start) if cfg.start else pd.Timestamp.now(tz=cfg.tz).floor("s")
-        if start.tzinfo is None:
-            start = start.tz_localize(cfg.tz)
+        start = cfg.start_timestamp() if cfg.start else pd.Timestamp.now(tz=cfg.tz).floor("s")
         self.start_ts = start
         # a rig spread over processes (first_id) gets different devices in each
         self.rng = np.random.default_rng(cfg.seed if not first else [cfg.seed, first])

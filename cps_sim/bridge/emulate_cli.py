@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -37,6 +38,14 @@ def parse_duration_s(text: str | float | None) -> float | None:
     if not value > 0:
         raise BridgeError(f"duration must be > 0, got {text!r}")
     return value
+
+
+def _stop_embedded(embedded: Any, folder: Path | None) -> None:
+    """Stop the broker this command started and remove the folder it made for it."""
+    if embedded is not None:
+        embedded.stop()
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _quiet(quiet: bool) -> bool:
@@ -75,21 +84,11 @@ def run_emulate(
     quiet = _quiet(quiet)
     kind = resolve_kind(profile, kind)  # bad input fails before any broker starts
     password = os.environ.get(password_env) if username else None
-    embedded = None
-    if broker is None:
-        from cps_sim.bridge.embedded_broker import start_embedded_broker
-
-        folder = Path(tempfile.mkdtemp(prefix="cps-sim-broker-"))
-        embedded = start_embedded_broker(folder)
-        broker = embedded.url
-        print(f"started an embedded {embedded.kind} broker at {broker}", flush=True)
-        if getattr(embedded, "kind", "") == "amqtt":
-            protocol = "3.1.1"
     cfg = EmulatorConfig(
         profile=profile,
         kind=kind,
         count=count,
-        broker_url=broker,
+        broker_url=broker or "mqtt://127.0.0.1:1883",  # the embedded broker's, set below
         prefix=prefix,
         id_prefix=id_prefix,
         first_id=first_id,
@@ -110,7 +109,24 @@ def run_emulate(
         rated=dict(rated or {}),
         telemetry_qos=telemetry_qos,
     )
-    fleet = EmulatorFleet(cfg)
+    cfg.check()  # every option checked before a broker starts
+    embedded = None
+    folder: Path | None = None
+    if broker is None:
+        from cps_sim.bridge.embedded_broker import start_embedded_broker
+
+        folder = Path(tempfile.mkdtemp(prefix="cps-sim-broker-"))
+        embedded = start_embedded_broker(folder)
+        broker = embedded.url
+        print(f"started an embedded {embedded.kind} broker at {broker}", flush=True)
+        cfg.broker_url = broker
+        if getattr(embedded, "kind", "") == "amqtt":
+            cfg.protocol = "3.1.1"
+    try:
+        fleet = EmulatorFleet(cfg)
+    except BaseException:
+        _stop_embedded(embedded, folder)  # nothing left running when the fleet cannot be built
+        raise
     stopping = {"sig": None}
 
     def on_term(signum, _frame):
@@ -145,8 +161,7 @@ def run_emulate(
     finally:
         fleet.stop()
         signal.signal(signal.SIGTERM, old)
-        if embedded is not None:
-            embedded.stop()
+        _stop_embedded(embedded, folder)
     summary = fleet.summary()
     print(json.dumps(summary), flush=True)
     if summary_json is not None:

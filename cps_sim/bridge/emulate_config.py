@@ -74,6 +74,42 @@ class EmulatorConfig:
         for level in self.prefix.split("/"):
             if not ID_RE.match(level):
                 raise BridgeError(f"prefix {self.prefix!r}: levels of [A-Za-z0-9_-]{{1,64}}")
+        if self.weather not in ("synthetic", "clear"):
+            raise BridgeError(f"weather must be synthetic or clear, got {self.weather!r}")
+        if self.id_prefix is not None and not ID_RE.match(f"{self.id_prefix}-0000"):
+            raise BridgeError(f"id prefix {self.id_prefix!r}: device ids are [A-Za-z0-9_-]{{1,64}}")
+        if self.start is not None:
+            self.start_timestamp()
+        if self.ca_file is not None:
+            from cps_sim.core.errors import InputFileError
+            from cps_sim.core.files import require_regular_file
+
+            try:
+                require_regular_file(self.ca_file, what="CA certificate file")
+            except InputFileError as exc:
+                raise BridgeError(f"--ca-file {exc}") from None
+
+    def start_timestamp(self) -> Any:
+        """``start`` as a pandas Timestamp (``tz`` when it has no offset), or None; a
+        :class:`BridgeError` for text that is not an ISO 8601 date-time of 1900..2199."""
+        if self.start is None:
+            return None
+        import datetime as _dt
+
+        import pandas as pd
+
+        text = str(self.start).strip()
+        shown = repr(text) if len(text) <= 60 else repr(text[:57] + "...")
+        try:
+            parsed = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise BridgeError(
+                f"start {shown}: expected an ISO 8601 date-time such as 2026-04-01T08:00:00+09:00"
+            ) from None
+        if not 1900 <= parsed.year < 2200:
+            raise BridgeError(f"start {shown}: the year must be in 1900..2199")
+        ts = pd.Timestamp(parsed)
+        return ts.tz_localize(self.tz) if ts.tzinfo is None else ts
 
 
 def merged_rating(kind: str, profile_rated: Rated, overrides: dict[str, float]) -> Rated:

@@ -124,12 +124,14 @@ def resolve_password(spec: BridgeSpec, base_dir: Path | None) -> str | None:
         path = Path(spec.password_file)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
+        from cps_sim.core.errors import InputFileError
+        from cps_sim.core.files import read_input
+
         try:
-            lines = path.read_text().splitlines()
-        except OSError as exc:
-            raise BridgeError(
-                f"bridge.password_file: cannot read {path}: {exc.strerror or exc}"
-            ) from None
+            raw = read_input(path, max_bytes=64 * 1024, what="password file")
+            lines = raw.decode("utf-8", errors="replace").splitlines()
+        except InputFileError as exc:
+            raise BridgeError(f"bridge.password_file: {exc}") from None
         return lines[0] if lines else ""
     return None
 
@@ -222,10 +224,13 @@ def run_hil(
         )
     spec = scenario.bridge or BridgeSpec()
     speed = float(options.speed if options.speed is not None else scenario.speed)
-    if not speed > 0:
-        raise BridgeError(f"--speed must be > 0, got {speed:g}")
-    if options.strict_lag_s is not None and not options.strict_lag_s > 0:
-        raise BridgeError(f"--strict-lag-s must be > 0, got {options.strict_lag_s:g}")
+    if not (math.isfinite(speed) and speed > 0):
+        raise BridgeError(f"--speed must be a finite number > 0, got {speed:g}")
+    lag = options.strict_lag_s
+    if lag is not None and not (math.isfinite(lag) and lag > 0):
+        raise BridgeError(f"--strict-lag-s must be a finite number > 0, got {lag:g}")
+    if options.record is not None:
+        check_record_target(Path(options.record))
     check_bridge(scenario, spec, speed, file)
     prefix = spec.prefix_for(scenario.name)
     url = options.broker or spec.url
@@ -448,10 +453,54 @@ def _write_recording(path: Path, tr: MqttTransport, meta: dict[str, Any]) -> Non
         raise ResultsError(f"{path}: cannot write the recording: {exc.strerror or exc}") from None
 
 
+def check_record_target(path: Path) -> None:
+    """``--record PATH`` checked before the run: a new file in an existing (or creatable)
+    folder, or a recording cps-sim wrote (replaced); never a folder, a device or a file of
+    the user's (it would be overwritten when the run ends)."""
+    if path.exists() or path.is_symlink():
+        from cps_sim.core.errors import InputFileError
+        from cps_sim.core.files import require_regular_file
+
+        try:
+            require_regular_file(path, what="recording")
+        except InputFileError as exc:
+            raise BridgeError(f"--record {exc}") from None
+        try:
+            read_recording(path)
+        except ResultsError:
+            raise BridgeError(
+                f"--record {path}: exists and is not a cps-sim recording; cps-sim will not "
+                "overwrite it (give a new file name)"
+            ) from None
+        return
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise BridgeError(f"--record {path}: {parent} is not a folder")
+            break
+
+
+# what run_replay takes from a recording's metadata
+_RECORDING_FIELDS = (
+    "version",
+    "scenario",
+    "prefix",
+    "poll_s",
+    "loopback_s",
+    "sid",
+    "exposed",
+    "max_skew_s",
+    "speed",
+)
+
+
 def read_recording(path: str | Path) -> tuple[Any, dict[str, Any]]:
     """The message table and the metadata of a recording (``bridge.parquet`` or a file
     written by ``--record``; a results directory works too)."""
     import pyarrow.parquet as pq
+
+    from cps_sim.core.errors import InputFileError
+    from cps_sim.core.files import require_regular_file
 
     p = Path(path)
     if p.is_dir():
@@ -462,6 +511,10 @@ def read_recording(path: str | Path) -> tuple[Any, dict[str, Any]]:
             "directory of cps-sim hil, or a file written by --record)"
         )
     try:
+        require_regular_file(p, what="recording")
+    except InputFileError as exc:
+        raise ResultsError(str(exc)) from None
+    try:
         table = pq.read_table(p)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise ResultsError(f"{p}: not a Parquet recording: {exc}") from None
@@ -471,7 +524,15 @@ def read_recording(path: str | Path) -> tuple[Any, dict[str, Any]]:
             f"{p}: a Parquet file, but not a cps-sim hil recording (no "
             f"{RECORDING_KEY.decode()} metadata)"
         )
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ResultsError(f"{p}: the recording's metadata is damaged ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ResultsError(f"{p}: the recording's metadata is damaged (not a JSON object)")
+    missing = sorted(set(_RECORDING_FIELDS) - set(meta))
+    if missing:
+        raise ResultsError(f"{p}: the recording's metadata lacks {', '.join(missing)}")
     if meta.get("version") != RECORDING_VERSION:
         raise ResultsError(
             f"{p}: recording version {meta.get('version')}, this cps-sim reads "
@@ -507,9 +568,16 @@ def run_replay(recording: str | Path, out_dir: Path | None = None, quiet: bool =
     from cps_sim.experiment.run import run_scenario, simulate
 
     table, meta = read_recording(recording)
+    if not isinstance(meta["scenario"], dict):
+        raise ResultsError(f"{recording}: the recording's scenario is not a mapping")
     data = dict(meta["scenario"])
     data["mode"] = "fast"
-    scenario = Scenario.model_validate(data)
+    from cps_sim.scenario.loader import validate_data
+
+    try:
+        scenario = validate_data(data, Scenario, f"{recording} (recorded scenario)")
+    except ScenarioError as exc:
+        raise ResultsError(f"the recording's scenario is not valid:\n{exc}") from None
     done = meta.get("ticks_done")
     if done is not None and 0 < done < scenario.n_ticks:  # stopped early (Ctrl-C, overrun)
         scenario = with_duration(scenario, done * scenario.tick_s)

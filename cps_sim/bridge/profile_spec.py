@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 
 from cps_sim.core.errors import Issue, ScenarioError
+from cps_sim.scenario.loader import _construct_mapping
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "devices" / "profiles"
 NAME_RE = re.compile(r"^[a-z0-9_]{1,64}$")
@@ -116,6 +117,9 @@ _Yaml12Loader.yaml_implicit_resolvers = {
 _Yaml12Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+
+# a key given twice is an error, as in scenario files (YAML would keep the last silently)
+_Yaml12Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 class ProfileError(ScenarioError):
@@ -272,7 +276,12 @@ def _type_ok(kind: str, v: Any) -> bool:
         return isinstance(v, str)
     if kind == "int":
         return isinstance(v, int) and not isinstance(v, bool)
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond any float (10**400)
+        return False
 
 
 def _template(ck: _Checker, where: str, node: Any, found: list[str]) -> Any:
@@ -472,28 +481,26 @@ def _rated(ck: _Checker, d: Any) -> Rated:
     return r
 
 
-def read_profile_file(path: Path) -> ProfileSpec:
-    """Read and check one profile file; raise :class:`ProfileError` listing every problem."""
-    file = str(path)
+def read_profile_file(path: Path, shown: str | None = None) -> ProfileSpec:
+    """Read and check one profile file; raise :class:`ProfileError` listing every problem
+    (naming the file as ``shown``, default ``path``)."""
+    file = shown or str(path)
+    from cps_sim.core.errors import InputFileError
+    from cps_sim.core.files import read_input
+    from cps_sim.scenario.loader import parse_yaml
+
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ProfileError.single(file, "", f"cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_PROFILE_BYTES:
-        raise ProfileError.single(file, "", f"file is {len(data)} bytes (> {MAX_PROFILE_BYTES})")
+        data = read_input(path, max_bytes=MAX_PROFILE_BYTES, what="device profile file")
+    except InputFileError as exc:
+        raise ProfileError.single(file, "", exc.reason) from None
     try:
-        doc = yaml.load(
-            data.decode("utf-8"), Loader=_Yaml12Loader
-        )  # only true/false are bools; safe loader
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProfileError.single(file, "", f"not UTF-8 (byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        col = mark.column + 1 if mark is not None else None
-        raise ProfileError.single(
-            file, "", f"YAML syntax: {getattr(exc, 'problem', exc)}", line, col
-        ) from None
+    try:  # the scenario loader's limits (depth, aliases, tags); only true/false are bools
+        doc, _ = parse_yaml(text, file, loader=_Yaml12Loader)
+    except ScenarioError as exc:
+        raise ProfileError(exc.file, exc.issues) from None
     ck = _Checker(file)
     if not isinstance(doc, Mapping):
         ck.err("", "must be a mapping (name, kinds, messages, commands, ...)")

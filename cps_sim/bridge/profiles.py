@@ -447,14 +447,15 @@ def load_profile(name_or_path: str | Path) -> Profile:
                 f"unknown device profile; known: "
                 f"{list_profiles()} (or give a path to a .yaml file)",
             )
+    shown = str(path)  # errors name the file as the user gave it (not a link's target)
     path = path.resolve()
     try:
         mtime = path.stat().st_mtime
     except OSError:
-        raise ProfileError.single(str(path), "", "no such profile file") from None
+        raise ProfileError.single(shown, "", "file not found (no such profile file)") from None
     hit = _CACHE.get(path)
     if hit is not None and hit[0] == mtime:
         return hit[1]
-    profile = Profile.from_spec(read_profile_file(path))
+    profile = Profile.from_spec(read_profile_file(path, shown))
     _CACHE[path] = (mtime, profile)
     return profile

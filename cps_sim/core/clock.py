@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
 
 from cps_sim.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
+
+_ZONE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+){0,3}$")
+
+
+def iana_zone(name: str) -> ZoneInfo:
+    """The zone of an IANA name (``Asia/Tokyo``); :class:`ValueError` with a one-line
+    message for anything else: an unknown name, a path (``../../etc/passwd``), a name of
+    100,000 characters (the operating system's "file name too long"), a NUL byte."""
+    shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+    if not isinstance(name, str) or len(name) > 64 or not _ZONE_NAME.match(name):
+        raise ValueError(f"unknown time zone {shown} (expected an IANA name such as 'Asia/Tokyo')")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(
+            f"unknown time zone {shown} (expected an IANA name such as 'Asia/Tokyo')"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,19 @@ class ScenarioError(CpsSimError):
         return cls(file, [Issue(path, message, line, column)])
 
 
+class InputFileError(CpsSimError):
+    """An input file cannot be read at all: missing, not a regular file, too large,
+    unreadable.  ``path`` is the file as given, ``reason`` the problem alone (callers that
+    report through their own error class use it)."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
 class SimulationError(CpsSimError):
     """The simulation reached a state it must not (an invariant broke)."""
 

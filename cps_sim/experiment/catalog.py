@@ -50,12 +50,18 @@ PLAN = "plan.json"
 
 
 def read_plan(out: Path) -> dict[str, Any]:
+    from cps_sim.core.errors import InputFileError
+    from cps_sim.core.files import read_json_input
+
     try:
-        return json.loads((out / PLAN).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ResultsError(f"{out}: not a sweep results directory (no {PLAN})") from None
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{out / PLAN}: unreadable ({exc})") from None
+        plan = read_json_input(out / PLAN)
+    except InputFileError as exc:
+        if exc.reason == "file not found":
+            raise ResultsError(f"{out}: not a sweep results directory (no {PLAN})") from None
+        raise ResultsError(f"{out / PLAN}: unreadable ({exc.reason})") from None
+    if not isinstance(plan, dict):
+        raise ResultsError(f"{out / PLAN}: unreadable (not a JSON object)")
+    return plan
 
 
 def build_catalog(out: str | Path) -> pd.DataFrame:
@@ -76,10 +82,9 @@ def build_catalog(out: str | Path) -> pd.DataFrame:
         row.update({c: run["params"].get(c) for c in param_cols})
         rec = read_record(out, run_id)
         if rec is None:
-            try:
-                rec = json.loads(failed_path(out, run_id).read_text(encoding="utf-8"))
-            except (FileNotFoundError, json.JSONDecodeError):
-                rec = None
+            from cps_sim.experiment.worker import read_json_or_none
+
+            rec = read_json_or_none(failed_path(out, run_id))
         if rec is None:
             row.update(status="missing", wall_time_s=None, attempts=0, error_type=None, error=None)
         else:
@@ -145,9 +150,18 @@ def read_catalog(out: str | Path) -> pd.DataFrame:
     """Read ``catalog.parquet`` (rebuilding it from the run dirs if absent)."""
     out = Path(out)
     path = out / CATALOG
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         write_catalog(out)
-    table = pq.read_table(path)
+    from cps_sim.core.errors import InputFileError
+    from cps_sim.core.files import require_regular_file
+
+    try:
+        require_regular_file(path, what="Parquet file")
+        table = pq.read_table(path)
+    except InputFileError as exc:
+        raise ResultsError(f"{path}: cannot be read ({exc.reason})") from None
+    except Exception as exc:  # pyarrow raises several kinds for a damaged file
+        raise ResultsError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
     df = table.to_pandas()
     meta = table.schema.metadata or {}
     df.attrs["kpi_columns"] = json.loads(meta.get(b"cps_sim.kpi_columns", b"[]"))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,22 +85,37 @@ class Comparison:
 
 
 def _load(path: Path) -> Run:
+    from cps_sim.experiment.results import (
+        damaged,
+        read_kpis,
+        read_manifest,
+        read_parquet_result,
+        require_columns,
+    )
+
     if not path.is_dir():
-        raise ResultsError(f"{path}: no such run folder")
+        what = "no such run folder" if not path.exists() else "not a folder (give a run folder)"
+        raise ResultsError(f"{path}: {what}")
     for f in ("timeseries.parquet", "kpis.json", "manifest.json"):
-        if not (path / f).exists():
+        if not (path / f).exists() and not (path / f).is_symlink():
             raise ResultsError(f"{path}: not a cps_sim run folder (no {f})")
-    try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
-        kpis = json.loads((path / "kpis.json").read_text(encoding="utf-8"))
-        ts = pd.read_parquet(path / "timeseries.parquet")
-    except (OSError, ValueError) as exc:
-        raise ResultsError(f"{path}: cannot read the run ({exc})") from None
+    manifest = read_manifest(path / "manifest.json")
+    kpis = read_kpis(path / "kpis.json")
+    ts = read_parquet_result(path / "timeseries.parquet")
+    require_columns(ts, path / "timeseries.parquet", ("time",))
+    if ts.empty:
+        raise damaged(path / "timeseries.parquet", "no rows")
     sc = manifest.get("scenario") or {}
-    tz = sc.get("timezone", "UTC")
-    ts = ts.set_index(pd.DatetimeIndex(ts["time"]).tz_convert(tz)).drop(columns="time")
-    start = pd.Timestamp(sc["start"]).tz_convert(tz)
-    end = start + pd.Timedelta(days=float(sc["duration_days"]))
+    try:
+        tz = str(sc.get("timezone", "UTC"))
+        ts = ts.set_index(pd.DatetimeIndex(ts["time"]).tz_convert(tz)).drop(columns="time")
+    except Exception as exc:  # not a time column, or an unknown zone in the manifest
+        raise damaged(path / "timeseries.parquet", exc) from None
+    try:
+        start = pd.Timestamp(sc["start"]).tz_convert(tz)
+        end = start + pd.Timedelta(days=float(sc["duration_days"]))
+    except Exception as exc:  # a manifest without (or with a broken) start / duration
+        raise damaged(path / "manifest.json", f"scenario start/duration: {exc!r}") from None
     return Run(path, str(sc.get("name", path.name)), ts, kpis, manifest, start, end)
 
 

@@ -33,7 +33,9 @@ SAFETY = 1.5
 
 
 class TooLargeError(CpsSimError):
-    """The run would need more memory than the machine has."""
+    """The run would need more memory than the machine has (an input error: exit 2)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -106,14 +108,17 @@ def _gb(b: float) -> str:
     return f"{b / 1e9:,.1f} GB" if b >= 1e8 else f"{b / 1e6:,.0f} MB"
 
 
-def check_fits(scenario, streamed: bool | None = None) -> MemoryEstimate:
-    """Raise :class:`TooLargeError` (with the numbers) when the run cannot fit in memory
-    (``streamed``: see :func:`estimate`)."""
+def check_fits(
+    scenario, file: str | None = None, *, streamed: bool | None = None
+) -> MemoryEstimate:
+    """Raise :class:`TooLargeError` (with the numbers, after ``file: `` when given) when the
+    run cannot fit in memory (``streamed``: see :func:`estimate`)."""
     est = estimate(scenario, streamed)
     avail = available_bytes()
     if est.total_bytes > avail:
         raise TooLargeError(
-            f"scenario {scenario.name!r} is too large for this machine: it needs about "
+            (f"{file}: " if file else "")
+            + f"scenario {scenario.name!r} is too large for this machine: it needs about "
             f"{_gb(est.total_bytes)} of memory ({est.describe()}), but only {_gb(avail)} "
             "are available; use fewer sites, a shorter duration_days or a longer tick_s "
             "(or split it into a sweep)"

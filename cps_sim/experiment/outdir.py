@@ -22,7 +22,6 @@ user's hidden file.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -111,9 +110,14 @@ def normalise(path: str | os.PathLike[str]) -> Path:
 
 
 def _read_json(p: Path) -> Any:
+    """A JSON file, or None when it cannot be read (missing, damaged, not a regular file:
+    a FIFO in a results folder must not hang the check)."""
+    from cps_sim.core.errors import InputFileError
+    from cps_sim.core.files import read_json_input
+
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json_input(p)
+    except InputFileError:
         return None
 
 

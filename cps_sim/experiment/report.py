@@ -32,7 +32,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -113,29 +112,23 @@ def make_report(
 
 
 def _damaged(path: Path, exc: BaseException) -> ResultsError:
-    return ResultsError(
-        f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is "
-        "damaged or not what cps_sim wrote: rerun to regenerate it"
-    )
+    from cps_sim.experiment.results import damaged
+
+    return damaged(path, exc)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several kinds for a damaged file
-        raise _damaged(path, exc) from None
+    from cps_sim.experiment.results import read_parquet_result
+
+    return read_parquet_result(path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.exists():
+    from cps_sim.experiment.results import read_json_result
+
+    if not path.exists() and not path.is_symlink():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise _damaged(path, exc) from None
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_result(path)
 
 
 def _read_catalog(src: Path) -> pd.DataFrame:
@@ -162,17 +155,21 @@ def _check_objective(cat: pd.DataFrame, objective: str) -> None:
 
 
 def _load_run(src: Path) -> tuple[pd.DataFrame, dict[str, float], dict[str, Any]]:
+    from cps_sim.experiment.results import read_kpis, read_manifest
+
     ts = _read_parquet(src / "timeseries.parquet")
-    kpis = _read_json(src / "kpis.json")
-    manifest = _read_json(src / "manifest.json")
+    kpis = read_kpis(src / "kpis.json")  # a run folder always has both (a missing one is
+    manifest = read_manifest(src / "manifest.json")  # a damaged or foreign folder)
     tz = (manifest.get("scenario") or {}).get("timezone", "UTC")
     if "time" not in ts:
         raise ResultsError(
             f"{src / 'timeseries.parquet'}: has no 'time' column; not a cps_sim time series"
         )
+    if ts.empty:
+        raise _damaged(src / "timeseries.parquet", ValueError("no rows"))
     try:
         ts = ts.set_index(pd.DatetimeIndex(ts["time"]).tz_convert(tz)).drop(columns="time")
-    except (TypeError, ValueError, KeyError) as exc:
+    except Exception as exc:  # not a time column, or an unknown zone in the manifest
         raise _damaged(src / "timeseries.parquet", exc) from None
     return ts, kpis, manifest
 
@@ -341,10 +338,10 @@ def _run_report(
         rep.pngs.append(out / name)
     from cps_sim.experiment import summary
 
-    run = summary.RunData.load(src) if (src / "manifest.json").exists() else None
-    blocks = summary.blocks(run) if run is not None else []
-    if run is not None:  # one plot per enabled block (system, storage, VPP, islanding, ...)
-        rep.pngs.extend(summary.plot_blocks(run, week, out, dpi=DPI))
+    run = summary.RunData.load(src)
+    blocks = summary.blocks(run)
+    # one plot per enabled block (system, storage, VPP, islanding, ...)
+    rep.pngs.extend(summary.plot_blocks(run, week, out, dpi=DPI))
     title = f"Run {manifest.get('scenario', {}).get('name', src.name)}"
     facts = {
         "results": str(src),

@@ -124,3 +124,88 @@ def write_parquet(path: Path, table: pa.Table, metadata: dict[str, str] | None =
         md.update({k.encode(): v.encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(md)
     pq.write_table(table, path, **PARQUET_OPTIONS)
+
+
+# ----------------------------------------------------------------------------- reading back
+
+_DAMAGED = "the file is damaged or not what cps_sim wrote: rerun to regenerate it"
+
+
+def damaged(path: Path, exc: BaseException | str) -> ResultsError:
+    """The error for a results file that exists but cannot be used."""
+    why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    if len(why) > 300:
+        why = why[:297] + "..."
+    return ResultsError(f"{path}: cannot be read ({why}); {_DAMAGED}")
+
+
+def read_json_result(path: Path) -> dict[str, Any]:
+    """A JSON object written by cps_sim (``manifest.json``, ``kpis.json``, ``run.json``)
+    read back through :func:`cps_sim.core.files.read_json_input`: a missing, empty, cut,
+    garbage, too deeply nested or non-object file, a FIFO or a folder in its place, is a
+    :class:`ResultsError` naming the file."""
+    from cps_sim.core.errors import InputFileError
+    from cps_sim.core.files import read_json_input
+
+    try:
+        data = read_json_input(path, what="cps_sim results file")
+    except InputFileError as exc:
+        if exc.reason == "file not found":
+            raise ResultsError(f"{path}: file not found; not a complete cps_sim result") from None
+        raise damaged(path, exc.reason) from None
+    if not isinstance(data, dict):
+        raise damaged(path, f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_parquet_result(path: Path, columns: list[str] | None = None):
+    """A Parquet file written by cps_sim as a DataFrame; a file that is missing, not a
+    regular file (a folder would be read as an empty dataset) or not Parquet is a
+    :class:`ResultsError` naming the file."""
+    import pandas as pd
+
+    from cps_sim.core.errors import InputFileError
+    from cps_sim.core.files import require_regular_file
+
+    try:
+        require_regular_file(path, what="Parquet file")
+    except InputFileError as exc:
+        if exc.reason == "file not found":
+            raise ResultsError(f"{path}: file not found; not a complete cps_sim result") from None
+        raise damaged(path, exc.reason) from None
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as exc:  # pyarrow raises several kinds for a damaged file
+        raise damaged(path, exc) from None
+
+
+def require_columns(df: Any, path: Path, columns: tuple[str, ...]) -> None:
+    """:class:`ResultsError` when a table read back lacks columns cps_sim always writes."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise damaged(path, f"no column {', '.join(map(repr, missing))}")
+
+
+def read_kpis(path: Path) -> dict[str, float]:
+    """``kpis.json`` read back: names to numbers (``null`` is NaN, as written)."""
+    data = read_json_result(path)
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        if value is None:
+            out[key] = math.nan
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            try:
+                out[key] = float(value)
+            except OverflowError:
+                raise damaged(path, f"KPI {key!r} is not a number") from None
+        else:
+            raise damaged(path, f"KPI {key!r} is {type(value).__name__}, not a number")
+    return out
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """``manifest.json`` read back; its ``scenario`` (when present) must be a mapping."""
+    data = read_json_result(path)
+    if not isinstance(data.get("scenario", {}), dict):
+        raise damaged(path, "'scenario' is not a mapping")
+    return data

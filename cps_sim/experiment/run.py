@@ -304,6 +304,9 @@ def run_file(
     if seed is not None:
         ov.append(f"seed={int(seed)}")
     scenario = load_scenario(path, ov)
+    from cps_sim.experiment.memory import check_fits
+
+    check_fits(scenario, str(path), streamed=True)  # too large: refused naming the file
     if oracle:
         from cps_sim.experiment.oracle import oracle_hooks
 

@@ -49,7 +49,6 @@ printed summary and the report say the same thing about the same files.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -134,13 +133,12 @@ class RunData:
 
     @classmethod
     def load(cls, out_dir: str | Path) -> RunData:
+        from cps_sim.experiment.results import read_kpis, read_manifest
+
         out = Path(out_dir)
-        manifest = json.loads((out / "manifest.json").read_text())
+        manifest = read_manifest(out / "manifest.json")
         # kpis.json writes NaN (e.g. self-consumption without PV) as null
-        kpis = {
-            key: float("nan") if v is None else v
-            for key, v in json.loads((out / "kpis.json").read_text()).items()
-        }
+        kpis = read_kpis(out / "kpis.json")
         return cls(manifest.get("scenario") or {}, kpis, out)
 
     @property
@@ -157,11 +155,17 @@ class RunData:
 
     def table(self, name: str) -> pd.DataFrame | None:
         path = self.out_dir / f"{name}.parquet"
-        return pd.read_parquet(path) if path.exists() else None
+        if not path.exists() and not path.is_symlink():
+            return None
+        from cps_sim.experiment.results import read_parquet_result
+
+        return read_parquet_result(path)
 
 
 def _read(path: Path) -> pd.DataFrame:
-    df = pd.read_parquet(path)
+    from cps_sim.experiment.results import read_parquet_result
+
+    df = read_parquet_result(path)
     if "time" in df:
         df["time"] = pd.DatetimeIndex(df["time"])
     return df

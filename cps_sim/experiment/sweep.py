@@ -197,21 +197,26 @@ def verify_run(folder: Path, run_id: str) -> str | None:
     """
     import pyarrow.parquet as pq
 
+    from cps_sim.core.errors import InputFileError
+    from cps_sim.core.files import read_json_input
+
     try:
-        rec = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return "run.json is missing"
-    except (OSError, ValueError) as exc:
-        return f"run.json is unreadable ({exc})"
+        rec = read_json_input(folder / "run.json")
+    except InputFileError as exc:
+        if exc.reason == "file not found":
+            return "run.json is missing"
+        return f"run.json is unreadable ({exc.reason})"
     if not isinstance(rec, dict) or rec.get("status") != "ok" or rec.get("run_id") != run_id:
         return "run.json does not describe this finished run"
     try:
-        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        manifest = read_json_input(folder / "manifest.json")
         files = list(manifest["files"])
-    except FileNotFoundError:
-        return "manifest.json is missing"
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return f"manifest.json is unreadable ({exc})"
+    except InputFileError as exc:
+        if exc.reason == "file not found":
+            return "manifest.json is missing"
+        return f"manifest.json is unreadable ({exc.reason})"
+    except (KeyError, TypeError) as exc:
+        return f"manifest.json is unreadable ({exc!r})"
     for name in files:
         p = folder / name
         if not p.is_file():
@@ -461,9 +466,9 @@ def load_record(out: Path, run_id: str) -> dict[str, Any]:
     """The record of one run (finished or failed)."""
     rec = read_record(out, run_id)
     if rec is None:
-        p = out / "failed" / f"{run_id}.json"
-        if p.exists():
-            rec = json.loads(p.read_text(encoding="utf-8"))
+        from cps_sim.experiment.worker import read_json_or_none
+
+        rec = read_json_or_none(out / "failed" / f"{run_id}.json")
     if rec is None:
         raise ResultsError(f"{out}: no run {run_id}")
     return rec

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 import cps_sim
 from cps_sim.core.errors import Issue, ScenarioError
@@ -70,7 +70,7 @@ class DesignSpec(_Model):
         "grid", description="grid: full factorial; random: uniform draws; lhs: Latin hypercube."
     )
     samples: int | None = Field(
-        None, ge=1, le=1_000_000, description="Number of points (random and lhs)."
+        None, ge=1, le=100_000, description="Number of points (random and lhs)."
     )
     seed: int = Field(0, ge=0, lt=2**63, description="Seed of the design's own draws.")
 
@@ -88,7 +88,9 @@ class ParameterSpec(_Model):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
         description="Catalog column name; default derived from path.",
     )
-    values: list[Any] | None = Field(None, min_length=1, description="Categorical values.")
+    values: list[Any] | None = Field(
+        None, min_length=1, max_length=10_000, description="Categorical values."
+    )
     low: float | None = Field(
         None, ge=-1e15, le=1e15, description="Lowest value of a continuous range."
     )
@@ -100,6 +102,12 @@ class ParameterSpec(_Model):
     )
     log: bool = Field(False, description="Space the range logarithmically (low > 0).")
     integer: bool = Field(False, description="Round to whole numbers.")
+
+    @field_validator("path")
+    @classmethod
+    def _grammar(cls, v: str) -> str:
+        _parse_path(v)  # the --set grammar: keys joined by dots, list items as [n]
+        return v
 
     @model_validator(mode="after")
     def _shape(self) -> ParameterSpec:
@@ -137,7 +145,9 @@ class ParameterSpec(_Model):
 
 
 Seed = Annotated[int, Field(ge=0, lt=2**63, description="A root seed, as the scenario's.")]
-MAX_RUNS = 1_000_000  # planned runs per sweep file (points x seeds), checked before expanding
+# planned runs per sweep file (points x seeds), checked before expanding: planning validates
+# every run (~1.5 ms each), so this bounds a plan to a few minutes
+MAX_RUNS = 100_000
 
 
 class SweepFile(_Model):
@@ -316,23 +326,24 @@ def load_sweep_text(text: str, file: str | None = None) -> SweepFile:
 
 def load_sweep(path: str | Path) -> SweepFile:
     """Read and validate a sweep file; errors name file:line:col and the path."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError.single(str(path), "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError.single(str(path), "", f"cannot read: {exc}") from None
-    return load_sweep_text(text, str(path))
+    from cps_sim.scenario.loader import _decode, read_source
+
+    return load_sweep_text(_decode(read_source(path, "sweep file"), str(path)), str(path))
 
 
 def _issue_at(sweep_file: Path, path: str, message: str) -> ScenarioError:
     """A ScenarioError located at ``path`` inside the sweep file (with line numbers)."""
-    from cps_sim.scenario.loader import _node_at  # same locator as scenario errors
+    from cps_sim.scenario.loader import (  # same reader and locator as scenario errors
+        _decode,
+        _node_at,
+        read_source,
+    )
 
     root = None
     with contextlib.suppress(OSError, ScenarioError):
-        _, root = parse_yaml(sweep_file.read_text(encoding="utf-8"), str(sweep_file))
+        _, root = parse_yaml(
+            _decode(read_source(sweep_file, "sweep file"), str(sweep_file)), str(sweep_file)
+        )
     node = _node_at(root, _parse_path(path)) if root is not None else None
     line = node.start_mark.line + 1 if node is not None else None
     col = node.start_mark.column + 1 if node is not None else None
@@ -350,14 +361,16 @@ def expand(sweep: SweepFile, sweep_file: str | Path) -> Plan:
     """
     sweep_file = Path(sweep_file)
     scen_path = sweep_file.parent / sweep.scenario
+    from cps_sim.core.errors import InputFileError
+    from cps_sim.core.files import require_regular_file
+
     try:
-        base_model = load_scenario(scen_path, sweep.set)
-    except ScenarioError as exc:
-        if not scen_path.is_file():
-            raise _issue_at(
-                sweep_file, "scenario", f"{sweep.scenario!r}: file not found ({scen_path})"
-            ) from None
-        raise exc from None
+        require_regular_file(scen_path, what="scenario file")
+    except InputFileError as exc:
+        raise _issue_at(
+            sweep_file, "scenario", f"{sweep.scenario!r}: {exc.reason} ({scen_path})"
+        ) from None
+    base_model = load_scenario(scen_path, sweep.set)
     from cps_sim.scenario.schema import Scenario
 
     base = base_model.model_dump(mode="json")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import json
 import os
 import shutil
 import signal
@@ -137,13 +136,22 @@ def _default_runner() -> Runner:
     return run_scenario
 
 
+def read_json_or_none(p: Path) -> dict[str, Any] | None:
+    """A JSON object cps_sim wrote, or None when it is missing or damaged (garbage, cut,
+    a FIFO or a folder in its place)."""
+    from cps_sim.core.errors import InputFileError
+    from cps_sim.core.files import read_json_input
+
+    try:
+        data = read_json_input(p)
+    except InputFileError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_record(out: Path, run_id: str) -> dict[str, Any] | None:
     """The record of a finished run, or None."""
-    p = run_dir(out, run_id) / "run.json"
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return read_json_or_none(run_dir(out, run_id) / "run.json")
 
 
 def record_failure(

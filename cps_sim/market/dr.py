@@ -222,7 +222,15 @@ def load_dr_events(path: str | Path, tz: str = "Asia/Tokyo") -> DrSchedule:
     path = Path(path)
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+            from cps_sim.core.errors import ScenarioError
+            from cps_sim.scenario.loader import _decode, parse_yaml, read_source
+
+            try:  # the scenario loader's reader and limits (size, depth, aliases, tags)
+                doc, _ = parse_yaml(
+                    _decode(read_source(path, "DR events file"), str(path)), str(path)
+                )
+            except ScenarioError as exc:
+                raise DrEventError(str(exc)) from None
             if isinstance(doc, Mapping):
                 doc = doc.get("events", [])
             if doc is None:

@@ -49,7 +49,6 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -460,11 +459,14 @@ def weather_zone(name: str) -> Any:
         if minutes > 18 * 60:
             raise ValueError(f"UTC offset {name!r} is beyond ±18:00")
         return _dt.timezone(_dt.timedelta(minutes=minutes if m.group(1) == "+" else -minutes))
+    from cps_sim.core.clock import iana_zone
+
     try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+        iana_zone(name)
+    except ValueError:
+        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
         raise ValueError(
-            f"unknown time zone {name!r} (an IANA name such as 'UTC' or 'Asia/Tokyo', "
+            f"unknown time zone {shown} (an IANA name such as 'UTC' or 'Asia/Tokyo', "
             "or a fixed offset such as '+09:00')"
         ) from None
     return name

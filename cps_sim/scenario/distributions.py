@@ -47,6 +47,38 @@ Finite = Annotated[float, Field(ge=-LIMIT, le=LIMIT)]
 NonNegative = Annotated[float, Field(ge=0, le=LIMIT)]
 
 
+_Z_RARE = 6.1  # standard normal: |z| beyond it once in a billion draws
+_LOG_TINY = math.log(1e-300)
+_LOG_HUGE = math.log(1e300)
+
+
+def _g(x: float | None) -> str:
+    return "unbounded" if x is None else f"{x:g}"
+
+
+def _mass(a: float, b: float) -> float:
+    """P(a <= Z <= b) of the standard normal, accurate in either tail."""
+    from scipy.special import ndtr
+
+    if a > 0:  # upper tail: symmetric form keeps the digits
+        return float(ndtr(-a) - ndtr(-b))
+    return float(ndtr(b) - ndtr(a))
+
+
+def _check_window(mass: float, window: str, a: float, b: float) -> None:
+    """Refuse a truncation window [a, b] (in standard deviations from the mean) that lies
+    so far in a tail that the distribution almost never reaches it: what is drawn there
+    is numerically meaningless (it was NaN for a window 10^300 std away).  A narrow
+    window near the mean is fine."""
+    far = a if a > 0 else (-b if b < 0 else 0.0)
+    if far > _Z_RARE:
+        raise ValueError(
+            f"the truncation window {window} lies {far:.3g} standard deviations from the "
+            f"mean: the distribution reaches it with probability {mass:.2g}; move mean "
+            "towards the window or widen the spread (std, cv)"
+        )
+
+
 def _truncnorm_ppf(u: np.ndarray, a: float, b: float) -> np.ndarray:
     """Inverse CDF of the standard normal truncated to [a, b] (robust in the tails)."""
     from scipy.stats import truncnorm
@@ -105,6 +137,9 @@ class Normal(_Dist):
             and (self.max is None or self.mean <= self.max)
         ):
             raise ValueError(f"with std 0 every value is the mean {self.mean}, outside [min, max]")
+        if self.std > 0 and (self.min is not None or self.max is not None) and self.min != self.max:
+            a, b = self._std_bounds()
+            _check_window(_mass(a, b), f"[{_g(self.min)}, {_g(self.max)}]", a, b)
         return self
 
     def _std_bounds(self) -> tuple[float, float]:
@@ -161,6 +196,18 @@ class LogNormal(_Dist):
     def _max(self) -> LogNormal:
         if self.cv == 0 and self.max is not None and self.mean > self.max:
             raise ValueError(f"with cv 0 every value is the mean {self.mean}, above max")
+        mu, sigma = self._params()
+        # the values it draws but once in a billion must be ordinary floats: not rounded
+        # to 0 (a capacity of 0) nor to infinity
+        if mu - _Z_RARE * sigma < _LOG_TINY or mu + _Z_RARE * sigma > _LOG_HUGE:
+            raise ValueError(
+                f"mean {self.mean:g} with cv {self.cv:g} draws values beyond what a number "
+                "can hold (they would round to 0 or to infinity); use a larger mean or a "
+                "smaller cv"
+            )
+        if self.max is not None and sigma > 0:
+            b = (math.log(self.max) - mu) / sigma
+            _check_window(_mass(-math.inf, b), f"(0, {_g(self.max)}]", -math.inf, b)
         return self
 
     def _params(self) -> tuple[float, float]:

@@ -23,11 +23,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from cps_sim.core.errors import Issue, ScenarioError
+from cps_sim.core.errors import InputFileError, Issue, ScenarioError
+from cps_sim.core.files import read_input, require_regular_file
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_ALIASES = 100
 MAX_EXPANDED_NODES = 1_000_000
+MAX_ISSUES = 100  # problems listed per file; the rest are counted
 
 
 # ----------------------------------------------------------------------------- YAML
@@ -143,20 +145,117 @@ def _mark_issue(file: str | None, exc: yaml.YAMLError) -> ScenarioError:
     return ScenarioError.single(file, "", f"invalid YAML: {problem}", line, col)
 
 
-def _expanded_size(root: yaml.Node | None) -> int:
-    """Number of values the document has once every alias is expanded (memoised per node)."""
+# Tags a scenario may carry: plain data only.  Timestamps are kept (``start:
+# 2026-04-01T00:00:00+09:00``) and merge keys (``<<: *defaults``); ``!!binary``,
+# ``!!set``, ``!!omap``, ``!!python/...`` and local ``!tags`` are refused.
+PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}"
+    for t in ("null", "bool", "int", "float", "str", "seq", "map", "timestamp", "merge")
+)
+MAX_DEPTH = 64  # nesting of mappings and lists, aliases expanded
+MAX_EVENTS = 2_000_000  # parser events (scalars, mapping and list starts/ends) per document
+
+
+try:
+    from yaml.cyaml import CParser as _CParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _CParser = None
+
+_C_LOADERS: dict[type, Any] = {}
+
+
+def _loader_for(loader: type[yaml.SafeLoader]) -> Any:
+    """The fastest loader class with ``loader``'s resolvers and constructors: ``loader``
+    on libyaml's parser when PyYAML has it."""
+    if _CParser is None:
+        return loader
+    if loader not in _C_LOADERS:
+
+        def __init__(self: Any, stream: str) -> None:
+            _CParser.__init__(self, stream)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+        _C_LOADERS[loader] = type(
+            f"_C{loader.__name__}", (_CParser, loader), {"__init__": __init__}
+        )
+    return _C_LOADERS[loader]
+
+
+def _refuse(file: str | None, mark: Any, message: str) -> ScenarioError:
+    line = mark.line + 1 if mark is not None else None
+    col = mark.column + 1 if mark is not None else None
+    return ScenarioError.single(file, "", message, line, col)
+
+
+def _check_events(text: str, file: str | None, loader: Any) -> None:
+    """One pass over the parser's events (iterative, no recursion): nesting depth, number of
+    aliases and of events, and explicit tags, each refused before a node is built."""
+    depth = 0
+    aliases = 0
+    docs = 0
+    for events, event in enumerate(yaml.parse(text, Loader=loader), 1):
+        if events > MAX_EVENTS:
+            raise _refuse(
+                file,
+                event.start_mark,
+                f"more than {MAX_EVENTS:,} values; scenario files are small (keep large "
+                "data in an external CSV or Parquet file)",
+            )
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _refuse(
+                    file,
+                    event.start_mark,
+                    f"nested more than {MAX_DEPTH} levels deep; scenario files are not",
+                )
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise _refuse(
+                    file,
+                    event.start_mark,
+                    f"more than {MAX_ALIASES} YAML aliases (*name); refusing to "
+                    "expand what may be an alias bomb",
+                )
+        elif isinstance(event, yaml.DocumentStartEvent):
+            docs += 1
+            if docs > 1:
+                raise _refuse(
+                    file,
+                    event.start_mark,
+                    "a second YAML document (after ---); a file holds one document",
+                )
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag not in PLAIN_TAGS and tag != "!":
+            shown = tag.replace("tag:yaml.org,2002:", "!!")
+            raise _refuse(
+                file,
+                event.start_mark,
+                f"the tag {shown} is not allowed; input files may hold only plain data "
+                "(text, numbers, true/false, null, lists, mappings, dates) and no YAML "
+                "object tags such as !!python/object, !!binary or !!set",
+            )
+
+
+def _check_graph(root: yaml.Node | None, file: str | None) -> None:
+    """Aliases can make the composed node graph larger, deeper or cyclic than the text:
+    one iterative walk refuses a cycle (an anchor used inside itself), a document that
+    expands to more than :data:`MAX_EXPANDED_NODES` values or :data:`MAX_DEPTH` levels."""
     if root is None:
-        return 0
-    memo: dict[int, int] = {}
-    # iterative post-order walk: aliases are shared node objects in the composed graph
+        return
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    on_path: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()
         key = id(node)
-        if key in memo:
-            continue
         if isinstance(node, yaml.ScalarNode):
-            memo[key] = 1
+            size[key], height[key] = 1, 0
             continue
         children = (
             [c for kv in node.value for c in kv]
@@ -164,48 +263,72 @@ def _expanded_size(root: yaml.Node | None) -> int:
             else list(node.value)
         )
         if done:
-            memo[key] = 1 + sum(memo.get(id(c), 1) for c in children)
-            if memo[key] > MAX_EXPANDED_NODES:
-                return memo[key]
-        else:
-            stack.append((node, True))
-            stack.extend((c, False) for c in children if id(c) not in memo)
-    return memo[id(root)]
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            height[key] = 1 + max((height[id(c)] for c in children), default=0)
+            if size[key] > MAX_EXPANDED_NODES:
+                raise _refuse(
+                    file,
+                    node.start_mark,
+                    f"aliases would expand this document to more than "
+                    f"{MAX_EXPANDED_NODES:,} values; refusing what looks like an alias bomb",
+                )
+            if height[key] > MAX_DEPTH:
+                raise _refuse(
+                    file,
+                    node.start_mark,
+                    f"aliases nest this document more than {MAX_DEPTH} levels deep",
+                )
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise _refuse(
+                file,
+                node.start_mark,
+                "an anchor (&name) is used inside itself (*name): the value would be "
+                "infinitely deep",
+            )
+        on_path.add(key)
+        stack.append((node, True))
+        for c in children:
+            if id(c) in on_path:
+                raise _refuse(
+                    file,
+                    c.start_mark,
+                    "an anchor (&name) is used inside itself (*name): the value would be "
+                    "infinitely deep",
+                )
+            if id(c) not in size:
+                stack.append((c, False))
 
 
-def parse_yaml(text: str, file: str | None = None) -> tuple[Any, yaml.Node | None]:
+def parse_yaml(
+    text: str, file: str | None = None, loader: type[yaml.SafeLoader] = _StrictLoader
+) -> tuple[Any, yaml.Node | None]:
     """Parse YAML text into plain data plus its node tree (for line numbers).
 
-    Aliases are counted on the event stream first, so an alias bomb is
-    rejected before anything is expanded.
+    The text is parsed once into events (checked: depth, aliases, tags, size), composed
+    once into a node graph (checked: cycles, expanded size and depth) and only then
+    constructed, so an alias bomb, a recursive anchor or a 100,000-deep list is refused
+    before anything is built.  ``loader`` supplies resolvers and constructors (default:
+    YAML 1.2 scalars, duplicate keys refused); libyaml parses when it is installed.
     """
+    cls = _loader_for(loader)
+    node = None
     try:
-        aliases = 0
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                aliases += 1
-                if aliases > MAX_ALIASES:
-                    m = event.start_mark
-                    raise ScenarioError.single(
-                        file,
-                        "",
-                        f"more than {MAX_ALIASES} YAML aliases (*name); refusing to "
-                        "expand what may be an alias bomb",
-                        m.line + 1,
-                        m.column + 1,
-                    )
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        size = _expanded_size(node)
-        if size > MAX_EXPANDED_NODES:
-            raise ScenarioError.single(
-                file,
-                "",
-                f"aliases would expand this document to {size:,} values (limit "
-                f"{MAX_EXPANDED_NODES:,}); refusing what looks like an alias bomb",
-            )
-        data = yaml.load(text, Loader=_StrictLoader)
+        _check_events(text, file, cls)
+        inst = cls(text)
+        try:
+            node = inst.get_single_node()
+            _check_graph(node, file)
+            data = inst.construct_document(node) if node is not None else None
+        finally:
+            inst.dispose()
     except yaml.YAMLError as exc:
         raise _mark_issue(file, exc) from None
+    except RecursionError:  # pragma: no cover - depth is checked before composing
+        raise ScenarioError.single(file, "", f"nested more than {MAX_DEPTH} levels deep") from None
     except (ValueError, OverflowError) as exc:  # a date the calendar does not have
         raise _bad_scalar(file, node, exc) from None
     return data, node
@@ -312,7 +435,20 @@ def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | N
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _message(err: Mapping[str, Any], model: type[BaseModel], loc: Sequence[Any]) -> str:
+def _short(value: Any) -> str:
+    """``repr`` of a value, cut to 60 characters (a 100 kB value stays one line)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _message(
+    err: Mapping[str, Any],
+    model: type[BaseModel],
+    loc: Sequence[Any],
+    listed: set[str] | None = None,
+) -> str:
+    """One problem in words.  ``listed``: the owners whose allowed keys were already
+    shown (a file with 100 unknown keys lists them once, not 100 times)."""
     kind = err.get("type", "")
     ctx = err.get("ctx") or {}
     got = err.get("input")
@@ -324,7 +460,13 @@ def _message(err: Mapping[str, Any], model: type[BaseModel], loc: Sequence[Any])
         if hint:
             msg += f"; did you mean {hint[0]!r}?"
         elif names:
-            msg += f"; allowed keys: {', '.join(names)}"
+            where = format_loc(loc[:-1]) or "<top level>"
+            if listed is not None and where in listed:
+                msg += f"; allowed keys of {where}: see above"
+            else:
+                msg += f"; allowed keys: {', '.join(names)}"
+                if listed is not None:
+                    listed.add(where)
         return msg
     if kind == "missing":
         return "required field is missing"
@@ -338,7 +480,7 @@ def _message(err: Mapping[str, Any], model: type[BaseModel], loc: Sequence[Any])
         bound = next(iter(ctx.values())) if ctx else "?"
         if isinstance(bound, float):
             bound = f"{bound:g}"
-        return f"must be {op} {bound}, got {got!r}"
+        return f"must be {op} {bound}, got {_short(got)}"
     if kind == "finite_number" or (isinstance(got, float) and not math.isfinite(got)):
         return f"must be a finite number, got {got!r}"
     if kind == "value_error":
@@ -348,8 +490,10 @@ def _message(err: Mapping[str, Any], model: type[BaseModel], loc: Sequence[Any])
             f"unknown distribution {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
         )
     msg = str(err.get("msg", "invalid value"))
+    if len(msg) > 200:
+        msg = msg[:197] + "..."
     if got is not None and not isinstance(got, (dict, list)):
-        msg += f", got {got!r}"
+        msg += f", got {_short(got)}"
     return msg
 
 
@@ -373,6 +517,7 @@ def validation_issues(
     """Turn a pydantic ValidationError into one Issue per distinct problem."""
     issues: list[Issue] = []
     seen: set[tuple[str, str]] = set()
+    listed: set[str] = set()
     errors = exc.errors(include_url=False)
     # A Quantity is 'float | distribution': pydantic reports the failure of every
     # branch.  When one branch failed on its own validator, that is the message.
@@ -380,9 +525,20 @@ def validation_issues(
     for err in errors:
         loc = _clean_loc(err["loc"])
         by_path.setdefault(format_loc(loc), []).append(err)
-    for path, errs in by_path.items():
+    for n_done, (path, errs) in enumerate(by_path.items()):
+        if len(issues) >= MAX_ISSUES:
+            left = len(by_path) - n_done
+            issues.sort(key=lambda i: (i.line or 0, i.column or 0))
+            issues.append(Issue("", f"... and {left:,} more problems (fix these first)"))
+            return issues
         structural = ("model_attributes_type", "dict_type", "model_type")
         preferred = [e for e in errs if e.get("type") not in structural]
+        if any(e.get("type") == "value_error" for e in preferred):
+            # 'float | distribution': a distribution that failed its own check is the
+            # message, not that the mapping is not a number
+            preferred = [
+                e for e in preferred if e.get("type") not in ("float_type", "float_parsing")
+            ]
         if (
             len(errs) > 1
             and len(preferred) == 1
@@ -402,7 +558,7 @@ def validation_issues(
             chosen = preferred or errs[:1]
         for err in chosen:
             loc = _clean_loc(err["loc"])
-            msg = _message(err, model, loc)
+            msg = _message(err, model, loc, listed)
             if (path, msg) in seen:
                 continue
             seen.add((path, msg))
@@ -418,14 +574,43 @@ def validation_issues(
 # ----------------------------------------------------------------------------- overrides
 
 
+_PATH_PART = re.compile(r"\.?([A-Za-z0-9_-]{1,128})|\[([0-9]{1,9})\]")
+
+
 def _parse_path(path: str) -> list[str | int]:
+    """``sites[0].pv.share`` -> ``["sites", 0, "pv", "share"]``.
+
+    The grammar: keys (letters, digits, ``_``, ``-``) joined by dots, list items as
+    ``[n]`` with a whole number ``n >= 0`` (``sites.0.pv`` also reads item 0).
+    Anything else (``sites[[0]]``, ``a..b``, ``sites[-1]``, spaces) is a
+    :class:`ValueError` that shows the expected form.
+    """
+    text = path.strip()
     parts: list[str | int] = []
-    for raw in path.replace("]", "").replace("[", ".").split("."):
-        if raw == "":
-            continue
-        parts.append(int(raw) if raw.lstrip("-").isdigit() else raw)
+    pos = 0
+    while pos < len(text):
+        m = _PATH_PART.match(text, pos)
+        if (
+            m is None
+            or (pos == 0 and text.startswith("."))
+            or (pos > 0 and m.group(0)[0] not in ".[")
+        ):
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            raise ValueError(
+                f"bad path {shown!r} at character {pos + 1}: expected keys joined by dots "
+                "and list items as [n], e.g. sites[0].pv.share"
+            )
+        key, index = m.group(1), m.group(2)
+        if index is not None:
+            parts.append(int(index))
+        else:
+            assert key is not None
+            parts.append(int(key) if key.isdigit() else key)
+        pos = m.end()
     if not parts:
-        raise ValueError("empty path")
+        raise ValueError("empty path; expected e.g. sites[0].pv.share")
+    if text.endswith("."):
+        raise ValueError(f"bad path {text!r}: ends with a dot")
     return parts
 
 
@@ -437,18 +622,19 @@ def apply_overrides(data: Any, overrides: Iterable[str], file: str | None = None
     """
     for item in overrides:
         if "=" not in item:
-            raise ScenarioError.single(file, "", f"--set {item!r}: expected path=value")
+            raise ScenarioError.single(file, "", f"--set {_short(item)}: expected path=value")
         path_s, value_s = item.split("=", 1)
+        shown = path_s.strip() if len(path_s.strip()) <= 60 else path_s.strip()[:57] + "..."
         try:
-            path = _parse_path(path_s.strip())
+            path = _parse_path(path_s)
             value, _ = parse_yaml(value_s, None)
         except ValueError as exc:
-            raise ScenarioError.single(file, path_s, f"--set: {exc}") from None
+            raise ScenarioError.single(file, shown, f"--set: {exc}") from None
         except ScenarioError as exc:
             raise ScenarioError.single(
-                file, path_s, "--set: " + "; ".join(i.message for i in exc.issues)
+                file, shown, "--set: " + "; ".join(i.message for i in exc.issues)
             ) from None
-        set_path(data, path, value, file, path_s.strip())
+        set_path(data, path, value, file, shown)
     return data
 
 
@@ -464,7 +650,7 @@ def set_path(
     for i, part in enumerate(path):
         last = i == len(path) - 1
         if isinstance(cur, list):
-            if not isinstance(part, int) or not -len(cur) <= part < len(cur):
+            if not isinstance(part, int) or not 0 <= part < len(cur):
                 raise ScenarioError.single(
                     file,
                     shown,
@@ -533,7 +719,7 @@ def kind_issue_list(data: Any, model: type[BaseModel], root: yaml.Node | None) -
     from cps_sim.scenario.strict_types import check
 
     out = []
-    for loc, msg in check(data, model):
+    for loc, msg in check(data, model)[: MAX_ISSUES + 1]:
         node = _node_at(root, list(loc))
         out.append(
             Issue(
@@ -560,9 +746,37 @@ def validate_data(
         flagged = {i.path for i in kinds}
         issues = kinds + [i for i in issues if i.path not in flagged]
         issues.sort(key=lambda i: (i.line or 0, i.column or 0))
+        if len(issues) > MAX_ISSUES:
+            more = [i for i in issues if i.message.startswith("... and ")]
+            rest = [i for i in issues if not i.message.startswith("... and ")]
+            extra = (
+                len(rest)
+                - MAX_ISSUES
+                + sum(int(m.message.split()[2].replace(",", "")) for m in more)
+            )
+            issues = [
+                *rest[:MAX_ISSUES],
+                Issue("", f"... and {extra:,} more problems (fix these first)"),
+            ]
     if issues:
         raise ScenarioError(file, issues)
     return result
+
+
+def read_source(path: str | Path, what: str) -> bytes:
+    """The bytes of a YAML input file (scenario, sweep, device profile) through the one
+    input-file reader (:func:`cps_sim.core.files.read_input`): a regular file of at most
+    :data:`MAX_FILE_BYTES`, else a :class:`ScenarioError` naming the file and the problem."""
+    try:
+        return read_input(path, max_bytes=MAX_FILE_BYTES, what=what)
+    except InputFileError as exc:
+        reason = exc.reason
+        if "larger than" in reason:
+            reason += (
+                "; keep large time series in an external CSV or Parquet file and reference "
+                "it by path"
+            )
+        raise ScenarioError.single(exc.path, "", reason) from None
 
 
 def load_scenario(
@@ -575,26 +789,8 @@ def load_scenario(
     ScenarioError
         Naming the file, the path inside it and each problem.
     """
-    p = Path(path)
     shown = str(path)
-    try:
-        with p.open("rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise ScenarioError.single(shown, "", "file not found") from None
-    except IsADirectoryError:
-        raise ScenarioError.single(shown, "", "is a directory, not a scenario file") from None
-    except OSError as exc:
-        raise ScenarioError.single(shown, "", f"cannot read: {exc.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        size = p.stat().st_size
-        raise ScenarioError.single(
-            shown,
-            "",
-            f"file is {size:,} bytes, larger than the {MAX_FILE_BYTES:,}-byte limit "
-            "for scenario files; keep large time series in an external CSV or Parquet file "
-            "and reference it by path",
-        )
+    data = read_source(path, "scenario file")
     return load_scenario_text(_decode(data, shown), shown, overrides, model)
 
 
@@ -612,6 +808,8 @@ def resolve_data_path(
     """
     if "\x00" in ref:
         raise ScenarioError.single(file, field, "path contains a NUL byte")
+    if len(ref) > 4096:
+        raise ScenarioError.single(file, field, f"path is {len(ref):,} characters long")
     candidate = Path(ref)
     if not candidate.is_absolute():
         candidate = base_dir / candidate
@@ -624,6 +822,8 @@ def resolve_data_path(
             f"{ref!r} resolves to {resolved}, outside the scenario folder and the "
             "allowed data folders; copy the file next to the scenario",
         )
-    if not resolved.is_file():
-        raise ScenarioError.single(file, field, f"{ref!r}: file not found ({resolved})")
+    try:
+        require_regular_file(resolved, what="data file")
+    except InputFileError as exc:
+        raise ScenarioError.single(file, field, f"{ref!r}: {exc.reason} ({resolved})") from None
     return resolved

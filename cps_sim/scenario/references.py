@@ -13,7 +13,9 @@ validated scenario and reports, with the path of each problem:
   ``control.ev_strategy`` of its own; a VPP group with EVs has no
   ``control.ev_strategy`` either (the aggregator drives them; ``vpp.base_strategy``);
 * files: every field called ``file``, ``csv`` or ending in ``_file`` /
-  ``_csv`` must name an existing file (relative to the scenario's folder);
+  ``_csv`` must name an existing regular file inside the scenario's folder (the
+  rule of :func:`cps_sim.scenario.loader.resolve_data_path`, which runs apply;
+  the ``bridge:`` block's certificates and password file may lie elsewhere);
 * catalog names: ``sites[*].ev.models`` must name vehicle classes of
   ``devices/ev``.
 
@@ -98,10 +100,24 @@ def reference_issues(scenario: Any, base_dir: Path | None) -> list[tuple[Loc, st
                     if isinstance(k, str) and k not in counts:
                         unknown((*here, k), k)
         elif _is_file_field(name) and isinstance(value, str) and base_dir is not None:
-            p = Path(value)
-            p = p if p.is_absolute() else base_dir / p
-            if not p.is_file():
-                out.append((here, f"{value!r}: file not found ({p})"))
+            # the rule the run applies when it opens the file, so that validate says what
+            # run will say: data files must be regular files inside the scenario's folder
+            # (resolve_data_path); the bridge's certificates and password file may live
+            # anywhere (/etc/ssl, a secrets folder) but must be regular files too
+            from cps_sim.core.errors import InputFileError, ScenarioError
+            from cps_sim.core.files import require_regular_file
+            from cps_sim.scenario.loader import resolve_data_path
+
+            try:
+                if here[0] == "bridge":
+                    p = Path(value)
+                    require_regular_file(p if p.is_absolute() else base_dir / p)
+                else:
+                    resolve_data_path(value, base_dir)
+            except ScenarioError as exc:
+                out.append((here, "; ".join(i.message for i in exc.issues)))
+            except InputFileError as exc:
+                out.append((here, f"{value!r}: {exc.reason} ({exc.path})"))
     vpp = getattr(scenario, "vpp", None)
     if (
         vpp is not None
@@ -201,9 +217,9 @@ def _meter_issues(scenario: Any) -> list[tuple[Loc, str]]:
 
 
 def _zone(name: str):
-    from zoneinfo import ZoneInfo
+    from cps_sim.core.clock import iana_zone
 
-    return ZoneInfo(name)
+    return iana_zone(name)
 
 
 def _catalog_issues(scenario: Any) -> list[tuple[Loc, str]]:

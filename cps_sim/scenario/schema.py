@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
@@ -586,12 +585,9 @@ class Scenario(_Model):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {v!r} (expected an IANA name such as 'Asia/Tokyo')"
-            ) from None
+        from cps_sim.core.clock import iana_zone
+
+        iana_zone(v)
         return v
 
     @field_validator("holidays")

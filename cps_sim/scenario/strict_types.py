@@ -9,7 +9,11 @@ the raw data along the schema's annotations first:
 * a ``bool`` field takes only ``true`` or ``false``;
 * a number field (``int``, ``float``, a distribution) never takes a boolean;
 * a text or choice field never takes a boolean (``ev_strategy: off`` is the
-  text ``"off"``; ``ev_strategy: false`` is refused with a hint to quote it).
+  text ``"off"``; ``ev_strategy: false`` is refused with a hint to quote it);
+* a number field never takes text (``tick_s: "900"`` is refused: pydantic would
+  read the text as a number);
+* a date-time field never takes a number, nor text that is a number (pydantic
+  would read it as seconds since 1970).
 
 It follows every model, list, dict, ``Optional`` and union of the schema, so
 a field added anywhere in the schema is covered without extra code.
@@ -17,7 +21,9 @@ a field added anywhere in the schema is covered without extra code.
 
 from __future__ import annotations
 
+import datetime as _dt
 import functools
+import math
 import types
 import typing
 from typing import Any, Literal
@@ -27,12 +33,33 @@ from pydantic import BaseModel
 Loc = tuple[str | int, ...]
 
 
+def _per_annotation(fn: Any) -> Any:
+    """Memoise a pure function of one annotation (by identity: annotations need not be
+    hashable; the cache keeps each one alive, so an id is never reused).  The walk asks
+    the same questions of the same few hundred annotations for every value of every
+    run of a sweep."""
+    cache: dict[int, tuple[Any, Any]] = {}
+
+    @functools.wraps(fn)
+    def wrapper(annotation: Any) -> Any:
+        hit = cache.get(id(annotation))
+        if hit is not None and hit[0] is annotation:
+            return hit[1]
+        result = fn(annotation)
+        cache[id(annotation)] = (annotation, result)
+        return result
+
+    return wrapper
+
+
+@_per_annotation
 def _strip(annotation: Any) -> Any:
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     return annotation
 
 
+@_per_annotation
 def _union_args(annotation: Any) -> tuple[Any, ...] | None:
     """The members of a union (nested unions flattened), or None for another type."""
     origin = typing.get_origin(annotation)
@@ -46,6 +73,7 @@ def _union_args(annotation: Any) -> tuple[Any, ...] | None:
     return None
 
 
+@_per_annotation
 def accepts_bool(annotation: Any) -> bool:
     """Whether a field of this type may hold a boolean."""
     annotation = _strip(annotation)
@@ -59,6 +87,7 @@ def accepts_bool(annotation: Any) -> bool:
     return False
 
 
+@_per_annotation
 def _bool_only(annotation: Any) -> bool:
     """``bool`` or ``bool | None``."""
     annotation = _strip(annotation)
@@ -68,6 +97,50 @@ def _bool_only(annotation: Any) -> bool:
     return args is not None and set(args) <= {bool, type(None)} and bool in args
 
 
+_NUMBERS = (int, float)
+_TIMES = (_dt.datetime, _dt.date, _dt.time)
+
+
+@_per_annotation
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The members of a union without ``None`` (the annotation alone when not a union)."""
+    annotation = _strip(annotation)
+    args = _union_args(annotation)
+    return tuple(a for a in (args if args is not None else (annotation,)) if a is not type(None))
+
+
+@_per_annotation
+def _numbers_only(annotation: Any) -> bool:
+    """A field that takes numbers (or a distribution mapping) and no text."""
+    members = _members(annotation)
+    if not members or not any(a in _NUMBERS for a in members):
+        return False
+    for a in members:
+        if a in _NUMBERS or (isinstance(a, type) and issubclass(a, BaseModel)):
+            continue
+        if typing.get_origin(a) is Literal and not any(
+            isinstance(x, str) for x in typing.get_args(a)
+        ):
+            continue
+        return False
+    return True
+
+
+@_per_annotation
+def _times_only(annotation: Any) -> bool:
+    members = _members(annotation)
+    return bool(members) and all(a in _TIMES for a in members)
+
+
+def _number_text(value: str) -> bool:
+    try:
+        float(value.strip().replace("_", ""))
+    except ValueError:
+        return False
+    return True
+
+
+@_per_annotation
 def _describe(annotation: Any) -> str:
     annotation = _strip(annotation)
     if typing.get_origin(annotation) is Literal:
@@ -115,6 +188,12 @@ def _pick_model(value: dict, models: list[type[BaseModel]]) -> type[BaseModel] |
             ):
                 return m
     return None
+
+
+def _short(value: Any) -> str:
+    """``repr`` of a value, cut to 60 characters (a 100 kB string stays one line)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class _Fix(str):
@@ -174,6 +253,23 @@ def kind_issues(value: Any, annotation: Any, loc: Loc = ()) -> list[tuple[Loc, s
         return [(loc, f"expected true or false, got {value!r}")]
     if value is None:
         return []
+    if isinstance(value, str) and _numbers_only(annotation):
+        hint = " (write the number without quotes)" if _number_text(value) else ""
+        return [(loc, f"expected {_describe(annotation)}, got the text {_short(value)}{hint}")]
+    if _times_only(annotation) and (
+        isinstance(value, (int, float)) or (isinstance(value, str) and _number_text(value))
+    ):
+        return [
+            (
+                loc,
+                f"expected a date-time with UTC offset such as 2026-04-01T00:00:00+09:00, "
+                f"got {'the text' if isinstance(value, str) else 'the number'} {_short(value)}",
+            )
+        ]
+    if isinstance(value, float) and not math.isfinite(value) and _numbers_only(annotation):
+        return [(loc, f"must be a finite number, got {value!r}")]
+    if isinstance(value, int) and abs(value) > 10**300 and _numbers_only(annotation):
+        return [(loc, f"number too large ({len(str(abs(value)))} digits)")]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         fixed = _as_choice(value, annotation)
         if fixed is not None:  # `protocol: 5` for Literal["5", ...]: the text the user meant

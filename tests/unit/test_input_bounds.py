@@ -194,9 +194,9 @@ scenario: s.yaml
             "1,000,000,000 runs",
         ),
         (
-            "design: {method: lhs, samples: 1000000}\nparameters:\n"
+            "design: {method: lhs, samples: 100000}\nparameters:\n"
             "  - {name: a, path: 'sites[0].count', low: 1, high: 9}\nreplications: 2\n",
-            "2,000,000 runs",
+            "200,000 runs",
         ),
         ("seeds: [1, -1]\n", "must be >= 0"),
         ("seeds: [1, 9223372036854775808]\n", "must be < "),

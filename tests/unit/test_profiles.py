@@ -586,7 +586,7 @@ def test_unknown_profile_name_lists_the_known_ones():
 
 def test_yaml_syntax_error_has_line(tmp_path):
     path = _write(tmp_path, "s", "name: s\nkinds: [meter\n")
-    with pytest.raises(ProfileError, match=rf"{path}:\d+:\d+: YAML syntax"):
+    with pytest.raises(ProfileError, match=rf"{path}:\d+:\d+: invalid YAML"):
         load_profile(path)
 
 
