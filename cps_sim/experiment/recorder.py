@@ -291,10 +291,6 @@ class Recorder:
     # ------------------------------------------------------------------ facts and KPIs
     def metadata(self) -> dict[str, str]:
         """Facts the KPIs need beyond the columns (Parquet schema metadata, ``cps_sim.*``)."""
-        from cps_sim.control.vpp_runtime import VppRuntime
-        from cps_sim.grid.system import SystemHook
-        from cps_sim.market.balancing_group import BalancingGroupHook
-
         w = self.world
         facts = {
             "tick_s": repr(float(w.tick_s)),
@@ -311,6 +307,10 @@ class Recorder:
             ),
             "sign_convention": SIGN_NOTE,
         }
+        if w.tick_hooks:  # (imported only when a run has them: they are not small)
+            from cps_sim.control.vpp_runtime import VppRuntime
+            from cps_sim.grid.system import SystemHook
+            from cps_sim.market.balancing_group import BalancingGroupHook
         for hook in w.tick_hooks:
             if isinstance(hook, SystemHook):
                 facts["system"] = json.dumps(hook.kpi_facts(self.k0), sort_keys=True)

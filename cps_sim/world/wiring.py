@@ -39,21 +39,6 @@ from cps_sim.control.base import (
     controller_process,
     device_process,
 )
-from cps_sim.control.ems import (
-    BemsConfig,
-    BemsController,
-    Calendar,
-    CemsConfig,
-    CemsController,
-    EvDelegate,
-    FemsConfig,
-    FemsController,
-    HemsConfig,
-    HemsController,
-    MpcConfig,
-    cems_fallback,
-    cems_process,
-)
 from cps_sim.control.strategies import StrategyConfig, StrategyController
 from cps_sim.core.bus import MemoryTransport, Transport
 from cps_sim.core.errors import ScenarioError
@@ -322,6 +307,20 @@ def _temp_forecast(world: World, spec: HemsSpec):
 
 def build_controller(world: World, name: str, spec: EmsSpec):
     """The controller object for one group's EMS spec (CEMS: for all its members)."""
+    # the EMS modules (the HEMS MPC, the oracle's LP) are imported by runs that have one
+    from cps_sim.control.ems import (
+        BemsConfig,
+        BemsController,
+        Calendar,
+        CemsConfig,
+        CemsController,
+        EvDelegate,
+        FemsConfig,
+        FemsController,
+        HemsConfig,
+        HemsController,
+        MpcConfig,
+    )
     from cps_sim.scenario.ems_schema import BemsSpec, CemsSpec, FemsSpec, HemsSpec
 
     g = world.group(name)
@@ -462,6 +461,8 @@ def start_ems(env: simpy.Environment, world: World, ems: Any = None) -> dict[str
         ems = getattr(world.scenario, "ems", None) or {}
     if not ems:
         return {}
+    from cps_sim.control.ems import CemsController, cems_fallback, cems_process
+
     ctl_spec = world.scenario.control
     members_of: dict[str, str] = {}
     for name, spec in ems.items():
