@@ -284,18 +284,22 @@ def test_ar1_recursion_equals_lfilter_bit_for_bit(phi, n):
     assert z.shape == (n,) and z.dtype == np.float64
 
 
-def test_run_does_not_import_scipy_signal():
-    """scipy.signal costs 0.13 s of a run's start; the weather no longer needs it."""
+def test_plain_run_imports_only_what_it_uses(tmp_path):
+    """A run's start is mostly imports: scipy.signal (0.13 s) is not needed by the
+    weather, and a run without an EMS, VPP or system layer does not import them."""
     import subprocess
     import sys
 
     code = (
-        "import sys; from cps_sim.experiment.run import simulate; "
+        "import sys; from pathlib import Path; from cps_sim.experiment.run import run_scenario; "
         "from cps_sim.scenario.schema import Scenario; "
-        "simulate(Scenario(name='s', start='2026-05-01T00:00:00+09:00', duration_days=1, "
-        "weather={'source': 'synthetic'}, sites=[{'name': 'h', 'count': 3}])); "
-        "print('scipy.signal' in sys.modules)"
+        "run_scenario(Scenario(name='s', start='2026-05-01T00:00:00+09:00', duration_days=1, "
+        "weather={'source': 'synthetic'}, sites=[{'name': 'h', 'count': 3, 'ev': {'share': 1}}]),"
+        f" Path({str(tmp_path / 'out')!r})); "
+        "print(sorted(m for m in ('scipy.signal', 'cps_sim.control.ems', "
+        "'cps_sim.control.oracle', 'cps_sim.grid.system', 'cps_sim.control.vpp_runtime', "
+        "'cps_sim.market.balancing_group') if m in sys.modules))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == "False"
+    assert r.stdout.strip().splitlines()[-1] == "[]"
