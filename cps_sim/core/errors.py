@@ -76,6 +76,14 @@ class ResultsError(CpsSimError):
     """Results could not be written or read."""
 
 
+class ResultsInputError(ResultsError):
+    """Results given as input (``report``, ``compare``, ``replay``, ``sweep --resume``)
+    cannot be used: a folder or file missing, damaged or not what cps_sim wrote, or an
+    option that does not fit them.  Bad input, like a scenario error (exit code 2)."""
+
+    exit_code = 2
+
+
 class DiskFullError(ResultsError):
     """Results could not be written: no space left, or a file-size limit reached."""
 

@@ -40,7 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cps_sim.core.errors import ResultsError
+from cps_sim.core.errors import ResultsError, ResultsInputError
 from cps_sim.core.files import write_atomic
 from cps_sim.experiment.sweep_spec import RESERVED_COLUMNS
 from cps_sim.experiment.worker import failed_path, read_record
@@ -57,10 +57,10 @@ def read_plan(out: Path) -> dict[str, Any]:
         plan = read_json_input(out / PLAN)
     except InputFileError as exc:
         if exc.reason == "file not found":
-            raise ResultsError(f"{out}: not a sweep results directory (no {PLAN})") from None
-        raise ResultsError(f"{out / PLAN}: unreadable ({exc.reason})") from None
+            raise ResultsInputError(f"{out}: not a sweep results directory (no {PLAN})") from None
+        raise ResultsInputError(f"{out / PLAN}: unreadable ({exc.reason})") from None
     if not isinstance(plan, dict):
-        raise ResultsError(f"{out / PLAN}: unreadable (not a JSON object)")
+        raise ResultsInputError(f"{out / PLAN}: unreadable (not a JSON object)")
     return plan
 
 
@@ -159,7 +159,7 @@ def read_catalog(out: str | Path) -> pd.DataFrame:
         require_regular_file(path, what="Parquet file")
         table = pq.read_table(path)
     except InputFileError as exc:
-        raise ResultsError(f"{path}: cannot be read ({exc.reason})") from None
+        raise ResultsInputError(f"{path}: cannot be read ({exc.reason})") from None
     except Exception as exc:  # pyarrow raises several kinds for a damaged file
         raise ResultsError(f"{path}: cannot be read ({type(exc).__name__}: {exc})") from None
     df = table.to_pandas()

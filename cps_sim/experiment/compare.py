@@ -29,7 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from cps_sim.core.errors import ResultsError
+from cps_sim.core.errors import ResultsError, ResultsInputError
 from cps_sim.experiment.report import DPI, _fmt, _img, _table, _write_html, choose_week
 
 COMPARE_FILES = frozenset(
@@ -95,10 +95,10 @@ def _load(path: Path) -> Run:
 
     if not path.is_dir():
         what = "no such run folder" if not path.exists() else "not a folder (give a run folder)"
-        raise ResultsError(f"{path}: {what}")
+        raise ResultsInputError(f"{path}: {what}")
     for f in ("timeseries.parquet", "kpis.json", "manifest.json"):
         if not (path / f).exists() and not (path / f).is_symlink():
-            raise ResultsError(f"{path}: not a cps_sim run folder (no {f})")
+            raise ResultsInputError(f"{path}: not a cps_sim run folder (no {f})")
     manifest = read_manifest(path / "manifest.json")
     kpis = read_kpis(path / "kpis.json")
     ts = read_parquet_result(path / "timeseries.parquet")
@@ -133,7 +133,7 @@ def _labels(runs: list[Run]) -> None:
 
 def load_runs(paths: list[str | Path]) -> list[Run]:
     if len(paths) < 2:
-        raise ResultsError("compare needs at least two run folders")
+        raise ResultsInputError("compare needs at least two run folders")
     runs = [_load(Path(p)) for p in paths]
     horizons = {(r.start, r.end) for r in runs}
     if len(horizons) > 1:
@@ -142,7 +142,7 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
             f" ({(r.end - r.start) / pd.Timedelta(days=1):g} days)"
             for r in runs
         )
-        raise ResultsError(
+        raise ResultsInputError(
             "runs cover different horizons; compare runs of the same start "
             f"and length (rerun with --set start=... duration_days=...):\n{rows}"
         )

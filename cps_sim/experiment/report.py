@@ -45,7 +45,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cps_sim.core.errors import ResultsError
+from cps_sim.core.errors import ResultsError, ResultsInputError
 from cps_sim.core.files import write_text_atomic
 
 SWEEP_KPIS = (
@@ -82,7 +82,7 @@ def make_report(
     """Render the report of a run or a sweep directory (detected from its files)."""
     src = Path(results_dir)
     if not src.is_dir():
-        raise ResultsError(f"{src}: no such results directory")
+        raise ResultsInputError(f"{src}: no such results directory")
     out = Path(out_dir) if out_dir is not None else src / "report"
     from cps_sim.experiment.outdir import check_report_out, make_parents
 
@@ -106,7 +106,7 @@ def make_report(
         check_report_out(out)
         make_parents(out)
         return _run_report(src, out, run, week)
-    raise ResultsError(
+    raise ResultsInputError(
         f"{src}: neither a run (timeseries.parquet) nor a sweep (catalog.parquet) results directory"
     )
 
@@ -145,7 +145,7 @@ def _read_catalog(src: Path) -> pd.DataFrame:
 def _check_objective(cat: pd.DataFrame, objective: str) -> None:
     kpis = list(cat.attrs.get("kpi_columns", []))
     if kpis and objective not in kpis:
-        raise ResultsError(
+        raise ResultsInputError(
             f"--objective {objective!r} is not a KPI of this sweep; choose one "
             f"of: {', '.join(kpis)}"
         )
@@ -162,7 +162,7 @@ def _load_run(src: Path) -> tuple[pd.DataFrame, dict[str, float], dict[str, Any]
     manifest = read_manifest(src / "manifest.json")  # a damaged or foreign folder)
     tz = (manifest.get("scenario") or {}).get("timezone", "UTC")
     if "time" not in ts:
-        raise ResultsError(
+        raise ResultsInputError(
             f"{src / 'timeseries.parquet'}: has no 'time' column; not a cps_sim time series"
         )
     if ts.empty:
@@ -186,7 +186,7 @@ def choose_week(ts: pd.DataFrame, week_start: str | None) -> pd.DataFrame:
         try:
             start = pd.Timestamp(_dt.date.fromisoformat(str(week_start).strip()))
         except ValueError:
-            raise ResultsError(
+            raise ResultsInputError(
                 f"--week {week_start!r}: expected a local date such as "
                 f"{ts.index[0]:%Y-%m-%d} (YYYY-MM-DD)"
             ) from None
@@ -198,7 +198,7 @@ def choose_week(ts: pd.DataFrame, week_start: str | None) -> pd.DataFrame:
         start = max(end_day - pd.Timedelta(days=6), ts.index[0].normalize())
     week = ts[(ts.index >= start) & (ts.index < start + pd.Timedelta(days=7))]
     if week.empty:
-        raise ResultsError(
+        raise ResultsInputError(
             f"week starting {week_start} is outside the run "
             f"({ts.index[0]:%Y-%m-%d} .. {ts.index[-1]:%Y-%m-%d})"
         )

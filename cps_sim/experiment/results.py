@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cps_sim.core.errors import ResultsError
+from cps_sim.core.errors import ResultsError, ResultsInputError
 from cps_sim.core.files import STAGING, TMP, fsync_dir, owned_name
 
 
@@ -132,11 +132,11 @@ _DAMAGED = "the file is damaged or not what cps_sim wrote: rerun to regenerate i
 
 
 def damaged(path: Path, exc: BaseException | str) -> ResultsError:
-    """The error for a results file that exists but cannot be used."""
+    """The error for a results file that exists but cannot be used (exit code 2)."""
     why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
     if len(why) > 300:
         why = why[:297] + "..."
-    return ResultsError(f"{path}: cannot be read ({why}); {_DAMAGED}")
+    return ResultsInputError(f"{path}: cannot be read ({why}); {_DAMAGED}")
 
 
 def read_json_result(path: Path) -> dict[str, Any]:
@@ -151,7 +151,9 @@ def read_json_result(path: Path) -> dict[str, Any]:
         data = read_json_input(path, what="cps_sim results file")
     except InputFileError as exc:
         if exc.reason == "file not found":
-            raise ResultsError(f"{path}: file not found; not a complete cps_sim result") from None
+            raise ResultsInputError(
+                f"{path}: file not found; not a complete cps_sim result"
+            ) from None
         raise damaged(path, exc.reason) from None
     if not isinstance(data, dict):
         raise damaged(path, f"expected a JSON object, got {type(data).__name__}")
@@ -171,7 +173,9 @@ def read_parquet_result(path: Path, columns: list[str] | None = None):
         require_regular_file(path, what="Parquet file")
     except InputFileError as exc:
         if exc.reason == "file not found":
-            raise ResultsError(f"{path}: file not found; not a complete cps_sim result") from None
+            raise ResultsInputError(
+                f"{path}: file not found; not a complete cps_sim result"
+            ) from None
         raise damaged(path, exc.reason) from None
     try:
         return pd.read_parquet(path, columns=columns)

@@ -445,6 +445,7 @@ def test_damaged_run_folders_are_named_and_left_alone(here, damaged, tmp_path, c
     for args in (["report", d, "--out", fresh], ["compare", "run", d, "--out", fresh]):
         code, out, err = invoke(args, capsys)
         refused(code, out, err, d.name)
+        assert code == 2, (args[0], err)  # a damaged folder given as input is bad input
         if "no " + name not in err:  # compare: 'not a cps_sim run folder (no kpis.json)'
             assert f"{d.name}/{name}" in err, err
         _check_untouched(here, before, fresh)
