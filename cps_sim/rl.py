@@ -337,7 +337,7 @@ class CpsSimEnv(gymnasium.Env):
             ],
             dtype=np.float64,
         )
-        return np.clip(x, _OBS_LOW, _OBS_HIGH).astype(np.float32)
+        return np.minimum(np.maximum(x, _OBS_LOW), _OBS_HIGH).astype(np.float32)  # clip
 
     def _info(self, d_cost: float, d_unmet_kwh: float) -> dict[str, Any]:
         return {

@@ -103,9 +103,9 @@ class BatteryPopulation(Population):
         else:
             self.mode = value
         self._derive()
-        if self.setpoints:
+        if self.setpoints and not self.active:
             self.active = True
-        self.group.update_coupling()
+            self.group.update_coupling()  # active batteries couple their sites
 
     def _derive(self) -> None:
         self.setpoint_w = np.where(self.mode == BATTERY_AUTO, np.nan, self.target_w)
