@@ -14,6 +14,7 @@ from cps_sim.control.strategies.common import (
     WeeklyPlan,
     allocate_under_limit,
     departure_and_target,
+    phase_limits_w,
     site_sum,
     surplus_for_evs_w,
 )
@@ -496,3 +497,37 @@ def test_cost_allocation_fills_cheapest_tiers_first_like_a_plain_greedy(k):
                 want[col] = min(left, cap[e, col])
                 left -= want[col]
             np.testing.assert_allclose(got[e], want[:k], rtol=1e-12, atol=1e-9)
+
+
+def test_state_evolve_is_replace():
+    """StrategyState.evolve gives what dataclasses.replace gives, without __init__."""
+    import dataclasses
+
+    st = StrategyState.initial(4, three_phase_capable=np.array([True, False, True, False]))
+    st.extra["k"] = 1
+    new = st.evolve(enabled=np.ones(4, bool), switches=st.switches + 1)
+    ref = dataclasses.replace(st, enabled=np.ones(4, bool), switches=st.switches + 1)
+    for f in dataclasses.fields(StrategyState):
+        a, b = getattr(new, f.name), getattr(ref, f.name)
+        if isinstance(a, np.ndarray):
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert a == b
+    assert new.extra is st.extra  # shared, as replace shares it
+    assert not st.enabled.any()  # the original is unchanged
+    with pytest.raises(TypeError):
+        st.evolve(nonsense=1)
+
+
+@pytest.mark.parametrize("three", [np.zeros(5, bool), np.array([1, 0, 1, 0, 0], bool)])
+def test_phase_limits_single_phase_shortcut(three):
+    obs = make_obs(ev_charger_w=[7400.0, 3000.0, 11000.0, 800.0, 22000.0])
+    st = StrategyState.initial(5, three_phase_capable=True)
+    st = st.evolve(three_phase=three)
+    cfg = StrategyConfig()
+    lo, hi = phase_limits_w(obs, st, cfg)
+    ch = obs.ev_charger_w
+    exp_lo = np.where(three, cfg.min_3p_w, cfg.min_1p_w)
+    exp_hi = np.where(three, ch, np.minimum(ch, cfg.max_1p_w))
+    np.testing.assert_array_equal(hi, exp_hi)
+    np.testing.assert_array_equal(lo, np.minimum(exp_lo, exp_hi))

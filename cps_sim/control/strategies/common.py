@@ -124,6 +124,18 @@ class StrategyState:
     grid_request_w: FloatArray | None = None  # per site: supply (+) wanted by the grid (v2g)
     extra: dict = field(default_factory=dict)
 
+    def evolve(self, **changes: object) -> StrategyState:
+        """A copy with ``changes`` (what ``dataclasses.replace`` gives: the state has no
+        ``__post_init__`` or init-only fields), without re-running ``__init__`` (the
+        strategies make one per decision)."""
+        new = object.__new__(StrategyState)
+        new.__dict__.update(self.__dict__)
+        for name, value in changes.items():
+            if name not in self.__dict__:
+                raise TypeError(f"StrategyState has no field {name!r}")
+            new.__dict__[name] = value
+        return new
+
     @classmethod
     def initial(cls, n_evs: int, three_phase_capable: np.ndarray | bool = False) -> StrategyState:
         cap = np.broadcast_to(np.asarray(three_phase_capable, bool), (n_evs,)).copy()
@@ -202,6 +214,9 @@ def phase_limits_w(
 ) -> tuple[FloatArray, FloatArray]:
     """Minimum and maximum charging power of each EV in its current phase mode."""
     charger = obs.ev_charger_w
+    if not state.three_phase.any():  # every charger single-phase: the same values
+        hi = np.minimum(charger, cfg.max_1p_w)
+        return np.minimum(cfg.min_1p_w, hi), hi
     lo = np.where(state.three_phase, cfg.min_3p_w, cfg.min_1p_w)
     hi = np.where(state.three_phase, charger, np.minimum(charger, cfg.max_1p_w))
     return np.minimum(lo, hi), hi

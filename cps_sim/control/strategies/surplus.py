@@ -17,8 +17,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from cps_sim.control.observation import BoolArray, FloatArray, Observation
@@ -65,19 +63,18 @@ def follow_surplus(
         fired_p, phase_since = _timer(up_cond | down_cond, state.phase_since_s, now_s, delay)
         three = np.where(fired_p, ~three, three)
         phase_since = np.where(fired_p, np.nan, phase_since)
-        state = dataclasses.replace(
-            state,
+        state = state.evolve(
             three_phase=three,
             phase_since_s=phase_since,
             phase_switches=state.phase_switches + fired_p,
         )
     elif not np.isnan(state.phase_since_s).all():
         # no 3-phase charger: no phase condition can hold (what the timers above give)
-        state = dataclasses.replace(state, phase_since_s=np.full(cap3.shape, np.nan))
+        state = state.evolve(phase_since_s=np.full(cap3.shape, np.nan))
     lo, hi = phase_limits_w(obs, state, cfg)
     if always_on:
         sp = np.where(active, np.minimum(np.maximum(share, lo), hi), 0.0)  # lo <= hi
-        return sp, dataclasses.replace(state, enabled=active)
+        return sp, state.evolve(enabled=active)
     # ---- on/off with hysteresis
     on = state.enabled & active
     start_cond = ~on & active & (share >= lo + cfg.enable_threshold_w)
@@ -88,6 +85,4 @@ def follow_surplus(
     since = np.where(fired, np.nan, since)
     toggled = fired  # unplugged/full EVs stop silently (not a toggle by the controller)
     sp = np.where(new_on, np.minimum(np.maximum(share, lo), hi), 0.0)  # lo <= hi
-    return sp, dataclasses.replace(
-        state, enabled=new_on, cond_since_s=since, switches=state.switches + toggled
-    )
+    return sp, state.evolve(enabled=new_on, cond_since_s=since, switches=state.switches + toggled)

@@ -211,8 +211,16 @@ class EvPopulation(Population):
 
     # ------------------------------------------------------------------ control
     def apply(self, key: str, value: F) -> None:
+        old = self.setpoint_w
         self.setpoint_w = value  # discharge requests beyond v2x_w are clipped in the engine
-        self.changed()
+        if self._p_all is None or value is old or np.shape(old) != np.shape(value):
+            self.changed()
+            return
+        # a controller re-sends most setpoints unchanged: look again at the EVs whose
+        # setpoint changed only (the kept set is what a full scan would give: _refresh)
+        diff = np.flatnonzero(value != old)
+        if diff.size:
+            self._refresh(diff)
 
     def observe(self) -> dict[str, Any]:
         cap = self.capacity_wh
