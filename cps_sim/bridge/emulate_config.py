@@ -12,7 +12,7 @@ import numpy as np
 
 from cps_sim.bridge.emulator_models import DEFAULT_RATED, KINDS
 from cps_sim.bridge.profiles import Rated, load_profile
-from cps_sim.core.errors import BridgeError
+from cps_sim.core.errors import BridgeError, cut
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MODES = ("auto", "setpoint")
@@ -99,7 +99,7 @@ class EmulatorConfig:
         import pandas as pd
 
         text = str(self.start).strip()
-        shown = repr(text) if len(text) <= 60 else repr(text[:57] + "...")
+        shown = repr(cut(text))
         try:
             parsed = _dt.datetime.fromisoformat(text)
         except ValueError:

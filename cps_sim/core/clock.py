@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 
+from cps_sim.core.errors import short_repr
 from cps_sim.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 
 _ZONE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+){0,3}$")
@@ -20,7 +21,7 @@ def iana_zone(name: str) -> ZoneInfo:
     """The zone of an IANA name (``Asia/Tokyo``); :class:`ValueError` with a one-line
     message for anything else: an unknown name, a path (``../../etc/passwd``), a name of
     100,000 characters (the operating system's "file name too long"), a NUL byte."""
-    shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+    shown = short_repr(name)
     if not isinstance(name, str) or len(name) > 64 or not _ZONE_NAME.match(name):
         raise ValueError(f"unknown time zone {shown} (expected an IANA name such as 'Asia/Tokyo')")
     try:
@@ -48,8 +49,9 @@ class Clock:
     def __post_init__(self) -> None:
         if self.start.tzinfo is None:
             raise ValueError("Clock.start must be timezone-aware")
-        object.__setattr__(self, "start", self.start.astimezone(ZoneInfo(self.timezone)))
-        object.__setattr__(self, "_tz", ZoneInfo(self.timezone))
+        tz = ZoneInfo(self.timezone)
+        object.__setattr__(self, "start", self.start.astimezone(tz))
+        object.__setattr__(self, "_tz", tz)
         object.__setattr__(self, "_start_utc", self.start.astimezone(_dt.UTC))
 
     @property

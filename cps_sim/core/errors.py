@@ -11,6 +11,17 @@ class CpsSimError(Exception):
     exit_code = 1
 
 
+def cut(text: str, limit: int = 60) -> str:
+    """``text`` shortened to ``limit`` characters (ending in ``...``) for a message, so that
+    a 100 kB value in an input file stays one line of the error."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (:func:`cut`)."""
+    return cut(repr(value), limit)
+
+
 @dataclass(frozen=True)
 class Issue:
     """One problem found in an input file: where it is and what is wrong."""

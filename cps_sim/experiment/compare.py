@@ -85,13 +85,7 @@ class Comparison:
 
 
 def _load(path: Path) -> Run:
-    from cps_sim.experiment.results import (
-        damaged,
-        read_kpis,
-        read_manifest,
-        read_parquet_result,
-        require_columns,
-    )
+    from cps_sim.experiment.results import damaged, read_run
 
     if not path.is_dir():
         what = "no such run folder" if not path.exists() else "not a folder (give a run folder)"
@@ -99,20 +93,10 @@ def _load(path: Path) -> Run:
     for f in ("timeseries.parquet", "kpis.json", "manifest.json"):
         if not (path / f).exists() and not (path / f).is_symlink():
             raise ResultsInputError(f"{path}: not a cps_sim run folder (no {f})")
-    manifest = read_manifest(path / "manifest.json")
-    kpis = read_kpis(path / "kpis.json")
-    ts = read_parquet_result(path / "timeseries.parquet")
-    require_columns(ts, path / "timeseries.parquet", ("time",))
-    if ts.empty:
-        raise damaged(path / "timeseries.parquet", "no rows")
+    ts, kpis, manifest = read_run(path)
     sc = manifest.get("scenario") or {}
     try:
-        tz = str(sc.get("timezone", "UTC"))
-        ts = ts.set_index(pd.DatetimeIndex(ts["time"]).tz_convert(tz)).drop(columns="time")
-    except Exception as exc:  # not a time column, or an unknown zone in the manifest
-        raise damaged(path / "timeseries.parquet", exc) from None
-    try:
-        start = pd.Timestamp(sc["start"]).tz_convert(tz)
+        start = pd.Timestamp(sc["start"]).tz_convert(ts.index.tz)
         end = start + pd.Timedelta(days=float(sc["duration_days"]))
     except Exception as exc:  # a manifest without (or with a broken) start / duration
         raise damaged(path / "manifest.json", f"scenario start/duration: {exc!r}") from None

@@ -111,26 +111,6 @@ def make_report(
     )
 
 
-def _damaged(path: Path, exc: BaseException) -> ResultsError:
-    from cps_sim.experiment.results import damaged
-
-    return damaged(path, exc)
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    from cps_sim.experiment.results import read_parquet_result
-
-    return read_parquet_result(path)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    from cps_sim.experiment.results import read_json_result
-
-    if not path.exists() and not path.is_symlink():
-        return {}
-    return read_json_result(path)
-
-
 def _read_catalog(src: Path) -> pd.DataFrame:
     from cps_sim.experiment.catalog import read_catalog
 
@@ -139,7 +119,9 @@ def _read_catalog(src: Path) -> pd.DataFrame:
     except ResultsError:
         raise
     except Exception as exc:
-        raise _damaged(src / "catalog.parquet", exc) from None
+        from cps_sim.experiment.results import damaged
+
+        raise damaged(src / "catalog.parquet", exc) from None
 
 
 def _check_objective(cat: pd.DataFrame, objective: str) -> None:
@@ -155,23 +137,9 @@ def _check_objective(cat: pd.DataFrame, objective: str) -> None:
 
 
 def _load_run(src: Path) -> tuple[pd.DataFrame, dict[str, float], dict[str, Any]]:
-    from cps_sim.experiment.results import read_kpis, read_manifest
+    from cps_sim.experiment.results import read_run
 
-    ts = _read_parquet(src / "timeseries.parquet")
-    kpis = read_kpis(src / "kpis.json")  # a run folder always has both (a missing one is
-    manifest = read_manifest(src / "manifest.json")  # a damaged or foreign folder)
-    tz = (manifest.get("scenario") or {}).get("timezone", "UTC")
-    if "time" not in ts:
-        raise ResultsInputError(
-            f"{src / 'timeseries.parquet'}: has no 'time' column; not a cps_sim time series"
-        )
-    if ts.empty:
-        raise _damaged(src / "timeseries.parquet", ValueError("no rows"))
-    try:
-        ts = ts.set_index(pd.DatetimeIndex(ts["time"]).tz_convert(tz)).drop(columns="time")
-    except Exception as exc:  # not a time column, or an unknown zone in the manifest
-        raise _damaged(src / "timeseries.parquet", exc) from None
-    return ts, kpis, manifest
+    return read_run(src)
 
 
 def _col(ts: pd.DataFrame, name: str) -> pd.Series:

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cps_sim.core.errors import ResultsError, ResultsInputError
+from cps_sim.core.errors import ResultsError, ResultsInputError, cut
 from cps_sim.core.files import STAGING, TMP, fsync_dir, owned_name
 
 
@@ -133,10 +133,16 @@ _DAMAGED = "the file is damaged or not what cps_sim wrote: rerun to regenerate i
 
 def damaged(path: Path, exc: BaseException | str) -> ResultsError:
     """The error for a results file that exists but cannot be used (exit code 2)."""
-    why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-    if len(why) > 300:
-        why = why[:297] + "..."
+    why = cut(exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}", 300)
     return ResultsInputError(f"{path}: cannot be read ({why}); {_DAMAGED}")
+
+
+def _unusable(path: Path, exc: Any) -> ResultsError:
+    """The error for a results file the input-file checks refused (an ``InputFileError``):
+    missing, or there but not a file cps_sim could have written."""
+    if exc.reason == "file not found":
+        return ResultsInputError(f"{path}: file not found; not a complete cps_sim result")
+    return damaged(path, exc.reason)
 
 
 def read_json_result(path: Path) -> dict[str, Any]:
@@ -150,11 +156,7 @@ def read_json_result(path: Path) -> dict[str, Any]:
     try:
         data = read_json_input(path, what="cps_sim results file")
     except InputFileError as exc:
-        if exc.reason == "file not found":
-            raise ResultsInputError(
-                f"{path}: file not found; not a complete cps_sim result"
-            ) from None
-        raise damaged(path, exc.reason) from None
+        raise _unusable(path, exc) from None
     if not isinstance(data, dict):
         raise damaged(path, f"expected a JSON object, got {type(data).__name__}")
     return data
@@ -172,11 +174,7 @@ def read_parquet_result(path: Path, columns: list[str] | None = None):
     try:
         require_regular_file(path, what="Parquet file")
     except InputFileError as exc:
-        if exc.reason == "file not found":
-            raise ResultsInputError(
-                f"{path}: file not found; not a complete cps_sim result"
-            ) from None
-        raise damaged(path, exc.reason) from None
+        raise _unusable(path, exc) from None
     try:
         return pd.read_parquet(path, columns=columns)
     except Exception as exc:  # pyarrow raises several kinds for a damaged file
@@ -213,3 +211,25 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(data.get("scenario", {}), dict):
         raise damaged(path, "'scenario' is not a mapping")
     return data
+
+
+def read_run(src: Path) -> tuple[Any, dict[str, float], dict[str, Any]]:
+    """A run folder read back for ``report`` and ``compare``: its time series indexed by
+    local time (the scenario's zone), its KPIs and its manifest.  A missing or damaged
+    file, a time series without rows or ``time`` column, an unknown zone: a
+    :class:`ResultsInputError` naming the file."""
+    import pandas as pd
+
+    path = src / "timeseries.parquet"
+    ts = read_parquet_result(path)
+    kpis = read_kpis(src / "kpis.json")  # a run folder always has both (a missing one is
+    manifest = read_manifest(src / "manifest.json")  # a damaged or foreign folder)
+    require_columns(ts, path, ("time",))
+    if ts.empty:
+        raise damaged(path, "no rows")
+    tz = str((manifest.get("scenario") or {}).get("timezone", "UTC"))
+    try:
+        ts = ts.set_index(pd.DatetimeIndex(ts["time"]).tz_convert(tz)).drop(columns="time")
+    except Exception as exc:  # not a time column, or an unknown zone in the manifest
+        raise damaged(path, exc) from None
+    return ts, kpis, manifest

@@ -56,7 +56,7 @@ import pandas as pd
 import pvlib
 from scipy import special, stats
 
-from cps_sim.core.errors import CpsSimError
+from cps_sim.core.errors import CpsSimError, short_repr
 
 WEATHER_COLUMNS = ("ghi_w_m2", "dni_w_m2", "dhi_w_m2", "temp_air_c", "wind_speed_m_s")
 
@@ -468,7 +468,7 @@ def weather_zone(name: str) -> Any:
     try:
         iana_zone(name)
     except ValueError:
-        shown = repr(name) if len(repr(name)) <= 60 else repr(name)[:57] + "..."
+        shown = short_repr(name)
         raise ValueError(
             f"unknown time zone {shown} (an IANA name such as 'UTC' or 'Asia/Tokyo', "
             "or a fixed offset such as '+09:00')"

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from cps_sim.core.errors import InputFileError, Issue, ScenarioError
+from cps_sim.core.errors import InputFileError, Issue, ScenarioError, cut, short_repr
 from cps_sim.core.files import read_input, require_regular_file
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -435,12 +435,6 @@ def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel] | N
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
-def _short(value: Any) -> str:
-    """``repr`` of a value, cut to 60 characters (a 100 kB value stays one line)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _message(
     err: Mapping[str, Any],
     model: type[BaseModel],
@@ -480,7 +474,7 @@ def _message(
         bound = next(iter(ctx.values())) if ctx else "?"
         if isinstance(bound, float):
             bound = f"{bound:g}"
-        return f"must be {op} {bound}, got {_short(got)}"
+        return f"must be {op} {bound}, got {short_repr(got)}"
     if kind == "finite_number" or (isinstance(got, float) and not math.isfinite(got)):
         return f"must be a finite number, got {got!r}"
     if kind == "value_error":
@@ -493,7 +487,7 @@ def _message(
     if len(msg) > 200:
         msg = msg[:197] + "..."
     if got is not None and not isinstance(got, (dict, list)):
-        msg += f", got {_short(got)}"
+        msg += f", got {short_repr(got)}"
     return msg
 
 
@@ -595,9 +589,8 @@ def _parse_path(path: str) -> list[str | int]:
             or (pos == 0 and text.startswith("."))
             or (pos > 0 and m.group(0)[0] not in ".[")
         ):
-            shown = text if len(text) <= 60 else text[:57] + "..."
             raise ValueError(
-                f"bad path {shown!r} at character {pos + 1}: expected keys joined by dots "
+                f"bad path {cut(text)!r} at character {pos + 1}: expected keys joined by dots "
                 "and list items as [n], e.g. sites[0].pv.share"
             )
         key, index = m.group(1), m.group(2)
@@ -622,9 +615,9 @@ def apply_overrides(data: Any, overrides: Iterable[str], file: str | None = None
     """
     for item in overrides:
         if "=" not in item:
-            raise ScenarioError.single(file, "", f"--set {_short(item)}: expected path=value")
+            raise ScenarioError.single(file, "", f"--set {short_repr(item)}: expected path=value")
         path_s, value_s = item.split("=", 1)
-        shown = path_s.strip() if len(path_s.strip()) <= 60 else path_s.strip()[:57] + "..."
+        shown = cut(path_s.strip())
         try:
             path = _parse_path(path_s)
             value, _ = parse_yaml(value_s, None)

@@ -30,6 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from cps_sim.core.errors import short_repr
+
 Loc = tuple[str | int, ...]
 
 
@@ -190,12 +192,6 @@ def _pick_model(value: dict, models: list[type[BaseModel]]) -> type[BaseModel] |
     return None
 
 
-def _short(value: Any) -> str:
-    """``repr`` of a value, cut to 60 characters (a 100 kB string stays one line)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 class _Fix(str):
     """Not a problem: the text a number typed unquoted stands for (applied by :func:`fix`)."""
 
@@ -255,7 +251,7 @@ def kind_issues(value: Any, annotation: Any, loc: Loc = ()) -> list[tuple[Loc, s
         return []
     if isinstance(value, str) and _numbers_only(annotation):
         hint = " (write the number without quotes)" if _number_text(value) else ""
-        return [(loc, f"expected {_describe(annotation)}, got the text {_short(value)}{hint}")]
+        return [(loc, f"expected {_describe(annotation)}, got the text {short_repr(value)}{hint}")]
     if _times_only(annotation) and (
         isinstance(value, (int, float)) or (isinstance(value, str) and _number_text(value))
     ):
@@ -263,7 +259,7 @@ def kind_issues(value: Any, annotation: Any, loc: Loc = ()) -> list[tuple[Loc, s
             (
                 loc,
                 f"expected a date-time with UTC offset such as 2026-04-01T00:00:00+09:00, "
-                f"got {'the text' if isinstance(value, str) else 'the number'} {_short(value)}",
+                f"got {'the text' if isinstance(value, str) else 'the number'} {short_repr(value)}",
             )
         ]
     if isinstance(value, float) and not math.isfinite(value) and _numbers_only(annotation):
