@@ -326,24 +326,18 @@ def load_sweep_text(text: str, file: str | None = None) -> SweepFile:
 
 def load_sweep(path: str | Path) -> SweepFile:
     """Read and validate a sweep file; errors name file:line:col and the path."""
-    from cps_sim.scenario.loader import _decode, read_source
+    from cps_sim.scenario.loader import read_yaml_text
 
-    return load_sweep_text(_decode(read_source(path, "sweep file"), str(path)), str(path))
+    return load_sweep_text(read_yaml_text(path, "sweep file"), str(path))
 
 
 def _issue_at(sweep_file: Path, path: str, message: str) -> ScenarioError:
     """A ScenarioError located at ``path`` inside the sweep file (with line numbers)."""
-    from cps_sim.scenario.loader import (  # same reader and locator as scenario errors
-        _decode,
-        _node_at,
-        read_source,
-    )
+    from cps_sim.scenario.loader import _node_at, read_yaml_text  # as scenario errors
 
     root = None
     with contextlib.suppress(OSError, ScenarioError):
-        _, root = parse_yaml(
-            _decode(read_source(sweep_file, "sweep file"), str(sweep_file)), str(sweep_file)
-        )
+        _, root = parse_yaml(read_yaml_text(sweep_file, "sweep file"), str(sweep_file))
     node = _node_at(root, _parse_path(path)) if root is not None else None
     line = node.start_mark.line + 1 if node is not None else None
     col = node.start_mark.column + 1 if node is not None else None

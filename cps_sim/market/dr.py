@@ -223,12 +223,10 @@ def load_dr_events(path: str | Path, tz: str = "Asia/Tokyo") -> DrSchedule:
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             from cps_sim.core.errors import ScenarioError
-            from cps_sim.scenario.loader import _decode, parse_yaml, read_source
+            from cps_sim.scenario.loader import parse_yaml, read_yaml_text
 
             try:  # the scenario loader's reader and limits (size, depth, aliases, tags)
-                doc, _ = parse_yaml(
-                    _decode(read_source(path, "DR events file"), str(path)), str(path)
-                )
+                doc, _ = parse_yaml(read_yaml_text(path, "DR events file"), str(path))
             except ScenarioError as exc:
                 raise DrEventError(str(exc)) from None
             if isinstance(doc, Mapping):

@@ -65,7 +65,7 @@ def _mass(a: float, b: float) -> float:
     return float(ndtr(b) - ndtr(a))
 
 
-def _check_window(mass: float, window: str, a: float, b: float) -> None:
+def _check_window(window: str, a: float, b: float) -> None:
     """Refuse a truncation window [a, b] (in standard deviations from the mean) that lies
     so far in a tail that the distribution almost never reaches it: what is drawn there
     is numerically meaningless (it was NaN for a window 10^300 std away).  A narrow
@@ -74,7 +74,7 @@ def _check_window(mass: float, window: str, a: float, b: float) -> None:
     if far > _Z_RARE:
         raise ValueError(
             f"the truncation window {window} lies {far:.3g} standard deviations from the "
-            f"mean: the distribution reaches it with probability {mass:.2g}; move mean "
+            f"mean: the distribution reaches it with probability {_mass(a, b):.2g}; move mean "
             "towards the window or widen the spread (std, cv)"
         )
 
@@ -139,7 +139,7 @@ class Normal(_Dist):
             raise ValueError(f"with std 0 every value is the mean {self.mean}, outside [min, max]")
         if self.std > 0 and (self.min is not None or self.max is not None) and self.min != self.max:
             a, b = self._std_bounds()
-            _check_window(_mass(a, b), f"[{_g(self.min)}, {_g(self.max)}]", a, b)
+            _check_window(f"[{_g(self.min)}, {_g(self.max)}]", a, b)
         return self
 
     def _std_bounds(self) -> tuple[float, float]:
@@ -207,7 +207,7 @@ class LogNormal(_Dist):
             )
         if self.max is not None and sigma > 0:
             b = (math.log(self.max) - mu) / sigma
-            _check_window(_mass(-math.inf, b), f"(0, {_g(self.max)}]", -math.inf, b)
+            _check_window(f"(0, {_g(self.max)}]", -math.inf, b)
         return self
 
     def _params(self) -> tuple[float, float]:

@@ -241,6 +241,9 @@ def _check_events(text: str, file: str | None, loader: Any) -> None:
             )
 
 
+_SELF_ANCHOR = "an anchor (&name) is used inside itself (*name): the value would be infinitely deep"
+
+
 def _check_graph(root: yaml.Node | None, file: str | None) -> None:
     """Aliases can make the composed node graph larger, deeper or cyclic than the text:
     one iterative walk refuses a cycle (an anchor used inside itself), a document that
@@ -283,22 +286,12 @@ def _check_graph(root: yaml.Node | None, file: str | None) -> None:
         if key in size:
             continue
         if key in on_path:
-            raise _refuse(
-                file,
-                node.start_mark,
-                "an anchor (&name) is used inside itself (*name): the value would be "
-                "infinitely deep",
-            )
+            raise _refuse(file, node.start_mark, _SELF_ANCHOR)
         on_path.add(key)
         stack.append((node, True))
         for c in children:
             if id(c) in on_path:
-                raise _refuse(
-                    file,
-                    c.start_mark,
-                    "an anchor (&name) is used inside itself (*name): the value would be "
-                    "infinitely deep",
-                )
+                raise _refuse(file, c.start_mark, _SELF_ANCHOR)
             if id(c) not in size:
                 stack.append((c, False))
 
@@ -507,8 +500,10 @@ def _clean_loc(loc: Sequence[Any]) -> list[Any]:
 
 def validation_issues(
     exc: ValidationError, model: type[BaseModel], root: yaml.Node | None
-) -> list[Issue]:
-    """Turn a pydantic ValidationError into one Issue per distinct problem."""
+) -> tuple[list[Issue], int]:
+    """Turn a pydantic ValidationError into one Issue per distinct problem: at most
+    :data:`MAX_ISSUES` of them (sorted by position when cut short), and the number of
+    problem paths left out."""
     issues: list[Issue] = []
     seen: set[tuple[str, str]] = set()
     listed: set[str] = set()
@@ -521,10 +516,8 @@ def validation_issues(
         by_path.setdefault(format_loc(loc), []).append(err)
     for n_done, (path, errs) in enumerate(by_path.items()):
         if len(issues) >= MAX_ISSUES:
-            left = len(by_path) - n_done
             issues.sort(key=lambda i: (i.line or 0, i.column or 0))
-            issues.append(Issue("", f"... and {left:,} more problems (fix these first)"))
-            return issues
+            return issues, len(by_path) - n_done
         structural = ("model_attributes_type", "dict_type", "model_type")
         preferred = [e for e in errs if e.get("type") not in structural]
         if any(e.get("type") == "value_error" for e in preferred):
@@ -562,7 +555,7 @@ def validation_issues(
             col = node.start_mark.column + 1 if node is not None else None
             issues.append(Issue(path, msg, line, col))
     issues.sort(key=lambda i: (i.line or 0, i.column or 0))
-    return issues
+    return issues, 0
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -730,27 +723,21 @@ def validate_data(
 ):
     """Validate raw data into ``model``; every problem (kinds first) as one ScenarioError."""
     kinds = kind_issue_list(data, model, root)
+    dropped = 0  # problems found but not listed
     try:
         result = model.model_validate(data)
         issues: list[Issue] = []
     except ValidationError as exc:
-        issues = validation_issues(exc, model, root)
+        issues, dropped = validation_issues(exc, model, root)
     if kinds:
         flagged = {i.path for i in kinds}
         issues = kinds + [i for i in issues if i.path not in flagged]
         issues.sort(key=lambda i: (i.line or 0, i.column or 0))
-        if len(issues) > MAX_ISSUES:
-            more = [i for i in issues if i.message.startswith("... and ")]
-            rest = [i for i in issues if not i.message.startswith("... and ")]
-            extra = (
-                len(rest)
-                - MAX_ISSUES
-                + sum(int(m.message.split()[2].replace(",", "")) for m in more)
-            )
-            issues = [
-                *rest[:MAX_ISSUES],
-                Issue("", f"... and {extra:,} more problems (fix these first)"),
-            ]
+    if len(issues) > MAX_ISSUES:
+        dropped += len(issues) - MAX_ISSUES
+        issues = issues[:MAX_ISSUES]
+    if dropped:
+        issues.append(Issue("", f"... and {dropped:,} more problems (fix these first)"))
     if issues:
         raise ScenarioError(file, issues)
     return result
@@ -772,6 +759,12 @@ def read_source(path: str | Path, what: str) -> bytes:
         raise ScenarioError.single(exc.path, "", reason) from None
 
 
+def read_yaml_text(path: str | Path, what: str) -> str:
+    """The text of a YAML input file (scenario, sweep, DR events): :func:`read_source`,
+    then decoded as the loader decodes (UTF-8, a BOM dropped, UTF-16 refused)."""
+    return _decode(read_source(path, what), str(path))
+
+
 def load_scenario(
     path: str | Path, overrides: Iterable[str] = (), model: type[BaseModel] | None = None
 ):
@@ -782,9 +775,7 @@ def load_scenario(
     ScenarioError
         Naming the file, the path inside it and each problem.
     """
-    shown = str(path)
-    data = read_source(path, "scenario file")
-    return load_scenario_text(_decode(data, shown), shown, overrides, model)
+    return load_scenario_text(read_yaml_text(path, "scenario file"), str(path), overrides, model)
 
 
 def resolve_data_path(
