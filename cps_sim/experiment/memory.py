@@ -50,19 +50,14 @@ class MemoryEstimate:
         return f"{self.sites:,} sites x {self.ticks:,} ticks ({self.ticks_per_day:,} per day)"
 
 
-def estimate(scenario, streamed: bool | None = None) -> MemoryEstimate:
+def estimate(scenario, streamed: bool = False) -> MemoryEstimate:
     """Peak memory [bytes] a run of ``scenario`` needs (estimate, with a safety factor).
 
     ``streamed``: the run writes its events into a results folder as it goes
     (:func:`cps_sim.experiment.run.run_scenario`), so only about a day of them is held;
-    its ``expect:`` rules, if any, still read every event back at the end.  None: streamed
-    when a results folder is waiting for this run's events
-    (:func:`cps_sim.experiment.event_stream.claim_sink`), as inside ``run_scenario``.
+    its ``expect:`` rules, if any, still read every event back at the end.  False: the
+    events are held in memory (:func:`cps_sim.experiment.run.simulate` on its own).
     """
-    if streamed is None:
-        from cps_sim.experiment.event_stream import claim_sink
-
-        streamed = claim_sink() is not None
     sites = sum(g.count for g in scenario.sites)
     evs = sum(
         g.count * g.ev.per_site if g.ev.per_site else round(g.count * g.ev.share)
@@ -108,9 +103,7 @@ def _gb(b: float) -> str:
     return f"{b / 1e9:,.1f} GB" if b >= 1e8 else f"{b / 1e6:,.0f} MB"
 
 
-def check_fits(
-    scenario, file: str | None = None, *, streamed: bool | None = None
-) -> MemoryEstimate:
+def check_fits(scenario, file: str | None = None, *, streamed: bool = False) -> MemoryEstimate:
     """Raise :class:`TooLargeError` (with the numbers, after ``file: `` when given) when the
     run cannot fit in memory (``streamed``: see :func:`estimate`)."""
     est = estimate(scenario, streamed)

@@ -311,13 +311,14 @@ class Recorder:
             from cps_sim.control.vpp_runtime import VppRuntime
             from cps_sim.grid.system import SystemHook
             from cps_sim.market.balancing_group import BalancingGroupHook
-        for hook in w.tick_hooks:
-            if isinstance(hook, SystemHook):
-                facts["system"] = json.dumps(hook.kpi_facts(self.k0), sort_keys=True)
-            elif isinstance(hook, VppRuntime):
-                facts["vpp"] = hook.name
-            elif isinstance(hook, BalancingGroupHook):
-                facts["balancing_group"] = hook.name
+
+            for hook in w.tick_hooks:
+                if isinstance(hook, SystemHook):
+                    facts["system"] = json.dumps(hook.kpi_facts(self.k0), sort_keys=True)
+                elif isinstance(hook, VppRuntime):
+                    facts["vpp"] = hook.name
+                elif isinstance(hook, BalancingGroupHook):
+                    facts["balancing_group"] = hook.name
         return {META + k: v for k, v in facts.items()}
 
     def tables(self, events: pa.Table | None = None) -> RunTables:

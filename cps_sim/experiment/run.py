@@ -100,9 +100,11 @@ def simulate(
     ``interruptible``: Ctrl-C ends the run early and returns what was simulated
     (``recorder.interrupted`` is True).
     """
+    from cps_sim.experiment.event_stream import claim_sink
     from cps_sim.experiment.memory import check_fits
 
-    check_fits(scenario)  # refuse a run too large for memory before building anything
+    if claim_sink() is None:  # (inside run_scenario, which checked the streamed run)
+        check_fits(scenario)  # refuse a run too large for memory before building anything
 
     def _on_tick(r: TickResult) -> None:
         recorder.on_tick(r)
@@ -163,7 +165,8 @@ def run_scenario(
     shown = Path(out_dir) if out_dir is not None else default_out_dir(scenario)
     from cps_sim.experiment.memory import check_fits
 
-    check_fits(scenario, streamed=True)  # the events go into the folder as they come
+    # before anything is built; the events go into the folder as they come (streamed)
+    check_fits(scenario, source_file, streamed=True)
     out_dir = check_run_out(shown, protect)  # before anything is simulated
     t0 = time.perf_counter()
     started = time.time()
@@ -304,9 +307,6 @@ def run_file(
     if seed is not None:
         ov.append(f"seed={int(seed)}")
     scenario = load_scenario(path, ov)
-    from cps_sim.experiment.memory import check_fits
-
-    check_fits(scenario, str(path), streamed=True)  # too large: refused naming the file
     if oracle:
         from cps_sim.experiment.oracle import oracle_hooks
 

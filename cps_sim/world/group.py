@@ -222,10 +222,20 @@ class SiteGroup:
 
     def stored_wh(self) -> float:
         """Energy stored in every population of the group [Wh]."""
-        total = 0.0
+        return self.stored_parts_wh()[0]
+
+    def stored_parts_wh(self) -> tuple[float, float, float]:
+        """(every population, the batteries, the EVs) stored energy [Wh], each population
+        asked once (the tick's end needs all three)."""
+        total = battery = ev = 0.0
         for p in self.populations:
-            total += p.stored_wh()
-        return total
+            v = p.stored_wh()
+            total += v
+            if p is self.batteries:
+                battery = v
+            elif p is self.evs:
+                ev = v
+        return total, battery, ev
 
     def set_measured(self, kind: str, index: int, power_w: float) -> None:
         """From now on, device ``index`` of ``kind`` runs at the measured ``power_w``

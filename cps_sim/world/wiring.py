@@ -226,16 +226,15 @@ def _pv_forecast(
 
     def pv(times_s: np.ndarray, sites: np.ndarray | None = None) -> np.ndarray:
         k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, unit.shape[0] - 1)
-        if sites is None or rng is not None:  # noise is drawn for every site
-            out = cap_w[:, None] * unit[k][:, orient].T
-            out = np.minimum(out, ac_w[:, None])
-            if rng is not None:
-                from cps_sim.control.optimise import noisy_forecast
+        # the asked sites only, but every site when noise is drawn (it is drawn for all)
+        sel = slice(None) if sites is None or rng is not None else sites
+        out = np.minimum(cap_w[sel, None] * unit[k][:, orient[sel]].T, ac_w[sel, None])
+        if rng is None:
+            return out
+        from cps_sim.control.optimise import noisy_forecast
 
-                out = noisy_forecast(out, rng, spec.forecast_noise_rel_sigma)
-            return out if sites is None else out[sites]
-        out = cap_w[sites, None] * unit[k][:, orient[sites]].T
-        return np.minimum(out, ac_w[sites, None])
+        out = noisy_forecast(out, rng, spec.forecast_noise_rel_sigma)
+        return out if sites is None else out[sites]
 
     pv.takes_sites = True  # type: ignore[attr-defined]  # observation.site_forecast
     return pv

@@ -183,16 +183,11 @@ class World:
             by_group[g.name] = f
             peak_site = max(peak_site, peak)
             nets.append(net)
-            stored = 0.0  # SiteGroup.stored_wh, keeping the batteries' and EVs' parts
-            for p in g.populations:
-                v = p.stored_wh()
-                stored += v
-                if p is g.batteries:
-                    bat_e += v
-                elif p is g.evs:
-                    ev_e += v
-                    plugged += int(np.count_nonzero(g.evs.plugged))
-            group_stored[g.name] = stored
+            group_stored[g.name], bat, ev = g.stored_parts_wh()
+            bat_e += bat
+            ev_e += ev
+            if g.evs is not None:
+                plugged += int(np.count_nonzero(g.evs.plugged))
         flows_d = dict(zip(FLOWS, flows.tolist(), strict=True))
         stored_after = sum(group_stored.values())
         residual = self.ledger.add_tick(flows_d, stored_before_wh, stored_after)

@@ -66,6 +66,13 @@ def run_checked(sc: Scenario, monkeypatch, controller=None) -> int:
             # what a segment of a few sites uses
             np.testing.assert_array_equal(evs._can, can)
             np.testing.assert_array_equal(evs._scan(), p_fresh)
+            if s is not None:  # a few sites: the answer kept from the event search
+                ei, local, p_at = evs._movable_at(s)
+                all_ei, all_local = evs.indices(s)
+                sel = can[all_ei]
+                np.testing.assert_array_equal(ei, all_ei[sel])
+                np.testing.assert_array_equal(local, all_local[sel])
+                np.testing.assert_array_equal(p_at, p_fresh[all_ei[sel]])
             checked[0] += 1
         return raw(self, s, dt_s)
 

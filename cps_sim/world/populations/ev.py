@@ -190,6 +190,9 @@ class EvPopulation(Population):
         self._p_all: F | None = None
         self._can: NDArray[np.bool_] = np.zeros(n, dtype=bool)
         self._mov: tuple[I, F, I] | None = None
+        # the last few-sites answer of _movable_at: (sites, answer); the event search and
+        # the exchange of one segment ask it for the same sites
+        self._at: tuple[I, tuple[I, I, F]] | None = None
 
     @property
     def n(self) -> int:
@@ -302,6 +305,7 @@ class EvPopulation(Population):
         step: the EVs that can move energy are found again before the next segment."""
         self._p_all = None
         self._mov = None
+        self._at = None
 
     def _refresh(self, i: I) -> None:
         """EVs ``i`` changed state (an event): look at them again."""
@@ -311,6 +315,7 @@ class EvPopulation(Population):
         self._p_all[i] = p
         self._can[i] = self.movable(i, p, self.energy_wh[i])
         self._mov = None
+        self._at = None
 
     def _movable_set(self) -> tuple[I, F, I]:
         """(indices, requested power, sites) of the EVs that can move energy
@@ -337,11 +342,14 @@ class EvPopulation(Population):
         if s is None:
             mov, p, site = self._movable_set()
             return mov, site, p
+        if self._at is not None and self._at[0] is s:
+            return self._at[1]
         p_all = self._scan()  # a few sites (events, splits): look at their EVs only
         ei, local = self.indices(s)
         keep = self._can[ei]
         ei = ei[keep]
-        return ei, local[keep], p_all[ei]
+        self._at = (s, (ei, local[keep], p_all[ei]))
+        return self._at[1]
 
     def _leave(self, ei: I, p: F, e: F) -> None:
         """EVs ``ei`` moved energy in a segment: those at their limit leave the set."""
@@ -352,6 +360,7 @@ class EvPopulation(Population):
             return
         gone = ei[~still]
         self._can[gone] = False
+        self._at = None
         if self._mov is None:
             return
         mov, pm, site = self._mov
