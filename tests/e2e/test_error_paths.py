@@ -14,59 +14,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from cps_sim import cli
-
-REPO = Path(__file__).resolve().parents[2]
-
-SCENARIO = textwrap.dedent("""\
-    version: 1
-    name: tiny
-    seed: 3
-    start: 2026-04-06T00:00:00+09:00
-    duration_days: 1
-    tick_s: 3600
-    sites:
-      - name: homes
-        count: 3
-        pv: {share: 0.5, capacity_kw: 4}
-        battery: {share: 0.5, capacity_kwh: 10}
-        ev: {share: 0.5}
-    """)
-
-SWEEP = textwrap.dedent("""\
-    name: s
-    scenario: tiny.yaml
-    parameters:
-      - {name: pv_share, path: "sites[0].pv.share", values: [0.2, 0.9]}
-    """)
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "CI": "true"}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def invoke(args: list[str], capsys) -> tuple[int, str, str]:
-    """``cps-sim ARGS`` through the console entry point, in this process."""
-    capsys.readouterr()
-    old = sys.argv
-    sys.argv = ["cps-sim", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-        cli._state["debug"] = False
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.e2e.cli_helpers import REPO, SCENARIO, SWEEP, cli_env, invoke
 
 
 def snapshot(root: Path) -> dict[str, object]:
@@ -93,7 +45,7 @@ def ws(tmp_path_factory) -> Path:
     r = subprocess.run(
         [sys.executable, "-m", "cps_sim", "run", "tiny.yaml", "--out", "run", "-q"],
         cwd=ws,
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -113,7 +65,7 @@ def ws(tmp_path_factory) -> Path:
             "1",
         ],
         cwd=ws,
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -294,7 +246,7 @@ def test_disk_full_run_is_one_error_line_and_leaves_nothing(ws: Path, tmp_path: 
     out = tmp_path / "r"
     r = subprocess.run(
         [sys.executable, "-m", "cps_sim", "run", str(ws / "tiny.yaml"), "--out", str(out), "-q"],
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -344,7 +296,7 @@ def test_disk_full_at_the_catalog_says_what_finished_and_how_to_resume(ws: Path,
             "--workers",
             "1",
         ],
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -368,7 +320,7 @@ def test_disk_full_at_the_catalog_says_what_finished_and_how_to_resume(ws: Path,
             "-q",
             "--resume",
         ],
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -413,7 +365,7 @@ def test_memory_estimate_covers_measured_runs(overrides):
     """The refusal threshold is an estimate: it must not be below what a run really uses."""
     r = subprocess.run(
         [sys.executable, "-c", MEASURE, str(REPO / "scenarios/quickstart.yaml"), *overrides],
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -464,7 +416,7 @@ def test_memory_estimate_covers_streamed_runs(overrides, expect):
             *overrides,
             *extra,
         ],
-        env=_env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -12,57 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from cps_sim import cli
+from tests.e2e.cli_helpers import SCENARIO, SWEEP, invoke, run_cli
 
 pytestmark = pytest.mark.timeout(60)
-
-REPO = Path(__file__).resolve().parents[2]
-
-SCENARIO = textwrap.dedent("""\
-    version: 1
-    name: tiny
-    seed: 3
-    start: 2026-04-06T00:00:00+09:00
-    duration_days: 1
-    tick_s: 3600
-    sites:
-      - name: homes
-        count: 3
-        pv: {share: 0.5, capacity_kw: 4}
-        battery: {share: 0.5, capacity_kwh: 10}
-        ev: {share: 0.5}
-    """)
-
-SWEEP = textwrap.dedent("""\
-    name: s
-    scenario: tiny.yaml
-    parameters:
-      - {name: pv_share, path: "sites[0].pv.share", values: [0.2, 0.9]}
-    """)
-
-
-def invoke(args: list[str], capsys) -> tuple[int, str, str]:
-    """``cps-sim ARGS`` through the console entry point, in this process."""
-    capsys.readouterr()
-    old = sys.argv
-    sys.argv = ["cps-sim", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-        cli._state["debug"] = False
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def snapshot(root: Path) -> dict[str, object]:
@@ -99,16 +55,7 @@ def ws(tmp_path_factory) -> Path:
     ws = tmp_path_factory.mktemp("hostile")
     (ws / "tiny.yaml").write_text(SCENARIO)
     (ws / "sweep.yaml").write_text(SWEEP)
-    env = {**os.environ, "CI": "true"}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run(
-        [sys.executable, "-m", "cps_sim", "run", "tiny.yaml", "--out", "run", "-q"],
-        cwd=ws,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = run_cli(["run", "tiny.yaml", "--out", "run", "-q"], cwd=ws)
     assert r.returncode == 0, r.stderr
     os.mkfifo(ws / "fifo.yaml")
     os.symlink("fifo.yaml", ws / "link_to_fifo.yaml")
@@ -500,17 +447,7 @@ def test_damaged_fixture_is_complete(damaged):
 
 @pytest.fixture(scope="module")
 def sweep_dir(ws: Path) -> Path:
-    env = {**os.environ, "CI": "true"}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    args = ["sweep", "sweep.yaml", "--out", "sw", "-q", "--workers", "1"]
-    r = subprocess.run(
-        [sys.executable, "-m", "cps_sim", *args],
-        cwd=ws,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = run_cli(["sweep", "sweep.yaml", "--out", "sw", "-q", "--workers", "1"], cwd=ws)
     assert r.returncode == 0, r.stderr
     return ws / "sw"
 

@@ -20,23 +20,9 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "cps_sim"]
+from tests.e2e.cli_helpers import SCENARIO, cli_env, run_cli
 
-SCENARIO = textwrap.dedent("""\
-    version: 1
-    name: tiny
-    seed: 3
-    start: 2026-04-06T00:00:00+09:00
-    duration_days: 1
-    tick_s: 3600
-    sites:
-      - name: homes
-        count: 3
-        pv: {share: 0.5, capacity_kw: 4}
-        battery: {share: 0.5, capacity_kwh: 10}
-        ev: {share: 0.5}
-    """)
+CLI = [sys.executable, "-m", "cps_sim"]
 
 SWEEP = textwrap.dedent("""\
     name: s
@@ -47,21 +33,8 @@ SWEEP = textwrap.dedent("""\
     """)
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, "CI": "true"}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*CLI, *map(str, args)],
-        cwd=cwd or REPO,
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=timeout,
-    )
+    return run_cli(list(args), cwd=cwd, timeout=timeout)
 
 
 def snapshot(root: Path) -> dict[str, object]:
@@ -334,7 +307,7 @@ def test_sigkilled_sweep_leaves_no_workers_even_while_it_is_unreaped(user: Path,
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         [*CLI, "sweep", str(user / "sweep.yaml"), "--out", str(out), "-q", "--workers", "2"],
-        env=_env(),
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -378,7 +351,7 @@ def test_lifeline_kills_a_child_whose_parent_dies_or_died_before_it_bound():
         ],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=cli_env(),
         timeout=60,
     )
     assert r.returncode == 3 and "alive" not in r.stdout
@@ -391,7 +364,7 @@ def test_lifeline_kills_a_child_whose_parent_dies_or_died_before_it_bound():
         "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', "
         f"{child!r}]); time.sleep(120)"
     )
-    mid = subprocess.Popen([sys.executable, "-c", middle], env=_env())
+    mid = subprocess.Popen([sys.executable, "-c", middle], env=cli_env())
     try:
         deadline = time.monotonic() + 60
         kids: list[psutil.Process] = []
