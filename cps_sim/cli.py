@@ -132,6 +132,11 @@ def validate(
 
             check_bridge(sc, sc.bridge, sc.speed, str(scenario))
         est = check_fits(sc, str(scenario), streamed=True)  # the refusal cps-sim run gives
+        # the run's set-up (data files, controllers, wiring): what cps-sim run refuses at
+        # its start is refused here too
+        from cps_sim.experiment.run import check_setup
+
+        check_setup(sc, str(scenario))
     except CpsSimError as exc:
         _fail(exc)
     sites = sum(g.count for g in sc.sites)

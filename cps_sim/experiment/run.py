@@ -131,6 +131,25 @@ def simulate(
     return recorder
 
 
+def check_setup(
+    scenario: Scenario, source_file: str | None = None, base_dir: Path | None = None
+) -> None:
+    """Build what a run builds before its first tick and drop it: the world (its data
+    files: weather, tariffs and prices, load profiles, EV sessions, TSO demand, DR
+    requests, balancing-group plans), its controllers and their wiring.  Raises what
+    ``cps-sim run`` would raise at its start (:class:`ScenarioError` naming
+    ``source_file`` when the problem is in no file of its own), without simulating;
+    ``cps-sim validate`` calls it after the memory check."""
+    if base_dir is None and source_file is not None:
+        base_dir = Path(source_file).parent
+    try:
+        start_run(scenario, base_dir=base_dir)
+    except ScenarioError as exc:
+        if exc.file is None and source_file is not None:
+            raise ScenarioError(source_file, exc.issues) from None
+        raise
+
+
 def run_scenario(
     scenario: Scenario,
     out_dir: Path | None = None,

@@ -40,6 +40,8 @@ DR_KINDS = ("reduce", "absorb")
 class DrEventError(CpsSimError):
     """A DR event list cannot be used; the message names the file, the event and the field."""
 
+    exit_code = 2  # bad input, as every data-file error
+
 
 @dataclass(frozen=True)
 class DrEvent:
@@ -201,14 +203,24 @@ def events_from_records(
             sites = tuple(str(s) for s in sites)
         else:
             sites = None
+        times = {}
+        for key in ("start", "end"):  # a bad time names its field
+            try:
+                times[key] = _ts(rec[key], tz)
+            except (ValueError, TypeError) as exc:
+                raise DrEventError(f"{where}.{key} ({eid}): {exc}") from None
+        try:
+            requested_w = float(rec["requested_kw"]) * W_PER_KW
+        except (ValueError, TypeError) as exc:
+            raise DrEventError(f"{where}.requested_kw ({eid}): {exc}") from None
         try:
             events.append(
                 DrEvent(
                     event_id=eid,
-                    start=_ts(rec["start"], tz),
-                    end=_ts(rec["end"], tz),
+                    start=times["start"],
+                    end=times["end"],
                     kind=str(rec["kind"]).strip(),  # type: ignore[arg-type]
-                    requested_w=float(rec["requested_kw"]) * W_PER_KW,
+                    requested_w=requested_w,
                     sites=sites,
                 )
             )

@@ -64,6 +64,8 @@ AREA_NAMES = ("system", *JEPX_AREAS.values())
 class PriceDataError(CpsSimError):
     """A price file cannot be used; the message names the file and the problem."""
 
+    exit_code = 2  # bad input, as every data-file error
+
 
 def _norm(name: str) -> str:
     return unicodedata.normalize("NFKC", str(name)).strip().replace(" ", "").lstrip("\ufeff")

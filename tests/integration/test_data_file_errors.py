@@ -158,6 +158,12 @@ CASES = {
         + "".join(f"{t},1.0\n" for t in _gap(_hours(96, "2026-04-06T00:00:00+09:00", "30min"))),
         ["gap"],
     ),
+    "dr requests bad time": (
+        "vpp: {groups: [homes], requests_file: dr.csv}\n",
+        "dr.csv",
+        "event_id,kind,start,end,requested_kw\ne1,absorb,2026-04-06T10:00:00+09:00,noon,5\n",
+        [r"events\[0\]\.end", "noon"],
+    ),
     "imbalance price header only": (
         "balancing_group: {groups: [homes], price: file, price_file: b.csv}\n",
         "b.csv",
@@ -179,6 +185,10 @@ def _scenario(tmp_path: Path, name: str) -> Path:
         text = text.replace(
             "    pv: {capacity_kw: 4}\n",
             "    pv: {capacity_kw: 4}\n    load: {profile: csv, profile_csv: l.csv}\n",
+        )
+    if name.startswith("dr requests"):
+        text = text.replace(
+            "    pv: {capacity_kw: 4}\n", "    pv: {capacity_kw: 4}\n    battery: {share: 1}\n"
         )
     if name.startswith("ev sessions"):
         text = text.replace(
@@ -209,3 +219,20 @@ def test_a_price_file_that_ends_before_the_run_names_the_file(tmp_path):
     p.write_text(SCENARIO + "tariff: {type: dynamic, prices_csv: p.csv}\n")
     with pytest.raises(CpsSimError, match=r"p\.csv: .*no price for 2026-04-06 12:00"):
         run_file(p, out_dir=tmp_path / "out", quiet=True)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_validate_refuses_every_data_file_the_run_refuses(tmp_path, name, capsys):
+    """``cps-sim validate`` reads the data files as the run's set-up does: it does not say
+    OK to a scenario that ``cps-sim run`` refuses at its start, and says the same."""
+    from tests.e2e.cli_helpers import invoke
+
+    p = _scenario(tmp_path, name)
+    with pytest.raises(CpsSimError) as e:
+        run_file(p, out_dir=tmp_path / "out", quiet=True)
+    code, out, err = invoke(["validate", p], capsys)
+    assert code == 2, out + err
+    assert "OK" not in out
+    assert str(e.value).splitlines()[0] in err
+    assert CASES[name][1] in err
+    assert not (tmp_path / "out").exists()
