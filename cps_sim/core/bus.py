@@ -131,7 +131,8 @@ def nan_setpoint(payload: Mapping[str, Any]) -> str | None:
     battery's built-in rule is ``battery_mode`` = :data:`BATTERY_AUTO`), else None."""
     for key, value in payload.items():
         if isinstance(value, np.ndarray):
-            if value.dtype.kind == "f" and np.isnan(value).any():
+            # the minimum is NaN where any element is (one pass, no mask array)
+            if value.dtype.kind == "f" and value.size and np.isnan(value.min()):
                 return key
         elif isinstance(value, float) and math.isnan(value):
             return key
@@ -211,34 +212,51 @@ class MemoryTransport:
         self.loss = float(loss)
         self.counters = BusCounters()
         self._subs: list[tuple[str, simpy.Store]] = []
+        # topic -> (its subscribers' stores, whether it is a setpoint topic); a topic is
+        # validated and matched once, the cache cleared by every new subscription
+        self._routes: dict[str, tuple[list[simpy.Store], bool]] = {}
         self._seq = 0
 
     def subscribe(self, pattern: str) -> simpy.Store:
         store = simpy.Store(self.env)
         self._subs.append((validate_pattern(pattern), store))
+        self._routes.clear()
         return store
 
+    def _route(self, topic: str) -> tuple[list[simpy.Store], bool]:
+        route = self._routes.get(topic) if isinstance(topic, str) else None
+        if route is None:
+            validate_topic(topic)
+            stores = [store for pattern, store in self._subs if topic_matches(pattern, topic)]
+            route = self._routes[topic] = (stores, is_setpoint_topic(topic))
+        return route
+
     def publish(self, topic: str, payload: Payload) -> None:
-        validate_topic(topic)
+        targets, setpoint_topic = self._route(topic)
         body = validate_payload(payload)
-        check_setpoint_payload(topic, body)
+        if setpoint_topic:
+            check_setpoint_payload(topic, body)
         self.counters.published += 1
         seq = self._seq
         self._seq += 1
-        targets = [store for pattern, store in self._subs if topic_matches(pattern, topic)]
         if not targets:
             self.counters.unrouted += 1
             return
         n = len(targets)
         rng = self.rng  # set whenever jitter or loss is (checked in __init__)
-        lost = (
-            (rng.random(n) < self.loss) if rng is not None and self.loss > 0 else np.zeros(n, bool)
+        # the loss draws come before the jitter draws (the run's seeded stream)
+        lost: list[bool] = (
+            (rng.random(n) < self.loss).tolist()
+            if rng is not None and self.loss > 0
+            else [False] * n
         )
-        extra = (
-            rng.random(n) * self.jitter_s if rng is not None and self.jitter_s > 0 else np.zeros(n)
+        extra: list[float] = (
+            (rng.random(n) * self.jitter_s).tolist()
+            if rng is not None and self.jitter_s > 0
+            else [0.0] * n
         )
         now = float(self.env.now)
-        for store, is_lost, jit in zip(targets, lost.tolist(), extra.tolist(), strict=True):
+        for store, is_lost, jit in zip(targets, lost, extra, strict=True):
             if is_lost:
                 self.counters.dropped += 1
                 continue

@@ -14,6 +14,7 @@ SimPy decides *when*; the populations decide *what*:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,29 @@ if TYPE_CHECKING:
 
 
 _OBS_FIELDS = frozenset(Observation.__dataclass_fields__)
+# the fields an observation may omit, with their defaults (``extra`` is given every time)
+_OBS_DEFAULTS = {
+    name: f.default
+    for name, f in Observation.__dataclass_fields__.items()
+    if f.default is not dataclasses.MISSING
+}
+
+
+def _observation(fields: dict[str, Any]) -> Observation:
+    """``Observation(**fields)`` without the frozen dataclass's ``__init__``, which sets its
+    30-odd fields one ``object.__setattr__`` at a time (the world makes one per decision).
+    ``fields`` holds every field without a default and ``extra``; Observation has no
+    ``__post_init__``, so the object is the same."""
+    obs = object.__new__(Observation)
+    d = obs.__dict__
+    d.update(_OBS_DEFAULTS)
+    d.update(fields)
+    if len(d) != len(_OBS_FIELDS):  # fields are a subset of _OBS_FIELDS (extra split off)
+        missing = sorted(_OBS_FIELDS - d.keys())
+        raise TypeError(f"observation without the fields {missing}")
+    return obs
+
+
 _EMPTY_EV: dict[str, np.ndarray] = dict(
     ev_site=np.empty(0, dtype=np.int64),
     ev_soc=np.empty(0),
@@ -247,7 +271,7 @@ class World:
         imp.fill(self.import_price_jpy_per_kwh[k])
         exp = np.empty(n)
         exp.fill(self.export_price_jpy_per_kwh[k])
-        return Observation(
+        fields.update(
             now_s=self.now_s,
             tick_s=self.tick_s,
             site_import_limit_w=g.import_limit_w.copy(),
@@ -256,8 +280,8 @@ class World:
             export_price_jpy_per_kwh=exp,
             setpoint_sizes=g.setpoint_sizes(),
             extra=extra,
-            **fields,
         )
+        return _observation(fields)
 
     def setpoint_sizes(self, group_name: str) -> dict[str, int]:
         """Control keys the group accepts and the array length of each."""

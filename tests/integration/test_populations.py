@@ -100,6 +100,37 @@ def test_a_group_takes_exactly_the_keys_of_its_populations():
         world.apply("mix", hpwh_mode=np.full(12, 3.0))
 
 
+@pytest.mark.parametrize(
+    "sites",
+    [
+        None,  # every device family
+        [{"name": "plain", "count": 3}],  # load only: no EV, battery or deferrable
+        [{"name": "evs", "count": 4, "ev": {"per_site": 2}}],
+    ],
+)
+def test_an_observation_is_the_one_its_dataclass_makes(sites):
+    """World.observe builds its Observation without the dataclass's __init__: every field
+    is set, to what ``Observation(**fields)`` gives (dataclasses.replace runs __init__),
+    for groups with and without each device family."""
+    sc = everything() if sites is None else everything(sites=sites)
+    world = build_world(sc)
+    env = make_env("fast")
+    world.start(env, Recorder(world).on_tick)
+    env.run(until=13 * 3600.0)
+    for g in world.groups:
+        obs = world.observe(g.name)
+        again = dataclasses.replace(obs)
+        for f in dataclasses.fields(Observation):
+            a, b = getattr(obs, f.name), getattr(again, f.name)
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b)
+            else:
+                assert a == b, f.name
+        assert obs.n_sites == g.n
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            obs.now_s = 0.0  # type: ignore[misc]
+
+
 def test_the_books_close_from_the_parquet_columns_alone(tmp_path):
     # sources − sinks of every tick, read from timeseries.parquet, equal the change of
     # stored energy (the stored_wh column): every ledger flow has a column

@@ -142,3 +142,38 @@ def test_setpoint_holder_latest_wins_ttl_and_validation():
     assert h.offer(_msg(80.0, 3, [3.0, 4.0], ttl=10.0))
     assert h.current(85.0)["ev_setpoint_w"].tolist() == [3.0, 4.0]
     assert h.current(90.0) is None
+
+
+def test_routes_follow_subscriptions_made_after_a_publish():
+    """The transport matches a topic once and keeps the answer; a new subscription made
+    between two publishes on the same topic still gets the second (and only it)."""
+    env = simpy.Environment()
+    bus = MemoryTransport(env)
+    first = bus.subscribe("cps/+/setpoints")
+    bus.publish("cps/homes/setpoints", {"x": 1.0})
+    bus.publish("cps/homes/status", {"x": 2.0})  # no subscriber: unrouted
+    late = bus.subscribe("cps/homes/#")
+    bus.publish("cps/homes/setpoints", {"x": 3.0})
+    bus.publish("cps/homes/status", {"x": 4.0})
+    env.run()
+    assert [m.payload["x"] for m in first.items] == [1.0, 3.0]
+    assert [m.payload["x"] for m in late.items] == [3.0, 4.0]
+    assert bus.counters.unrouted == 1 and bus.counters.delivered == 4
+    with pytest.raises(BusError):  # an invalid topic is refused every time, not cached
+        bus.publish("cps/+/setpoints", {"x": 1.0})
+    with pytest.raises(BusError):
+        bus.publish("cps/+/setpoints", {"x": 1.0})
+
+
+@pytest.mark.parametrize("where", [0, 3, 6])
+def test_nan_anywhere_in_a_setpoint_array_is_refused(where):
+    env = simpy.Environment()
+    bus = MemoryTransport(env)
+    ok = np.array([np.inf, -np.inf, 0.0, -0.0, 5.0, 1e300, -1e300])
+    bus.publish("cps/homes/setpoints", {"ev_setpoint_w": ok})  # infinities are not NaN
+    bad = ok.copy()
+    bad[where] = np.nan
+    with pytest.raises(BusError, match="ev_setpoint_w holds NaN"):
+        bus.publish("cps/homes/setpoints", {"ev_setpoint_w": bad})
+    bus.publish("cps/homes/status", {"ev_setpoint_w": bad})  # not a setpoint topic
+    bus.publish("cps/homes/setpoints", {"ev_setpoint_w": np.empty(0)})
