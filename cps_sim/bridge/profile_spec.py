@@ -41,10 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cps_sim.core.errors import Issue, ScenarioError
-from cps_sim.scenario.loader import _construct_mapping
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "devices" / "profiles"
 NAME_RE = re.compile(r"^[a-z0-9_]{1,64}$")
@@ -103,23 +100,6 @@ SETPOINT_SIGNALS = ("power_w", "current_a", "on", "mode")
 KINDS = ("ev_charger", "battery", "pv", "plug", "meter", "heat_pump")
 ROLES = ("telemetry", "state")
 _SPEC_KEYS = {"signal", "unit", "sign", "map", "round", "default"}
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """Safe loader where only true/false are booleans (YAML 1.2): ``on``, ``off``, ``yes``,
-    ``no`` stay strings, so a vendor key ``on`` or ``signal: on`` means what it says."""
-
-
-_Yaml12Loader.yaml_implicit_resolvers = {
-    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-# a key given twice is an error, as in scenario files (YAML would keep the last silently)
-_Yaml12Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 class ProfileError(ScenarioError):
@@ -498,7 +478,7 @@ def read_profile_file(path: Path, shown: str | None = None) -> ProfileSpec:
     except UnicodeDecodeError as exc:
         raise ProfileError.single(file, "", f"not UTF-8 (byte {exc.start})") from None
     try:  # the scenario loader's limits (depth, aliases, tags); only true/false are bools
-        doc, _ = parse_yaml(text, file, loader=_Yaml12Loader)
+        doc, _ = parse_yaml(text, file)
     except ScenarioError as exc:
         raise ProfileError(exc.file, exc.issues) from None
     ck = _Checker(file)

@@ -609,3 +609,35 @@ def test_the_profile_example_in_docs_hil_md_loads_and_round_trips(tmp_path):
     assert got.signals == {"energy_wh": 1500.0, "on": True}
     assert p.decode("home/m1/status", b"down").signals == {"available": False}
     assert p.encode_setpoint("m1", Setpoint(on=False)) == [("home/m1/relay/set", b"0", 1, False)]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("7e3", 7000.0), ("7_400", 7400.0), ("0x1F40", 8000.0), ("7.4e3", 7400.0), ("7:30", None)],
+)
+def test_profile_numbers_are_read_as_in_scenario_files(tmp_path, value, expected):
+    """One YAML dialect for every input file (the scenario loader's YAML 1.2 scalars):
+    ``7e3`` is a number in a profile as in a scenario, a base-60 ``7:30`` is text, not
+    450 (YAML 1.1), so it is refused with the field named."""
+    from cps_sim.scenario.loader import parse_yaml
+
+    path = _write(
+        tmp_path,
+        "r",
+        f"""
+name: r
+kinds: [meter]
+rated: {{power_w_max: {value}}}
+messages:
+  - topic: "x/{{t}}/y"
+    raw: {{signal: power_w}}
+""",
+    )
+    in_scenario, _ = parse_yaml(f"x: {value}\n")
+    if expected is None:
+        assert in_scenario == {"x": value}
+        with pytest.raises(ProfileError, match=r"rated\.power_w_max"):
+            load_profile(path)
+    else:
+        assert in_scenario == {"x": expected}
+        assert load_profile(path).rated.power_w_max == expected
