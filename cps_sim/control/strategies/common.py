@@ -346,12 +346,16 @@ def reserve_wh(
 def remember_site_inputs(
     now_s: float, obs: Observation, state: StrategyState, slot_s: float
 ) -> None:
-    """Keep the load and PV seen in each slot of the day (persistence forecasts)."""
+    """Keep the load and PV seen in each slot of the day (persistence forecasts):
+    ``state.extra["site_hist"]`` (2, n_sites, slots per day), load then PV, NaN where
+    not seen yet."""
     per_day = max(1, round(86400.0 / slot_s))
     hist = state.extra.get("site_hist")
-    if hist is None or hist.shape[1] != obs.n_sites or hist.shape[0] != per_day:
-        hist = state.extra["site_hist"] = np.full((per_day, obs.n_sites, 2), np.nan)
-    hist[int(now_s // slot_s) % per_day] = np.column_stack([obs.site_load_w, obs.site_pv_w])
+    if hist is None or hist.shape != (2, obs.n_sites, per_day):
+        hist = state.extra["site_hist"] = np.full((2, obs.n_sites, per_day), np.nan)
+    k = int(now_s // slot_s) % per_day
+    hist[0, :, k] = obs.site_load_w
+    hist[1, :, k] = obs.site_pv_w
 
 
 def surplus_forecast_w(
@@ -371,21 +375,31 @@ def surplus_forecast_w(
     the first day unknown slots repeat the present (PV: 0 after dark is learnt the
     first evening).
     """
-    per_day = max(1, round(86400.0 / cfg.slot_s))
     sel = slice(None) if sites is None else sites
-    n = obs.n_sites if sites is None else len(sites)
     load_now, pv_now = obs.site_load_w[sel], obs.site_pv_w[sel]
-    hist = state.extra.get("site_hist")
-    idx = (starts_s // cfg.slot_s).astype(np.int64) % per_day
-    if hist is None:
-        past = np.full((starts_s.size, n, 2), np.nan)
-    else:  # (T, n, 2); take() gathers the same values many times faster than [ix_]
-        past = (hist if sites is None else hist.take(sites, axis=1)).take(idx, axis=0)
-    load = np.where(np.isnan(past[:, :, 0]), load_now[None, :], past[:, :, 0]).T
-    if cfg.pv_forecast is not None:
-        pv = site_forecast(cfg.pv_forecast, starts_s + 0.5 * cfg.slot_s, sites, obs.n_sites)
-    else:
-        pv = np.where(np.isnan(past[:, :, 1]), pv_now[None, :], past[:, :, 1]).T
-    out = np.maximum(pv - load, 0.0)
+    out = np.empty((len(load_now), len(starts_s)))
     out[:, 0] = np.maximum(pv_now - load_now, 0.0)
+    later_s = starts_s[1:]
+    if later_s.size:
+        per_day = max(1, round(86400.0 / cfg.slot_s))
+        idx = (later_s // cfg.slot_s).astype(np.int64) % per_day
+        hist = state.extra.get("site_hist")
+        load = _persistence(hist, 0, sites, idx, load_now)
+        if cfg.pv_forecast is not None:
+            pv = site_forecast(cfg.pv_forecast, later_s + 0.5 * cfg.slot_s, sites, obs.n_sites)
+        else:
+            pv = _persistence(hist, 1, sites, idx, pv_now)
+        np.maximum(pv - load, 0.0, out=out[:, 1:])
     return out
+
+
+def _persistence(
+    hist: FloatArray | None, q: int, sites: IntArray | None, idx: IntArray, now: FloatArray
+) -> FloatArray:
+    """Quantity ``q`` of the history (0 load, 1 PV) at ``sites`` in the slots of the day
+    ``idx``, (len(sites), len(idx)); ``now`` where the slot was not seen yet."""
+    if hist is None:
+        return np.repeat(now[:, None], idx.size, axis=1)
+    past = hist[q] if sites is None else hist[q].take(sites, axis=0)
+    past = past.take(idx, axis=1)  # take() gathers many times faster than [ix_]
+    return np.where(np.isnan(past), now[:, None], past)

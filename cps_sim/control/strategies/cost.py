@@ -56,11 +56,13 @@ def plan_charge_w(
 ) -> FloatArray:
     """Charging power now [W] per EV from the cheapest-slots plan.
 
-    ``surplus_fn(slot_starts_s, sites) -> (len(sites), n_slots)``: forecast PV surplus
-    at the given sites per slot (the first slot is the one of ``now_s``); None prices
-    every slot at the import price.  Only plugged EVs with room are planned (the
-    others get 0 W and take no share of a site's surplus), so the plan's cost grows
-    with the EVs that want energy, not with the fleet.
+    ``surplus_fn(slot_starts_s, sites) -> (len(sites), len(slot_starts_s))``: forecast
+    PV surplus at the given sites (one per EV, so they may repeat) per slot (the first
+    slot is the one of ``now_s``); None prices every slot at the import price.  Only
+    plugged EVs with room are planned (the others get 0 W and take no share of a site's
+    surplus), and only those short of their target are laid out over the slots (the
+    others only look at the surplus now), so the plan's cost grows with the EVs that
+    want energy, not with the fleet.
     """
     n = obs.n_evs
     plugged_room = wants_energy(obs)
@@ -83,24 +85,30 @@ def plan_charge_w(
         prices = np.asarray(cfg.price_forecast(starts), float).reshape(n_slots)
     else:
         prices = np.full(n_slots, float(np.mean(obs.import_price_jpy_per_kwh)))
-    # hours available in each slot for each EV (m x n_slots)
-    lo = np.maximum(starts, now_s)[None, :]
-    hi = np.minimum(starts + cfg.slot_s, end[:, None])
-    avail_h = np.maximum(hi - lo, 0.0) / 3600.0
+    buy = np.flatnonzero(active)  # the planned EVs (rows of j) short of their target
+    # hours available in each slot for each EV that buys (len(buy) x n_slots), and in
+    # the current slot for every planned EV
+    lo = np.maximum(starts, now_s)
+    avail_h = np.maximum(np.minimum(starts + cfg.slot_s, end[buy, None]) - lo, 0.0) / 3600.0
+    h_now = np.maximum(np.minimum(starts[0] + cfg.slot_s, end) - lo[0], 0.0) / 3600.0
     rate = planning_rate_w(obs, cfg)[j]
     # slot capacity at the planning rate (import headroom, derating), so that a
     # plan that just fits is still met when the home load takes some of the limit
-    cap_wh = np.where(active[:, None], rate[:, None] * avail_h, 0.0)
+    cap_wh = rate[buy, None] * avail_h
     if surplus_fn is None:
         tier_price = prices[:, None]
         tier_cap = cap_wh[:, :, None]
     else:
         tier_price, tier_cap, share_now, opp_now = _surplus_tiers(
-            obs, cfg, j, starts, prices, cap_wh, avail_h, surplus_fn
+            obs, cfg, j, buy, starts, prices, cap_wh, avail_h, surplus_fn
         )
-    alloc = allocate_now_wh(tier_price, tier_cap.reshape(m, -1), needed_grid_wh)
+    # one row per planned EV, zero where it buys nothing: how BLAS rounds a row of the
+    # product depends on the matrix's shape, and this shape keeps every plan bit for
+    # bit what it is when all the planned EVs are laid out over the slots
+    caps_wh = np.zeros((m, tier_price.size))
+    caps_wh[buy] = tier_cap.reshape(buy.size, tier_price.size)
+    alloc = allocate_now_wh(tier_price, caps_wh, needed_grid_wh)
     alloc_now = alloc.sum(axis=1)
-    h_now = avail_h[:, 0]
     p = np.divide(alloc_now, h_now, out=np.zeros(m), where=h_now > 0)
     # a slot planned full runs at full power (the derating is the planner's margin)
     p = np.where(p >= rate - 1e-6, charger_w, p)
@@ -142,50 +150,53 @@ def allocate_now_wh(tier_price: FloatArray, cap_wh: FloatArray, need_wh: FloatAr
     return np.minimum(np.maximum(need_wh[:, None] - before, 0.0), cap_wh[:, :k])
 
 
-def _sites_of(ev_site: IntArray) -> tuple[IntArray, IntArray]:
-    """``np.unique(ev_site, return_inverse=True)``: the distinct sites and each EV's row
-    among them; without the sort when the EVs are in site order (as the world's are)."""
-    if ev_site.size and bool(np.all(ev_site[1:] >= ev_site[:-1])):
-        new = np.empty(ev_site.size, dtype=bool)
-        new[0] = True
-        np.not_equal(ev_site[1:], ev_site[:-1], out=new[1:])
-        return ev_site[new], np.cumsum(new) - 1
-    return np.unique(ev_site, return_inverse=True)
-
-
-def _surplus_tiers(obs, cfg, j, starts, prices, cap_wh, avail_h, surplus_fn):
+def _surplus_tiers(obs, cfg, j, buy, starts, prices, cap_wh, avail_h, surplus_fn):
     """The tiers free surplus, exported surplus and grid for the planned EVs ``j``: their
-    price per slot (n_slots, 3; the same for every EV) and capacity [Wh] per EV and
-    slot (len(j), n_slots, 3); the EV's surplus share now [W] and its opportunity cost
-    [JPY/kWh]."""
+    price per slot (n_slots, 3; the same for every EV); their capacity [Wh] per slot
+    for the EVs ``j[buy]`` that buy (len(buy), n_slots, 3); every planned EV's surplus
+    share now [W] and its opportunity cost [JPY/kWh].  A site's surplus is shared among
+    all its planned EVs; it is forecast beyond now at the sites of the EVs that buy."""
     n_slots = starts.size
-    sites, row = _sites_of(obs.ev_site[j])  # the sites involved
-    surplus_w = surplus_fn(starts, sites)
-    sur = np.zeros((sites.size, n_slots))
-    w = min(n_slots, surplus_w.shape[1])
-    sur[:, :w] = surplus_w[:, :w]
-    lim = (
-        np.full(sites.size, np.inf)
+    site = obs.ev_site[j]
+    limit_w = (
+        np.full(obs.n_sites, np.inf)
         if obs.site_export_limit_w is None
-        else np.asarray(obs.site_export_limit_w, float)[sites]
+        else np.asarray(obs.site_export_limit_w, float)
     )
-    free_w = np.maximum(sur - lim[:, None], 0.0)  # would be curtailed
-    paid_w = sur - free_w  # would be exported
     # each planned EV's share of its site's surplus, in proportion to its charger
-    frac = weight_fractions(row, obs.ev_charger_w[j], sites.size)
-    f = frac[:, None]
-    cap = np.empty((*cap_wh.shape, 3))  # free, paid, grid per EV and slot
-    free_wh = np.minimum(free_w.take(row, axis=0) * f * avail_h, cap_wh, out=cap[:, :, 0])
-    paid_wh = np.minimum(paid_w.take(row, axis=0) * f * avail_h, cap_wh - free_wh, out=cap[:, :, 1])
-    np.subtract(cap_wh - free_wh, paid_wh, out=cap[:, :, 2])
+    frac = weight_fractions(site, obs.ev_charger_w[j], obs.n_sites)
     if cfg.export_price_forecast is not None:
         p_exp = np.asarray(cfg.export_price_forecast(starts), float).reshape(n_slots)
     else:
         p_exp = np.full(n_slots, float(np.mean(obs.export_price_jpy_per_kwh)))
-    price = np.stack([np.zeros(n_slots), p_exp, prices], axis=1)
-    share_now = sur[row, 0] * frac
-    opp_now = np.where(free_w[row, 0] > 0, 0.0, p_exp[0])
+    price = np.empty((n_slots, 3))
+    price[:, 0] = 0.0
+    price[:, 1] = p_exp
+    price[:, 2] = prices
+    sur_now = _in_slots(surplus_fn(starts[:1], site), 1)[:, 0]  # at each EV's site
+    share_now = sur_now * frac
+    opp_now = np.where(np.maximum(sur_now - limit_w[site], 0.0) > 0, 0.0, p_exp[0])
+    # the EVs that buy: their share of the surplus per slot, the curtailed part first
+    sur = _in_slots(surplus_fn(starts, site[buy]), n_slots)
+    free_w = np.maximum(sur - limit_w[site[buy], None], 0.0)  # would be curtailed
+    paid_w = sur - free_w  # would be exported
+    f = frac[buy, None]
+    cap = np.empty((*cap_wh.shape, 3))  # free, paid, grid per EV and slot
+    free_wh = np.minimum(free_w * f * avail_h, cap_wh, out=cap[:, :, 0])
+    paid_wh = np.minimum(paid_w * f * avail_h, cap_wh - free_wh, out=cap[:, :, 1])
+    np.subtract(cap_wh - free_wh, paid_wh, out=cap[:, :, 2])
     return price, cap, share_now, opp_now
+
+
+def _in_slots(surplus_w: FloatArray, n_slots: int) -> FloatArray:
+    """``surplus_w`` (n, T) cut or padded with zeros to ``n_slots`` columns."""
+    surplus_w = np.asarray(surplus_w, float)
+    if surplus_w.shape[1] == n_slots:
+        return surplus_w
+    out = np.zeros((surplus_w.shape[0], n_slots))
+    w = min(n_slots, surplus_w.shape[1])
+    out[:, :w] = surplus_w[:, :w]
+    return out
 
 
 def charge_plan_w(
