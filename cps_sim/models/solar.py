@@ -269,3 +269,28 @@ def simple_ac_power_w(
         * np.asarray(performance_ratio, dtype=float)
     )
     return np.minimum(p, np.asarray(ac_limit_w, dtype=float))
+
+
+# --------------------------------------------------------------------------- sites
+def site_ac_power_w(
+    capacity_w: FloatArray,
+    unit_w_per_w: FloatArray,
+    orientation: npt.NDArray[np.int64],
+    ac_limit_w: FloatArray | None,
+    out: FloatArray | None = None,
+) -> FloatArray:
+    """AC power [W] of a population of PV systems from the output of each orientation per
+    DC watt (``unit_w_per_w``, AC W per W of DC capacity, the tick means the world
+    computes once per orientation): ``min(C_dc · unit[orientation], P_ac,max)``.
+
+    ``unit_w_per_w`` of one instant, ``(n_orientations,)``, gives ``(n,)``; of T instants,
+    ``(T, n_orientations)``, gives ``(n, T)``.  ``ac_limit_w`` None: no system has an
+    inverter limit (the same values as an all-infinite one, without the pass).  The
+    engine's tick inputs and the PV forecasts controllers get both call this.
+    """
+    u = np.asarray(unit_w_per_w, dtype=float)
+    if u.ndim == 1:
+        p = np.multiply(capacity_w, u[orientation], out=out)
+        return p if ac_limit_w is None else np.minimum(p, ac_limit_w, out=p)
+    p = capacity_w[:, None] * u[:, orientation].T
+    return p if ac_limit_w is None else np.minimum(p, ac_limit_w[:, None], out=p)

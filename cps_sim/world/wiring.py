@@ -120,14 +120,7 @@ def _wiring(env: simpy.Environment, world: World) -> Wiring:
 # ---------------------------------------------------------------------- EV strategies
 def price_forecast(world: World):
     """Tariff import price at simulation times (the tick's price, held at the ends)."""
-    tick = world.tick_s
-    imp = world.import_price_jpy_per_kwh
-
-    def forecast(times_s: np.ndarray) -> np.ndarray:
-        k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, imp.size - 1)
-        return imp[k]
-
-    return forecast
+    return _tick_series(world, world.import_price_jpy_per_kwh)
 
 
 def strategy_config(
@@ -216,11 +209,13 @@ def _pv_forecast(
 ):
     """The group's PV at simulation times from the run's PV profiles (tick means); with a
     HEMS spec asking for ``noisy``, with seeded noise growing with lead time."""
+    from cps_sim.models.solar import site_ac_power_w
+
     tick = world.tick_s
     unit = group.pv_unit_w_per_w
     cap_w = group.pv_capacity_w.copy()
     orient = group.pv_orientation.copy()
-    ac_w = group.pv_ac_limit_w.copy()
+    ac_w = group.pv_ac_limit_w.copy() if np.isfinite(group.pv_ac_limit_w).any() else None
     noisy = spec is not None and spec.forecast == "noisy"
     rng = world.rng.generator(f"ems/{name}/forecast") if noisy else None
 
@@ -228,7 +223,7 @@ def _pv_forecast(
         k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, unit.shape[0] - 1)
         # the asked sites only, but every site when noise is drawn (it is drawn for all)
         sel = slice(None) if sites is None or rng is not None else sites
-        out = np.minimum(cap_w[sel, None] * unit[k][:, orient[sel]].T, ac_w[sel, None])
+        out = site_ac_power_w(cap_w[sel], unit[k], orient[sel], None if ac_w is None else ac_w[sel])
         if rng is None:
             return out
         from cps_sim.control.optimise import noisy_forecast

@@ -55,3 +55,34 @@ def test_world_pv_forecast_on_a_subset_equals_its_rows(world):
     np.testing.assert_array_equal(site_forecast(plain, times, sites, g.n), full[sites])
     np.testing.assert_array_equal(site_forecast(plain, times, None, g.n), full)
     np.testing.assert_array_equal(site_forecast(plain, times, sites, -1), full[sites])
+
+
+@pytest.mark.parametrize(
+    "pv",
+    [{"share": 0.7}, {"share": 0.7, "model": "simple", "inverter_kw": 3.0}],
+    ids=["pvlib", "simple-with-inverter-limit"],
+)
+def test_the_world_pv_forecast_is_the_engines_pv_of_each_tick(pv):
+    """One PV formula (models.solar.site_ac_power_w): the forecast a controller gets for a
+    tick is the PV the engine runs in that tick, at every site (inverter limits included)."""
+    sc = Scenario(
+        name="fc",
+        seed=3,
+        start="2026-05-10T00:00:00+09:00",
+        duration_days=2,
+        tick_s=900,
+        weather={"source": "synthetic"},
+        sites=[{"name": "homes", "count": 40, "pv": pv}],
+    )
+    world = build_world(sc)
+    g = world.groups[0]
+    fc = _pv_forecast(world, g)
+    tick = world.tick_s
+    ks = np.arange(0, world.n_ticks, 7)
+    ahead = fc(ks * tick + 0.5 * tick)
+    for j, k in enumerate(ks):
+        g.set_inputs(np.zeros(g.n), int(k))
+        np.testing.assert_array_equal(g.inputs.pv_w, ahead[:, j])
+    assert ahead.max() > 0
+    if "inverter_kw" in pv:  # the 3 kW inverters bind
+        assert (ahead <= 3000.0).all() and (ahead == 3000.0).any()

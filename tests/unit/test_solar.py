@@ -133,3 +133,30 @@ def test_bad_inputs():
     w.attrs.clear()
     with pytest.raises(ValueError, match="latitude"):
         pv_ac_power_w(w, [30], [180], [1000], [1000])
+
+
+def test_site_ac_power_is_capacity_times_its_orientation_cut_at_the_inverter():
+    """models.solar.site_ac_power_w (the engine's tick PV and the controllers' PV forecast)
+    against a per-system loop, for one instant and for several, with and without limits."""
+    from cps_sim.models.solar import site_ac_power_w
+
+    rng = np.random.default_rng(3)
+    n, n_orient, t = 40, 5, 7
+    cap = rng.uniform(0, 8000, n)
+    orient = rng.integers(0, n_orient, n)
+    unit = rng.uniform(0, 1.1, (t, n_orient))
+    limit = np.where(rng.random(n) < 0.5, rng.uniform(1000, 6000, n), np.inf)
+    for lim in (limit, np.full(n, np.inf), None):
+        ref = np.array(
+            [
+                [
+                    min(cap[i] * unit[k, orient[i]], np.inf if lim is None else lim[i])
+                    for k in range(t)
+                ]
+                for i in range(n)
+            ]
+        )
+        np.testing.assert_array_equal(site_ac_power_w(cap, unit, orient, lim), ref)
+        for k in range(t):
+            np.testing.assert_array_equal(site_ac_power_w(cap, unit[k], orient, lim), ref[:, k])
+    assert (site_ac_power_w(cap, unit, orient, limit) <= limit[:, None]).all()

@@ -45,6 +45,11 @@ class SiteInputs(Population):
         self.any_pv_limit = bool(np.isfinite(pv_ac_limit_w).any())
         self.any_pv = bool((pv_capacity_w > 0).any())  # else PV is 0 at every site
         self.pv_w = np.zeros(n)
+        # the PV model's site formula (models/solar imports pvlib: taken when a world is
+        # built, not when this module is imported, e.g. by the MQTT bridge)
+        from cps_sim.models.solar import site_ac_power_w
+
+        self._site_ac_power_w = site_ac_power_w
         # members bound to external devices: measured power, NaN where the model runs
         self.load_measured_w: F | None = None
         self.pv_measured_w: F | None = None  # generation as a positive number
@@ -59,8 +64,12 @@ class SiteInputs(Population):
         """Exogenous inputs held constant for tick ``k`` (measured members override them)."""
         self.load_w = load_w
         if self.any_pv:
-            pv = self.pv_capacity_w * self.pv_unit_w_per_w[k][self.pv_orientation]
-            self.pv_w = np.minimum(pv, self.pv_ac_limit_w, out=pv) if self.any_pv_limit else pv
+            self.pv_w = self._site_ac_power_w(
+                self.pv_capacity_w,
+                self.pv_unit_w_per_w[k],
+                self.pv_orientation,
+                self.pv_ac_limit_w if self.any_pv_limit else None,
+            )
         else:
             self.pv_w = np.zeros(self.load_w.size)
         if self.load_measured_w is not None:
