@@ -131,6 +131,31 @@ def test_an_observation_is_the_one_its_dataclass_makes(sites):
             obs.now_s = 0.0  # type: ignore[misc]
 
 
+def test_an_observation_cannot_change_the_world():
+    """A controller may keep or scribble on its observation: the EVs' state comes as
+    copies, their fixed parameters as read-only arrays (shared, not copied), and the
+    engine's own fixed arrays refuse writes too."""
+    world = build_world(everything())
+    env = make_env("fast")
+    world.start(env, Recorder(world).on_tick)
+    env.run(until=10 * 3600.0)
+    g = world.group("mix")
+    obs = world.observe("mix")
+    before = g.evs.energy_wh.copy()
+    obs.ev_energy_wh[:] = 0.0
+    obs.ev_plugged[:] = False
+    np.testing.assert_array_equal(g.evs.energy_wh, before)
+    assert g.evs.plugged.any()
+    fixed = ["ev_site", "ev_capacity_wh", "ev_charger_w", "ev_v2x_w", "ev_soc_min"]
+    fixed += ["ev_energy_max_wh", "ev_charge_efficiency", "ev_energy_taper_wh", "ev_taper_line_w"]
+    for name in fixed:
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(obs, name)[0] = 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        g.evs.charger_w[0] = 1.0
+    np.testing.assert_array_equal(obs.ev_soc_min, g.evs.energy_min_wh / g.evs.capacity_wh)
+
+
 def test_the_books_close_from_the_parquet_columns_alone(tmp_path):
     # sources − sinks of every tick, read from timeseries.parquet, equal the change of
     # stored energy (the stored_wh column): every ledger flow has a column

@@ -178,6 +178,22 @@ class EvPopulation(Population):
         self.energy_taper_wh = np.minimum(self.taper_soc * capacity_wh, energy_max_wh)
         self.any_v2x = bool(n and (self.v2x_w > 0).any())
         self.any_taper = bool(n and (self.energy_taper_wh < energy_max_wh).any())
+        # what stays fixed for the run is made read-only (a write anywhere raises), so an
+        # observation hands out these arrays themselves instead of a copy per decision
+        self.soc_min = self.energy_min_wh / capacity_wh
+        self._fixed = {
+            "ev_site": self.site,
+            "ev_capacity_wh": self.capacity_wh,
+            "ev_charger_w": self.charger_w,
+            "ev_v2x_w": self.v2x_w,
+            "ev_soc_min": self.soc_min,
+            "ev_energy_max_wh": self.energy_max_wh,
+            "ev_charge_efficiency": self.efficiency,
+            "ev_energy_taper_wh": self.energy_taper_wh,
+            "ev_taper_line_w": self.taper_line_w,
+        }
+        for a in (*self._fixed.values(), self.energy_min_wh, self.taper_soc):
+            a.setflags(write=False)
         self.measured_w: F | None = None  # bound to external devices: NaN where modelled
         self.measured_wh: F | None = None
         # AC energy booked per EV since track_ac_energy() (+ charge / − discharge); the
@@ -226,22 +242,14 @@ class EvPopulation(Population):
             self._refresh(diff)
 
     def observe(self) -> dict[str, Any]:
-        cap = self.capacity_wh
+        """The EVs' state (copies) and their fixed parameters (the read-only arrays)."""
         return dict(
-            ev_site=self.site.copy(),
-            ev_soc=self.energy_wh / cap,
+            self._fixed,
+            ev_soc=self.energy_wh / self.capacity_wh,
             ev_energy_wh=self.energy_wh.copy(),
-            ev_capacity_wh=cap.copy(),
             ev_plugged=self.plugged.copy(),
-            ev_charger_w=self.charger_w.copy(),
-            ev_v2x_w=self.v2x_w.copy(),
-            ev_soc_min=self.energy_min_wh / cap,
             ev_target_wh=self.target_wh.copy(),
             ev_departure_s=self.departure_s.copy(),
-            ev_energy_max_wh=self.energy_max_wh.copy(),
-            ev_charge_efficiency=self.efficiency.copy(),
-            ev_energy_taper_wh=self.energy_taper_wh.copy(),
-            ev_taper_line_w=self.taper_line_w.copy(),
         )
 
     def track_ac_energy(self) -> F:
