@@ -35,6 +35,7 @@ import numpy as np
 import simpy
 
 from cps_sim.core.errors import CpsSimError
+from cps_sim.core.types import any_nan
 
 _LEVEL = r"[A-Za-z0-9_-]+"
 TOPIC_RE = re.compile(rf"^{_LEVEL}(/{_LEVEL})*$")
@@ -131,8 +132,7 @@ def nan_setpoint(payload: Mapping[str, Any]) -> str | None:
     battery's built-in rule is ``battery_mode`` = :data:`BATTERY_AUTO`), else None."""
     for key, value in payload.items():
         if isinstance(value, np.ndarray):
-            # the minimum is NaN where any element is (one pass, no mask array)
-            if value.dtype.kind == "f" and value.size and np.isnan(value.min()):
+            if value.dtype.kind == "f" and any_nan(value):
                 return key
         elif isinstance(value, float) and math.isnan(value):
             return key
@@ -338,7 +338,7 @@ class SetpointHolder:
             n = self.sizes[key]
             if value.ndim != 1 or value.shape[0] != n:
                 return f"{key}: expected an array of length {n}, got shape {value.shape}"
-            if np.isnan(value).any():
+            if any_nan(value):
                 return f"{key}: NaN is not a valid setpoint (battery_mode selects the rule)"
         ttl = payload.get("ttl_s", self.default_ttl_s)
         if not isinstance(ttl, (int, float)) or not ttl > 0:

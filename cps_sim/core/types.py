@@ -9,4 +9,11 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-__all__ = ["BoolArray", "FloatArray", "IntArray"]
+
+def any_nan(values: FloatArray) -> bool:
+    """Whether a float array holds NaN: its minimum is NaN exactly then (one reduction,
+    no mask array; the setpoint checks run on every message)."""
+    return values.size > 0 and bool(np.isnan(values.min()))
+
+
+__all__ = ["BoolArray", "FloatArray", "IntArray", "any_nan"]

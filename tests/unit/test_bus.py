@@ -177,3 +177,16 @@ def test_nan_anywhere_in_a_setpoint_array_is_refused(where):
         bus.publish("cps/homes/setpoints", {"ev_setpoint_w": bad})
     bus.publish("cps/homes/status", {"ev_setpoint_w": bad})  # not a setpoint topic
     bus.publish("cps/homes/setpoints", {"ev_setpoint_w": np.empty(0)})
+
+
+def test_any_nan_agrees_with_a_mask_on_every_kind_of_array():
+    from cps_sim.core.types import any_nan
+
+    rng = np.random.default_rng(5)
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e308, -1e308, 5e-324])
+    for _ in range(500):
+        a = rng.choice(specials, size=int(rng.integers(0, 12)))
+        if rng.random() < 0.5:
+            a = np.concatenate([a, rng.normal(size=int(rng.integers(0, 5)))])
+        assert any_nan(a) == bool(np.isnan(a).any()), a
+    assert not any_nan(np.empty(0)) and any_nan(np.full(3, np.nan))

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from cps_sim.core.types import any_nan
+
 if TYPE_CHECKING:
     from cps_sim.world.group import SiteGroup
 
@@ -74,7 +76,7 @@ class SetpointKey:
         v = np.asarray(value, dtype=float)
         if v.shape != (size,):
             raise ValueError(f"{self.name} must have {size} values, got shape {v.shape}")
-        if np.isnan(v).any():
+        if any_nan(v):
             raise ValueError(f"{self.name}: NaN is not a valid setpoint value")
         if self.min_w is not None and (v < self.min_w).any():
             raise ValueError(f"{self.name} must be >= {self.min_w:g}")
