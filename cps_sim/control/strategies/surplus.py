@@ -68,9 +68,8 @@ def follow_surplus(
             phase_since_s=phase_since,
             phase_switches=state.phase_switches + fired_p,
         )
-    elif state.phase_since_s.size and not np.isnan(np.fmax.reduce(state.phase_since_s)):
-        # no 3-phase charger: no phase condition can hold (what the timers above give);
-        # fmax skips NaN, so it is NaN only when every timer is clear
+    elif not np.isnan(state.phase_since_s).all():
+        # no 3-phase charger: no phase condition can hold (what the timers above give)
         state = state.evolve(phase_since_s=np.full(cap3.shape, np.nan))
     lo, hi = phase_limits_w(obs, state, cfg)
     if always_on:
