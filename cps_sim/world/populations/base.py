@@ -237,6 +237,9 @@ class Population:
         return 0.0
 
     def observe(self) -> dict[str, Any]:
+        """What a controller sees now: field name -> value.  A controller may keep or
+        modify what it gets, so state is returned as copies; arrays fixed for the run may
+        be returned themselves if they are read-only (the EVs' parameters are)."""
         return {}
 
     def apply(self, key: str, value: F) -> None:  # pragma: no cover - interface
