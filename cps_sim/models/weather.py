@@ -127,6 +127,55 @@ def _ar1_gaussian(rng: np.random.Generator, n: int, phi: float) -> np.ndarray:
     return np.fromiter(itertools.accumulate(x.tolist(), lambda y, xi: xi + p * y), float, n)
 
 
+# the clear sky of the last few sites and spans: a run, an RL episode or a sweep point of
+# the same place and period asks again (a 1-day Gymnasium reset spent a third of its time
+# here, most of it reading pvlib's Linke turbidity file)
+_CLEAR_SKY: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray, float]] = {}
+_CLEAR_SKY_ENTRIES = 8
+_CLEAR_SKY_MAX_TIMES = 200_000  # 5.7 years at 15 min, 4.8 MB: larger spans are not kept
+
+
+def _clear_sky(
+    latitude_deg: float,
+    longitude_deg: float,
+    tz: str,
+    altitude_m: float | None,
+    times: pd.DatetimeIndex,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(GHI_cs, DNI_cs [W/m²], solar zenith [deg], the site's altitude [m]) at ``times``
+    (pvlib Ineichen-Perez and SPA; altitude None: pvlib's altitude map), read-only
+    arrays; the same inputs give the same values (kept for a few spans)."""
+    key = (
+        latitude_deg,
+        longitude_deg,
+        tz,
+        altitude_m,
+        times[0] if len(times) else None,
+        len(times),
+        times.freqstr if times.freq is not None else None,
+    )
+    hit = _CLEAR_SKY.get(key) if key[-1] is not None else None
+    if hit is not None:
+        return hit
+    location = pvlib.location.Location(latitude_deg, longitude_deg, tz=tz, altitude=altitude_m)
+    with library_deprecations_ignored():
+        clearsky = location.get_clearsky(times, model="ineichen")
+        solpos = location.get_solarposition(times)
+    out = (
+        clearsky["ghi"].to_numpy(dtype=float, copy=True),
+        clearsky["dni"].to_numpy(dtype=float, copy=True),
+        solpos["zenith"].to_numpy(dtype=float, copy=True),
+        float(location.altitude),
+    )
+    for a in out[:3]:
+        a.setflags(write=False)
+    if key[-1] is not None and len(times) <= _CLEAR_SKY_MAX_TIMES:
+        if len(_CLEAR_SKY) >= _CLEAR_SKY_ENTRIES:
+            del _CLEAR_SKY[next(iter(_CLEAR_SKY))]  # the oldest
+        _CLEAR_SKY[key] = out
+    return out
+
+
 def synthetic_weather(
     rng: np.random.Generator,
     start: str | pd.Timestamp = "2026-01-01",
@@ -221,13 +270,9 @@ def synthetic_weather(
         raise ValueError("monthly_clear_sky_index must be 12 values in (0, 1)")
     dt_s = pd.Timedelta(freq).total_seconds()
 
-    location = pvlib.location.Location(latitude_deg, longitude_deg, tz=tz, altitude=altitude_m)
-    with library_deprecations_ignored():
-        clearsky = location.get_clearsky(times, model="ineichen")
-        solpos = location.get_solarposition(times)
-    ghi_cs = clearsky["ghi"].to_numpy(dtype=float)
-    dni_cs = clearsky["dni"].to_numpy(dtype=float)
-    zenith = solpos["zenith"].to_numpy(dtype=float)
+    ghi_cs, dni_cs, zenith, site_altitude_m = _clear_sky(
+        latitude_deg, longitude_deg, tz, altitude_m, times
+    )
 
     # ---- daily clear-sky index: AR(1) latent Gaussian -> Beta via copula
     # local calendar day of each sample (days since epoch of the local date)
@@ -289,7 +334,7 @@ def synthetic_weather(
     df.attrs.update(
         latitude_deg=float(latitude_deg),
         longitude_deg=float(longitude_deg),
-        altitude_m=float(location.altitude),
+        altitude_m=site_altitude_m,
         wind_height_m=float(wind_height_m),
         interval_s=float(dt_s),
         source="synthetic",

@@ -303,3 +303,33 @@ def test_plain_run_imports_only_what_it_uses(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_synthetic_weather_is_the_same_whether_its_clear_sky_was_kept_or_not():
+    """The clear sky of a place and span is kept for the next run (Gymnasium resets, sweep
+    points): a kept one gives the same weather as a fresh one, a different place or span
+    does not reuse it, and the weather handed out is the caller's to change."""
+    from cps_sim.models import weather as wx
+
+    def make(seed: int, **kw):
+        return wx.synthetic_weather(
+            np.random.default_rng(seed), "2026-06-01", periods=96, freq="15min", **kw
+        )
+
+    wx._CLEAR_SKY.clear()
+    fresh = make(1)
+    again = make(1)  # from the kept clear sky
+    assert len(wx._CLEAR_SKY) == 1
+    pd.testing.assert_frame_equal(fresh, again)
+    assert fresh.attrs == again.attrs
+    other_seed = make(2)
+    assert not other_seed["ghi_w_m2"].equals(fresh["ghi_w_m2"])
+    wx._CLEAR_SKY.clear()
+    pd.testing.assert_frame_equal(make(2), other_seed)
+    sapporo = make(1, latitude_deg=43.06, longitude_deg=141.35)
+    assert len(wx._CLEAR_SKY) == 2 and not sapporo["ghi_w_m2"].equals(fresh["ghi_w_m2"])
+    again["ghi_w_m2"] *= 0.0  # the caller's own arrays
+    pd.testing.assert_frame_equal(make(1), fresh)
+    for i in range(wx._CLEAR_SKY_ENTRIES + 3):  # a bounded number of spans is kept
+        make(1, latitude_deg=30.0 + i)
+    assert len(wx._CLEAR_SKY) == wx._CLEAR_SKY_ENTRIES
