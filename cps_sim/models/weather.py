@@ -46,6 +46,7 @@ import datetime as _dt
 import itertools
 import math
 import re
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -132,6 +133,7 @@ def _ar1_gaussian(rng: np.random.Generator, n: int, phi: float) -> np.ndarray:
 # here, most of it reading pvlib's Linke turbidity file)
 _CLEAR_SKY: dict[tuple[Any, ...], tuple[np.ndarray, np.ndarray, np.ndarray, float]] = {}
 _CLEAR_SKY_ENTRIES = 8
+_CLEAR_SKY_LOCK = threading.Lock()
 _CLEAR_SKY_MAX_TIMES = 200_000  # 5.7 years at 15 min, 4.8 MB: larger spans are not kept
 
 
@@ -170,9 +172,10 @@ def _clear_sky(
     for a in out[:3]:
         a.setflags(write=False)
     if key[-1] is not None and len(times) <= _CLEAR_SKY_MAX_TIMES:
-        if len(_CLEAR_SKY) >= _CLEAR_SKY_ENTRIES:
-            del _CLEAR_SKY[next(iter(_CLEAR_SKY))]  # the oldest
-        _CLEAR_SKY[key] = out
+        with _CLEAR_SKY_LOCK:  # runs of a threaded Dask worker share it
+            while len(_CLEAR_SKY) >= _CLEAR_SKY_ENTRIES:
+                del _CLEAR_SKY[next(iter(_CLEAR_SKY))]  # the oldest
+            _CLEAR_SKY[key] = out
     return out
 
 
