@@ -20,6 +20,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -425,6 +426,10 @@ def pv_unit_profiles(
     return weather.tick_mean(p) / 1000.0
 
 
+# japan_residential's mean shape by (start instant, zone, holidays): LoadBlocks._mean_shape
+_MEAN_SHAPE: dict[tuple[Any, ...], float] = {}
+
+
 class LoadBlocks:
     """Per-site load power [W] per tick.
 
@@ -483,12 +488,21 @@ class LoadBlocks:
         self._rows: dict[tuple[int, bool], np.ndarray] = {}
 
     def _mean_shape(self) -> float:
-        """Mean of the shape over the year that starts at the scenario start (hourly)."""
-        t = (np.arange(8760) + 0.5) * 3600.0
-        idx = self.clock.index(t)
-        minute = (idx.hour * 60 + idx.minute).to_numpy()
-        off = is_day_off(idx, self.holidays)
-        return float(load_model.shape(minute, off, idx.month.to_numpy()).mean())
+        """Mean of the shape over the year that starts at the scenario start (hourly);
+        the same for every group and run that start at the same instant in the same
+        zone and calendar, so it is computed once per process for those."""
+        start = pd.Timestamp(self.clock.start)  # its zone makes the local hours
+        key = (start.isoformat(), str(start.tz), self.clock.timezone, self.holidays)
+        mean = _MEAN_SHAPE.get(key)
+        if mean is None:
+            t = (np.arange(8760) + 0.5) * 3600.0
+            idx = self.clock.index(t)
+            minute = (idx.hour * 60 + idx.minute).to_numpy()
+            off = is_day_off(idx, self.holidays)
+            mean = float(load_model.shape(minute, off, idx.month.to_numpy()).mean())
+            if len(_MEAN_SHAPE) < 256:  # a few floats; a sweep over start dates stays small
+                _MEAN_SHAPE[key] = mean
+        return mean
 
     def tick(self, k: int) -> np.ndarray:
         """Load power [W] of every site during tick ``k`` (a fresh array).

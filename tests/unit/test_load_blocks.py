@@ -69,3 +69,30 @@ def test_appending_sites_keeps_the_others():
     # the same first 30 sites (same annual energy and shift): the same rows
     for k in (0, 50, 150, 250):
         np.testing.assert_array_equal(big.tick(k)[:30], small.tick(k))
+
+
+def test_the_kept_mean_shape_is_the_one_computed_for_that_start_zone_and_calendar():
+    """japan_residential's yearly mean shape is kept per (start and its zone, calendar
+    zone, holidays): a kept value scales the sites as a fresh one does; the same instant
+    given in UTC is the same local start (the clock works in its zone); a start an hour
+    later, or another holiday calendar, is computed anew."""
+    from cps_sim.world import exogenous
+
+    def scale(clock: Clock, holidays: str = "JP") -> float:
+        lb = LoadBlocks(
+            clock, TICK_S, TPB, np.full(3, 4e6), "japan_residential", np.zeros(3, np.int64),
+            0.0, holidays, RngStreams(11), "s/x", TPB,
+        )  # fmt: skip
+        return float(lb.scale_w[0])
+
+    utc = Clock(dt.datetime(2026, 3, 27, 15, tzinfo=dt.UTC))  # CLOCK's instant
+    later = Clock(dt.datetime(2026, 3, 28, 1, tzinfo=dt.timezone(dt.timedelta(hours=9))))
+    exogenous._MEAN_SHAPE.clear()
+    fresh = {name: scale(c) for name, c in (("clock", CLOCK), ("later", later))}
+    fresh["us"] = scale(CLOCK, "US")
+    assert len(exogenous._MEAN_SHAPE) == 3
+    assert scale(CLOCK) == scale(utc) == fresh["clock"]  # kept, and the same local start
+    assert len(exogenous._MEAN_SHAPE) == 3
+    assert fresh["clock"] != fresh["us"]
+    exogenous._MEAN_SHAPE.clear()
+    assert scale(later) == fresh["later"] and scale(CLOCK, "US") == fresh["us"]
