@@ -22,11 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import holidays
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from cps_sim.core.calendar import holiday_dates
 from cps_sim.core.units import SECONDS_PER_HOUR, W_PER_KW, WH_PER_KWH
 from cps_sim.market.carbon import CarbonPriceTimeline, carbon_cost_jpy
 
@@ -70,8 +70,10 @@ def day_type(
     if len(idx) == 0:
         return np.array([], dtype=object)
     days = idx.tz_localize(None).normalize()
-    years = range(int(days.year.min()), int(days.year.max()) + 1)
-    hol_dates = pd.DatetimeIndex(list(holidays.Japan(years=years).keys()))
+    # the same dates as holidays.Japan(years=...), computed once per span of years
+    hol_dates = pd.DatetimeIndex(
+        sorted(holiday_dates("JP", int(days.year.min()), int(days.year.max())))
+    )
     is_hol = days.isin(hol_dates)
     if year_end_holidays:
         m, d = days.month, days.day

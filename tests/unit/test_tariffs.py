@@ -135,3 +135,25 @@ def test_tariff_from_config():
     np.testing.assert_array_equal(t.import_price_jpy_per_kwh(idx), [20, 35])
     with pytest.raises(ValueError, match="tariff type"):
         tariff_from_config({"type": "spot"})
+
+
+@pytest.mark.parametrize("years", [(2025, 2025), (2026, 2028), (2049, 2051)])
+def test_day_type_holidays_are_the_japanese_calendar(years):
+    """day_type takes the holidays from the shared, cached calendar: the same days as
+    ``holidays.Japan`` (national and substitute holidays) over any span of years."""
+    import holidays
+
+    from cps_sim.market.tariffs import day_type
+
+    start = pd.Timestamp(f"{years[0]}-01-01", tz="Asia/Tokyo")
+    end = pd.Timestamp(f"{years[1] + 1}-01-01", tz="Asia/Tokyo")
+    times = pd.date_range(start, end, freq="6h", inclusive="left")
+    jp = set(holidays.Japan(years=range(years[0], years[1] + 1)).keys())
+    want = np.array(
+        [
+            "holiday" if t.date() in jp else "weekend" if t.day_of_week >= 5 else "weekday"
+            for t in times
+        ],
+        dtype=object,
+    )
+    np.testing.assert_array_equal(day_type(times), want)
