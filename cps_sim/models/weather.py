@@ -161,8 +161,10 @@ def _clear_sky(
         return hit
     location = pvlib.location.Location(latitude_deg, longitude_deg, tz=tz, altitude=altitude_m)
     with library_deprecations_ignored():
-        clearsky = location.get_clearsky(times, model="ineichen")
+        # one SPA pass: get_clearsky would compute this same position (the pressure of the
+        # site's altitude) again inside
         solpos = location.get_solarposition(times)
+        clearsky = location.get_clearsky(times, model="ineichen", solar_position=solpos)
     out = (
         clearsky["ghi"].to_numpy(dtype=float, copy=True),
         clearsky["dni"].to_numpy(dtype=float, copy=True),
