@@ -16,7 +16,7 @@ Two index spaces:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,22 @@ class Observation:
     # --- fields of device populations that have no attribute above -------
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> Observation:
+        """``Observation(**fields)`` without the frozen dataclass's ``__init__``, which sets
+        its 30-odd fields one ``object.__setattr__`` at a time (the world makes one per
+        decision).  ``fields`` holds every field without a default (others take their
+        default; ``extra`` has none: give it); there is no ``__post_init__``, so the
+        object is the same.  A missing field is a ``TypeError``, an unknown one too."""
+        obs = object.__new__(cls)
+        d = obs.__dict__
+        d.update(_DEFAULTS)
+        d.update(fields)
+        if d.keys() != _FIELDS:
+            missing, unknown = sorted(_FIELDS - d.keys()), sorted(d.keys() - _FIELDS)
+            raise TypeError(f"observation fields missing: {missing}; unknown: {unknown}")
+        return obs
+
     def ev_range_w(
         self, hold_s: float, energy_wh: FloatArray | None = None
     ) -> tuple[FloatArray, FloatArray]:
@@ -123,6 +139,15 @@ class Observation:
     def site_net_w(self) -> FloatArray:
         """Site net demand without EV and battery: load - PV (negative = surplus)."""
         return np.asarray(self.site_load_w, float) - np.asarray(self.site_pv_w, float)
+
+
+_FIELDS = frozenset(Observation.__dataclass_fields__)
+# the fields an observation may omit, with their defaults (``extra``'s factory excepted)
+_DEFAULTS = {
+    name: f.default
+    for name, f in Observation.__dataclass_fields__.items()
+    if f.default is not MISSING
+}
 
 
 def site_forecast(

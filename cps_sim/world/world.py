@@ -14,7 +14,6 @@ SimPy decides *when*; the populations decide *what*:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,27 +41,6 @@ if TYPE_CHECKING:
 
 
 _OBS_FIELDS = frozenset(Observation.__dataclass_fields__)
-# the fields an observation may omit, with their defaults (``extra`` is given every time)
-_OBS_DEFAULTS = {
-    name: f.default
-    for name, f in Observation.__dataclass_fields__.items()
-    if f.default is not dataclasses.MISSING
-}
-
-
-def _observation(fields: dict[str, Any]) -> Observation:
-    """``Observation(**fields)`` without the frozen dataclass's ``__init__``, which sets its
-    30-odd fields one ``object.__setattr__`` at a time (the world makes one per decision).
-    ``fields`` holds every field without a default and ``extra``; Observation has no
-    ``__post_init__``, so the object is the same."""
-    obs = object.__new__(Observation)
-    d = obs.__dict__
-    d.update(_OBS_DEFAULTS)
-    d.update(fields)
-    if len(d) != len(_OBS_FIELDS):  # fields are a subset of _OBS_FIELDS (extra split off)
-        missing = sorted(_OBS_FIELDS - d.keys())
-        raise TypeError(f"observation without the fields {missing}")
-    return obs
 
 
 _EMPTY_EV: dict[str, np.ndarray] = dict(
@@ -281,7 +259,7 @@ class World:
             setpoint_sizes=g.setpoint_sizes(),
             extra=extra,
         )
-        return _observation(fields)
+        return Observation.from_fields(fields)
 
     def setpoint_sizes(self, group_name: str) -> dict[str, int]:
         """Control keys the group accepts and the array length of each."""

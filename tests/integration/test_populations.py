@@ -129,6 +129,12 @@ def test_an_observation_is_the_one_its_dataclass_makes(sites):
         assert obs.n_sites == g.n
         with pytest.raises(dataclasses.FrozenInstanceError):
             obs.now_s = 0.0  # type: ignore[misc]
+        fields = dict(obs.__dict__)
+        del fields["ev_site"]
+        with pytest.raises(TypeError, match=r"missing: \['ev_site'\]"):
+            Observation.from_fields(fields)
+        with pytest.raises(TypeError, match=r"unknown: \['ev_sight'\]"):
+            Observation.from_fields({**obs.__dict__, "ev_sight": obs.ev_site})
 
 
 def test_an_observation_cannot_change_the_world():
