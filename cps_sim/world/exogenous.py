@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -426,8 +426,16 @@ def pv_unit_profiles(
     return weather.tick_mean(p) / 1000.0
 
 
-# japan_residential's mean shape by (start instant, zone, holidays): LoadBlocks._mean_shape
-_MEAN_SHAPE: dict[tuple[Any, ...], float] = {}
+@lru_cache(maxsize=256)
+def residential_mean_shape(clock: Clock, holidays: str | None) -> float:
+    """Mean of the japan_residential shape over the year that starts at ``clock.start``
+    (hourly, local time, ``holidays`` days off); the same for every group and run of that
+    start, zone and calendar, so computed once per process for those."""
+    t = (np.arange(8760) + 0.5) * 3600.0
+    idx = clock.index(t)
+    minute = (idx.hour * 60 + idx.minute).to_numpy()
+    off = is_day_off(idx, holidays)
+    return float(load_model.shape(minute, off, idx.month.to_numpy()).mean())
 
 
 class LoadBlocks:
@@ -463,7 +471,9 @@ class LoadBlocks:
         self.holidays = holidays
         self.rng = rng
         self.stream = stream
-        mean_shape = self._mean_shape() if profile == "japan_residential" else 1.0
+        mean_shape = (
+            residential_mean_shape(clock, holidays) if profile == "japan_residential" else 1.0
+        )
         self.scale_w = annual_wh / 8760.0 / mean_shape
         self.tables = (load_model.WEEKDAY_MINUTES, load_model.WEEKEND_MINUTES)
         self.base: np.ndarray | None = None
@@ -486,23 +496,6 @@ class LoadBlocks:
         self.values: np.ndarray | None = None
         self._n_ticks = n_ticks
         self._rows: dict[tuple[int, bool], np.ndarray] = {}
-
-    def _mean_shape(self) -> float:
-        """Mean of the shape over the year that starts at the scenario start (hourly);
-        the same for every group and run that start at the same instant in the same
-        zone and calendar, so it is computed once per process for those."""
-        start = pd.Timestamp(self.clock.start)  # its zone makes the local hours
-        key = (start.isoformat(), str(start.tz), self.clock.timezone, self.holidays)
-        mean = _MEAN_SHAPE.get(key)
-        if mean is None:
-            t = (np.arange(8760) + 0.5) * 3600.0
-            idx = self.clock.index(t)
-            minute = (idx.hour * 60 + idx.minute).to_numpy()
-            off = is_day_off(idx, self.holidays)
-            mean = float(load_model.shape(minute, off, idx.month.to_numpy()).mean())
-            if len(_MEAN_SHAPE) < 256:  # a few floats; a sweep over start dates stays small
-                _MEAN_SHAPE[key] = mean
-        return mean
 
     def tick(self, k: int) -> np.ndarray:
         """Load power [W] of every site during tick ``k`` (a fresh array).

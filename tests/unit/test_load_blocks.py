@@ -72,11 +72,11 @@ def test_appending_sites_keeps_the_others():
 
 
 def test_the_kept_mean_shape_is_the_one_computed_for_that_start_zone_and_calendar():
-    """japan_residential's yearly mean shape is kept per (start and its zone, calendar
-    zone, holidays): a kept value scales the sites as a fresh one does; the same instant
-    given in UTC is the same local start (the clock works in its zone); a start an hour
-    later, or another holiday calendar, is computed anew."""
-    from cps_sim.world import exogenous
+    """japan_residential's yearly mean shape is kept per (clock: start and zone, holidays):
+    a kept value scales the sites as a fresh one does; the same instant given in UTC is the
+    same local start (the clock works in its zone); a start an hour later, or another
+    holiday calendar, is computed anew."""
+    from cps_sim.world.exogenous import residential_mean_shape
 
     def scale(clock: Clock, holidays: str = "JP") -> float:
         lb = LoadBlocks(
@@ -87,12 +87,12 @@ def test_the_kept_mean_shape_is_the_one_computed_for_that_start_zone_and_calenda
 
     utc = Clock(dt.datetime(2026, 3, 27, 15, tzinfo=dt.UTC))  # CLOCK's instant
     later = Clock(dt.datetime(2026, 3, 28, 1, tzinfo=dt.timezone(dt.timedelta(hours=9))))
-    exogenous._MEAN_SHAPE.clear()
+    residential_mean_shape.cache_clear()
     fresh = {name: scale(c) for name, c in (("clock", CLOCK), ("later", later))}
     fresh["us"] = scale(CLOCK, "US")
-    assert len(exogenous._MEAN_SHAPE) == 3
+    assert residential_mean_shape.cache_info().currsize == 3
     assert scale(CLOCK) == scale(utc) == fresh["clock"]  # kept, and the same local start
-    assert len(exogenous._MEAN_SHAPE) == 3
+    assert residential_mean_shape.cache_info().currsize == 3
     assert fresh["clock"] != fresh["us"]
-    exogenous._MEAN_SHAPE.clear()
+    residential_mean_shape.cache_clear()
     assert scale(later) == fresh["later"] and scale(CLOCK, "US") == fresh["us"]
