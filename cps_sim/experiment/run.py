@@ -140,14 +140,25 @@ def check_setup(
     ``cps-sim run`` would raise at its start (:class:`ScenarioError` naming
     ``source_file`` when the problem is in no file of its own), without simulating;
     ``cps-sim validate`` calls it after the memory check."""
-    if base_dir is None and source_file is not None:
-        base_dir = Path(source_file).parent
     try:
-        start_run(scenario, base_dir=base_dir)
+        start_run(scenario, base_dir=_data_dir(base_dir, source_file))
     except ScenarioError as exc:
-        if exc.file is None and source_file is not None:
-            raise ScenarioError(source_file, exc.issues) from None
-        raise
+        raise _naming(exc, source_file) from None
+
+
+def _data_dir(base_dir: Path | None, source_file: str | None) -> Path | None:
+    """Where a scenario's relative data paths start: ``base_dir``, else its file's folder."""
+    if base_dir is None and source_file is not None:
+        return Path(source_file).parent
+    return base_dir
+
+
+def _naming(exc: ScenarioError, source_file: str | None) -> ScenarioError:
+    """A problem found while building (a catalog name, a data file's content) that names
+    no file of its own, as a problem of the scenario file."""
+    if exc.file is None and source_file is not None:
+        return ScenarioError(source_file, exc.issues)
+    return exc
 
 
 def run_scenario(
@@ -189,8 +200,7 @@ def run_scenario(
     out_dir = check_run_out(shown, protect)  # before anything is simulated
     t0 = time.perf_counter()
     started = time.time()
-    if base_dir is None and source_file is not None:
-        base_dir = Path(source_file).parent
+    base_dir = _data_dir(base_dir, source_file)
     facts = {
         "cps_sim.scenario": scenario.name,
         "cps_sim.seed": str(scenario.seed),
@@ -211,9 +221,7 @@ def run_scenario(
             sim_wall = time.perf_counter() - t0
             meta = recorder.finish_events()  # the file's metadata: the same in every file
         except ScenarioError as exc:  # found while building (catalog names, data files)
-            if exc.file is None and source_file is not None:
-                raise ScenarioError(source_file, exc.issues) from None
-            raise
+            raise _naming(exc, source_file) from None
         except OSError:
             if sink.error is None:  # not the events file's
                 raise
