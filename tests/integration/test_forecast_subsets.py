@@ -14,8 +14,8 @@ from cps_sim.world.build import build_world
 from cps_sim.world.wiring import _pv_forecast
 
 
-@pytest.fixture(scope="module")
-def world():
+def _world(**site):
+    """40 homes over two days at 15 min; ``site``: the group's device blocks."""
     sc = Scenario(
         name="fc",
         seed=3,
@@ -23,16 +23,14 @@ def world():
         duration_days=2,
         tick_s=900,
         weather={"source": "synthetic"},
-        sites=[
-            {
-                "name": "homes",
-                "count": 40,
-                "pv": {"share": 0.7, "inverter_kw": 3.0},
-                "ev": {"share": 0.5},
-            }
-        ],
+        sites=[{"name": "homes", "count": 40, **site}],
     )
     return build_world(sc)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return _world(pv={"share": 0.7, "inverter_kw": 3.0}, ev={"share": 0.5})
 
 
 def test_world_pv_forecast_on_a_subset_equals_its_rows(world):
@@ -65,16 +63,7 @@ def test_world_pv_forecast_on_a_subset_equals_its_rows(world):
 def test_the_world_pv_forecast_is_the_engines_pv_of_each_tick(pv):
     """One PV formula (models.solar.site_ac_power_w): the forecast a controller gets for a
     tick is the PV the engine runs in that tick, at every site (inverter limits included)."""
-    sc = Scenario(
-        name="fc",
-        seed=3,
-        start="2026-05-10T00:00:00+09:00",
-        duration_days=2,
-        tick_s=900,
-        weather={"source": "synthetic"},
-        sites=[{"name": "homes", "count": 40, "pv": pv}],
-    )
-    world = build_world(sc)
+    world = _world(pv=pv)
     g = world.groups[0]
     fc = _pv_forecast(world, g)
     tick = world.tick_s
