@@ -212,9 +212,9 @@ class MemoryTransport:
         self.loss = float(loss)
         self.counters = BusCounters()
         self._subs: list[tuple[str, simpy.Store]] = []
-        # topic -> (its subscribers' stores, whether it is a setpoint topic); a topic is
-        # validated and matched once, the cache cleared by every new subscription
-        self._routes: dict[str, tuple[list[simpy.Store], bool]] = {}
+        # topic -> its subscribers' stores: a topic is validated and matched once, the
+        # cache cleared by every new subscription
+        self._routes: dict[str, list[simpy.Store]] = {}
         self._seq = 0
 
     def subscribe(self, pattern: str) -> simpy.Store:
@@ -223,19 +223,18 @@ class MemoryTransport:
         self._routes.clear()
         return store
 
-    def _route(self, topic: str) -> tuple[list[simpy.Store], bool]:
-        route = self._routes.get(topic) if isinstance(topic, str) else None
-        if route is None:
+    def _route(self, topic: str) -> list[simpy.Store]:
+        stores = self._routes.get(topic) if isinstance(topic, str) else None
+        if stores is None:
             validate_topic(topic)
             stores = [store for pattern, store in self._subs if topic_matches(pattern, topic)]
-            route = self._routes[topic] = (stores, is_setpoint_topic(topic))
-        return route
+            self._routes[topic] = stores
+        return stores
 
     def publish(self, topic: str, payload: Payload) -> None:
-        targets, setpoint_topic = self._route(topic)
+        targets = self._route(topic)
         body = validate_payload(payload)
-        if setpoint_topic:
-            check_setpoint_payload(topic, body)
+        check_setpoint_payload(topic, body)
         self.counters.published += 1
         seq = self._seq
         self._seq += 1
