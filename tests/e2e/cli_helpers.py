@@ -3,7 +3,10 @@ write, the environment of a ``cps-sim`` subprocess, and ``cps-sim`` run in this 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -60,10 +63,28 @@ def invoke(args: list, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def run_in_process(args: list) -> subprocess.CompletedProcess:
+    """``cps-sim ARGS`` through the console entry point in this process, output captured
+    without pytest's ``capsys`` (usable in module fixtures and loops): what
+    :func:`run_cli` returns, without the interpreter's start.  For the many cases of one
+    check; keep at least one :func:`run_cli` per test for the real command."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["cps-sim", *map(str, args)]
+    old, sys.argv = sys.argv, argv
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old
+        cli._state["debug"] = False
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
 def run_cli(args: list, cwd: Path | None = None, timeout: float = 300):
     """``python -m cps_sim ARGS`` in a subprocess (:func:`cli_env`), output captured."""
-    import subprocess
-
     return subprocess.run(
         [sys.executable, "-m", "cps_sim", *map(str, args)],
         cwd=cwd or REPO,

@@ -20,7 +20,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from tests.e2e.cli_helpers import SCENARIO, cli_env, run_cli
+from tests.e2e.cli_helpers import SCENARIO, cli_env, run_cli, run_in_process
 
 CLI = [sys.executable, "-m", "cps_sim"]
 
@@ -35,6 +35,12 @@ SWEEP = textwrap.dedent("""\
 
 def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return run_cli(list(args), cwd=cwd, timeout=timeout)
+
+
+def cli_here(*args: str) -> subprocess.CompletedProcess:
+    """``cps-sim`` through the same entry point in this process: the many cases of one
+    refusal after a first one as a real command (:func:`cli`)."""
+    return run_in_process(list(args))
 
 
 def snapshot(root: Path) -> dict[str, object]:
@@ -100,8 +106,8 @@ def test_run_refuses_every_folder_it_did_not_write_and_changes_nothing(user: Pat
         "below a file": (a_file / "sub", "is a file"),
     }
     before = snapshot(tmp_path)
-    for what, (out, word) in cases.items():
-        r = cli("run", scen, "--out", out, "-q")
+    for i, (what, (out, word)) in enumerate(cases.items()):
+        r = (cli if i == 0 else cli_here)("run", scen, "--out", out, "-q")
         refused(r, word)
         assert snapshot(tmp_path) == before, f"{what}: files changed"
 
@@ -225,12 +231,13 @@ def test_read_only_folder_is_refused_before_simulating(user: Path, read_only_dir
 def test_sweep_refuses_foreign_folders_and_changes_nothing(user: Path, tmp_path):
     sw = user / "sweep.yaml"
     run_out = tmp_path / "a_run"
-    assert cli("run", user / "tiny.yaml", "--out", run_out, "-q").returncode == 0
+    assert cli_here("run", user / "tiny.yaml", "--out", run_out, "-q").returncode == 0
     a_file = tmp_path / "f.bin"
     a_file.write_bytes(b"\x01\x02")
     link = tmp_path / "l"
     link.symlink_to(user / "data")
     before = snapshot(tmp_path)
+    first = True
     for out, word in (
         (user / "data", "not a cps_sim sweep"),
         (link, "not a cps_sim sweep"),
@@ -240,7 +247,8 @@ def test_sweep_refuses_foreign_folders_and_changes_nothing(user: Path, tmp_path)
         (run_out, "run result"),
     ):
         for extra in ([], ["--resume"]):
-            refused(cli("sweep", sw, "--out", out, "-q", *extra), word)
+            refused((cli if first else cli_here)("sweep", sw, "--out", out, "-q", *extra), word)
+            first = False
             assert snapshot(tmp_path) == before, (out, extra)
 
 
