@@ -79,11 +79,41 @@ def _check_window(window: str, a: float, b: float) -> None:
         )
 
 
-def _truncnorm_ppf(u: np.ndarray, a: float, b: float) -> np.ndarray:
-    """Inverse CDF of the standard normal truncated to [a, b] (robust in the tails)."""
-    from scipy.stats import truncnorm
+def _log_mass(a: float, b: float) -> float:
+    """log P(a <= Z <= b) of the standard normal, worked out in the lower tail (the upper
+    one by symmetry) or, for a window around the mean, as ``log1p`` of what lies outside."""
+    from scipy.special import log1p, log_ndtr, ndtr
 
-    return truncnorm.ppf(u, a, b)
+    if b <= 0:  # log(Phi(b) - Phi(a)) = log Phi(b) + log(1 + exp(log Phi(a) + i pi - log Phi(b)))
+        la, lb = log_ndtr(a), log_ndtr(b)
+        return float((np.log1p(np.exp(complex(la - lb, math.pi))) + lb).real)
+    if a > 0:
+        return _log_mass(-b, -a)
+    return float(log1p(-ndtr(a) - ndtr(-b)))
+
+
+def _truncnorm_ppf(u: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Inverse CDF of the standard normal truncated to [a, b] (robust in the tails).
+
+    In log space: ``log Phi(x) = log(Phi(a) + u M)`` with the window's mass ``M``
+    (``a < 0``), or from the upper end by symmetry (``a >= 0``), inverted with
+    ``ndtri_exp``; ``u = 0`` gives ``a``, ``u = 1`` gives ``b``.  The same numbers as
+    ``scipy.stats.truncnorm.ppf``, bit for bit (tests/unit/test_distributions.py),
+    several times faster for scalar bounds: the mass is worked out once, not per draw.
+    """
+    from scipy.special import log_ndtr, ndtri_exp
+
+    u = np.asarray(u, dtype=float)
+    lm = _log_mass(a, b)
+    inner = (u > 0.0) & (u < 1.0)
+    ui = u if inner.all() else np.where(inner, u, 0.5)
+    if a < 0:
+        x = ndtri_exp(np.logaddexp(log_ndtr(a), np.log(ui) + lm))
+    else:
+        x = -ndtri_exp(np.logaddexp(log_ndtr(-b), np.log1p(-ui) + lm))
+    if ui is u:
+        return x
+    return np.where(inner, x, np.where(u == 0.0, a, np.where(u == 1.0, b, np.nan)))
 
 
 class Uniform(_Dist):
