@@ -123,17 +123,17 @@ def test_run_into_new_empty_linked_or_own_result_folders(user: Path, tmp_path):
     target.mkdir(parents=True)
     link = tmp_path / "r_link"
     link.symlink_to(target)
-    assert cli("run", scen, "--out", link, "-q").returncode == 0
+    assert cli_here("run", scen, "--out", link, "-q").returncode == 0
     assert link.is_symlink() and (target / "timeseries.parquet").is_file()
     # its own earlier result (with a report) is replaced
-    assert cli("report", empty).returncode == 0
-    r = cli("run", scen, "--out", empty, "-q", "--seed", "9")
+    assert cli_here("report", empty).returncode == 0
+    r = cli_here("run", scen, "--out", empty, "-q", "--seed", "9")
     assert r.returncode == 0, r.stderr
     assert json.loads((empty / "manifest.json").read_text())["seed"] == 9
     # ... but not when the user keeps their own file in it
     (empty / "analysis.ipynb").write_text("{}")
     before = snapshot(tmp_path)
-    refused(cli("run", scen, "--out", empty, "-q"), "analysis.ipynb", "did not write")
+    refused(cli_here("run", scen, "--out", empty, "-q"), "analysis.ipynb", "did not write")
     assert snapshot(tmp_path) == before
     # a sweep folder is not a run result
     sweep_out = tmp_path / "sw"
@@ -142,7 +142,7 @@ def test_run_into_new_empty_linked_or_own_result_folders(user: Path, tmp_path):
         == 0
     )
     before = snapshot(sweep_out)
-    refused(cli("run", scen, "--out", sweep_out, "-q"), "sweep")
+    refused(cli_here("run", scen, "--out", sweep_out, "-q"), "sweep")
     assert snapshot(sweep_out) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".cps_sim-")]
 
@@ -252,8 +252,11 @@ def test_sweep_refuses_foreign_folders_and_changes_nothing(user: Path, tmp_path)
             assert snapshot(tmp_path) == before, (out, extra)
 
 
-def _sweep(user: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return cli("sweep", user / "sweep.yaml", "--out", out, "-q", "--workers", "2", *extra)
+def _sweep(user: Path, out: Path, *extra: str, here: bool = False) -> subprocess.CompletedProcess:
+    """``cps-sim sweep`` on two workers (``here``: in this process, for refusals)."""
+    return (cli_here if here else cli)(
+        "sweep", user / "sweep.yaml", "--out", out, "-q", "--workers", "2", *extra
+    )
 
 
 def test_resume_keeps_user_files_redoes_damaged_runs_and_refuses_other_plans(user, tmp_path):
@@ -295,16 +298,16 @@ def test_resume_keeps_user_files_redoes_damaged_runs_and_refuses_other_plans(use
     # a different plan: refused, naming what differs, nothing changed
     before = snapshot(out)
     (user / "sweep.yaml").write_text(SWEEP.replace("[0.2, 0.9]", "[0.2, 0.5, 0.9]"))
-    refused(_sweep(user, out, "--resume"), "different sweep plan", "parameters")
+    refused(_sweep(user, out, "--resume", here=True), "different sweep plan", "parameters")
     (user / "sweep.yaml").write_text(SWEEP.replace("replications: 2", "replications: 3"))
-    refused(_sweep(user, out, "--resume"), "replications: 2 -> 3")
+    refused(_sweep(user, out, "--resume", here=True), "replications: 2 -> 3")
     (user / "sweep.yaml").write_text(SWEEP)
     (user / "tiny.yaml").write_text(SCENARIO.replace("count: 3", "count: 4"))
-    refused(_sweep(user, out, "--resume"), "scenario file's content changed")
+    refused(_sweep(user, out, "--resume", here=True), "scenario file's content changed")
     assert snapshot(out) == before
     # without --resume a finished sweep is never overwritten
     (user / "tiny.yaml").write_text(SCENARIO)
-    refused(_sweep(user, out), "--resume")
+    refused(_sweep(user, out, here=True), "--resume")
     assert snapshot(out) == before
 
 
