@@ -98,7 +98,7 @@ def _truncnorm_ppf(u: np.ndarray, a: float, b: float) -> np.ndarray:
     In log space: ``log Phi(x) = log(Phi(a) + u M)`` with the window's mass ``M``
     (``a < 0``), or from the upper end by symmetry (``a >= 0``), inverted with
     ``ndtri_exp``; ``u = 0`` gives ``a``, ``u = 1`` gives ``b``.  The same numbers as
-    ``scipy.stats.truncnorm.ppf``, bit for bit (tests/unit/test_distributions.py),
+    ``scipy.stats.truncnorm.ppf``, bit for bit (tests/unit/test_truncnorm_ppf.py),
     several times faster for scalar bounds: the mass is worked out once, not per draw.
     """
     from scipy.special import log_ndtr, ndtri_exp
