@@ -83,8 +83,9 @@ class Observation:
         d = obs.__dict__
         d.update(_DEFAULTS)
         d.update(fields)
-        if d.keys() != _FIELDS:
-            missing, unknown = sorted(_FIELDS - d.keys()), sorted(d.keys() - _FIELDS)
+        if d.keys() != OBSERVATION_FIELDS:
+            missing = sorted(OBSERVATION_FIELDS - d.keys())
+            unknown = sorted(d.keys() - OBSERVATION_FIELDS)
             raise TypeError(f"observation fields missing: {missing}; unknown: {unknown}")
         return obs
 
@@ -141,7 +142,8 @@ class Observation:
         return np.asarray(self.site_load_w, float) - np.asarray(self.site_pv_w, float)
 
 
-_FIELDS = frozenset(Observation.__dataclass_fields__)
+# every field of an observation (what World.observe keeps; the rest goes to ``extra``)
+OBSERVATION_FIELDS = frozenset(Observation.__dataclass_fields__)
 # the fields an observation may omit, with their defaults (``extra``'s factory excepted)
 _DEFAULTS = {
     name: f.default

@@ -32,6 +32,13 @@ def iana_zone(name: str) -> ZoneInfo:
         ) from None
 
 
+def tick_index(times_s: np.ndarray | float, tick_s: float, n_ticks: int) -> np.ndarray:
+    """Index of the tick that holds each simulation time [s], held at the first and the
+    last tick outside the run: where a per-tick series (price, PV, temperature) is read
+    at any time."""
+    return np.clip((np.asarray(times_s) // tick_s).astype(np.int64), 0, n_ticks - 1)
+
+
 @dataclass(frozen=True)
 class Clock:
     """Maps simulation time (float seconds since ``start``) to wall-calendar time.

@@ -81,7 +81,9 @@ def _check_window(window: str, a: float, b: float) -> None:
 
 def _log_mass(a: float, b: float) -> float:
     """log P(a <= Z <= b) of the standard normal, worked out in the lower tail (the upper
-    one by symmetry) or, for a window around the mean, as ``log1p`` of what lies outside."""
+    one by symmetry) or, for a window around the mean, as ``log1p`` of what lies outside.
+    For the windows :func:`_check_window` lets through; one ~1e300 std away has both
+    ``log Phi`` at -inf (NaN here), which is why the refusal's message uses :func:`_mass`."""
     from scipy.special import log1p, log_ndtr, ndtr
 
     if b <= 0:  # log(Phi(b) - Phi(a)) = log Phi(b) + log(1 + exp(log Phi(a) + i pi - log Phi(b)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cps_sim.core.clock import Clock
+from cps_sim.core.clock import Clock, tick_index
 from cps_sim.core.rng import RngStreams
 from cps_sim.core.units import SECONDS_PER_DAY
 from cps_sim.models import battery as bat
@@ -303,8 +303,7 @@ def _place_evs_at_start(
     tick_s = scenario.tick_s
 
     def temp_at(t_s: np.ndarray) -> np.ndarray:  # as World._temp_at (held before the run)
-        k = np.clip((np.asarray(t_s) // tick_s).astype(np.int64), 0, len(temp) - 1)
-        return temp[k]
+        return temp[tick_index(t_s, tick_s, len(temp))]
 
     return place_at_start(
         group,

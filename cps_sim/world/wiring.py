@@ -41,6 +41,7 @@ from cps_sim.control.base import (
 )
 from cps_sim.control.strategies import StrategyConfig, StrategyController
 from cps_sim.core.bus import MemoryTransport, Transport
+from cps_sim.core.clock import tick_index
 from cps_sim.core.errors import ScenarioError
 from cps_sim.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 
@@ -198,8 +199,7 @@ def _tick_series(world: World, series: np.ndarray):
     tick = world.tick_s
 
     def at(times_s: np.ndarray) -> np.ndarray:
-        k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, series.size - 1)
-        return series[k]
+        return series[tick_index(times_s, tick, series.size)]
 
     return at
 
@@ -220,7 +220,7 @@ def _pv_forecast(
     rng = world.rng.generator(f"ems/{name}/forecast") if noisy else None
 
     def pv(times_s: np.ndarray, sites: np.ndarray | None = None) -> np.ndarray:
-        k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, unit.shape[0] - 1)
+        k = tick_index(times_s, tick, unit.shape[0])
         # the asked sites only, but every site when noise is drawn (it is drawn for all)
         sel = slice(None) if sites is None or rng is not None else sites
         out = site_ac_power_w(cap_w[sel], unit[k], orient[sel], None if ac_w is None else ac_w[sel])
@@ -249,7 +249,7 @@ def _load_forecast(world: World, name: str, spec: HemsSpec):
     rng = world.rng.generator(f"ems/{name}/load_forecast") if spec.forecast == "noisy" else None
 
     def load(times_s: np.ndarray) -> np.ndarray:
-        k = np.clip((np.asarray(times_s) // tick).astype(np.int64), 0, n_ticks - 1)
+        k = tick_index(times_s, tick, n_ticks)
         out = np.stack([blocks.tick(int(i)) for i in k], axis=1)
         if rng is not None:
             from cps_sim.control.optimise import noisy_forecast

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import simpy
 
-from cps_sim.control.observation import Observation
+from cps_sim.control.observation import OBSERVATION_FIELDS, Observation
 from cps_sim.core.calendar import is_day_off
-from cps_sim.core.clock import Clock
+from cps_sim.core.clock import Clock, tick_index
 from cps_sim.core.ledger import EnergyLedger
 from cps_sim.core.rng import RngStreams
 from cps_sim.core.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
@@ -38,9 +38,6 @@ if TYPE_CHECKING:
     from cps_sim.core.bus import Transport
     from cps_sim.world.external import ExternalMember
     from cps_sim.world.wiring import Wiring
-
-
-_OBS_FIELDS = frozenset(Observation.__dataclass_fields__)
 
 
 _EMPTY_EV: dict[str, np.ndarray] = dict(
@@ -244,7 +241,7 @@ class World:
             )
         for p in g.populations:
             fields.update(p.observe())
-        extra = {f: fields.pop(f) for f in [f for f in fields if f not in _OBS_FIELDS]}
+        extra = {f: fields.pop(f) for f in [f for f in fields if f not in OBSERVATION_FIELDS]}
         imp = np.empty(n)
         imp.fill(self.import_price_jpy_per_kwh[k])
         exp = np.empty(n)
@@ -441,8 +438,7 @@ class World:
 
     def _temp_at(self, t_s: np.ndarray) -> np.ndarray:
         """Tick-mean air temperature [°C] at simulation times (held beyond the run)."""
-        k = np.clip((np.asarray(t_s) // self.tick_s).astype(np.int64), 0, self.n_ticks - 1)
-        return self.weather.temp_air_c[k]
+        return self.weather.temp_air_c[tick_index(t_s, self.tick_s, self.n_ticks)]
 
     def _tick_columns(self, k: int) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         """Close the tick of every per-tick population (e.g. advance water-heater tanks).

@@ -47,20 +47,12 @@ def cli_env() -> dict[str, str]:
 
 def invoke(args: list, capsys) -> tuple[int, str, str]:
     """``cps-sim ARGS`` through the console entry point, in this process:
-    (exit code, stdout, stderr)."""
+    (exit code, stdout, stderr); :func:`run_in_process`, plus whatever reached pytest's
+    capture around its redirection (a handler bound to the earlier stream)."""
     capsys.readouterr()
-    old = sys.argv
-    sys.argv = ["cps-sim", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-        cli._state["debug"] = False
+    r = run_in_process(args)
     out, err = capsys.readouterr()
-    return code, out, err
+    return r.returncode, r.stdout + out, r.stderr + err
 
 
 def run_in_process(args: list) -> subprocess.CompletedProcess:

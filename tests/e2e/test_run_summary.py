@@ -10,9 +10,7 @@ must not print it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.e2e.cli_helpers import run_in_process
+from tests.e2e.cli_helpers import run_cli, run_in_process
 
 SCENARIOS = sorted((REPO / "scenarios").glob("*.yaml"))
 # scaled down: one day, except where the point of the scenario lies later
@@ -28,14 +26,9 @@ SCALE = {"self_owned_microgrid": ["--set", "duration_days=3"]}
 
 
 def _cli(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cps_sim", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "CI": "true"},
-    )
+    """``python -m cps_sim ARGS`` from the repository, in CI mode (a whole built-in run
+    may take minutes on a slow machine)."""
+    return run_cli(args, timeout=600)
 
 
 @pytest.fixture(scope="module")
